@@ -1,0 +1,7 @@
+"""python -m kvm COMMAND ...: the umbrella command."""
+
+import sys
+
+from .cli import umbrella
+
+sys.exit(umbrella())

@@ -1,0 +1,100 @@
+"""What every command shares: common options, the one error handler, prompts."""
+
+import argparse
+import logging
+import sys
+
+from .. import host
+from ..errors import KvmError, PermissionDenied, UsageError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that exits 2 with a one-line `prog: message` on usage errors."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: {message}\n(see {self.prog} --help)\n")
+
+
+def parser(prog, description, *, root=True, dry_run=False):
+    """A parser with the common options."""
+    p = Parser(prog=prog, description=description)
+    p.add_argument("--debug", action="store_true", help="log every command run, show tracebacks")
+    if root:
+        p.add_argument("--root", metavar="DIR", help="install root (default: KVM_ROOT, the launcher's folder, "
+                                                     "or the dataset marked kvm:root)")
+    if dry_run:
+        p.add_argument("-n", "--dry-run", action="store_true",
+                       help="print the commands and writes it would do, change nothing")
+    return p
+
+
+def run(prog, build_parser, body, argv, launcher_dir=None):
+    """Parse argv, run body(args), turn errors into one line and an exit status."""
+    p = build_parser()
+    args = p.parse_args(argv)
+    args.launcher_dir = launcher_dir
+    if args.debug:
+        logging.basicConfig(level=logging.DEBUG, format=f"{prog}: %(message)s", stream=sys.stderr)
+    if getattr(args, "dry_run", False):
+        host.set_dry_run(True, sys.stdout)
+    try:
+        status = body(args)
+        return 0 if status is None else status
+    except KvmError as exc:
+        if args.debug:
+            raise
+        print(exc.line(prog), file=sys.stderr)
+        return exc.exit_status
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the one place that turns surprises into one line
+        if args.debug:
+            raise
+        print(f"{prog}: internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
+              file=sys.stderr)
+        return 1
+
+
+def get_root(args):
+    """The install root for this command."""
+    from ..root import find_root
+    return find_root(getattr(args, "root", None), args.launcher_dir)
+
+
+def need_root_user(vm=None):
+    """Refuse to go on unless running as root (skipped in dry-run: nothing changes)."""
+    if not host.is_root() and not host.dry_run():
+        raise PermissionDenied("you need to be root to do this", vm=vm)
+
+
+def warn(prog, message, vm=None):
+    """A warning line on stderr."""
+    who = f"{prog}: {vm}: " if vm else f"{prog}: "
+    print(f"{who}warning: {message}", file=sys.stderr)
+
+
+def info(message):
+    """Progress on stderr (stdout is for results)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def ask(question, default=None, stream_in=None):
+    """Prompt on stderr, read one line from stdin; EOF is a usage error (no input to answer)."""
+    stream_in = stream_in or sys.stdin
+    print(question, end="", file=sys.stderr, flush=True)
+    line = stream_in.readline()
+    if not line:
+        raise UsageError(f"no answer to '{question.strip()}' (stdin closed): give the answers as flags")
+    answer = line.strip()
+    return answer if answer else default
+
+
+def confirm(question, assume_yes):
+    """y/N question; True with -y."""
+    if assume_yes:
+        return True
+    answer = ask(f"{question} (y/N)? ", "n")
+    return answer.lower().startswith("y")

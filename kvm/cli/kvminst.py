@@ -1,0 +1,94 @@
+"""kvminst [-p POOL] [-y] [--repin] [--uninstall]: install kvm on a pool, or upgrade it."""
+
+import sys
+
+from .. import zfs
+from ..errors import UsageError
+from . import common
+
+PROG = "kvminst"
+
+
+def build_parser():
+    p = common.parser(PROG, "Create POOL/kvm and POOL/kvm/vm and install the kvm commands, helpers, "
+                            "templates and pinned firmware into the root folder. Running it again "
+                            "upgrades the commands and never touches vm/.", root=False, dry_run=True)
+    p.add_argument("-p", "--pool", help="pool to install on (without it: list the pools and ask)")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--repin", action="store_true",
+                   help="copy the host's current firmware again over the pinned one")
+    p.add_argument("--uninstall", action="store_true",
+                   help="remove our rc.d scripts and destroy POOL/kvm with every VM (asks first)")
+    return p
+
+
+def choose_pool():
+    """List the pools on stderr and ask for one."""
+    pools = zfs.pools()
+    if not pools:
+        raise UsageError("no ZFS pool is imported: create or import one first")
+    common.info("Pools:")
+    for name, health in pools:
+        common.info(f"  {name}\t{health}")
+    default = pools[0][0] if len(pools) == 1 else None
+    hint = f" [{default}]" if default else ""
+    answer = common.ask(f"Install kvm on which pool{hint}? ", default)
+    if not answer:
+        raise UsageError("no pool chosen")
+    return answer
+
+
+def body(args):
+    if args.uninstall:
+        return do_uninstall(args)
+    pool = args.pool or choose_pool()
+    if "/" in pool or "@" in pool:
+        raise UsageError(f"'{pool}' is not a pool name (give the pool, kvminst makes POOL/kvm)")
+    if not args.yes and not args.dry_run and not common.confirm(f"Install kvm into {pool}/kvm", False):
+        common.info("Nothing done.")
+        return 1
+    from ..install import install
+    report = install(pool, repin=args.repin)
+    verb = "upgraded" if report.upgraded else "installed"
+    for name in report.created:
+        common.info(f"created dataset {name}")
+    for line in report.pinned:
+        common.info(f"pinned firmware {line}")
+    for line in report.warnings:
+        common.warn(PROG, line)
+    print(f"kvm {verb} in {report.path} (dataset {report.dataset})")
+    print(f"next: cd {report.path} && ./vmcreate myVM")
+    return 0
+
+
+def do_uninstall(args):
+    from ..install import uninstall, uninstall_plan
+    from ..root import find_root
+    root = find_root(None, None) if not args.pool else _root_of_pool(args.pool)
+    dataset = root.dataset()
+    scripts = uninstall_plan(root)
+    common.info(f"This destroys {dataset} recursively: every VM, disk and snapshot under {root.path}.")
+    for script in scripts:
+        common.info(f"It also removes the rc.d script {script.path} and {script.rcvar} from rc.conf.")
+    if not common.confirm(f"Destroy {dataset}", args.yes):
+        common.info("Nothing done.")
+        return 1
+    common.need_root_user()
+    uninstall(root, dataset)
+    print(f"removed {dataset}")
+    return 0
+
+
+def _root_of_pool(pool):
+    from pathlib import Path
+
+    from ..errors import NotFound
+    from ..root import Root
+    ds = f"{pool}/kvm"
+    if not zfs.lzc_exists(ds):
+        raise NotFound(f"no kvm install on pool '{pool}' ({ds} does not exist)")
+    return Root(Path(zfs.get_prop(ds, "mountpoint")), ds)
+
+
+def main(argv=None, launcher_dir=None):
+    return common.run(PROG, build_parser, body, sys.argv[1:] if argv is None else argv, launcher_dir)

@@ -1,0 +1,125 @@
+"""Creating a VM: answers checked first, then dataset, files, disk and vars under one transaction."""
+
+from dataclasses import dataclass, field
+
+from . import config, firmware, host, vm as vmmod, zfs
+from .errors import ConfigError, NotFound, StateError, UsageError
+from .txn import Transaction
+
+DISK_FILE = "disk"
+VARS_FILE = "UEFI_VARS.fd"
+IFNAME_MAX = 15
+
+
+@dataclass
+class Answers:
+    """Everything vmcreate needs, as given on flags or at the prompts."""
+
+    loader: str = ""
+    boot: str = ""
+    cores: str = ""
+    mem: str = ""
+    options: str = ""
+    disk_size: str = ""
+    disk_driver: str = ""
+    network: bool = False
+    bridge: str = "bridgeLOCAL"
+    tap: str = ""
+    uplink: str = ""
+    vnc: str = ""          # "", "1", "wait"
+    vnc_addr: str = ""
+    com: bool = False
+    iso: str = ""
+    warnings: list = field(default_factory=list)
+
+
+def size_bytes(text, what):
+    """A size with a unit (K, M, G, T), as truncate takes it."""
+    m = config.MEM_RE.match(text or "")
+    if not m or not m.group(2):
+        raise UsageError(f"{what} '{text}' needs a number and a unit (K, M, G or T), e.g. 20G")
+    return config.mem_bytes(text)
+
+
+def default_tap(name):
+    return "tap" + name.upper().replace(".", "_").replace("-", "_")
+
+
+def check_ifname(value, what):
+    """Interface names: 1-15 characters, letters, digits and _ (ifconfig's limits)."""
+    import re
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,14}", value or ""):
+        raise UsageError(f"{what} '{value}' is not an interface name (1-{IFNAME_MAX} letters, digits, _)")
+
+
+def render_files(name, a, root_path):
+    """(set.conf text, run text) for the answers; raises ConfigError when they do not validate."""
+    from .templating import render
+    pre, post = [], []
+    devices = ""
+    if a.network:
+        tap = a.tap or default_tap(name)
+        check_ifname(tap, "tap name")
+        check_ifname(a.bridge, "bridge name")
+        if a.uplink:
+            check_ifname(a.uplink, "uplink interface")
+        pre = [f"CreateIF bridge {a.bridge}", f"CreateIF tap {tap}",
+               f"ifconfig {tap} up", f"ifconfig {a.bridge} addm {tap}"]
+        if a.uplink:
+            pre.append(f"ifconfig {a.bridge} addm {a.uplink} 2>/dev/null  # already a member is fine")
+        pre.append(f"ifconfig {a.bridge} up")
+        post = [f"DestroyIF {tap}"]
+        devices = f"3,virtio-net,{tap}"
+    conf = render("set.conf.j2", root_path, name=name, vmrom=a.loader, boot=a.boot, cores=a.cores,
+                  mem=a.mem, options=a.options, disk=DISK_FILE if a.disk_size else "",
+                  disk_driver=a.disk_driver, devices=devices, vnc=a.vnc, vnc_addr=a.vnc_addr,
+                  com=a.com and config.loader_kind(a.loader) != "grub", iso=a.iso)
+    run = render("run.j2", root_path, name=name, pre=pre, post=post)
+    values = config.parse_text(conf)
+    cfg = config.validate(name, "/nonexistent", values)
+    return conf, run, cfg
+
+
+def check_new(root, name):
+    """Refuse an invalid name or one already taken by a folder or dataset."""
+    vmmod.check_name(name)
+    vm = vmmod.Vm(root, name)
+    if vm.dir.exists():
+        raise StateError(f"already exists ({vm.dir})", vm=name)
+    if zfs.lzc_exists(vm.dataset()):
+        raise StateError(f"dataset {vm.dataset()} already exists", vm=name)
+    return vm
+
+
+def create(root, name, a):
+    """Create the VM; any failure (or kill) leaves nothing behind. Returns the Vm."""
+    vm = check_new(root, name)
+    try:
+        conf, run, cfg = render_files(name, a, root.path)
+    except ConfigError as exc:
+        exc.vm = name
+        raise
+    disk = size_bytes(a.disk_size, "disk size") if a.disk_size else 0
+    vars_src = None
+    if cfg.loader == "uefi":
+        vars_src = firmware.vars_template(root.path)
+        if vars_src is None:
+            raise NotFound("no UEFI vars template pinned: pkg install edk2-bhyve, then run kvminst", vm=name)
+    if a.iso:
+        iso = a.iso if a.iso.startswith("/") else str(vm.dir / a.iso)
+        if not a.iso.startswith("/"):
+            raise UsageError(f"ISO '{a.iso}' must be an absolute path", vm=name)
+        import os
+        if not os.path.isfile(iso):
+            raise NotFound(f"ISO '{a.iso}' does not exist", vm=name)
+    with Transaction(vm.dataset()) as txn:
+        if not host.dry_run() and not vm.dir.is_dir():
+            raise StateError(f"dataset {vm.dataset()} is not mounted at {vm.dir}", vm=name)
+        host.write_file(vm.conf_path, conf, mode=0o644)
+        host.write_file(vm.run_path, run, mode=0o644)
+        if vars_src is not None:
+            host.copy_file(vars_src, vm.dir / VARS_FILE, mode=0o644)
+        if disk:
+            host.make_sparse(vm.dir / DISK_FILE, disk)
+        txn.commit()
+    return vm, cfg

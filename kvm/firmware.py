@@ -1,0 +1,29 @@
+"""Where the pinned firmware of an install root is (ours in firmware/, the shell toolkit's in the root)."""
+
+from pathlib import Path
+
+UEFI_CODE = "BHYVE_UEFI.fd"
+UEFI_VARS = "BHYVE_UEFI_VARS.fd"
+GRUB = "grub-bhyve"
+
+
+def _first(*candidates):
+    for path in candidates:
+        if Path(path).is_file():
+            return Path(path)
+    return None
+
+
+def uefi_code(root):
+    """The pinned UEFI code file."""
+    return _first(Path(root) / "firmware" / UEFI_CODE, Path(root) / UEFI_CODE)
+
+
+def vars_template(root):
+    """The pinned UEFI vars template each new VM gets a copy of."""
+    return _first(Path(root) / "firmware" / UEFI_VARS, Path(root) / "UEFI_VARS.fd")
+
+
+def grub(root):
+    """The pinned grub-bhyve."""
+    return _first(Path(root) / "firmware" / GRUB, Path(root) / GRUB)

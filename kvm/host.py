@@ -1,0 +1,248 @@
+"""The only door to the OS: commands (argv lists, never shell strings), processes, signals, file writes.
+
+Every command is logged at debug level as a copy-pasteable line. In dry-run mode
+mutating calls are printed (on stdout, as the result of the dry run) and skipped;
+reads still run so the plan printed is the real one.
+"""
+
+import errno
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import CommandFailed
+
+log = logging.getLogger("kvm.host")
+
+_state = {"dry_run": False, "out": None}
+
+
+def set_dry_run(enabled, out=None):
+    """Switch dry-run on or off for this process; planned actions go to `out` (stdout)."""
+    _state["dry_run"] = bool(enabled)
+    _state["out"] = out
+
+
+def dry_run():
+    """True when mutating calls are only printed."""
+    return _state["dry_run"]
+
+
+def _plan(text):
+    out = _state["out"] or sys.stdout
+    print(text, file=out, flush=True)
+
+
+@dataclass
+class Result:
+    """What a finished command gave back."""
+
+    argv: list
+    status: int
+    stdout: str
+    stderr: str
+
+
+def run(argv, *, mutating=True, check=True, input=None, env=None, capture=True, vm=None):
+    """Run argv and wait; raise CommandFailed on non-zero status when check is set."""
+    argv = [str(a) for a in argv]
+    line = shlex.join(argv)
+    if mutating and dry_run():
+        _plan(line)
+        return Result(argv, 0, "", "")
+    log.debug("run: %s", line)
+    pipe = subprocess.PIPE if capture else None
+    try:
+        proc = subprocess.run(argv, input=input, stdout=pipe, stderr=pipe, text=True, env=env,
+                              stdin=None if input is not None else subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise CommandFailed(argv, 127, f"{argv[0]}: command not found", vm=vm) from None
+    res = Result(argv, proc.returncode, proc.stdout or "", proc.stderr or "")
+    if check and res.status != 0:
+        raise CommandFailed(argv, res.status, res.stderr, vm=vm)
+    return res
+
+
+def spawn(argv, *, stdin=None, stdout=None, stderr=None, env=None, new_session=False, pass_fds=()):
+    """Start argv without waiting; returns the Popen object."""
+    argv = [str(a) for a in argv]
+    log.debug("spawn: %s", shlex.join(argv))
+    return subprocess.Popen(argv, stdin=stdin if stdin is not None else subprocess.DEVNULL,
+                            stdout=stdout, stderr=stderr, env=env,
+                            start_new_session=new_session, pass_fds=pass_fds)
+
+
+def exec_replace(argv):
+    """Replace this process with argv (for interactive tools such as cu)."""
+    argv = [str(a) for a in argv]
+    log.debug("exec: %s", shlex.join(argv))
+    os.execvp(argv[0], argv)
+
+
+def send_signal(pid, sig, *, mutating=True):
+    """Send a signal; False when the process is already gone."""
+    if mutating and dry_run():
+        _plan(f"kill -{signal.Signals(sig).name[3:]} {pid}")
+        return True
+    log.debug("kill -%s %s", signal.Signals(sig).name[3:], pid)
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def pid_alive(pid):
+    """True when a process with this pid exists (zombies included)."""
+    if not pid or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def process_args(pid):
+    """The argument list of a live process, or None (procfs where mounted, else ps)."""
+    proc = Path(f"/proc/{pid}/cmdline")
+    if proc.parent.is_dir():
+        try:
+            raw = proc.read_bytes()
+        except OSError:
+            return None
+        return [a.decode(errors="replace") for a in raw.split(b"\0") if a] or None
+    res = run(["ps", "-o", "args=", "-p", str(pid)], mutating=False, check=False)
+    text = res.stdout.strip()
+    return text.split() if res.status == 0 and text else None
+
+
+def list_processes():
+    """(pid, args) for every process: one `ps` call (used only as a fallback)."""
+    res = run(["ps", "-ax", "-o", "pid=,args="], mutating=False, check=False)
+    out = []
+    for line in res.stdout.splitlines():
+        pid, _, args = line.strip().partition(" ")
+        if pid.isdigit():
+            out.append((int(pid), args.split()))
+    return out
+
+
+def write_file(path, text, mode=0o644, *, backup=None):
+    """Write a file atomically: temp file in the same folder, fsync, rename.
+
+    With `backup`, the old content is first copied to that path (also atomically).
+    """
+    path = Path(path)
+    if dry_run():
+        if backup is not None and path.exists():
+            _plan(shlex.join(["cp", "-p", str(path), str(backup)]))
+        _plan(f"write {shlex.quote(str(path))} ({len(text.encode())} bytes, mode {mode:o})")
+        return
+    if backup is not None and path.exists():
+        write_file(backup, path.read_text(), mode=path.stat().st_mode & 0o7777)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+    log.debug("wrote %s", path)
+
+
+def _fsync_dir(folder):
+    try:
+        dfd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EBADF):
+            raise
+    finally:
+        os.close(dfd)
+
+
+def copy_file(src, dst, mode=None):
+    """Copy a file (atomically at the destination)."""
+    src, dst = Path(src), Path(dst)
+    if dry_run():
+        _plan(shlex.join(["cp", str(src), str(dst)]))
+        return
+    data = src.read_bytes()
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode if mode is not None else src.stat().st_mode & 0o777)
+        os.replace(tmp, dst)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def remove_file(path, *, missing_ok=True):
+    """Remove a file (printed only in dry-run)."""
+    if dry_run():
+        _plan(shlex.join(["rm", "-f", str(path)]))
+        return
+    log.debug("rm %s", path)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        if not missing_ok:
+            raise
+
+
+def make_dirs(path, mode=0o755):
+    """mkdir -p (printed only in dry-run)."""
+    if dry_run():
+        if not Path(path).is_dir():
+            _plan(shlex.join(["mkdir", "-p", str(path)]))
+        return
+    os.makedirs(path, mode=mode, exist_ok=True)
+
+
+def make_sparse(path, size_bytes):
+    """Create a sparse file of the given size (truncate -s), refusing to overwrite."""
+    if dry_run():
+        _plan(shlex.join(["truncate", "-s", str(size_bytes), str(path)]))
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.ftruncate(fd, size_bytes)
+    finally:
+        os.close(fd)
+
+
+def is_root():
+    """True when running with uid 0."""
+    return os.geteuid() == 0
+
+
+def cpu_count():
+    """Host CPUs."""
+    return os.cpu_count() or 1

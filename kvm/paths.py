@@ -1,0 +1,63 @@
+"""Every system path in one place, each overridable by an environment variable.
+
+| variable          | default                 | what                                   |
+|-------------------|-------------------------|----------------------------------------|
+| KVM_ROOT          | (found, see root.py)    | install root folder                    |
+| KVM_RCDIR         | /usr/local/etc/rc.d     | where rc.d scripts go                  |
+| KVM_RCCONF        | /etc/rc.conf            | the rc.conf that sysrc edits           |
+| KVM_VMM_DIR       | /dev/vmm                | bhyve's allocated VMs                  |
+| KVM_DEV_DIR       | /dev                    | where nmdm devices appear              |
+| KVM_RUN_DIR       | /var/run/kvm            | supervisor locks and state             |
+| KVM_FIRMWARE_DIRS | edk2-bhyve, uefi-firmware folders (colon list) | firmware to pin |
+| KVM_GRUB_BHYVE    | /usr/local/sbin/grub-bhyve | the installed grub-bhyve            |
+"""
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Paths:
+    """The system paths in force for this process."""
+
+    rcdir: Path
+    rcconf: Path
+    vmm_dir: Path
+    dev_dir: Path
+    run_dir: Path
+    firmware_dirs: tuple
+    grub_bhyve: Path
+
+    def share_dirs(self):
+        """Folders holding the project's templates/, rc.d/ and bin/ (source tree, then install prefix)."""
+        return [PACKAGE_DIR.parent, Path(sys.prefix) / "share" / "kvm"]
+
+    def share_file(self, relative):
+        """The first existing share file `relative` (e.g. 'templates/set.conf.j2')."""
+        for base in self.share_dirs():
+            candidate = base / relative
+            if candidate.exists():
+                return candidate
+        raise FileNotFoundError(f"{relative} not found in {', '.join(map(str, self.share_dirs()))}")
+
+
+def _env_path(name, default):
+    return Path(os.environ.get(name) or default)
+
+
+def current():
+    """Paths from the environment (read each call: cheap, and tests change it)."""
+    fw = os.environ.get("KVM_FIRMWARE_DIRS") or "/usr/local/share/edk2-bhyve:/usr/local/share/uefi-firmware"
+    return Paths(
+        rcdir=_env_path("KVM_RCDIR", "/usr/local/etc/rc.d"),
+        rcconf=_env_path("KVM_RCCONF", "/etc/rc.conf"),
+        vmm_dir=_env_path("KVM_VMM_DIR", "/dev/vmm"),
+        dev_dir=_env_path("KVM_DEV_DIR", "/dev"),
+        run_dir=_env_path("KVM_RUN_DIR", "/var/run/kvm"),
+        firmware_dirs=tuple(Path(p) for p in fw.split(":") if p),
+        grub_bhyve=_env_path("KVM_GRUB_BHYVE", "/usr/local/sbin/grub-bhyve"),
+    )

@@ -1,0 +1,67 @@
+"""All-or-nothing creation of a dataset, even if the creating process is killed with -9.
+
+The dataset is created with the user property kvm:creating=<pid>. A watchdog
+process, in its own session (so Ctrl-C and kill of the process group miss it),
+holds a pipe to the creator. If the pipe closes without "commit" — normal failure,
+exception, or kill -9 — the watchdog destroys the dataset, but only when it still
+carries kvm:creating=<that pid>, so it can never destroy someone else's dataset.
+"""
+
+import os
+import sys
+
+from . import host, zfs
+
+CREATING = "kvm:creating"
+
+
+class Transaction:
+    """Context manager: create `dataset` under a watchdog; commit() keeps it."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+        self.proc = None
+        self.committed = False
+
+    def __enter__(self):
+        if not host.dry_run():
+            env = dict(os.environ)
+            self.proc = host.spawn([sys.executable, "-m", "kvm.txn", self.dataset, str(os.getpid())],
+                                   stdin=-1, new_session=True, env=env)
+        zfs.lzc_create(self.dataset, props={CREATING: str(os.getpid())})
+        return self
+
+    def commit(self):
+        """Keep the dataset: clear the marker, tell the watchdog."""
+        zfs.inherit_prop(self.dataset, CREATING)
+        self.committed = True
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.proc is None:
+            return False
+        try:
+            self.proc.stdin.write(b"commit\n" if self.committed else b"abort\n")
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        self.proc.wait()  # on failure the dataset is gone before we report the error
+        return False
+
+
+def watchdog(dataset, pid):
+    """Wait for the creator's pipe to close; destroy the dataset unless it committed."""
+    data = sys.stdin.buffer.read()
+    if b"commit" in data:
+        return 0
+    try:
+        if zfs.get_prop(dataset, CREATING) == pid:
+            zfs.destroy_recursive(dataset)
+    except zfs.ZFSError:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(watchdog(sys.argv[1], sys.argv[2]))

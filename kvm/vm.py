@@ -1,0 +1,199 @@
+"""A VM by name: its dataset, folder, files and runtime state; listing every VM in one pass."""
+
+import errno
+import fcntl
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import host, paths
+from .errors import NotFound, UsageError
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,30}$")
+RUN_FILE = "run"
+CONF_FILE = "set.conf"
+
+
+def check_name(name, what="VM name"):
+    """Refuse a name bhyve or our files cannot take: 1-31 of letters, digits, . _ -, first alphanumeric."""
+    if not name:
+        raise UsageError(f"the {what} is empty")
+    shown = name.encode("unicode_escape").decode() if not name.isprintable() else name
+    if len(name) > 31:
+        raise UsageError(f"invalid {what} '{shown}': longer than 31 characters (bhyve's limit)")
+    if not NAME_RE.match(name):
+        raise UsageError(f"invalid {what} '{shown}': use letters, digits, '.', '_' and '-', "
+                         f"starting with a letter or digit")
+
+
+@dataclass
+class Vm:
+    """One VM of an install root."""
+
+    root: object
+    name: str
+
+    @property
+    def dir(self):
+        """The VM folder."""
+        return self.root.vm_dir / self.name
+
+    @property
+    def conf_path(self):
+        return self.dir / CONF_FILE
+
+    @property
+    def run_path(self):
+        return self.dir / RUN_FILE
+
+    def exists(self):
+        """A folder counts as a VM when it holds both set.conf and run."""
+        return self.conf_path.is_file() and self.run_path.is_file()
+
+    def dataset(self):
+        """The VM's dataset: ROOT/vm/NAME."""
+        return f"{self.root.vm_dataset()}/{self.name}"
+
+    def config(self):
+        """The validated set.conf."""
+        from . import config
+        return config.load(self.name, str(self.dir))
+
+
+def get_vm(root, name):
+    """The VM `name`, which must exist."""
+    check_name(name)
+    vm = Vm(root, name)
+    if not vm.exists():
+        raise NotFound(f"no such VM (no {CONF_FILE} and {RUN_FILE} in {vm.dir})", vm=name)
+    return vm
+
+
+def list_vms(root):
+    """Every VM of the root, sorted by name: one directory scan, no per-VM process."""
+    try:
+        entries = sorted(os.scandir(root.vm_dir), key=lambda e: e.name)
+    except FileNotFoundError:
+        return []
+    out = []
+    for entry in entries:
+        if entry.is_dir() and NAME_RE.match(entry.name):
+            vm = Vm(root, entry.name)
+            if vm.exists():
+                out.append(vm)
+    return out
+
+
+# ------------------------------------------------------------------------ runtime state
+
+def lock_path(name):
+    return paths.current().run_dir / f"{name}.lock"
+
+
+def state_path(name):
+    return paths.current().run_dir / f"{name}.state"
+
+
+def read_state(name):
+    """The supervisor's state file as a dict ({} when absent or unreadable)."""
+    try:
+        return json.loads(state_path(name).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def write_state(name, state):
+    """Write the state file atomically."""
+    host.make_dirs(paths.current().run_dir)
+    host.write_file(state_path(name), json.dumps(state, sort_keys=True) + "\n")
+
+
+def lock_held(name):
+    """True when a supervisor holds the VM's lock (a shared probe lock, never blocking)."""
+    try:
+        fd = os.open(lock_path(name), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        return exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN)
+    finally:
+        os.close(fd)
+    return False
+
+
+def is_bhyve_of(args, name):
+    """True when a process's arguments are bhyve running VM `name` (exact name, not a substring)."""
+    if not args:
+        return False
+    if args[0] == "bhyve:" and args[1:] == [name]:
+        return True
+    return args[-1] == name and any(os.path.basename(a) == "bhyve" for a in args[:2])
+
+
+def find_bhyve(name):
+    """pid of a bhyve running `name` found by scanning processes (for VMs we did not start)."""
+    for pid, args in host.list_processes():
+        if is_bhyve_of(args, name):
+            return pid
+    return None
+
+
+@dataclass
+class Runtime:
+    """What is running for a VM."""
+
+    name: str
+    supervisor: int = 0     # pid of our supervisor, 0 when none
+    bhyve: int = 0          # pid of bhyve, 0 when none
+    allocated: bool = False  # /dev/vmm/NAME exists
+    started: float = 0.0    # when the VM was started (first launch)
+    booted: float = 0.0     # when the current bhyve was launched
+    vnc_port: int = 0
+    boots: int = 0
+
+    @property
+    def active(self):
+        """Anything running for this VM."""
+        return bool(self.supervisor or self.bhyve)
+
+    @property
+    def state(self):
+        """running | orphaned | starting | allocated | stopped."""
+        if self.bhyve:
+            return "running" if self.supervisor else "orphaned"
+        if self.supervisor:
+            return "starting"
+        return "allocated" if self.allocated else "stopped"
+
+
+def runtime(vm_or_name, scan=True):
+    """The VM's runtime state from its lock, state file and /dev/vmm — never from `ps | grep`."""
+    name = getattr(vm_or_name, "name", vm_or_name)
+    st = read_state(name)
+    rt = Runtime(name=name, allocated=(paths.current().vmm_dir / name).exists())
+    sup = int(st.get("supervisor") or 0)
+    if sup and lock_held(name) and host.pid_alive(sup):
+        rt.supervisor = sup
+    pid = int(st.get("bhyve") or 0)
+    if pid and host.pid_alive(pid) and is_bhyve_of(host.process_args(pid), name):
+        rt.bhyve = pid
+        rt.started, rt.booted = float(st.get("started") or 0), float(st.get("booted") or 0)
+        rt.vnc_port, rt.boots = int(st.get("vnc_port") or 0), int(st.get("boots") or 0)
+    elif rt.allocated and scan:
+        rt.bhyve = find_bhyve(name) or 0
+    if rt.supervisor and not rt.bhyve:
+        rt.started, rt.vnc_port = float(st.get("started") or 0), int(st.get("vnc_port") or 0)
+    return rt
+
+
+def folder_size_hint(path):
+    """Apparent and allocated size of a file (for a sparse disk)."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_blocks * 512

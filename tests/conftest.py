@@ -1,0 +1,143 @@
+"""Shared fixtures: a real file-backed ZFS pool per test run, a fresh install per test,
+an environment whose every system path points into the test's own folder, and the
+FreeBSD tool simulator first on PATH."""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SIM_BIN = REPO / "tests" / "sim" / "bin"
+IN_CI = os.environ.get("CI") == "true"
+
+
+def _zfs_ready():
+    if not shutil.which("zpool") or not shutil.which("zfs"):
+        return "zfs/zpool commands not installed (apt-get install zfs-fuse)"
+    res = subprocess.run(["zpool", "list", "-H"], capture_output=True, text=True)
+    if res.returncode != 0:
+        return f"ZFS not answering (is zfs-fuse running?): {res.stderr.strip()}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def pool():
+    """A uniquely named file-backed pool for this test run, destroyed at the end."""
+    why = _zfs_ready()
+    if why:
+        if IN_CI:
+            pytest.fail(f"CI=true and real ZFS is missing: {why}")
+        pytest.skip(why)
+    name = f"kvmt{uuid.uuid4().hex[:8]}"
+    img = Path("/var/tmp") / f"{name}.img"
+    with open(img, "wb") as fh:
+        fh.truncate(2 << 30)
+    subprocess.run(["zpool", "create", "-f", name, str(img)], check=True, capture_output=True)
+    yield name
+    for _ in range(5):
+        res = subprocess.run(["zpool", "destroy", "-f", name], capture_output=True, text=True)
+        if res.returncode == 0:
+            break
+        time.sleep(1)
+    img.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def sysroot(tmp_path):
+    """Folders standing in for the system paths (rc.d, rc.conf, /dev/vmm, /var/run/kvm ...)."""
+    d = tmp_path / "sys"
+    for sub in ("rc.d", "vmm", "dev", "run", "firmware", "sim"):
+        (d / sub).mkdir(parents=True)
+    (d / "rc.conf").write_text("# test rc.conf\nhostname=\"testhost\"\n")
+    (d / "firmware" / "BHYVE_UEFI.fd").write_bytes(b"UEFI-CODE-v1\n" * 64)
+    (d / "firmware" / "BHYVE_UEFI_VARS.fd").write_bytes(b"UEFI-VARS-v1\n" * 16)
+    return d
+
+
+@pytest.fixture
+def env(sysroot):
+    """Environment for commands run as a user types them: every path in the test's folder."""
+    e = dict(os.environ)
+    e.update({
+        "KVM_RCDIR": str(sysroot / "rc.d"), "KVM_RCCONF": str(sysroot / "rc.conf"),
+        "KVM_VMM_DIR": str(sysroot / "vmm"), "KVM_DEV_DIR": str(sysroot / "dev"),
+        "KVM_RUN_DIR": str(sysroot / "run"), "KVM_FIRMWARE_DIRS": str(sysroot / "firmware"),
+        "KVM_GRUB_BHYVE": str(SIM_BIN / "grub-bhyve"), "KVM_SIM_DIR": str(sysroot / "sim"),
+        "PATH": f"{SIM_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "PYTHONPATH": str(REPO),
+    })
+    e.pop("KVM_ROOT", None)
+    return e
+
+
+def kvm(env, *args, input=None, cwd=None, timeout=60):
+    """Run `python -m kvm ARGS` (the umbrella command) and return the CompletedProcess."""
+    return subprocess.run([sys.executable, "-m", "kvm", *map(str, args)], env=env, input=input,
+                          capture_output=True, text=True, cwd=cwd, timeout=timeout)
+
+
+def cmd(root, env, name, *args, input=None, timeout=60):
+    """Run ./NAME ARGS in the install root, as a user types it."""
+    return subprocess.run([f"./{name}", *map(str, args)], env=env, input=input, cwd=root,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def install(pool, env):
+    """A fresh kvm install on the test pool; destroyed afterwards."""
+    res = kvm(env, "kvminst", "-p", pool, "-y")
+    assert res.returncode == 0, res.stderr
+    root = Path(f"/{pool}/kvm")
+    env["KVM_TEST_ROOT"] = str(root)
+    yield root
+    subprocess.run(["pkill", "-f", f"kvm.*{root}"], capture_output=True)
+    _kill_supervisors(env)
+    for _ in range(5):
+        res = subprocess.run(["zfs", "destroy", "-r", f"{pool}/kvm"], capture_output=True, text=True)
+        if res.returncode == 0 or "does not exist" in res.stderr:
+            break
+        time.sleep(0.5)
+
+
+def _kill_supervisors(env):
+    """End any supervisor or simulated bhyve a test left running."""
+    import json
+    run = Path(env["KVM_RUN_DIR"])
+    for state in run.glob("*.state"):
+        try:
+            data = json.loads(state.read_text())
+        except ValueError:
+            continue
+        for key in ("supervisor", "bhyve"):
+            pid = int(data.get(key) or 0)
+            if pid:
+                try:
+                    os.kill(pid, 9)
+                except OSError:
+                    pass
+
+
+def snapshot_tree(path):
+    """{relative path: (size, mtime_ns, mode)} of a folder, to prove nothing changed."""
+    out = {}
+    for p in sorted(Path(path).rglob("*")):
+        st = p.lstat()
+        out[str(p.relative_to(path))] = (st.st_size, st.st_mtime_ns, st.st_mode)
+    return out
+
+
+def datasets(pool):
+    """Every dataset and snapshot name of the pool."""
+    res = subprocess.run(["zfs", "list", "-H", "-o", "name", "-t", "all", "-r", pool],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        res = subprocess.run(["zfs", "list", "-H", "-o", "name", "-r", pool], capture_output=True, text=True)
+    snaps = subprocess.run(["zfs", "list", "-H", "-o", "name", "-t", "snapshot"], capture_output=True, text=True)
+    names = set(res.stdout.split()) | {s for s in snaps.stdout.split() if s.startswith(pool + "/")}
+    return names
