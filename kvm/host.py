@@ -108,7 +108,12 @@ def pid_alive(pid):
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        # A zombie has exited: it is not alive for us (its parent may never reap it).
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 def process_args(pid):

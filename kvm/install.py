@@ -42,12 +42,27 @@ def check_pool(pool):
         raise NotFound(f"pool '{pool}' does not exist (imported pools: {names})")
     if known[pool] not in ("ONLINE", "DEGRADED"):
         raise StateError(f"pool '{pool}' is {known[pool]}")
-    props = zfs.get_props([pool], ["available", "readonly"]).get(pool, {})
-    if props.get("readonly") == "on":
+    props = zfs.get_props([pool], ["available", "readonly", "mountpoint", "mounted"]).get(pool, {})
+    if props.get("readonly") == "on" or _read_only_mount(props):
         raise StateError(f"pool '{pool}' is read-only (readonly=on)")
     avail = int(props.get("available") or 0)
     if avail < MIN_FREE:
         raise StateError(f"pool '{pool}' has only {avail} bytes available (need {MIN_FREE})")
+
+
+def _read_only_mount(props):
+    """True when the pool's root filesystem is mounted but refuses writes (EROFS)."""
+    import errno
+    mnt = props.get("mountpoint")
+    if props.get("mounted") != "yes" or not mnt or not mnt.startswith("/"):
+        return False
+    try:
+        probe = Path(mnt) / f".kvminst-probe-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        return exc.errno == errno.EROFS
+    return False
 
 
 def _existing_root(ds):

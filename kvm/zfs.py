@@ -202,10 +202,24 @@ class CommandBackend:
 
     def lzc_rename(self, source, target):
         check_name(target)
-        _zfs(["rename", source, target], source)
+        try:
+            _zfs(["rename", source, target], source)
+            return
+        except DatasetBusy:
+            if host.dry_run():
+                raise
+        # A mounted dataset can be "busy" to rename (zfs-fuse often, real ZFS at times):
+        # unmount, rename, mount the new name; on failure mount the old one again.
+        _zfs(["unmount", source], source)
+        try:
+            _zfs(["rename", source, target], source)
+        except ZFSError:
+            host.run(["zfs", "mount", source], check=False)
+            raise
+        _zfs(["mount", target], target)
 
     def lzc_destroy(self, name):
-        _zfs(["destroy", name], name)
+        _retry_busy(lambda: _zfs(["destroy", name], name), name)
 
     def snapshots(self, name):
         """Snapshot names of one dataset, oldest first."""
@@ -393,14 +407,23 @@ def destroy_recursive(name, tries=5):
     Real ZFS, and zfs-fuse more often, can answer "dataset is busy" for a moment
     after a mount or a file close; that is retried a few times.
     """
+    _retry_busy(lambda: _zfs(["destroy", "-r", name], name), name, tries)
+
+
+def _retry_busy(action, name, tries=5):
+    """Run action, retrying "busy"; the last try unmounts first (a filesystem only)."""
     import time
     for attempt in range(tries):
         try:
-            _zfs(["destroy", "-r", name], name)
-            return
+            return action()
         except DatasetBusy:
-            if attempt == tries - 1 or host.dry_run():
+            if host.dry_run():
                 raise
+            if attempt == tries - 1:
+                if "@" in name:
+                    raise
+                host.run(["zfs", "unmount", name], check=False)
+                return action()
             time.sleep(0.2 * (attempt + 1))
 
 

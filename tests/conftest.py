@@ -68,7 +68,7 @@ def env(sysroot):
         "KVM_RCDIR": str(sysroot / "rc.d"), "KVM_RCCONF": str(sysroot / "rc.conf"),
         "KVM_VMM_DIR": str(sysroot / "vmm"), "KVM_DEV_DIR": str(sysroot / "dev"),
         "KVM_RUN_DIR": str(sysroot / "run"), "KVM_FIRMWARE_DIRS": str(sysroot / "firmware"),
-        "KVM_GRUB_BHYVE": str(SIM_BIN / "grub-bhyve"), "KVM_SIM_DIR": str(sysroot / "sim"),
+        "KVM_GRUB_BHYVE": str(SIM_BIN / "grub-bhyve"), "KVM_SIM_DIR": str(sysroot / "sim"), "KVM_SIM_HOME": str(SIM_BIN.parent),
         "PATH": f"{SIM_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         "PYTHONPATH": str(REPO),
     })
@@ -140,4 +140,28 @@ def datasets(pool):
         res = subprocess.run(["zfs", "list", "-H", "-o", "name", "-r", pool], capture_output=True, text=True)
     snaps = subprocess.run(["zfs", "list", "-H", "-o", "name", "-t", "snapshot"], capture_output=True, text=True)
     names = set(res.stdout.split()) | {s for s in snaps.stdout.split() if s.startswith(pool + "/")}
-    return names
+    return names - {pool}
+
+
+@pytest.fixture
+def scratch_pool(pool):
+    """Factory for extra small pools a test may break (full, read-only...); all destroyed afterwards."""
+    made = []
+
+    def make(size_mb=128):
+        name = f"kvms{uuid.uuid4().hex[:8]}"
+        img = Path("/var/tmp") / f"{name}.img"
+        with open(img, "wb") as fh:
+            fh.truncate(size_mb << 20)
+        subprocess.run(["zpool", "create", "-f", name, str(img)], check=True, capture_output=True)
+        made.append((name, img))
+        return name
+    yield make
+    for name, img in made:
+        subprocess.run(["zpool", "destroy", "-f", name], capture_output=True)
+        img.unlink(missing_ok=True)
+
+
+def nobody_env(env):
+    """argv prefix and env to run a command as an unprivileged user."""
+    return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]

@@ -1,0 +1,33 @@
+"""console NAME: attach to the VM's serial console with cu (quit with ~.)."""
+
+import sys
+
+from ..errors import StateError
+from . import common
+
+PROG = "console"
+
+
+def build_parser():
+    p = common.parser(PROG, "Attach to the VM's serial console: cu -l /dev/nmdmNAMEB. Quit with ~. "
+                            "(COM=1 in set.conf; always on with grub).")
+    p.add_argument("name", help="VM name")
+    return p
+
+
+def body(args):
+    from .. import bhyve, host, paths, vm as vmmod
+    vmmod.check_name(args.name)
+    vm = vmmod.get_vm(common.get_root(args), args.name)
+    cfg = vm.config()
+    if not cfg.com:
+        raise StateError("has no serial console (set COM=1 in set.conf and restart it)", vm=vm.name)
+    if not vmmod.runtime(vm).bhyve:
+        raise StateError("is not running: start it first", vm=vm.name)
+    common.info(f"Connecting to {vm.name}'s console; quit with ~.")
+    host.exec_replace(["cu", "-l", bhyve.nmdm_b(vm.name, str(paths.current().dev_dir))])
+    return 0
+
+
+def main(argv=None, launcher_dir=None):
+    return common.run(PROG, build_parser, body, sys.argv[1:] if argv is None else argv, launcher_dir)

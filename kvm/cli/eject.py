@@ -1,0 +1,33 @@
+"""eject NAME: remove ISO= from the VM's set.conf."""
+
+import sys
+
+from . import common
+
+PROG = "eject"
+
+
+def build_parser():
+    p = common.parser(PROG, "Eject the ISO image: remove ISO= from set.conf (the old file is kept as "
+                            "set.conf.sav). A running VM loses it at its next guest reboot.", dry_run=True)
+    p.add_argument("name", help="VM name")
+    return p
+
+
+def body(args):
+    from .. import config, edit, vm as vmmod
+    vmmod.check_name(args.name)
+    vm = vmmod.get_vm(common.get_root(args), args.name)
+    common.need_root_user(vm.name)
+    old = vm.config().iso
+    if not edit.apply(vm, lambda text: config.remove_value(text, "ISO")):
+        common.info(f"{vm.name}: no ISO inserted; nothing changed")
+        return 0
+    print(f"{vm.name}: ejected {old}")
+    if vmmod.runtime(vm).active:
+        common.info(f"{vm.name} is running: the CD goes away at its next guest reboot, or the next start.")
+    return 0
+
+
+def main(argv=None, launcher_dir=None):
+    return common.run(PROG, build_parser, body, sys.argv[1:] if argv is None else argv, launcher_dir)

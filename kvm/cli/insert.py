@@ -1,0 +1,53 @@
+"""insert NAME ISO: set ISO= in the VM's set.conf."""
+
+import os
+import sys
+
+from ..errors import UsageError, NotFound
+from . import common
+
+PROG = "insert"
+
+
+def build_parser():
+    p = common.parser(PROG, "Insert an ISO image: set ISO= in set.conf (the old file is kept as "
+                            "set.conf.sav). A running VM sees it at its next guest reboot.", dry_run=True)
+    p.add_argument("name", help="VM name")
+    p.add_argument("iso", help="ISO file (absolute, or relative to the current folder or the VM folder)")
+    return p
+
+
+def resolve_iso(vm, given):
+    """The ISO value to write: absolute when given from the current folder, else as in the VM folder."""
+    if not given or "\n" in given:
+        raise UsageError(f"ISO {given!r} is not a file name", vm=vm.name)
+    if os.path.isabs(given):
+        path, value = given, given
+    elif os.path.exists(given):
+        path = value = os.path.abspath(given)
+    else:
+        path, value = str(vm.dir / given), given
+    if not os.path.isfile(path):
+        raise NotFound(f"ISO '{given}' does not exist (looked at {path})", vm=vm.name)
+    return value
+
+
+def body(args):
+    from .. import config, edit, vm as vmmod
+    vmmod.check_name(args.name)
+    vm = vmmod.get_vm(common.get_root(args), args.name)
+    common.need_root_user(vm.name)
+    value = resolve_iso(vm, args.iso)
+    changed = edit.apply(vm, lambda text: config.set_value(text, "ISO", value))
+    if not changed:
+        common.info(f"{vm.name}: {value} is already inserted")
+        return 0
+    print(f"{vm.name}: inserted {value}")
+    if vmmod.runtime(vm).active:
+        common.info(f"{vm.name} is running: the ISO is used from its next guest reboot "
+                    f"(the supervisor re-reads set.conf), or the next start.")
+    return 0
+
+
+def main(argv=None, launcher_dir=None):
+    return common.run(PROG, build_parser, body, sys.argv[1:] if argv is None else argv, launcher_dir)

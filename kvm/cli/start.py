@@ -1,0 +1,66 @@
+"""start [-b] [-n] NAME: run the VM under its supervisor (foreground, or detached with -b)."""
+
+import sys
+import time
+
+from ..errors import StateError
+from . import common
+
+PROG = "start"
+
+
+def build_parser():
+    p = common.parser(PROG, "Start the VM and keep it running across guest reboots: preRun, bhyve, "
+                            "postRun, again on reboot. Runs in the foreground (Ctrl-C stops the guest "
+                            "gracefully); -b detaches, logging to NAME.log in the VM folder and syslog.",
+                      dry_run=True)
+    p.add_argument("-b", "--background", action="store_true", help="detach; return once the VM is launched")
+    p.add_argument("name", help="VM name")
+    return p
+
+
+def body(args):
+    from .. import vm as vmmod
+    vmmod.check_name(args.name)
+    root = common.get_root(args)
+    vm = vmmod.get_vm(root, args.name)
+    if args.dry_run:
+        from ..supervisor import dry_run
+        dry_run(vm, sys.stdout)
+        return 0
+    common.need_root_user(vm.name)
+    cfg = vm.config()  # refuse a broken set.conf here, before detaching
+    for line in cfg.warnings:
+        common.warn(PROG, line, vm=vm.name)
+    if args.background:
+        return detach(root, vm)
+    from ..supervisor import Supervisor
+    return Supervisor(vm).run()
+
+
+def detach(root, vm):
+    """Start a detached supervisor and wait until it holds the lock (or failed)."""
+    from .. import host, vm as vmmod
+    rt = vmmod.runtime(vm)
+    if rt.supervisor:
+        raise StateError(f"already running (supervisor pid {rt.supervisor})", vm=vm.name)
+    log = vm.dir / f"{vm.name}.log"
+    with open(log, "a") as fh:
+        proc = host.spawn([sys.executable, "-m", "kvm", "start", "--root", str(root.path), vm.name],
+                          stdout=fh, stderr=fh, new_session=True)
+    end = time.time() + 15
+    while time.time() < end:
+        state = vmmod.read_state(vm.name)
+        if state.get("supervisor") == proc.pid and (state.get("bhyve") or state.get("ended")):
+            break
+        if proc.poll() is not None:
+            tail = log.read_text().strip().splitlines()[-1:] if log.exists() else []
+            why = tail[0] if tail else f"exit {proc.returncode}"
+            raise StateError(f"did not start: {why} (see {log})", vm=vm.name)
+        time.sleep(0.05)
+    print(f"{vm.name}: started, supervisor pid {proc.pid} (log {log})")
+    return 0
+
+
+def main(argv=None, launcher_dir=None):
+    return common.run(PROG, build_parser, body, sys.argv[1:] if argv is None else argv, launcher_dir)

@@ -1,0 +1,42 @@
+"""stop [-f] [-t SECONDS] NAME: power the VM off, gracefully by default."""
+
+import sys
+
+from . import common
+
+PROG = "stop"
+HOW = {"acpi": "shut down by the guest (ACPI power button)",
+       "forced": "forced off (the guest did not shut down in time)" ,
+       "killed": "killed (bhyve ignored the forced power-off)",
+       "terminated": "terminated (bhyve ended on SIGTERM before the guest had ACPI up)",
+       "cleaned": "was not running; its leftover allocation was destroyed",
+       "stopped": "stopped", "requested": "stop requested"}
+
+
+def build_parser():
+    p = common.parser(PROG, "Stop the VM: press the ACPI power button (SIGTERM to bhyve), wait for the "
+                            "guest up to the timeout, then force the power off. postRun runs. Exit 0 "
+                            "once the VM is off.", dry_run=True)
+    p.add_argument("-f", "--force", action="store_true", help="force the power off at once")
+    p.add_argument("-t", "--timeout", type=int, metavar="SECONDS",
+                   help="how long to wait for the guest (default: StopTimeout in set.conf, else 60)")
+    p.add_argument("name", help="VM name")
+    return p
+
+
+def body(args):
+    from .. import vm as vmmod
+    from ..power import stop_vm
+    vmmod.check_name(args.name)
+    if args.timeout is not None and not 1 <= args.timeout <= 3600:
+        from ..errors import UsageError
+        raise UsageError(f"timeout {args.timeout} is out of range (1..3600 seconds)", vm=args.name)
+    vm = vmmod.get_vm(common.get_root(args), args.name)
+    common.need_root_user(vm.name)
+    how = stop_vm(vm, timeout=args.timeout, force=args.force)
+    print(f"{vm.name}: {HOW.get(how, how)}")
+    return 0
+
+
+def main(argv=None, launcher_dir=None):
+    return common.run(PROG, build_parser, body, sys.argv[1:] if argv is None else argv, launcher_dir)

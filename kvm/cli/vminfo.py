@@ -1,0 +1,38 @@
+"""vminfo NAME [--json]: what the VM is and whether it runs."""
+
+import json
+import sys
+
+from . import common
+
+PROG = "vminfo"
+
+
+def build_parser():
+    p = common.parser(PROG, "Show a VM: running state (pid, start, uptime), loader, cores, memory, "
+                            "options, disk, ISO, VNC, console, devices (bridge and MAC of taps, "
+                            "pciconf description of passthru devices). No root needed.")
+    p.add_argument("--json", action="store_true", help="print a JSON object (see README for the schema)")
+    p.add_argument("name", help="VM name")
+    return p
+
+
+def body(args):
+    from .. import info, vm as vmmod
+    vmmod.check_name(args.name)
+    vm = vmmod.get_vm(common.get_root(args), args.name)
+    data = info.collect(vm)
+    for line in data["warnings"]:
+        common.warn(PROG, line, vm=vm.name)
+    if args.json:
+        print(json.dumps(data, indent=1, sort_keys=True))
+        return 0
+    rows = info.lines(data)
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key + ':':<{width + 1}} {value}")
+    return 0
+
+
+def main(argv=None, launcher_dir=None):
+    return common.run(PROG, build_parser, body, sys.argv[1:] if argv is None else argv, launcher_dir)

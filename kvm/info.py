@@ -1,0 +1,168 @@
+"""Everything vminfo shows about one VM, as a plain dict (the --json schema)."""
+
+import os
+import re
+import time
+
+from . import firmware, host, vm as vmmod, zfs
+
+
+def dataset_usage(vm):
+    """(dataset, used bytes) of the VM folder: one zfs call."""
+    try:
+        rows = zfs.get_props([vm.root.dataset()], ["mountpoint", "used"], recursive=True)
+    except zfs.ZFSError:
+        return None, None
+    for name, props in rows.items():
+        if (props.get("mountpoint") or "").rstrip("/") == str(vm.dir):
+            return name, int(props.get("used") or 0)
+    return None, None
+
+
+def tap_info(tap):
+    """{mac, bridge} of a host interface (tap), from ifconfig; {} when it does not exist."""
+    res = host.run(["ifconfig", tap], mutating=False, check=False)
+    if res.status != 0:
+        return {"exists": False}
+    mac = re.search(r"\bether\s+([0-9a-f:]{17})", res.stdout)
+    out = {"exists": True, "mac": mac.group(1) if mac else None, "bridge": None}
+    bridges = host.run(["ifconfig", "-g", "bridge"], mutating=False, check=False).stdout.split()
+    for bridge in bridges:
+        text = host.run(["ifconfig", bridge], mutating=False, check=False).stdout
+        if re.search(rf"\bmember: {re.escape(tap)}\b", text):
+            out["bridge"] = bridge
+            break
+    return out
+
+
+def pci_info(bsf):
+    """pciconf's vendor and device description of a passthru device B/S/F."""
+    selector = "pci0:" + bsf.replace("/", ":")
+    res = host.run(["pciconf", "-l", "-v", selector], mutating=False, check=False)
+    if res.status != 0:
+        return {"selector": selector, "found": False}
+    fields = dict(re.findall(r"^\s+(vendor|device|class)\s+=\s+'?(.*?)'?$", res.stdout, re.M))
+    driver = res.stdout.split("@", 1)[0].strip() if "@" in res.stdout else None
+    return {"selector": selector, "found": True, "driver": driver, **fields}
+
+
+def device_info(dev):
+    """Extra facts for a Devices item (taps, passthru)."""
+    if dev.emulation in ("virtio-net", "e1000") and dev.source and not dev.source.startswith("netgraph"):
+        return tap_info(dev.source)
+    if dev.emulation == "passthru":
+        return pci_info(dev.source)
+    return {}
+
+
+def collect(vm):
+    """The vminfo dict for a VM (reads only; no root needed)."""
+    cfg = vm.config()
+    rt = vmmod.runtime(vm)
+    dataset, used = dataset_usage(vm)
+    now = time.time()
+    disk = None
+    if cfg.disk:
+        size = vmmod.folder_size_hint(cfg.disk)
+        disk = {"path": cfg.disk, "driver": cfg.disk_driver, "exists": size is not None,
+                "size": size[0] if size else None, "allocated": size[1] if size else None}
+    fw = {"uefi": firmware.uefi_code(vm.root.path), "grub": firmware.grub(vm.root.path)}.get(cfg.loader)
+    if cfg.vmrom.startswith("/"):
+        fw = cfg.vmrom
+    return {
+        "name": vm.name, "dir": str(vm.dir), "dataset": dataset, "used": used,
+        "state": rt.state, "pid": rt.bhyve, "supervisor": rt.supervisor, "allocated": rt.allocated,
+        "started": int(rt.started) or None,
+        "uptime": int(now - rt.started) if rt.started and rt.bhyve else None,
+        "boots": rt.boots,
+        "loader": {"VMrom": cfg.vmrom or None, "kind": cfg.loader or None, "firmware": str(fw) if fw else None},
+        "boot": cfg.boot or None, "cores": cfg.cores, "mem": cfg.mem, "options": cfg.options or None,
+        "disk": disk, "iso": cfg.iso or None,
+        "vnc": {"mode": cfg.vnc, "address": cfg.vnc_addr, "port": rt.vnc_port or None,
+                "width": cfg.vnc_size[0] if cfg.vnc_size else None,
+                "height": cfg.vnc_size[1] if cfg.vnc_size else None,
+                "tablet": cfg.tablet, "password": bool(cfg.vnc_password)} if cfg.vnc else None,
+        "com": {"device": f"/dev/nmdm{vm.name}A", "attach": f"cu -l /dev/nmdm{vm.name}B"} if cfg.com else None,
+        "devices": [{"slot": d.slot, "emulation": d.emulation, "conf": d.conf, "info": device_info(d)}
+                    for d in cfg.devices],
+        "restart_on_fault": cfg.restart_on_fault,
+        "warnings": list(cfg.warnings),
+    }
+
+
+def human_size(n):
+    """1536 -> 1.5K, like zfs list."""
+    if n is None:
+        return "-"
+    for unit in ("", "K", "M", "G", "T"):
+        if abs(n) < 1024 or unit == "T":
+            return f"{n:.0f}{unit}" if unit == "" or n >= 10 else f"{n:.1f}{unit}"
+        n /= 1024
+    return str(n)
+
+
+def duration(seconds):
+    """3725 -> 1h02m05s."""
+    d, rem = divmod(int(seconds), 86400)
+    h, rem = divmod(rem, 3600)
+    m, s = divmod(rem, 60)
+    return (f"{d}d" if d else "") + f"{h}h{m:02d}m{s:02d}s"
+
+
+def state_line(info):
+    """The one-line running state."""
+    st = info["state"]
+    if st in ("running", "orphaned"):
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["started"])) if info["started"] else "?"
+        up = duration(info["uptime"]) if info["uptime"] is not None else "?"
+        extra = "" if st == "running" else " WITHOUT supervisor (stop it with: stop NAME)"
+        return f"running, pid {info['pid']}, started {started}, up {up}{extra}"
+    if st == "starting":
+        return f"starting (supervisor pid {info['supervisor']}, bhyve not launched yet)"
+    if st == "allocated":
+        return f"not running, but left allocated: clean with bhyvectl --vm={info['name']} --destroy"
+    return "not running"
+
+
+def lines(info):
+    """vminfo's text output, `key: value` lines."""
+    out = [("name", info["name"]), ("state", state_line(info).replace("NAME", info["name"])),
+           ("dataset", f"{info['dataset'] or '-'} (used {human_size(info['used'])})"), ("folder", info["dir"])]
+    ld = info["loader"]
+    out.append(("loader", f"{ld['VMrom'] or 'NOT SET (start will refuse)'}"
+                          + (f" ({ld['firmware']})" if ld["firmware"] else "")))
+    if info["boot"]:
+        out.append(("boot", info["boot"]))
+    out += [("cores", str(info["cores"])), ("memory", info["mem"]), ("options", info["options"] or "-")]
+    d = info["disk"]
+    if d:
+        state = f"{human_size(d['size'])}, {human_size(d['allocated'])} used" if d["exists"] else "MISSING"
+        out.append(("disk", f"{d['path']} ({d['driver']}, {state})"))
+    else:
+        out.append(("disk", "-"))
+    out.append(("iso", info["iso"] or "-"))
+    v = info["vnc"]
+    if v:
+        where = f"{v['address']}:{v['port']}" if v["port"] else f"{v['address']}, port chosen at start"
+        size = f", {v['width']}x{v['height']}" if v["width"] else ""
+        out.append(("vnc", f"{'on' if v['mode'] == 'on' else 'wait'} ({where}{size}"
+                           f"{', no tablet' if not v['tablet'] else ''}{', password' if v['password'] else ''})"))
+    else:
+        out.append(("vnc", "off"))
+    out.append(("com", f"on: {info['com']['attach']}" if info["com"] else "off"))
+    for dev in info["devices"]:
+        out.append((f"slot {dev['slot']}", f"{dev['emulation']} {dev['conf']}".rstrip() + _dev_extra(dev)))
+    return out
+
+
+def _dev_extra(dev):
+    i = dev["info"]
+    if not i:
+        return ""
+    if "mac" in i or "exists" in i:
+        if not i.get("exists"):
+            return " (interface not created yet)"
+        return f" (mac {i.get('mac') or '?'}, bridge {i.get('bridge') or 'none'})"
+    if i.get("found"):
+        return f" ({i.get('vendor', '?')} {i.get('device', '')}, driver {i.get('driver')})".rstrip()
+    return f" ({i.get('selector')} not found by pciconf)"

@@ -1,0 +1,150 @@
+"""kvminst end to end on a real pool, as a user runs it."""
+
+import hashlib
+import subprocess
+from pathlib import Path
+
+from tests.conftest import cmd, datasets, kvm, nobody_env, snapshot_tree
+
+
+def zget(prop, name):
+    return subprocess.run(["zfs", "get", "-H", "-o", "value,source", prop, name],
+                          capture_output=True, text=True).stdout.strip()
+
+
+def test_install_creates_datasets_commands_and_pins_firmware(install, pool, env, sysroot):
+    root = install
+    assert {f"{pool}/kvm", f"{pool}/kvm/vm"} <= datasets(pool)
+    assert zget("kvm:root", f"{pool}/kvm") == "yes\tlocal"
+    for name in ("start", "stop", "status", "insert", "eject", "snap", "dorc", "vmcreate", "vminfo",
+                 "vmlist", "vmdestroy", "vmrename", "console"):
+        res = cmd(root, env, name, "--help")
+        assert res.returncode == 0, (name, res.stderr)
+        assert "usage:" in res.stdout
+    functions = (root / "functions").read_text()
+    for helper in ("CreateIF()", "DestroyIF()", "SetResolv()", "SetDefaultRoute()"):
+        assert helper in functions
+    sums = (root / "firmware" / "SHA256SUMS").read_text().splitlines()
+    code = (root / "firmware" / "BHYVE_UEFI.fd").read_bytes()
+    assert code == (sysroot / "firmware" / "BHYVE_UEFI.fd").read_bytes()
+    assert f"{hashlib.sha256(code).hexdigest()}  BHYVE_UEFI.fd" in sums
+    assert (root / "firmware" / "grub-bhyve").exists()
+    assert "@KVM_ROOT@" not in (root / "rc.d" / "kvm").read_text()
+    assert f'kvm_root:="{root}"' in (root / "rc.d" / "kvm").read_text()
+
+
+def test_functions_file_is_valid_sh(install):
+    res = subprocess.run(["sh", "-n", str(install / "functions")], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+
+
+def test_second_run_upgrades_scripts_and_leaves_vm_alone(install, pool, env, sysroot):
+    root = install
+    (root / "vm" / "keep").mkdir()
+    (root / "vm" / "keep" / "set.conf").write_text('VMrom="uefi"\n')
+    before = snapshot_tree(root / "vm")
+    (root / "start").write_text("#!/bin/sh\necho tampered\n")
+    pinned = (root / "firmware" / "BHYVE_UEFI.fd").read_bytes()
+    (sysroot / "firmware" / "BHYVE_UEFI.fd").write_bytes(b"UEFI-CODE-v2\n")
+    res = kvm(env, "kvminst", "-p", pool, "-y")
+    assert res.returncode == 0, res.stderr
+    assert "upgraded" in res.stdout
+    assert snapshot_tree(root / "vm") == before
+    assert "tampered" not in (root / "start").read_text()
+    # pinning protects VMs from a firmware package upgrade: not re-pinned without --repin
+    assert (root / "firmware" / "BHYVE_UEFI.fd").read_bytes() == pinned
+    res = kvm(env, "kvminst", "-p", pool, "-y", "--repin")
+    assert res.returncode == 0, res.stderr
+    assert (root / "firmware" / "BHYVE_UEFI.fd").read_bytes() == b"UEFI-CODE-v2\n"
+
+
+def test_missing_firmware_names_the_packages_and_goes_on(pool, env, sysroot, install):
+    for f in (sysroot / "firmware").iterdir():
+        f.unlink()
+    for f in (install / "firmware").iterdir():
+        f.unlink()
+    env["KVM_GRUB_BHYVE"] = "/nonexistent/grub-bhyve"
+    res = kvm(env, "kvminst", "-p", pool, "-y")
+    assert res.returncode == 0, res.stderr
+    assert "pkg install edk2-bhyve grub2-bhyve" in res.stderr
+
+
+def test_unknown_pool_is_one_line_and_creates_nothing(pool, env):
+    before = datasets(pool)
+    res = kvm(env, "kvminst", "-p", "nosuchpool", "-y")
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines() == [res.stderr.strip()]
+    assert "pool 'nosuchpool' does not exist" in res.stderr
+    assert datasets(pool) == before
+
+
+def test_existing_foreign_dataset_is_refused(scratch_pool, env):
+    p = scratch_pool()
+    subprocess.run(["zfs", "create", f"{p}/kvm"], check=True)
+    Path(f"/{p}/kvm/precious").write_text("data")
+    res = kvm(env, "kvminst", "-p", p, "-y")
+    assert res.returncode == 1
+    assert f"dataset {p}/kvm exists and is not a kvm install" in res.stderr
+    assert datasets(p) == {f"{p}/kvm"}
+    assert sorted(x.name for x in Path(f"/{p}/kvm").iterdir()) == ["precious"]
+
+
+def test_read_only_pool_is_refused(scratch_pool, env):
+    p = scratch_pool()
+    subprocess.run(["zfs", "set", "readonly=on", p], check=True)
+    res = kvm(env, "kvminst", "-p", p, "-y")
+    assert res.returncode == 1
+    assert "read-only" in res.stderr
+    assert datasets(p) == set()
+
+
+def test_full_pool_is_refused(scratch_pool, env):
+    p = scratch_pool(96)
+    subprocess.run(["dd", "if=/dev/zero", f"of=/{p}/fill", "bs=1M"], capture_output=True)
+    res = kvm(env, "kvminst", "-p", p, "-y")
+    assert res.returncode == 1
+    assert "bytes available" in res.stderr
+    assert datasets(p) == set()
+
+
+def test_failure_after_creating_leaves_no_dataset(scratch_pool, env):
+    p = scratch_pool()
+    subprocess.run(["zfs", "set", "mountpoint=none", p], check=True)
+    res = kvm(env, "kvminst", "-p", p, "-y")
+    assert res.returncode == 1
+    assert "has no mountpoint" in res.stderr
+    assert datasets(p) == set(), "a failed kvminst left a dataset behind"
+
+
+def test_not_root_is_refused(pool, env):
+    import sys
+    argv = nobody_env(env) + [sys.executable, "-m", "kvm", "kvminst", "-p", pool, "-y"]
+    res = subprocess.run(argv, env=env, capture_output=True, text=True, cwd="/")
+    assert res.returncode == 1, res.stderr
+    assert "kvminst: you need to be root" in res.stderr
+    assert f"{pool}/kvm" not in datasets(pool)
+
+
+def test_pool_prompt_lists_pools(pool, env):
+    res = kvm(env, "kvminst", input="\n")
+    assert pool in res.stderr
+    res = kvm(env, "kvminst", input="")
+    assert res.returncode == 2
+    assert "no answer" in res.stderr
+
+
+def test_dry_run_prints_and_changes_nothing(pool, env):
+    before = datasets(pool)
+    res = kvm(env, "kvminst", "-p", pool, "--dry-run")
+    assert res.returncode == 0, res.stderr
+    assert f"zfs create {pool}/kvm" in res.stdout
+    assert datasets(pool) == before
+
+
+def test_root_is_found_from_marked_dataset(install, env, tmp_path):
+    res = kvm(env, "vmlist", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    env["KVM_ROOT"] = str(tmp_path)
+    res = kvm(env, "vmlist")
+    assert res.returncode == 1
+    assert "is not a kvm install root" in res.stderr

@@ -1,0 +1,761 @@
+"""A strict simulator of the FreeBSD tools kvm calls (../../shared/spec/freebsd.md).
+
+Each executable in bin/ calls main(tool). State lives in $KVM_SIM_DIR (interfaces,
+modules, ports, PCI devices, calls.log, per-VM launch scripts) and in $KVM_VMM_DIR
+(one JSON file per allocated VM, standing for /dev/vmm/NAME). Every call is appended
+to calls.log as a JSON line. Arguments are checked as the real tools check them,
+with their messages and exit codes; what a tool rejects, the simulator rejects.
+
+Per-VM behaviour of bhyve: $KVM_SIM_DIR/script/NAME, one line per launch, e.g.
+    reboot after=0.1        exit 0 (guest reboot) after 0.1 s
+    poweroff | halt | triple | error | abort   exit 1 | 2 | 3 | 4 | SIGABRT
+    run acpi=yes|no|ignore  run until a signal (default: run acpi=yes)
+With acpi=yes SIGTERM is the power button (exit 1); acpi=ignore: the guest ignores
+it; acpi=no: SIGTERM kills bhyve outright and the VM stays allocated.
+"""
+
+import fcntl
+import json
+import os
+import re
+import signal
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+SIM = Path(os.environ.get("KVM_SIM_DIR") or "/tmp/kvm-sim")
+VMM = Path(os.environ.get("KVM_VMM_DIR") or SIM / "vmm")
+DEFAULT_IFACES = {"lo0": {"type": "lo", "up": True, "members": []},
+                  "em0": {"type": "em", "up": True, "members": []}}
+DEFAULT_PCI = {"3:0:0": {"driver": "ppt0", "vendor": "Realtek Semiconductor Co., Ltd.",
+                         "device": "RTL8111/8168/8211/8411 PCI Express Gigabit Ethernet Controller",
+                         "class": "network", "subclass": "ethernet"}}
+
+
+# ------------------------------------------------------------------------------ state
+
+@contextmanager
+def locked():
+    SIM.mkdir(parents=True, exist_ok=True)
+    with open(SIM / ".lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def load(name, default):
+    try:
+        return json.loads((SIM / name).read_text())
+    except (OSError, ValueError):
+        return json.loads(json.dumps(default))
+
+
+def save(name, data):
+    tmp = SIM / f".{name}.{os.getpid()}"
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, SIM / name)
+
+
+def record(tool, argv):
+    SIM.mkdir(parents=True, exist_ok=True)
+    with open(SIM / "calls.log", "a") as fh:
+        fh.write(json.dumps({"tool": tool, "argv": argv, "pid": os.getpid(), "time": time.time()}) + "\n")
+
+
+def vmm_get(name):
+    try:
+        return json.loads((VMM / name).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def vmm_put(name, data):
+    VMM.mkdir(parents=True, exist_ok=True)
+    tmp = VMM / f".{name}.{os.getpid()}"
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, VMM / name)
+
+
+def alive(pid):
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie is not a running bhyve
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def die(msg, code):
+    print(msg, file=sys.stderr)
+    sys.exit(code)
+
+
+def kld_loaded(mod):
+    return mod in load("kld.json", ["vmm"])
+
+
+# ------------------------------------------------------------------------------ bhyve
+
+BHYVE_FLAGS = set("AaCDeHhPSuWwxY")
+BHYVE_ARGS = set("cklmopsUG")
+EMUL = {"hostbridge", "amd_hostbridge", "lpc", "ahci", "ahci-hd", "ahci-cd", "virtio-blk", "nvme",
+        "virtio-net", "e1000", "virtio-rnd", "virtio-console", "virtio-9p", "virtio-scsi", "fbuf",
+        "xhci", "hda", "uart", "passthru"}
+BLOCK = {"ahci-hd", "ahci-cd", "virtio-blk", "nvme"}
+BLOCK_OPTS = {"nocache", "direct", "ro", "nodelete"}
+USAGE = ("Usage: bhyve [-AaCDeHhPSuWwxY]\n       [-c [[cpus=]numcpus][,sockets=n][,cores=n][,threads=n]]\n"
+         "       [-k config_file] [-l lpc] [-m mem] [-o var=value]\n"
+         "       [-p vcpu:hostcpu] [-s pci] [-U uuid] vmname")
+
+
+def getopt(argv, flags, witharg, usage_code=1, usage=USAGE):
+    opts, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            i += 1
+            break
+        if not a.startswith("-") or a == "-":
+            break
+        j = 1
+        while j < len(a):
+            c = a[j]
+            if c in witharg:
+                val = a[j + 1:] if j + 1 < len(a) else (argv[i + 1] if i + 1 < len(argv) else None)
+                if val is None:
+                    die(f"option requires an argument -- {c}\n{usage}", usage_code)
+                if j + 1 >= len(a):
+                    i += 1
+                opts.append((c, val))
+                break
+            if c in flags:
+                opts.append((c, None))
+                j += 1
+                continue
+            die(f"illegal option -- {c}\n{usage}", usage_code)
+        i += 1
+    return opts, argv[i:]
+
+
+def parse_mem(text):
+    m = re.fullmatch(r"([0-9]+)([kKmMgGtT]?)", text)
+    if not m:
+        return None
+    n, unit = int(m.group(1)), m.group(2).upper()
+    if unit:
+        return n << {"K": 10, "M": 20, "G": 30, "T": 40}[unit]
+    return n << 20 if n < (1 << 20) else n
+
+
+def parse_cpus(text):
+    fields = {}
+    for i, part in enumerate(text.split(",")):
+        k, sep, v = part.partition("=")
+        if not sep:
+            if i != 0:
+                return None
+            k, v = "cpus", k
+        if k not in ("cpus", "sockets", "cores", "threads") or not v.isdigit() or int(v) < 1:
+            return None
+        fields[k] = int(v)
+    topo = fields.get("sockets", 1) * fields.get("cores", 1) * fields.get("threads", 1)
+    cpus = fields.get("cpus", topo)
+    if "cpus" in fields and any(k in fields for k in ("sockets", "cores", "threads")) and cpus != topo:
+        die(f"Invalid CPU topology: cpus={cpus} does not match sockets*cores*threads={topo}", 4)
+    if "cpus" not in fields:
+        cpus = topo
+    return cpus
+
+
+def parse_slot(text):
+    parts = text.split(":")
+    if not all(p.isdigit() for p in parts) or not 1 <= len(parts) <= 3:
+        return None
+    nums = [int(p) for p in parts]
+    if len(nums) == 1:
+        bus, slot, func = 0, nums[0], 0
+    elif len(nums) == 2:
+        bus, slot, func = 0, nums[0], nums[1]
+    else:
+        bus, slot, func = nums
+    if bus > 255 or slot > 31 or func > 7:
+        return None
+    return bus, slot, func
+
+
+def check_block(conf, name):
+    path, *opts = conf.split(",")
+    if not path:
+        die(f"{name}: missing backing file", 4)
+    if not os.path.exists(path):
+        die(f"Could not open backing file: {path}: No such file or directory", 4)
+    for o in opts:
+        if o in BLOCK_OPTS or re.fullmatch(r"sectorsize=[0-9]+(/[0-9]+)?", o):
+            continue
+        die(f"Invalid device option \"{o}\"", 4)
+
+
+def check_net(conf, emul, name, taps_in_use):
+    backend, *opts = conf.split(",")
+    if not backend:
+        die(f"{emul}: missing backend", 4)
+    ifaces = load("ifaces.json", DEFAULT_IFACES)
+    if backend.startswith("netgraph"):
+        pass
+    elif backend.startswith(("tap", "vmnet")):
+        if backend not in ifaces:
+            if re.fullmatch(r"(tap|vmnet)[0-9]+", backend):
+                ifaces[backend] = {"type": backend.rstrip("0123456789"), "up": False, "members": []}
+                save("ifaces.json", ifaces)  # opening /dev/tapN clones it
+            else:
+                die(f"open of tap device /dev/{backend} failed", 4)
+        if backend in taps_in_use:
+            die(f"open of tap device /dev/{backend} failed: Device busy", 4)
+    else:
+        die(f"unknown net backend: {backend}", 4)
+    for o in opts:
+        k, _, v = o.partition("=")
+        if k == "mac":
+            m = re.fullmatch(r"([0-9a-fA-F]{1,2}:){5}[0-9a-fA-F]{1,2}", v)
+            octets = [int(x, 16) for x in v.split(":")] if m else None
+            if not octets or octets[0] & 1 or not any(octets):
+                die(f"Invalid MAC address {v}", 4)
+        elif k == "mtu" and emul == "virtio-net" and v.isdigit():
+            pass
+        else:
+            die(f"Invalid {emul} option \"{o}\"", 4)
+    return backend
+
+
+def check_fbuf(conf, running_ports):
+    port, addr, w, h = 5900, "127.0.0.1", 1024, 768
+    for o in conf.split(",") if conf else []:
+        k, _, v = o.partition("=")
+        if k == "tcp":
+            host, _, p = v.rpartition(":")
+            addr = host or "127.0.0.1"
+            if not p.isdigit():
+                die(f"Invalid fbuf option \"{o}\"", 4)
+            port = int(p)
+        elif k in ("w", "h") and v.isdigit():
+            w, h = (int(v), h) if k == "w" else (w, int(v))
+        elif k in ("wait",) and not v:
+            pass
+        elif k in ("password", "vga", "rfb"):
+            pass
+        else:
+            die(f"Invalid fbuf option \"{o}\"", 4)
+    if not (640 <= w <= 3840 and 480 <= h <= 2160):
+        die(f"fbuf: invalid resolution {w}x{h}", 4)
+    if port in running_ports:
+        die("bind: Address already in use", 4)
+    return port
+
+
+def check_lpc(value, lpcs):
+    dev, _, conf = value.partition(",")
+    dev_l = dev.lower()
+    if re.fullmatch(r"com[1-4]", dev_l):
+        if conf == "stdio":
+            pass
+        elif re.fullmatch(r"/dev/nmdm.+A|.*/nmdm.+A", conf):
+            if not kld_loaded("nmdm"):
+                die(f"Unable to initialize backend '{conf}' for LPC device {dev}", 4)
+        else:
+            die(f"Unable to initialize backend '{conf}' for LPC device {dev}", 4)
+    elif dev_l == "bootrom":
+        rom, _, varfile = conf.partition(",")
+        if not rom or not os.path.isfile(rom):
+            die(f"bootrom: could not open {rom}", 4)
+        if varfile and not os.path.isfile(varfile):
+            die(f"bootrom: could not open vars file {varfile}", 4)
+        lpcs["bootrom"] = rom
+    else:
+        die(f"Invalid LPC device \"{dev}\"", 64)
+    if dev_l in lpcs and dev_l != "bootrom":
+        die(f"LPC device {dev} already configured", 4)
+    lpcs[dev_l] = conf
+
+
+def bhyve(argv):
+    opts, rest = getopt(argv, BHYVE_FLAGS, BHYVE_ARGS)
+    flags = {c for c, v in opts if v is None}
+    if "h" in flags:
+        print(USAGE, file=sys.stderr)
+        sys.exit(0)
+    if len(rest) != 1:
+        die(USAGE, 1)
+    name = rest[0]
+    mem, cpus, slots, lpcs, fbuf_port, taps = 256 << 20, 1, {}, {}, None, []
+    others = [vmm_get(p.name) for p in VMM.glob("*")] if VMM.is_dir() else []
+    running_ports = {o.get("vnc_port") for o in others if o and alive(o.get("pid"))}
+    taps_in_use = {t for o in others if o and alive(o.get("pid")) for t in o.get("taps", [])}
+    has_passthru = False
+    for c, v in opts:
+        if c == "m":
+            mem = parse_mem(v)
+            if mem is None:
+                die(f"invalid memsize '{v}'", 64)
+        elif c == "c":
+            cpus = parse_cpus(v)
+            if cpus is None:
+                die(f"invalid cpu topology '{v}'", 64)
+        elif c == "l":
+            check_lpc(v, lpcs)
+        elif c == "s":
+            slot_text, _, rest_s = v.partition(",")
+            emul, _, conf = rest_s.partition(",")
+            bsf = parse_slot(slot_text)
+            if bsf is None or not emul:
+                die("Invalid PCI slot info field \"%s\"" % v, 4)
+            if emul not in EMUL:
+                die(f"pci slot {slot_text}: unknown device \"{emul}\"", 4)
+            if bsf in slots:
+                die(f"pci slot {bsf[0]}:{bsf[1]}:{bsf[2]} already occupied!", 4)
+            slots[bsf] = emul
+            if emul in BLOCK:
+                check_block(conf, emul)
+            elif emul == "ahci":
+                for port in conf.split(","):
+                    kind, _, p = port.partition(":")
+                    if kind not in ("hd", "cd"):
+                        die(f"Invalid ahci port \"{port}\"", 4)
+                    check_block(p, "ahci")
+            elif emul in ("virtio-net", "e1000"):
+                taps.append(check_net(conf, emul, name, taps_in_use))
+            elif emul == "fbuf":
+                if fbuf_port is not None:
+                    die("fbuf: only one frame buffer device is allowed", 4)
+                fbuf_port = check_fbuf(conf, running_ports)
+            elif emul == "lpc":
+                if bsf[0] != 0 or "lpc" in slots.values() and list(slots.values()).count("lpc") > 1:
+                    die("pci_lpc: LPC bridge can only be on bus 0 and there can be only one", 4)
+            elif emul == "passthru":
+                has_passthru = True
+                sel = conf.split(",")[0]
+                key = sel.replace("/", ":")
+                if key not in load("pci.json", DEFAULT_PCI):
+                    die(f"passthru: device {sel} not found or not attached to ppt", 4)
+            elif emul == "xhci" and conf != "tablet":
+                die(f"xhci: unknown device \"{conf}\"", 4)
+    if has_passthru and "S" not in flags:
+        die("passthru requires guest memory to be wired (-S)", 4)
+    if "bootrom" in lpcs and "lpc" not in slots.values():
+        die("bootrom: no lpc device, the boot ROM cannot be loaded", 4)
+    if len(name) > 31:
+        die(f"vm_create: {name}: File name too long", 4)
+    with locked():
+        state = vmm_get(name)
+        if state and alive(state.get("pid")):
+            die(f"vm_create: {name}: File exists (a bhyve already runs this VM)", 4)
+        if state and state.get("mem") not in (None, mem):
+            die("Unable to setup memory (Invalid argument)", 4)
+        state = {"mem": mem, "pid": os.getpid(), "cpus": cpus, "vnc_port": fbuf_port, "taps": taps,
+                 "acpi": False}
+        vmm_put(name, state)
+    run_guest(name, "D" in flags)
+
+
+def next_action(name):
+    with locked():
+        script = SIM / "script" / name
+        lines = script.read_text().splitlines() if script.exists() else []
+        lines = [ln for ln in lines if ln.strip() and not ln.startswith("#")]
+        first = lines[0] if lines else "run acpi=yes"
+        if lines:
+            script.write_text("".join(ln + "\n" for ln in lines[1:]))
+    words = first.split()
+    args = dict(w.split("=", 1) for w in words[1:])
+    return words[0], args
+
+
+def finish(name, code, destroy_on_poweroff):
+    with locked():
+        state = vmm_get(name)
+        if state is not None:
+            if destroy_on_poweroff and code == 1:
+                (VMM / name).unlink(missing_ok=True)
+            else:
+                state["pid"] = 0
+                state["vnc_port"] = None
+                state["taps"] = []
+                vmm_put(name, state)
+    sys.exit(code)
+
+
+def run_guest(name, destroy_flag):
+    action, args = next_action(name)
+    record("bhyve-guest", [name, action, json.dumps(args)])
+    after = float(args.get("after", "0.05"))
+    acpi = args.get("acpi", "yes")
+    codes = {"reboot": 0, "poweroff": 1, "halt": 2, "triple": 3, "error": 4}
+
+    def on_term(signum, frame):
+        if acpi == "yes":
+            finish(name, 1, destroy_flag)
+        # acpi=ignore: the guest ignores the button
+
+    signal.signal(signal.SIGUSR1, lambda s, f: finish(name, 1, destroy_flag))  # force-poweroff, destroy
+    signal.signal(signal.SIGUSR2, lambda s, f: finish(name, 0, destroy_flag))  # force-reset
+    if acpi == "no":
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # before ACPI: SIGTERM kills outright
+    else:
+        signal.signal(signal.SIGTERM, on_term)
+    if action in codes:
+        time.sleep(after)
+        finish(name, codes[action], destroy_flag)
+    if action == "abort":
+        time.sleep(after)
+        signal.signal(signal.SIGABRT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGABRT)
+    if action != "run":
+        die(f"simulator: unknown script action {action}", 99)
+    while True:
+        signal.pause()
+
+
+# ---------------------------------------------------------------------------- bhyvectl
+
+def bhyvectl(argv):
+    vm, ops = None, []
+    for a in argv:
+        if a.startswith("--vm="):
+            vm = a[5:]
+        elif a in ("--create", "--destroy", "--force-reset", "--force-poweroff", "--get-stats"):
+            ops.append(a)
+        else:
+            die(f"bhyvectl: unrecognized option '{a}'\nUsage: bhyvectl --vm=<vmname> [--create] [--destroy] ...", 1)
+    if not vm:
+        die("bhyvectl: --vm=<vmname> is required", 1)
+    with locked():
+        state = vmm_get(vm)
+        if "--create" in ops:
+            if state is not None:
+                die(f"vm_create: {vm}: File exists", 1)
+            vmm_put(vm, {"mem": None, "pid": 0})
+            return
+        if state is None:
+            die(f"vm_open: {vm} could not be opened: No such file or directory", 1)
+        pid = state.get("pid") if alive(state.get("pid")) else 0
+        for op in ops:
+            if op == "--destroy":
+                (VMM / vm).unlink(missing_ok=True)
+                if pid:
+                    os.kill(pid, signal.SIGUSR1)  # on 14 the running bhyve exits 1
+            elif op == "--force-poweroff" and pid:
+                os.kill(pid, signal.SIGUSR1)
+            elif op == "--force-reset" and pid:
+                os.kill(pid, signal.SIGUSR2)
+            elif op == "--get-stats":
+                print(f"vcpu0 stats for {vm}")
+
+
+# -------------------------------------------------------------------------- grub-bhyve
+
+def grub_bhyve(argv):
+    opts, rest = getopt(argv, set("enSv"), set("rmdgcM"), usage_code=1,
+                        usage="Usage: grub-bhyve [-r root] [-m devmap] [-d dir] [-g grub.cfg] [-c cons-dev] "
+                              "[-M mem] [-e] [-n] [-S] [-v] vmname")
+    if len(rest) != 1:
+        die("grub-bhyve: missing vmname", 1)
+    name = rest[0]
+    o = dict(opts)
+    mem = parse_mem(o.get("M", "256M"))
+    if mem is None:
+        die(f"grub-bhyve: invalid memory size {o.get('M')}", 1)
+    if "m" in o:
+        try:
+            lines = Path(o["m"]).read_text().splitlines()
+        except OSError:
+            die(f"grub-bhyve: could not open device.map {o['m']}", 1)
+        for ln in lines:
+            if not ln.strip() or ln.lstrip().startswith("#"):
+                continue
+            m = re.fullmatch(r"\((hd[0-9]+|cd[0-9]+)\)\s+(\S+)", ln.strip())
+            if not m:
+                die(f"grub-bhyve: invalid line in device.map: {ln}", 1)
+            if not os.path.exists(m.group(2)):
+                die(f"grub-bhyve: {m.group(2)}: No such file or directory", 1)
+    if "c" in o and "nmdm" in o["c"] and not kld_loaded("nmdm"):
+        die(f"grub-bhyve: could not open console {o['c']}", 1)
+    if len(name) > 31:
+        die(f"vm_create: {name}: File name too long", 1)
+    with locked():
+        state = vmm_get(name)
+        if state and alive(state.get("pid")):
+            die(f"vm_create: {name}: File exists", 1)
+        if state and state.get("mem") not in (None, mem):
+            die("Unable to setup memory (Invalid argument)", 1)
+        vmm_put(name, {"mem": mem, "pid": 0, "grub": True})
+
+
+# ----------------------------------------------------------------------------- ifconfig
+
+def if_text(name, i):
+    lines = [f"{name}: flags=8843<{'UP,' if i.get('up') else ''}BROADCAST,RUNNING> metric 0 mtu 1500"]
+    lines.append(f"\tether {i.get('mac') or '58:9c:fc:10:%02x:%02x' % (len(name), sum(map(ord, name)) % 256)}")
+    for m in i.get("members", []):
+        lines.append(f"\tmember: {m} flags=143<LEARNING,DISCOVER,AUTOEDGE,AUTOPTP>")
+    lines.append(f"\tgroups: {i['type']}")
+    return "\n".join(lines)
+
+
+def ifconfig(argv):
+    with locked():
+        ifs = load("ifaces.json", DEFAULT_IFACES)
+        if argv == ["-l"]:
+            print(" ".join(ifs))
+            return
+        if len(argv) == 2 and argv[0] == "-g":
+            for n, i in ifs.items():
+                if i["type"] == argv[1]:
+                    print(n)
+            return
+        if not argv or argv[0].startswith("-"):
+            die("usage: ifconfig [-L] [-C] [-g groupname] interface address_family ...", 1)
+        name, ops = argv[0], argv[1:]
+        if ops[:1] == ["create"]:
+            base = name.rstrip("0123456789")
+            if base not in ("tap", "bridge", "vmnet", "epair", "lagg", "vlan"):
+                die(f"ifconfig: SIOCIFCREATE2 ({name}): Invalid argument", 1)
+            if name == base:
+                n = 0
+                while f"{base}{n}" in ifs:
+                    n += 1
+                name = f"{base}{n}"
+            if name in ifs:
+                die(f"ifconfig: SIOCIFCREATE2 ({name}): File exists", 1)
+            ifs[name] = {"type": base, "up": False, "members": []}
+            ops = ops[1:]
+            created = name
+        else:
+            created = None
+            if name not in ifs:
+                die(f"ifconfig: interface {name} does not exist", 1)
+        i = 0
+        while i < len(ops):
+            op = ops[i]
+            if op == "name":
+                new = ops[i + 1] if i + 1 < len(ops) else ""
+                if not new or len(new) > 15:
+                    save("ifaces.json", ifs)  # the interface was created; only the rename failed
+                    die("ifconfig: ioctl SIOCSIFNAME (set name): Invalid argument", 1)
+                if new in ifs:
+                    save("ifaces.json", ifs)
+                    die("ifconfig: ioctl SIOCSIFNAME (set name): File exists", 1)
+                ifs[new] = ifs.pop(name)
+                name = created = new
+                i += 2
+            elif op in ("addm", "deletem"):
+                m = ops[i + 1] if i + 1 < len(ops) else ""
+                if ifs[name]["type"] != "bridge":
+                    die(f"ifconfig: {op} {m}: Invalid argument", 1)
+                if m not in ifs:
+                    die(f"ifconfig: {op} {m}: No such file or directory", 1)
+                members = ifs[name]["members"]
+                if op == "addm":
+                    if m in members:
+                        die(f"ifconfig: BRDGADD {m}: File exists", 1)
+                    members.append(m)
+                else:
+                    if m not in members:
+                        die(f"ifconfig: BRDGDEL {m}: Invalid argument", 1)
+                    members.remove(m)
+                i += 2
+            elif op in ("up", "down"):
+                ifs[name]["up"] = op == "up"
+                i += 1
+            elif op == "destroy":
+                ifs.pop(name)
+                for other in ifs.values():
+                    if name in other.get("members", []):
+                        other["members"].remove(name)
+                i += 1
+            elif op in ("inet", "inet6"):
+                i += 3 if i + 2 < len(ops) and ops[i + 2] in ("netmask", "prefixlen") else 2
+            else:
+                die(f"ifconfig: {op}: bad value", 1)
+        save("ifaces.json", ifs)
+        if created and ops[:0] == [] and argv[1:2] == ["create"]:
+            print(created)
+        if not ops and created is None:
+            print(if_text(name, ifs[name]))
+
+
+# ---------------------------------------------------------------- kld, sockstat, pciconf
+
+def kldstat(argv):
+    opts, rest = getopt(argv, set("qvhd"), set("mni"), usage="usage: kldstat [-d] [-h] [-q] [-v] [-i id] [-n filename]\n       kldstat [-d] [-q] [-m modname]")
+    o = dict(opts)
+    if "m" in o:
+        if kld_loaded(o["m"]):
+            if "q" not in o:
+                print(f"Id  Refs Name\n 1 1 {o['m']}")
+            return
+        if "q" not in o:
+            die(f"kldstat: can't find module {o['m']}: No such file or directory", 1)
+        sys.exit(1)
+    for m in load("kld.json", ["vmm"]):
+        print(m)
+
+
+def kldload(argv):
+    if len(argv) != 1 or argv[0].startswith("-"):
+        die("usage: kldload [-nqv] file ...", 1)
+    with locked():
+        mods = load("kld.json", ["vmm"])
+        if argv[0] in mods:
+            die(f"kldload: can't load {argv[0]}: module already loaded or in kernel", 1)
+        mods.append(argv[0])
+        save("kld.json", mods)
+
+
+def sockstat(argv):
+    opts, rest = getopt(argv, set("46luncCjqsSwv"), set("pPjfR"), usage="usage: sockstat [-46cLlSsUuvw] [-j jid] [-p ports] [-P protocols]")
+    if rest:
+        die("usage: sockstat [-46cLlSsUuvw] [-j jid] [-p ports] [-P protocols]", 1)
+    flags = {c for c, _ in opts}
+    six = "6" in flags and "4" not in flags
+    rows = [p for p in load("ports.json", []) if p.get("family", 4) == (6 if six else 4)]
+    if VMM.is_dir():
+        for f in VMM.iterdir():
+            st = vmm_get(f.name)
+            if st and alive(st.get("pid")) and st.get("vnc_port") and not six:
+                rows.append({"port": st["vnc_port"], "addr": "127.0.0.1", "command": "bhyve", "pid": st["pid"]})
+    print("USER     COMMAND    PID   FD  PROTO  LOCAL ADDRESS         FOREIGN ADDRESS")
+    for r in rows:
+        print(f"root     {r.get('command', 'nc'):<10} {r.get('pid', 1):<5} 3   tcp{6 if six else 4}   "
+              f"{r.get('addr', '*')}:{r['port']:<14} *:*")
+
+
+def pciconf(argv):
+    opts, rest = getopt(argv, set("lvbce"), set(""), usage="usage: pciconf -l [-BbcevV] [device]")
+    flags = {c for c, _ in opts}
+    if "l" not in flags:
+        die("usage: pciconf -l [-BbcevV] [device]", 1)
+    devs = load("pci.json", DEFAULT_PCI)
+    want = None
+    if rest:
+        m = re.fullmatch(r"pci(?:[0-9]+:)?([0-9]+):([0-9]+):([0-9]+)", rest[0])
+        if not m:
+            die(f"pciconf: {rest[0]}: No such file or directory", 1)
+        want = ":".join(m.groups())
+        if want not in devs:
+            die(f"pciconf: {rest[0]}: No such file or directory", 1)
+    for key, d in devs.items():
+        if want and key != want:
+            continue
+        print(f"{d['driver']}@pci0:{key}:\tclass=0x020000 rev=0x06 hdr=0x00 vendor=0x10ec device=0x8168")
+        if "v" in flags:
+            print(f"    vendor     = '{d['vendor']}'\n    device     = '{d['device']}'\n"
+                  f"    class      = {d['class']}\n    subclass   = {d.get('subclass', '')}")
+
+
+# ----------------------------------------------------------------- sysrc, cu, logger, daemon
+
+def sysrc(argv):
+    opts, rest = getopt(argv, set("inxqvdaAcDeFNR"), set("fj"), usage="usage: sysrc [OPTIONS] name[=value] ...")
+    o = {c: v for c, v in opts}
+    path = Path(o.get("f", "/etc/rc.conf"))
+    if not rest:
+        die("usage: sysrc [OPTIONS] name[=value] ...", 1)
+    with locked():
+        lines = path.read_text().splitlines() if path.exists() else []
+        status = 0
+        for item in rest:
+            name, eq, value = item.partition("=")
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                die(f"sysrc: {name}: name contains characters not allowed in shell", 1)
+            idx = [k for k, ln in enumerate(lines) if re.match(rf"^\s*{name}=", ln)]
+            old = re.sub(r'^[^=]*="?(.*?)"?\s*$', r"\1", lines[idx[-1]]) if idx else None
+            if "x" in o:
+                if not idx:
+                    if "i" not in o:
+                        print(f"sysrc: unknown variable '{name}'", file=sys.stderr)
+                        status = 1
+                    continue
+                lines = [ln for k, ln in enumerate(lines) if k not in idx]
+            elif eq:
+                new = f'{name}="{value}"'
+                if idx:
+                    lines[idx[-1]] = new
+                else:
+                    lines.append(new)
+                print(f"{name}: {old or ''} -> {value}")
+            else:
+                if old is None:
+                    if "i" not in o:
+                        print(f"sysrc: unknown variable '{name}'", file=sys.stderr)
+                        status = 1
+                    continue
+                print(old if "n" in o else f"{name}: {old}")
+        path.write_text("".join(ln + "\n" for ln in lines))
+    sys.exit(status)
+
+
+def cu(argv):
+    opts, rest = getopt(argv, set("dehot"), set("lsaE"), usage="usage: cu [-ehot] [-l line] [-s speed | -speed] [host]")
+    o = dict(opts)
+    line = o.get("l")
+    if not line:
+        die("usage: cu [-ehot] [-l line] [-s speed | -speed] [host]", 1)
+    if "nmdm" in line and not kld_loaded("nmdm"):
+        die(f"cu: {line}: No such file or directory", 1)
+    print("Connected")
+
+
+def logger(argv):
+    opts, rest = getopt(argv, set("4is"), set("fhPpt"), usage="usage: logger [-46Ais] [-f file] [-h host] [-P port] [-p pri] [-t tag] [message ...]")
+    o = dict(opts)
+    with open(SIM / "syslog.log", "a") as fh:
+        fh.write(f"{o.get('p', 'user.notice')} {o.get('t', 'logger')}: {' '.join(rest)}\n")
+
+
+def daemon(argv):
+    opts, rest = getopt(argv, set("cfrS"), set("pPtoTlsmuR"), usage="usage: daemon [-cfrS] [-p child_pidfile] [-P supervisor_pidfile] [-t title] [-o output_file] cmd ...")
+    if not rest:
+        die("usage: daemon [-cfrS] [-p child_pidfile] [-P supervisor_pidfile] cmd ...", 1)
+    o = dict(opts)
+    if os.fork():
+        sys.exit(0)
+    os.setsid()
+    out = os.open(o.get("o", os.devnull), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    child = os.fork()
+    if child == 0:
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.execvp(rest[0], rest)
+    if "p" in o:
+        Path(o["p"]).write_text(f"{child}\n")
+    if "P" in o:
+        Path(o["P"]).write_text(f"{os.getpid()}\n")
+    signal.signal(signal.SIGTERM, lambda s, f: os.kill(child, signal.SIGTERM))
+    while True:
+        try:
+            _, status = os.waitpid(child, 0)
+            break
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+    sys.exit(0)
+
+
+TOOLS = {"bhyve": bhyve, "bhyvectl": bhyvectl, "grub-bhyve": grub_bhyve, "ifconfig": ifconfig,
+         "kldstat": kldstat, "kldload": kldload, "sockstat": sockstat, "pciconf": pciconf,
+         "sysrc": sysrc, "cu": cu, "logger": logger, "daemon": daemon}
+
+
+def main(tool):
+    argv = sys.argv[1:]
+    record(tool, argv)
+    TOOLS[tool](argv)
+    sys.exit(0)
