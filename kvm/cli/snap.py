@@ -1,0 +1,131 @@
+"""snap create|destroy|rollback|list|prune NAME [SNAP]: only the first letter of the verb counts."""
+
+import json
+import sys
+
+from ..errors import UsageError
+from . import common
+
+PROG = "snap"
+VERBS = {"c": "create", "d": "destroy", "r": "rollback", "l": "list", "p": "prune"}
+
+
+def build_parser():
+    p = common.parser(PROG, "Snapshots of a VM (its dataset and every dataset or zvol its set.conf "
+                            "points at, taken together). Verbs: create NAME [SNAP] (default: a "
+                            "timestamp), destroy NAME SNAP|A%%B, rollback NAME [SNAP], list NAME, "
+                            "prune NAME --keep N. Only the first letter counts: snap c myVM s1.",
+                      dry_run=True)
+    p.add_argument("verb", help="create, destroy, rollback, list or prune (first letter is enough)")
+    p.add_argument("name", help="VM name")
+    p.add_argument("snap", nargs="?", help="snapshot name (destroy: also a range A%%B, %%B, A%%)")
+    p.add_argument("-r", dest="older", action="store_true",
+                   help="rollback: allow an older snapshot, destroying the newer ones")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("-H", dest="scripted", action="store_true", help="list: no header, tab-separated")
+    p.add_argument("-p", dest="parsable", action="store_true", help="list: exact numbers")
+    p.add_argument("--json", action="store_true", help="list: JSON")
+    p.add_argument("--keep", type=int, metavar="N", help="prune: how many of the newest snapshots to keep")
+    return p
+
+
+def body(args):
+    from .. import vm as vmmod
+    verb = VERBS.get(args.verb[:1].lower())
+    if verb is None:
+        raise UsageError(f"unknown verb '{args.verb}' (create, destroy, rollback, list, prune)")
+    vmmod.check_name(args.name)
+    vm = vmmod.get_vm(common.get_root(args), args.name)
+    if verb != "list":
+        common.need_root_user(vm.name)
+    return globals()[f"do_{verb}"](vm, args)
+
+
+def do_create(vm, args):
+    from .. import snap, vm as vmmod
+    name = args.snap or snap.default_name()
+    snap.check_snap_name(vm.name, name)
+    cfg = vm.config()
+    if vmmod.runtime(vm).active:
+        common.warn(PROG, "the VM is running: this snapshot is crash-consistent (like pulling the plug); "
+                          "stop the VM for a clean one", vm=vm.name)
+    names = snap.create(vm, cfg, name)
+    if not args.dry_run:
+        for full in names:
+            print(full)
+    return 0
+
+
+def do_destroy(vm, args):
+    from .. import snap
+    if not args.snap:
+        raise UsageError("destroy needs a snapshot name or range", vm=vm.name)
+    names = snap.destroy(vm, vm.config(), args.snap)
+    if not args.dry_run:
+        for name in names:
+            print(f"destroyed {vm.name}@{name}")
+    return 0
+
+
+def do_rollback(vm, args):
+    from .. import snap, vm as vmmod
+    from ..errors import StateError
+    if vmmod.runtime(vm).active:
+        raise StateError("is running: stop it before rolling back", vm=vm.name)
+    target, newer = snap.rollback_plan(vm, args.snap, args.older)
+    if newer:
+        common.info(f"Rolling back to '{target}' destroys the newer snapshots: {', '.join(newer)}")
+        if not common.confirm("Go on", args.yes or args.dry_run):
+            common.info("Nothing done.")
+            return 1
+    snap.rollback(vm, vm.config(), target, newer)
+    if not args.dry_run:
+        print(f"{vm.name}: rolled back to {target}")
+    return 0
+
+
+def do_list(vm, args):
+    from .. import info, snap
+    rows = snap.snapshots(vm.dataset())
+    if args.json:
+        print(json.dumps([{"name": n, "used": int(p.get("used") or 0), "referenced": int(p.get("referenced") or 0),
+                           "creation": int(p.get("creation") or 0)} for n, p in rows], indent=1))
+        return 0
+    size = (lambda v: str(int(v or 0))) if args.parsable else (lambda v: info.human_size(int(v or 0)))
+    table = [(n, size(p.get("used")), size(p.get("referenced")), snap.fmt_when(p.get("creation") or 0,
+                                                                                 args.parsable))
+             for n, p in rows]
+    if args.scripted:
+        for row in table:
+            print("\t".join(row))
+        return 0
+    table.insert(0, ("NAME", "USED", "REFER", "CREATION"))
+    widths = [max(len(r[i]) for r in table) for i in range(4)]
+    for row in table:
+        print("  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip())
+    return 0
+
+
+def do_prune(vm, args):
+    from .. import snap
+    if args.keep is None or args.keep < 0:
+        raise UsageError("prune needs --keep N (N >= 0)", vm=vm.name)
+    doomed = snap.prune_plan(vm, args.keep)
+    if not doomed:
+        common.info(f"{vm.name}: nothing to prune (keeping {args.keep})")
+        return 0
+    for name in doomed:
+        print(f"would destroy {vm.name}@{name}" if args.dry_run else f"destroy {vm.name}@{name}")
+    if args.dry_run:
+        return 0
+    if not common.confirm(f"Destroy these {len(doomed)} snapshots", args.yes):
+        common.info("Nothing done.")
+        return 1
+    cfg = vm.config()
+    for name in doomed:
+        snap.destroy(vm, cfg, name)
+    return 0
+
+
+def main(argv=None, launcher_dir=None):
+    return common.run(PROG, build_parser, body, sys.argv[1:] if argv is None else argv, launcher_dir)
