@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CommandFailed
+from .errors import CommandFailed, KvmError
 
 log = logging.getLogger("kvm.host")
 
@@ -141,19 +141,30 @@ def list_processes():
     return out
 
 
+class WriteFailed(KvmError):
+    """A file could not be written (read-only dataset, full pool, permissions)."""
+
+
 def write_file(path, text, mode=0o644, *, backup=None):
     """Write a file atomically: temp file in the same folder, fsync, rename.
 
     With `backup`, the old content is first copied to that path (also atomically).
+    A failure leaves the old file as it was and raises WriteFailed.
     """
-    path = Path(path)
+    try:
+        _write_file(Path(path), text, mode, backup)
+    except OSError as exc:
+        raise WriteFailed(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _write_file(path, text, mode, backup):
     if dry_run():
         if backup is not None and path.exists():
             _plan(shlex.join(["cp", "-p", str(path), str(backup)]))
         _plan(f"write {shlex.quote(str(path))} ({len(text.encode())} bytes, mode {mode:o})")
         return
     if backup is not None and path.exists():
-        write_file(backup, path.read_text(), mode=path.stat().st_mode & 0o7777)
+        _write_file(Path(backup), path.read_text(), path.stat().st_mode & 0o7777, None)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as fh:
@@ -187,8 +198,14 @@ def _fsync_dir(folder):
 
 
 def copy_file(src, dst, mode=None):
-    """Copy a file (atomically at the destination)."""
-    src, dst = Path(src), Path(dst)
+    """Copy a file (atomically at the destination); WriteFailed on failure."""
+    try:
+        _copy_file(Path(src), Path(dst), mode)
+    except OSError as exc:
+        raise WriteFailed(f"cannot copy {src} to {dst}: {exc.strerror or exc}") from None
+
+
+def _copy_file(src, dst, mode):
     if dry_run():
         _plan(shlex.join(["cp", str(src), str(dst)]))
         return
@@ -236,11 +253,14 @@ def make_sparse(path, size_bytes):
     if dry_run():
         _plan(shlex.join(["truncate", "-s", str(size_bytes), str(path)]))
         return
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.ftruncate(fd, size_bytes)
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.ftruncate(fd, size_bytes)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise WriteFailed(f"cannot create {path}: {exc.strerror or exc}") from None
 
 
 def is_root():

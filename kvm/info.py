@@ -9,10 +9,11 @@ from . import firmware, host, vm as vmmod, zfs
 
 def dataset_usage(vm):
     """(dataset, used bytes) of the VM folder: one zfs call."""
+    from .errors import KvmError
     try:
         rows = zfs.get_props([vm.root.dataset()], ["mountpoint", "used"], recursive=True)
-    except zfs.ZFSError:
-        return None, None
+    except KvmError:
+        return None, None  # e.g. a user zfs does not answer (zfs-fuse): show it as unknown
     for name, props in rows.items():
         if (props.get("mountpoint") or "").rstrip("/") == str(vm.dir):
             return name, int(props.get("used") or 0)

@@ -142,6 +142,14 @@ def find_bhyve(name):
     return None
 
 
+def is_allocated(name):
+    """True when /dev/vmm/NAME exists (an unreadable /dev/vmm counts as no)."""
+    try:
+        return os.path.lexists(paths.current().vmm_dir / name)
+    except OSError:
+        return False
+
+
 @dataclass
 class Runtime:
     """What is running for a VM."""
@@ -174,7 +182,7 @@ def runtime(vm_or_name, scan=True):
     """The VM's runtime state from its lock, state file and /dev/vmm — never from `ps | grep`."""
     name = getattr(vm_or_name, "name", vm_or_name)
     st = read_state(name)
-    rt = Runtime(name=name, allocated=(paths.current().vmm_dir / name).exists())
+    rt = Runtime(name=name, allocated=is_allocated(name))
     sup = int(st.get("supervisor") or 0)
     if sup and lock_held(name) and host.pid_alive(sup):
         rt.supervisor = sup

@@ -202,21 +202,26 @@ class CommandBackend:
 
     def lzc_rename(self, source, target):
         check_name(target)
+        # A mounted dataset can be "busy" to rename for a moment (zfs-fuse often, real ZFS at
+        # times): retry, then unmount, rename and mount the new name; whatever happens, the
+        # dataset ends up mounted under the name it has.
+        import time
+        unmounted = False
         try:
-            _zfs(["rename", source, target], source)
-            return
-        except DatasetBusy:
-            if host.dry_run():
-                raise
-        # A mounted dataset can be "busy" to rename (zfs-fuse often, real ZFS at times):
-        # unmount, rename, mount the new name; on failure mount the old one again.
-        _zfs(["unmount", source], source)
-        try:
-            _zfs(["rename", source, target], source)
-        except ZFSError:
-            host.run(["zfs", "mount", source], check=False)
-            raise
-        _zfs(["mount", target], target)
+            for attempt in range(8):
+                try:
+                    _zfs(["rename", source, target], source)
+                    break
+                except DatasetBusy:
+                    if host.dry_run() or attempt == 7:
+                        raise
+                    if attempt >= 2 and not unmounted:
+                        unmounted = host.run(["zfs", "unmount", source], check=False).status == 0
+                    time.sleep(0.1 * (attempt + 1))
+        finally:
+            if unmounted:
+                now = target if self.lzc_exists(target) else source
+                host.run(["zfs", "mount", now], check=False)
 
     def lzc_destroy(self, name):
         _retry_busy(lambda: _zfs(["destroy", name], name), name)
@@ -445,6 +450,9 @@ def pools():
 def dataset_of_path(path):
     """The mounted filesystem whose mountpoint is exactly `path`, or None."""
     res = host.run(["zfs", "get", "-H", "-p", "-o", "name,value", "mountpoint"], mutating=False, check=False)
+    if res.status != 0:
+        lines = res.stderr.strip().splitlines()
+        raise ZFSError(f"zfs get failed: {lines[-1] if lines else res.status}")
     target = str(path).rstrip("/")
     for line in res.stdout.splitlines():
         name, _, mnt = line.partition("\t")

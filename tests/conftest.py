@@ -50,14 +50,20 @@ def pool():
 
 @pytest.fixture
 def sysroot(tmp_path):
-    """Folders standing in for the system paths (rc.d, rc.conf, /dev/vmm, /var/run/kvm ...)."""
-    d = tmp_path / "sys"
+    """Folders standing in for the system paths (rc.d, rc.conf, /dev/vmm, /var/run/kvm ...).
+
+    World-readable, as the real ones are, so commands that need no root can be run as nobody.
+    """
+    import tempfile
+    d = Path(tempfile.mkdtemp(prefix="kvmsys", dir="/var/tmp"))
+    d.chmod(0o755)
     for sub in ("rc.d", "vmm", "dev", "run", "firmware", "sim"):
         (d / sub).mkdir(parents=True)
     (d / "rc.conf").write_text("# test rc.conf\nhostname=\"testhost\"\n")
     (d / "firmware" / "BHYVE_UEFI.fd").write_bytes(b"UEFI-CODE-v1\n" * 64)
     (d / "firmware" / "BHYVE_UEFI_VARS.fd").write_bytes(b"UEFI-VARS-v1\n" * 16)
-    return d
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture
@@ -165,3 +171,35 @@ def scratch_pool(pool):
 def nobody_env(env):
     """argv prefix and env to run a command as an unprivileged user."""
     return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def create_vm(root, env, name, *flags):
+    """./vmcreate NAME -y FLAGS, asserting success."""
+    res = cmd(root, env, "vmcreate", name, "-y", *flags)
+    assert res.returncode == 0, res.stderr
+    return root / "vm" / name
+
+
+def calls(env, tool=None):
+    """The simulator's recorded calls: [(tool, argv)]."""
+    import json
+    path = Path(env["KVM_SIM_DIR"]) / "calls.log"
+    if not path.exists():
+        return []
+    out = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [(c["tool"], c["argv"]) for c in out if tool is None or c["tool"] == tool]
+
+
+def one_line_error(res, *needles, status=1):
+    """Assert a failed command printed exactly one stderr line holding every needle."""
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == status, (res.returncode, res.stdout, res.stderr)
+    assert len(lines) == 1, res.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def as_nobody(env, argv, cwd):
+    """Run argv as an unprivileged user."""
+    return subprocess.run(nobody_env(env) + list(argv), env=env, capture_output=True, text=True, cwd=cwd)

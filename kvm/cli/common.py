@@ -43,6 +43,8 @@ def run(prog, build_parser, body, argv, launcher_dir=None):
     except KvmError as exc:
         if args.debug:
             raise
+        if exc.vm is None and not isinstance(exc, UsageError) and getattr(args, "name", None):
+            exc.vm = args.name  # every error about a VM names it
         print(exc.line(prog), file=sys.stderr)
         return exc.exit_status
     except KeyboardInterrupt:

@@ -137,9 +137,10 @@ def gather_network(args, q, a):
 
 def gather_console(args, q, a, grub):
     if grub:
-        common.info("grub loader: the console is the serial one (cu -l /dev/nmdmNAMEB); no VNC.")
         if args.vnc in ("yes", "wait"):
             raise UsageError("--vnc cannot be used with the grub loader")
+        if not args.yes:
+            common.info("grub loader: the console is the serial one (cu -l /dev/nmdmNAMEB); no VNC.")
         a.com = True
         return
     vnc = q.get("vnc", "VNC screen: y, wait (boot waits for a viewer) or n [n]: ",

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Prepares a Debian machine for kvm's tests and demo: zfs-fuse (real ZFS in user
+# space) with its daemon running, and a virtualenv .venv with kvm installed.
+# Sourced by tests/run and tests/demo; safe to run again.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "tests/setup.sh: run as root (ZFS pools and the kvm commands need it)" >&2
+	exit 1
+fi
+
+need_pkgs=()
+command -v zfs-fuse >/dev/null 2>&1 || need_pkgs+=(zfs-fuse)
+command -v setpriv >/dev/null 2>&1 || need_pkgs+=(util-linux)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
+if [ "${#need_pkgs[@]}" -gt 0 ]; then
+	echo "== installing ${need_pkgs[*]}"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+# The zfs-fuse daemon: started here, since nothing started earlier survives.
+if ! zpool list >/dev/null 2>&1; then
+	[ -e /dev/fuse ] || { echo "tests/setup.sh: /dev/fuse is missing: zfs-fuse cannot run" >&2; exit 1; }
+	# A daemon still exiting makes a new one quit silently: wait for it to be gone.
+	for _ in $(seq 50); do pgrep -x zfs-fuse >/dev/null || break; sleep 0.2; done
+	pgrep -x zfs-fuse >/dev/null || zfs-fuse --pidfile /run/zfs-fuse.pid
+	for _ in $(seq 150); do zpool list >/dev/null 2>&1 && break; sleep 0.2; done
+	zpool list >/dev/null 2>&1 || { echo "tests/setup.sh: zfs-fuse did not come up" >&2; exit 1; }
+fi
+# Test pools whose backing files are gone come back FAULTED from the daemon's cache.
+zpool list -H -o name,health 2>/dev/null | while IFS="$(printf '\t')" read -r name health; do
+	case "$name" in
+	kvmt*|kvms*|kvmdemo*|kvmbench*)
+		if [ "$health" != ONLINE ] || [ ! -e "/var/tmp/$name.img" ]; then zpool destroy -f "$name" || true; fi;;
+	esac
+done
+
+if [ ! -x .venv/bin/python ]; then
+	echo "== creating .venv"
+	python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
