@@ -32,6 +32,12 @@ def body(args):
     root = common.get_root(args)
     rows = [vmmod.runtime(v) for v in vmmod.list_vms(root)]
     rows.sort(key=lambda r: (ORDER[r.state], r.name))
+    for r in rows:
+        if r.state == "orphaned":
+            common.warn(PROG, f"bhyve runs without its supervisor: `stop {r.name}` powers it off", vm=r.name)
+        elif r.state == "allocated":
+            common.warn(PROG, f"left allocated with no bhyve: clean with `bhyvectl --vm={r.name} --destroy`",
+                        vm=r.name)
     if args.json:
         print(json.dumps([{"name": r.name, "state": r.state, "pid": r.bhyve, "supervisor": r.supervisor,
                            "started": int(r.started) or None} for r in rows], indent=1))
@@ -45,12 +51,6 @@ def body(args):
     widths = [max(len(row[i]) for row in table) for i in range(3)]
     for row in table:
         print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3])
-    for r in rows:
-        if r.state == "orphaned":
-            common.warn(PROG, f"bhyve runs without its supervisor: `stop {r.name}` powers it off", vm=r.name)
-        elif r.state == "allocated":
-            common.warn(PROG, f"left allocated with no bhyve: clean with `bhyvectl --vm={r.name} --destroy`",
-                        vm=r.name)
     return 0
 
 
