@@ -94,9 +94,24 @@ def cmd(root, env, name, *args, input=None, timeout=60):
                           capture_output=True, text=True, timeout=timeout)
 
 
+def destroy_dataset(name, seconds=20):
+    """zfs destroy -r with patience: zfs-fuse says "busy" for a while after files close."""
+    end = time.time() + seconds
+    while True:
+        res = subprocess.run(["zfs", "destroy", "-r", name], capture_output=True, text=True)
+        if res.returncode == 0 or "does not exist" in res.stderr:
+            return
+        if time.time() > end:
+            raise RuntimeError(f"cannot destroy {name}: {res.stderr.strip()}")
+        if "busy" in res.stderr:
+            subprocess.run(["zfs", "unmount", "-f", name], capture_output=True)
+        time.sleep(0.3)
+
+
 @pytest.fixture
 def install(pool, env):
     """A fresh kvm install on the test pool; destroyed afterwards."""
+    destroy_dataset(f"{pool}/kvm")  # never inherit a previous test's leftovers
     res = kvm(env, "kvminst", "-p", pool, "-y")
     assert res.returncode == 0, res.stderr
     root = Path(f"/{pool}/kvm")
@@ -104,11 +119,7 @@ def install(pool, env):
     yield root
     subprocess.run(["pkill", "-f", f"kvm.*{root}"], capture_output=True)
     _kill_supervisors(env)
-    for _ in range(5):
-        res = subprocess.run(["zfs", "destroy", "-r", f"{pool}/kvm"], capture_output=True, text=True)
-        if res.returncode == 0 or "does not exist" in res.stderr:
-            break
-        time.sleep(0.5)
+    destroy_dataset(f"{pool}/kvm")
 
 
 def _kill_supervisors(env):
@@ -164,7 +175,10 @@ def scratch_pool(pool):
         return name
     yield make
     for name, img in made:
-        subprocess.run(["zpool", "destroy", "-f", name], capture_output=True)
+        for _ in range(20):
+            if subprocess.run(["zpool", "destroy", "-f", name], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.5)
         img.unlink(missing_ok=True)
 
 

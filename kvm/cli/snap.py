@@ -43,7 +43,7 @@ def body(args):
 
 def do_create(vm, args):
     from .. import snap, vm as vmmod
-    name = args.snap or snap.default_name()
+    name = args.snap if args.snap is not None else snap.default_name()
     snap.check_snap_name(vm.name, name)
     cfg = vm.config()
     if vmmod.runtime(vm).active:
