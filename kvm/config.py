@@ -396,6 +396,8 @@ def validate(name, vmdir, values, cpus=None):
     if vmrom and "/" in vmrom and not vmrom.startswith("/"):
         c.bad("VMrom", "must be uefi, grub or an absolute path")
     boot = c.get("Boot")
+    if boot and not re.fullmatch(r"[A-Za-z0-9,()]+", boot):
+        c.bad("Boot", "is not a grub device (like cd0 or hd0,msdos1)")
     if kind == "grub" and not boot:
         raise ConfigError(f"{CONF}: Boot is required with the grub loader (e.g. Boot=\"cd0\")", vm=name)
     cores = c.integer("Cores", 1, 1, 255)

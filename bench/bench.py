@@ -1,0 +1,213 @@
+"""kvm benchmarks: start-up of status/vminfo/vmlist, vmlist scaling and zfs calls, start latency,
+reboot turnaround and supervisor memory, against the bare interpreter on the same machine.
+
+bhyve and bhyvectl are replaced by tiny sh stand-ins that stamp the time they are executed,
+so the figures measure kvm, not a simulator. Everything runs on a throw-away pool.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PY = sys.executable
+TARGETS = {"status": 40, "vminfo": 40, "vmlist@500": 150, "start_to_exec": 150, "reboot_turnaround": 50,
+           "supervisor_rss_mib": 16}
+
+FAKE_BHYVE = """#!/bin/sh
+# bench stand-in for bhyve: stamp the exec time, allocate, then behave as told
+name=$(eval echo \\${$#})
+date +%s.%N >> "$BENCH_DIR/exec.$name"
+echo '{{"mem": 1, "pid": '$$'}}' > "$KVM_VMM_DIR/$name"
+n=$(cat "$BENCH_DIR/left.$name" 2>/dev/null || echo 0)
+if [ "$n" -gt 0 ]; then echo $((n-1)) > "$BENCH_DIR/left.$name"; exit 0; fi
+trap 'exit 1' TERM
+while :; do sleep 1; done
+"""
+FAKE_BHYVECTL = """#!/bin/sh
+for a; do case $a in --vm=*) name=${a#--vm=};; esac; done
+rm -f "$KVM_VMM_DIR/$name"
+"""
+FAKE_OK = "#!/bin/sh\nexit 0\n"
+
+
+def sh(*argv, env=None, check=True):
+    return subprocess.run(list(map(str, argv)), env=env, capture_output=True, text=True, check=check)
+
+
+def timeit(argv, env, runs, cwd=None):
+    """Median wall time in ms of running argv."""
+    samples = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        subprocess.run(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        samples.append((time.perf_counter() - t) * 1000)
+    return statistics.median(samples)
+
+
+class Bed:
+    """A pool, an install, fake tools and an environment."""
+
+    def __init__(self):
+        self.pool = f"kvmbench{uuid.uuid4().hex[:6]}"
+        self.img = Path(f"/var/tmp/{self.pool}.img")
+        self.work = Path(tempfile.mkdtemp(prefix="kvmbench", dir="/var/tmp"))
+        with open(self.img, "wb") as fh:
+            fh.truncate(4 << 30)
+        sh("zpool", "create", "-f", self.pool, self.img)
+        fake = self.work / "bin"
+        fake.mkdir()
+        for name, text in (("bhyve", FAKE_BHYVE), ("bhyvectl", FAKE_BHYVECTL), ("kldstat", FAKE_OK),
+                           ("kldload", FAKE_OK), ("sockstat", FAKE_OK), ("logger", FAKE_OK)):
+            (fake / name).write_text(text)
+            (fake / name).chmod(0o755)
+        counter = self.work / "count"
+        counter.mkdir()
+        real_zfs = shutil.which("zfs")
+        (counter / "zfs").write_text(f'#!/bin/sh\necho x >> "$BENCH_DIR/zfs.calls"\nexec {real_zfs} "$@"\n')
+        (counter / "zfs").chmod(0o755)
+        for sub in ("run", "vmm", "dev", "rc.d", "fw"):
+            (self.work / sub).mkdir()
+        (self.work / "fw" / "BHYVE_UEFI.fd").write_bytes(b"\0" * 4096)
+        (self.work / "fw" / "BHYVE_UEFI_VARS.fd").write_bytes(b"\0" * 4096)
+        self.env = dict(os.environ, PATH=f"{counter}:{fake}:{os.environ['PATH']}", BENCH_DIR=str(self.work),
+                        KVM_RUN_DIR=str(self.work / "run"), KVM_VMM_DIR=str(self.work / "vmm"),
+                        KVM_DEV_DIR=str(self.work / "dev"), KVM_RCDIR=str(self.work / "rc.d"),
+                        KVM_RCCONF=str(self.work / "rc.conf"), KVM_FIRMWARE_DIRS=str(self.work / "fw"),
+                        PYTHONPATH=str(REPO))
+        sh(PY, "-m", "kvm", "kvminst", "-p", self.pool, "-y", env=self.env)
+        self.root = Path(f"/{self.pool}/kvm")
+        self.vms = 0
+
+    def add_vms(self, total):
+        """Grow to `total` VMs (real datasets, set.conf and run as vmcreate writes them)."""
+        template_conf = 'VMrom="uefi"\nCores="1"\nMem="512M"\n'
+        template_run = "preRun()\n{\n\t:\n}\n\npostRun()\n{\n\t:\n}\n"
+        for i in range(self.vms, total):
+            name = f"vm{i:04d}"
+            sh("zfs", "create", f"{self.pool}/kvm/vm/{name}")
+            d = self.root / "vm" / name
+            (d / "set.conf").write_text(f"# VM settings for {name}\n" + template_conf)
+            (d / "run").write_text(template_run)
+            (d / "UEFI_VARS.fd").write_bytes(b"\0" * 4096)
+        self.vms = total
+
+    def zfs_calls(self, argv):
+        log = self.work / "zfs.calls"
+        log.unlink(missing_ok=True)
+        subprocess.run(argv, env=self.env, cwd=self.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return len(log.read_text().splitlines()) if log.exists() else 0
+
+    def close(self):
+        subprocess.run(["pkill", "-f", str(self.root)], capture_output=True)
+        for _ in range(20):
+            if subprocess.run(["zpool", "destroy", "-f", self.pool], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.5)
+        self.img.unlink(missing_ok=True)
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def stamps(bed, name):
+    path = bed.work / f"exec.{name}"
+    return [float(x) for x in path.read_text().split()] if path.exists() else []
+
+
+def wait(pred, seconds=30):
+    end = time.time() + seconds
+    while time.time() < end:
+        if pred():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def bench_start(bed, runs):
+    """ms from invoking ./start to bhyve's exec, and from a guest reboot to the next exec."""
+    starts, turns, rss = [], [], []
+    for i in range(runs):
+        name = "vm0000"
+        (bed.work / f"exec.{name}").unlink(missing_ok=True)
+        (bed.work / f"left.{name}").write_text("3")
+        t0 = time.time()
+        proc = subprocess.Popen([str(bed.root / "start"), name], env=bed.env, cwd=bed.root,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait(lambda: len(stamps(bed, name)) >= 4)
+        s = stamps(bed, name)
+        starts.append((s[0] - t0) * 1000)
+        # each reboot: the stand-in stamps, exits 0 at once; the next stamp is the next exec
+        turns += [(b - a) * 1000 for a, b in zip(s, s[1:])]
+        time.sleep(0.3)
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        rss.append(int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) / 1024)
+        proc.terminate()
+        proc.wait(30)
+    return statistics.median(starts), statistics.median(turns), max(rss)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--vms", default="10,100,500", help="VM counts for vmlist (default 10,100,500)")
+    ap.add_argument("--runs", type=int, default=15, help="runs per timing (median)")
+    ap.add_argument("--json", help="also write the figures to this file")
+    args = ap.parse_args()
+    counts = sorted(int(x) for x in args.vms.split(","))
+    bed = Bed()
+    results = {"machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs, "
+                          f"Python {platform.python_version()}, {platform.system()} {platform.release()}",
+               "date": time.strftime("%Y-%m-%d"), "vmlist": {}}
+    try:
+        base = timeit([PY, "-c", "pass"], bed.env, args.runs)
+        results["interpreter_ms"] = base
+        bed.add_vms(max(1, counts[0]))
+        for cmd, argv in (("status", ["./status", "vm0000"]), ("vminfo", ["./vminfo", "vm0000"])):
+            results[cmd] = {"ms": timeit(argv, bed.env, args.runs, cwd=bed.root),
+                            "zfs_calls": bed.zfs_calls(argv)}
+        for n in counts:
+            bed.add_vms(n)
+            results["vmlist"][n] = {"ms": timeit(["./vmlist"], bed.env, args.runs, cwd=bed.root),
+                                    "zfs_calls": bed.zfs_calls(["./vmlist"])}
+        start, turn, rss = bench_start(bed, max(3, args.runs // 5))
+        results.update(start_to_exec_ms=start, reboot_turnaround_ms=turn, supervisor_rss_mib=rss)
+    finally:
+        bed.close()
+    report(results, counts)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+
+
+def report(r, counts):
+    base = r["interpreter_ms"]
+    rows = [("python3 -c pass (baseline)", f"{base:.1f} ms", "", "")]
+    for cmd in ("status", "vminfo"):
+        over = r[cmd]["ms"] - base
+        rows.append((f"{cmd} NAME", f"{r[cmd]['ms']:.1f} ms", f"+{over:.1f} ms (target +{TARGETS[cmd]})",
+                     f"zfs calls: {r[cmd]['zfs_calls']}"))
+    for n in counts:
+        v = r["vmlist"][n]
+        target = f" (target +{TARGETS['vmlist@500']} at 500)" if n == 500 else ""
+        rows.append((f"vmlist, {n} VMs", f"{v['ms']:.1f} ms", f"+{v['ms'] - base:.1f} ms{target}",
+                     f"zfs calls: {v['zfs_calls']}"))
+    rows.append(("start -> bhyve exec", f"{r['start_to_exec_ms']:.1f} ms",
+                 f"target {TARGETS['start_to_exec']} ms", "empty hooks"))
+    rows.append(("guest reboot -> next exec", f"{r['reboot_turnaround_ms']:.1f} ms",
+                 f"target {TARGETS['reboot_turnaround']} ms", "empty hooks"))
+    rows.append(("supervisor RSS", f"{r['supervisor_rss_mib']:.1f} MiB",
+                 f"target {TARGETS['supervisor_rss_mib']} MiB", ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    print(f"kvm benchmarks, {r['date']}, {r['machine']}")
+    for row in rows:
+        print("  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip())
+
+
+if __name__ == "__main__":
+    main()
