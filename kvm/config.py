@@ -10,8 +10,6 @@ One deliberate difference from sh: a reference to a variable that was never set 
 an error (sh silently gives ""), because in set.conf it is always a typo.
 """
 
-import difflib
-import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -385,6 +383,7 @@ def validate(name, vmdir, values, cpus=None):
     c = _Checker(name, values)
     for key in values:
         if key not in KNOWN:
+            import difflib
             close = difflib.get_close_matches(key.lower(), [k.lower() for k in KNOWN], n=1, cutoff=0.8)
             if close:
                 real = next(k for k in KNOWN if k.lower() == close[0])
@@ -437,10 +436,12 @@ def validate(name, vmdir, values, cpus=None):
     if kind == "grub":
         com = True
     addr = c.get("VNCaddr") or "127.0.0.1"
-    try:
-        ipaddress.ip_address(addr)
-    except ValueError:
-        c.bad("VNCaddr", "is not an IP address")
+    if addr != "127.0.0.1":
+        import ipaddress
+        try:
+            ipaddress.ip_address(addr)
+        except ValueError:
+            c.bad("VNCaddr", "is not an IP address")
     password = c.get("VNCpassword")
     if "," in password:
         c.bad("VNCpassword", "cannot hold a comma")
@@ -491,6 +492,7 @@ def parse_devices(name, text, options=""):
             raise ConfigError(f"{CONF}: Devices items '{used[key]}' and '{item}' use the same slot", vm=name)
         used[key] = item
         if emulation not in EMULATIONS or emulation in ("hostbridge", "amd_hostbridge", "lpc", "fbuf"):
+            import difflib
             near = difflib.get_close_matches(emulation, sorted(EMULATIONS), n=1)
             hint = f" (did you mean {near[0]}?)" if near else ""
             raise ConfigError(f"{CONF}: Devices item '{item}': unknown device '{emulation}'{hint}", vm=name)

@@ -6,21 +6,27 @@ reads still run so the plan printed is the real one.
 """
 
 import errno
-import logging
 import os
 import shlex
 import signal
-import subprocess
 import sys
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import CommandFailed, KvmError
 
-log = logging.getLogger("kvm.host")
+# subprocess and tempfile are imported where used: status and vmlist never need them.
 
-_state = {"dry_run": False, "out": None}
+_state = {"dry_run": False, "out": None, "debug": False}
+
+
+def set_debug(enabled):
+    """Log every command as a copy-pasteable line on stderr (--debug)."""
+    _state["debug"] = bool(enabled)
+
+
+def _debug(fmt, *args):
+    if _state["debug"]:
+        print("+ " + (fmt % args), file=sys.stderr, flush=True)
 
 
 def set_dry_run(enabled, out=None):
@@ -39,14 +45,13 @@ def _plan(text):
     print(text, file=out, flush=True)
 
 
-@dataclass
 class Result:
     """What a finished command gave back."""
 
-    argv: list
-    status: int
-    stdout: str
-    stderr: str
+    __slots__ = ("argv", "status", "stdout", "stderr")
+
+    def __init__(self, argv, status, stdout, stderr):
+        self.argv, self.status, self.stdout, self.stderr = argv, status, stdout, stderr
 
 
 def run(argv, *, mutating=True, check=True, input=None, env=None, capture=True, vm=None):
@@ -56,7 +61,8 @@ def run(argv, *, mutating=True, check=True, input=None, env=None, capture=True, 
     if mutating and dry_run():
         _plan(line)
         return Result(argv, 0, "", "")
-    log.debug("run: %s", line)
+    _debug("%s", line)
+    import subprocess
     pipe = subprocess.PIPE if capture else None
     try:
         proc = subprocess.run(argv, input=input, stdout=pipe, stderr=pipe, text=True, env=env,
@@ -71,8 +77,9 @@ def run(argv, *, mutating=True, check=True, input=None, env=None, capture=True, 
 
 def spawn(argv, *, stdin=None, stdout=None, stderr=None, env=None, new_session=False, pass_fds=()):
     """Start argv without waiting; returns the Popen object."""
+    import subprocess
     argv = [str(a) for a in argv]
-    log.debug("spawn: %s", shlex.join(argv))
+    _debug("%s &", shlex.join(argv))
     return subprocess.Popen(argv, stdin=stdin if stdin is not None else subprocess.DEVNULL,
                             stdout=stdout, stderr=stderr, env=env,
                             start_new_session=new_session, pass_fds=pass_fds)
@@ -81,7 +88,7 @@ def spawn(argv, *, stdin=None, stdout=None, stderr=None, env=None, new_session=F
 def exec_replace(argv):
     """Replace this process with argv (for interactive tools such as cu)."""
     argv = [str(a) for a in argv]
-    log.debug("exec: %s", shlex.join(argv))
+    _debug("exec %s", shlex.join(argv))
     os.execvp(argv[0], argv)
 
 
@@ -90,7 +97,7 @@ def send_signal(pid, sig, *, mutating=True):
     if mutating and dry_run():
         _plan(f"kill -{signal.Signals(sig).name[3:]} {pid}")
         return True
-    log.debug("kill -%s %s", signal.Signals(sig).name[3:], pid)
+    _debug("kill -%s %s", signal.Signals(sig).name[3:], pid)
     try:
         os.kill(pid, sig)
     except ProcessLookupError:
@@ -163,6 +170,7 @@ def _write_file(path, text, mode, backup):
             _plan(shlex.join(["cp", "-p", str(path), str(backup)]))
         _plan(f"write {shlex.quote(str(path))} ({len(text.encode())} bytes, mode {mode:o})")
         return
+    import tempfile
     if backup is not None and path.exists():
         _write_file(Path(backup), path.read_text(), path.stat().st_mode & 0o7777, None)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -180,7 +188,7 @@ def _write_file(path, text, mode, backup):
             pass
         raise
     _fsync_dir(path.parent)
-    log.debug("wrote %s", path)
+    _debug("wrote %s", path)
 
 
 def _fsync_dir(folder):
@@ -209,6 +217,7 @@ def _copy_file(src, dst, mode):
     if dry_run():
         _plan(shlex.join(["cp", str(src), str(dst)]))
         return
+    import tempfile
     data = src.read_bytes()
     fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
     try:
@@ -231,7 +240,7 @@ def remove_file(path, *, missing_ok=True):
     if dry_run():
         _plan(shlex.join(["rm", "-f", str(path)]))
         return
-    log.debug("rm %s", path)
+    _debug("rm %s", path)
     try:
         os.unlink(path)
     except FileNotFoundError:

@@ -11,9 +11,16 @@ def dataset_usage(vm):
     """(dataset, used bytes) of the VM folder: one zfs call."""
     from .errors import KvmError
     try:
-        rows = zfs.get_props([vm.root.dataset()], ["mountpoint", "used"], recursive=True)
+        # one call for every dataset: finds the VM's by its mountpoint, with its usage
+        res = host.run(["zfs", "get", "-H", "-p", "-o", "name,property,value", "mountpoint,used"],
+                       mutating=False, check=False)
     except KvmError:
-        return None, None  # e.g. a user zfs does not answer (zfs-fuse): show it as unknown
+        return None, None
+    rows = {}
+    for line in res.stdout.splitlines():
+        parts = line.split("\t")
+        if len(parts) == 3:
+            rows.setdefault(parts[0], {})[parts[1]] = parts[2]
     for name, props in rows.items():
         if (props.get("mountpoint") or "").rstrip("/") == str(vm.dir):
             return name, int(props.get("used") or 0)

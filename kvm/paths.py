@@ -14,23 +14,17 @@
 
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-@dataclass(frozen=True)
 class Paths:
     """The system paths in force for this process."""
 
-    rcdir: Path
-    rcconf: Path
-    vmm_dir: Path
-    dev_dir: Path
-    run_dir: Path
-    firmware_dirs: tuple
-    grub_bhyve: Path
+    def __init__(self, **values):
+        for key in ("rcdir", "rcconf", "vmm_dir", "dev_dir", "run_dir", "firmware_dirs", "grub_bhyve"):
+            setattr(self, key, values[key])
 
     def share_dirs(self):
         """Folders holding the project's templates/, rc.d/ and bin/ (source tree, then install prefix)."""

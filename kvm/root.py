@@ -1,7 +1,6 @@
 """Finding the install root: --root, else KVM_ROOT, else the launcher's folder, else the marked dataset."""
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import NotFound, UsageError
@@ -16,12 +15,15 @@ def is_root_dir(path):
     return (path / "vm").is_dir() and ((path / MARKER).is_file() or (path / "functions").is_file())
 
 
-@dataclass
 class Root:
     """An install root folder and (found lazily) its dataset."""
 
-    path: Path
-    _dataset: str = field(default=None, repr=False)
+    def __init__(self, path, dataset=None):
+        self.path = Path(path)
+        self._dataset = dataset
+
+    def __repr__(self):
+        return f"Root({str(self.path)!r})"
 
     @property
     def vm_dir(self):

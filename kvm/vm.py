@@ -5,7 +5,6 @@ import fcntl
 import json
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from . import host, paths
@@ -28,12 +27,14 @@ def check_name(name, what="VM name"):
                          f"starting with a letter or digit")
 
 
-@dataclass
 class Vm:
     """One VM of an install root."""
 
-    root: object
-    name: str
+    def __init__(self, root, name):
+        self.root, self.name = root, name
+
+    def __repr__(self):
+        return f"Vm({self.name!r})"
 
     @property
     def dir(self):
@@ -150,18 +151,18 @@ def is_allocated(name):
         return False
 
 
-@dataclass
 class Runtime:
-    """What is running for a VM."""
+    """What is running for a VM: pids are 0 when none; times are epoch seconds."""
 
-    name: str
-    supervisor: int = 0     # pid of our supervisor, 0 when none
-    bhyve: int = 0          # pid of bhyve, 0 when none
-    allocated: bool = False  # /dev/vmm/NAME exists
-    started: float = 0.0    # when the VM was started (first launch)
-    booted: float = 0.0     # when the current bhyve was launched
-    vnc_port: int = 0
-    boots: int = 0
+    def __init__(self, name, allocated=False):
+        self.name = name
+        self.supervisor = 0       # pid of our supervisor
+        self.bhyve = 0            # pid of bhyve
+        self.allocated = allocated  # /dev/vmm/NAME exists
+        self.started = 0.0        # when the VM was started (first launch)
+        self.booted = 0.0         # when the current bhyve was launched
+        self.vnc_port = 0
+        self.boots = 0
 
     @property
     def active(self):
@@ -178,11 +179,31 @@ class Runtime:
         return "allocated" if self.allocated else "stopped"
 
 
+def runtimes(vms):
+    """Runtime of many VMs: one listing of the run and vmm folders, details only where needed."""
+    p = paths.current()
+    try:
+        states = {n[:-len(".state")] for n in os.listdir(p.run_dir) if n.endswith(".state")}
+    except OSError:
+        states = set()
+    try:
+        allocated = set(os.listdir(p.vmm_dir))
+    except OSError:
+        allocated = set()
+    out = []
+    for vm in vms:
+        if vm.name in states or vm.name in allocated:
+            out.append(runtime(vm))
+        else:
+            out.append(Runtime(vm.name))
+    return out
+
+
 def runtime(vm_or_name, scan=True):
     """The VM's runtime state from its lock, state file and /dev/vmm — never from `ps | grep`."""
     name = getattr(vm_or_name, "name", vm_or_name)
     st = read_state(name)
-    rt = Runtime(name=name, allocated=is_allocated(name))
+    rt = Runtime(name, allocated=is_allocated(name))
     sup = int(st.get("supervisor") or 0)
     if sup and lock_held(name) and host.pid_alive(sup):
         rt.supervisor = sup

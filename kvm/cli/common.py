@@ -1,7 +1,6 @@
 """What every command shares: common options, the one error handler, prompts."""
 
 import argparse
-import logging
 import sys
 
 from .. import host
@@ -34,7 +33,7 @@ def run(prog, build_parser, body, argv, launcher_dir=None):
     args = p.parse_args(argv)
     args.launcher_dir = launcher_dir
     if args.debug:
-        logging.basicConfig(level=logging.DEBUG, format=f"{prog}: %(message)s", stream=sys.stderr)
+        host.set_debug(True)
     if getattr(args, "dry_run", False):
         host.set_dry_run(True, sys.stdout)
     try:

@@ -30,7 +30,7 @@ def when(epoch, parsable):
 def body(args):
     from .. import vm as vmmod
     root = common.get_root(args)
-    rows = [vmmod.runtime(v) for v in vmmod.list_vms(root)]
+    rows = vmmod.runtimes(vmmod.list_vms(root))
     rows.sort(key=lambda r: (ORDER[r.state], r.name))
     for r in rows:
         if r.state == "orphaned":
