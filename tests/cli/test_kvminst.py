@@ -155,3 +155,25 @@ def test_root_is_found_from_marked_dataset(install, env, tmp_path):
     res = kvm(env, "vmlist")
     assert res.returncode == 1
     assert "is not a kvm install root" in res.stderr
+
+
+def test_uninstall_refuses_while_a_vm_runs_then_removes_everything(install, pool, env, sysroot):
+    from tests.conftest import create_vm
+    from tests.cli.test_run import script, status, wait_for
+    create_vm(install, env, "web")
+    assert cmd(install, env, "dorc", "web", "-y", "--enable").returncode == 0
+    script(env, "web", "run")
+    assert cmd(install, env, "start", "-b", "web").returncode == 0
+    wait_for(lambda: status(install, env) > 0, what="bhyve")
+    res = kvm(env, "kvminst", "--uninstall", "-p", pool, "-y")
+    assert res.returncode == 1 and "VMs still running: web" in res.stderr
+    assert f"{pool}/kvm/vm/web" in datasets(pool)
+    assert cmd(install, env, "stop", "web").returncode == 0
+    res = kvm(env, "kvminst", "--uninstall", "-p", pool, input="n\n")
+    assert res.returncode == 1 and f"{pool}/kvm" in datasets(pool)
+    assert "It also removes the rc.d script" in res.stderr
+    res = kvm(env, "kvminst", "--uninstall", "-p", pool, "-y")
+    assert res.returncode == 0, res.stderr
+    assert f"{pool}/kvm" not in datasets(pool)
+    assert not (sysroot / "rc.d" / "web").exists()
+    assert "web_enable" not in (sysroot / "rc.conf").read_text()
