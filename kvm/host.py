@@ -85,6 +85,25 @@ def spawn(argv, *, stdin=None, stdout=None, stderr=None, env=None, new_session=F
                             start_new_session=new_session, pass_fds=pass_fds)
 
 
+class Timeout(Exception):
+    """wait_process ran out of time."""
+
+
+def wait_process(proc, timeout=None):
+    """Wait for a spawned process; its exit status (negative: killed by that signal)."""
+    import subprocess
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise Timeout() from None
+
+
+def spawn_quiet(argv):
+    """Start argv with stdout discarded (bhyve prints nothing we want)."""
+    import subprocess
+    return spawn(argv, stdout=subprocess.DEVNULL)
+
+
 def exec_replace(argv):
     """Replace this process with argv (for interactive tools such as cu)."""
     argv = [str(a) for a in argv]
@@ -170,13 +189,19 @@ def _write_file(path, text, mode, backup):
             _plan(shlex.join(["cp", "-p", str(path), str(backup)]))
         _plan(f"write {shlex.quote(str(path))} ({len(text.encode())} bytes, mode {mode:o})")
         return
-    import tempfile
     if backup is not None and path.exists():
-        _write_file(Path(backup), path.read_text(), path.stat().st_mode & 0o7777, None)
+        _atomic_write(Path(backup), path.read_bytes(), path.stat().st_mode & 0o7777)
+    _atomic_write(path, text.encode(), mode)
+    _debug("wrote %s", path)
+
+
+def _atomic_write(path, data, mode):
+    """Temp file in the same folder, fsync, chmod, rename, fsync the folder."""
+    import tempfile
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, mode)
@@ -188,7 +213,6 @@ def _write_file(path, text, mode, backup):
             pass
         raise
     _fsync_dir(path.parent)
-    _debug("wrote %s", path)
 
 
 def _fsync_dir(folder):
@@ -217,22 +241,7 @@ def _copy_file(src, dst, mode):
     if dry_run():
         _plan(shlex.join(["cp", str(src), str(dst)]))
         return
-    import tempfile
-    data = src.read_bytes()
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode if mode is not None else src.stat().st_mode & 0o777)
-        os.replace(tmp, dst)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    _atomic_write(dst, src.read_bytes(), mode if mode is not None else src.stat().st_mode & 0o777)
 
 
 def remove_file(path, *, missing_ok=True):

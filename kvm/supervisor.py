@@ -12,7 +12,6 @@ import json
 import os
 import shlex
 import signal
-import subprocess
 import sys
 import syslog
 import time
@@ -196,7 +195,7 @@ class Supervisor:
                 self.log(f"grub-bhyve failed (exit {res.status})", syslog.LOG_ERR)
                 return None
         print(shlex.join(plan.bhyve), file=self.out, flush=True)
-        proc = host.spawn(plan.bhyve, stdout=subprocess.DEVNULL)
+        proc = host.spawn_quiet(plan.bhyve)
         boots = self.state.get("boots", 0) + 1
         self.save(bhyve=proc.pid, booted=time.time(), boots=boots)
         self.log(f"launched bhyve pid {proc.pid} (boot {boots})")
@@ -216,10 +215,10 @@ class Supervisor:
             self.in_wait = True
             try:
                 timeout = None if deadline is None else max(0.0, deadline - time.time())
-                return proc.wait(timeout=timeout)
+                return host.wait_process(proc, timeout)
             except _Wake:
                 continue
-            except subprocess.TimeoutExpired:
+            except host.Timeout:
                 phase, deadline = self.escalate(proc, phase)
             finally:
                 self.in_wait = False
@@ -266,13 +265,13 @@ class Supervisor:
                 deadline = time.time() + HOOK_GRACE
             self.in_wait = True
             try:
-                status = proc.wait(timeout=None if deadline is None else max(0.0, deadline - time.time()))
+                status = host.wait_process(proc, None if deadline is None else max(0.0, deadline - time.time()))
                 if status != 0:
                     self.log(f"{which} exited {status}", syslog.LOG_WARNING)
                 return status
             except _Wake:
                 continue
-            except subprocess.TimeoutExpired:
+            except host.Timeout:
                 self.log(f"{which} still runs {HOOK_GRACE}s after the stop request: killing it",
                          syslog.LOG_WARNING)
                 try:

@@ -99,3 +99,15 @@ def confirm(question, assume_yes):
         return True
     answer = ask(f"{question} (y/N)? ", "n")
     return answer.lower().startswith("y")
+
+
+def print_table(header, rows, scripted=False):
+    """Rows as aligned columns under a header, or tab-separated without it (-H, like zfs)."""
+    if scripted:
+        for row in rows:
+            print("\t".join(row))
+        return
+    table = [header] + list(rows)
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip())

@@ -95,14 +95,7 @@ def do_list(vm, args):
     table = [(n, size(p.get("used")), size(p.get("referenced")), snap.fmt_when(p.get("creation") or 0,
                                                                                  args.parsable))
              for n, p in rows]
-    if args.scripted:
-        for row in table:
-            print("\t".join(row))
-        return 0
-    table.insert(0, ("NAME", "USED", "REFER", "CREATION"))
-    widths = [max(len(r[i]) for r in table) for i in range(4)]
-    for row in table:
-        print("  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip())
+    common.print_table(("NAME", "USED", "REFER", "CREATION"), table, args.scripted)
     return 0
 
 

@@ -43,14 +43,7 @@ def body(args):
                            "started": int(r.started) or None} for r in rows], indent=1))
         return 0
     table = [(r.name, r.state, str(r.bhyve or "-"), when(r.started, args.parsable)) for r in rows]
-    if args.scripted:
-        for row in table:
-            print("\t".join(row))
-        return 0
-    table.insert(0, ("NAME", "STATE", "PID", "STARTED"))
-    widths = [max(len(row[i]) for row in table) for i in range(3)]
-    for row in table:
-        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3])
+    common.print_table(("NAME", "STATE", "PID", "STARTED"), table, args.scripted)
     return 0
 
 
