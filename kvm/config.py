@@ -12,7 +12,6 @@ an error (sh silently gives ""), because in set.conf it is always a typo.
 
 import os
 import re
-from dataclasses import dataclass, field
 
 from .errors import ConfigError
 
@@ -49,16 +48,14 @@ class NeedsShell(Exception):
 
 # ------------------------------------------------------------------------ the fast reader
 
-@dataclass
 class Assignment:
     """One `NAME=value` statement: its value and where it stands in the text."""
 
-    name: str
-    value: str
-    start: int
-    end: int
-    line: int
-    alone: bool = False  # the only statement on its line(s)
+    __slots__ = ("name", "value", "start", "end", "line", "alone")
+
+    def __init__(self, name, value, start, end, line, alone=False):
+        self.name, self.value, self.start, self.end, self.line = name, value, start, end, line
+        self.alone = alone  # the only statement on its line(s)
 
 
 class _Reader:
@@ -270,13 +267,19 @@ def read_values(path):
 
 # --------------------------------------------------------------------------- validation
 
-@dataclass(frozen=True)
 class Device:
     """One Devices item: `slot,emulation[,conf]`."""
 
-    slot: str
-    emulation: str
-    conf: str
+    __slots__ = ("slot", "emulation", "conf")
+
+    def __init__(self, slot, emulation, conf):
+        self.slot, self.emulation, self.conf = slot, emulation, conf
+
+    def __eq__(self, other):
+        return isinstance(other, Device) and self.arg() == other.arg()
+
+    def __repr__(self):
+        return f"Device({self.arg()!r})"
 
     def arg(self):
         """The text after bhyve's -s."""
@@ -288,35 +291,23 @@ class Device:
         return self.conf.split(",")[0] if self.conf else ""
 
 
-@dataclass(frozen=True)
 class VmConfig:
-    """A VM's validated settings."""
+    """A VM's validated settings (built only by validate()).
 
-    name: str
-    vmdir: str
-    vmrom: str
-    loader: str          # "uefi", "grub", or "" when VMrom is unset
-    boot: str
-    cores: int
-    mem: str
-    mem_bytes: int
-    options: str
-    disk: str            # absolute path, or ""
-    disk_driver: str
-    devices: tuple
-    vnc: str             # "", "on" or "wait"
-    vnc_size: tuple      # (w, h) or ()
-    tablet: bool
-    com: bool
-    iso: str             # absolute path, or ""
-    vnc_addr: str
-    vnc_password: str
-    restart_on_fault: bool
-    restart_max: int
-    restart_window: int
-    stop_timeout: int
-    variables: dict = field(default_factory=dict, compare=False)
-    warnings: tuple = ()
+    name, vmdir; vmrom and loader ("uefi", "grub", or "" when VMrom is unset); boot;
+    cores (int); mem (text) and mem_bytes; options; disk and iso (absolute paths or "");
+    disk_driver; devices (tuple of Device); vnc ("", "on", "wait"); vnc_size ((w, h) or ());
+    tablet, com (bool); vnc_addr, vnc_password; restart_on_fault, restart_max,
+    restart_window, stop_timeout; variables (every set.conf value); warnings.
+    """
+
+    def __init__(self, **fields):
+        fields.setdefault("variables", {})
+        fields.setdefault("warnings", ())
+        self.__dict__.update(fields)
+
+    def __repr__(self):
+        return f"VmConfig({self.name!r})"
 
 
 def loader_kind(vmrom):

@@ -8,23 +8,38 @@ from . import firmware, host, vm as vmmod, zfs
 
 
 def dataset_usage(vm):
-    """(dataset, used bytes) of the VM folder: one zfs call."""
-    from .errors import KvmError
+    """(dataset, used bytes) of the VM folder: one zfs call.
+
+    The root's marker file names its dataset, so zfs is asked about the VM's dataset only;
+    the answer counts only if its mountpoint is the VM folder (a stale marker falls back to
+    listing every dataset).
+    """
+    guess = None
     try:
-        # one call for every dataset: finds the VM's by its mountpoint, with its usage
-        res = host.run(["zfs", "get", "-H", "-p", "-o", "name,property,value", "mountpoint,used"],
-                       mutating=False, check=False)
-    except KvmError:
-        return None, None
+        marker = (vm.root.path / ".kvm-root").read_text().strip()
+        guess = f"{marker}/vm/{vm.name}" if marker else None
+    except OSError:
+        pass
+    rows = _mount_and_used([guess] if guess else [])
+    if guess and (rows.get(guess, {}).get("mountpoint") or "").rstrip("/") == str(vm.dir):
+        return guess, int(rows[guess].get("used") or 0)
+    rows = _mount_and_used([])
+    for name, props in rows.items():
+        if (props.get("mountpoint") or "").rstrip("/") == str(vm.dir):
+            return name, int(props.get("used") or 0)
+    return None, None
+
+
+def _mount_and_used(names):
+    """{dataset: {mountpoint, used}} for the named datasets, or for all of them."""
+    res = host.run(["zfs", "get", "-H", "-p", "-o", "name,property,value", "mountpoint,used", *names],
+                   mutating=False, check=False)
     rows = {}
     for line in res.stdout.splitlines():
         parts = line.split("\t")
         if len(parts) == 3:
             rows.setdefault(parts[0], {})[parts[1]] = parts[2]
-    for name, props in rows.items():
-        if (props.get("mountpoint") or "").rstrip("/") == str(vm.dir):
-            return name, int(props.get("used") or 0)
-    return None, None
+    return rows
 
 
 def tap_info(tap):
