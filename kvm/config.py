@@ -75,7 +75,7 @@ class _Reader:
         return self.text[i] if i < len(self.text) else ""
 
     def run(self):
-        statement_start, line_has = None, 0
+        line_has = 0
         while self.pos < len(self.text):
             c = self.peek()
             if c in " \t":

@@ -1,10 +1,9 @@
 """Everything vminfo shows about one VM, as a plain dict (the --json schema)."""
 
-import os
 import re
 import time
 
-from . import firmware, host, vm as vmmod, zfs
+from . import firmware, host, vm as vmmod
 
 
 def dataset_usage(vm):

@@ -17,7 +17,7 @@ import syslog
 import time
 
 from . import bhyve, firmware, host, hooks, paths, ports, vm as vmmod
-from .errors import ConfigError, HookFailed, KvmError, NotFound, StateError
+from .errors import KvmError, NotFound, StateError
 
 EXIT_STATUS = {"poweroff": 0, "halt": 0, "stopped": 0, "triplefault": 3, "error": 4, "unknown": 5,
                "signal": 5}

@@ -58,6 +58,8 @@ def body(args):
         common.warn(PROG, line)
     print(f"kvm {verb} in {report.path} (dataset {report.dataset})")
     print(f"next: cd {report.path} && ./vmcreate myVM")
+    common.info(f"Host-wide service (optional): cp {report.path}/rc.d/kvm /usr/local/etc/rc.d/kvm && "
+                f"sysrc kvm_enable=YES kvm_list=\"vm1 vm2\"")
     return 0
 
 

@@ -4,7 +4,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -236,7 +235,7 @@ def test_bad_definitions_are_refused_before_any_launch(install, env, content, ne
 
 
 def test_insert_while_running_applies_at_the_next_reboot(install, env, tmp_path):
-    d = make(install, env)
+    make(install, env)
     iso = tmp_path / "x.iso"
     iso.write_bytes(b"iso")
     script(env, "web", "reboot after=1.5", "run")
@@ -297,7 +296,7 @@ def test_console(install, env):
 
 
 def test_dry_run_prints_everything_and_changes_nothing(install, env, tmp_path):
-    d = make(install, env, "web", "--com", "yes", "--vnc", "wait")
+    make(install, env, "web", "--com", "yes", "--vnc", "wait")
     res = cmd(install, env, "start", "--dry-run", "web")
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()

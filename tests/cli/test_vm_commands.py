@@ -1,13 +1,9 @@
 """vmcreate, vminfo, vmlist, status, insert, eject, vmdestroy, vmrename on a real pool."""
 
 import json
-import os
-import signal
 import subprocess
-import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
@@ -94,7 +90,7 @@ def test_vmcreate_not_root_is_refused(install, env, pool):
 def test_vmcreate_dry_run_changes_nothing(install, env, pool):
     res = cmd(install, env, "vmcreate", "dry1", "-y", "--disk-size", "1G", "--dry-run")
     assert res.returncode == 0, res.stderr
-    assert f"zfs create -o kvm:creating=" in res.stdout and "truncate -s 1073741824" in res.stdout
+    assert "zfs create -o kvm:creating=" in res.stdout and "truncate -s 1073741824" in res.stdout
     assert f"{pool}/kvm/vm/dry1" not in datasets(pool)
 
 
@@ -377,7 +373,7 @@ def test_vmdestroy_keeps_a_foreign_rc_script(install, env, pool, sysroot):
 # ------------------------------------------------------------------------- vmrename
 
 def test_vmrename_moves_dataset_comments_rc_script_and_rcconf(install, env, pool, sysroot):
-    d = create_vm(install, env, "web", "--bridge", "bridge0")
+    create_vm(install, env, "web", "--bridge", "bridge0")
     assert cmd(install, env, "dorc", "web", "-y", "--enable").returncode == 0
     res = cmd(install, env, "vmrename", "web", "www")
     assert res.returncode == 0, res.stderr

@@ -236,12 +236,11 @@ def check_net(conf, emul, name, taps_in_use):
 
 
 def check_fbuf(conf, running_ports):
-    port, addr, w, h = 5900, "127.0.0.1", 1024, 768
+    port, w, h = 5900, 1024, 768
     for o in conf.split(",") if conf else []:
         k, _, v = o.partition("=")
         if k == "tcp":
-            host, _, p = v.rpartition(":")
-            addr = host or "127.0.0.1"
+            _, _, p = v.rpartition(":")
             if not p.isdigit():
                 die(f"Invalid fbuf option \"{o}\"", 4)
             port = int(p)

@@ -1,7 +1,6 @@
 """The simulator is strict: it rejects what the real tools reject, with their exit codes."""
 
 import json
-import os
 import signal
 import subprocess
 import time
