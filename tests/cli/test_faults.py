@@ -1,5 +1,6 @@
 """Faults and hostile input: full pool, tight reboot loops, names and values built to break quoting."""
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -16,6 +17,12 @@ def test_full_pool_while_writing_set_conf_keeps_the_old_one(scratch_pool, env, t
     d = create_vm(root, env, "full")
     original = (d / "set.conf").read_bytes()
     subprocess.run(["dd", "if=/dev/urandom", f"of=/{pool}/kvm/vm/full/filler", "bs=1M"], capture_output=True)
+    # dd stops at the first refused megabyte; small writes can still fit in ZFS's slop: fill those too
+    for i in range(20000):
+        try:
+            (d / f"crumb{i}").write_bytes(os.urandom(2048))
+        except OSError:
+            break
     iso = tmp_path / ("x" * 200 + ".iso")
     iso.write_bytes(b"iso")
     res = cmd(root, env, "insert", "full", iso)
@@ -24,6 +31,8 @@ def test_full_pool_while_writing_set_conf_keeps_the_old_one(scratch_pool, env, t
     one_line_error(res, "insert: full: cannot write", "No space left on device")
     assert (d / "set.conf").read_bytes() == original
     assert not any(p.name.startswith(".set.conf") for p in d.iterdir()), "no temp file left behind"
+    sav = d / "set.conf.sav"
+    assert not sav.exists() or sav.read_bytes() == original, "a backup, if any, holds the old file"
     subprocess.run(["zfs", "destroy", "-r", f"{pool}/kvm"], capture_output=True)
 
 
