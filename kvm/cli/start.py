@@ -49,6 +49,7 @@ def detach(root, vm):
         proc = host.spawn([sys.executable, "-m", "kvm", "start", "--root", str(root.path), vm.name],
                           stdout=fh, stderr=fh, new_session=True)
     end = time.time() + 15
+    state = {}
     while time.time() < end:
         state = vmmod.read_state(vm.name)
         if state.get("supervisor") == proc.pid and (state.get("bhyve") or state.get("ended")):
@@ -58,7 +59,11 @@ def detach(root, vm):
             why = tail[0] if tail else f"exit {proc.returncode}"
             raise StateError(f"did not start: {why} (see {log})", vm=vm.name)
         time.sleep(0.05)
-    print(f"{vm.name}: started, supervisor pid {proc.pid} (log {log})")
+    if state.get("bhyve"):
+        print(f"{vm.name}: started, bhyve pid {state['bhyve']}, supervisor pid {proc.pid} (log {log})")
+    else:
+        print(f"{vm.name}: supervisor pid {proc.pid} is still before the launch (preRun?); "
+              f"follow it in {log}")
     return 0
 
 

@@ -399,3 +399,14 @@ def test_vmrename_refusals_change_nothing(install, env, pool, new, needle, statu
     before, tree = datasets(pool), snapshot_tree(install / "vm")
     one_line_error(cmd(install, env, "vmrename", "web", new), needle, status=status)
     assert datasets(pool) == before and snapshot_tree(install / "vm") == tree
+
+
+@pytest.mark.parametrize("argv", [["eject", "web"], ["vmdestroy", "web", "-y"], ["vmrename", "web", "w2"],
+                                  ["snap", "c", "web", "s1"], ["dorc", "web", "-y"], ["start", "web"],
+                                  ["stop", "web"], ["vmcreate", "w3", "-y"]])
+def test_changing_commands_refuse_non_root_and_change_nothing(install, env, pool, sysroot, argv):
+    create_vm(install, env, "web")
+    before = (datasets(pool), snapshot_tree(install / "vm"), snapshot_tree(sysroot))
+    res = as_nobody(env, [str(install / argv[0]), *argv[1:]], install)
+    one_line_error(res, "you need to be root")
+    assert (datasets(pool), snapshot_tree(install / "vm"), snapshot_tree(sysroot)) == before
