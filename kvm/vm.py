@@ -130,9 +130,16 @@ def is_bhyve_of(args, name):
     """True when a process's arguments are bhyve running VM `name` (exact name, not a substring)."""
     if not args:
         return False
+    if len(args) > 1 and args[-1] == "(bhyve)":
+        args = args[:-1]  # FreeBSD ps adds the command name when the title differs from it
     if args[0] == "bhyve:" and args[1:] == [name]:
         return True
-    return args[-1] == name and any(os.path.basename(a) == "bhyve" for a in args[:2])
+    if args[-1] != name or len(args) < 2:
+        return False
+    if os.path.basename(args[0]) == "bhyve":
+        return True
+    # an interpreter running a script named bhyve (given by its path)
+    return args[1].startswith("/") and os.path.basename(args[1]) == "bhyve"
 
 
 def find_bhyve(name):
