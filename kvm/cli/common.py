@@ -65,6 +65,17 @@ def get_root(args):
     return find_root(getattr(args, "root", None), args.launcher_dir)
 
 
+def get_vm(args, root_user=False, name=None):
+    """The VM the command names: name checked first, then the root, the VM, and root if needed."""
+    from .. import vm as vmmod
+    name = args.name if name is None else name
+    vmmod.check_name(name)
+    vm = vmmod.get_vm(get_root(args), name)
+    if root_user:
+        need_root_user(vm.name)
+    return vm
+
+
 def need_root_user(vm=None):
     """Refuse to go on unless running as root (skipped in dry-run: nothing changes)."""
     if not host.is_root() and not host.dry_run():

@@ -17,8 +17,7 @@ def build_parser():
 
 def body(args):
     from .. import bhyve, host, paths, vm as vmmod
-    vmmod.check_name(args.name)
-    vm = vmmod.get_vm(common.get_root(args), args.name)
+    vm = common.get_vm(args)
     cfg = vm.config()
     if not cfg.com:
         raise StateError("has no serial console (set COM=1 in set.conf and restart it)", vm=vm.name)

@@ -49,10 +49,8 @@ def body(args):
     import os
     if args.rcdir:
         os.environ["KVM_RCDIR"] = args.rcdir
-    from .. import host, rcd, vm as vmmod
-    vmmod.check_name(args.name)
-    vm = vmmod.get_vm(common.get_root(args), args.name)
-    common.need_root_user(vm.name)
+    from .. import host, rcd
+    vm = common.get_vm(args, root_user=True)
     if args.remove:
         return remove(vm)
     path = rcd.check_writable_slot(vm.name)

@@ -16,9 +16,7 @@ def build_parser():
 
 def body(args):
     from .. import config, edit, vm as vmmod
-    vmmod.check_name(args.name)
-    vm = vmmod.get_vm(common.get_root(args), args.name)
-    common.need_root_user(vm.name)
+    vm = common.get_vm(args, root_user=True)
     old = vm.config().iso
     if not edit.apply(vm, lambda text: config.remove_value(text, "ISO")):
         common.info(f"{vm.name}: no ISO inserted; nothing changed")

@@ -34,9 +34,7 @@ def resolve_iso(vm, given):
 
 def body(args):
     from .. import config, edit, vm as vmmod
-    vmmod.check_name(args.name)
-    vm = vmmod.get_vm(common.get_root(args), args.name)
-    common.need_root_user(vm.name)
+    vm = common.get_vm(args, root_user=True)
     value = resolve_iso(vm, args.iso)
     changed = edit.apply(vm, lambda text: config.set_value(text, "ISO", value))
     if not changed:

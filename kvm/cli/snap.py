@@ -30,14 +30,10 @@ def build_parser():
 
 
 def body(args):
-    from .. import vm as vmmod
     verb = VERBS.get(args.verb[:1].lower())
     if verb is None:
         raise UsageError(f"unknown verb '{args.verb}' (create, destroy, rollback, list, prune)")
-    vmmod.check_name(args.name)
-    vm = vmmod.get_vm(common.get_root(args), args.name)
-    if verb != "list":
-        common.need_root_user(vm.name)
+    vm = common.get_vm(args, root_user=verb != "list")
     return globals()[f"do_{verb}"](vm, args)
 
 

@@ -31,8 +31,7 @@ def body(args):
     if args.timeout is not None and not 1 <= args.timeout <= 3600:
         from ..errors import UsageError
         raise UsageError(f"timeout {args.timeout} is out of range (1..3600 seconds)", vm=args.name)
-    vm = vmmod.get_vm(common.get_root(args), args.name)
-    common.need_root_user(vm.name)
+    vm = common.get_vm(args, root_user=True)
     how = stop_vm(vm, timeout=args.timeout, force=args.force)
     print(f"{vm.name}: {HOW.get(how, how)}")
     return 0

@@ -19,9 +19,7 @@ def build_parser():
 def body(args):
     from .. import rcd, vm as vmmod, zfs
     from ..power import ensure_stopped
-    vmmod.check_name(args.name)
-    vm = vmmod.get_vm(common.get_root(args), args.name)
-    common.need_root_user(vm.name)
+    vm = common.get_vm(args, root_user=True)
     dataset = vm.dataset()
     if not zfs.lzc_exists(dataset):
         from ..errors import StateError

@@ -18,9 +18,8 @@ def build_parser():
 
 
 def body(args):
-    from .. import info, vm as vmmod
-    vmmod.check_name(args.name)
-    vm = vmmod.get_vm(common.get_root(args), args.name)
+    from .. import info
+    vm = common.get_vm(args)
     data = info.collect(vm)
     for line in data["warnings"]:
         common.warn(PROG, line, vm=vm.name)

@@ -349,18 +349,21 @@ def bhyve(argv):
         die("passthru requires guest memory to be wired (-S)", 4)
     if "bootrom" in lpcs and "lpc" not in slots.values():
         die("bootrom: no lpc device, the boot ROM cannot be loaded", 4)
+    allocate(name, mem, 4, {"pid": os.getpid(), "cpus": cpus, "vnc_port": fbuf_port, "taps": taps})
+    run_guest(name, "D" in flags)
+
+
+def allocate(name, mem, code, fields):
+    """Allocate /dev/vmm/NAME as bhyve and grub-bhyve do; fail with `code` as they would."""
     if len(name) > 31:
-        die(f"vm_create: {name}: File name too long", 4)
+        die(f"vm_create: {name}: File name too long", code)
     with locked():
         state = vmm_get(name)
         if state and alive(state.get("pid")):
-            die(f"vm_create: {name}: File exists (a bhyve already runs this VM)", 4)
+            die(f"vm_create: {name}: File exists (a bhyve already runs this VM)", code)
         if state and state.get("mem") not in (None, mem):
-            die("Unable to setup memory (Invalid argument)", 4)
-        state = {"mem": mem, "pid": os.getpid(), "cpus": cpus, "vnc_port": fbuf_port, "taps": taps,
-                 "acpi": False}
-        vmm_put(name, state)
-    run_guest(name, "D" in flags)
+            die("Unable to setup memory (Invalid argument)", code)
+        vmm_put(name, {"mem": mem, **fields})
 
 
 def next_action(name):
@@ -485,15 +488,7 @@ def grub_bhyve(argv):
                 die(f"grub-bhyve: {m.group(2)}: No such file or directory", 1)
     if "c" in o and "nmdm" in o["c"] and not kld_loaded("nmdm"):
         die(f"grub-bhyve: could not open console {o['c']}", 1)
-    if len(name) > 31:
-        die(f"vm_create: {name}: File name too long", 1)
-    with locked():
-        state = vmm_get(name)
-        if state and alive(state.get("pid")):
-            die(f"vm_create: {name}: File exists", 1)
-        if state and state.get("mem") not in (None, mem):
-            die("Unable to setup memory (Invalid argument)", 1)
-        vmm_put(name, {"mem": mem, "pid": 0, "grub": True})
+    allocate(name, mem, 1, {"pid": 0, "grub": True})
 
 
 # ----------------------------------------------------------------------------- ifconfig
