@@ -25,7 +25,13 @@ if ! zpool list >/dev/null 2>&1; then
 	[ -e /dev/fuse ] || { echo "tests/setup.sh: /dev/fuse is missing: zfs-fuse cannot run" >&2; exit 1; }
 	# A daemon still exiting makes a new one quit silently: wait for it to be gone.
 	for _ in $(seq 50); do pgrep -x zfs-fuse >/dev/null || break; sleep 0.2; done
-	pgrep -x zfs-fuse >/dev/null || zfs-fuse --pidfile /run/zfs-fuse.pid
+	if ! pgrep -x zfs-fuse >/dev/null; then
+		# A daemon killed without its clean-up (a machine stopped, kill -9) leaves its
+		# pid file behind, and zfs-fuse then exits 1 without a word: remove it.
+		rm -f /run/zfs-fuse.pid
+		zfs-fuse --pidfile /run/zfs-fuse.pid || {
+			echo "tests/setup.sh: zfs-fuse would not start (exit $?)" >&2; exit 1; }
+	fi
 	for _ in $(seq 150); do zpool list >/dev/null 2>&1 && break; sleep 0.2; done
 	zpool list >/dev/null 2>&1 || { echo "tests/setup.sh: zfs-fuse did not come up" >&2; exit 1; }
 fi
