@@ -327,3 +327,40 @@ def test_stop_of_a_stopped_vm(install, env):
     assert res.stdout.startswith("web\tallocated")
     res = cmd(install, env, "stop", "web")
     assert res.returncode == 0 and "leftover allocation was destroyed" in res.stdout
+
+
+def test_a_bhyve_started_without_us_is_found_by_its_exact_name(install, env):
+    """The shell toolkit's start runs bhyve itself: no lock, no state file, only /dev/vmm/NAME."""
+    make(install, env, "web")
+    make(install, env, "web2")
+    script(env, "web", "run")
+    script(env, "web2", "run")
+    fw = f"{install}/firmware/BHYVE_UEFI.fd"
+
+    def bare_bhyve(name):
+        d = install / "vm" / name
+        return subprocess.Popen(["bhyve", "-c", "1", "-m", "1G", "-s", "0,hostbridge", "-s", f"1,nvme,{d}/disk",
+                                 "-s", "31,lpc", "-l", f"bootrom,{fw},{d}/UEFI_VARS.fd", name], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    decoy = bare_bhyve("web2")
+    try:
+        wait_for(lambda: (Path(env["KVM_VMM_DIR"]) / "web2").exists(), what="web2 allocated")
+        assert status(install, env, "web") == 0, "a bhyve of web2 does not make web running"
+        assert not list(Path(env["KVM_RUN_DIR"]).glob("web*.state")), "nothing of ours knows these VMs"
+        guest = bare_bhyve("web")
+        wait_for(lambda: (Path(env["KVM_VMM_DIR"]) / "web").exists(), what="web allocated")
+        assert status(install, env, "web") == guest.pid
+        assert status(install, env, "web2") == decoy.pid
+        listed = dict(line.split("\t")[:3:2] for line in cmd(install, env, "vmlist", "-H").stdout.splitlines())
+        assert listed == {"web": str(guest.pid), "web2": str(decoy.pid)}
+        one_line_error(cmd(install, env, "start", "web"), "web", "without a supervisor")
+        res = cmd(install, env, "stop", "web")
+        assert res.returncode == 0, res.stderr
+        assert guest.wait(10) == 1, "the guest was powered off through ACPI, as bhyve reports it"
+        assert status(install, env, "web") == 0
+        assert not (Path(env["KVM_VMM_DIR"]) / "web").exists(), "stop destroyed the VM bhyve left behind"
+        assert status(install, env, "web2") == decoy.pid, "stopping web left web2 alone"
+    finally:
+        decoy.kill()
+        decoy.wait()
