@@ -27,8 +27,16 @@ class Paths:
             setattr(self, key, values[key])
 
     def share_dirs(self):
-        """Folders holding the project's templates/, rc.d/ and bin/ (source tree, then install prefix)."""
-        return [PACKAGE_DIR.parent, Path(sys.prefix) / "share" / "kvm"]
+        """Folders holding the project's templates/ and rc.d/: the source tree when kvm runs from
+        one (a checkout, an editable install), else where pip put the data files: the interpreter's
+        prefix (a venv, /usr/local), then the user base (`pip install --user`)."""
+        dirs = []
+        if (PACKAGE_DIR.parent / "setup.cfg").is_file():
+            dirs.append(PACKAGE_DIR.parent)
+        dirs.append(Path(sys.prefix) / "share" / "kvm")
+        import site  # already imported at start-up: costs nothing
+        dirs.append(Path(site.getuserbase()) / "share" / "kvm")
+        return dirs
 
     def share_file(self, relative):
         """The first existing share file `relative` (e.g. 'templates/set.conf.j2')."""
@@ -36,7 +44,9 @@ class Paths:
             candidate = base / relative
             if candidate.exists():
                 return candidate
-        raise FileNotFoundError(f"{relative} not found in {', '.join(map(str, self.share_dirs()))}")
+        from .errors import NotFound
+        raise NotFound(f"kvm's data file {relative} is in none of {', '.join(map(str, self.share_dirs()))}"
+                       "; kvm is installed incompletely: install it again")
 
 
 def _env_path(name, default):

@@ -177,3 +177,42 @@ def test_uninstall_refuses_while_a_vm_runs_then_removes_everything(install, pool
     assert f"{pool}/kvm" not in datasets(pool)
     assert not (sysroot / "rc.d" / "web").exists()
     assert "web_enable" not in (sysroot / "rc.conf").read_text()
+
+
+def test_a_plain_pip_install_carries_everything_kvminst_needs(pool, env, tmp_path):
+    """`pip install .` (not editable): templates, functions and rc.d/kvm come from PREFIX/share/kvm."""
+    import shutil
+    import sys
+
+    from tests.conftest import REPO, create_vm, destroy_dataset
+    src = tmp_path / "src"
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".git", ".venv", "tests", "bench", "__pycache__",
+                                                            "*.egg-info", "build", ".pytest_cache", ".hypothesis"))
+    prefix = tmp_path / "prefix"
+    subprocess.run([sys.executable, "-m", "venv", str(prefix)], check=True, capture_output=True)
+    res = subprocess.run([str(prefix / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", str(src)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    shutil.rmtree(src)  # nothing may still come from the source folder
+    assert (prefix / "share" / "kvm" / "templates" / "set.conf.j2").is_file()
+    env = dict(env)
+    env.pop("PYTHONPATH")  # the installed copy, not the checkout
+    where = subprocess.run([str(prefix / "bin" / "python"), "-c", "import kvm; print(kvm.__file__)"],
+                           env=env, capture_output=True, text=True, cwd="/")
+    assert where.stdout.startswith(str(prefix / "lib")), where
+    destroy_dataset(f"{pool}/kvm")
+    try:
+        res = subprocess.run([str(prefix / "bin" / "kvminst"), "-p", pool, "-y"], env=env, capture_output=True,
+                             text=True, cwd="/")
+        assert res.returncode == 0, res.stderr
+        root = Path(f"/{pool}/kvm")
+        assert (root / "start").read_text().startswith(f"#!{prefix}/bin/python")
+        assert "CreateIF()" in (root / "functions").read_text()
+        assert f'kvm_root:="{root}"' in (root / "rc.d" / "kvm").read_text()
+        d = create_vm(root, env, "web", "--disk-size", "1G")
+        assert 'VMrom="uefi"' in (d / "set.conf").read_text()
+        res = cmd(root, env, "start", "--dry-run", "web")
+        assert res.returncode == 0, res.stderr
+        assert any(line.startswith("bhyve -c 1 -m ") for line in res.stdout.splitlines()), res.stdout
+    finally:
+        destroy_dataset(f"{pool}/kvm")
