@@ -75,6 +75,36 @@ def run(argv, *, mutating=True, check=True, input=None, env=None, capture=True, 
     return res
 
 
+class Pending:
+    """A read-only command started by run_later; result() waits for it."""
+
+    def __init__(self, argv, proc, vm):
+        self.argv, self._proc, self._vm = argv, proc, vm
+
+    def result(self, check=False):
+        if self._proc is None:
+            res = Result(self.argv, 127, "", f"{self.argv[0]}: command not found")
+        else:
+            out, err = self._proc.communicate()
+            res = Result(self.argv, self._proc.returncode, out or "", err or "")
+        if check and res.status != 0:
+            raise CommandFailed(self.argv, res.status, res.stderr, vm=self._vm)
+        return res
+
+
+def run_later(argv, *, vm=None):
+    """Start a read-only command now and collect it later, so its wait overlaps other work."""
+    argv = [str(a) for a in argv]
+    _debug("%s", shlex.join(argv))
+    import subprocess
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    except FileNotFoundError:
+        proc = None
+    return Pending(argv, proc, vm)
+
+
 def spawn(argv, *, stdin=None, stdout=None, stderr=None, env=None, new_session=False, pass_fds=()):
     """Start argv without waiting; returns the Popen object."""
     import subprocess

@@ -6,8 +6,9 @@ import time
 from . import firmware, host, vm as vmmod
 
 
-def dataset_usage(vm):
-    """(dataset, used bytes) of the VM folder: one zfs call.
+def dataset_usage_later(vm):
+    """Start the zfs call for (dataset, used bytes) of the VM folder; returns a function that
+    waits for it and gives the answer, so the call runs while the rest is being read.
 
     The root's marker file names its dataset, so zfs is asked about the VM's dataset only;
     the answer counts only if its mountpoint is the VM folder (a stale marker falls back to
@@ -19,20 +20,28 @@ def dataset_usage(vm):
         guess = f"{marker}/vm/{vm.name}" if marker else None
     except OSError:
         pass
-    rows = _mount_and_used([guess] if guess else [])
-    if guess and (rows.get(guess, {}).get("mountpoint") or "").rstrip("/") == str(vm.dir):
-        return guess, int(rows[guess].get("used") or 0)
-    rows = _mount_and_used([])
-    for name, props in rows.items():
-        if (props.get("mountpoint") or "").rstrip("/") == str(vm.dir):
-            return name, int(props.get("used") or 0)
-    return None, None
+    pending = _mount_and_used([guess] if guess else [])
+
+    def answer():
+        rows = _rows(pending.result())
+        if guess and (rows.get(guess, {}).get("mountpoint") or "").rstrip("/") == str(vm.dir):
+            return guess, int(rows[guess].get("used") or 0)
+        if guess:
+            rows = _rows(_mount_and_used([]).result())
+        for name, props in rows.items():
+            if (props.get("mountpoint") or "").rstrip("/") == str(vm.dir):
+                return name, int(props.get("used") or 0)
+        return None, None
+    return answer
 
 
 def _mount_and_used(names):
-    """{dataset: {mountpoint, used}} for the named datasets, or for all of them."""
-    res = host.run(["zfs", "get", "-H", "-p", "-o", "name,property,value", "mountpoint,used", *names],
-                   mutating=False, check=False)
+    """Start `zfs get` of mountpoint and used for the named datasets, or for all of them."""
+    return host.run_later(["zfs", "get", "-H", "-p", "-o", "name,property,value", "mountpoint,used", *names])
+
+
+def _rows(res):
+    """{dataset: {property: value}} from `zfs get -H -o name,property,value` output."""
     rows = {}
     for line in res.stdout.splitlines():
         parts = line.split("\t")
@@ -79,9 +88,10 @@ def device_info(dev):
 
 def collect(vm):
     """The vminfo dict for a VM (reads only; no root needed)."""
+    usage = dataset_usage_later(vm)  # zfs answers while set.conf and the runtime are read
     cfg = vm.config()
     rt = vmmod.runtime(vm)
-    dataset, used = dataset_usage(vm)
+    dataset, used = usage()
     now = time.time()
     disk = None
     if cfg.disk:

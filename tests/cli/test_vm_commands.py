@@ -20,6 +20,7 @@ def test_vmcreate_with_flags_makes_a_complete_vm(install, env, pool):
     res = cmd(install, env, "vminfo", "web", "--json")
     info = json.loads(res.stdout)
     assert (info["cores"], info["mem"], info["options"]) == (2, "2G", "AHPw")
+    assert info["dataset"] == f"{pool}/kvm/vm/web" and info["used"] > 0
     assert info["vnc"]["mode"] == "wait" and info["com"]["attach"] == "cu -l /dev/nmdmwebB"
     assert info["devices"] == [{"slot": "3", "emulation": "virtio-net", "conf": "tapWEB",
                                 "info": {"exists": False}}]
@@ -410,3 +411,11 @@ def test_changing_commands_refuse_non_root_and_change_nothing(install, env, pool
     res = as_nobody(env, [str(install / argv[0]), *argv[1:]], install)
     one_line_error(res, "you need to be root")
     assert (datasets(pool), snapshot_tree(install / "vm"), snapshot_tree(sysroot)) == before
+
+
+def test_vminfo_finds_the_dataset_by_mountpoint_when_the_root_marker_is_stale(install, pool, env):
+    create_vm(install, env, "web", "--disk-size", "1G")
+    marker = install / ".kvm-root"
+    marker.write_text("otherpool/kvm\n")  # e.g. a pool imported under another name
+    info = json.loads(cmd(install, env, "vminfo", "web", "--json").stdout)
+    assert info["dataset"] == f"{pool}/kvm/vm/web" and info["used"] > 0
