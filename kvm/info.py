@@ -123,14 +123,23 @@ def collect(vm):
 
 
 def human_size(n):
-    """1536 -> 1.5K, like zfs list."""
+    """Bytes as `zfs list` shows them: 512B, 128K, 1.50K, 12.5K, 136K (at most 5 characters
+    when a fraction is needed; exact multiples of a unit print whole)."""
     if n is None:
         return "-"
-    for unit in ("", "K", "M", "G", "T"):
-        if abs(n) < 1024 or unit == "T":
-            return f"{n:.0f}{unit}" if unit == "" or n >= 10 else f"{n:.1f}{unit}"
-        n /= 1024
-    return str(n)
+    n = int(n)
+    index = 0
+    while index < 6 and n >= 1024 ** (index + 1):
+        index += 1
+    unit = "BKMGTPE"[index]
+    if index == 0 or n % (1024 ** index) == 0:
+        return f"{n // 1024 ** index}{unit}"
+    value = n / 1024 ** index
+    for places in (2, 1, 0):
+        text = f"{value:.{places}f}{unit}"
+        if len(text) <= 5:
+            break
+    return text
 
 
 def duration(seconds):
