@@ -20,10 +20,8 @@ def build_parser():
 
 
 def body(args):
-    from .. import vm as vmmod
-    vmmod.check_name(args.name)
-    root = common.get_root(args)
-    vm = vmmod.get_vm(root, args.name)
+    vm = common.get_vm(args)
+    root = vm.root
     if args.dry_run:
         from ..supervisor import dry_run
         dry_run(vm, sys.stdout)

@@ -18,13 +18,10 @@ def build_parser():
 
 
 def body(args):
-    from .. import vm as vmmod
     from ..power import ensure_stopped
     from ..rename import check, rename
-    vmmod.check_name(args.old)
-    root = common.get_root(args)
-    vm = vmmod.get_vm(root, args.old)
-    common.need_root_user(vm.name)
+    vm = common.get_vm(args, root_user=True, name=args.old)
+    root = vm.root
     check(root, vm, args.new)
     how = ensure_stopped(vm, args.force, PROG)
     if how:
