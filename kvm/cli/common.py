@@ -42,12 +42,12 @@ def run(prog, build_parser, body, argv, launcher_dir=None):
     except KvmError as exc:
         if args.debug:
             raise
-        if exc.vm is None and not isinstance(exc, UsageError) and getattr(args, "name", None):
-            exc.vm = args.name  # every error about a VM names it
+        if exc.vm is None and not isinstance(exc, UsageError):
+            exc.vm = _named_vm(args)  # every error about a VM names it
         print(exc.line(prog), file=sys.stderr)
         return exc.exit_status
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+        print(KvmError("interrupted", vm=_named_vm(args)).line(prog), file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 1
@@ -57,6 +57,11 @@ def run(prog, build_parser, body, argv, launcher_dir=None):
         print(f"{prog}: internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
               file=sys.stderr)
         return 1
+
+
+def _named_vm(args):
+    """The VM a command line names (NAME, or OLD for vmrename), or None."""
+    return getattr(args, "name", None) or getattr(args, "old", None)
 
 
 def get_root(args):

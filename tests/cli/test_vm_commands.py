@@ -1,6 +1,7 @@
 """vmcreate, vminfo, vmlist, status, insert, eject, vmdestroy, vmrename on a real pool."""
 
 import json
+import os
 import subprocess
 import textwrap
 import time
@@ -419,3 +420,92 @@ def test_vminfo_finds_the_dataset_by_mountpoint_when_the_root_marker_is_stale(in
     marker.write_text("otherpool/kvm\n")  # e.g. a pool imported under another name
     info = json.loads(cmd(install, env, "vminfo", "web", "--json").stdout)
     assert info["dataset"] == f"{pool}/kvm/vm/web" and info["used"] > 0
+
+
+class Terminal:
+    """A command on a pseudo-terminal, driven as a person types: wait for a prompt, answer it."""
+
+    def __init__(self, argv, env, cwd):
+        import pty
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the child: becomes the command, with the terminal as its controlling tty
+            try:
+                os.chdir(cwd)
+                os.execve(argv[0], argv, env)
+            finally:
+                os._exit(127)
+        self.seen = ""
+
+    def expect(self, text, seconds=20):
+        import select
+        end = time.time() + seconds
+        while text not in self.seen:
+            left = end - time.time()
+            assert left > 0, f"no {text!r} on the terminal; it shows: {self.seen[-300:]!r}"
+            if select.select([self.fd], [], [], left)[0]:
+                try:
+                    chunk = os.read(self.fd, 4096)
+                except OSError:  # EIO: the command ended
+                    chunk = b""
+                assert chunk, f"the command ended before {text!r}; it showed: {self.seen[-300:]!r}"
+                self.seen += chunk.decode(errors="replace")
+        done, self.seen = self.seen.split(text, 1)
+        return done + text
+
+    def type(self, text):
+        os.write(self.fd, text.encode())
+
+    def wait(self):
+        while True:  # drain the terminal so the command never blocks on a full one
+            try:
+                chunk = os.read(self.fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            self.seen += chunk.decode(errors="replace")
+        _, status = os.waitpid(self.pid, 0)
+        os.close(self.fd)
+        return os.waitstatus_to_exitcode(status)
+
+
+def test_vmcreate_on_a_terminal_asks_again_then_ctrl_c_leaves_nothing(install, env, pool, tmp_path):
+    """A person at a terminal: a wrong answer is asked again; Ctrl-C while the dataset exists
+    (a slow `zfs` right after the create) rolls everything back."""
+    real = subprocess.run(["sh", "-c", "command -v zfs"], capture_output=True, text=True).stdout.strip()
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    (slow / "zfs").write_text(textwrap.dedent(f"""\
+        #!/bin/sh
+        count=$(cat {slow}/n 2>/dev/null || echo 0); count=$((count+1)); echo $count > {slow}/n
+        {real} "$@"; rc=$?
+        if [ "$count" -eq 3 ]; then touch {slow}/created; sleep 30; fi
+        exit $rc
+        """))
+    (slow / "zfs").chmod(0o755)
+    env = dict(env, PATH=f"{slow}:{env['PATH']}")
+    term = Terminal(["./vmcreate", "tty1"], env, install)
+    for prompt, answer in (("Loader", "uefi"), ("Cores", "abc")):
+        term.expect(prompt)
+        term.type(answer + "\r")  # Enter sends CR; the terminal turns it into a newline
+    assert "cores 'abc' is not a number" in term.expect("Cores")
+    for answer, prompt in (("2", "Memory"), ("512M", "bhyve options"), ("", "Disk size"),
+                           ("1G", "Basic network"), ("n", "VNC screen"), ("n", "Serial console")):
+        term.type(answer + "\r")
+        term.expect(prompt)
+    term.type("n\r")
+    for _ in range(200):
+        if (slow / "created").exists():
+            break
+        time.sleep(0.05)
+    assert (slow / "created").exists(), term.seen
+    assert f"{pool}/kvm/vm/tty1" in datasets(pool), "the dataset exists when Ctrl-C comes"
+    term.type("\x03")  # Ctrl-C: SIGINT to the terminal's foreground process group
+    assert term.wait() == 130, term.seen
+    assert "vmcreate: tty1: interrupted" in term.seen
+    for _ in range(100):
+        if f"{pool}/kvm/vm/tty1" not in datasets(pool):
+            break
+        time.sleep(0.1)
+    assert f"{pool}/kvm/vm/tty1" not in datasets(pool)
+    assert not (install / "vm" / "tty1").exists()
