@@ -166,7 +166,7 @@ def bench_start(bed, runs):
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--vms", default="10,100,500", help="VM counts for vmlist (default 10,100,500)")
-    ap.add_argument("--runs", type=int, default=15, help="runs per timing (median)")
+    ap.add_argument("--runs", type=int, default=21, help="runs per timing (median; default 21)")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
     counts = sorted(int(x) for x in args.vms.split(","))
@@ -200,23 +200,23 @@ def main():
 
 def report(r, counts):
     base = r["interpreter_ms"]
-    rows = [("python3 -c pass (baseline)", f"{base:.1f} ms", "", "")]
+    rows = [("python3 -c pass (baseline)", f"{base:.1f} ms", "x1.00", "", "")]
     for cmd in ("status", "vminfo"):
         over = r[cmd]["ms"] - base
-        rows.append((f"{cmd} NAME", f"{r[cmd]['ms']:.1f} ms", f"+{over:.1f} ms (target +{TARGETS[cmd]})",
-                     f"zfs calls: {r[cmd]['zfs_calls']}"))
+        rows.append((f"{cmd} NAME", f"{r[cmd]['ms']:.1f} ms", f"x{r[cmd]['ms'] / base:.2f}",
+                     f"+{over:.1f} ms (target +{TARGETS[cmd]})", f"zfs calls: {r[cmd]['zfs_calls']}"))
     for n in counts:
         v = r["vmlist"][n]
         target = f" (target +{TARGETS['vmlist@500']} at 500)" if n == 500 else ""
-        rows.append((f"vmlist, {n} VMs", f"{v['ms']:.1f} ms", f"+{v['ms'] - v['base_ms']:.1f} ms{target}",
-                     f"zfs calls: {v['zfs_calls']}"))
-    rows.append(("start -> bhyve exec", f"{r['start_to_exec_ms']:.1f} ms",
+        rows.append((f"vmlist, {n} VMs", f"{v['ms']:.1f} ms", f"x{v['ms'] / v['base_ms']:.2f}",
+                     f"+{v['ms'] - v['base_ms']:.1f} ms{target}", f"zfs calls: {v['zfs_calls']}"))
+    rows.append(("start -> bhyve exec", f"{r['start_to_exec_ms']:.1f} ms", f"x{r['start_to_exec_ms'] / base:.2f}",
                  f"target {TARGETS['start_to_exec']} ms", "empty hooks"))
-    rows.append(("guest reboot -> next exec", f"{r['reboot_turnaround_ms']:.1f} ms",
+    rows.append(("guest reboot -> next exec", f"{r['reboot_turnaround_ms']:.1f} ms", "",
                  f"target {TARGETS['reboot_turnaround']} ms", "empty hooks"))
-    rows.append(("supervisor RSS", f"{r['supervisor_rss_mib']:.1f} MiB",
+    rows.append(("supervisor RSS", f"{r['supervisor_rss_mib']:.1f} MiB", "",
                  f"target {TARGETS['supervisor_rss_mib']} MiB", ""))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     print(f"kvm benchmarks, {r['date']}, {r['machine']}")
     for row in rows:
         print("  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip())
