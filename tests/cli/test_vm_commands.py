@@ -115,20 +115,29 @@ def write_killer(tmp_path, at, when):
     return d
 
 
-@pytest.mark.parametrize("at, when", [(3, "before"), (3, "after"), (4, "before")])
-def test_vmcreate_killed_with_9_leaves_nothing(install, env, pool, tmp_path, at, when):
-    """vmcreate's zfs calls: 1 root dataset, 2 exists?, 3 create, 4 commit. Killed with -9 just after the
-    create (files half-written) or just before the commit, it leaves no dataset and no folder."""
+@pytest.mark.parametrize("at, when", [(1, "before"), (2, "before"), (3, "before"), (3, "after"), (4, "before"),
+                                      (4, "after")])
+def test_vmcreate_killed_with_9_leaves_nothing_or_the_whole_vm(install, env, pool, tmp_path, at, when):
+    """vmcreate's zfs calls: 1 root dataset, 2 exists?, 3 create, 4 commit; the files are written
+    between 3 and 4. Killed with -9 at any of them, it leaves no dataset and no folder; killed just
+    after the commit, it leaves the whole VM, never a part of one."""
     d = write_killer(tmp_path, at, when)
     env = dict(env, PATH=f"{d}:{env['PATH']}")
     res = cmd(install, env, "vmcreate", "k9", "-y", "--disk-size", "1G")
     assert res.returncode == -9, (res.returncode, res.stderr)
+    folder = install / "vm" / "k9"
+    if (at, when) == (4, "after"):
+        time.sleep(1)  # the watchdog would act now if it were going to
+        assert f"{pool}/kvm/vm/k9" in datasets(pool)
+        assert {"set.conf", "run", "disk", "UEFI_VARS.fd"} <= {p.name for p in folder.iterdir()}
+        assert cmd(install, env, "vminfo", "k9").returncode == 0
+        return
     for _ in range(100):
         if f"{pool}/kvm/vm/k9" not in datasets(pool):
             break
         time.sleep(0.1)
     assert f"{pool}/kvm/vm/k9" not in datasets(pool)
-    assert not (install / "vm" / "k9").exists()
+    assert not folder.exists()
 
 
 # ------------------------------------------------------------------- shell toolkit
