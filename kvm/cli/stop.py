@@ -6,7 +6,7 @@ from . import common
 
 PROG = "stop"
 HOW = {"acpi": "shut down by the guest (ACPI power button)",
-       "forced": "forced off (the guest did not shut down in time)" ,
+       "forced": "forced off (the guest did not shut down in time)",
        "killed": "killed (bhyve ignored the forced power-off)",
        "terminated": "terminated (bhyve ended on SIGTERM before the guest had ACPI up)",
        "cleaned": "was not running; its leftover allocation was destroyed",
@@ -27,13 +27,14 @@ def build_parser():
 def body(args):
     from .. import vm as vmmod
     from ..power import stop_vm
-    vmmod.check_name(args.name)
+    vmmod.check_name(args.name)  # before the -t check: a bad name is the first thing to say
     if args.timeout is not None and not 1 <= args.timeout <= 3600:
         from ..errors import UsageError
         raise UsageError(f"timeout {args.timeout} is out of range (1..3600 seconds)", vm=args.name)
     vm = common.get_vm(args, root_user=True)
     how = stop_vm(vm, timeout=args.timeout, force=args.force)
-    print(f"{vm.name}: {HOW.get(how, how)}")
+    said = "forced off (-f)" if how == "forced" and args.force else HOW.get(how, how)
+    print(f"{vm.name}: {said}")
     return 0
 
 

@@ -96,7 +96,8 @@ def test_second_start_is_refused_while_one_runs(install, env):
     one_line_error(cmd(install, env, "start", "-b", "web"), "start: web: already running")
     one_line_error(cmd(install, env, "start", "web"), "start: web: already running")
     assert len(boots(env)) == 1
-    assert cmd(install, env, "stop", "-f", "web").returncode == 0
+    res = cmd(install, env, "stop", "-f", "web")
+    assert (res.returncode, res.stdout) == (0, "web: forced off (-f)\n")
 
 
 def test_two_starts_at_once_make_one_supervisor(install, env):
