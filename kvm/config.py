@@ -38,7 +38,7 @@ NEEDS_SOURCE = {"ahci", "ahci-hd", "ahci-cd", "virtio-blk", "nvme", "virtio-net"
 RESERVED_SLOTS = {0: "hostbridge", 1: "the main disk", 2: "the ISO", 29: "the VNC tablet",
                   30: "VNC (fbuf)", 31: "lpc"}
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-MEM_RE = re.compile(r"^([0-9]+)([KkMmGgTt]?)$")
+MEM_RE = re.compile(r"^([0-9]+)([KkMmGgTt]?)\Z")
 MIN_MEM = 32 * 1024 * 1024
 
 
@@ -406,7 +406,7 @@ def validate(name, vmdir, values, cpus=None):
     options = c.get("VMoptions").lstrip("-")
     unknown = sorted(set(options) - BHYVE_FLAGS)
     if unknown:
-        c.bad("VMoptions", f"has letters bhyve does not take as flags: {''.join(unknown)}")
+        c.bad("VMoptions", f"has letters bhyve does not take as flags: {''.join(unknown)!r}")
     disk = c.get("Disk")
     driver = c.get("DiskDriver") or "nvme"
     if driver not in DISK_DRIVERS:
@@ -457,7 +457,7 @@ def _vnc_size(c):
     return (width, height)
 
 
-_SLOT_RE = re.compile(r"^([0-9]{1,2})(?::([0-7]))?$")
+_SLOT_RE = re.compile(r"^([0-9]{1,2})(?::([0-7]))?\Z")
 
 
 def parse_devices(name, text, options=""):

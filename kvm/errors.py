@@ -14,7 +14,14 @@ class KvmError(Exception):
     def line(self, prog):
         """The one line printed on stderr: `prog: VM: message`."""
         who = f"{prog}: {self.vm}: " if self.vm else f"{prog}: "
-        return who + self.message
+        return one_line(who + self.message)
+
+
+def one_line(text):
+    """text with control characters (a newline in a value, say) written as escapes: one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 class UsageError(KvmError):

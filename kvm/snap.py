@@ -6,7 +6,7 @@ import time
 from . import zfs
 from .errors import NotFound, StateError, UsageError
 
-SNAP_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
+SNAP_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,200}\Z")
 
 
 def check_snap_name(vm_name, snap):

@@ -10,7 +10,7 @@ from pathlib import Path
 from . import host, paths
 from .errors import NotFound, UsageError
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,30}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,30}\Z")
 RUN_FILE = "run"
 CONF_FILE = "set.conf"
 

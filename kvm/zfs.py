@@ -74,7 +74,7 @@ class PropertyInvalid(ZFSError):
     """A property name or value ZFS refuses."""
 
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*(/[A-Za-z0-9_.:\-]+)*(@[A-Za-z0-9_.:\-]+)?$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*(/[A-Za-z0-9_.:\-]+)*(@[A-Za-z0-9_.:\-]+)?\Z")
 
 
 def check_name(name):

@@ -4,7 +4,7 @@ import argparse
 import sys
 
 from .. import host
-from ..errors import KvmError, PermissionDenied, UsageError
+from ..errors import KvmError, PermissionDenied, UsageError, one_line
 
 
 class Parser(argparse.ArgumentParser):
@@ -42,8 +42,8 @@ def run(prog, build_parser, body, argv, launcher_dir=None):
     except KvmError as exc:
         if args.debug:
             raise
-        if exc.vm is None and not isinstance(exc, UsageError):
-            exc.vm = _named_vm(args)  # every error about a VM names it
+        if exc.vm is None:
+            exc.vm = _named_vm(args, valid_only=isinstance(exc, UsageError))  # every error about a VM names it
         print(exc.line(prog), file=sys.stderr)
         return exc.exit_status
     except KeyboardInterrupt:
@@ -59,9 +59,17 @@ def run(prog, build_parser, body, argv, launcher_dir=None):
         return 1
 
 
-def _named_vm(args):
-    """The VM a command line names (NAME, or OLD for vmrename), or None."""
-    return getattr(args, "name", None) or getattr(args, "old", None)
+def _named_vm(args, valid_only=False):
+    """The VM a command line names (NAME, or OLD for vmrename), or None.
+
+    valid_only: None for a name that is not a valid VM name (its own error says why, and a
+    raw name with control characters is not printed).
+    """
+    name = getattr(args, "name", None) or getattr(args, "old", None)
+    if name and valid_only:
+        from ..vm import NAME_RE
+        return name if len(name) <= 31 and NAME_RE.match(name) else None
+    return name
 
 
 def get_root(args):
@@ -90,7 +98,7 @@ def need_root_user(vm=None):
 def warn(prog, message, vm=None):
     """A warning line on stderr."""
     who = f"{prog}: {vm}: " if vm else f"{prog}: "
-    print(f"{who}warning: {message}", file=sys.stderr)
+    print(one_line(f"{who}warning: {message}"), file=sys.stderr)
 
 
 def info(message):

@@ -7,7 +7,7 @@ from ..errors import UsageError
 from . import common
 
 PROG = "dorc"
-WORDS = re.compile(r"^[A-Za-z0-9_ ]*$")
+WORDS = re.compile(r"^[A-Za-z0-9_ ]*\Z")
 
 
 def build_parser():

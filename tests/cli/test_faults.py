@@ -50,7 +50,7 @@ def test_guest_rebooting_in_a_tight_loop(install, env):
 
 
 HOSTILE = ["my vm", "a;touch /tmp/kvm-pwned", "$(touch /tmp/kvm-pwned)", "`touch /tmp/kvm-pwned`",
-           "a\nb", "../x", "..", "-rf", "a/b", "x" * 40, ""]
+           "a\nb", "ok\n", "../x", "..", "-rf", "a/b", "x" * 40, ""]
 
 
 @pytest.mark.parametrize("name", HOSTILE)

@@ -125,7 +125,7 @@ def test_disk_on_another_dataset_is_snapshotted_and_rolled_back_together(install
         destroy_dataset(f"{pool}/ext")
 
 
-@pytest.mark.parametrize("name", ["a@b", "a/b", "a b", "a%b", "", "x;rm -rf /"])
+@pytest.mark.parametrize("name", ["a@b", "a/b", "a b", "a%b", "", "x;rm -rf /", "s1\n"])
 def test_bad_snapshot_names_change_nothing(install, env, pool, name):
     create_vm(install, env, "web")
     res = cmd(install, env, "snap", "c", "web", name) if name else cmd(install, env, "snap", "c", "web", "")
@@ -234,6 +234,8 @@ def test_dorc_adopts_a_shell_toolkit_script(install, env, sysroot):
 
 @pytest.mark.parametrize("flags, needle", [(["--require", "NETWORKING; rm -rf /"], "REQUIRE"),
                                            (["--keyword", "$(id)"], "KEYWORD"),
+                                           (["--before", "LOGIN\n# KEYWORD: nostart"], "BEFORE"),
+                                           (["--require", "NETWORKING\n"], "REQUIRE"),
                                            (["--timeout", "0"], "out of range")])
 def test_dorc_bad_answers_change_nothing(install, env, sysroot, flags, needle):
     create_vm(install, env, "web")

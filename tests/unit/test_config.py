@@ -156,7 +156,7 @@ def test_defaults_and_paths():
     ({"Cores": "0"}, "out of range"),
     ({"Mem": "2"}, "too small"),
     ({"Mem": "2GB"}, "is not a size"),
-    ({"VMoptions": "AHPZ"}, "letters bhyve does not take as flags: Z"),
+    ({"VMoptions": "AHPZ"}, "letters bhyve does not take as flags: 'Z'"),
     ({"VMrom": "bios"}, "is not uefi, grub"),
     ({"VMrom": "grub"}, "Boot is required"),
     ({"VMrom": "grub", "Boot": "cd0", "VNC": "1"}, "cannot be used with the grub loader"),
@@ -172,6 +172,8 @@ def test_defaults_and_paths():
     ({"Disk": "a,b"}, "holds a comma"),
     ({"VNCaddr": "localhost"}, "is not an IP address"),
     ({"COM": "yes"}, "must be '0' or '1'"),
+    ({"Mem": "1G\n"}, "Mem='1G\\n' is not a size"),  # a newline is never part of a valid value
+    ({"VMoptions": "AH\nP"}, "bhyve does not take as flags: '\\n'"),
 ])
 def test_bad_values_name_the_vm_and_the_value(values, message):
     with pytest.raises(ConfigError) as err:

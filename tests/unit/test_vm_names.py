@@ -26,7 +26,7 @@ def test_good_names(name):
     vm.check_name(name)
 
 
-@pytest.mark.parametrize("name", ["", "-a", ".a", "_a", "a b", "a/b", "a;b", "x" * 32, "é", "a\nb"])
+@pytest.mark.parametrize("name", ["", "-a", ".a", "_a", "a b", "a/b", "a;b", "x" * 32, "é", "a\nb", "web\n"])
 def test_bad_names(name):
     with pytest.raises(UsageError):
         vm.check_name(name)
