@@ -518,3 +518,16 @@ def test_vmcreate_on_a_terminal_asks_again_then_ctrl_c_leaves_nothing(install, e
         time.sleep(0.1)
     assert f"{pool}/kvm/vm/tty1" not in datasets(pool)
     assert not (install / "vm" / "tty1").exists()
+
+
+def test_two_vmcreate_of_one_name_at_once_make_one_whole_vm(install, env, pool):
+    """The loser's clean-up must never touch the winner's dataset."""
+    procs = [subprocess.Popen(["./vmcreate", "twin", "-y", "--disk-size", "64M"], cwd=install, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = sorted((p.wait(60), p.stderr.read()) for p in procs)
+    assert [status for status, _ in results] == [0, 1], results
+    assert "twin" in results[1][1] and "exists" in results[1][1]
+    time.sleep(1)  # a wrong watchdog would act by now
+    assert f"{pool}/kvm/vm/twin" in datasets(pool)
+    assert {"set.conf", "run", "disk", "UEFI_VARS.fd"} <= {p.name for p in (install / "vm" / "twin").iterdir()}
+    assert cmd(install, env, "vminfo", "twin").returncode == 0
