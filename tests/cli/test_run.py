@@ -250,6 +250,22 @@ def test_insert_while_running_applies_at_the_next_reboot(install, env, tmp_path)
     assert cmd(install, env, "stop", "web").returncode == 0
 
 
+def test_set_conf_broken_while_running_ends_the_vm_cleanly_at_the_reboot(install, env):
+    d = make(install, env)
+    script(env, "web", "reboot after=1.5", "run")
+    assert cmd(install, env, "start", "-b", "web").returncode == 0
+    wait_for(lambda: status(install, env) > 0, what="bhyve")
+    with open(d / "set.conf", "a") as fh:
+        fh.write('Cores="abc"\n')
+    wait_for(lambda: "cannot launch" in (d / "web.log").read_text(), what="the refused relaunch")
+    wait_for(lambda: status(install, env) == 0, what="the supervisor to end")
+    assert len(boots(env)) == 1, "no bhyve was run with a set.conf that does not validate"
+    assert "cannot launch: set.conf: Cores='abc' is not a whole number" in (d / "web.log").read_text()
+    assert (d / "hooks.log").read_text().splitlines() == ["pre web", "post 0 reboot"]
+    assert not (Path(env["KVM_VMM_DIR"]) / "web").exists(), "nothing is left allocated"
+    assert cmd(install, env, "vmlist", "-H").stdout.startswith("web\tstopped\t")
+
+
 def test_two_vms_with_vnc_get_different_ports(install, env):
     make(install, env, "v1", "--vnc", "yes")
     make(install, env, "v2", "--vnc", "yes")
