@@ -25,16 +25,23 @@ def launch(command, script):
 
 def umbrella(argv=None):
     """`kvm COMMAND ARGS...`: the same as `./COMMAND ARGS...` in the root."""
-    argv = sys.argv[1:] if argv is None else argv
+    argv = list(sys.argv[1:] if argv is None else argv)
+    common = []  # --root DIR and --debug may come before the command too: `kvm --root /z/kvm vmlist`
+    while argv and (argv[0] in ("--root", "--debug") or argv[0].startswith("--root=")):
+        take = 2 if argv[0] == "--root" else 1
+        common += argv[:take]
+        argv = argv[take:]
+    if len(argv) == 2 and argv[0] == "help" and argv[1] in COMMANDS:
+        argv = [argv[1], "--help"]
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print("usage: kvm COMMAND [ARGS...]\n\ncommands: " + " ".join(sorted(COMMANDS)))
-        print("each command takes --help")
+        print("usage: kvm [--root DIR] [--debug] COMMAND [ARGS...]\n\ncommands: " + " ".join(sorted(COMMANDS)))
+        print("each command takes --help (or: kvm help COMMAND)")
         return 0 if argv else 2
     if argv[0] not in COMMANDS:
         print(f"kvm: unknown command '{argv[0]}' (commands: {' '.join(sorted(COMMANDS))})", file=sys.stderr)
         return 2
     module = importlib.import_module(f"kvm.cli.{COMMANDS[argv[0]]}")
-    return module.main(argv[1:])
+    return module.main(common + argv[1:])
 
 
 def entry(command):

@@ -157,6 +157,21 @@ def test_root_is_found_from_marked_dataset(install, env, tmp_path):
     assert "is not a kvm install root" in res.stderr
 
 
+def test_the_kvm_umbrella_takes_root_before_or_after_the_command(install, env, tmp_path):
+    from tests.conftest import create_vm
+    create_vm(install, env, "web")
+    expected = cmd(install, env, "vmlist", "-H").stdout
+    env = dict(env, KVM_ROOT=str(tmp_path))  # not a root: only --root can point at the install
+    assert expected.startswith("web\tstopped")
+    for argv in (["--root", install, "vmlist", "-H"], [f"--root={install}", "vmlist", "-H"],
+                 ["vmlist", "--root", install, "-H"], ["--debug", "--root", install, "vmlist", "-H"]):
+        res = kvm(env, *argv, cwd=tmp_path)
+        assert (res.returncode, res.stdout) == (0, expected), (argv, res.stderr)
+    assert kvm(env, "help", "start").stdout.startswith("usage: start ")
+    res = kvm(env, "--root", install, "vmlsit")
+    assert res.returncode == 2 and "unknown command 'vmlsit'" in res.stderr
+
+
 def test_uninstall_refuses_while_a_vm_runs_then_removes_everything(install, pool, env, sysroot):
     from tests.conftest import create_vm
     from tests.cli.test_run import script, status, wait_for
