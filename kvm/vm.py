@@ -113,17 +113,27 @@ def write_state(name, state):
 
 def lock_held(name):
     """True when a supervisor holds the VM's lock (a shared probe lock, never blocking)."""
+    return lock_holder(name) is not None
+
+
+def lock_holder(name):
+    """None when nobody holds the VM's lock; else the pid the holder wrote in it (0 while it is
+    still writing it)."""
     try:
         fd = os.open(lock_path(name), os.O_RDONLY)
     except OSError:
-        return False
+        return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError as exc:
-        return exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return None
+            text = os.read(fd, 32).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else 0
+        return None
     finally:
         os.close(fd)
-    return False
 
 
 def is_bhyve_of(args, name):
@@ -212,10 +222,15 @@ def runtime(vm_or_name, scan=True):
     st = read_state(name)
     rt = Runtime(name, allocated=is_allocated(name))
     sup = int(st.get("supervisor") or 0)
-    if sup and lock_held(name) and host.pid_alive(sup):
+    # the supervisor named in the state file counts only if it is the lock's holder: after a
+    # crash both files stay behind, and their pids may belong to other programs by now
+    if sup and lock_holder(name) == sup and host.pid_alive(sup):
         rt.supervisor = sup
     pid = int(st.get("bhyve") or 0)
-    if pid and host.pid_alive(pid) and is_bhyve_of(host.process_args(pid), name):
+    # With its supervisor alive, the recorded bhyve is that supervisor's child, whose pid cannot
+    # be reused before the supervisor reaps it and records bhyve=0: no need to look at its
+    # arguments (which costs a `ps` on a FreeBSD without procfs). Without one, make sure.
+    if pid and host.pid_alive(pid) and (rt.supervisor or is_bhyve_of(host.process_args(pid), name)):
         rt.bhyve = pid
         rt.started, rt.booted = float(st.get("started") or 0), float(st.get("booted") or 0)
         rt.vnc_port, rt.boots = int(st.get("vnc_port") or 0), int(st.get("boots") or 0)

@@ -381,3 +381,22 @@ def test_a_bhyve_started_without_us_is_found_by_its_exact_name(install, env):
     finally:
         decoy.kill()
         decoy.wait()
+
+
+def test_a_stale_state_whose_pids_now_belong_to_others_reads_stopped(install, env):
+    """After a host crash the state file survives and its pids get reused by other programs."""
+    make(install, env)
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        (Path(env["KVM_RUN_DIR"]) / "web.state").write_text(json.dumps(
+            {"supervisor": other.pid, "bhyve": other.pid, "started": time.time() - 60, "boots": 1}))
+        (Path(env["KVM_RUN_DIR"]) / "web.lock").write_text(f"{other.pid}\n")
+        assert status(install, env) == 0
+        assert cmd(install, env, "vmlist", "-H").stdout.startswith("web\tstopped\t")
+        script(env, "web", "poweroff after=0.2")
+        res = cmd(install, env, "start", "web")  # nothing stands in the way
+        assert res.returncode == 0, res.stderr
+        assert other.poll() is None, "the program that got the old pid was left alone"
+    finally:
+        other.kill()
+        other.wait()
