@@ -68,7 +68,7 @@ def _named_vm(args, valid_only=False):
     name = getattr(args, "name", None) or getattr(args, "old", None)
     if name and valid_only:
         from ..vm import NAME_RE
-        return name if len(name) <= 31 and NAME_RE.match(name) else None
+        return name if NAME_RE.match(name) else None
     return name
 
 
