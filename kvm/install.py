@@ -200,6 +200,29 @@ def pin_firmware(root, report, repin=False):
         host.write_file(fw_dir / "SHA256SUMS", "".join(line + "\n" for line in lines))
 
 
+def verify_firmware(root):
+    """[(file name, OK | FAILED | MISSING)] of the pins listed in ROOT/firmware/SHA256SUMS.
+
+    NotFound when there is no manifest (nothing pinned, or a shell-toolkit root).
+    """
+    manifest = Path(root) / "firmware" / "SHA256SUMS"
+    try:
+        lines = manifest.read_text().splitlines()
+    except OSError:
+        raise NotFound(f"no {manifest}: nothing pinned to check (kvminst pins the host's firmware)") from None
+    out = []
+    for line in lines:
+        digest, _, name = line.partition("  ")
+        if not name:
+            continue
+        path = manifest.parent / name
+        if not path.is_file():
+            out.append((name, "MISSING"))
+        else:
+            out.append((name, "OK" if sha256(path) == digest else "FAILED"))
+    return out
+
+
 def uninstall_plan(root):
     """What --uninstall removes: (rc.d scripts of ours, rc.conf variables, the dataset)."""
     from .rcd import our_scripts

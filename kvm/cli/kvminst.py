@@ -1,4 +1,4 @@
-"""kvminst [-p POOL] [-y] [--repin] [--uninstall]: install kvm on a pool, or upgrade it."""
+"""kvminst [-p POOL] [-y] [--repin] [--uninstall] [--verify]: install kvm on a pool, or upgrade it."""
 
 import sys
 
@@ -19,6 +19,8 @@ def build_parser():
                    help="copy the host's current firmware again over the pinned one")
     p.add_argument("--uninstall", action="store_true",
                    help="remove our rc.d scripts and destroy POOL/kvm with every VM (asks first)")
+    p.add_argument("--verify", action="store_true",
+                   help="check the pinned firmware against its SHA256SUMS; exit 1 on any mismatch")
     return p
 
 
@@ -41,6 +43,8 @@ def choose_pool():
 def body(args):
     if args.uninstall:
         return do_uninstall(args)
+    if args.verify:
+        return do_verify(args)
     pool = args.pool or choose_pool()
     if "/" in pool or "@" in pool:
         raise UsageError(f"'{pool}' is not a pool name (give the pool, kvminst makes POOL/kvm)")
@@ -78,6 +82,22 @@ def do_uninstall(args):
     common.need_root_user()
     uninstall(root, dataset)
     print(f"removed {dataset}")
+    return 0
+
+
+def do_verify(args):
+    """Print `NAME: OK|FAILED|MISSING` per pinned file, as `sha256sum -c` does."""
+    from ..install import verify_firmware
+    from ..root import find_root
+    root = find_root(None, None) if not args.pool else _root_of_pool(args.pool)
+    results = verify_firmware(root.path)
+    for name, verdict in results:
+        print(f"{root.path}/firmware/{name}: {verdict}")
+    bad = [name for name, verdict in results if verdict != "OK"]
+    if bad:
+        common.warn(PROG, f"{len(bad)} pinned file(s) do not match SHA256SUMS: {' '.join(bad)}; "
+                          "kvminst --repin pins the host's current firmware again")
+        return 1
     return 0
 
 

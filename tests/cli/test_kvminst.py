@@ -157,6 +157,27 @@ def test_root_is_found_from_marked_dataset(install, env, tmp_path):
     assert "is not a kvm install root" in res.stderr
 
 
+def test_verify_checks_the_pins_against_sha256sums(install, pool, env):
+    res = kvm(env, "kvminst", "--verify", "-p", pool)
+    assert res.returncode == 0, res.stderr
+    fw = install / "firmware"
+    assert res.stdout.splitlines() == [f"{fw}/{name}: OK" for name in
+                                       ("BHYVE_UEFI.fd", "BHYVE_UEFI_VARS.fd", "grub-bhyve")]
+    (fw / "BHYVE_UEFI.fd").write_bytes(b"corrupt")
+    (fw / "grub-bhyve").unlink()
+    res = kvm(env, "kvminst", "--verify", "-p", pool)
+    assert res.returncode == 1
+    assert f"{fw}/BHYVE_UEFI.fd: FAILED" in res.stdout and f"{fw}/grub-bhyve: MISSING" in res.stdout
+    assert f"{fw}/BHYVE_UEFI_VARS.fd: OK" in res.stdout
+    one_line = res.stderr.strip()
+    assert "2 pinned file(s) do not match" in one_line and "--repin" in one_line
+    assert kvm(env, "kvminst", "-p", pool, "-y", "--repin").returncode == 0
+    assert kvm(env, "kvminst", "--verify", "-p", pool).returncode == 0
+    (fw / "SHA256SUMS").unlink()
+    res = kvm(env, "kvminst", "--verify", "-p", pool)
+    assert res.returncode == 1 and "nothing pinned to check" in res.stderr
+
+
 def test_the_kvm_umbrella_takes_root_before_or_after_the_command(install, env, tmp_path):
     from tests.conftest import create_vm
     create_vm(install, env, "web")
