@@ -195,12 +195,12 @@ def test_the_kvm_umbrella_takes_root_before_or_after_the_command(install, env, t
 
 def test_uninstall_refuses_while_a_vm_runs_then_removes_everything(install, pool, env, sysroot):
     from tests.conftest import create_vm
-    from tests.cli.test_run import script, status, wait_for
+    from tests.cli.test_run import guest_up, script, status, wait_for
     create_vm(install, env, "web")
     assert cmd(install, env, "dorc", "web", "-y", "--enable").returncode == 0
     script(env, "web", "run")
     assert cmd(install, env, "start", "-b", "web").returncode == 0
-    wait_for(lambda: status(install, env) > 0, what="bhyve")
+    wait_for(lambda: guest_up(install, env), what="the guest")
     res = kvm(env, "kvminst", "--uninstall", "-p", pool, "-y")
     assert res.returncode == 1 and "VMs still running: web" in res.stderr
     assert f"{pool}/kvm/vm/web" in datasets(pool)

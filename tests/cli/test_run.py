@@ -51,6 +51,12 @@ def status(install, env, name="web"):
     return int(res.stdout.strip())
 
 
+def guest_up(install, env, name="web", boots=1):
+    """The VM runs (status) and its boots-th simulated guest is up, signal handlers set."""
+    guests = [argv for tool, argv in calls(env, "bhyve-guest") if argv[0] == name]
+    return len(guests) >= boots and status(install, env, name) > 0
+
+
 def boots(env, name="web"):
     return [argv for tool, argv in calls(env, "bhyve") if argv and argv[-1] == name]
 
@@ -60,7 +66,7 @@ def test_full_lifecycle_reboots_twice_then_graceful_stop(install, env):
     script(env, "web", "reboot after=0.2", "reboot after=0.2", "run")
     res = cmd(install, env, "start", "-b", "web")
     assert res.returncode == 0, res.stderr
-    wait_for(lambda: len(boots(env)) == 3 and status(install, env) > 0, what="third boot")
+    wait_for(lambda: guest_up(install, env, boots=3), what="third boot")
     pid = status(install, env)
     res = cmd(install, env, "stop", "web")
     assert res.returncode == 0, res.stderr
@@ -92,7 +98,7 @@ def test_second_start_is_refused_while_one_runs(install, env):
     make(install, env)
     script(env, "web", "run")
     assert cmd(install, env, "start", "-b", "web").returncode == 0
-    wait_for(lambda: status(install, env) > 0, what="bhyve")
+    wait_for(lambda: guest_up(install, env), what="the guest")
     one_line_error(cmd(install, env, "start", "-b", "web"), "start: web: already running")
     one_line_error(cmd(install, env, "start", "web"), "start: web: already running")
     assert len(boots(env)) == 1
@@ -105,7 +111,7 @@ def test_two_starts_at_once_make_one_supervisor(install, env):
     script(env, "web", "run")
     procs = [subprocess.Popen([str(install / "start"), "web"], env=env, cwd=install, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    wait_for(lambda: status(install, env) > 0, what="bhyve")
+    wait_for(lambda: guest_up(install, env), what="the guest")
     time.sleep(1.5)
     assert len(boots(env)) == 1
     finished = [p for p in procs if p.poll() is not None]
@@ -119,7 +125,7 @@ def test_kill_9_of_the_supervisor_orphan_is_reported_stopped_and_recovered(insta
     make(install, env)
     script(env, "web", "run", "poweroff after=0.2")
     assert cmd(install, env, "start", "-b", "web").returncode == 0
-    wait_for(lambda: status(install, env) > 0, what="bhyve")
+    wait_for(lambda: guest_up(install, env), what="the guest")
     state = json.loads((Path(env["KVM_RUN_DIR"]) / "web.state").read_text())
     os.kill(state["supervisor"], signal.SIGKILL)
     time.sleep(0.3)
@@ -140,7 +146,7 @@ def test_stop_forces_when_the_guest_ignores_acpi(install, env):
     make(install, env)
     script(env, "web", "run acpi=ignore")
     assert cmd(install, env, "start", "-b", "web").returncode == 0
-    wait_for(lambda: status(install, env) > 0, what="bhyve")
+    wait_for(lambda: guest_up(install, env), what="the guest")
     time.sleep(0.5)
     res = cmd(install, env, "stop", "-t", "1", "web")
     assert res.returncode == 0, res.stderr
@@ -152,7 +158,7 @@ def test_stop_before_acpi_terminates_bhyve(install, env):
     d = make(install, env)
     script(env, "web", "run acpi=no")
     assert cmd(install, env, "start", "-b", "web").returncode == 0
-    wait_for(lambda: status(install, env) > 0, what="bhyve")
+    wait_for(lambda: guest_up(install, env), what="the guest")
     res = cmd(install, env, "stop", "web")
     assert res.returncode == 0, res.stderr
     assert "terminated" in res.stdout
@@ -241,7 +247,7 @@ def test_insert_while_running_applies_at_the_next_reboot(install, env, tmp_path)
     iso.write_bytes(b"iso")
     script(env, "web", "reboot after=1.5", "run")
     assert cmd(install, env, "start", "-b", "web").returncode == 0
-    wait_for(lambda: status(install, env) > 0, what="bhyve")
+    wait_for(lambda: guest_up(install, env), what="the guest")
     res = cmd(install, env, "insert", "web", iso)
     assert res.returncode == 0 and "next guest reboot" in res.stderr
     wait_for(lambda: len(boots(env)) == 2, what="second boot")
@@ -254,7 +260,7 @@ def test_set_conf_broken_while_running_ends_the_vm_cleanly_at_the_reboot(install
     d = make(install, env)
     script(env, "web", "reboot after=1.5", "run")
     assert cmd(install, env, "start", "-b", "web").returncode == 0
-    wait_for(lambda: status(install, env) > 0, what="bhyve")
+    wait_for(lambda: guest_up(install, env), what="the guest")
     with open(d / "set.conf", "a") as fh:
         fh.write('Cores="abc"\n')
     wait_for(lambda: "cannot launch" in (d / "web.log").read_text(), what="the refused relaunch")
@@ -276,7 +282,7 @@ def test_two_vms_with_vnc_get_different_ports(install, env):
     procs = [subprocess.Popen([str(install / "start"), "-b", n], env=env, cwd=install) for n in ("v1", "v2")]
     for p in procs:
         assert p.wait(30) == 0
-    wait_for(lambda: status(install, env, "v1") > 0 and status(install, env, "v2") > 0, what="both VMs")
+    wait_for(lambda: guest_up(install, env, "v1") and guest_up(install, env, "v2"), what="both VMs")
     got = sorted(json.loads(cmd(install, env, "vminfo", n, "--json").stdout)["vnc"]["port"] for n in ("v1", "v2"))
     assert got == [5901, 5902]
     for n in ("v1", "v2"):
@@ -305,7 +311,7 @@ def test_console(install, env):
     one_line_error(cmd(install, env, "console", "c1"), "console: c1: is not running")
     script(env, "c1", "run")
     assert cmd(install, env, "start", "-b", "c1").returncode == 0
-    wait_for(lambda: status(install, env, "c1") > 0, what="bhyve")
+    wait_for(lambda: guest_up(install, env, "c1"), what="the guest")
     res = cmd(install, env, "console", "c1")
     assert res.returncode == 0 and "Connected" in res.stdout
     assert calls(env, "cu")[-1] == ("cu", ["-l", f"{env['KVM_DEV_DIR']}/nmdmc1B"])
@@ -328,7 +334,7 @@ def test_vmdestroy_f_really_stops_a_running_vm(install, env, pool):
     make(install, env)
     script(env, "web", "run")
     assert cmd(install, env, "start", "-b", "web").returncode == 0
-    wait_for(lambda: status(install, env) > 0, what="bhyve")
+    wait_for(lambda: guest_up(install, env), what="the guest")
     one_line_error(cmd(install, env, "vmdestroy", "web", "-y"), "vmdestroy: web: is running")
     res = cmd(install, env, "vmdestroy", "web", "-y", "-f")
     assert res.returncode == 0, res.stderr

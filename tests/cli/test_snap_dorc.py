@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, calls, cmd, create_vm, destroy_dataset, one_line_error, snapshot_tree
-from tests.cli.test_run import script, status, wait_for
+from tests.cli.test_run import guest_up, script, status, wait_for
 
 STANDIN = REPO / "tests" / "sim" / "rc.subr"
 
@@ -138,7 +138,7 @@ def test_rollback_while_running_is_refused_create_warns(install, env, pool):
     assert cmd(install, env, "snap", "c", "web", "s1").returncode == 0
     script(env, "web", "run")
     assert cmd(install, env, "start", "-b", "web").returncode == 0
-    wait_for(lambda: status(install, env) > 0, what="bhyve")
+    wait_for(lambda: guest_up(install, env), what="the guest")
     one_line_error(cmd(install, env, "snap", "r", "web"), "snap: web: is running")
     res = cmd(install, env, "snap", "c", "web", "live")
     assert res.returncode == 0 and "crash-consistent" in res.stderr
@@ -175,7 +175,7 @@ def test_dorc_script_is_valid_and_drives_the_vm(install, env, sysroot):
     script(env, "web", "run")
     res = run_rc(env, sysroot, path, "onestart")
     assert res.returncode == 0, res.stderr
-    wait_for(lambda: status(install, env) > 0, what="bhyve")
+    wait_for(lambda: guest_up(install, env), what="the guest")
     res = run_rc(env, sysroot, path, "onestatus")
     assert res.returncode == 0 and re.fullmatch(r"web is running as pid \d+\.\n", res.stdout)
     res = run_rc(env, sysroot, path, "onestop")
@@ -268,7 +268,7 @@ def test_host_wide_rc_script_starts_in_order_and_stops_all(install, env, sysroot
     assert subprocess.run(["sh", "-n", str(path)]).returncode == 0
     res = run_rc(env, sysroot, path, "start")
     assert res.returncode == 0, res.stderr
-    wait_for(lambda: status(install, env, "a1") > 0 and status(install, env, "b1") > 0, what="both VMs")
+    wait_for(lambda: guest_up(install, env, "a1") and guest_up(install, env, "b1"), what="both VMs")
     order = [argv[-1] for tool, argv in calls(env, "bhyve")]
     assert order == ["b1", "a1"]
     res = run_rc(env, sysroot, path, "status")

@@ -395,7 +395,6 @@ def finish(name, code, destroy_on_poweroff):
 
 def run_guest(name, destroy_flag):
     action, args = next_action(name)
-    record("bhyve-guest", [name, action, json.dumps(args)])
     after = float(args.get("after", "0.05"))
     acpi = args.get("acpi", "yes")
     codes = {"reboot": 0, "poweroff": 1, "halt": 2, "triple": 3, "error": 4}
@@ -411,6 +410,9 @@ def run_guest(name, destroy_flag):
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # before ACPI: SIGTERM kills outright
     else:
         signal.signal(signal.SIGTERM, on_term)
+    # Recorded once the guest answers signals, so a test that waits for this record
+    # never races the simulator's own start-up (which the supervisor cannot see).
+    record("bhyve-guest", [name, action, json.dumps(args)])
     if action in codes:
         time.sleep(after)
         finish(name, codes[action], destroy_flag)
