@@ -91,11 +91,15 @@ def test_rerun_with_other_memory_fails_until_destroyed(env):
 
 
 def wait_running(env, name):
-    for _ in range(200):
+    """Wait until bhyve runs NAME and its guest is up: the simulator records
+    "bhyve-guest" only after the guest's signal handlers ("ACPI") are in place."""
+    log = Path(env["KVM_SIM_DIR"]) / "calls.log"
+    for _ in range(1000):
         try:
             st = json.loads((Path(env["KVM_VMM_DIR"]) / name).read_text())
-            if st.get("pid"):
-                time.sleep(0.3)  # let the guest install its handlers ("ACPI up")
+            guests = [c for c in map(json.loads, log.read_text().splitlines())
+                      if c["tool"] == "bhyve-guest" and c["argv"][0] == name]
+            if st.get("pid") and guests:
                 return st
         except (OSError, ValueError):
             pass
