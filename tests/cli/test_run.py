@@ -51,10 +51,14 @@ def status(install, env, name="web"):
     return int(res.stdout.strip())
 
 
+def guests(env, name="web"):
+    """The simulated guests of NAME that came up (signal handlers set), one per boot."""
+    return [argv for tool, argv in calls(env, "bhyve-guest") if argv[0] == name]
+
+
 def guest_up(install, env, name="web", boots=1):
-    """The VM runs (status) and its boots-th simulated guest is up, signal handlers set."""
-    guests = [argv for tool, argv in calls(env, "bhyve-guest") if argv[0] == name]
-    return len(guests) >= boots and status(install, env, name) > 0
+    """The VM runs (status) and its boots-th simulated guest is up."""
+    return len(guests(env, name)) >= boots and status(install, env, name) > 0
 
 
 def boots(env, name="web"):
@@ -368,11 +372,11 @@ def test_a_bhyve_started_without_us_is_found_by_its_exact_name(install, env):
 
     decoy = bare_bhyve("web2")
     try:
-        wait_for(lambda: (Path(env["KVM_VMM_DIR"]) / "web2").exists(), what="web2 allocated")
+        wait_for(lambda: guests(env, "web2"), what="web2 up")
         assert status(install, env, "web") == 0, "a bhyve of web2 does not make web running"
         assert not list(Path(env["KVM_RUN_DIR"]).glob("web*.state")), "nothing of ours knows these VMs"
         guest = bare_bhyve("web")
-        wait_for(lambda: (Path(env["KVM_VMM_DIR"]) / "web").exists(), what="web allocated")
+        wait_for(lambda: guests(env, "web"), what="web up")
         assert status(install, env, "web") == guest.pid
         assert status(install, env, "web2") == decoy.pid
         listed = dict(line.split("\t")[:3:2] for line in cmd(install, env, "vmlist", "-H").stdout.splitlines())
