@@ -69,8 +69,7 @@ def body(args):
 
 def do_uninstall(args):
     from ..install import uninstall, uninstall_plan
-    from ..root import find_root
-    root = find_root(None, None) if not args.pool else _root_of_pool(args.pool)
+    root = _target_root(args)
     dataset = root.dataset()
     scripts = uninstall_plan(root)
     common.info(f"This destroys {dataset} recursively: every VM, disk and snapshot under {root.path}.")
@@ -88,8 +87,7 @@ def do_uninstall(args):
 def do_verify(args):
     """Print `NAME: OK|FAILED|MISSING` per pinned file, as `sha256sum -c` does."""
     from ..install import verify_firmware
-    from ..root import find_root
-    root = find_root(None, None) if not args.pool else _root_of_pool(args.pool)
+    root = _target_root(args)
     results = verify_firmware(root.path)
     for name, verdict in results:
         print(f"{root.path}/firmware/{name}: {verdict}")
@@ -99,6 +97,14 @@ def do_verify(args):
                           "kvminst --repin pins the host's current firmware again")
         return 1
     return 0
+
+
+def _target_root(args):
+    """The install --uninstall and --verify work on: POOL/kvm with -p, else KVM_ROOT or the marked one."""
+    if args.pool:
+        return _root_of_pool(args.pool)
+    from ..root import find_root
+    return find_root(None, None)
 
 
 def _root_of_pool(pool):
