@@ -4,6 +4,8 @@ import hashlib
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import cmd, datasets, kvm, nobody_env, snapshot_tree
 
 
@@ -176,6 +178,16 @@ def test_verify_checks_the_pins_against_sha256sums(install, pool, env):
     (fw / "SHA256SUMS").unlink()
     res = kvm(env, "kvminst", "--verify", "-p", pool)
     assert res.returncode == 1 and "nothing pinned to check" in res.stderr
+
+
+@pytest.mark.parametrize("action", ["--verify", "--uninstall"])
+def test_verify_and_uninstall_of_a_pool_without_kvm(install, pool, env, action):
+    before = datasets(pool)
+    res = kvm(env, "kvminst", action, "-y", "-p", "nosuchpool")
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode != 0 and len(lines) == 1, res.stderr
+    assert "no kvm install on pool 'nosuchpool'" in lines[0]
+    assert datasets(pool) == before
 
 
 def test_the_kvm_umbrella_takes_root_before_or_after_the_command(install, env, tmp_path):
