@@ -1,6 +1,6 @@
 """Choosing the VNC port: the first free from 5900, reserved so two VMs started together differ."""
 
-import fcntl
+import os
 import re
 
 from . import host, paths, vm as vmmod
@@ -38,10 +38,8 @@ def reserved_ports(except_name):
 
 def reserve(name, write):
     """Pick a port under a host-wide lock and record it with write(port) before releasing the lock."""
-    run_dir = paths.current().run_dir
-    host.make_dirs(run_dir)
-    with open(run_dir / "vnc.lock", "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    from .lock import acquire_blocking, host_dir
+    with acquire_blocking(host_dir() / "vnc.lock", f"{os.getpid()}\n"):
         taken = listening_ports() | reserved_ports(name)
         for port in range(FIRST, LAST + 1):
             if port not in taken:

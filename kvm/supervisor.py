@@ -7,7 +7,6 @@ button, then a forced power-off after the timeout), run postRun, and exit.
 """
 
 import collections
-import fcntl
 import json
 import os
 import shlex
@@ -16,14 +15,13 @@ import sys
 import syslog
 import time
 
-from . import bhyve, firmware, host, hooks, paths, ports, vm as vmmod
+from . import bhyve, firmware, host, hooks, lock as lockmod, paths, ports, vm as vmmod
 from .errors import KvmError, NotFound, StateError
 
 EXIT_STATUS = {"poweroff": 0, "halt": 0, "stopped": 0, "triplefault": 3, "error": 4, "unknown": 5,
                "signal": 5}
 HOOK_GRACE = 10        # seconds a hook may go on after a stop request, before it is killed
 FORCE_GRACE = 10       # seconds after a forced power-off before bhyve is killed
-LOCK_TRIES = 20        # x 50 ms: a status probe may hold the lock for an instant
 
 
 class _Wake(Exception):
@@ -36,20 +34,16 @@ def stop_request_path(name):
 
 def acquire_lock(name):
     """The VM's exclusive lock (held for the supervisor's life), or StateError naming the holder."""
-    run_dir = paths.current().run_dir
-    os.makedirs(run_dir, exist_ok=True)
-    fd = os.open(vmmod.lock_path(name), os.O_RDWR | os.O_CREAT, 0o644)
-    for _ in range(LOCK_TRIES):
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
-            return fd
-        except BlockingIOError:
-            time.sleep(0.05)
-    os.close(fd)
-    holder = vmmod.read_state(name).get("supervisor") or "?"
-    raise StateError(f"already running (supervisor pid {holder} holds {vmmod.lock_path(name)})", vm=name)
+    lockmod.run_dir()
+    path = vmmod.lock_path(name)
+    got = lockmod.try_acquire(path, f"{os.getpid()}\n")
+    if got is None:
+        found = lockmod.holder(path) or (0, "")
+        if found[1]:
+            raise StateError(f"is busy: {lockmod.describe_holder(found)} holds {path}; try again when it "
+                             f"is done", vm=name)
+        raise StateError(f"already running ({lockmod.describe_holder(found)} holds {path})", vm=name)
+    return got
 
 
 class Supervisor:
@@ -99,7 +93,7 @@ class Supervisor:
     def run(self):
         """Supervise until the end; returns the exit status."""
         syslog.openlog("kvm", syslog.LOG_PID, syslog.LOG_DAEMON)
-        lock = acquire_lock(self.name)
+        lock = self.lock = acquire_lock(self.name)
         try:
             rt = vmmod.runtime(self.vm)
             if rt.bhyve:
@@ -120,7 +114,7 @@ class Supervisor:
             signal.signal(sig, signal.SIG_DFL)
         stop_request_path(self.name).unlink(missing_ok=True)
         self.save(supervisor=0, bhyve=0, vnc_port=0, ended=time.time(), stop_method=self.stop_method)
-        os.close(lock)
+        lock.release()
 
     def loop(self):
         while True:
@@ -135,6 +129,8 @@ class Supervisor:
                 self.log(f"{why}: not launching bhyve")
                 self.hook("postRun", {"VMexit": "", "VMreason": "prerun-failed" if hook_status else "stopped"})
                 return 1 if hook_status else 0
+            if not self.lock_kept():
+                return 1
             code = self.launch(cfg, launch)
             reason = bhyve.classify(code) if code is not None else "error"
             self.destroy_allocated()
@@ -149,6 +145,24 @@ class Supervisor:
                 return 0
             if not self.may_restart(cfg):
                 return EXIT_STATUS.get(reason, 5)
+
+    def lock_kept(self):
+        """Before each launch: is the lock file still ours? Someone may have removed it (or the whole
+        run dir) meanwhile, which would let a second start in: take it again, or give way."""
+        if not self.lock.lost():
+            return True
+        again = lockmod.try_acquire(self.lock.path, f"{os.getpid()}\n", tries=1)
+        if again is None:
+            found = lockmod.holder(self.lock.path) or (0, "")
+            self.log(f"lock file {self.lock.path} was removed and {lockmod.describe_holder(found)} holds a new "
+                     f"one: not launching a second bhyve", syslog.LOG_ERR)
+            return False
+        self.lock.release()
+        self.lock.fd = again.fd
+        again.fd = None
+        self.log(f"lock file {self.lock.path} was removed: made it again", syslog.LOG_WARNING)
+        self.save()
+        return True
 
     # -------------------------------------------------------------- per launch
     def load_config(self):

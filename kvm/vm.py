@@ -1,13 +1,11 @@
 """A VM by name: its dataset, folder, files and runtime state; listing every VM in one pass."""
 
-import errno
-import fcntl
 import json
 import os
 import re
 from pathlib import Path
 
-from . import host, paths
+from . import host, lock, paths
 from .errors import NotFound, UsageError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,30}\Z")
@@ -90,7 +88,7 @@ def list_vms(root):
 # ------------------------------------------------------------------------ runtime state
 
 def lock_path(name):
-    return paths.current().run_dir / f"{name}.lock"
+    return lock.vm_lock_path(name)
 
 
 def state_path(name):
@@ -107,7 +105,7 @@ def read_state(name):
 
 def write_state(name, state):
     """Write the state file atomically."""
-    host.make_dirs(paths.current().run_dir)
+    lock.run_dir()
     host.write_file(state_path(name), json.dumps(state, sort_keys=True) + "\n")
 
 
@@ -119,21 +117,8 @@ def lock_held(name):
 def lock_holder(name):
     """None when nobody holds the VM's lock; else the pid the holder wrote in it (0 while it is
     still writing it)."""
-    try:
-        fd = os.open(lock_path(name), os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                return None
-            text = os.read(fd, 32).decode(errors="replace").strip()
-            return int(text) if text.isdigit() else 0
-        return None
-    finally:
-        os.close(fd)
+    found = lock.holder(lock_path(name))
+    return None if found is None else found[0]
 
 
 def is_bhyve_of(args, name):

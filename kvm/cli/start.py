@@ -7,6 +7,7 @@ from ..errors import StateError
 from . import common
 
 PROG = "start"
+LOG_MODE = 0o640  # NAME.log: readable by root and the wheel-like group only
 
 
 def build_parser():
@@ -42,10 +43,16 @@ def detach(root, vm):
     rt = vmmod.runtime(vm)
     if rt.supervisor:
         raise StateError(f"already running (supervisor pid {rt.supervisor})", vm=vm.name)
+    import os
+    from .. import lock
     log = vm.dir / f"{vm.name}.log"
-    with open(log, "a") as fh:
+    # 0640 and never through a link: the log holds the bhyve command line
+    fd = lock.open_file(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, LOG_MODE)
+    try:
         proc = host.spawn([sys.executable, "-m", "kvm", "start", "--root", str(root.path), vm.name],
-                          stdout=fh, stderr=fh, new_session=True)
+                          stdout=fd, stderr=fd, new_session=True)
+    finally:
+        os.close(fd)
     end = time.time() + 15
     state = {}
     while time.time() < end:
