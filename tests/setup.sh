@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 if [ "$(id -u)" -ne 0 ]; then
-	echo "tests/setup.sh: run as root (ZFS pools and the kvm commands need it)" >&2
+	echo "tests/setup.sh: run as root (ZFS pools and the kvm commands need it): su - first, then run it again" >&2
 	exit 1
 fi
 
