@@ -24,7 +24,8 @@ returns what the backend observed of its end (bhyve: the exit status).
 process the supervisor did not start (an orphan), knowing only the VM name and the pid.
 
 `destroy(name)` frees what the hypervisor keeps allocated for a VM after its process ended (bhyve:
-/dev/vmm/NAME through bhyvectl --destroy); `destroy_text(name)` is its dry-run line.
+/dev/vmm/NAME through bhyvectl --destroy); `destroy_text(name)` is its dry-run line and
+`cleanup_hint(name)` the command a user is told to run for a VM left allocated.
 `is_allocated(name)` and `allocated()` (every allocated name, in one listing) read that state.
 
 `is_own_process(args, name)` tells whether a process's arguments are this hypervisor running VM
