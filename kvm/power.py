@@ -17,6 +17,7 @@ from .errors import KvmError, StateError
 from .hypervisor import current as hypervisor
 
 DEFAULT_TIMEOUT = 60   # seconds for the guest to shut down when set.conf gives no StopTimeout
+MAX_TIMEOUT = 3600     # the longest wait `stop -t` accepts: past an hour a guest is not shutting down
 HOOK_GRACE = 10        # seconds a hook may go on after a stop request, before it is killed
 FORCE_GRACE = 10       # seconds after a forced power-off before the hypervisor is killed
 KILL_WAIT = 5          # seconds for a SIGKILLed process to be gone

@@ -17,7 +17,7 @@ import time
 from . import host, hooks, launch as launchmod, lock as lockmod, power, ports, vm as vmmod
 from .errors import KvmError, StateError
 from .hypervisor import Exit, LaunchFailed, current as hypervisor
-from .power import FORCE_GRACE, HOOK_GRACE  # noqa: F401 - tests read them here
+from .power import HOOK_GRACE
 
 EXIT_STATUS = {"poweroff": 0, "halt": 0, "stopped": 0, "triplefault": 3, "error": 4, "unknown": 5,
                "signal": 5}
@@ -63,6 +63,8 @@ class Supervisor:
     # ------------------------------------------------------------------ output
     def log(self, message, level=syslog.LOG_NOTICE):
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        if level <= syslog.LOG_ERR:  # the last error, for `start -b` (kept with the state, not the log)
+            self.state.update(error=message, error_pid=os.getpid())
         self.write(f"{stamp} {self.name}: {message}")
         syslog.syslog(level, f"{self.name}: {message}")
 
@@ -148,7 +150,7 @@ class Supervisor:
         if status == 0 and not self.stop:
             return None
         why = f"preRun failed (exit {status})" if status else "stop requested during preRun"
-        self.log(f"{why}: not launching bhyve")
+        self.log(f"{why}: not launching bhyve", syslog.LOG_ERR if status else syslog.LOG_NOTICE)
         self.hook("postRun", {"VMexit": "", "VMreason": "prerun-failed" if status else "stopped"})
         return 1 if status else 0
 

@@ -225,7 +225,7 @@ def test_stop_during_a_hanging_prerun(install, env):
     d = make(install, env, pre_extra="sleep 600")
     assert cmd(install, env, "start", "-b", "web").returncode == 0
     wait_for(lambda: (d / "hooks.log").exists(), what="preRun")
-    import kvm.supervisor as sup
+    import kvm.power as sup
     start = time.time()
     res = cmd(install, env, "stop", "web", timeout=sup.HOOK_GRACE + 30)
     assert res.returncode == 0, res.stderr

@@ -121,3 +121,14 @@ def test_start_of_an_orphan_says_so_once(root, env):
         assert res.stderr.count("web:") == 1, res.stderr
     assert status(root, env) == state["bhyve"], "the orphan's record is kept: it still runs"
     assert cmd(root, env, "stop", "web").returncode == 0
+
+
+def test_start_b_names_a_failed_prerun_even_when_the_log_cannot_say_it(root, env):
+    """On a full pool nothing reaches NAME.log; the reason comes from the state file instead."""
+    d = root / "vm" / "web"
+    (d / "run").write_text(HOOKS.format(name="web", pre_extra="return 3"))
+    (d / "web.log").write_text("bhyve -c 1 -m 1G -s 0,hostbri")  # what a full pool left of a line
+    (d / "web.log").chmod(0o640)
+    res = cmd(root, env, "start", "-b", "web")
+    one_line_error(res, "start: web: did not start: preRun failed (exit 3): not launching bhyve")
+    assert boots(env) == []
