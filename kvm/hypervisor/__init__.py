@@ -37,10 +37,14 @@ nmdm B side); `console_device(name)` is the guest's side, shown by vminfo.
 `shown(argv) -> str` is a command line as it may be printed or logged: secrets (a VNC password)
 masked. The real process still gets them.
 
-A second backend (qemu) is a module beside bhyve.py with a class offering these methods: its plan
-lists a QMP socket among its files, `start` spawns qemu itself, `power_button`/`force_off` speak
-QMP (system_powerdown, quit), `wait` returns the SHUTDOWN event's reason with the exit status,
-`is_own_process` matches `-name NAME,process=...`. `current()` is the one place that chooses.
+A second backend (qemu) is a module beside bhyve.py with a class offering these methods, and one
+more line in `current()`: its `plan` gives qemu's argv (`-name NAME,process=qemu:NAME`, a QMP
+socket and a serial socket under the run dir, named from the VM name) and the files to write;
+`prepare_host` checks /dev/kvm; `start` spawns qemu itself; `power_button` and `force_off` open
+the QMP socket found by the VM name (so an orphan can be stopped too) and send system_powerdown
+or quit; `wait` returns the exit status with the reason of the last SHUTDOWN event, which
+`classify` maps to the same reasons; `is_own_process` matches its process title;
+`console_command` attaches to the serial socket; `destroy` removes the sockets.
 """
 
 import os
@@ -86,6 +90,66 @@ class Exit:
     code: int      # exit status (negative: killed by that signal); None when it never ran
     reason: str    # reboot, poweroff, halt, triplefault, error, signal, unknown
     text: str      # for the log
+
+
+class Hypervisor:
+    """The interface (documented above); a backend subclasses it and fills in every method."""
+
+    name = None
+
+    def plan(self, cfg, ctx):
+        raise NotImplementedError
+
+    def prepare_host(self, plan):
+        raise NotImplementedError
+
+    def prepare_host_text(self, plan):
+        raise NotImplementedError
+
+    def start(self, plan, announce=None):
+        raise NotImplementedError
+
+    def wait(self, process, timeout=None):
+        raise NotImplementedError
+
+    def classify(self, observed):
+        raise NotImplementedError
+
+    def power_button(self, name, pid):
+        raise NotImplementedError
+
+    def force_off(self, name, pid):
+        raise NotImplementedError
+
+    def destroy(self, name):
+        raise NotImplementedError
+
+    def destroy_text(self, name):
+        raise NotImplementedError
+
+    def cleanup_hint(self, name):
+        raise NotImplementedError
+
+    def is_allocated(self, name):
+        raise NotImplementedError
+
+    def allocated(self):
+        raise NotImplementedError
+
+    def is_own_process(self, args, name):
+        raise NotImplementedError
+
+    def find_process(self, name):
+        raise NotImplementedError
+
+    def console_command(self, name):
+        raise NotImplementedError
+
+    def console_device(self, name):
+        raise NotImplementedError
+
+    def shown(self, argv):
+        raise NotImplementedError
 
 
 def current():

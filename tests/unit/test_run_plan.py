@@ -94,3 +94,10 @@ def test_unknown_hypervisor_is_one_line(monkeypatch):
     from kvm.errors import KvmError
     with pytest.raises(KvmError, match="KVM_HYPERVISOR=xen: unknown hypervisor"):
         current()
+
+
+def test_bhyve_fills_in_the_whole_interface():
+    from kvm.hypervisor import Hypervisor
+    hv = current()
+    methods = [m for m, v in vars(Hypervisor).items() if callable(v) and not m.startswith("_")]
+    assert methods and [m for m in methods if getattr(type(hv), m) is getattr(Hypervisor, m)] == []
