@@ -92,64 +92,10 @@ class Exit:
     text: str      # for the log
 
 
-class Hypervisor:
-    """The interface (documented above); a backend subclasses it and fills in every method."""
-
-    name = None
-
-    def plan(self, cfg, ctx):
-        raise NotImplementedError
-
-    def prepare_host(self, plan):
-        raise NotImplementedError
-
-    def prepare_host_text(self, plan):
-        raise NotImplementedError
-
-    def start(self, plan, announce=None):
-        raise NotImplementedError
-
-    def wait(self, process, timeout=None):
-        raise NotImplementedError
-
-    def classify(self, observed):
-        raise NotImplementedError
-
-    def power_button(self, name, pid):
-        raise NotImplementedError
-
-    def force_off(self, name, pid):
-        raise NotImplementedError
-
-    def destroy(self, name):
-        raise NotImplementedError
-
-    def destroy_text(self, name):
-        raise NotImplementedError
-
-    def cleanup_hint(self, name):
-        raise NotImplementedError
-
-    def is_allocated(self, name):
-        raise NotImplementedError
-
-    def allocated(self):
-        raise NotImplementedError
-
-    def is_own_process(self, args, name):
-        raise NotImplementedError
-
-    def find_process(self, name):
-        raise NotImplementedError
-
-    def console_command(self, name):
-        raise NotImplementedError
-
-    def console_device(self, name):
-        raise NotImplementedError
-
-    def shown(self, argv):
-        raise NotImplementedError
+# every method a backend offers (documented above); a backend is a class with all of them
+METHODS = ("plan", "prepare_host", "prepare_host_text", "start", "wait", "classify", "power_button",
+           "force_off", "destroy", "destroy_text", "cleanup_hint", "is_allocated", "allocated",
+           "is_own_process", "find_process", "console_command", "console_device", "shown")
 
 
 def current():

@@ -17,7 +17,7 @@ import shlex
 
 from .. import firmware, host, paths
 from ..errors import ConfigError, NotFound
-from . import Exit, Hypervisor, LaunchFailed, Plan
+from . import Exit, LaunchFailed, Plan
 
 VARS_FILE = "UEFI_VARS.fd"    # the VM's own UEFI variables, in its folder (the shell toolkit's name)
 DEVICE_MAP = "device.map"     # grub-bhyve's disk map, in the VM folder
@@ -175,7 +175,7 @@ def _bhyvectl(name, op):
     return ["bhyvectl", f"--vm={name}", op]
 
 
-class Bhyve(Hypervisor):
+class Bhyve:
     """The bhyve backend (methods documented in __init__.py)."""
 
     name = "bhyve"

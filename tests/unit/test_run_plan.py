@@ -97,7 +97,6 @@ def test_unknown_hypervisor_is_one_line(monkeypatch):
 
 
 def test_bhyve_fills_in_the_whole_interface():
-    from kvm.hypervisor import Hypervisor
+    from kvm.hypervisor import METHODS
     hv = current()
-    methods = [m for m, v in vars(Hypervisor).items() if callable(v) and not m.startswith("_")]
-    assert methods and [m for m in methods if getattr(type(hv), m) is getattr(Hypervisor, m)] == []
+    assert [m for m in METHODS if not callable(getattr(hv, m, None))] == []
