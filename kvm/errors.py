@@ -56,7 +56,3 @@ class CommandFailed(KvmError):
         self.argv = list(argv)
         self.status = status
         self.stderr = stderr or ""
-
-
-class HookFailed(KvmError):
-    """preRun or postRun exited non-zero."""

@@ -10,7 +10,7 @@ import os
 import stat
 
 from . import host
-from .errors import HookFailed, PermissionDenied
+from .errors import PermissionDenied
 
 SCRIPT = ('[ -r "$VMd/functions" ] && . "$VMd/functions"; . "$VMdir/set.conf" && . "$VMdir/run" && '
           'type "$1" >/dev/null 2>&1 || { echo "$1 is not defined in $VMdir/run" >&2; exit 127; }; "$1"')
@@ -47,13 +47,3 @@ def start_hook(vm, which, extra=None):
     return host.spawn(["/bin/sh", "-c", SCRIPT, "kvm-hook", which], env=hook_env(vm, extra),
                       new_session=True)
 
-
-def run_hook(vm, which, extra=None):
-    """Run a hook to its end; raise HookFailed when it exits non-zero."""
-    proc = start_hook(vm, which, extra)
-    if proc is None:
-        return 0
-    status = proc.wait()
-    if status != 0:
-        raise HookFailed(f"{which} failed (exit {status})", vm=vm.name)
-    return 0

@@ -54,8 +54,9 @@ class Result:
         self.argv, self.status, self.stdout, self.stderr = argv, status, stdout, stderr
 
 
-def run(argv, *, mutating=True, check=True, input=None, env=None, capture=True, vm=None):
-    """Run argv and wait; raise CommandFailed on non-zero status when check is set."""
+def run(argv, *, mutating=True, check=True, input=None, env=None, capture=True, vm=None, new_session=False):
+    """Run argv and wait; raise CommandFailed on non-zero status when check is set. new_session:
+    out of the terminal's process group, so a Ctrl-C meant for us does not reach it."""
     argv = [str(a) for a in argv]
     line = shlex.join(argv)
     if mutating and dry_run():
@@ -66,7 +67,8 @@ def run(argv, *, mutating=True, check=True, input=None, env=None, capture=True, 
     pipe = subprocess.PIPE if capture else None
     try:
         proc = subprocess.run(argv, input=input, stdout=pipe, stderr=pipe, text=True, env=env,
-                              stdin=None if input is not None else subprocess.DEVNULL)
+                              stdin=None if input is not None else subprocess.DEVNULL,
+                              start_new_session=new_session)
     except FileNotFoundError:
         raise CommandFailed(argv, 127, f"{argv[0]}: command not found", vm=vm) from None
     res = Result(argv, proc.returncode, proc.stdout or "", proc.stderr or "")
@@ -128,11 +130,13 @@ def run_later(argv, *, vm=None):
     return Pending(argv, pid, (out_r, err_r), vm)
 
 
-def spawn(argv, *, stdin=None, stdout=None, stderr=None, env=None, new_session=False, pass_fds=()):
-    """Start argv without waiting; returns the Popen object."""
+def spawn(argv, *, stdin=None, stdout=None, stderr=None, env=None, new_session=False, pass_fds=(),
+          shown=None):
+    """Start argv without waiting; returns the Popen object. `shown`: the line to log instead of
+    argv (secrets masked)."""
     import subprocess
     argv = [str(a) for a in argv]
-    _debug("%s &", shlex.join(argv))
+    _debug("%s &", shown or shlex.join(argv))
     return subprocess.Popen(argv, stdin=stdin if stdin is not None else subprocess.DEVNULL,
                             stdout=stdout, stderr=stderr, env=env,
                             start_new_session=new_session, pass_fds=pass_fds)
@@ -151,10 +155,11 @@ def wait_process(proc, timeout=None):
         raise Timeout() from None
 
 
-def spawn_quiet(argv):
-    """Start argv with stdout discarded (bhyve prints nothing we want)."""
+def spawn_quiet(argv, shown=None):
+    """Start argv with stdout discarded (bhyve prints nothing we want), in a session of its own:
+    the terminal's signals (Ctrl-C) go to us, and we stop it our way."""
     import subprocess
-    return spawn(argv, stdout=subprocess.DEVNULL)
+    return spawn(argv, stdout=subprocess.DEVNULL, new_session=True, shown=shown)
 
 
 def exec_replace(argv):
@@ -172,6 +177,16 @@ def send_signal(pid, sig, *, mutating=True):
     _debug("kill -%s %s", signal.Signals(sig).name[3:], pid)
     try:
         os.kill(pid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def kill_group(pgid):
+    """SIGKILL a whole process group (a hook and what it started); False when already gone."""
+    _debug("kill -KILL -%s", pgid)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
         return False
     return True
@@ -338,7 +353,3 @@ def is_root():
     """True when running with uid 0."""
     return os.geteuid() == 0
 
-
-def cpu_count():
-    """Host CPUs."""
-    return os.cpu_count() or 1

@@ -1,9 +1,11 @@
 """Everything vminfo shows about one VM, as a plain dict (the --json schema)."""
 
 import re
+import shlex
 import time
 
-from . import firmware, host, vm as vmmod
+from . import host, launch, ports, root as rootmod, vm as vmmod
+from .hypervisor import current as hypervisor
 
 
 def dataset_usage_later(vm):
@@ -16,7 +18,7 @@ def dataset_usage_later(vm):
     """
     guess = None
     try:
-        marker = (vm.root.path / ".kvm-root").read_text().strip()
+        marker = (vm.root.path / rootmod.MARKER).read_text().strip()
         guess = f"{marker}/vm/{vm.name}" if marker else None
     except OSError:
         pass
@@ -98,9 +100,10 @@ def collect(vm):
         size = vmmod.folder_size_hint(cfg.disk)
         disk = {"path": cfg.disk, "driver": cfg.disk_driver, "exists": size is not None,
                 "size": size[0] if size else None, "allocated": size[1] if size else None}
-    fw = {"uefi": firmware.uefi_code(vm.root.path), "grub": firmware.grub(vm.root.path)}.get(cfg.loader)
-    if cfg.vmrom.startswith("/"):
-        fw = cfg.vmrom
+    hv = hypervisor()
+    # the launch plan names the firmware; a running VM's port, else any (vminfo does not choose one)
+    plan = launch.plan(vm, cfg, vnc_port=rt.vnc_port or ports.FIRST, strict=False, hv=hv) if cfg.loader else None
+    fw = plan.firmware if plan and not _placeholder(plan.firmware) else None
     return {
         "name": vm.name, "dir": str(vm.dir), "dataset": dataset, "used": used,
         "state": rt.state, "pid": rt.bhyve, "supervisor": rt.supervisor, "allocated": rt.allocated,
@@ -114,12 +117,18 @@ def collect(vm):
                 "width": cfg.vnc_size[0] if cfg.vnc_size else None,
                 "height": cfg.vnc_size[1] if cfg.vnc_size else None,
                 "tablet": cfg.tablet, "password": bool(cfg.vnc_password)} if cfg.vnc else None,
-        "com": {"device": f"/dev/nmdm{vm.name}A", "attach": f"cu -l /dev/nmdm{vm.name}B"} if cfg.com else None,
+        "com": {"device": hv.console_device(vm.name), "attach": shlex.join(hv.console_command(vm.name))}
+        if cfg.com else None,
         "devices": [{"slot": d.slot, "emulation": d.emulation, "conf": d.conf, "info": device_info(d)}
                     for d in cfg.devices],
         "restart_on_fault": cfg.restart_on_fault,
         "warnings": list(cfg.warnings),
     }
+
+
+def _placeholder(path):
+    """A plan made without strictness names missing firmware by its bare file name."""
+    return not path or not path.startswith("/")
 
 
 def human_size(n):
@@ -161,7 +170,7 @@ def state_line(info):
     if st == "starting":
         return f"starting (supervisor pid {info['supervisor']}, bhyve not launched yet)"
     if st == "allocated":
-        return f"not running, but left allocated: clean with bhyvectl --vm={info['name']} --destroy"
+        return f"not running, but left allocated: clean with {hypervisor().cleanup_hint(info['name'])}"
     return "not running"
 
 

@@ -3,7 +3,7 @@
 import os
 import re
 
-from . import host, paths, vm as vmmod
+from . import host, paths, runfiles, vm as vmmod
 
 FIRST = 5900
 LAST = 5999
@@ -26,8 +26,11 @@ def listening_ports():
 def reserved_ports(except_name):
     """Ports other live supervisors hold in their state files."""
     out = set()
-    for state in paths.current().run_dir.glob("*.state"):
-        name = state.name[:-len(".state")]
+    try:
+        names = runfiles.state_names(os.listdir(paths.current().run_dir))
+    except OSError:
+        names = set()
+    for name in sorted(names):
         if name == except_name:
             continue
         port = int(vmmod.read_state(name).get("vnc_port") or 0)
@@ -36,10 +39,16 @@ def reserved_ports(except_name):
     return out
 
 
+def first_free(name):
+    """The port a start would choose now (for a dry run and vminfo: nothing reserved)."""
+    taken = listening_ports() | reserved_ports(name)
+    return next((p for p in range(FIRST, LAST + 1) if p not in taken), FIRST)
+
+
 def reserve(name, write):
     """Pick a port under a host-wide lock and record it with write(port) before releasing the lock."""
     from .lock import acquire_blocking, host_dir
-    with acquire_blocking(host_dir() / "vnc.lock", f"{os.getpid()}\n"):
+    with acquire_blocking(host_dir() / runfiles.vnc_lock_name(), f"{os.getpid()}\n"):
         taken = listening_ports() | reserved_ports(name)
         for port in range(FIRST, LAST + 1):
             if port not in taken:

@@ -5,7 +5,8 @@ import os
 import re
 from pathlib import Path
 
-from . import host, lock, paths
+from . import host, lock, paths, runfiles
+from .hypervisor import current as hypervisor
 from .errors import NotFound, UsageError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,30}\Z")
@@ -92,7 +93,7 @@ def lock_path(name):
 
 
 def state_path(name):
-    return paths.current().run_dir / f"{name}.state"
+    return runfiles.state_path(name)
 
 
 def read_state(name):
@@ -121,38 +122,6 @@ def lock_holder(name):
     return None if found is None else found[0]
 
 
-def is_bhyve_of(args, name):
-    """True when a process's arguments are bhyve running VM `name` (exact name, not a substring)."""
-    if not args:
-        return False
-    if len(args) > 1 and args[-1] == "(bhyve)":
-        args = args[:-1]  # FreeBSD ps adds the command name when the title differs from it
-    if args[0] == "bhyve:" and args[1:] == [name]:
-        return True
-    if args[-1] != name or len(args) < 2:
-        return False
-    if os.path.basename(args[0]) == "bhyve":
-        return True
-    # an interpreter running a script named bhyve (given by its path)
-    return args[1].startswith("/") and os.path.basename(args[1]) == "bhyve"
-
-
-def find_bhyve(name):
-    """pid of a bhyve running `name` found by scanning processes (for VMs we did not start)."""
-    for pid, args in host.list_processes():
-        if is_bhyve_of(args, name):
-            return pid
-    return None
-
-
-def is_allocated(name):
-    """True when /dev/vmm/NAME exists (an unreadable /dev/vmm counts as no)."""
-    try:
-        return os.path.lexists(paths.current().vmm_dir / name)
-    except OSError:
-        return False
-
-
 class Runtime:
     """What is running for a VM: pids are 0 when none; times are epoch seconds."""
 
@@ -160,7 +129,7 @@ class Runtime:
         self.name = name
         self.supervisor = 0       # pid of our supervisor
         self.bhyve = 0            # pid of bhyve
-        self.allocated = allocated  # /dev/vmm/NAME exists
+        self.allocated = allocated  # the hypervisor keeps the VM allocated
         self.started = 0.0        # when the VM was started (first launch)
         self.booted = 0.0         # when the current bhyve was launched
         self.vnc_port = 0
@@ -182,16 +151,12 @@ class Runtime:
 
 
 def runtimes(vms):
-    """Runtime of many VMs: one listing of the run and vmm folders, details only where needed."""
-    p = paths.current()
+    """Runtime of many VMs: one listing of the run dir and of the allocated VMs, details only where needed."""
     try:
-        states = {n[:-len(".state")] for n in os.listdir(p.run_dir) if n.endswith(".state")}
+        states = runfiles.state_names(os.listdir(paths.current().run_dir))
     except OSError:
         states = set()
-    try:
-        allocated = set(os.listdir(p.vmm_dir))
-    except OSError:
-        allocated = set()
+    allocated = hypervisor().allocated()
     out = []
     for vm in vms:
         if vm.name in states or vm.name in allocated:
@@ -202,10 +167,11 @@ def runtimes(vms):
 
 
 def runtime(vm_or_name, scan=True):
-    """The VM's runtime state from its lock, state file and /dev/vmm — never from `ps | grep`."""
+    """The VM's runtime state from its lock, state file and the hypervisor — never `ps | grep`."""
     name = getattr(vm_or_name, "name", vm_or_name)
+    hv = hypervisor()
     st = read_state(name)
-    rt = Runtime(name, allocated=is_allocated(name))
+    rt = Runtime(name, allocated=hv.is_allocated(name))
     sup = int(st.get("supervisor") or 0)
     # the supervisor named in the state file counts only if it is the lock's holder: after a
     # crash both files stay behind, and their pids may belong to other programs by now
@@ -215,12 +181,12 @@ def runtime(vm_or_name, scan=True):
     # With its supervisor alive, the recorded bhyve is that supervisor's child, whose pid cannot
     # be reused before the supervisor reaps it and records bhyve=0: no need to look at its
     # arguments (which costs a `ps` on a FreeBSD without procfs). Without one, make sure.
-    if pid and host.pid_alive(pid) and (rt.supervisor or is_bhyve_of(host.process_args(pid), name)):
+    if pid and host.pid_alive(pid) and (rt.supervisor or hv.is_own_process(host.process_args(pid), name)):
         rt.bhyve = pid
         rt.started, rt.booted = float(st.get("started") or 0), float(st.get("booted") or 0)
         rt.vnc_port, rt.boots = int(st.get("vnc_port") or 0), int(st.get("boots") or 0)
     elif rt.allocated and scan:
-        rt.bhyve = find_bhyve(name) or 0
+        rt.bhyve = hv.find_process(name) or 0
     if rt.supervisor and not rt.bhyve:
         rt.started, rt.vnc_port = float(st.get("started") or 0), int(st.get("vnc_port") or 0)
     return rt

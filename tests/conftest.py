@@ -75,7 +75,8 @@ def env(sysroot):
         "KVM_VMM_DIR": str(sysroot / "vmm"), "KVM_DEV_DIR": str(sysroot / "dev"),
         "KVM_RUN_DIR": str(sysroot / "run"), "KVM_FIRMWARE_DIRS": str(sysroot / "firmware"),
         "KVM_GRUB_BHYVE": str(SIM_BIN / "grub-bhyve"), "KVM_SIM_DIR": str(sysroot / "sim"), "KVM_SIM_HOME": str(SIM_BIN.parent),
-        "PATH": f"{SIM_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        # this interpreter's folder next: the simulator's `python3` has the test extras (setproctitle)
+        "PATH": f"{SIM_BIN}:{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         "PYTHONPATH": str(REPO),
     })
     e.pop("KVM_ROOT", None)
@@ -115,7 +116,6 @@ def install(pool, env):
     res = kvm(env, "kvminst", "-p", pool, "-y")
     assert res.returncode == 0, res.stderr
     root = Path(f"/{pool}/kvm")
-    env["KVM_TEST_ROOT"] = str(root)
     yield root
     subprocess.run(["pkill", "-f", f"kvm.*{root}"], capture_output=True)
     _kill_supervisors(env)

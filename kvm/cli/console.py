@@ -9,14 +9,15 @@ PROG = "console"
 
 
 def build_parser():
-    p = common.parser(PROG, "Attach to the VM's serial console: cu -l /dev/nmdmNAMEB. Quit with ~. "
+    p = common.parser(PROG, "Attach to the VM's serial console with cu. Quit with ~. "
                             "(COM=1 in set.conf; always on with grub).")
     p.add_argument("name", help="VM name")
     return p
 
 
 def body(args):
-    from .. import bhyve, host, paths, vm as vmmod
+    from .. import host, vm as vmmod
+    from ..hypervisor import current as hypervisor
     vm = common.get_vm(args)
     cfg = vm.config()
     if not cfg.com:
@@ -24,7 +25,7 @@ def body(args):
     if not vmmod.runtime(vm).bhyve:
         raise StateError("is not running: start it first", vm=vm.name)
     common.info(f"Connecting to {vm.name}'s console; quit with ~.")
-    host.exec_replace(["cu", "-l", bhyve.nmdm_b(vm.name, str(paths.current().dev_dir))])
+    host.exec_replace(hypervisor().console_command(vm.name))
     return 0
 
 

@@ -7,7 +7,9 @@ from ..errors import StateError
 from . import common
 
 PROG = "start"
-LOG_MODE = 0o640  # NAME.log: readable by root and the wheel-like group only
+LOG_MODE = 0o640        # NAME.log: readable by root and the wheel-like group only
+DETACH_WAIT = 15        # seconds `start -b` waits for the launch before saying it is still before it
+POLL = 0.05             # seconds between looks at the detached supervisor
 
 
 def build_parser():
@@ -20,56 +22,86 @@ def build_parser():
     return p
 
 
+def write_line(line):
+    """The supervisor's output: stdout (NAME.log when detached). A line that cannot be written (the
+    log on a full pool) is dropped: syslog has it, and the VM must not die of it."""
+    try:
+        print(line, flush=True)
+    except OSError:
+        pass
+
+
 def body(args):
     vm = common.get_vm(args)
-    root = vm.root
     if args.dry_run:
-        from ..supervisor import dry_run
-        dry_run(vm, sys.stdout)
+        from ..launch import dry_run_lines
+        for line in dry_run_lines(vm):
+            print(line)
         return 0
     common.need_root_user(vm.name)
     cfg = vm.config()  # refuse a broken set.conf here, before detaching
     for line in cfg.warnings:
         common.warn(PROG, line, vm=vm.name)
     if args.background:
-        return detach(root, vm)
+        return detach(vm)
     from ..supervisor import Supervisor
-    return Supervisor(vm).run()
+    return Supervisor(vm, write_line).run()
 
 
-def detach(root, vm):
+def detach(vm):
     """Start a detached supervisor and wait until it holds the lock (or failed)."""
-    from .. import host, vm as vmmod
+    import os
+    from .. import host, lock, runfiles, vm as vmmod
     rt = vmmod.runtime(vm)
     if rt.supervisor:
         raise StateError(f"already running (supervisor pid {rt.supervisor})", vm=vm.name)
-    import os
-    from .. import lock
-    log = vm.dir / f"{vm.name}.log"
+    log = runfiles.log_path(vm)
     # 0640 and never through a link: the log holds the bhyve command line
     fd = lock.open_file(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, LOG_MODE)
     try:
-        proc = host.spawn([sys.executable, "-m", "kvm", "start", "--root", str(root.path), vm.name],
+        proc = host.spawn([sys.executable, "-m", "kvm", "start", "--root", str(vm.root.path), vm.name],
                           stdout=fd, stderr=fd, new_session=True)
     finally:
         os.close(fd)
-    end = time.time() + 15
-    state = {}
-    while time.time() < end:
-        state = vmmod.read_state(vm.name)
-        if state.get("supervisor") == proc.pid and (state.get("bhyve") or state.get("ended")):
-            break
-        if proc.poll() is not None:
-            tail = log.read_text().strip().splitlines()[-1:] if log.exists() else []
-            why = tail[0] if tail else f"exit {proc.returncode}"
-            raise StateError(f"did not start: {why} (see {log})", vm=vm.name)
-        time.sleep(0.05)
+    state = wait_detached(vm, proc, log)
     if state.get("bhyve"):
         print(f"{vm.name}: started, bhyve pid {state['bhyve']}, supervisor pid {proc.pid} (log {log})")
     else:
         print(f"{vm.name}: supervisor pid {proc.pid} is still before the launch (preRun?); "
               f"follow it in {log}")
     return 0
+
+
+def wait_detached(vm, proc, log):
+    """The detached supervisor's state once it launched (or DETACH_WAIT passed); StateError with
+    its own error when it ended first."""
+    from .. import vm as vmmod
+    end = time.time() + DETACH_WAIT
+    state = {}
+    while time.time() < end:
+        state = vmmod.read_state(vm.name)
+        if state.get("supervisor") == proc.pid and (state.get("bhyve") or state.get("ended")):
+            break
+        if proc.poll() is not None:
+            raise StateError(f"did not start: {failure(vm, proc, log)} (see {log})", vm=vm.name)
+        time.sleep(POLL)
+    return state
+
+
+def failure(vm, proc, log):
+    """Why a detached supervisor ended: the error it kept in its state file (which a full pool does
+    not stop), else its log's last line without the `start: NAME: ` it begins with."""
+    from .. import vm as vmmod
+    state = vmmod.read_state(vm.name)
+    if state.get("error_pid") == proc.pid and state.get("error"):
+        return state["error"]
+    try:
+        tail = log.read_text(errors="replace").strip().splitlines()[-1:]
+    except OSError:
+        tail = []
+    why = tail[0] if tail else f"exit {proc.returncode}"
+    prefix = f"{PROG}: {vm.name}: "
+    return why[len(prefix):] if why.startswith(prefix) else why
 
 
 def main(argv=None, launcher_dir=None):

@@ -26,11 +26,11 @@ def build_parser():
 
 def body(args):
     from .. import vm as vmmod
-    from ..power import stop_vm
+    from ..power import MAX_TIMEOUT, stop_vm
     vmmod.check_name(args.name)  # before the -t check: a bad name is the first thing to say
-    if args.timeout is not None and not 1 <= args.timeout <= 3600:
+    if args.timeout is not None and not 1 <= args.timeout <= MAX_TIMEOUT:
         from ..errors import UsageError
-        raise UsageError(f"timeout {args.timeout} is out of range (1..3600 seconds)", vm=args.name)
+        raise UsageError(f"timeout {args.timeout} is out of range (1..{MAX_TIMEOUT} seconds)", vm=args.name)
     vm = common.get_vm(args, root_user=True)
     how = stop_vm(vm, timeout=args.timeout, force=args.force)
     said = "forced off (-f)" if how == "forced" and args.force else HOW.get(how, how)

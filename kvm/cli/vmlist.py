@@ -29,6 +29,7 @@ def when(epoch, parsable):
 
 def body(args):
     from .. import vm as vmmod
+    from ..hypervisor import current as hypervisor
     root = common.get_root(args)
     rows = vmmod.runtimes(vmmod.list_vms(root))
     rows.sort(key=lambda r: (ORDER[r.state], r.name))
@@ -36,7 +37,7 @@ def body(args):
         if r.state == "orphaned":
             common.warn(PROG, f"bhyve runs without its supervisor: `stop {r.name}` powers it off", vm=r.name)
         elif r.state == "allocated":
-            common.warn(PROG, f"left allocated with no bhyve: clean with `bhyvectl --vm={r.name} --destroy`",
+            common.warn(PROG, f"left allocated with no bhyve: clean with `{hypervisor().cleanup_hint(r.name)}`",
                         vm=r.name)
     if args.json:
         print(json.dumps([{"name": r.name, "state": r.state, "pid": r.bhyve, "supervisor": r.supervisor,

@@ -46,6 +46,12 @@ def wait_for(predicate, seconds=20, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def lock_held(env, name):
+    """Someone holds NAME's lock (a non-blocking probe, as status does)."""
+    from kvm import lock
+    return lock.holder(Path(env["KVM_RUN_DIR"]) / f"{name}.lock") is not None
+
+
 def status(install, env, name="web"):
     res = cmd(install, env, "status", name)
     return int(res.stdout.strip())
@@ -116,7 +122,7 @@ def test_two_starts_at_once_make_one_supervisor(install, env):
     procs = [subprocess.Popen([str(install / "start"), "web"], env=env, cwd=install, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
     wait_for(lambda: guest_up(install, env), what="the guest")
-    time.sleep(1.5)
+    wait_for(lambda: any(p.poll() is not None for p in procs), what="the second start to give up")
     assert len(boots(env)) == 1
     finished = [p for p in procs if p.poll() is not None]
     assert len(finished) == 1 and "already running" in finished[0].stderr.read()
@@ -132,7 +138,7 @@ def test_kill_9_of_the_supervisor_orphan_is_reported_stopped_and_recovered(insta
     wait_for(lambda: guest_up(install, env), what="the guest")
     state = json.loads((Path(env["KVM_RUN_DIR"]) / "web.state").read_text())
     os.kill(state["supervisor"], signal.SIGKILL)
-    time.sleep(0.3)
+    wait_for(lambda: not lock_held(env, "web"), what="the killed supervisor's lock to be free")
     assert status(install, env) == state["bhyve"], "the orphaned bhyve still runs and status says so"
     listed = cmd(install, env, "vmlist", "-H")
     assert listed.stdout.startswith(f"web\torphaned\t{state['bhyve']}\t")
@@ -150,8 +156,7 @@ def test_stop_forces_when_the_guest_ignores_acpi(install, env):
     make(install, env)
     script(env, "web", "run acpi=ignore")
     assert cmd(install, env, "start", "-b", "web").returncode == 0
-    wait_for(lambda: guest_up(install, env), what="the guest")
-    time.sleep(0.5)
+    wait_for(lambda: guest_up(install, env), what="the guest (its ACPI handler set)")
     res = cmd(install, env, "stop", "-t", "1", "web")
     assert res.returncode == 0, res.stderr
     assert "forced off" in res.stdout
@@ -220,7 +225,7 @@ def test_stop_during_a_hanging_prerun(install, env):
     d = make(install, env, pre_extra="sleep 600")
     assert cmd(install, env, "start", "-b", "web").returncode == 0
     wait_for(lambda: (d / "hooks.log").exists(), what="preRun")
-    import kvm.supervisor as sup
+    import kvm.power as sup
     start = time.time()
     res = cmd(install, env, "stop", "web", timeout=sup.HOOK_GRACE + 30)
     assert res.returncode == 0, res.stderr

@@ -22,7 +22,7 @@ def test_vmcreate_with_flags_makes_a_complete_vm(install, env, pool):
     info = json.loads(res.stdout)
     assert (info["cores"], info["mem"], info["options"]) == (2, "2G", "AHPw")
     assert info["dataset"] == f"{pool}/kvm/vm/web" and info["used"] > 0
-    assert info["vnc"]["mode"] == "wait" and info["com"]["attach"] == "cu -l /dev/nmdmwebB"
+    assert info["vnc"]["mode"] == "wait" and info["com"]["attach"] == f"cu -l {env['KVM_DEV_DIR']}/nmdmwebB"
     assert info["devices"] == [{"slot": "3", "emulation": "virtio-net", "conf": "tapWEB",
                                 "info": {"exists": False}}]
     run = (d / "run").read_text()
@@ -212,7 +212,7 @@ def test_shell_toolkit_vm_is_read_and_shown(shell_vm, install, env):
     assert "cores:   2" in text and "memory:  4G" in text and "options: ASHP" in text
     assert "slot 4:  virtio-net tapLAN" in text
     assert "slot 5:  passthru 3/0/0 (Realtek Semiconductor Co., Ltd. RTL8111" in text
-    assert "com:     on: cu -l /dev/nmdmpfB" in text
+    assert f"com:     on: cu -l {env['KVM_DEV_DIR']}/nmdmpfB" in text  # KVM_DEV_DIR counts here too
     assert cmd(install, env, "vmlist", "-H").stdout == "pf\tstopped\t-\t-\n"
     dry = cmd(install, env, "start", "--dry-run", "pf")
     assert dry.returncode == 0, dry.stderr

@@ -350,7 +350,17 @@ def bhyve(argv):
     if "bootrom" in lpcs and "lpc" not in slots.values():
         die("bootrom: no lpc device, the boot ROM cannot be loaded", 4)
     allocate(name, mem, 4, {"pid": os.getpid(), "cpus": cpus, "vnc_port": fbuf_port, "taps": taps})
+    set_title(name)
     run_guest(name, "D" in flags)
+
+
+def set_title(name):
+    """bhyve's setproctitle(3) once the VM exists: ps then shows `bhyve: NAME` and nothing else."""
+    try:
+        import setproctitle
+    except ImportError:
+        die("simulator: the setproctitle package is missing (pip install -e '.[test]')", 99)
+    setproctitle.setproctitle(f"bhyve: {name}")
 
 
 def allocate(name, mem, code, fields):
@@ -400,6 +410,7 @@ def run_guest(name, destroy_flag):
     codes = {"reboot": 0, "poweroff": 1, "halt": 2, "triple": 3, "error": 4}
 
     def on_term(signum, frame):
+        record("bhyve-acpi", [name, acpi])  # the power button reached the guest
         if acpi == "yes":
             finish(name, 1, destroy_flag)
         # acpi=ignore: the guest ignores the button
@@ -708,46 +719,9 @@ def cu(argv):
     print("Connected")
 
 
-def logger(argv):
-    opts, rest = getopt(argv, set("4is"), set("fhPpt"), usage="usage: logger [-46Ais] [-f file] [-h host] [-P port] [-p pri] [-t tag] [message ...]")
-    o = dict(opts)
-    with open(SIM / "syslog.log", "a") as fh:
-        fh.write(f"{o.get('p', 'user.notice')} {o.get('t', 'logger')}: {' '.join(rest)}\n")
-
-
-def daemon(argv):
-    opts, rest = getopt(argv, set("cfrS"), set("pPtoTlsmuR"), usage="usage: daemon [-cfrS] [-p child_pidfile] [-P supervisor_pidfile] [-t title] [-o output_file] cmd ...")
-    if not rest:
-        die("usage: daemon [-cfrS] [-p child_pidfile] [-P supervisor_pidfile] cmd ...", 1)
-    o = dict(opts)
-    if os.fork():
-        sys.exit(0)
-    os.setsid()
-    out = os.open(o.get("o", os.devnull), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    child = os.fork()
-    if child == 0:
-        os.dup2(out, 1)
-        os.dup2(out, 2)
-        os.execvp(rest[0], rest)
-    if "p" in o:
-        Path(o["p"]).write_text(f"{child}\n")
-    if "P" in o:
-        Path(o["P"]).write_text(f"{os.getpid()}\n")
-    signal.signal(signal.SIGTERM, lambda s, f: os.kill(child, signal.SIGTERM))
-    while True:
-        try:
-            _, status = os.waitpid(child, 0)
-            break
-        except ChildProcessError:
-            break
-        except InterruptedError:
-            continue
-    sys.exit(0)
-
-
 TOOLS = {"bhyve": bhyve, "bhyvectl": bhyvectl, "grub-bhyve": grub_bhyve, "ifconfig": ifconfig,
          "kldstat": kldstat, "kldload": kldload, "sockstat": sockstat, "pciconf": pciconf,
-         "sysrc": sysrc, "cu": cu, "logger": logger, "daemon": daemon}
+         "sysrc": sysrc, "cu": cu}
 
 
 def main(tool):

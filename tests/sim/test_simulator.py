@@ -117,12 +117,36 @@ def test_sigterm_is_the_power_button_only_with_acpi(env, acpi, outcome):
     assert (Path(env["KVM_VMM_DIR"]) / "vm").exists()
 
 
+def wait_recorded(env, tool, argv):
+    """Wait for the simulator's record of `tool` called with `argv`."""
+    log = Path(env["KVM_SIM_DIR"]) / "calls.log"
+    for _ in range(1000):
+        if {"tool": tool, "argv": argv} in [{k: c[k] for k in ("tool", "argv")}
+                                            for c in map(json.loads, log.read_text().splitlines())]:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{tool} {argv} was never recorded")
+
+
+def test_running_bhyve_shows_its_title_as_bhyve_does(env):
+    script(env, "vm", "run")
+    proc = run(env, *BASE, "vm", wait=False)
+    wait_running(env, "vm")
+    try:
+        ps = subprocess.run(["ps", "-o", "args=", "-p", str(proc.pid)], capture_output=True, text=True)
+        assert ps.stdout.strip() == "bhyve: vm"
+        assert Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")[0] == b"bhyve: vm"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_ignored_acpi_then_force_poweroff(env):
     script(env, "vm", "run acpi=ignore")
     proc = run(env, *BASE, "vm", wait=False)
     wait_running(env, "vm")
     proc.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
+    wait_recorded(env, "bhyve-acpi", ["vm", "ignore"])
     assert proc.poll() is None, "the guest ignored the button"
     assert run(env, "bhyvectl", "--vm=vm", "--force-poweroff").returncode == 0
     assert proc.wait(10) == 1

@@ -2,7 +2,8 @@
 
 import pytest
 
-from kvm import bhyve, config
+from kvm import config
+from kvm.hypervisor import bhyve
 from kvm.errors import ConfigError
 
 VMDIR = "/tank/kvm/vm"
@@ -14,7 +15,7 @@ def cfg(name, text):
 
 def test_uefi_disk_only():
     c = cfg("web", 'VMrom="uefi"\nCores="2"\nMem="2G"\nVMoptions="AHPw"\nDisk="disk"\n')
-    assert bhyve.plan(c, rom="/tank/kvm/BHYVE_UEFI.fd").bhyve == [
+    assert bhyve.plan(c, rom="/tank/kvm/BHYVE_UEFI.fd").argv == [
         "bhyve", "-AHPw", "-c", "2", "-m", "2G", "-s", "0,hostbridge", "-s", f"1,nvme,{VMDIR}/web/disk",
         "-s", "31,lpc", "-l", f"bootrom,/tank/kvm/BHYVE_UEFI.fd,{VMDIR}/web/UEFI_VARS.fd", "web"]
 
@@ -22,7 +23,7 @@ def test_uefi_disk_only():
 def test_pfsense_example_from_the_shell_readme():
     text = ('VMoptions="ASHP"\nVMrom="uefi"\nDisk="disk"\nCores="2"\nMem="4G"\nLAN="tapLAN"\n'
             'BRI="bridgeLOCAL"\nDevices="4,virtio-net,$LAN 5,passthru,3/0/0"\n')
-    assert bhyve.plan(cfg("pf", text), rom="/tank/kvm/BHYVE_UEFI.fd").bhyve == [
+    assert bhyve.plan(cfg("pf", text), rom="/tank/kvm/BHYVE_UEFI.fd").argv == [
         "bhyve", "-ASHP", "-c", "2", "-m", "4G", "-s", "0,hostbridge", "-s", f"1,nvme,{VMDIR}/pf/disk",
         "-s", "31,lpc", "-s", "4,virtio-net,tapLAN", "-s", "5,passthru,3/0/0",
         "-l", f"bootrom,/tank/kvm/BHYVE_UEFI.fd,{VMDIR}/pf/UEFI_VARS.fd", "pf"]
@@ -31,7 +32,7 @@ def test_pfsense_example_from_the_shell_readme():
 def test_vnc_wait_resolution_com_iso_on_all_addresses():
     text = ('VMrom="uefi"\nDisk="/dev/zvol/tank/win"\nDiskDriver="ahci-hd"\nISO="win.iso"\nVNC="wait"\n'
             'wVNC=1920\nhVNC=1080\nCOM=1\nVNCaddr="0.0.0.0"\n')
-    assert bhyve.plan(cfg("win", text), rom="/r/BHYVE_UEFI.fd", vnc_port=5901).bhyve == [
+    assert bhyve.plan(cfg("win", text), rom="/r/BHYVE_UEFI.fd", vnc_port=5901).argv == [
         "bhyve", "-c", "1", "-m", "1G", "-s", "0,hostbridge", "-s", "1,ahci-hd,/dev/zvol/tank/win",
         "-s", f"2,ahci-cd,{VMDIR}/win/win.iso", "-s", "31,lpc", "-l", "com1,/dev/nmdmwinA",
         "-s", "29,xhci,tablet", "-s", "30,fbuf,tcp=0.0.0.0:5901,wait,w=1920,h=1080",
@@ -40,7 +41,7 @@ def test_vnc_wait_resolution_com_iso_on_all_addresses():
 
 def test_vnc_default_is_localhost_no_tablet_and_password():
     c = cfg("v", 'VMrom="uefi"\nVNC=1\nTablet=0\nVNCpassword="s3cret"\n')
-    argv = bhyve.plan(c, rom="/r/u.fd", vnc_port=5900).bhyve
+    argv = bhyve.plan(c, rom="/r/u.fd", vnc_port=5900).argv
     assert "29,xhci,tablet" not in argv
     assert "30,fbuf,tcp=127.0.0.1:5900,password=s3cret" in argv
 
@@ -48,10 +49,10 @@ def test_vnc_default_is_localhost_no_tablet_and_password():
 def test_grub_plan_device_map_and_forced_com():
     text = 'VMrom="grub"\nBoot="cd0"\nMem="512M"\nVMoptions="S"\nDisk="disk"\nISO="/iso/deb.iso"\n'
     plan = bhyve.plan(cfg("deb", text), grub="/tank/kvm/grub-bhyve")
-    assert plan.grub == ["/tank/kvm/grub-bhyve", "-S", "-c", "/dev/nmdmdebA", "-m", f"{VMDIR}/deb/device.map",
+    assert plan.loader == ["/tank/kvm/grub-bhyve", "-S", "-c", "/dev/nmdmdebA", "-m", f"{VMDIR}/deb/device.map",
                          "-M", "512M", "-r", "cd0", "deb"]
-    assert plan.device_map == f"(hd0) {VMDIR}/deb/disk\n(cd0) /iso/deb.iso\n"
-    assert plan.bhyve == ["bhyve", "-S", "-c", "1", "-m", "512M", "-s", "0,hostbridge",
+    assert plan.files[0][1] == f"(hd0) {VMDIR}/deb/disk\n(cd0) /iso/deb.iso\n"
+    assert plan.argv == ["bhyve", "-S", "-c", "1", "-m", "512M", "-s", "0,hostbridge",
                           "-s", f"1,nvme,{VMDIR}/deb/disk", "-s", "2,ahci-cd,/iso/deb.iso", "-s", "31,lpc",
                           "-l", "com1,/dev/nmdmdebA", "deb"]
 

@@ -3,6 +3,7 @@
 import pytest
 
 from kvm import vm
+from kvm.hypervisor.bhyve import is_bhyve_of
 from kvm.errors import UsageError
 
 
@@ -11,14 +12,16 @@ from kvm.errors import UsageError
     (["bhyve:", "web", "(bhyve)"], "web", True),
     (["bhyve:", "web2"], "web", False),
     (["bhyve:", "web2", "(bhyve)"], "web", False),
-    (["python3", "/x/tests/sim/bin/bhyve", "-c", "1", "web"], "web", True),
+    (["bhyve: web"], "web", True),   # the title as procfs gives it: one string
+    (["bhyve: web2"], "web", False),
+    (["python3", "/x/tests/sim/bin/bhyve", "-c", "1", "web"], "web", False),  # no test-only special case
     (["/usr/sbin/bhyve", "-c", "1", "web"], "web", True),
     (["grep", "bhyve", "web"], "web", False),
     (["bhyvectl", "--vm=web"], "web", False),
     ([], "web", False),
 ])
 def test_is_bhyve_of(args, name, expected):
-    assert vm.is_bhyve_of(args, name) is expected
+    assert is_bhyve_of(args, name) is expected
 
 
 @pytest.mark.parametrize("name", ["a", "web-1", "web.1", "Web_2", "9lives", "x" * 31])

@@ -1,0 +1,107 @@
+"""The hypervisor interface: everything the supervisor, stop, status/vmlist and vminfo ask of bhyve
+(and later of another backend) goes through one object, `current()`.
+
+`plan(cfg, ctx) -> Plan` builds what one launch runs from a validated VmConfig and a Context (the
+install root for firmware, the VNC port chosen, strict: whether missing firmware is an error, as at a
+real launch, or shown as a placeholder, as in a dry run or vminfo). Pure apart from finding firmware.
+
+`prepare_host(plan)` readies the host once per supervisor for what the plan needs (bhyve: load nmdm
+for a serial console); `prepare_host_text(plan)` is what the dry run prints for it.
+
+`start(plan, announce=None) -> process` writes the plan's files, runs its loader to the end (bhyve:
+grub-bhyve), calls announce(line) with the command line as shown (see `shown`) and starts the
+hypervisor process in its own session, so a terminal's Ctrl-C reaches only the supervisor; it
+returns a process object (`pid`), or raises LaunchFailed when the loader failed.
+
+`wait(process, timeout) -> observed` waits for the process (host.Timeout when the time runs out) and
+returns what the backend observed of its end (bhyve: the exit status).
+
+`classify(observed) -> Exit` turns that into an Exit: code (for the postRun hook's VMexit), reason
+(reboot, poweroff, halt, triplefault, error, signal, unknown) and a human text.
+
+`power_button(name, pid)` presses the guest's ACPI power button (bhyve: SIGTERM to bhyve);
+`force_off(name, pid)` powers it off at once (bhyve: bhyvectl --force-poweroff). Both work on a
+process the supervisor did not start (an orphan), knowing only the VM name and the pid.
+
+`destroy(name)` frees what the hypervisor keeps allocated for a VM after its process ended (bhyve:
+/dev/vmm/NAME through bhyvectl --destroy); `destroy_text(name)` is its dry-run line and
+`cleanup_hint(name)` the command a user is told to run for a VM left allocated.
+`is_allocated(name)` and `allocated()` (every allocated name, in one listing) read that state.
+
+`is_own_process(args, name)` tells whether a process's arguments are this hypervisor running VM
+`name`, exactly (bhyve: its process title `bhyve: NAME`); `find_process(name)` scans for one.
+
+`console_command(name) -> argv` attaches a terminal to the VM's serial console (bhyve: cu on the
+nmdm B side); `console_device(name)` is the guest's side, shown by vminfo.
+
+`shown(argv) -> str` is a command line as it may be printed or logged: secrets (a VNC password)
+masked. The real process still gets them.
+
+A second backend (qemu) is a module beside bhyve.py with a class offering these methods, and one
+more line in `current()`: its `plan` gives qemu's argv (`-name NAME,process=qemu:NAME`, a QMP
+socket and a serial socket under the run dir, named from the VM name) and the files to write;
+`prepare_host` checks /dev/kvm; `start` spawns qemu itself; `power_button` and `force_off` open
+the QMP socket found by the VM name (so an orphan can be stopped too) and send system_powerdown
+or quit; `wait` returns the exit status with the reason of the last SHUTDOWN event, which
+`classify` maps to the same reasons; `is_own_process` matches its process title;
+`console_command` attaches to the serial socket; `destroy` removes the sockets.
+"""
+
+import os
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import KvmError
+
+DEFAULT = "bhyve"
+ENV = "KVM_HYPERVISOR"  # chooses the backend once there is more than one
+
+
+class LaunchFailed(KvmError):
+    """The loader (grub-bhyve) failed before the hypervisor could start."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a plan needs beside the config."""
+
+    root: Path               # the install root (pinned firmware)
+    vnc_port: int = None     # the port chosen for VNC, when VNC is on
+    strict: bool = True      # a real launch: missing firmware raises; else a placeholder is shown
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one launch runs."""
+
+    argv: list                  # the hypervisor process
+    loader: list = None         # run to its end before argv (grub-bhyve), or None
+    files: tuple = ()           # ((path, text), ...) written before the loader runs (device.map)
+    firmware: str = None        # the boot ROM or loader binary in use
+    console: str = None         # the guest's side of the serial console, when it has one
+    needs: tuple = field(default=())  # host facilities to prepare (kernel modules)
+
+
+@dataclass(frozen=True)
+class Exit:
+    """How a hypervisor process ended."""
+
+    code: int      # exit status (negative: killed by that signal); None when it never ran
+    reason: str    # reboot, poweroff, halt, triplefault, error, signal, unknown
+    text: str      # for the log
+
+
+# every method a backend offers (documented above); a backend is a class with all of them
+METHODS = ("plan", "prepare_host", "prepare_host_text", "start", "wait", "classify", "power_button",
+           "force_off", "destroy", "destroy_text", "cleanup_hint", "is_allocated", "allocated",
+           "is_own_process", "find_process", "console_command", "console_device", "shown")
+
+
+def current():
+    """The backend in use: bhyve (the only one so far; KVM_HYPERVISOR will choose)."""
+    name = os.environ.get(ENV) or DEFAULT
+    if name != "bhyve":
+        raise KvmError(f"{ENV}={shlex.quote(name)}: unknown hypervisor (known: bhyve)")
+    from . import bhyve
+    return bhyve.Bhyve()
