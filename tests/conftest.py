@@ -15,6 +15,9 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SIM_BIN = REPO / "tests" / "sim" / "bin"
 IN_CI = os.environ.get("CI") == "true"
+# Test pools live on files in RAM when there is a tmpfs: zfs-fuse syncs often, and on a busy
+# disk its FUSE requests stall for long enough to time commands out. Still real ZFS.
+POOL_DIR = Path(os.environ.get("KVM_TEST_POOL_DIR") or ("/dev/shm" if os.path.isdir("/dev/shm") else "/var/tmp"))
 
 
 def _zfs_ready():
@@ -35,16 +38,23 @@ def pool():
             pytest.fail(f"CI=true and real ZFS is missing: {why}")
         pytest.skip(why)
     name = f"kvmt{uuid.uuid4().hex[:8]}"
-    img = Path("/var/tmp") / f"{name}.img"
+    img = POOL_DIR / f"{name}.img"
     with open(img, "wb") as fh:
         fh.truncate(2 << 30)
     subprocess.run(["zpool", "create", "-f", name, str(img)], check=True, capture_output=True)
     yield name
-    for _ in range(5):
-        res = subprocess.run(["zpool", "destroy", "-f", name], capture_output=True, text=True)
-        if res.returncode == 0:
-            break
-        time.sleep(1)
+    destroy_pool(name, img)
+
+
+def destroy_pool(name, img, seconds=20):
+    """zpool destroy -f with patience; the backing file goes only with the pool (a pool whose file
+    is gone while it is still imported makes zfs-fuse fault it)."""
+    end = time.time() + seconds
+    while subprocess.run(["zpool", "destroy", "-f", name], capture_output=True).returncode != 0:
+        if time.time() > end:
+            print(f"conftest: pool {name} could not be destroyed; its file {img} is kept", file=sys.stderr)
+            return
+        time.sleep(0.5)
     img.unlink(missing_ok=True)
 
 
@@ -167,7 +177,7 @@ def scratch_pool(pool):
 
     def make(size_mb=128):
         name = f"kvms{uuid.uuid4().hex[:8]}"
-        img = Path("/var/tmp") / f"{name}.img"
+        img = POOL_DIR / f"{name}.img"
         with open(img, "wb") as fh:
             fh.truncate(size_mb << 20)
         subprocess.run(["zpool", "create", "-f", name, str(img)], check=True, capture_output=True)
@@ -175,11 +185,7 @@ def scratch_pool(pool):
         return name
     yield make
     for name, img in made:
-        for _ in range(20):
-            if subprocess.run(["zpool", "destroy", "-f", name], capture_output=True).returncode == 0:
-                break
-            time.sleep(0.5)
-        img.unlink(missing_ok=True)
+        destroy_pool(name, img)
 
 
 def nobody_env(env):

@@ -39,7 +39,9 @@ fi
 zpool list -H -o name,health 2>/dev/null | while IFS="$(printf '\t')" read -r name health; do
 	case "$name" in
 	kvmt*|kvms*|kvmdemo*|kvmbench*)
-		if [ "$health" != ONLINE ] || [ ! -e "/var/tmp/$name.img" ]; then zpool destroy -f "$name" || true; fi;;
+		if [ "$health" != ONLINE ] || { [ ! -e "/var/tmp/$name.img" ] && [ ! -e "/dev/shm/$name.img" ]; }; then
+			zpool destroy -f "$name" || true
+		fi;;
 	esac
 done
 
