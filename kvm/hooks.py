@@ -2,30 +2,55 @@
 
 They run with `functions`, set.conf and run sourced (in that order) and VMname,
 VMdir, VMd set; postRun also gets VMexit and VMreason. They run as root, so they
-run only when `run` and `set.conf` are owned by root and not writable by group or
-others. Each hook runs in its own process group so a stop can end a hung hook.
+run only when `run`, `set.conf`, `functions` and their folders are owned by root and
+not writable by group or others (check_safe). Each hook runs in its own process group
+so a stop can end a hung hook.
 """
 
 import os
 import stat
 
 from . import host
+from .shconf import check_owner
 from .errors import HookFailed, PermissionDenied
 
+FUNCTIONS = "functions"
 SCRIPT = ('[ -r "$VMd/functions" ] && . "$VMd/functions"; . "$VMdir/set.conf" && . "$VMdir/run" && '
           'type "$1" >/dev/null 2>&1 || { echo "$1 is not defined in $VMdir/run" >&2; exit 127; }; "$1"')
 
 
 def check_safe(vm):
-    """Refuse hooks whose files someone other than root could have changed."""
-    for path in (vm.run_path, vm.conf_path):
-        st = path.stat()
-        if st.st_uid != 0:
-            raise PermissionDenied(f"{path} is not owned by root (uid {st.st_uid}): hooks run as root, "
-                                   f"refusing (chown root {path})", vm=vm.name)
-        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            raise PermissionDenied(f"{path} is writable by group or others: hooks run as root, refusing "
-                                   f"(chmod go-w {path})", vm=vm.name)
+    """Refuse to run set.conf, run or functions (as root) unless each, and its folder, is a real
+    file or folder of root's that only root may change. Files are opened without following a
+    link and checked on the descriptor; a missing functions file is fine (hooks test -r it)."""
+    from .config import check_folder
+    for folder in (vm.dir, vm.root.vm_dir, vm.root.path):
+        _refuse(vm, check_folder, str(folder))
+    for path, needed in ((vm.conf_path, True), (vm.run_path, True), (vm.root.path / FUNCTIONS, False)):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except FileNotFoundError:
+            if needed:
+                raise PermissionDenied(f"{path} not found", vm=vm.name) from None
+            continue
+        except OSError as exc:
+            raise PermissionDenied(f"{path}: {exc.strerror} (a symbolic link?): refusing to run it",
+                                   vm=vm.name) from None
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise PermissionDenied(f"{path} is not a regular file: refusing to run it", vm=vm.name)
+        _refuse(vm, check_owner, path, st)
+
+
+def _refuse(vm, check, *args):
+    try:
+        check(*args)
+    except PermissionDenied as exc:
+        exc.vm = vm.name
+        raise
 
 
 def hook_env(vm, extra=None):
