@@ -10,13 +10,16 @@ so a stop can end a hung hook.
 import os
 import stat
 
-from . import host
-from .shconf import check_owner
+from . import host, lock
+from .shconf import check_owner, open_file
 from .errors import HookFailed, PermissionDenied
 
 FUNCTIONS = "functions"
+# The hook's sh holds the config lock it inherits (descriptor $KVM_CONF_LOCK_FD) while it
+# sources the files, then closes it: an edit's rename never races that open of set.conf.
 SCRIPT = ('[ -r "$VMd/functions" ] && . "$VMd/functions"; . "$VMdir/set.conf" && . "$VMdir/run" && '
-          'type "$1" >/dev/null 2>&1 || { echo "$1 is not defined in $VMdir/run" >&2; exit 127; }; "$1"')
+          'type "$1" >/dev/null 2>&1 || { echo "$1 is not defined in $VMdir/run" >&2; exit 127; }; '
+          'eval "exec $KVM_CONF_LOCK_FD>&-"; unset KVM_CONF_LOCK_FD; "$1"')
 
 
 def check_safe(vm):
@@ -28,7 +31,7 @@ def check_safe(vm):
         _refuse(vm, check_folder, str(folder))
     for path, needed in ((vm.conf_path, True), (vm.run_path, True), (vm.root.path / FUNCTIONS, False)):
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+            fd = open_file(path)
         except FileNotFoundError:
             if needed:
                 raise PermissionDenied(f"{path} not found", vm=vm.name) from None
@@ -69,8 +72,10 @@ def start_hook(vm, which, extra=None):
     if host.dry_run():
         host.run(["/bin/sh", "-c", f". {vm.root.path}/functions; . {vm.conf_path}; . {vm.run_path}; {which}"])
         return None
-    return host.spawn(["/bin/sh", "-c", SCRIPT, "kvm-hook", which], env=hook_env(vm, extra),
-                      new_session=True)
+    with lock.hold_config(vm.name, f"{which} reading set.conf") as held:
+        env = dict(hook_env(vm, extra), KVM_CONF_LOCK_FD=str(held.fd))
+        return host.spawn(["/bin/sh", "-c", SCRIPT, "kvm-hook", which], env=env, new_session=True,
+                          pass_fds=(held.fd,))
 
 
 def run_hook(vm, which, extra=None):

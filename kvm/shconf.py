@@ -346,26 +346,35 @@ def _sh_baseline(sh, env):
     return _baseline[sh] - {"PATH"} | {"PATH"}
 
 
-def read_text(path, trusted=False):
-    """The text of set.conf, opened without following a link (regular file only).
+def open_file(path):
+    """A descriptor on `path`, opened without following a link (ELOOP when it is one).
 
-    trusted: the opened file must be owned by root and not writable by group or others
-    (checked on the descriptor read, so no swap between check and read).
     zfs-fuse answers ENOENT to an open that races a rename-over of the same name (an edit's
-    atomic replace), though the name always exists; so a vanished file is tried again for a
+    atomic replace), though the name always exists: a vanished file is tried again for a
     moment while its folder is there. Real ZFS never needs the second try.
     """
     for attempt in range(ENOENT_TRIES):
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-            break
+            return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         except FileNotFoundError:
-            if attempt == ENOENT_TRIES - 1 or not os.path.isdir(os.path.dirname(path) or "."):
-                raise ConfigError(f"{CONF} not found ({path})") from None
+            if attempt == ENOENT_TRIES - 1 or not os.path.isdir(os.path.dirname(str(path)) or "."):
+                raise
             time.sleep(0.005)
-        except OSError as exc:
-            why = "is a symbolic link: refusing it" if exc.errno == errno.ELOOP else exc.strerror
-            raise ConfigError(f"{CONF} ({path}): {why}") from None
+
+
+def read_text(path, trusted=False):
+    """The text of set.conf, opened with open_file (a regular file, not a link).
+
+    trusted: the opened file must be owned by root and not writable by group or others
+    (checked on the descriptor read, so no swap between check and read).
+    """
+    try:
+        fd = open_file(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{CONF} not found ({path})") from None
+    except OSError as exc:
+        why = "is a symbolic link: refusing it" if exc.errno == errno.ELOOP else exc.strerror
+        raise ConfigError(f"{CONF} ({path}): {why}") from None
     with os.fdopen(fd, "rb") as fh:
         st = os.fstat(fh.fileno())
         if not stat.S_ISREG(st.st_mode):

@@ -64,8 +64,8 @@ class Vm:
         if not evaluate:
             return config.load(self.name, str(self.dir), evaluate=False)
         from . import hooks
-        hooks.check_safe(self)
         with lock.hold_config(self.name, "supervisor read"):
+            hooks.check_safe(self)
             return config.load(self.name, str(self.dir), evaluate=True)
 
 

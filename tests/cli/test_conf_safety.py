@@ -182,3 +182,30 @@ def test_an_edit_waits_for_the_config_lock(install, env):
     assert time.time() - start > 1.0, "the insert did not wait for the config lock"
     holder.wait(timeout=10)
     assert (Path(env["KVM_RUN_DIR"]) / "web.conf.lock").is_file()
+
+
+def _ended(d):
+    log = (d / "web.log").read_text()
+    return "cannot launch" in log or "preRun failed" in log
+
+
+def test_reboots_survive_insert_and_eject_hammering(install, env, tmp_path):
+    """Item 13: at every guest reboot the supervisor re-reads set.conf (and preRun sources it)
+    while insert/eject replace it; it must always find one, old or new."""
+    from tests.cli.test_run import guest_up, script
+    d = make(install, env)
+    iso = tmp_path / "x.iso"
+    iso.write_bytes(b"iso")
+    reboots = 25
+    script(env, "web", *["reboot after=0.05"] * reboots, "run")
+    assert cmd(install, env, "start", "-b", "web").returncode == 0
+    wait_for(lambda: guest_up(install, env), what="the guest")
+    end = time.time() + 90
+    while len(boots(env)) <= reboots and time.time() < end and not _ended(d):
+        for argv in (["insert", "web", iso], ["eject", "web"]):
+            res = cmd(install, env, *argv)
+            assert res.returncode == 0, res.stderr
+    log = (d / "web.log").read_text()
+    assert "not found" not in log and "cannot launch" not in log, log
+    assert len(boots(env)) == reboots + 1, log
+    assert cmd(install, env, "stop", "web").returncode == 0
