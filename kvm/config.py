@@ -90,6 +90,7 @@ class VmConfig:
     variables: dict = field(default_factory=dict, compare=False)  # every set.conf value
     warnings: tuple = ()
     unevaluated: dict = field(default_factory=dict, compare=False)  # key -> "line N not evaluated: why"
+    not_evaluated: tuple = ()    # one line per statement the reader did not run (for vminfo)
 
     def __repr__(self):
         return f"VmConfig({self.name!r})"
@@ -349,7 +350,7 @@ def validate(name, vmdir, values, cpus=None, reading=None):
     notes = [f"{CONF}: {key} {note} (shown as kvm reads it without sh)" for key, note in unevaluated.items()]
     notes += [f"{CONF} {note}" for note in (reading.skipped if reading else ())]
     return VmConfig(name=name, vmdir=str(vmdir), **fields, variables=dict(values),
-                    warnings=tuple(c.warnings + notes), unevaluated=unevaluated)
+                    warnings=tuple(c.warnings), unevaluated=unevaluated, not_evaluated=tuple(notes))
 
 
 def check_folder(folder):

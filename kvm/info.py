@@ -118,7 +118,7 @@ def collect(vm):
         "devices": [{"slot": d.slot, "emulation": d.emulation, "conf": d.conf, "info": device_info(d)}
                     for d in cfg.devices],
         "restart_on_fault": cfg.restart_on_fault,
-        "warnings": list(cfg.warnings),
+        "warnings": list(cfg.warnings) + list(cfg.not_evaluated),
         "unevaluated": dict(cfg.unevaluated),  # setting -> "line N not evaluated: why" (never run)
     }
 
