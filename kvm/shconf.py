@@ -58,7 +58,7 @@ def check_text(text):
                           f"mark, which sh reads as part of the first word: save it without the BOM")
     if "\r" in text:
         number = text.count("\n", 0, text.index("\r")) + 1
-        line = text.splitlines()[number - 1] if text.splitlines() else ""
+        line = text.split("\n")[number - 1]
         raise ConfigError(f"{CONF} line {number}: {_key_on_line(line)}: carriage return (DOS line end), "
                           f"which sh keeps in the value: convert the file with tr -d '\\r'")
 
