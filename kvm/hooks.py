@@ -7,6 +7,7 @@ not writable by group or others (check_safe). Each hook runs in its own process 
 so a stop can end a hung hook.
 """
 
+import contextlib
 import os
 import stat
 
@@ -15,11 +16,12 @@ from .shconf import check_owner, open_file
 from .errors import HookFailed, PermissionDenied
 
 FUNCTIONS = "functions"
-# The hook's sh holds the config lock it inherits (descriptor $KVM_CONF_LOCK_FD) while it
-# sources the files, then closes it: an edit's rename never races that open of set.conf.
+LOCK_FD = 9   # where a hook's sh finds the config lock it holds while sourcing
+# The hook's sh holds the config lock it inherits (descriptor LOCK_FD) while it sources the
+# files, then closes it: an edit's rename never races that open of set.conf.
 SCRIPT = ('[ -r "$VMd/functions" ] && . "$VMd/functions"; . "$VMdir/set.conf" && . "$VMdir/run" && '
           'type "$1" >/dev/null 2>&1 || { echo "$1 is not defined in $VMdir/run" >&2; exit 127; }; '
-          'eval "exec $KVM_CONF_LOCK_FD>&-"; unset KVM_CONF_LOCK_FD; "$1"')
+          f'exec {LOCK_FD}>&-; "$1"')
 
 
 def check_safe(vm):
@@ -72,10 +74,28 @@ def start_hook(vm, which, extra=None):
     if host.dry_run():
         host.run(["/bin/sh", "-c", f". {vm.root.path}/functions; . {vm.conf_path}; . {vm.run_path}; {which}"])
         return None
-    with lock.hold_config(vm.name, f"{which} reading set.conf") as held:
-        env = dict(hook_env(vm, extra), KVM_CONF_LOCK_FD=str(held.fd))
-        return host.spawn(["/bin/sh", "-c", SCRIPT, "kvm-hook", which], env=env, new_session=True,
-                          pass_fds=(held.fd,))
+    with lock.hold_config(vm.name, f"{which} reading set.conf") as held, _on_fd(held.fd, LOCK_FD):
+        return host.spawn(["/bin/sh", "-c", SCRIPT, "kvm-hook", which], env=hook_env(vm, extra),
+                          new_session=True, pass_fds=(LOCK_FD,))
+
+
+@contextlib.contextmanager
+def _on_fd(fd, slot):
+    """fd copied onto descriptor `slot` for a child to inherit (sh's redirections take one digit
+    only, so the lock cannot be handed over at its own number); whatever `slot` was is put back."""
+    try:
+        saved = os.dup(slot)
+    except OSError:
+        saved = None
+    os.dup2(fd, slot, inheritable=False)
+    try:
+        yield slot
+    finally:
+        if saved is None:
+            os.close(slot)
+        else:
+            os.dup2(saved, slot, inheritable=False)
+            os.close(saved)
 
 
 def run_hook(vm, which, extra=None):
