@@ -18,6 +18,8 @@ TEMP_GLOB = f".{shconf.CONF}*.tmp"   # host.write_file's temp files for set.conf
 
 def apply(vm, change, what="edit"):
     """Apply change(text) -> text to set.conf; the result must validate before anything is written."""
+    if host.dry_run():
+        return _apply(vm, change)  # writes nothing: nothing to serialise, no lock file made
     with lock.hold_config(vm.name, what):
         return _apply(vm, change)
 
