@@ -106,16 +106,15 @@ def create(root, name, a):
         if vars_src is None:
             raise NotFound("no UEFI vars template pinned: pkg install edk2-bhyve, then run kvminst", vm=name)
     if a.iso:
-        iso = a.iso if a.iso.startswith("/") else str(vm.dir / a.iso)
         if not a.iso.startswith("/"):
             raise UsageError(f"ISO '{a.iso}' must be an absolute path", vm=name)
         import os
-        if not os.path.isfile(iso):
+        if not os.path.isfile(a.iso):
             raise NotFound(f"ISO '{a.iso}' does not exist", vm=name)
     with Transaction(vm.dataset()) as txn:
         if not host.dry_run() and not vm.dir.is_dir():
             raise StateError(f"dataset {vm.dataset()} is not mounted at {vm.dir}", vm=name)
-        host.write_file(vm.conf_path, conf, mode=0o644)
+        host.write_file(vm.conf_path, conf, mode=config.file_mode(cfg))  # 0640 with a password
         host.write_file(vm.run_path, run, mode=0o644)
         if vars_src is not None:
             host.copy_file(vars_src, vm.dir / VARS_FILE, mode=0o644)

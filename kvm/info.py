@@ -122,7 +122,8 @@ def collect(vm):
         "devices": [{"slot": d.slot, "emulation": d.emulation, "conf": d.conf, "info": device_info(d)}
                     for d in cfg.devices],
         "restart_on_fault": cfg.restart_on_fault,
-        "warnings": list(cfg.warnings),
+        "warnings": list(cfg.warnings) + list(cfg.not_evaluated),
+        "unevaluated": dict(cfg.unevaluated),  # setting -> "line N not evaluated: why" (never run)
     }
 
 
@@ -174,6 +175,11 @@ def state_line(info):
     return "not running"
 
 
+# vminfo rows and the set.conf setting each shows, to mark a value the reader did not evaluate
+ROW_SETTINGS = {"loader": "VMrom", "boot": "Boot", "cores": "Cores", "memory": "Mem", "options": "VMoptions",
+                "disk": "Disk", "iso": "ISO", "vnc": "VNC", "com": "COM"}
+
+
 def lines(info):
     """vminfo's text output, `key: value` lines."""
     out = [("name", info["name"]), ("state", state_line(info).replace("NAME", info["name"])),
@@ -202,7 +208,8 @@ def lines(info):
     out.append(("com", f"on: {info['com']['attach']}" if info["com"] else "off"))
     for dev in info["devices"]:
         out.append((f"slot {dev['slot']}", f"{dev['emulation']} {dev['conf']}".rstrip() + _dev_extra(dev)))
-    return out
+    notes = info.get("unevaluated") or {}
+    return [(k, f"{v} ({notes[ROW_SETTINGS[k]]})" if ROW_SETTINGS.get(k) in notes else v) for k, v in out]
 
 
 def _dev_extra(dev):

@@ -1,7 +1,7 @@
 """Locks in the run dir: the per-VM lock the supervisor holds for a VM's life (and every
 command that changes a VM's data or definition holds while it works), and host-wide locks.
 
-Name spaces: per-VM files are `RUN_DIR/NAME.lock|.state|.stop`; host-wide files live in
+Name spaces: per-VM files are `RUN_DIR/NAME.lock|.conf.lock|.state|.stop`; host-wide files live in
 `RUN_DIR/host/` (a VM name cannot hold '/', so a VM called `vnc` or `host` collides with
 nothing).
 
@@ -215,5 +215,28 @@ def hold_vm(name, what):
         if not found[1]:
             raise StateError(f"is running ({describe_holder(found)} holds {path}): stop it first", vm=name)
         raise StateError(f"is busy: {describe_holder(found)} holds {path}; try again when it is done",
+                         vm=name)
+    return got
+
+
+CONF_TRIES = 200           # x 50 ms: an edit of set.conf holds the config lock for milliseconds
+
+
+def conf_lock_path(name):
+    """The per-VM config lock: RUN_DIR/NAME.conf.lock."""
+    return paths.current().run_dir / f"{name}.conf.lock"
+
+
+def hold_config(name, what):
+    """The VM's short config lock, held while set.conf is read-modified-written (insert, eject,
+    every edit) and while the supervisor reads it before a launch, so that edits never
+    interleave with each other or with that read. Unlike hold_vm it does not mean "running":
+    a running VM's set.conf may be edited. Waits up to 10 s, then StateError naming the holder."""
+    run_dir()
+    path = conf_lock_path(name)
+    got = try_acquire(path, f"{os.getpid()} {what}\n", tries=CONF_TRIES)
+    if got is None:
+        found = holder(path) or (0, "")
+        raise StateError(f"set.conf is being changed: {describe_holder(found)} holds {path}; try again",
                          vm=name)
     return got

@@ -175,7 +175,7 @@ class Supervisor:
     # -------------------------------------------------------------- per launch
     def load_config(self):
         try:
-            return self.vm.config()
+            return self.vm.config(evaluate=True)
         except KvmError as exc:
             self.log(f"cannot launch: {exc.message}", syslog.LOG_ERR)
             raise

@@ -56,10 +56,18 @@ class Vm:
         """The VM's dataset: ROOT/vm/NAME."""
         return f"{self.root.vm_dataset()}/{self.name}"
 
-    def config(self):
-        """The validated set.conf."""
+    def config(self, *, evaluate=False):
+        """The validated set.conf. Every reader gets evaluate=False: nothing is run, what needs sh
+        is reported unevaluated. evaluate=True is the launch's read only: set.conf, run,
+        functions and their folders must be root's and writable by root only, then sh may
+        evaluate set.conf, under the config lock edits hold (kvm/config.py, kvm/edit.py)."""
         from . import config
-        return config.load(self.name, str(self.dir))
+        if not evaluate:
+            return config.load(self.name, str(self.dir), evaluate=False)
+        from . import hooks
+        with lock.hold_config(self.name, "supervisor read"):
+            hooks.check_safe(self)
+            return config.load(self.name, str(self.dir), evaluate=True)
 
 
 def get_vm(root, name):

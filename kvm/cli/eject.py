@@ -18,7 +18,7 @@ def body(args):
     from .. import config, edit, vm as vmmod
     vm = common.get_vm(args, root_user=True)
     old = vm.config().iso
-    if not edit.apply(vm, lambda text: config.remove_value(text, "ISO")):
+    if not edit.apply(vm, lambda text: config.remove_value(text, "ISO"), "eject"):
         common.info(f"{vm.name}: no ISO inserted; nothing changed")
         return 0
     print(f"{vm.name}: ejected {old}")

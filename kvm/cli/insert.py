@@ -36,7 +36,7 @@ def body(args):
     from .. import config, edit, vm as vmmod
     vm = common.get_vm(args, root_user=True)
     value = resolve_iso(vm, args.iso)
-    changed = edit.apply(vm, lambda text: config.set_value(text, "ISO", value))
+    changed = edit.apply(vm, lambda text: config.set_value(text, "ISO", value), "insert")
     if not changed:
         common.info(f"{vm.name}: {value} is already inserted")
         return 0

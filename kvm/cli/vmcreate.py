@@ -59,32 +59,26 @@ class Asker:
                 common.info(f"  {exc.message} - try again")
 
 
-def _check_loader(v):
-    if v in ("uefi", "grub") or (v.startswith("/") and config.loader_kind(v)):
-        return
-    raise UsageError(f"loader '{v}' is not uefi, grub, or an absolute path containing uefi or grub")
+def _checked(what, checker, *args):
+    """A flag/prompt check from set.conf's own checker: one rule, one range, in one place."""
+    def check(v):
+        try:
+            checker(*args, v)
+        except config.Invalid as exc:
+            raise UsageError(f"{what} '{v}' {exc}") from None
+    return check
 
 
-def _check_cores(v):
-    if not v.isdigit() or not 1 <= int(v) <= 255:
-        raise UsageError(f"cores '{v}' is not a number from 1 to 255")
+_check_loader = _checked("loader", config.loader)
+_check_cores = _checked("cores", config.whole_number, "Cores")
+_check_options = _checked("bhyve options", config.bhyve_options)
+_check_driver = _checked("disk driver", config.disk_driver)
+_check_memory = _checked("memory", config.memory)
 
 
 def _check_mem(v):
-    size_bytes(v, "memory")
-    if config.mem_bytes(v) < config.MIN_MEM:
-        raise UsageError(f"memory '{v}' is too small (at least 32M)")
-
-
-def _check_options(v):
-    bad = sorted(set(v.lstrip("-")) - config.BHYVE_FLAGS)
-    if bad:
-        raise UsageError(f"bhyve options '{v}': unknown flag letters {''.join(bad)}")
-
-
-def _check_driver(v):
-    if v not in config.DISK_DRIVERS:
-        raise UsageError(f"disk driver '{v}' is not one of {', '.join(sorted(config.DISK_DRIVERS))}")
+    size_bytes(v, "memory")  # vmcreate wants the unit written out
+    _check_memory(v)
 
 
 def _yes_no(v):

@@ -62,7 +62,7 @@ def test_beyond_plain_assignments_needs_sh(text):
 def test_sh_fallback_gives_values_and_ignores_the_files_output(tmp_path):
     path = tmp_path / "set.conf"
     path.write_text('echo Mem=99G\nprintf "Cores=7\\0"\nif true; then Mem="2G"; fi\nCores=$((1+1))\n')
-    values = config.read_values(path)
+    values = config.read(path, evaluate=True).values
     assert values["Mem"] == "2G" and values["Cores"] == "2"
     assert "PWD" not in values and "SHLVL" not in values
 
@@ -71,7 +71,7 @@ def test_sh_fallback_reports_undefined_variables(tmp_path):
     path = tmp_path / "set.conf"
     path.write_text('if true; then Devices="3,virtio-net,$NOPE"; fi\n')
     with pytest.raises(ConfigError, match="NOPE"):
-        config.read_values(path)
+        config.read(path, evaluate=True).values
 
 
 # ------------------------------------------------------------------ property tests
