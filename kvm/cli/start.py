@@ -70,7 +70,3 @@ def detach(root, vm):
         print(f"{vm.name}: supervisor pid {proc.pid} is still before the launch (preRun?); "
               f"follow it in {log}")
     return 0
-
-
-def main(argv=None, launcher_dir=None):
-    return common.run(PROG, build_parser, body, sys.argv[1:] if argv is None else argv, launcher_dir)
