@@ -16,6 +16,15 @@ def dataset_of(vm):
     return dataset
 
 
+def check_not_busy(vm):
+    """Before asking: refuse when another command (not a supervisor: -f stops that) holds the lock."""
+    path = lock.vm_lock_path(vm.name)
+    found = lock.holder(path)
+    if found and found[1]:
+        raise StateError(f"is busy: {lock.describe_holder(found)} holds {path}; try again when it is done",
+                         vm=vm.name)
+
+
 def script_of(vm):
     """Our rc.d script of this VM (pointing into its root), or None."""
     script = rcd.our_script(vm.name)

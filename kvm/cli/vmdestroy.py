@@ -19,6 +19,7 @@ def body(args):
     from ..power import ensure_stopped
     vm = common.get_vm(args, root_user=True)
     dataset = destroy.dataset_of(vm)
+    destroy.check_not_busy(vm)
     rt = vmmod.runtime(vm)
     if (rt.active or rt.allocated) and not args.force:
         ensure_stopped(vm, False, PROG)
