@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__, host, paths
-from .errors import PermissionDenied, StateError
 
 MARKER = "# kvm-rc-script: "
 DEFAULTS = {"require": "NETWORKING", "before": "", "keyword": "shutdown"}

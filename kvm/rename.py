@@ -10,7 +10,7 @@ old one).
 
 import re
 
-from . import host, lock, rcinstall, vm as vmmod, zfs
+from . import host, lock, rcd, rcinstall, vm as vmmod, zfs
 from .errors import KvmError, NotFound, StateError
 
 INTENT = ".kvm-rename"
@@ -41,7 +41,7 @@ def check(root, old_vm, new):
     if target.dir.exists() or zfs.lzc_exists(target.dataset()):
         raise StateError(f"cannot rename to '{new}': it already exists", vm=old_vm.name)
     rcinstall.check_derived_names(root, new, exclude=old_vm.name)
-    if rcinstall.rcd.our_script(old_vm.name):
+    if rcd.our_script(old_vm.name):
         rcinstall.check_slot(new, moving_from=old_vm.name)
     return target
 
