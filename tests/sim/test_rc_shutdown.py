@@ -49,9 +49,10 @@ def setup_host(tmp_path, vms):
 
 def rc_shutdown(rcdir, env):
     """rc.shutdown's loop (reverse rcorder; here reverse name order) under its watchdog."""
-    loop = f'for f in $(ls -r "{rcdir}"); do /bin/sh "{rcdir}/$f" faststop; done'
+    loop = rcdir.parent / "rc.shutdown"
+    loop.write_text(f'for f in $(ls -r "{rcdir}"); do /bin/sh "{rcdir}/$f" faststop; done\n')
     start = time.time()
-    res = subprocess.run(["sh", "-c", loop], env=env, capture_output=True, text=True, timeout=WATCHDOG)
+    res = subprocess.run(["sh", str(loop)], env=env, capture_output=True, text=True, timeout=WATCHDOG)
     return res, time.time() - start
 
 
@@ -74,3 +75,12 @@ def test_stopped_or_disabled_vms_are_silent_at_shutdown(tmp_path):
     assert res.returncode == 0 and res.stderr == "", res.stderr
     assert res.stdout.strip().splitlines() == ["Stopping VM c1.", "c1: acpi"]
     assert (state / "b1.run").exists(), "a VM not enabled is not stopped by rc.shutdown"
+
+
+def test_a_faststop_by_hand_stops_only_its_own_vm(tmp_path):
+    rcdir, state, env = setup_host(tmp_path, {"a1": (True, True, False), "b1": (True, True, False)})
+    res = subprocess.run(["sh", str(rcdir / "a1"), "faststop"], env=env, capture_output=True, text=True, timeout=10)
+    assert res.returncode == 0 and res.stdout == "a1: acpi\n", res.stdout + res.stderr
+    assert (state / "b1.run").exists() and not (state / "a1.run").exists()
+    res = subprocess.run(["sh", str(rcdir / "a1"), "faststop"], env=env, capture_output=True, text=True, timeout=10)
+    assert res.returncode == 0 and res.stdout == res.stderr == ""
