@@ -46,10 +46,13 @@ class Script:
         return (self.rcvar, f"{self.rcname}_timeout")
 
 
-def render(vm_name, root_path, require=None, before=None, keyword=None, timeout=STOP_TIMEOUT):
-    """The rc.d script text for a VM."""
+def render(vm_name, root_path, require=None, before=None, keyword=None, timeout=STOP_TIMEOUT, rcdir=None):
+    """The rc.d script text for a VM; rcdir: the folder it goes in (its fellows are pressed at
+    shutdown together)."""
     from .templating import render as render_template
+    rcdir = paths.current().rcdir if rcdir is None else rcdir
     return render_template("rc.j2", root_path, vm=vm_name, rcname=rc_name(vm_name), root=str(root_path),
+                           rcdir=str(rcdir),
                            require=DEFAULTS["require"] if require is None else require,
                            before=DEFAULTS["before"] if before is None else before,
                            keyword=DEFAULTS["keyword"] if keyword is None else keyword,

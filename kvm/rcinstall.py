@@ -62,7 +62,7 @@ def install(vm, opts, enable=False, at=None):
     """Write the VM's script (and its copy NAME.rc in the VM folder); enable it when asked."""
     path = check_slot(vm.name, at)
     text = rcd.render(vm.name, vm.root.path, require=opts.require, before=opts.before,
-                      keyword=opts.keyword, timeout=opts.timeout)
+                      keyword=opts.keyword, timeout=opts.timeout, rcdir=path.parent)
     host.write_file(path, text, mode=0o555)
     host.write_file(vm.dir / f"{vm.name}.rc", text, mode=0o444)
     if enable:
@@ -97,7 +97,7 @@ def move(old, target, at=None):
     opts = Options(script.require, script.before, script.keyword, script.timeout)
     path = check_slot(new, at, moving_from=old)
     text = rcd.render(new, target.root.path, require=opts.require, before=opts.before,
-                      keyword=opts.keyword, timeout=opts.timeout)
+                      keyword=opts.keyword, timeout=opts.timeout, rcdir=path.parent)
     host.write_file(path, text, mode=0o555)
     host.write_file(target.dir / f"{new}.rc", text, mode=0o444)
     host.remove_file(target.dir / f"{old}.rc")

@@ -256,6 +256,7 @@ def test_dorc_golden_text(install, env, sysroot):
     create_vm(install, env, "web")
     assert cmd(install, env, "dorc", "web", "-y", "--require", "NETWORKING", "--keyword", "shutdown").returncode == 0
     text = (sysroot / "rc.d" / "web").read_text().replace(str(install), "/ROOT")
+    text = text.replace(str(sysroot / "rc.d"), "/usr/local/etc/rc.d")
     text = re.sub(r"kvm \d+\.\d+\.\d+", "kvm VERSION", text)
     golden = REPO / "tests" / "unit" / "golden" / "rc.web"
     assert text == golden.read_text()

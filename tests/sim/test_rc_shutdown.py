@@ -35,7 +35,7 @@ def setup_host(tmp_path, vms):
         (root / name).chmod(0o755)
     conf = []
     for vm, (enabled, running, deaf) in vms.items():
-        text = rcd.render(vm, root, timeout=STOP_TIMEOUT).replace(". /etc/rc.subr", f". {STANDIN}")
+        text = rcd.render(vm, root, timeout=STOP_TIMEOUT, rcdir=rcdir).replace(". /etc/rc.subr", f". {STANDIN}")
         (rcdir / vm).write_text(text)
         conf.append(f'{vm}_enable="{"YES" if enabled else "NO"}"')
         for flag, on in (("run", running), ("deaf", deaf)):
@@ -50,7 +50,8 @@ def setup_host(tmp_path, vms):
 def rc_shutdown(rcdir, env):
     """rc.shutdown's loop (reverse rcorder; here reverse name order) under its watchdog."""
     loop = rcdir.parent / "rc.shutdown"
-    loop.write_text(f'for f in $(ls -r "{rcdir}"); do /bin/sh "{rcdir}/$f" faststop; done\n')
+    # as run_rc_script does: each script sourced in a subshell with its argument set
+    loop.write_text(f'for f in $(ls -r "{rcdir}"); do (set faststop; . "{rcdir}/$f"); done\n')
     start = time.time()
     res = subprocess.run(["sh", str(loop)], env=env, capture_output=True, text=True, timeout=WATCHDOG)
     return res, time.time() - start
