@@ -46,19 +46,13 @@ def answer(args, flag, question, default):
 
 def body(args):
     from .. import rcd, rcinstall, vm as vmmod
-    from ..errors import NotFound
     at = rcd.where(args.rcdir)
-    if args.remove:
+    if args.remove:  # the VM need not exist: our script of a name no VM has is removed all the same
         vmmod.check_name(args.name)
         root = common.get_root(args)
         common.need_root_user(args.name)
-        try:
-            vm = vmmod.get_vm(root, args.name)
-        except NotFound:  # a leftover of a killed vmrename/vmdestroy: ours to remove all the same
+        with rcinstall.hold_unless_running(args.name, "dorc -r"):
             print(f"removed {rcinstall.remove(root, args.name, at)}")
-            return 0
-        with rcinstall.hold_unless_running(vm.name, "dorc -r"):
-            print(f"removed {rcinstall.remove(root, vm.name, at)}")
         return 0
     vm = common.get_vm(args, root_user=True)
     with rcinstall.hold_unless_running(vm.name, "dorc"):
