@@ -61,13 +61,18 @@ def check_slot(vm_name, at=None, moving_from=None):
 def install(vm, opts, enable=False, at=None):
     """Write the VM's script (and its copy NAME.rc in the VM folder); enable it when asked."""
     path = check_slot(vm.name, at)
+    _write(vm, opts, path)
+    if enable:
+        rcd.sysrc(f"{rcd.rc_name(vm.name)}_enable=YES", at=at)
+    return path
+
+
+def _write(vm, opts, path):
+    """The script at path and its copy NAME.rc in the VM folder (what `dorc` shows it wrote)."""
     text = rcd.render(vm.name, vm.root.path, require=opts.require, before=opts.before,
                       keyword=opts.keyword, timeout=opts.timeout, rcdir=path.parent)
     host.write_file(path, text, mode=0o555)
     host.write_file(vm.dir / f"{vm.name}.rc", text, mode=0o444)
-    if enable:
-        rcd.sysrc(f"{rcd.rc_name(vm.name)}_enable=YES", at=at)
-    return path
 
 
 def remove(root, name, at=None):
@@ -96,10 +101,7 @@ def move(old, target, at=None):
     values = {var: rcd.rcconf_value(var, at) for var in script.variables}
     opts = Options(script.require, script.before, script.keyword, script.timeout)
     path = check_slot(new, at, moving_from=old)
-    text = rcd.render(new, target.root.path, require=opts.require, before=opts.before,
-                      keyword=opts.keyword, timeout=opts.timeout, rcdir=path.parent)
-    host.write_file(path, text, mode=0o555)
-    host.write_file(target.dir / f"{new}.rc", text, mode=0o444)
+    _write(target, opts, path)
     host.remove_file(target.dir / f"{old}.rc")
     if path == script.path:
         return path  # the same rc name (web-1 -> web_1): the variables are already right
