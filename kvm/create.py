@@ -88,6 +88,8 @@ def check_new(root, name):
         raise StateError(f"already exists ({vm.dir})", vm=name)
     if zfs.lzc_exists(vm.dataset()):
         raise StateError(f"dataset {vm.dataset()} already exists", vm=name)
+    from .rcinstall import check_derived_names
+    check_derived_names(root, name)  # web-1, web_1 and WEB.1 would share tapWEB_1
     return vm
 
 

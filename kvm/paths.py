@@ -4,6 +4,7 @@
 |-------------------|-------------------------|----------------------------------------|
 | KVM_ROOT          | (found, see root.py)    | install root folder                    |
 | KVM_RCDIR         | /usr/local/etc/rc.d     | where rc.d scripts go                  |
+| KVM_BASE_RCDIR    | /etc/rc.d               | the base system's rc.d (names VMs must not take) |
 | KVM_RCCONF        | /etc/rc.conf            | the rc.conf that sysrc edits           |
 | KVM_VMM_DIR       | /dev/vmm                | bhyve's allocated VMs                  |
 | KVM_DEV_DIR       | /dev                    | where nmdm devices appear              |
@@ -23,7 +24,7 @@ class Paths:
     """The system paths in force for this process."""
 
     def __init__(self, **values):
-        for key in ("rcdir", "rcconf", "vmm_dir", "dev_dir", "run_dir", "firmware_dirs", "grub_bhyve"):
+        for key in ("rcdir", "base_rcdir", "rcconf", "vmm_dir", "dev_dir", "run_dir", "firmware_dirs", "grub_bhyve"):
             setattr(self, key, values[key])
 
     def share_dirs(self):
@@ -58,6 +59,7 @@ def current():
     fw = os.environ.get("KVM_FIRMWARE_DIRS") or "/usr/local/share/edk2-bhyve:/usr/local/share/uefi-firmware"
     return Paths(
         rcdir=_env_path("KVM_RCDIR", "/usr/local/etc/rc.d"),
+        base_rcdir=_env_path("KVM_BASE_RCDIR", "/etc/rc.d"),
         rcconf=_env_path("KVM_RCCONF", "/etc/rc.conf"),
         vmm_dir=_env_path("KVM_VMM_DIR", "/dev/vmm"),
         dev_dir=_env_path("KVM_DEV_DIR", "/dev"),

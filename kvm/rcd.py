@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__, host, paths
-from .errors import PermissionDenied, StateError
 
 MARKER = "# kvm-rc-script: "
 DEFAULTS = {"require": "NETWORKING", "before": "", "keyword": "shutdown"}
@@ -35,16 +34,25 @@ class Script:
     before: str = ""
     keyword: str = ""
     shell_toolkit: bool = False
+    timeout: int = STOP_TIMEOUT  # the `dorc --timeout` default written into the script
 
     @property
     def rcvar(self):
         return f"{self.rcname}_enable"
 
+    @property
+    def variables(self):
+        """The rc.conf variables the script reads: ours to move or remove with it."""
+        return (self.rcvar, f"{self.rcname}_timeout")
 
-def render(vm_name, root_path, require=None, before=None, keyword=None, timeout=STOP_TIMEOUT):
-    """The rc.d script text for a VM."""
+
+def render(vm_name, root_path, require=None, before=None, keyword=None, timeout=STOP_TIMEOUT, rcdir=None):
+    """The rc.d script text for a VM; rcdir: the folder it goes in (its fellows are pressed at
+    shutdown together)."""
     from .templating import render as render_template
+    rcdir = paths.current().rcdir if rcdir is None else rcdir
     return render_template("rc.j2", root_path, vm=vm_name, rcname=rc_name(vm_name), root=str(root_path),
+                           rcdir=str(rcdir),
                            require=DEFAULTS["require"] if require is None else require,
                            before=DEFAULTS["before"] if before is None else before,
                            keyword=DEFAULTS["keyword"] if keyword is None else keyword,
@@ -71,44 +79,41 @@ def parse(path):
         vm, shell = (nm.group(1) if nm else Path(path).name), True
     else:
         return None
+    tm = re.search(r'^: \$\{\w+_timeout:="(\d+)"\}', text, re.M)
     return Script(Path(path), vm, Path(path).name, _header(text, "REQUIRE"), _header(text, "BEFORE"),
-                  _header(text, "KEYWORD"), shell)
+                  _header(text, "KEYWORD"), shell, int(tm.group(1)) if tm else STOP_TIMEOUT)
 
 
-def script_path(vm_name):
+def where(rcdir=None):
+    """The system paths in force, with `dorc --rcdir` (when given) as the rc.d folder: passed down,
+    never written into os.environ (where sysrc, hooks and every child would inherit it)."""
+    found = paths.current()
+    if rcdir:
+        found.rcdir = Path(rcdir)
+    return found
+
+
+def script_path(vm_name, at=None):
     """Where the VM's rc.d script goes."""
-    return paths.current().rcdir / rc_name(vm_name)
+    return (at or paths.current()).rcdir / rc_name(vm_name)
 
 
-def check_writable_slot(vm_name):
-    """Refuse when the rc.d path holds a script that is not ours, or one of another VM (collision)."""
-    path = script_path(vm_name)
-    if path.exists():
-        found = parse(path)
-        if found is None:
-            raise StateError(f"{path} exists and is not a kvm script: not overwriting it", vm=vm_name)
-        if found.vm != vm_name:
-            raise StateError(f"rc name '{rc_name(vm_name)}' is already used by VM '{found.vm}' "
-                             f"({path}); rename one of them", vm=vm_name)
-    folder = paths.current().rcdir
-    if not folder.is_dir():
-        raise StateError(f"rc.d folder {folder} does not exist", vm=vm_name)
-    import os
-    if not os.access(folder, os.W_OK) and not host.dry_run():
-        raise PermissionDenied(f"rc.d folder {folder} is not writable", vm=vm_name)
-    return path
+def base_script(rcname, at=None):
+    """The base system's rc.d script of that name (/etc/rc.d/sshd), or None."""
+    path = (at or paths.current()).base_rcdir / rcname
+    return path if path.exists() else None
 
 
-def our_script(vm_name):
+def our_script(vm_name, at=None):
     """The VM's rc.d script when there is one of ours, else None."""
-    found = parse(script_path(vm_name))
+    found = parse(script_path(vm_name, at))
     return found if found and found.vm == vm_name else None
 
 
-def our_scripts(root):
+def our_scripts(root, at=None):
     """Every rc.d script of ours that points into this root."""
     out = []
-    folder = paths.current().rcdir
+    folder = (at or paths.current()).rcdir
     if not folder.is_dir():
         return out
     for path in sorted(folder.iterdir()):
@@ -118,19 +123,31 @@ def our_scripts(root):
     return out
 
 
-def sysrc(*args, check=True):
+def sysrc(*args, at=None):
     """sysrc on the configured rc.conf."""
-    return host.run(["sysrc", "-f", str(paths.current().rcconf), *args], check=check)
+    return host.run(["sysrc", "-f", str((at or paths.current()).rcconf), *args])
 
 
-def enabled_value(rcvar):
-    """The rc.conf value of rcvar, or None."""
-    res = host.run(["sysrc", "-f", str(paths.current().rcconf), "-i", "-n", rcvar], mutating=False, check=False)
+def rcconf_value(var, at=None):
+    """The rc.conf value of var, or None when unset (or empty)."""
+    res = host.run(["sysrc", "-f", str((at or paths.current()).rcconf), "-i", "-n", var],
+                   mutating=False, check=False)
     value = res.stdout.strip()
     return value if res.status == 0 and value else None
 
 
-def remove_script(script):
-    """Remove an rc.d script of ours and its _enable variable."""
+def vars_are_ours(script, at=None):
+    """True when the script's rc.conf variables belong to it alone: a base-system service of the
+    same rc name (a VM called sshd or zfs, from before kvm refused such names) reads them too,
+    and then kvm leaves them to the admin."""
+    return base_script(script.rcname, at) is None
+
+
+def remove_script(script, at=None):
+    """Remove an rc.d script of ours: its rc.conf variables first, then the file, so a kill in
+    between leaves the script, which names what is left to remove."""
+    if vars_are_ours(script, at):
+        for var in script.variables:
+            if rcconf_value(var, at) is not None:
+                sysrc("-i", "-x", var, at=at)
     host.remove_file(script.path)
-    sysrc("-i", "-x", script.rcvar)

@@ -1,9 +1,19 @@
-"""Renaming a VM: dataset, comment lines of set.conf and run, the rc.d script and its rc.conf variable."""
+"""Renaming a VM: dataset, comment lines of set.conf and run, the log, the rc.d script and its
+rc.conf variables.
+
+kill -9 at any point leaves a state `vmrename OLD NEW` completes: before the dataset moves, an
+intent file (INTENT, in the VM folder, so it moves with the dataset) records "OLD NEW"; a run
+that finds no VM OLD but a VM NEW holding that intent resumes with the steps after the rename,
+each of which can be done again (rcinstall.move writes the new script before it removes the
+old one).
+"""
 
 import re
 
-from . import host, rcd, vm as vmmod, zfs
-from .errors import KvmError, StateError
+from . import host, lock, rcd, rcinstall, vm as vmmod, zfs
+from .errors import KvmError, NotFound, StateError
+
+INTENT = ".kvm-rename"
 
 
 def rename_comments(text, old, new):
@@ -15,57 +25,65 @@ def rename_comments(text, old, new):
     return "".join(out)
 
 
+def unfinished(root, old, new):
+    """The renamed Vm when a killed `vmrename OLD NEW` left its intent in NEW, else None."""
+    target = vmmod.Vm(root, new)
+    try:
+        return target if (target.dir / INTENT).read_text().split() == [old, new] else None
+    except OSError:
+        return None
+
+
 def check(root, old_vm, new):
     """Everything that could stop a rename, checked before any change."""
     vmmod.check_name(new, "new VM name")
     target = vmmod.Vm(root, new)
     if target.dir.exists() or zfs.lzc_exists(target.dataset()):
         raise StateError(f"cannot rename to '{new}': it already exists", vm=old_vm.name)
-    script = rcd.our_script(old_vm.name)
-    if script:
-        if rcd.rc_name(new) != rcd.rc_name(old_vm.name):
-            rcd.check_writable_slot(new)
-    elif rcd.script_path(old_vm.name).exists() and rcd.parse(rcd.script_path(old_vm.name)) is None:
-        pass  # a foreign script of that name is not ours to move
-    return target, script
-
-
-def rename(root, old_vm, new):
-    """Rename the VM; on a failure after the dataset moved, move it back."""
-    target, script = check(root, old_vm, new)
-    old = old_vm.name
-    zfs.lzc_rename(old_vm.dataset(), target.dataset())
-    try:
-        for path in (target.conf_path, target.run_path):
-            if path.exists() or host.dry_run():
-                text = path.read_text() if path.exists() else ""
-                new_text = rename_comments(text, old, new)
-                if new_text != text:
-                    host.write_file(path, new_text, mode=path.stat().st_mode & 0o7777)
-        old_log = target.dir / f"{old}.log"
-        if old_log.exists():
-            host.run(["mv", str(old_log), str(target.dir / f"{new}.log")])
-        if script:
-            move_script(root, script, old, new, target)
-    except KvmError:
-        zfs.lzc_rename(target.dataset(), old_vm.dataset())
-        raise
+    rcinstall.check_derived_names(root, new, exclude=old_vm.name)
+    if rcd.our_script(old_vm.name):
+        rcinstall.check_slot(new, moving_from=old_vm.name)
     return target
 
 
-def move_script(root, script, old, new, target):
-    """Write the rc.d script for the new name, carry the _enable value, remove the old one."""
-    value = rcd.enabled_value(script.rcvar)
-    text = rcd.render(new, root.path, require=script.require, before=script.before, keyword=script.keyword)
-    host.write_file(rcd.script_path(new), text, mode=0o555)
-    host.write_file(target.dir / f"{new}.rc", text, mode=0o444)
-    old_copy = target.dir / f"{old}.rc"
-    if old_copy.exists():
-        host.remove_file(old_copy)
-    if rcd.script_path(new) != script.path:
-        host.remove_file(script.path)
-    new_rcvar = f"{rcd.rc_name(new)}_enable"
-    if new_rcvar != script.rcvar:
-        rcd.sysrc("-i", "-x", script.rcvar)
-        if value:
-            rcd.sysrc(f"{new_rcvar}={value}")
+def rename(root, old_vm, new):
+    """Rename the VM (its lock and the new name's held meanwhile); on a failure before the
+    files were rewritten, move the dataset back."""
+    old = old_vm.name
+    check(root, old_vm, new)  # first: `vmrename web web` says "already exists", not "busy"
+    with lock.hold_vm(old, "vmrename"), lock.hold_vm(new, "vmrename"):
+        target = check(root, old_vm, new)
+        host.write_file(old_vm.dir / INTENT, f"{old} {new}\n")
+        try:
+            zfs.lzc_rename(old_vm.dataset(), target.dataset())
+        except KvmError:
+            host.remove_file(old_vm.dir / INTENT)
+            raise
+        finish(old, target)
+    return target
+
+
+def resume(root, old, new):
+    """Complete a killed `vmrename OLD NEW`; NotFound when there is none to complete."""
+    target = unfinished(root, old, new)
+    if target is None:
+        raise NotFound(f"no such VM (no set.conf and run in {vmmod.Vm(root, old).dir})", vm=old)
+    with lock.hold_vm(old, "vmrename"), lock.hold_vm(new, "vmrename"):
+        finish(old, target)
+    return target
+
+
+def finish(old, target):
+    """The steps after the dataset moved, each safe to repeat; the intent goes last."""
+    new = target.name
+    for path in (target.conf_path, target.run_path):
+        if path.exists():
+            text = path.read_text()
+            new_text = rename_comments(text, old, new)
+            if new_text != text:
+                host.write_file(path, new_text, mode=path.stat().st_mode & 0o7777)
+    old_log = target.dir / f"{old}.log"
+    if old_log.exists():
+        host.run(["mv", str(old_log), str(target.dir / f"{new}.log")])
+    rcinstall.move(old, target)
+    host.remove_file(target.dir / INTENT)

@@ -1,26 +1,44 @@
-"""Command-line front ends: one module per command, each with build_parser() and main(argv)."""
+"""Command-line front ends: one module per command (PROG, build_parser(), body(args)) and the
+one registry that runs them, whether as `./NAME` in a root, `kvm NAME`, a pip entry point or
+bin/NAME in a checkout."""
 
 import importlib
 import os
 import sys
 
-# command name -> module under kvm.cli
-COMMANDS = {
-    "kvminst": "kvminst", "vmcreate": "vmcreate", "start": "start", "stop": "stop",
-    "status": "status", "insert": "insert", "eject": "eject", "snap": "snap", "dorc": "dorc",
-    "vminfo": "vminfo", "vmlist": "vmlist", "vmdestroy": "vmdestroy", "vmrename": "vmrename",
-    "console": "console",
-}
+# Every command; its module is kvm.cli.<command>.
+COMMANDS = ("kvminst", "vmcreate", "start", "stop", "status", "insert", "eject", "snap", "dorc",
+            "vminfo", "vmlist", "vmdestroy", "vmrename", "console")
 
 # commands kvminst installs into the root folder as ./NAME launchers
-ROOT_COMMANDS = [c for c in COMMANDS if c != "kvminst"]
+ROOT_COMMANDS = tuple(c for c in COMMANDS if c != "kvminst")
+
+# commands pip puts on PATH (setup.cfg's console_scripts, besides `kvm`): only names no other
+# program is likely to have; `start`, `stop`, `status`... are `./NAME` in the root or `kvm NAME`.
+PATH_COMMANDS = ("kvminst", "vmcreate", "vmdestroy", "vminfo", "vmlist", "vmrename")
+
+
+def main(command, argv=None, launcher_dir=None):
+    """Run one command with argv (default sys.argv[1:]); returns its exit status."""
+    from . import common
+    module = importlib.import_module(f"kvm.cli.{command}")
+    argv = sys.argv[1:] if argv is None else argv
+    return common.run(module.PROG, module.build_parser, module.body, argv, launcher_dir)
 
 
 def launch(command, script):
     """Entry of an installed ./NAME launcher: the root is the launcher's own folder."""
-    module = importlib.import_module(f"kvm.cli.{COMMANDS[command]}")
-    launcher_dir = os.path.dirname(os.path.realpath(script))
-    return module.main(sys.argv[1:], launcher_dir=launcher_dir)
+    return main(command, sys.argv[1:], launcher_dir=os.path.dirname(os.path.realpath(script)))
+
+
+def _usage():
+    print("usage: kvm [--root DIR] [--debug] COMMAND [ARGS...]\n\ncommands: " + " ".join(sorted(COMMANDS)))
+    print("each command takes --help (or: kvm help COMMAND)")
+
+
+def _unknown(name):
+    print(f"kvm: unknown command '{name}' (commands: {' '.join(sorted(COMMANDS))})", file=sys.stderr)
+    return 2
 
 
 def umbrella(argv=None):
@@ -31,25 +49,21 @@ def umbrella(argv=None):
         take = 2 if argv[0] == "--root" else 1
         common += argv[:take]
         argv = argv[take:]
-    if len(argv) == 2 and argv[0] == "help" and argv[1] in COMMANDS:
+    if len(argv) >= 2 and argv[0] == "help":
+        if argv[1] not in COMMANDS or len(argv) > 2:
+            return _unknown(" ".join(argv[1:]))
         argv = [argv[1], "--help"]
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print("usage: kvm [--root DIR] [--debug] COMMAND [ARGS...]\n\ncommands: " + " ".join(sorted(COMMANDS)))
-        print("each command takes --help (or: kvm help COMMAND)")
+        _usage()
         return 0 if argv else 2
     if argv[0] not in COMMANDS:
-        print(f"kvm: unknown command '{argv[0]}' (commands: {' '.join(sorted(COMMANDS))})", file=sys.stderr)
-        return 2
-    module = importlib.import_module(f"kvm.cli.{COMMANDS[argv[0]]}")
-    return module.main(common + argv[1:])
+        return _unknown(argv[0])
+    return main(argv[0], common + argv[1:])
 
 
 def entry(command):
     """A console_scripts entry point for `command`."""
-    def _main():
-        module = importlib.import_module(f"kvm.cli.{COMMANDS[command]}")
-        sys.exit(module.main(sys.argv[1:]))
-    return _main
+    return lambda: sys.exit(main(command))
 
 
 def kvm_main():

@@ -1,7 +1,5 @@
 """console NAME: attach to the VM's serial console with cu (quit with ~.)."""
 
-import sys
-
 from ..errors import StateError
 from . import common
 
@@ -27,7 +25,3 @@ def body(args):
     common.info(f"Connecting to {vm.name}'s console; quit with ~.")
     host.exec_replace(hypervisor().console_command(vm.name))
     return 0
-
-
-def main(argv=None, launcher_dir=None):
-    return common.run(PROG, build_parser, body, sys.argv[1:] if argv is None else argv, launcher_dir)

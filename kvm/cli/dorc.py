@@ -1,7 +1,6 @@
 """dorc [-r] NAME: write (or remove) the VM's rc.d script."""
 
 import re
-import sys
 
 from ..errors import UsageError
 from . import common
@@ -46,56 +45,49 @@ def answer(args, flag, question, default):
 
 
 def body(args):
-    import os
-    if args.rcdir:
-        os.environ["KVM_RCDIR"] = args.rcdir
-    from .. import host, rcd
+    from .. import rcd, rcinstall, vm as vmmod
+    at = rcd.where(args.rcdir)
+    if args.remove:  # the VM need not exist: our script of a name no VM has is removed all the same
+        vmmod.check_name(args.name)
+        root = common.get_root(args)
+        common.need_root_user(args.name)
+        with rcinstall.hold_unless_running(args.name, "dorc -r"):
+            print(f"removed {rcinstall.remove(root, args.name, at)}")
+        return 0
     vm = common.get_vm(args, root_user=True)
-    if args.remove:
-        return remove(vm)
-    path = rcd.check_writable_slot(vm.name)
+    with rcinstall.hold_unless_running(vm.name, "dorc"):
+        return write(args, vm, at)
+
+
+def options(args, vm):
+    """The answers, from flags or asked; UsageError for a bad one."""
+    from ..rcd import STOP_TIMEOUT
+    from ..rcinstall import Options
     require = words(answer(args, "require", "REQUIRE (NETWORKING advised)", "NETWORKING"), "REQUIRE", vm.name)
     before = words(answer(args, "before", "BEFORE", ""), "BEFORE", vm.name)
     keyword = words(answer(args, "keyword", "KEYWORD (shutdown: stop it at host shutdown)", "shutdown"),
                     "KEYWORD", vm.name)
-    timeout = args.timeout if args.timeout is not None else rcd.STOP_TIMEOUT
+    timeout = args.timeout if args.timeout is not None else STOP_TIMEOUT
     if not 1 <= timeout <= 3600:
         raise UsageError(f"timeout {timeout} is out of range (1..3600)", vm=vm.name)
     enable = args.enable
     if enable is None:
         enable = False if args.yes else (common.ask("Enable it at boot (y/N)? ", "n") or "n").lower().startswith("y")
-    text = rcd.render(vm.name, vm.root.path, require=require, before=before, keyword=keyword, timeout=timeout)
-    host.write_file(path, text, mode=0o555)
-    host.write_file(vm.dir / f"{vm.name}.rc", text, mode=0o444)
-    rcvar = f"{rcd.rc_name(vm.name)}_enable"
-    if enable:
-        rcd.sysrc(f"{rcvar}=YES")
-    if not args.dry_run:
-        print(f"wrote {path}")
-        common.info(f"service {rcd.rc_name(vm.name)} start|stop|status|console"
-                    + ("" if enable else f"   (enable at boot: sysrc {rcvar}=YES)"))
-        if timeout > 85 and "shutdown" in keyword.split():
-            common.warn(PROG, f"a {timeout}s stop timeout may not fit rcshutdown_timeout (90 s by default)",
-                        vm=vm.name)
+    return Options(require, before, keyword, timeout), enable
+
+
+def write(args, vm, at):
+    from .. import rcd, rcinstall
+    rcinstall.check_slot(vm.name, at)  # before asking anything
+    opts, enable = options(args, vm)
+    path = rcinstall.install(vm, opts, enable, at)
+    if args.dry_run:
+        return 0
+    rcname = rcd.rc_name(vm.name)
+    print(f"wrote {path}")
+    common.info(f"service {rcname} start|stop|status|console"
+                + ("" if enable else f"   (enable at boot: sysrc {rcname}_enable=YES)"))
+    for name, seconds in rcinstall.shutdown_overrun(vm.root, at):
+        common.warn(PROG, f"{name}: a {seconds}s stop timeout does not fit rcshutdown_timeout (90 s by "
+                          f"default): raise rcshutdown_timeout or lower the timeout", vm=vm.name)
     return 0
-
-
-def remove(vm):
-    from .. import host, rcd
-    from ..errors import NotFound, StateError
-    path = rcd.script_path(vm.name)
-    script = rcd.our_script(vm.name)
-    if script is None:
-        if path.exists():
-            raise StateError(f"{path} is not a kvm script of this VM: not removing it", vm=vm.name)
-        raise NotFound(f"has no rc.d script ({path})", vm=vm.name)
-    rcd.remove_script(script)
-    copy = vm.dir / f"{vm.name}.rc"
-    if copy.exists():
-        host.remove_file(copy)
-    print(f"removed {path}")
-    return 0
-
-
-def main(argv=None, launcher_dir=None):
-    return common.run(PROG, build_parser, body, sys.argv[1:] if argv is None else argv, launcher_dir)

@@ -1,7 +1,5 @@
 """eject NAME: remove ISO= from the VM's set.conf."""
 
-import sys
-
 from . import common
 
 PROG = "eject"
@@ -25,7 +23,3 @@ def body(args):
     if vmmod.runtime(vm).active:
         common.info(f"{vm.name} is running: the CD goes away at its next guest reboot, or the next start.")
     return 0
-
-
-def main(argv=None, launcher_dir=None):
-    return common.run(PROG, build_parser, body, sys.argv[1:] if argv is None else argv, launcher_dir)

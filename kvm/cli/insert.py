@@ -1,8 +1,6 @@
 """insert NAME ISO: set ISO= in the VM's set.conf."""
 
 import os
-import sys
-
 from ..errors import UsageError, NotFound
 from . import common
 
@@ -45,7 +43,3 @@ def body(args):
         common.info(f"{vm.name} is running: the ISO is used from its next guest reboot "
                     f"(the supervisor re-reads set.conf), or the next start.")
     return 0
-
-
-def main(argv=None, launcher_dir=None):
-    return common.run(PROG, build_parser, body, sys.argv[1:] if argv is None else argv, launcher_dir)

@@ -1,7 +1,5 @@
 """kvminst [-p POOL] [-y] [--repin] [--uninstall] [--verify]: install kvm on a pool, or upgrade it."""
 
-import sys
-
 from .. import zfs
 from ..errors import UsageError
 from . import common
@@ -116,7 +114,3 @@ def _root_of_pool(pool):
     if not zfs.lzc_exists(ds):
         raise NotFound(f"no kvm install on pool '{pool}' ({ds} does not exist)")
     return Root(Path(zfs.get_prop(ds, "mountpoint")), ds)
-
-
-def main(argv=None, launcher_dir=None):
-    return common.run(PROG, build_parser, body, sys.argv[1:] if argv is None else argv, launcher_dir)

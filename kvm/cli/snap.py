@@ -1,7 +1,6 @@
 """snap create|destroy|rollback|list|prune NAME [SNAP]: only the first letter of the verb counts."""
 
 import json
-import sys
 
 from ..errors import UsageError
 from . import common
@@ -114,7 +113,3 @@ def do_prune(vm, args):
     for name in doomed:
         snap.destroy(vm, cfg, name)
     return 0
-
-
-def main(argv=None, launcher_dir=None):
-    return common.run(PROG, build_parser, body, sys.argv[1:] if argv is None else argv, launcher_dir)

@@ -103,6 +103,3 @@ def failure(vm, proc, log):
     prefix = f"{PROG}: {vm.name}: "
     return why[len(prefix):] if why.startswith(prefix) else why
 
-
-def main(argv=None, launcher_dir=None):
-    return common.run(PROG, build_parser, body, sys.argv[1:] if argv is None else argv, launcher_dir)

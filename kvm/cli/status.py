@@ -1,8 +1,6 @@
 """status NAME: the bhyve pid, 0 when stopped, -1 when the VM does not exist."""
 
 import json
-import sys
-
 from ..errors import NotFound
 from . import common
 
@@ -37,7 +35,3 @@ def body(args):
     else:
         print(rt.bhyve)
     return EXIT.get(rt.state, 1)
-
-
-def main(argv=None, launcher_dir=None):
-    return common.run(PROG, build_parser, body, sys.argv[1:] if argv is None else argv, launcher_dir)

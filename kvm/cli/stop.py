@@ -1,7 +1,5 @@
 """stop [-f] [-t SECONDS] NAME: power the VM off, gracefully by default."""
 
-import sys
-
 from . import common
 
 PROG = "stop"
@@ -36,7 +34,3 @@ def body(args):
     said = "forced off (-f)" if how == "forced" and args.force else HOW.get(how, how)
     print(f"{vm.name}: {said}")
     return 0
-
-
-def main(argv=None, launcher_dir=None):
-    return common.run(PROG, build_parser, body, sys.argv[1:] if argv is None else argv, launcher_dir)

@@ -1,7 +1,5 @@
 """vmcreate [NAME] [flags]: create a VM (asks what the flags do not say)."""
 
-import sys
-
 from .. import config
 from ..create import Answers, check_ifname, create, size_bytes
 from ..errors import KvmError, UsageError
@@ -170,7 +168,3 @@ def body(args):
         common.info(f"To start it: {root.path}/start {name}   (or start -b {name} in the background)")
         common.info(f"To run it as a service: {root.path}/dorc {name}")
     return 0
-
-
-def main(argv=None, launcher_dir=None):
-    return common.run(PROG, build_parser, body, sys.argv[1:] if argv is None else argv, launcher_dir)

@@ -1,8 +1,6 @@
 """vminfo NAME [--json]: what the VM is and whether it runs."""
 
 import json
-import sys
-
 from . import common
 
 PROG = "vminfo"
@@ -31,7 +29,3 @@ def body(args):
     for key, value in rows:
         print(f"{key + ':':<{width + 1}} {value}")
     return 0
-
-
-def main(argv=None, launcher_dir=None):
-    return common.run(PROG, build_parser, body, sys.argv[1:] if argv is None else argv, launcher_dir)

@@ -1,7 +1,6 @@
 """vmlist [-H] [-p] [--json]: running VMs first, then the others."""
 
 import json
-import sys
 import time
 
 from . import common
@@ -46,7 +45,3 @@ def body(args):
     table = [(r.name, r.state, str(r.bhyve or "-"), when(r.started, args.parsable)) for r in rows]
     common.print_table(("NAME", "STATE", "PID", "STARTED"), table, args.scripted)
     return 0
-
-
-def main(argv=None, launcher_dir=None):
-    return common.run(PROG, build_parser, body, sys.argv[1:] if argv is None else argv, launcher_dir)

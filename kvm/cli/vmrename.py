@@ -1,7 +1,5 @@
 """vmrename OLD NEW [-f]: rename a VM."""
 
-import sys
-
 from . import common
 
 PROG = "vmrename"
@@ -9,7 +7,8 @@ PROG = "vmrename"
 
 def build_parser():
     p = common.parser(PROG, "Rename a VM: its dataset, the name on comment lines of set.conf and run "
-                            "(tap names and values stay), our rc.d script and its rc.conf variable.",
+                            "(tap names and values stay), our rc.d script and its rc.conf variables. "
+                            "Run it again to complete a rename that was interrupted.",
                       dry_run=True)
     p.add_argument("-f", "--force", action="store_true", help="stop the VM first if it runs")
     p.add_argument("old", help="current VM name")
@@ -18,20 +17,26 @@ def build_parser():
 
 
 def body(args):
+    from .. import vm as vmmod
+    from ..errors import NotFound
     from ..power import ensure_stopped
-    from ..rename import check, rename
-    vm = common.get_vm(args, root_user=True, name=args.old)
-    root = vm.root
-    check(root, vm, args.new)
-    how = ensure_stopped(vm, args.force, PROG)
-    if how:
-        common.info(f"{vm.name}: stopped ({how})")
-    target = rename(root, vm, args.new)
+    from ..rename import check, rename, resume
+    vmmod.check_name(args.old)
+    vmmod.check_name(args.new, "new VM name")
+    root = common.get_root(args)
+    try:
+        vm = vmmod.get_vm(root, args.old)
+    except NotFound:
+        common.need_root_user(args.old)
+        target = resume(root, args.old, args.new)  # a killed vmrename OLD NEW: finish it
+    else:
+        common.need_root_user(vm.name)
+        check(root, vm, args.new)
+        how = ensure_stopped(vm, args.force, PROG)
+        if how:
+            common.info(f"{vm.name}: stopped ({how})")
+        target = rename(root, vm, args.new)
     if not args.dry_run:
         print(f"renamed {args.old} to {args.new} ({target.dir})")
         common.info("Interface names in set.conf and run (taps, bridges) were left as they were.")
     return 0
-
-
-def main(argv=None, launcher_dir=None):
-    return common.run(PROG, build_parser, body, sys.argv[1:] if argv is None else argv, launcher_dir)

@@ -676,6 +676,7 @@ def sysrc(argv):
         die("usage: sysrc [OPTIONS] name[=value] ...", 1)
     with locked():
         lines = path.read_text().splitlines() if path.exists() else []
+        before = list(lines)
         status = 0
         for item in rest:
             name, eq, value = item.partition("=")
@@ -704,7 +705,10 @@ def sysrc(argv):
                         status = 1
                     continue
                 print(old if "n" in o else f"{name}: {old}")
-        path.write_text("".join(ln + "\n" for ln in lines))
+        if lines != before:  # as sysrc does: a changed rc.conf replaces the old one whole (kill -9 safe)
+            tmp = path.with_name(f".{path.name}.sysrc{os.getpid()}")
+            tmp.write_text("".join(ln + "\n" for ln in lines))
+            os.replace(tmp, path)
     sys.exit(status)
 
 

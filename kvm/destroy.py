@@ -1,0 +1,43 @@
+"""Destroying a VM: its rc.d script and variables, then its dataset with every snapshot.
+
+The script goes first: a vmdestroy killed in between leaves a VM without a script (which
+vmdestroy run again destroys), never a script and `_enable` under a name no VM has.
+"""
+
+from . import lock, rcd, rcinstall, zfs
+from .errors import StateError
+
+
+def dataset_of(vm):
+    """The VM's dataset; StateError when the VM folder is a plain folder, not the dataset."""
+    dataset = vm.dataset()
+    if not zfs.lzc_exists(dataset):
+        raise StateError(f"{vm.dir} is not the dataset {dataset}: not destroying a plain folder", vm=vm.name)
+    return dataset
+
+
+def check_not_busy(vm):
+    """Before asking: refuse when another command (not a supervisor: -f stops that) holds the lock."""
+    path = lock.vm_lock_path(vm.name)
+    found = lock.holder(path)
+    if found and found[1]:
+        raise StateError(f"is busy: {lock.describe_holder(found)} holds {path}; try again when it is done",
+                         vm=vm.name)
+
+
+def script_of(vm):
+    """Our rc.d script of this VM (pointing into its root), or None."""
+    script = rcd.our_script(vm.name)
+    if script and (script.shell_toolkit or str(vm.root.path) in script.path.read_text(errors="replace")):
+        return script
+    return None
+
+
+def destroy(vm):
+    """Destroy the VM (stopped by the caller) under its lock; returns the dataset destroyed."""
+    with lock.hold_vm(vm.name, "vmdestroy"):
+        dataset = dataset_of(vm)
+        if script_of(vm):
+            rcinstall.remove(vm.root, vm.name)
+        zfs.destroy_recursive(dataset)
+    return dataset
