@@ -106,7 +106,11 @@ def cmd(root, env, name, *args, input=None, timeout=60):
 
 
 def destroy_dataset(name, seconds=20):
-    """zfs destroy -r with patience: zfs-fuse says "busy" for a while after files close."""
+    """zfs destroy -r with patience: zfs-fuse says "busy" for a while after files close.
+
+    Never `zfs unmount -f`: a forced unmount of a zfs-fuse filesystem whose files are still open
+    sends zfs-fuse into an endless teardown loop that hangs every pool. Processes a test left in
+    the filesystem (a guest, a hook) are killed instead."""
     end = time.time() + seconds
     while True:
         res = subprocess.run(["zfs", "destroy", "-r", name], capture_output=True, text=True)
@@ -115,8 +119,26 @@ def destroy_dataset(name, seconds=20):
         if time.time() > end:
             raise RuntimeError(f"cannot destroy {name}: {res.stderr.strip()}")
         if "busy" in res.stderr:
-            subprocess.run(["zfs", "unmount", "-f", name], capture_output=True)
+            kill_users(f"/{name}")
         time.sleep(0.3)
+
+
+def kill_users(folder):
+    """SIGKILL every process whose folder, root or open files lie under `folder`."""
+    prefix = folder.rstrip("/") + "/"
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            links = [os.readlink(proc / "cwd"), os.readlink(proc / "root")]
+            links += [os.readlink(fd) for fd in (proc / "fd").iterdir()]
+        except OSError:
+            continue
+        if any(link == folder or link.startswith(prefix) for link in links):
+            try:
+                os.kill(int(proc.name), 9)
+            except OSError:
+                pass
 
 
 @pytest.fixture

@@ -19,15 +19,25 @@ pytestmark = pytest.mark.slow
 
 
 def killed_run(root, env, rng, span, *argv):
-    """Start ./argv in its own process group, SIGKILL the group after a random delay in span."""
+    """Start ./argv, SIGKILL it (the command's own process, as `kill -9 PID` does) after a random
+    delay in span, then wait for what it had started (a zfs call) to finish.
+
+    Only the command is killed, not its process group: a zfs or umount killed in the middle of
+    an unmount makes zfs-fuse loop for ever in its FUSE teardown, hanging every pool; and an
+    admin's kill -9 of a command leaves its children running, too."""
     proc = subprocess.Popen([f"./{argv[0]}", *argv[1:]], cwd=root, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     time.sleep(rng.uniform(*span))
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    proc.kill()
     proc.wait()
+    end = time.time() + 60
+    while time.time() < end:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"children of a killed {argv[0]} still run after 60 s")
 
 
 def timed(root, env, *argv):
