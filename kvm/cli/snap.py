@@ -87,7 +87,13 @@ def do_rollback(vm, args):
 
 def do_list(vm, args):
     from .. import info, snap
-    have = snap.listing(snap.datasets_of(vm, vm.config()))
+    from ..errors import ConfigError
+    try:
+        dsets = snap.datasets_of(vm, vm.config())
+    except ConfigError as exc:  # listing must not need a valid set.conf: show the VM dataset's
+        common.warn(PROG, f"{exc.message}: listing the VM dataset only", vm=vm.name)
+        dsets = [vm.dataset()]
+    have = snap.listing(dsets)
     for s in have.sets:
         if not s.complete:
             common.warn(PROG, f"snapshot '{s.name}' is incomplete (missing on {', '.join(s.missing)}): "
