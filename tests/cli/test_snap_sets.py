@@ -167,3 +167,4 @@ def test_rollback_racing_start_never_rolls_back_a_started_vm(install, env, pool)
         assert log.exists() and "pre web" in log.read_text(), \
             f"round {round_}: rolled back ({rolled.returncode}) under a started VM: its preRun's file is gone"
         assert cmd(install, env, "stop", "-f", "web").returncode == 0
+        wait_for(lambda: not cmd(install, env, "vmlist", "-H").stdout.startswith("web\trunning"), what="the stop")
