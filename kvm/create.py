@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 from . import config, firmware, host, vm as vmmod, zfs
 from .errors import ConfigError, NotFound, StateError, UsageError
-from .txn import Transaction
+from .txn import CREATING, Transaction, clean_stale, stale
 
 DISK_FILE = "disk"
 VARS_FILE = "UEFI_VARS.fd"
@@ -81,12 +81,22 @@ def render_files(name, a, root_path):
 
 
 def check_new(root, name):
-    """Refuse an invalid name or one already taken by a folder or dataset."""
+    """Refuse an invalid name or one already taken by a folder or dataset; first destroy the
+    half-made VMs a vmcreate and its watchdog both killed (power loss) left behind."""
     vmmod.check_name(name)
     vm = vmmod.Vm(root, name)
+    parent = root.vm_dataset()
+    try:  # one zfs call: which VM datasets exist, and which are marked as being created
+        rows = zfs.get_props([parent], [CREATING], recursive=True, depth=1, with_source=True)
+    except zfs.DatasetNotFound:
+        rows = {}
+    dead = stale(parent, rows)
+    clean_stale(dead)
+    if vm.dataset() in dead and not host.dry_run() and vm.dir.is_dir() and not any(vm.dir.iterdir()):
+        vm.dir.rmdir()  # the mountpoint folder the destroyed dataset leaves
     if vm.dir.exists():
         raise StateError(f"already exists ({vm.dir})", vm=name)
-    if zfs.lzc_exists(vm.dataset()):
+    if vm.dataset() in rows and vm.dataset() not in dead:
         raise StateError(f"dataset {vm.dataset()} already exists", vm=name)
     from .rcinstall import check_derived_names
     check_derived_names(root, name)  # web-1, web_1 and WEB.1 would share tapWEB_1

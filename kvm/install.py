@@ -6,11 +6,14 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__, host, paths, zfs
+from . import __version__, host, lock, paths, zfs
 from .errors import KvmError, NotFound, PermissionDenied, StateError
 from .root import MARKER, ROOT_PROP, is_root_dir
 
 MIN_FREE = 64 * 1024 * 1024  # refuse pools with less room than this
+PROBE = ".kvminst-probe-"     # + pid: the file that shows a folder is writable
+MANIFEST = "SHA256SUMS"
+LOCK = "kvminst.lock"         # in RUN_DIR/host: one kvminst at a time, so leftovers are dead ones
 
 # (file pinned into ROOT/firmware, where it comes from, the package that installs it)
 FIRMWARE = [
@@ -35,7 +38,7 @@ class InstallReport:
 
 
 def check_pool(pool):
-    """Refuse an unknown, unhealthy, full or read-only pool."""
+    """Refuse an unknown, unhealthy, full or read-only pool; its mounted root folder, or None."""
     known = dict(zfs.pools())
     if pool not in known:
         names = ", ".join(sorted(known)) or "none"
@@ -48,6 +51,8 @@ def check_pool(pool):
     avail = int(props.get("available") or 0)
     if avail < MIN_FREE:
         raise StateError(f"pool '{pool}' has only {avail} bytes available (need {MIN_FREE})")
+    mnt = props.get("mountpoint")
+    return mnt if props.get("mounted") == "yes" and mnt and mnt.startswith("/") else None
 
 
 def _read_only_mount(props):
@@ -57,7 +62,7 @@ def _read_only_mount(props):
     if props.get("mounted") != "yes" or not mnt or not mnt.startswith("/"):
         return False
     try:
-        probe = Path(mnt) / f".kvminst-probe-{os.getpid()}"
+        probe = Path(mnt) / f"{PROBE}{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
@@ -80,7 +85,7 @@ def _existing_root(ds):
 
 
 def _writable(path):
-    probe = Path(path) / f".kvminst-probe-{os.getpid()}"
+    probe = Path(path) / f"{PROBE}{os.getpid()}"
     try:
         probe.write_text("")
         probe.unlink()
@@ -92,7 +97,16 @@ def install(pool, repin=False):
     """Install or upgrade kvm on `pool`; a failure leaves no new dataset behind."""
     if not host.is_root() and not host.dry_run():
         raise PermissionDenied("you need to be root to install kvm")
-    check_pool(pool)
+    pool_mnt = check_pool(pool)
+    held = lock.try_acquire(lock.host_dir() / LOCK, f"{os.getpid()} kvminst\n")
+    if held is None:
+        found = lock.holder(lock.host_dir() / LOCK) or (0, "")
+        raise StateError(f"another kvminst is running ({lock.describe_holder(found)}): try again when it is done")
+    with held:
+        return _install_locked(pool, repin, pool_mnt)
+
+
+def _install_locked(pool, repin, pool_mnt):
     ds = f"{pool}/kvm"
     upgraded = zfs.lzc_exists(ds)
     report = InstallReport(dataset=ds, path=None, upgraded=upgraded)
@@ -104,19 +118,12 @@ def install(pool, repin=False):
                 zfs.lzc_create(ds + "/vm")
                 created.append(ds + "/vm")
         else:
-            zfs.lzc_create(ds)
-            created.append(ds)
-            zfs.set_prop(ds, ROOT_PROP, "yes")
-            zfs.lzc_create(ds + "/vm")
-            created.append(ds + "/vm")
-            mnt = zfs.get_prop(ds, "mountpoint") if not host.dry_run() else f"/{ds}"
-            if not mnt or mnt in ("none", "legacy"):
-                raise StateError(f"{ds} has no mountpoint ({mnt}): set one and run kvminst again")
-            report.path = Path(mnt)
+            report.path = _create_root(ds, created)
         if not host.dry_run():
             _writable(report.path)
         if upgraded and host.dry_run() is False and zfs.get_prop(ds, ROOT_PROP) is None:
             zfs.set_prop(ds, ROOT_PROP, "yes")
+        clean_leftovers(report.path, pool_mnt)
         _install_files(report, repin)
     except BaseException:
         # Undo what this run created (the top-most created dataset takes its children).
@@ -130,10 +137,40 @@ def install(pool, repin=False):
     return report
 
 
+def _create_root(ds, created):
+    """Create POOL/kvm (marked) and POOL/kvm/vm; its mountpoint."""
+    # marked as it is made: a kvminst killed right after finds its own root and completes it
+    zfs.lzc_create(ds, props={ROOT_PROP: "yes"})
+    created.append(ds)
+    zfs.lzc_create(ds + "/vm")
+    created.append(ds + "/vm")
+    mnt = zfs.get_prop(ds, "mountpoint") if not host.dry_run() else f"/{ds}"
+    if not mnt or mnt in ("none", "legacy"):
+        raise StateError(f"{ds} has no mountpoint ({mnt}): set one and run kvminst again")
+    return Path(mnt)
+
+
+def clean_leftovers(root, pool_mnt=None):
+    """Remove what a killed kvminst left behind: the temp files of its atomic writes (named
+    .FILE.XXXX.tmp beside FILE) and its probe files. Run under the kvminst lock: none is live."""
+    from .commands import ROOT_COMMANDS
+    ours = {root: [*ROOT_COMMANDS, "functions", MARKER], root / "templates": TEMPLATE_FILES,
+            root / "rc.d": ["kvm"], root / "firmware": [f[0] for f in FIRMWARE] + [MANIFEST]}
+    for folder, names in ours.items():
+        for name in names:
+            for tmp in folder.glob(f".{name}.*.tmp"):
+                host.remove_file(tmp)
+    for folder in {root, Path(pool_mnt)} if pool_mnt else {root}:
+        for probe in folder.glob(PROBE + "*"):
+            pid = probe.name[len(PROBE):]
+            if pid.isdigit() and int(pid) != os.getpid():
+                host.remove_file(probe)
+
+
 def _install_files(report, repin):
     root = report.path
     p = paths.current()
-    from .cli import ROOT_COMMANDS
+    from .commands import ROOT_COMMANDS
     from .templating import render
     for command in ROOT_COMMANDS:
         text = render("launcher.j2", python=sys.executable, command=command, version=__version__)
@@ -172,32 +209,50 @@ def sha256(path):
 
 
 def pin_firmware(root, report, repin=False):
-    """Copy installed firmware into ROOT/firmware with a SHA256SUMS manifest.
+    """Copy installed firmware into ROOT/firmware and record it in SHA256SUMS.
 
     Already pinned files are kept unless `repin`: pinning exists to protect the VMs
-    from a package upgrade, so an upgrade of kvm must not silently re-pin.
+    from a package upgrade, so an upgrade of kvm must not silently re-pin. Only the
+    files pinned by this run get (new) manifest entries: a pinned file changed since,
+    or anything else lying in firmware/, is never approved by an upgrade.
     """
-    p = paths.current()
     fw_dir = root / "firmware"
     host.make_dirs(fw_dir)
+    sums = read_manifest(fw_dir)
     missing = set()
     for name, kind, package in FIRMWARE:
         target = fw_dir / name
         if target.exists() and not repin:
+            if name not in sums:
+                report.warnings.append(f"{target} is pinned but not in {MANIFEST}: kvminst --repin "
+                                       "pins the host's copy and records it")
             continue
-        source = _find_firmware(name, kind, p)
+        source = _find_firmware(name, kind, paths.current())
         if source is None:
             missing.add(package)
             continue
         host.copy_file(source, target, mode=0o755 if kind == "grub" else 0o644)
+        sums[name] = None if host.dry_run() else sha256(target)
         report.pinned.append(f"{name} <- {source}")
     if missing:
         report.warnings.append("firmware not installed on this host: pkg install " + " ".join(sorted(missing))
                                + "; then run kvminst again to pin it")
-    if not host.dry_run():
-        lines = [f"{sha256(f)}  {f.name}" for f in sorted(fw_dir.iterdir())
-                 if f.is_file() and f.name != "SHA256SUMS"]
-        host.write_file(fw_dir / "SHA256SUMS", "".join(line + "\n" for line in lines))
+    if report.pinned and not host.dry_run():
+        host.write_file(fw_dir / MANIFEST, "".join(f"{d}  {n}\n" for n, d in sums.items()))
+
+
+def read_manifest(fw_dir):
+    """{file name: hex digest} of firmware/SHA256SUMS, in its order ({} when there is none)."""
+    try:
+        lines = (Path(fw_dir) / MANIFEST).read_text().splitlines()
+    except OSError:
+        return {}
+    out = {}
+    for line in lines:
+        digest, _, name = line.partition("  ")
+        if name:
+            out[name] = digest
+    return out
 
 
 def verify_firmware(root):
@@ -205,17 +260,12 @@ def verify_firmware(root):
 
     NotFound when there is no manifest (nothing pinned, or a shell-toolkit root).
     """
-    manifest = Path(root) / "firmware" / "SHA256SUMS"
-    try:
-        lines = manifest.read_text().splitlines()
-    except OSError:
-        raise NotFound(f"no {manifest}: nothing pinned to check (kvminst pins the host's firmware)") from None
+    fw_dir = Path(root) / "firmware"
+    if not (fw_dir / MANIFEST).is_file():
+        raise NotFound(f"no {fw_dir / MANIFEST}: nothing pinned to check (kvminst pins the host's firmware)")
     out = []
-    for line in lines:
-        digest, _, name = line.partition("  ")
-        if not name:
-            continue
-        path = manifest.parent / name
+    for name, digest in read_manifest(fw_dir).items():
+        path = fw_dir / name
         if not path.is_file():
             out.append((name, "MISSING"))
         else:

@@ -5,6 +5,10 @@ process, in its own session (so Ctrl-C and kill of the process group miss it),
 holds a pipe to the creator. If the pipe closes without "commit" — normal failure,
 exception, or kill -9 — the watchdog destroys the dataset, but only when it still
 carries kvm:creating=<that pid>, so it can never destroy someone else's dataset.
+
+If both die (power loss), the dataset keeps its marker: the next vmcreate finds it
+with `stale()` (the marker set on the dataset itself, its pid no longer running)
+and destroys it before going on.
 """
 
 import os
@@ -46,6 +50,30 @@ class Transaction:
             pass
         self.proc.wait()  # on failure the dataset is gone before we report the error
         return False
+
+
+def stale(parent, rows=None):
+    """Children of `parent` that a dead creator left marked kvm:creating (one zfs call, or
+    none when `rows`, zfs.get_props(..., with_source=True) of them, are given)."""
+    if rows is None:
+        rows = zfs.get_props([parent], [CREATING], recursive=True, depth=1, with_source=True)
+    out = []
+    for name, props in rows.items():
+        value, source = props.get(CREATING, (None, "-"))
+        # only a marker set on the dataset itself is ours; an inherited one belongs to a parent
+        if name.startswith(parent + "/") and source == "local" and (value or "").isdigit() \
+                and not host.pid_alive(int(value)):
+            out.append(name)
+    return out
+
+
+def clean_stale(names):
+    """Destroy the half-made datasets `stale()` found; those already gone are fine."""
+    for name in names:
+        try:
+            zfs.destroy_recursive(name)
+        except zfs.DatasetNotFound:
+            pass
 
 
 def watchdog(dataset, pid):

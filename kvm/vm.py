@@ -75,8 +75,22 @@ def get_vm(root, name):
     check_name(name)
     vm = Vm(root, name)
     if not vm.exists():
-        raise NotFound(f"no such VM (no {CONF_FILE} and {RUN_FILE} in {vm.dir})", vm=name)
+        raise NotFound(unmounted_hint(vm) or f"no such VM (no {CONF_FILE} and {RUN_FILE} in {vm.dir})", vm=name)
     return vm
+
+
+def unmounted_hint(vm):
+    """How to recover when the VM's dataset exists but is not mounted (a vmrename or vmdestroy
+    killed half-way), else None. Asks ZFS, so only on the not-found path."""
+    from . import zfs
+    from .errors import KvmError
+    try:
+        dataset = vm.dataset()
+        if not zfs.unmounted(dataset):
+            return None
+    except KvmError:
+        return None
+    return f"its dataset {dataset} exists but is not mounted (a command killed half-way?): zfs mount {dataset}"
 
 
 def list_vms(root):

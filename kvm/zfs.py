@@ -1,78 +1,21 @@
 """The one module that touches ZFS: a libzfs_core-shaped API over pyzfs or the `zfs` command.
 
 Mutating calls carry libzfs_core's names and meanings; failures raise classes named
-as in `libzfs_core.exceptions`. What libzfs_core cannot do on OpenZFS 2.2 (listing,
-properties, mounting, recursive destroy) always goes through the command, parsing
-only its script formats (`-H -p`). Listing many datasets is one call, never one per
-dataset. `zfs get -H -p -r` is used for listing because it is the form every ZFS we
-meet (FreeBSD's OpenZFS, and zfs-fuse, whose `zfs list` has no -p) agrees on.
+as in `libzfs_core.exceptions` (kvm/zfserrors.py). What libzfs_core cannot do on
+OpenZFS 2.2 (listing, properties, mounting, recursive destroy) always goes through
+the command, parsing only its script formats (`-H -p`). Listing many datasets is one
+call, never one per dataset. Where a ZFS we meet (zfs-fuse above all) lacks a form or
+answers "busy" for a moment, the workaround lives in the last section of this file.
 """
 
 import re
 
 from . import host
-from .errors import CommandFailed, KvmError
-
-
-class ZFSError(KvmError):
-    """Any ZFS failure."""
-
-    def __init__(self, message, name=None):
-        super().__init__(f"{name}: {message}" if name else message)
-        self.name = name
-
-
-class DatasetNotFound(ZFSError):
-    """The dataset does not exist."""
-
-
-class DatasetExists(ZFSError):
-    """The dataset already exists."""
-
-
-class ParentNotFound(ZFSError):
-    """The parent dataset or pool does not exist."""
-
-
-class SnapshotExists(ZFSError):
-    """The snapshot already exists."""
-
-
-class SnapshotNotFound(ZFSError):
-    """The snapshot does not exist."""
-
-
-class SnapshotNotLatest(ZFSError):
-    """A rollback target is not the most recent snapshot."""
-
-
-class SnapshotIsCloned(ZFSError):
-    """The snapshot has dependent clones."""
-
-
-class DatasetBusy(ZFSError):
-    """The dataset is busy (mounted and in use, or held)."""
-
-
-class NameInvalid(ZFSError):
-    """The name is not a valid dataset or snapshot name."""
-
-
-class NameTooLong(NameInvalid):
-    """The name is longer than ZFS allows."""
-
-
-class NoSpace(ZFSError):
-    """The pool is out of space."""
-
-
-class PoolsDiffer(ZFSError):
-    """Snapshots requested at once lie in different pools."""
-
-
-class PropertyInvalid(ZFSError):
-    """A property name or value ZFS refuses."""
-
+from .errors import CommandFailed
+from .zfserrors import (DatasetBusy, DatasetExists, DatasetNotFound, NameInvalid, NameTooLong,  # noqa: F401
+                        NoSpace, ParentNotFound, PoolsDiffer, PropertyInvalid, SnapshotExists,
+                        SnapshotIsCloned, SnapshotNotFound, SnapshotNotLatest, ZFSError, classify)
+from .zfserrors import BY_NAME
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*(/[A-Za-z0-9_.:\-]+)*(@[A-Za-z0-9_.:\-]+)?\Z")
 
@@ -85,49 +28,28 @@ def check_name(name):
         raise NameInvalid("invalid dataset name", name)
 
 
-# --------------------------------------------------------------------- command backend
-
-_PATTERNS = [
-    ("dataset does not exist", None),
-    ("no such pool", ParentNotFound),
-    ("parent does not exist", ParentNotFound),
-    ("missing dataset name", NameInvalid),
-    ("dataset already exists", None),
-    ("snapshot already exists", SnapshotExists),
-    ("more recent snapshots", SnapshotNotLatest),
-    ("dependent clones", SnapshotIsCloned),
-    ("is busy", DatasetBusy),
-    ("out of space", NoSpace),
-    ("quota exceeded", NoSpace),
-    ("invalid character", NameInvalid),
-    ("name is too long", NameTooLong),
-    ("invalid property", PropertyInvalid),
-    ("bad property", PropertyInvalid),
-]
-
-
-def _classify(name, stderr):
-    text = stderr.strip().splitlines()
-    msg = text[-1] if text else "zfs failed"
-    low = stderr.lower()
-    for needle, cls in _PATTERNS:
-        if needle in low:
-            if cls is None and needle == "dataset does not exist":
-                cls = SnapshotNotFound if "@" in (name or "") else DatasetNotFound
-            elif cls is None:
-                cls = SnapshotExists if "@" in (name or "") else DatasetExists
-            return cls(needle, name)
-    return ZFSError(msg, name)
-
-
 def _zfs(args, name=None, mutating=True):
     try:
         return host.run(["zfs", *args], mutating=mutating)
     except CommandFailed as exc:
         if exc.status == 127:
             raise ZFSError("the zfs command is not installed") from None
-        raise _classify(name, exc.stderr) from None
+        raise classify(name, exc.stderr) from None
 
+
+def _check_snaps(snaps):
+    """The snapshot names, checked: valid, each with '@', all in one pool."""
+    snaps = list(snaps)
+    for snap in snaps:
+        check_name(snap)
+        if "@" not in snap:
+            raise NameInvalid("not a snapshot name", snap)
+    if len({s.split("/")[0].split("@")[0] for s in snaps}) > 1:
+        raise PoolsDiffer("snapshots must be in one pool", snaps[0])
+    return snaps
+
+
+# --------------------------------------------------------------------- command backend
 
 class CommandBackend:
     """ZFS through the `zfs` command."""
@@ -141,49 +63,26 @@ class CommandBackend:
             opts += ["-o", f"{key}={value}"]
         _zfs(["create", *opts, name], name)
 
-    def lzc_clone(self, name, origin, props=None):
-        check_name(name)
-        opts = []
-        for key, value in (props or {}).items():
-            opts += ["-o", f"{key}={value}"]
-        _zfs(["clone", *opts, origin, name], name)
-
     def lzc_snapshot(self, snaps, props=None):
-        snaps = list(snaps)
-        for snap in snaps:
-            check_name(snap)
-            if "@" not in snap:
-                raise NameInvalid("not a snapshot name", snap)
-        pools = {s.split("/")[0].split("@")[0] for s in snaps}
-        if len(pools) > 1:
-            raise PoolsDiffer("snapshots must be in one pool", snaps[0])
+        snaps = _check_snaps(snaps)
         if len(snaps) == 1:
             _zfs(["snapshot", snaps[0]], snaps[0])
             return
         try:
             # OpenZFS takes several snapshots atomically in one command.
             host.run(["zfs", "snapshot", *snaps])
-            return
         except CommandFailed as exc:
-            if exc.status != 2 or "too many arguments" not in exc.stderr:
-                raise _classify(snaps[0], exc.stderr) from None
-        # An older zfs (zfs-fuse) takes one name a call: make all or none by hand.
-        done = []
-        try:
-            for snap in snaps:
-                _zfs(["snapshot", snap], snap)
-                done.append(snap)
-        except ZFSError:
-            for snap in reversed(done):
-                host.run(["zfs", "destroy", snap], check=False)
-            raise
+            if not _lacks_multi_snapshot(exc):
+                raise classify(snaps[0], exc.stderr) from None
+            _snapshot_each(snaps)
 
     def lzc_destroy_snaps(self, snaps, defer=False):
+        by_dataset = {}
         for snap in snaps:
-            try:
-                _zfs(["destroy", *(["-d"] if defer else []), snap], snap)
-            except SnapshotNotFound:
-                pass  # libzfs_core: destroying a missing snapshot is not an error
+            ds, _, short = snap.partition("@")
+            by_dataset.setdefault(ds, []).append(short)
+        for ds, shorts in by_dataset.items():
+            _destroy_list(ds, shorts, ["-d"] if defer else [])
 
     def lzc_rollback(self, name):
         snaps = self.snapshots(name)
@@ -202,26 +101,7 @@ class CommandBackend:
 
     def lzc_rename(self, source, target):
         check_name(target)
-        # A mounted dataset can be "busy" to rename for a moment (zfs-fuse often, real ZFS at
-        # times): retry, then unmount, rename and mount the new name; whatever happens, the
-        # dataset ends up mounted under the name it has.
-        import time
-        unmounted = False
-        try:
-            for attempt in range(8):
-                try:
-                    _zfs(["rename", source, target], source)
-                    break
-                except DatasetBusy:
-                    if host.dry_run() or attempt == 7:
-                        raise
-                    if attempt >= 2 and not unmounted:
-                        unmounted = host.run(["zfs", "unmount", source], check=False).status == 0
-                    time.sleep(0.1 * (attempt + 1))
-        finally:
-            if unmounted:
-                now = target if self.lzc_exists(target) else source
-                host.run(["zfs", "mount", now], check=False)
+        _rename_busy(source, target, lambda now: self.lzc_exists(now))
 
     def lzc_destroy(self, name):
         _retry_busy(lambda: _zfs(["destroy", name], name), name)
@@ -249,11 +129,9 @@ class PyzfsBackend(CommandBackend):
         try:
             return func(*args)
         except self._exc.ZFSError as exc:
-            cls = globals().get(type(exc).__name__)
+            cls = BY_NAME.get(type(exc).__name__, ZFSError)
             text = getattr(exc, "message", None) or str(exc)
             # pyzfs' ZFSGenericError swaps name and message: keep our own name.
-            if cls is None or not issubclass(cls, ZFSError):
-                cls = ZFSError
             raise cls(str(text), name) from None
 
     def lzc_create(self, name, ds_type="zfs", props=None):
@@ -264,9 +142,7 @@ class PyzfsBackend(CommandBackend):
         _zfs(["mount", name], name)
 
     def lzc_snapshot(self, snaps, props=None):
-        snaps = list(snaps)
-        for snap in snaps:
-            check_name(snap)
+        snaps = _check_snaps(snaps)
         self._call(snaps[0] if snaps else None, self._lzc.lzc_snapshot, [s.encode() for s in snaps])
 
     def lzc_destroy_snaps(self, snaps, defer=False):
@@ -323,13 +199,8 @@ def lzc_snapshot(snaps, props=None):
 
 
 def lzc_destroy_snaps(snaps, defer=False):
-    """Destroy snapshots; missing ones are ignored."""
+    """Destroy snapshots (one call per dataset at most); missing ones are ignored."""
     backend().lzc_destroy_snaps(snaps, defer)
-
-
-def lzc_rollback(name):
-    """Roll back to the latest snapshot; returns its name."""
-    return backend().lzc_rollback(name)
 
 
 def lzc_rollback_to(name, snap):
@@ -343,13 +214,8 @@ def lzc_exists(name):
 
 
 def lzc_rename(source, target):
-    """Rename a dataset."""
+    """Rename a dataset; it ends up mounted under the name it has, whatever happens."""
     backend().lzc_rename(source, target)
-
-
-def lzc_destroy(name):
-    """Destroy one dataset or snapshot (not recursive)."""
-    backend().lzc_destroy(name)
 
 
 # ------------------------------------------------------------- command-only operations
@@ -396,40 +262,9 @@ def inherit_prop(name, prop):
     _zfs(["inherit", prop, name], name)
 
 
-def mount(name):
-    """zfs mount name."""
-    _zfs(["mount", name], name)
-
-
-def unmount(name):
-    """zfs unmount name."""
-    _zfs(["unmount", name], name)
-
-
 def destroy_recursive(name, tries=5):
-    """zfs destroy -r name: the dataset, its children and snapshots.
-
-    Real ZFS, and zfs-fuse more often, can answer "dataset is busy" for a moment
-    after a mount or a file close; that is retried a few times.
-    """
+    """zfs destroy -r name: the dataset, its children and snapshots (see _retry_busy)."""
     _retry_busy(lambda: _zfs(["destroy", "-r", name], name), name, tries)
-
-
-def _retry_busy(action, name, tries=5):
-    """Run action, retrying "busy"; the last try unmounts first (a filesystem only)."""
-    import time
-    for attempt in range(tries):
-        try:
-            return action()
-        except DatasetBusy:
-            if host.dry_run():
-                raise
-            if attempt == tries - 1:
-                if "@" in name:
-                    raise
-                host.run(["zfs", "unmount", name], check=False)
-                return action()
-            time.sleep(0.2 * (attempt + 1))
 
 
 def find_marked(prop):
@@ -459,3 +294,105 @@ def dataset_of_path(path):
         if mnt.rstrip("/") == target and "@" not in name:
             return name
     return None
+
+
+def unmounted(name):
+    """True when filesystem `name` exists and is not mounted (False when it is, or is missing)."""
+    res = host.run(["zfs", "get", "-H", "-p", "-o", "value", "mounted", name], mutating=False, check=False)
+    return res.status == 0 and res.stdout.strip() == "no"
+
+
+# ------------------------------------------------ workarounds: zfs-fuse and "busy" answers
+#
+# Each covers one ZFS behaviour; product code never checks which ZFS it runs on.
+# - zfs-fuse's `zfs snapshot` takes one name ("too many arguments"): take the snapshots
+#   one by one and destroy those made if one fails (_snapshot_each). A kill -9 in
+#   between leaves a partial set, which snap.py lists as incomplete and repairs.
+# - zfs-fuse's `zfs destroy` knows neither `ds@a,b` lists nor `ds@a%b` ranges: one call
+#   per snapshot there (_destroy_list), remembered for the rest of the process.
+# - `zfs list` of zfs-fuse has no -p: everything lists with `zfs get -H -p` (get_props).
+# - a mounted dataset can be "busy" to rename or destroy for a moment after a file
+#   closes (zfs-fuse often, real ZFS at times): retry, then unmount, act and mount again
+#   whatever happens (_rename_busy, _retry_busy), so a failure never leaves it unmounted.
+
+BUSY_TRIES = 5          # destroy: attempts before the unmount-first last try
+BUSY_WAIT = 0.2         # seconds, times the attempt number, between destroy attempts
+RENAME_TRIES = 8        # rename: attempts; unmounted after the third busy answer
+RENAME_WAIT = 0.1
+_NO_LIST_FORM = []      # set once `zfs destroy ds@a,b` proved unknown to this zfs
+
+
+def _lacks_multi_snapshot(exc):
+    return exc.status == 2 and "too many arguments" in exc.stderr
+
+
+def _snapshot_each(snaps):
+    done = []
+    try:
+        for snap in snaps:
+            _zfs(["snapshot", snap], snap)
+            done.append(snap)
+    except BaseException:
+        for snap in reversed(done):
+            host.run(["zfs", "destroy", snap], check=False)
+        raise
+
+
+def _destroy_list(ds, shorts, opts):
+    """Destroy ds@each of shorts: one `zfs destroy ds@a,b,c` where ZFS has the list form."""
+    if len(shorts) > 1 and not _NO_LIST_FORM:
+        res = host.run(["zfs", "destroy", *opts, f"{ds}@{','.join(shorts)}"], check=False)
+        if res.status == 0 or "could not find any snapshots" in res.stderr:
+            return
+        if "invalid dataset name" in res.stderr or "does not exist" in res.stderr:
+            _NO_LIST_FORM.append(True)
+        # any other failure: one by one below, which names the snapshot at fault
+    for short in shorts:
+        try:
+            _zfs(["destroy", *opts, f"{ds}@{short}"], f"{ds}@{short}")
+        except SnapshotNotFound:
+            pass  # libzfs_core: destroying a missing snapshot is not an error
+
+
+def _retry_busy(action, name, tries=BUSY_TRIES):
+    """Run action, retrying "busy"; the last try unmounts first (a filesystem only) and mounts
+    again if the action still fails."""
+    import time
+    for attempt in range(tries - 1):
+        try:
+            return action()
+        except DatasetBusy:
+            if host.dry_run():
+                raise
+            time.sleep(BUSY_WAIT * (attempt + 1))
+    unmounted_now = "@" not in name and host.run(["zfs", "unmount", name], check=False).status == 0
+    try:
+        return action()
+    except BaseException:
+        if unmounted_now:
+            _mount_if_there(name)
+        raise
+
+
+def _rename_busy(source, target, exists):
+    import time
+    unmounted_now = False
+    try:
+        for attempt in range(RENAME_TRIES):
+            try:
+                _zfs(["rename", source, target], source)
+                return
+            except DatasetBusy:
+                if host.dry_run() or attempt == RENAME_TRIES - 1:
+                    raise
+                if attempt >= 2 and not unmounted_now:
+                    unmounted_now = host.run(["zfs", "unmount", source], check=False).status == 0
+                time.sleep(RENAME_WAIT * (attempt + 1))
+    finally:
+        if unmounted_now:
+            _mount_if_there(target if exists(target) else source)
+
+
+def _mount_if_there(name):
+    if host.run(["zfs", "get", "-H", "-o", "value", "type", name], mutating=False, check=False).status == 0:
+        host.run(["zfs", "mount", name], check=False)

@@ -6,12 +6,9 @@ import importlib
 import os
 import sys
 
-# Every command; its module is kvm.cli.<command>.
-COMMANDS = ("kvminst", "vmcreate", "start", "stop", "status", "insert", "eject", "snap", "dorc",
-            "vminfo", "vmlist", "vmdestroy", "vmrename", "console")
+from ..commands import ALL as COMMANDS, ROOT_COMMANDS  # noqa: F401 - the names live in the library
 
-# commands kvminst installs into the root folder as ./NAME launchers
-ROOT_COMMANDS = tuple(c for c in COMMANDS if c != "kvminst")
+# Every command's module is kvm.cli.<command>.
 
 # commands pip puts on PATH (setup.cfg's console_scripts, besides `kvm`): only names no other
 # program is likely to have; `start`, `stop`, `status`... are `./NAME` in the root or `kvm NAME`.

@@ -10,9 +10,10 @@ VERBS = {"c": "create", "d": "destroy", "r": "rollback", "l": "list", "p": "prun
 
 
 def build_parser():
+    # the description is printed as is; only help strings go through %-formatting
     p = common.parser(PROG, "Snapshots of a VM (its dataset and every dataset or zvol its set.conf "
                             "points at, taken together). Verbs: create NAME [SNAP] (default: a "
-                            "timestamp), destroy NAME SNAP|A%%B, rollback NAME [SNAP], list NAME, "
+                            "timestamp), destroy NAME SNAP|A%B, rollback NAME [SNAP], list NAME, "
                             "prune NAME --keep N. Only the first letter counts: snap c myVM s1.",
                       dry_run=True)
     p.add_argument("verb", help="create, destroy, rollback, list or prune (first letter is enough)")
@@ -33,7 +34,7 @@ def body(args):
     if verb is None:
         raise UsageError(f"unknown verb '{args.verb}' (create, destroy, rollback, list, prune)")
     vm = common.get_vm(args, root_user=verb != "list")
-    return globals()[f"do_{verb}"](vm, args)
+    return DO[verb](vm, args)
 
 
 def do_create(vm, args):
@@ -55,7 +56,8 @@ def do_destroy(vm, args):
     from .. import snap
     if not args.snap:
         raise UsageError("destroy needs a snapshot name or range", vm=vm.name)
-    names = snap.destroy(vm, vm.config(), args.snap)
+    with snap.hold(vm, "snap destroy", running_ok=True):
+        names = snap.destroy(vm, vm.config(), args.snap)
     if not args.dry_run:
         for name in names:
             print(f"destroyed {vm.name}@{name}")
@@ -65,31 +67,46 @@ def do_destroy(vm, args):
 def do_rollback(vm, args):
     from .. import snap, vm as vmmod
     from ..errors import StateError
-    if vmmod.runtime(vm).active:
-        raise StateError("is running: stop it before rolling back", vm=vm.name)
-    target, newer = snap.rollback_plan(vm, args.snap, args.older)
-    if newer:
-        common.info(f"Rolling back to '{target}' destroys the newer snapshots: {', '.join(newer)}")
-        if not common.confirm("Go on", args.yes or args.dry_run):
-            common.info("Nothing done.")
-            return 1
-    snap.rollback(vm, vm.config(), target, newer)
+    # the running check and the rollback under the VM's lock: a start cannot slip in between
+    with snap.hold(vm, "snap rollback"):
+        if vmmod.runtime(vm).active:
+            raise StateError("is running: stop it before rolling back", vm=vm.name)
+        have, target, newer = snap.rollback_plan(vm, vm.config(), args.snap, args.older)
+        if newer:
+            common.info(f"Rolling back to '{target.name}' destroys the newer snapshots: "
+                        f"{', '.join(s.name for s in newer)}")
+            if not common.confirm("Go on", args.yes or args.dry_run):
+                common.info("Nothing done.")
+                return 1
+        snap.rollback(vm, have, target, newer)
     if not args.dry_run:
-        print(f"{vm.name}: rolled back to {target}")
+        print(f"{vm.name}: rolled back to {target.name}")
     return 0
 
 
 def do_list(vm, args):
     from .. import info, snap
-    rows = snap.snapshots(vm.dataset())
+    from ..errors import ConfigError
+    try:
+        dsets = snap.datasets_of(vm, vm.config())
+    except ConfigError as exc:  # listing must not need a valid set.conf: show the VM dataset's
+        common.warn(PROG, f"{exc.message}: listing the VM dataset only", vm=vm.name)
+        dsets = [vm.dataset()]
+    have = snap.listing(dsets)
+    for s in have.sets:
+        if not s.complete:
+            common.warn(PROG, f"snapshot '{s.name}' is incomplete (missing on {', '.join(s.missing)}): "
+                              f"snap c {vm.name} {s.name} takes it again, snap d {vm.name} {s.name} "
+                              f"removes it", vm=vm.name)
     if args.json:
-        print(json.dumps([{"name": n, "used": int(p.get("used") or 0), "referenced": int(p.get("referenced") or 0),
-                           "creation": int(p.get("creation") or 0)} for n, p in rows], indent=1))
+        print(json.dumps([{"name": s.name, "used": int(s.props.get("used") or 0),
+                           "referenced": int(s.props.get("referenced") or 0),
+                           "creation": int(s.props.get("creation") or 0), "complete": s.complete,
+                           "missing": s.missing} for s in have.sets], indent=1))
         return 0
     size = (lambda v: str(int(v or 0))) if args.parsable else (lambda v: info.human_size(int(v or 0)))
-    table = [(n, size(p.get("used")), size(p.get("referenced")), snap.fmt_when(p.get("creation") or 0,
-                                                                                 args.parsable))
-             for n, p in rows]
+    table = [(s.name, size(s.props.get("used")), size(s.props.get("referenced")),
+              snap.fmt_when(s.props.get("creation") or 0, args.parsable)) for s in have.sets]
     common.print_table(("NAME", "USED", "REFER", "CREATION"), table, args.scripted)
     return 0
 
@@ -98,18 +115,20 @@ def do_prune(vm, args):
     from .. import snap
     if args.keep is None or args.keep < 0:
         raise UsageError("prune needs --keep N (N >= 0)", vm=vm.name)
-    doomed = snap.prune_plan(vm, args.keep)
-    if not doomed:
-        common.info(f"{vm.name}: nothing to prune (keeping {args.keep})")
-        return 0
-    for name in doomed:
-        print(f"would destroy {vm.name}@{name}" if args.dry_run else f"destroy {vm.name}@{name}")
-    if args.dry_run:
-        return 0
-    if not common.confirm(f"Destroy these {len(doomed)} snapshots", args.yes):
-        common.info("Nothing done.")
-        return 1
-    cfg = vm.config()
-    for name in doomed:
-        snap.destroy(vm, cfg, name)
+    with snap.hold(vm, "snap prune", running_ok=True):
+        _, doomed = snap.prune_plan(vm, vm.config(), args.keep)
+        if not doomed:
+            common.info(f"{vm.name}: nothing to prune (keeping {args.keep})")
+            return 0
+        for s in doomed:
+            print(f"would destroy {vm.name}@{s.name}" if args.dry_run else f"destroy {vm.name}@{s.name}")
+        if args.dry_run:
+            return 0
+        if not common.confirm(f"Destroy these {len(doomed)} snapshots", args.yes):
+            common.info("Nothing done.")
+            return 1
+        snap.destroy_sets(vm, doomed)
     return 0
+
+
+DO = {"create": do_create, "destroy": do_destroy, "rollback": do_rollback, "list": do_list, "prune": do_prune}

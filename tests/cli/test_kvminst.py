@@ -139,7 +139,7 @@ def test_dry_run_prints_and_changes_nothing(pool, env):
     before = datasets(pool)
     res = kvm(env, "kvminst", "-p", pool, "--dry-run")
     assert res.returncode == 0, res.stderr
-    assert f"zfs create {pool}/kvm" in res.stdout
+    assert f"zfs create -o kvm:root=yes {pool}/kvm" in res.stdout
     assert datasets(pool) == before
 
 
