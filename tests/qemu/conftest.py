@@ -106,7 +106,7 @@ class Serial:
 class Guest:
     """One qemu running the test guest from the argv our builder makes."""
 
-    def __init__(self, vmdir, run_dir, iso, script, values):
+    def __init__(self, vmdir, run_dir, iso, script, values, prefix=()):
         self.vmdir, self.disk = vmdir, vmdir / "disk"
         guestdisk.make_disk(self.disk, script)
         shutil.copy(OVMF_VARS, vmdir / qemu.VARS_FILE)
@@ -115,7 +115,7 @@ class Guest:
         self.cfg = config.validate(vmdir.name, vmdir, conf)
         self.plan = qemu.plan(self.cfg, run_dir=run_dir, code=str(OVMF_CODE))
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(self.plan.argv, stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen([*prefix, *self.plan.argv], stdin=subprocess.DEVNULL,
                                      stdout=open(vmdir / "qemu.out", "wb"), stderr=subprocess.STDOUT)
         self.qmp = Qmp.connect(self.plan.qmp)
         self.serial = Serial(self.plan.console)
@@ -139,10 +139,10 @@ def guest(guest_iso, short_dir):
     """start(script, **set.conf values) -> a running Guest; all are killed at the end."""
     made = []
 
-    def start(script="", **values):
+    def start(script="", prefix=(), **values):
         vmdir = short_dir / f"vm{len(made)}"
         vmdir.mkdir()
-        made.append(Guest(vmdir, short_dir, guest_iso, script, values))
+        made.append(Guest(vmdir, short_dir, guest_iso, script, values, prefix))
         return made[-1]
 
     yield start
