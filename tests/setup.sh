@@ -14,6 +14,17 @@ need_pkgs=()
 command -v zfs-fuse >/dev/null 2>&1 || need_pkgs+=(zfs-fuse)
 command -v setpriv >/dev/null 2>&1 || need_pkgs+=(util-linux)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
+# real guests: qemu with OVMF, and what tests/guest/build-guest makes the test guest with
+command -v qemu-system-x86_64 >/dev/null 2>&1 || need_pkgs+=(qemu-system-x86)
+[ -e /usr/share/OVMF/OVMF_CODE_4M.fd ] || need_pkgs+=(ovmf)
+[ -e /bin/busybox ] || need_pkgs+=(busybox-static)
+[ -d /usr/lib/grub/i386-pc ] || need_pkgs+=(grub-pc-bin)
+[ -d /usr/lib/grub/x86_64-efi ] || need_pkgs+=(grub-efi-amd64-bin)
+command -v grub-mkrescue >/dev/null 2>&1 || need_pkgs+=(grub-common)
+command -v xorriso >/dev/null 2>&1 || need_pkgs+=(xorriso)
+command -v mformat >/dev/null 2>&1 || need_pkgs+=(mtools)
+command -v cpio >/dev/null 2>&1 || need_pkgs+=(cpio)
+command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
 	echo "== installing ${need_pkgs[*]}"
 	apt-get update -qq
