@@ -54,9 +54,11 @@ class Result:
         self.argv, self.status, self.stdout, self.stderr = argv, status, stdout, stderr
 
 
-def run(argv, *, mutating=True, check=True, input=None, env=None, capture=True, vm=None, new_session=False):
+def run(argv, *, mutating=True, check=True, input=None, env=None, capture=True, vm=None, new_session=False,
+        own_stdin=False):
     """Run argv and wait; raise CommandFailed on non-zero status when check is set. new_session:
-    out of the terminal's process group, so a Ctrl-C meant for us does not reach it."""
+    out of the terminal's process group, so a Ctrl-C meant for us does not reach it. own_stdin:
+    the command reads our stdin (vmrecv's zfs receive reads the stream ssh hands us)."""
     argv = [str(a) for a in argv]
     line = shlex.join(argv)
     if mutating and dry_run():
@@ -67,7 +69,7 @@ def run(argv, *, mutating=True, check=True, input=None, env=None, capture=True, 
     pipe = subprocess.PIPE if capture else None
     try:
         proc = subprocess.run(argv, input=input, stdout=pipe, stderr=pipe, text=True, env=env,
-                              stdin=None if input is not None else subprocess.DEVNULL,
+                              stdin=None if input is not None or own_stdin else subprocess.DEVNULL,
                               start_new_session=new_session)
     except FileNotFoundError:
         raise CommandFailed(argv, 127, f"{argv[0]}: command not found", vm=vm) from None
@@ -353,3 +355,40 @@ def is_root():
     """True when running with uid 0."""
     return os.geteuid() == 0
 
+
+
+def relay(sender, receiver, counted=None, chunk=1 << 20):
+    """sender | (count) | receiver: each chunk passes through us, so counted(total) can report
+    progress. Returns (sender Result, receiver Result, bytes). If we are killed, the sender gets EPIPE
+    and the receiver EOF: neither is signalled, so a zfs process is never killed mid-unmount."""
+    import subprocess
+    import tempfile
+    _debug("%s | (count) | %s", shlex.join(sender), shlex.join(receiver))
+    errs = [tempfile.TemporaryFile() for _ in range(3)]
+    src = spawn(sender, stdout=subprocess.PIPE, stderr=errs[0])
+    dst = spawn(receiver, stdin=subprocess.PIPE, stdout=errs[2], stderr=errs[1])
+    total, inp, out = 0, src.stdout.fileno(), dst.stdin.fileno()
+    try:
+        while True:
+            data = os.read(inp, chunk)
+            if not data:
+                break
+            view = memoryview(data)
+            while view:
+                view = view[os.write(out, view):]
+            total += len(data)
+            if counted:
+                counted(total)
+    except BrokenPipeError:
+        pass  # the receiver ended early: its status and stderr say why
+    finally:
+        src.stdout.close()  # a sender still writing gets EPIPE and ends
+        dst.stdin.close()
+    def text(f):
+        f.seek(0)
+        return f.read().decode(errors="replace")
+    sent = Result(sender, src.wait(), "", text(errs[0]))
+    got = Result(receiver, dst.wait(), text(errs[2]), text(errs[1]))
+    for f in errs:
+        f.close()
+    return sent, got, total

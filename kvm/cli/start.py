@@ -39,6 +39,8 @@ def body(args):
             print(line)
         return 0
     common.need_root_user(vm.name)
+    from ..migrate import check_not_migrated
+    check_not_migrated(vm)  # vmsend moved it: one VM must not run on two hosts
     cfg = vm.config()  # refuse a broken set.conf here, before detaching
     for line in cfg.warnings:
         common.warn(PROG, line, vm=vm.name)

@@ -1,0 +1,229 @@
+"""vmsend: replicate or migrate a VM's dataset to another install root (over ssh, or --local).
+
+Warm (default): send a snapshot while the VM runs, stop it, send the last increment, start it
+on DEST. Cold: stop first, one send. Copy: send only; the VM keeps running here.
+Every stream goes `zfs send | (count) | vmrecv` through host.relay; the far side (kvm/receive.py)
+checks, receives and validates, or leaves DEST as it was. The source is marked kvm:migrated
+only after DEST holds the last increment, so a vmsend killed at any point leaves a source that
+starts as before.
+"""
+
+import json
+import os
+import shlex
+import sys
+import time
+
+from . import host, lock, power, receive, snap as snapmod, vm as vmmod, zfs, zfs_stream
+from .errors import StateError, UsageError
+from .root import is_root_dir
+
+PROGRESS_EVERY = 1.0   # seconds between progress lines
+
+
+class Dest:
+    """Where a VM goes: argv of a kvm command there (ssh, or this Python for --local)."""
+
+    def __init__(self, spec=None, local=None, ssh_opts=(), remote_kvm="kvm"):
+        self.local = local
+        if local:
+            path = os.path.realpath(local)
+            if not is_root_dir(path):
+                raise UsageError(f"--local {local}: not a kvm install root (no vm/ folder or marker)")
+            self.label, self.root, self._prefix = path, path, [sys.executable, "-m", "kvm", "--root", path]
+            return
+        host_part, _, self.root = spec.partition(":")
+        if not host_part or host_part.startswith("-"):
+            raise UsageError(f"invalid DEST '{spec}': use [user@]host[:ROOT]")
+        self.label = spec
+        ssh = shlex.split(os.environ.get("KVM_SSH") or "ssh")
+        for opt in ssh_opts:
+            ssh += ["-o", opt]
+        self._ssh = ssh + ["-o", "BatchMode=yes", host_part]
+        self._remote = shlex.split(remote_kvm) + (["--root", self.root] if self.root else [])
+
+    def argv(self, *args):
+        if self.local:
+            return self._prefix + list(args)
+        # ssh hands the far shell one string: every word quoted
+        return self._ssh + ["--", shlex.join(self._remote + list(args))]
+
+    def run(self, vm_name, *args):
+        res = host.run(self.argv(*args), check=False)
+        if res.status != 0:
+            raise StateError(self.failure(res), vm=vm_name)
+        return res.stdout
+
+    def failure(self, res):
+        """One line for a failed command on DEST."""
+        lines = [x for x in res.stderr.strip().splitlines() if x.strip()]
+        last = lines[-1] if lines else f"exit status {res.status}"
+        if res.status == 127 or "command not found" in last or "No module named kvm" in last:
+            return f"kvm is not installed on {self.label} ({last}): install kvm there first"
+        if not self.local and res.status == 255:
+            return f"ssh to {self.label} failed: {last}"
+        return f"on {self.label}: {last}"
+
+
+def check_sendable(vm, cfg):
+    """Only VMs whose data is all inside ROOT/vm/NAME (other datasets are not sent), not migrated."""
+    extra = snapmod.datasets_of(vm, cfg)[1:]
+    if extra:
+        raise StateError(f"its data lies also on {', '.join(extra)}: vmsend sends {vm.dataset()} only "
+                         f"(move the disk into the VM folder)", vm=vm.name)
+    gone = zfs.get_prop(vm.dataset(), receive.MIGRATED_PROP)
+    if gone:
+        raise StateError(f"was migrated to {gone} already (kvm:migrated)", vm=vm.name)
+
+
+def common_snapshot(ds, far_snaps):
+    """The newest snapshot here that DEST has too (same guid), or None."""
+    there = {guid for _, guid in far_snaps}
+    mine = [s for s, guid in zfs_stream.snapshot_guids(ds) if guid in there]
+    return mine[-1] if mine else None
+
+
+def new_snap_name(ds):
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    have = {s for s, _ in zfs_stream.snapshot_guids(ds)}
+    n = 1
+    while f"{receive.SEND_PREFIX}{stamp}-{n}" in have:
+        n += 1
+    return f"{receive.SEND_PREFIX}{stamp}-{n}"
+
+
+class Progress:
+    """Bytes, rate and time left on stderr, at most once a second, from the estimate."""
+
+    def __init__(self, say, name, estimate):
+        self.say, self.name, self.estimate = say, name, estimate
+        self.start = self.last = time.monotonic()
+
+    def __call__(self, total, final=False):
+        now = time.monotonic()
+        if not final and now - self.last < PROGRESS_EVERY:
+            return
+        self.last = now
+        rate = total / max(now - self.start, 1e-6)
+        line = f"{self.name}: {mib(total)} of ~{mib(self.estimate)} sent, {mib(rate)}/s"
+        if not final and rate > 0 and self.estimate > total:
+            line += f", ~{(self.estimate - total) / rate:.0f}s left"
+        self.say(line)
+
+
+def mib(n):
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+class Sender:
+    """One vmsend run: the plan, then its steps."""
+
+    def __init__(self, vm, dest, mode, say, start=True, keep=False):
+        self.vm, self.dest, self.mode, self.say = vm, dest, mode, say
+        self.start, self.keep = start, keep
+        self.ds = vm.dataset()
+        self.cfg = vm.config()
+        check_sendable(vm, self.cfg)
+        self.source = zfs.get_prop(self.ds, "guid")
+        self.info = json.loads(dest.run(vm.name, "vmrecv", vm.name, "--source", self.source, "--probe"))
+        receive.check_firmware(vm.name, self.cfg, self.info["firmware"])
+        self.common = common_snapshot(self.ds, self.info["snaps"])
+        if self.info["exists"] and self.common is None:
+            raise StateError(f"DEST's copy shares no snapshot with this VM: destroy it there to send in full",
+                             vm=vm.name)
+        rt = vmmod.runtime(vm)
+        self.running = bool(rt.supervisor or rt.bhyve)
+
+    def receiver(self, snap, base):
+        args = ["vmrecv", self.vm.name, "--source", self.source, "--snap", snap]
+        args += ["--base", base] if base else []
+        return self.dest.argv(*args, *(["--no-lock"] if self.dest.local else []))
+
+    def transfer(self, snap):
+        """Send ds@snap (incremental from the common snapshot) to DEST; on failure the snapshot
+        made for it goes, and DEST is as it was (vmrecv undoes its part)."""
+        base = self.common
+        full, frm = f"{self.ds}@{snap}", f"{self.ds}@{base}" if base else None
+        est, _ = zfs_stream.estimate(full, frm)
+        progress = Progress(self.say, self.vm.name, est)
+        sent, got, total = host.relay(zfs_stream.lzc_send_argv(full, frm), self.receiver(snap, base), progress)
+        if sent.status != 0 or got.status != 0:
+            zfs.lzc_destroy_snaps([full])
+            why = self.dest.failure(got) if got.status != 0 else f"zfs send failed: {sent.stderr.strip()}"
+            again = "it resumes" if self.info.get("resumable") else "it sends the increment again"
+            raise StateError(f"{why} (run vmsend again: {again})", vm=self.vm.name)
+        progress(total, final=True)
+        for line in got.stdout.splitlines():
+            self.say(f"{self.vm.name}: on {self.dest.label}: {line}")
+        self.common = snap
+
+    def snapshot(self):
+        name = new_snap_name(self.ds)
+        zfs.lzc_snapshot([f"{self.ds}@{name}"])
+        return name
+
+    def run(self):
+        """Carry out the mode; returns the downtime in seconds (None when the VM kept running)."""
+        if self.mode == "copy" or not self.running:
+            with self._lock_unless_running():
+                self.transfer(self.snapshot())
+                self.finish(started=False)
+            return None
+        if self.mode == "warm":
+            self.transfer(self.snapshot())  # while the guest runs: the bulk of the data
+        t0 = time.monotonic()
+        self.say(f"{self.vm.name}: stopping for the {'last increment' if self.mode == 'warm' else 'send'}")
+        power.stop_vm(self.vm)
+        with lock.hold_vm(self.vm.name, "vmsend"):
+            self.transfer(self.snapshot())
+            self.finish(started=self.start)
+        if self.start:
+            try:
+                self.dest.run(self.vm.name, "start", "-b", self.vm.name)
+            except StateError as exc:
+                raise StateError(f"is on {self.dest.label} now, but starting it there failed: {exc.message}",
+                                 vm=self.vm.name) from None
+        return time.monotonic() - t0
+
+    def _lock_unless_running(self):
+        """The VM's lock while it is stopped; a running VM's supervisor holds it (copy)."""
+        return snapmod.hold(self.vm, "vmsend", running_ok=True)
+
+    def finish(self, started):
+        """Mark the source (a migration), then prune the send snapshots here down to the common one."""
+        if self.mode != "copy" and not self.keep:
+            zfs.set_prop(self.ds, receive.MIGRATED_PROP, self.dest.label)
+        receive.prune(self.ds, self.common)
+
+    def plan_lines(self):
+        """--dry-run: the exact pipelines, with the estimated sizes."""
+        snap = f"{self.ds}@{receive.SEND_PREFIX}<time>"
+        frm = f"{self.ds}@{self.common}" if self.common else None
+        est, how = zfs_stream.estimate(self.ds, frm)
+
+        def pipe(base, size):
+            send = zfs_stream.lzc_send_argv(snap, base and f"{self.ds}@{base}")
+            return (f"{shlex.join(send)} | (vmsend counts) | "
+                    f"{shlex.join(self.receiver(snap.split('@')[1], base))}    # {size}")
+        out = [f"# {self.vm.name} -> {self.dest.label}: {self.mode}, {'running' if self.running else 'stopped'}, "
+               f"{'incremental from ' + self.common if self.common else 'full'}"]
+        first = [f"zfs snapshot {snap}", pipe(self.common, f"~{mib(est)} ({how})")]
+        if not self.running or self.mode == "copy":
+            steps = first
+        else:
+            steps = first if self.mode == "warm" else []
+            base = f"{receive.SEND_PREFIX}<previous>" if self.mode == "warm" else self.common
+            steps += [f"stop {self.vm.name}", f"zfs snapshot {snap}", pipe(base, "what changed meanwhile")]
+            if self.start:
+                steps.append(shlex.join(self.dest.argv("start", "-b", self.vm.name)))
+        if self.mode != "copy" and not self.keep:
+            steps.append(f"zfs set {receive.MIGRATED_PROP}={self.dest.label} {self.ds}")
+        return out + steps
+
+
+def check_not_migrated(vm):
+    """start's refusal: a VM migrated elsewhere must not run here too."""
+    gone = zfs.get_prop(vm.dataset(), receive.MIGRATED_PROP)
+    if gone:
+        raise StateError(f"was migrated to {gone}: start it there, or `zfs inherit {receive.MIGRATED_PROP} "
+                         f"{vm.dataset()}` to run this copy here", vm=vm.name)

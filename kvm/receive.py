@@ -1,0 +1,149 @@
+"""The receiving side of vmsend (`kvm vmrecv NAME`, run by ssh on DEST or locally with --local):
+answer the sender's probe, receive one stream into ROOT/vm/NAME, check the VM it holds can run
+here, and on any failure leave DEST as it was before.
+
+A copy is recognised by the `kvm:source` user property, the guid of the sending VM's dataset:
+a name that exists here without the same kvm:source is not ours to overwrite.
+"""
+
+import os
+
+from . import firmware, launch, lock, zfs, zfs_stream
+from .errors import KvmError, NotFound, StateError, UsageError
+from .vm import Vm
+
+SOURCE_PROP = "kvm:source"
+MIGRATED_PROP = "kvm:migrated"
+SEND_PREFIX = "vmsend-"   # snapshots kvm makes for sending; pruned down to the last common one
+
+
+def probe(root, name, source):
+    """What the sender needs to plan: is there a copy, its snapshots (name, guid), the firmware
+    here, whether receives resume. Refuses a name that is not an earlier copy of this VM."""
+    ds = f"{root.vm_dataset()}/{name}"
+    exists = zfs.lzc_exists(ds)
+    check_identity(root, name, ds, source, exists)
+    return {"dataset": ds, "exists": exists,
+            "snaps": zfs_stream.snapshot_guids(ds) if exists else [],
+            "firmware": {"uefi": firmware.uefi_code(root.path) is not None,
+                         "grub": firmware.grub(root.path) is not None},
+            "resumable": zfs_stream.can_resume()}
+
+
+def check_identity(root, name, ds, source, exists):
+    vm = Vm(root, name)
+    if not exists:
+        if vm.dir.exists():
+            raise StateError(f"{vm.dir} exists on DEST but is not a dataset: not overwritten", vm=name)
+        return
+    have = zfs.get_prop(ds, SOURCE_PROP)
+    if have != source:
+        what = f"a copy of another VM (kvm:source={have})" if have else "a VM of DEST's own"
+        raise StateError(f"exists on DEST as {what}: not overwritten (choose another name there)", vm=name)
+
+
+def receive(root, name, source, snap, base=None, locked=True):
+    """Receive the stream on stdin as ROOT/vm/NAME@snap (incremental from base when given)."""
+    ds = f"{root.vm_dataset()}/{name}"
+    held = lock.hold_vm(name, "vmrecv") if locked else None
+    try:
+        exists = zfs.lzc_exists(ds)
+        check_identity(root, name, ds, source, exists)
+        if base and not (exists and zfs.lzc_exists(f"{ds}@{base}")):
+            raise StateError(f"DEST has no snapshot {base} to receive an increment on: send in full", vm=name)
+        if exists and not base:
+            raise StateError("exists on DEST: only an increment can be received into it", vm=name)
+        _receive_stream(name, ds, base)
+        try:
+            if not base:
+                zfs.set_prop(ds, SOURCE_PROP, source)
+            remount(ds, bool(base))
+            warnings = check_runnable(Vm(root, name))
+        except BaseException:
+            _undo(ds, base)
+            raise
+        prune(ds, snap)
+        return warnings
+    finally:
+        if held is not None:
+            held.release()
+
+
+def _receive_stream(name, ds, base):
+    argv = zfs_stream.lzc_receive_argv(ds, force=bool(base))
+    from . import host
+    res = host.run(argv, own_stdin=True, check=False)
+    if res.status == 0:
+        return
+    lines = [x for x in res.stderr.strip().splitlines() if x.strip()]
+    why = lines[-1] if lines else f"zfs receive exited {res.status}"
+    if not base and zfs.lzc_exists(ds):
+        zfs.destroy_recursive(ds)  # a full receive that failed half-way: DEST had nothing
+    if "space" in why:
+        raise StateError(f"DEST is out of space ({why}); DEST is unchanged", vm=name)
+    raise StateError(f"receive failed ({why}); DEST is unchanged", vm=name)
+
+
+def remount(ds, received_into_mounted):
+    """Mount what was received. After an increment into a mounted filesystem, unmount (never
+    forced: busy means someone has files open, then it stays as it is) and mount again, so
+    no reader is served pages cached from before the receive (zfs-fuse keeps them)."""
+    from . import host
+    if received_into_mounted and not zfs.unmounted(ds):
+        host.run(["zfs", "unmount", ds], check=False)
+    if zfs.unmounted(ds):
+        zfs._zfs(["mount", ds], ds)
+
+
+def _undo(ds, base):
+    if base:
+        zfs_stream.rollback_destroying(f"{ds}@{base}")
+    else:
+        zfs.destroy_recursive(ds)
+
+
+def check_runnable(vm):
+    """The received VM must load here: set.conf valid, its disk there, its firmware pinned.
+    A missing ISO is only a warning (media are per host). Returns the warnings."""
+    if not vm.exists():
+        raise NotFound(f"the received dataset holds no VM ({vm.dir} lacks set.conf or run)", vm=vm.name)
+    cfg = vm.config()
+    if cfg.disk and not os.path.exists(cfg.disk):
+        raise NotFound(f"disk {cfg.disk} does not exist on DEST (a disk outside the VM folder is not sent)",
+                       vm=vm.name)
+    check_firmware(vm.name, cfg, {"uefi": firmware.uefi_code(vm.root.path) is not None,
+                                  "grub": firmware.grub(vm.root.path) is not None})
+    warnings = list(cfg.warnings)
+    if cfg.iso and not os.path.exists(cfg.iso):
+        warnings.append(f"ISO {cfg.iso} is not on DEST: eject it or copy it there before a start")
+    launch.plan(vm, cfg, strict=False)  # the hypervisor accepts the config here
+    return warnings
+
+
+def check_firmware(name, cfg, have):
+    """Refuse a VM whose loader DEST has not pinned (an absolute VMrom must exist there)."""
+    if cfg.loader and not cfg.vmrom.startswith("/") and not have.get(cfg.loader):
+        raise NotFound(f"DEST has no pinned {cfg.loader} firmware: run kvminst there first", vm=name)
+    if cfg.vmrom.startswith("/") and not os.path.exists(cfg.vmrom):
+        raise NotFound(f"loader {cfg.vmrom} does not exist on DEST", vm=name)
+
+
+def prune(ds, keep):
+    """Destroy the send snapshots older than `keep` (the newest common one); cloned ones stay."""
+    names = [s for s, _ in zfs_stream.snapshot_guids(ds)]
+    if keep not in names:
+        return
+    doomed = [f"{ds}@{s}" for s in names[:names.index(keep)] if s.startswith(SEND_PREFIX)]
+    for full in doomed:
+        try:
+            zfs.lzc_destroy_snaps([full])
+        except KvmError:
+            pass  # a clone depends on it: kept (snap list shows it)
+        except zfs.ZFSError:
+            pass
+
+
+def check_name_args(name, snap, base):
+    for value in (snap, base):
+        if value is not None and not value.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            raise UsageError(f"invalid snapshot name '{value}'", vm=name)

@@ -1,0 +1,159 @@
+"""vmsend/vmrecv between two real pools (--local): full, incremental, warm, cold, copy; refusals
+that leave DEST as it was (name clash, no firmware, pool full); kill -9 of vmsend at seeded
+random points."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import cmd, datasets, destroy_dataset, kvm, one_line_error
+from tests.cli.test_run import make, script, status, wait_for, guest_up
+
+
+def prop(ds, name):
+    res = subprocess.run(["zfs", "get", "-H", "-p", "-o", "value", name, ds], capture_output=True, text=True)
+    return res.stdout.strip()
+
+
+def snaps_of(ds):
+    res = subprocess.run(["zfs", "list", "-H", "-o", "name", "-t", "snapshot"], capture_output=True, text=True)
+    return [s.split("@")[1] for s in res.stdout.split() if s.startswith(f"{ds}@")]
+
+
+@pytest.fixture
+def far(scratch_pool, env, install):
+    """A second install root on a pool of its own: (root path, pool name)."""
+    name = scratch_pool(160)
+    res = kvm(env, "kvminst", "-p", name, "-y")
+    assert res.returncode == 0, res.stderr
+    yield Path(f"/{name}/kvm"), name
+    subprocess.run([sys.executable, "-m", "kvm", "--root", f"/{name}/kvm", "stop", "-f", "web"], env=env,
+                   capture_output=True)
+    destroy_dataset(f"{name}/kvm")
+
+
+def send(install, env, *args, timeout=120):
+    return cmd(install, env, "vmsend", *args, timeout=timeout)
+
+
+def test_copy_full_then_incremental(install, env, far):
+    root, fpool = far
+    d = make(install, env)
+    (d / "data").write_bytes(b"one" * 1000)
+    res = send(install, env, "web", "--local", root, "--copy")
+    assert res.returncode == 0, res.stderr
+    assert "web: copied to" in res.stdout and "MiB" in res.stderr
+    assert (root / "vm/web/data").read_bytes() == b"one" * 1000
+    assert (root / "vm/web/set.conf").read_text() == (d / "set.conf").read_text()
+    src = prop(f"{install.parent.name}/kvm/vm/web", "guid")
+    assert prop(f"{fpool}/kvm/vm/web", "kvm:source") == src
+    (d / "data").write_bytes(b"two" * 1000)
+    res = send(install, env, "web", "--local", root, "--copy")
+    assert res.returncode == 0, res.stderr
+    assert (root / "vm/web/data").read_bytes() == b"two" * 1000
+    # pruned on both sides down to the last common snapshot
+    here, there = snaps_of(f"{install.parent.name}/kvm/vm/web"), snaps_of(f"{fpool}/kvm/vm/web")
+    assert len(here) == 1 and here == there
+    # a copy is no migration: the source still starts
+    assert prop(f"{install.parent.name}/kvm/vm/web", "kvm:migrated") == "-"
+    res = cmd(root, env, "vmlist")
+    assert "web" in res.stdout
+
+
+def test_stopped_vm_migrates_and_the_source_refuses_to_start(install, env, far):
+    root, fpool = far
+    make(install, env)
+    res = send(install, env, "web", "--local", root)
+    assert res.returncode == 0, res.stderr
+    assert "migrated to" in res.stdout
+    assert prop(f"{install.parent.name}/kvm/vm/web", "kvm:migrated") == str(root)
+    one_line_error(cmd(install, env, "start", "-b", "web"), "start: web: was migrated to", "zfs inherit")
+    one_line_error(send(install, env, "web", "--local", root), "migrated to", "already")
+
+
+def _running(install, env):
+    make(install, env)
+    script(env, "web", "run")
+    res = cmd(install, env, "start", "-b", "web")
+    assert res.returncode == 0, res.stderr
+    wait_for(lambda: guest_up(install, env), what="guest up")
+
+
+@pytest.mark.parametrize("mode", ["warm", "cold"])
+def test_running_vm_moves_and_runs_on_dest(install, env, far, mode):
+    root, fpool = far
+    _running(install, env)
+    (install / "vm/web/data").write_bytes(b"written before the stop")
+    res = send(install, env, "web", "--local", root, "-y", *(["--cold"] if mode == "cold" else []))
+    assert res.returncode == 0, res.stderr
+    assert "downtime" in res.stdout
+    assert (root / "vm/web/data").read_bytes() == b"written before the stop"
+    wait_for(lambda: status(root, env) > 0, what="web running from DEST")
+    one_line_error(cmd(install, env, "start", "-b", "web"), "was migrated to")
+    assert "stopping for" in res.stderr
+
+
+def test_copy_of_a_running_vm_keeps_it_running(install, env, far):
+    root, fpool = far
+    _running(install, env)
+    pid = status(install, env)
+    res = send(install, env, "web", "--local", root, "--copy")
+    assert res.returncode == 0, res.stderr
+    assert status(install, env) == pid and (root / "vm/web/set.conf").is_file()
+
+
+def test_dry_run_prints_the_pipeline_and_changes_nothing(install, env, far):
+    root, fpool = far
+    make(install, env)
+    before = datasets(fpool) | datasets(install.parent.name)
+    res = send(install, env, "web", "--local", root, "--dry-run")
+    assert res.returncode == 0, res.stderr
+    assert "zfs send" in res.stdout and "vmrecv web" in res.stdout and "MiB" in res.stdout
+    assert datasets(fpool) | datasets(install.parent.name) == before
+
+
+def test_name_clash_on_dest_is_refused(install, env, far):
+    root, fpool = far
+    make(install, env)
+    assert cmd(root, env, "vmcreate", "web", "-y").returncode == 0
+    before = datasets(fpool)
+    one_line_error(send(install, env, "web", "--local", root, "--copy"), "vmsend: web:", "exists on DEST",
+                   "not overwritten")
+    assert datasets(fpool) == before
+
+
+def test_dest_without_firmware_is_refused(install, env, far):
+    root, fpool = far
+    make(install, env)
+    for f in (root / "firmware").glob("BHYVE_UEFI*"):
+        f.unlink()
+    before = datasets(fpool)
+    one_line_error(send(install, env, "web", "--local", root, "--copy"), "no pinned uefi firmware")
+    assert datasets(fpool) == before
+
+
+def test_dest_pool_full_leaves_dest_unchanged(install, env, far):
+    root, fpool = far
+    d = make(install, env)
+    with open(d / "big", "wb") as fh:
+        fh.write(os.urandom(200 << 20))
+    before = datasets(fpool)
+    res = send(install, env, "web", "--local", root, "--copy")
+    assert res.returncode == 1 and "web:" in res.stderr, res.stderr
+    assert datasets(fpool) == before
+    assert snaps_of(f"{install.parent.name}/kvm/vm/web") == []  # the snapshot made for it went too
+
+
+def test_bad_usage_is_one_line(install, env, far):
+    root, fpool = far
+    make(install, env)
+    one_line_error(send(install, env, "web"), "vmsend: web: give DEST or --local", status=2)
+    one_line_error(send(install, env, "web", "--local", "/nonexistent"), "not a kvm install root", status=2)
+    one_line_error(send(install, env, "web", "--local", install), "this VM's own root", status=2)
+    one_line_error(send(install, env, "nosuch", "--local", root), "vmsend: nosuch: no such VM")
