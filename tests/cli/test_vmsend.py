@@ -157,3 +157,70 @@ def test_bad_usage_is_one_line(install, env, far):
     one_line_error(send(install, env, "web", "--local", "/nonexistent"), "not a kvm install root", status=2)
     one_line_error(send(install, env, "web", "--local", install), "this VM's own root", status=2)
     one_line_error(send(install, env, "nosuch", "--local", root), "vmsend: nosuch: no such VM")
+
+
+def descendants(pid):
+    """Every process below pid (read from /proc before the kill: orphans are re-parented)."""
+    kids = {}
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                ppid = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            kids.setdefault(ppid, []).append(int(p.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in kids.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def gone(pid):
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.slow
+def test_kill_9_of_vmsend_at_random_points(install, env, far):
+    """kill -9 of vmsend's own pid (never its group: the zfs processes are not signalled; they see
+    EPIPE or EOF and end on their own, which is what a kill of vmsend means), then wait for its
+    children. After each round: the source is intact and startable unless DEST is complete and it
+    was marked; DEST holds nothing or the whole VM; running vmsend again completes."""
+    root, fpool = far
+    d = make(install, env)
+    payload = os.urandom(24 << 20)
+    (d / "data").write_bytes(payload)
+    rng = random.Random(1313)
+    src, dst = f"{install.parent.name}/kvm/vm/web", f"{fpool}/kvm/vm/web"
+    t0 = time.monotonic()
+    assert send(install, env, "web", "--local", root, "--keep").returncode == 0
+    took = time.monotonic() - t0  # the points fall across one whole send, start-up included
+    outcomes = set()
+    for rnd in range(10):
+        destroy_dataset(dst)  # a full send each round: the longest window to be killed in
+        proc = subprocess.Popen([f"./vmsend", "web", "--local", str(root), "--keep"], cwd=install, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.05, 1.1 * took))
+        kids = descendants(proc.pid)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        wait_for(lambda: all(gone(k) for k in kids), seconds=60, what="vmsend's children ending")
+        assert (d / "data").read_bytes() == payload and prop(src, "mounted") == "yes"
+        assert cmd(install, env, "start", "-n", "web").returncode == 0
+        if (root / "vm/web").exists() and prop(dst, "mounted") == "yes":
+            assert (root / "vm/web/data").read_bytes() == payload, f"round {rnd}: half a VM on DEST"
+            assert prop(dst, "kvm:source") == prop(src, "guid")
+            outcomes.add("complete")
+        else:
+            assert dst not in datasets(fpool), f"round {rnd}: {dst} left unmounted"
+            outcomes.add("nothing")
+        if rnd % 2:
+            res = send(install, env, "web", "--local", root, "--keep")
+            assert res.returncode == 0, res.stderr
+            assert (root / "vm/web/data").read_bytes() == payload
+    print("outcomes:", outcomes)
+    assert outcomes == {"complete", "nothing"}, "the seeded points should hit both sides of the send"
