@@ -150,7 +150,7 @@ class Sender:
         if sent.status != 0 or got.status != 0:
             zfs.lzc_destroy_snaps([full])
             why = self.dest.failure(got) if got.status != 0 else f"zfs send failed: {sent.stderr.strip()}"
-            again = "it resumes" if self.info.get("resumable") else "it sends the increment again"
+            again = "it resumes" if self.info.get("resumable") else "it sends again from the last snapshot both sides have"
             raise StateError(f"{why} (run vmsend again: {again})", vm=self.vm.name)
         progress(total, final=True)
         for line in got.stdout.splitlines():

@@ -224,3 +224,122 @@ def test_kill_9_of_vmsend_at_random_points(install, env, far):
             assert (root / "vm/web/data").read_bytes() == payload
     print("outcomes:", outcomes)
     assert outcomes == {"complete", "nothing"}, "the seeded points should hit both sides of the send"
+
+
+# ----------------------------------------------------------------------------- over real ssh
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def sshd(tmp_path, env):
+    """Our own sshd on 127.0.0.1 (throw-away host and user keys, authorized_keys in a temp file;
+    the host's /etc/ssh and /root/.ssh are not used) and the env vmsend needs to reach it:
+    KVM_SSH, plus a remote kvm command carrying the test's paths (sshd gives a clean env)."""
+    if not os.path.exists("/usr/sbin/sshd"):
+        pytest.skip("openssh-server is not installed (tests/setup.sh installs it)")
+    for key in ("host", "user"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / key)], check=True)
+    (tmp_path / "authorized_keys").write_text((tmp_path / "user.pub").read_text())
+    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation folder
+    port = free_port()
+    proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", "/dev/null", "-p", str(port),
+                             "-h", str(tmp_path / "host"), "-o", "ListenAddress=127.0.0.1",
+                             "-o", f"AuthorizedKeysFile={tmp_path / 'authorized_keys'}",
+                             "-o", "StrictModes=no", "-o", "PermitRootLogin=prohibit-password",
+                             "-o", "PidFile=none", "-o", "UsePAM=no"],
+                            stderr=open(tmp_path / "sshd.log", "w"))
+    keep = {k: v for k, v in env.items() if k.startswith("KVM_") or k in ("PATH", "PYTHONPATH")}
+    # DEST is "another host": its own run dir (locks, state), as a second machine has
+    keep["KVM_RUN_DIR"] = str(tmp_path / "farrun")
+    (tmp_path / "farrun").mkdir(mode=0o755)
+    wrapper = tmp_path / "remote-kvm"
+    wrapper.write_text("#!/bin/sh\n" + "".join(f"export {k}='{v}'\n" for k, v in keep.items())
+                       + f"exec {sys.executable} -m kvm \"$@\"\n")
+    wrapper.chmod(0o755)
+    e = dict(env, KVM_SSH=f"ssh -F /dev/null -p {port} -i {tmp_path / 'user'} -o StrictHostKeyChecking=no "
+                          f"-o UserKnownHostsFile={tmp_path / 'known_hosts'}")
+    wait_for(lambda: subprocess.run(e["KVM_SSH"].split() + ["-o", "BatchMode=yes", "root@127.0.0.1", "true"],
+                                    capture_output=True).returncode == 0, seconds=20, what="sshd up")
+    e["FAR_RUN_DIR"] = keep["KVM_RUN_DIR"]
+    yield e, str(wrapper), proc.pid
+    proc.kill()
+    proc.wait()
+
+
+@pytest.mark.slow
+def test_over_ssh_copy_then_warm_migration(install, far, sshd):
+    root, fpool = far
+    e, wrapper, _ = sshd
+    make(install, e)
+    (install / "vm/web/data").write_bytes(b"over ssh")
+    dest = f"root@127.0.0.1:{root}"
+    res = send(install, e, "web", dest, "--copy", "--remote-kvm", wrapper)
+    assert res.returncode == 0, res.stderr
+    assert (root / "vm/web/data").read_bytes() == b"over ssh"
+    script(e, "web", "run")
+    assert cmd(install, e, "start", "-b", "web").returncode == 0
+    wait_for(lambda: guest_up(install, e), what="guest up")
+    (install / "vm/web/data").write_bytes(b"written while running")
+    res = send(install, e, "web", dest, "-y", "--remote-kvm", wrapper)
+    assert res.returncode == 0, res.stderr
+    assert "downtime" in res.stdout
+    assert (root / "vm/web/data").read_bytes() == b"written while running"
+    far_env = dict(e, KVM_RUN_DIR=e["FAR_RUN_DIR"])
+    wait_for(lambda: status(root, far_env) > 0, what="web running from DEST")
+    cmd(root, far_env, "stop", "-f", "web")
+
+
+@pytest.mark.slow
+def test_over_ssh_errors_are_one_line(install, far, sshd):
+    root, fpool = far
+    e, wrapper, _ = sshd
+    make(install, e)
+    one_line_error(send(install, e, "web", f"root@127.0.0.1:{root}", "--remote-kvm", "/nonexistent/kvm"),
+                   "kvm is not installed on root@127.0.0.1")
+    bad = dict(e, KVM_SSH=e["KVM_SSH"].replace("-p ", "-p 1"))
+    one_line_error(send(install, bad, "web", f"root@127.0.0.1:{root}"), "ssh to root@127.0.0.1")
+
+
+@pytest.mark.slow
+def test_over_ssh_connection_killed_mid_send(install, far, sshd):
+    """The server side of the connection dies while the stream flows: DEST is as it was,
+    vmsend says so in one line, the source keeps no send snapshot, and a re-run completes."""
+    root, fpool = far
+    e, wrapper, sshd_pid = sshd
+    d = make(install, e)
+    payload = os.urandom(40 << 20)
+    (d / "data").write_bytes(payload)
+    src, dst = f"{install.parent.name}/kvm/vm/web", f"{fpool}/kvm/vm/web"
+    proc = subprocess.Popen(["./vmsend", "web", f"root@127.0.0.1:{root}", "--copy", "--remote-kvm", wrapper],
+                            cwd=install, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def receiving():
+        for pid in descendants(sshd_pid):
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv[:2] == [b"zfs", b"receive"] and dst.encode() in argv:
+                return True
+        return False
+    wait_for(receiving, seconds=30, what="the receive on DEST")
+    for pid in descendants(sshd_pid):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip().startswith("sshd"):
+                os.kill(pid, signal.SIGKILL)  # the connection, not the zfs processes
+        except OSError:
+            pass
+    out, err = proc.communicate(timeout=120)
+    errors = [x for x in err.splitlines() if x.startswith("vmsend:")]  # the rest is progress
+    assert proc.returncode == 1 and len(errors) == 1, err
+    assert errors[0].startswith("vmsend: web: ssh to root@127.0.0.1") and "run vmsend again" in errors[0]
+    wait_for(lambda: dst not in datasets(fpool), seconds=30, what="DEST as it was")
+    assert snaps_of(src) == []
+    res = send(install, e, "web", f"root@127.0.0.1:{root}", "--copy", "--remote-kvm", wrapper)
+    assert res.returncode == 0, res.stderr
+    assert (root / "vm/web/data").read_bytes() == payload
