@@ -1,0 +1,154 @@
+"""vmsend benchmarks (bench/run runs this after bench.py): two throw-away pools on this host.
+
+1. Downtime of a warm migration of a running VM (bhyve simulator) with a 512 MiB disk of which
+   8 MiB changed since the last send, beside a cold migration of the same VM (one full send
+   while it is stopped). Target: warm <= 2 s.
+2. Throughput of a full send through vmsend vs a bare `zfs send | zfs receive` of the same
+   snapshot. Target: ratio >= 0.9.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SIM_BIN = REPO / "tests" / "sim" / "bin"
+POOL_DIR = Path("/dev/shm" if os.path.isdir("/dev/shm") else "/var/tmp")
+DISK_MIB, CHANGED_MIB = 512, 8
+
+
+def sh(*argv, env=None, cwd=None, check=True):
+    res = subprocess.run([str(a) for a in argv], env=env, cwd=cwd, capture_output=True, text=True)
+    if check and res.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(map(str, argv))}: {res.stderr.strip()}")
+    return res
+
+
+def make_env(sysroot):
+    for sub in ("rc.d", "vmm", "dev", "run", "firmware", "sim"):
+        (sysroot / sub).mkdir(parents=True, exist_ok=True)
+    (sysroot / "rc.conf").write_text("")
+    (sysroot / "firmware" / "BHYVE_UEFI.fd").write_bytes(b"UEFI" * 64)
+    (sysroot / "firmware" / "BHYVE_UEFI_VARS.fd").write_bytes(b"VARS" * 16)
+    env = dict(os.environ, KVM_RCDIR=str(sysroot / "rc.d"), KVM_RCCONF=str(sysroot / "rc.conf"),
+               KVM_VMM_DIR=str(sysroot / "vmm"), KVM_DEV_DIR=str(sysroot / "dev"),
+               KVM_RUN_DIR=str(sysroot / "run"), KVM_FIRMWARE_DIRS=str(sysroot / "firmware"),
+               KVM_GRUB_BHYVE=str(SIM_BIN / "grub-bhyve"), KVM_SIM_DIR=str(sysroot / "sim"),
+               KVM_SIM_HOME=str(SIM_BIN.parent), PYTHONPATH=str(REPO),
+               PATH=f"{SIM_BIN}:{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+    env.pop("KVM_ROOT", None)
+    (sysroot / "sim" / "script").mkdir(exist_ok=True)
+    (sysroot / "sim" / "script" / "web").write_text("run\n")
+    return env
+
+
+def make_pool(size_gib=2):
+    name = f"kvmb{uuid.uuid4().hex[:8]}"
+    img = POOL_DIR / f"{name}.img"
+    with open(img, "wb") as fh:
+        fh.truncate(size_gib << 30)
+    sh("zpool", "create", "-f", name, img)
+    return name, img
+
+
+def kvm(env, root, *args):
+    return sh(sys.executable, "-m", "kvm", "--root", root, *args, env=env, check=False)
+
+
+def write_random(path, mib, offset_mib=0):
+    with open(path, "r+b" if path.exists() else "wb") as fh:
+        fh.seek(offset_mib << 20)
+        for _ in range(mib):
+            fh.write(os.urandom(1 << 20))
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def downtime(res):
+    found = re.search(r"downtime ([0-9.]+)s", res.stdout)
+    if res.returncode != 0 or not found:
+        raise SystemExit(f"bench: vmsend failed: {res.stderr.strip()}")
+    return float(found.group(1))
+
+
+def fresh_vm(env, src, dst, dpool):
+    """web on src with a 512 MiB disk of random data, no copy on dst, not running."""
+    kvm(env, dst, "stop", "-f", "web")
+    sh("zfs", "destroy", "-r", f"{dpool}/kvm/vm/web", check=False)
+    disk = Path(src) / "vm" / "web" / "disk"
+    if not disk.exists():
+        sh(sys.executable, "-m", "kvm", "--root", src, "vmcreate", "web", "-y", "--disk-size", "1G", env=env)
+        write_random(disk, DISK_MIB)
+    sh("zfs", "inherit", "kvm:migrated", f"{Path(src).parent.name}/kvm/vm/web", check=False)
+    return disk
+
+
+def bench_downtime(env, src, dst, dpool):
+    disk = fresh_vm(env, src, dst, dpool)
+    kvm(env, src, "start", "-b", "web")
+    first = kvm(env, src, "vmsend", "web", "--local", dst, "--copy")
+    if first.returncode != 0:
+        raise SystemExit(f"bench: vmsend --copy failed: {first.stderr.strip()}")
+    write_random(disk, CHANGED_MIB, offset_mib=100)
+    warm = downtime(kvm(env, src, "vmsend", "web", "--local", dst, "-y", "--no-start"))
+    fresh_vm(env, src, dst, dpool)
+    kvm(env, src, "start", "-b", "web")
+    cold = downtime(kvm(env, src, "vmsend", "web", "--local", dst, "-y", "--cold", "--no-start"))
+    return warm, cold
+
+
+def bench_throughput(env, src, dst, spool, dpool):
+    fresh_vm(env, src, dst, dpool)
+    snap = f"{spool}/kvm/vm/web@bench"
+    sh("zfs", "snapshot", snap)
+    t0 = time.monotonic()
+    sh("sh", "-c", f"zfs send {snap} | zfs receive {dpool}/bench")
+    bare = time.monotonic() - t0
+    sh("zfs", "destroy", "-r", f"{dpool}/bench")
+    sh("zfs", "destroy", snap)
+    t0 = time.monotonic()
+    res = kvm(env, src, "vmsend", "web", "--local", dst, "--copy")
+    through = time.monotonic() - t0
+    if res.returncode != 0:
+        raise SystemExit(f"bench: vmsend failed: {res.stderr.strip()}")
+    return bare, through
+
+
+def main():
+    made = []
+    sysroot = Path(tempfile.mkdtemp(prefix="kvmbench", dir="/var/tmp"))
+    try:
+        env = make_env(sysroot)
+        (spool, simg), (dpool, dimg) = make_pool(), make_pool()
+        made += [(spool, simg), (dpool, dimg)]
+        for pool in (spool, dpool):
+            sh(sys.executable, "-m", "kvm", "kvminst", "-p", pool, "-y", env=env)
+        src, dst = f"/{spool}/kvm", f"/{dpool}/kvm"
+        warm, cold = bench_downtime(env, src, dst, dpool)
+        bare, through = bench_throughput(env, src, dst, spool, dpool)
+        out = {"warm_downtime_s": warm, "cold_downtime_s": cold, "bare_send_s": bare,
+               "vmsend_s": through, "throughput_ratio": bare / through}
+        print(f"warm migration downtime ({DISK_MIB} MiB disk, {CHANGED_MIB} MiB changed): {warm:.2f} s "
+              f"(target <= 2 s); cold: {cold:.2f} s")
+        print(f"full send: bare zfs send | zfs receive {bare:.2f} s, vmsend {through:.2f} s, "
+              f"ratio {bare / through:.2f} (target >= 0.9)")
+        print(json.dumps(out))
+    finally:
+        for pool, img in made:
+            sh(sys.executable, "-m", "kvm", "--root", f"/{pool}/kvm", "stop", "-f", "web", check=False)
+            for _ in range(40):
+                if sh("zpool", "destroy", "-f", pool, check=False).returncode == 0:
+                    img.unlink(missing_ok=True)
+                    break
+                time.sleep(0.5)
+        subprocess.run(["rm", "-rf", str(sysroot)])
+
+
+if __name__ == "__main__":
+    main()
