@@ -343,3 +343,23 @@ def test_over_ssh_connection_killed_mid_send(install, far, sshd):
     res = send(install, e, "web", f"root@127.0.0.1:{root}", "--copy", "--remote-kvm", wrapper)
     assert res.returncode == 0, res.stderr
     assert (root / "vm/web/data").read_bytes() == payload
+
+
+def test_a_clone_arrives_whole_and_a_cloned_send_snapshot_is_kept(install, env, far):
+    root, fpool = far
+    pool = install.parent.name
+    make(install, env)
+    res = send(install, env, "web", "--local", root, "--copy")
+    assert res.returncode == 0, res.stderr
+    first = snaps_of(f"{pool}/kvm/vm/web")[0]
+    subprocess.run(["zfs", "clone", f"{pool}/kvm/vm/web@{first}", f"{pool}/kvm/vm/web2"], check=True)
+    try:
+        res = send(install, env, "web", "--local", root, "--copy")  # prune meets the clone's origin
+        assert res.returncode == 0, res.stderr
+        assert first in snaps_of(f"{pool}/kvm/vm/web") and len(snaps_of(f"{pool}/kvm/vm/web")) == 2
+        res = send(install, env, "web2", "--local", root, "--copy")  # a clone: a full, independent copy
+        assert res.returncode == 0, res.stderr
+        assert prop(f"{fpool}/kvm/vm/web2", "origin") == "-"
+        assert (root / "vm/web2/set.conf").is_file()
+    finally:
+        destroy_dataset(f"{pool}/kvm/vm/web2")
