@@ -157,6 +157,12 @@ def test_bad_usage_is_one_line(install, env, far):
     one_line_error(send(install, env, "web", "--local", "/nonexistent"), "not a kvm install root", status=2)
     one_line_error(send(install, env, "web", "--local", install), "this VM's own root", status=2)
     one_line_error(send(install, env, "nosuch", "--local", root), "vmsend: nosuch: no such VM")
+    one_line_error(send(install, env, "web", ":/tank/kvm"), "invalid DEST ':/tank/kvm'", status=2)
+    one_line_error(send(install, env, "web", "h", "--local", root), "give DEST or --local", status=2)
+    res = subprocess.run([sys.executable, "-m", "kvm", "--root", str(root), "vmrecv", "web", "--source", "1",
+                          "--snap", "a b"], env=env, capture_output=True, text=True, input="")
+    one_line_error(res, "vmrecv: web: invalid snapshot name 'a b'", status=2)
+    assert not (root / "vm/web").exists()
 
 
 def descendants(pid):
