@@ -355,13 +355,8 @@ def validate(name, vmdir, values, cpus=None, reading=None):
 
 def check_folder(folder):
     """The folder of a file sh will run must be a real folder of root's, writable by root only."""
-    try:
-        st = os.lstat(folder)
-    except OSError as exc:
-        raise PermissionDenied(f"{folder}: {exc.strerror}") from None
-    if not stat.S_ISDIR(st.st_mode):
-        raise PermissionDenied(f"{folder} is not a folder (a link?): refusing to run its files")
-    check_owner(folder, st)
+    from .lock import lstat_folder
+    check_owner(folder, lstat_folder(folder, folder, "refusing to run its files"))
 
 
 def read(path, *, evaluate):

@@ -59,14 +59,20 @@ def _make_safe_dir(path):
     check_safe_dir(path)
 
 
-def check_safe_dir(path):
-    """Refuse a run dir that is a link, not a folder, or (when we are root) changeable by others."""
+def lstat_folder(path, label, refusal):
+    """lstat of a folder root is about to trust; PermissionDenied when missing, a link or no folder."""
     try:
         st = os.lstat(path)
     except OSError as exc:
-        raise PermissionDenied(f"run dir {path}: {exc.strerror}") from None
+        raise PermissionDenied(f"{label}: {exc.strerror}") from None
     if not stat.S_ISDIR(st.st_mode):
-        raise PermissionDenied(f"run dir {path} is not a folder (a link?): refusing to use it")
+        raise PermissionDenied(f"{label} is not a folder (a link?): {refusal}")
+    return st
+
+
+def check_safe_dir(path):
+    """Refuse a run dir that is a link, not a folder, or (when we are root) changeable by others."""
+    st = lstat_folder(path, f"run dir {path}", "refusing to use it")
     if os.geteuid() == 0 and (st.st_uid != 0 or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)):
         raise PermissionDenied(f"run dir {path} is not owned by root or is writable by others "
                                f"(uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o}): refusing to use it "
