@@ -7,10 +7,9 @@ the file: only the supervisor's launch asks for it, after the files were found s
 
 import os
 import re
-import stat
 from dataclasses import dataclass, field
 
-from .errors import ConfigError, KvmError, PermissionDenied
+from .errors import ConfigError, KvmError
 from .shconf import (CONF, NAME_RE, Assignment, NeedsShell, Reading, assignments, check_owner,  # noqa: F401
                      evaluate_text, evaluate_with_sh, parse_text, read_plain, read_text)
 from .confedit import remove_value, set_value, sh_quote  # noqa: F401
