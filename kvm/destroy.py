@@ -33,6 +33,29 @@ def script_of(vm):
     return None
 
 
+def check_no_clones(vm, recursive=False):
+    """The datasets that depend on the VM's snapshots (clones, images published from it), deepest
+    first; StateError naming them unless `recursive` (-R) accepts destroying them too."""
+    from .deps import dependents
+    users = dependents(dataset_of(vm))
+    if users and not recursive:
+        raise StateError(f"has clones: {', '.join(users)}; destroy them first, or -R to destroy them too",
+                         vm=vm.name)
+    return users
+
+
+def destroy_dependents(vm, users):
+    """-R: each dependent VM of this root as vmdestroy would (its rc.d script too), others by zfs."""
+    from . import vm as vmmod
+    prefix = vm.root.vm_dataset() + "/"
+    for name in users:
+        short = name[len(prefix):]
+        if name.startswith(prefix) and "/" not in short and vmmod.Vm(vm.root, short).exists():
+            destroy(vmmod.Vm(vm.root, short))
+        else:
+            zfs.destroy_recursive(name)
+
+
 def destroy(vm):
     """Destroy the VM (stopped by the caller) under its lock; returns the dataset destroyed."""
     with lock.hold_vm(vm.name, "vmdestroy"):

@@ -174,14 +174,12 @@ def select(vm, have, spec):
 
 def check_no_clones(vm, doomed):
     """Refuse when any snapshot of the doomed sets has clones (one zfs call over the pool)."""
+    from .deps import clones_by_origin
     wanted = {full for s in doomed for full in s.full_names()}
     if not wanted:
         return
-    rows = zfs.get_props([vm.dataset().split("/")[0]], ["origin"], recursive=True)
-    clones = {}
-    for name, props in rows.items():
-        if props.get("origin") in wanted:
-            clones.setdefault(props["origin"], []).append(name)
+    clones = {snap: users for snap, users in clones_by_origin(vm.dataset().split("/")[0]).items()
+              if snap in wanted}
     if clones:
         snap, users = next(iter(clones.items()))
         raise StateError(f"snapshot {snap} has clones: {', '.join(users)}; destroy or promote them first",
