@@ -108,7 +108,7 @@ def build_iso(contents):
     """The ISO image bytes: ISO 9660 level 3 names, Rock Ridge and Joliet carrying the real ones."""
     import pycdlib
     iso = pycdlib.PyCdlib()
-    iso.new(interchange=3, joliet=3, rock_ridge="1.09", vol_ident=LABEL)
+    iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident=LABEL)
     for name, data in contents.items():
         short = name.replace("-", "").upper()[:8]
         iso.add_fp(io.BytesIO(data), len(data), f"/{short}.;1", rr_name=name, joliet_path=f"/{name}")
