@@ -11,9 +11,9 @@ import random
 import re
 import time
 
-from . import firmware, host, images, lock, rename, vm as vmmod, zfs
+from . import cloudinit, firmware, host, images, lock, rename, snap as snapmod, zfs
 from .create import VARS_FILE, check_new
-from .errors import NotFound
+from .errors import NotFound, UsageError
 from .txn import Transaction
 
 # files that are the source's alone: never in a clone
@@ -35,6 +35,10 @@ def plan(root, src, dst, snap=None):
     target = check_new(root, dst)
     cfg = src.config()
     ds = src.dataset()
+    others = [d for d in snapmod.datasets_of(src, cfg) if d != ds]
+    if others:  # a clone would share that disk with SRC, and the copy would not have it
+        raise UsageError(f"uses disks on other datasets ({', '.join(others)}): vmclone clones only {ds}",
+                         vm=src.name)
     own = None
     if snap:
         if not zfs.lzc_exists(f"{ds}@{snap}"):
@@ -53,7 +57,8 @@ def plan(root, src, dst, snap=None):
 def clone(root, src, dst, snap=None, independent=False):
     """Make DST; returns (Vm, origin snapshot)."""
     target, origin, own, template = plan(root, src, dst, snap)
-    with lock.hold_vm(dst, "vmclone"):
+    # SRC's lock keeps snap rollback and the like out meanwhile; a running SRC is fine
+    with snapmod.hold(src, "vmclone", running_ok=True), lock.hold_vm(dst, "vmclone"):
         with Transaction(target.dataset(), origin=None if independent else origin, own_snap=own) as txn:
             if independent:
                 copy_snapshot(target, origin)
@@ -93,3 +98,8 @@ def new_identity(src, target, template):
         host.write_file(conf, fresh_macs(text), mode=conf.stat().st_mode & 0o7777)
     if template is not None:
         host.copy_file(template, target.dir / VARS_FILE, mode=0o644)
+    if (target.dir / cloudinit.STATE).exists():  # a seed of its own: new instance-id, its own name
+        seed = cloudinit.saved(target)
+        if seed.hostname in ("", src.name):
+            seed.hostname = target.name
+        cloudinit.write_seed(target, seed)

@@ -61,7 +61,9 @@ def body(args):
         if vmmod.runtime(vm).active:
             common.warn(PROG, "the VM is running: this image is crash-consistent (like pulling the plug); "
                               "stop the VM for a clean one", vm=vm.name)
-        values = images.publish(root, vm, name, args.snapshot)
+        from ..snap import hold
+        with hold(vm, "image publish", running_ok=True):
+            values = images.publish(root, vm, name, args.snapshot)
         done = f"published {vm_name} as image {name} ({values['source']})"
     else:
         (name,) = _want(args, 1, "NAME")

@@ -161,3 +161,45 @@ def test_publish_leaves_the_identity_out_and_holds_the_snapshot(install, env, po
     res = cmd(install, env, "vmcreate", "n", "-y", "--from", "tmpl")
     assert res.returncode == 0, res.stderr
     assert (install / "vm" / "n" / "disk").read_bytes()[:7] == b"WEBDATA"
+
+
+def test_snap_destroy_R_takes_the_clones_after_asking(install, env, pool, web):
+    assert cmd(install, env, "snap", "c", "web", "gold").returncode == 0
+    assert cmd(install, env, "vmclone", "web", "c1", "--snapshot", "gold", "-y").returncode == 0
+    assert cmd(install, env, "vmclone", "c1", "c2", "-y").returncode == 0  # a clone of the clone
+    res = cmd(install, env, "snap", "destroy", "web", "gold", "-R", input="n\n")
+    assert res.returncode == 1 and exists(f"{pool}/kvm/vm/c1") and exists(f"{pool}/kvm/vm/web@gold")
+    assert f"{pool}/kvm/vm/c2" in res.stderr and f"{pool}/kvm/vm/c1" in res.stderr
+    res = cmd(install, env, "snap", "destroy", "web", "gold", "-R", "-y")
+    assert res.returncode == 0, res.stderr
+    assert not exists(f"{pool}/kvm/vm/c1") and not exists(f"{pool}/kvm/vm/c2")
+    assert not exists(f"{pool}/kvm/vm/web@gold") and exists(f"{pool}/kvm/vm/web")
+
+
+def test_vmclone_refuses_a_vm_with_disks_elsewhere(install, env, pool, web):
+    ext = f"{pool}/ext12"
+    subprocess.run(["zfs", "create", ext], check=True)
+    try:
+        Path(f"/{ext}/d2").write_bytes(b"x")
+        with open(web / "set.conf", "a") as fh:
+            fh.write(f'Devices="$Devices 4,virtio-blk,/{ext}/d2"\n')
+        one_line_error(cmd(install, env, "vmclone", "web", "x", "-y"), "vmclone: web:", ext, status=2)
+        assert not exists(f"{pool}/kvm/vm/x")
+    finally:
+        subprocess.run(["zfs", "destroy", "-r", ext], capture_output=True)
+
+
+def test_vmclone_gives_a_seed_its_own_name_and_instance(install, env, pool):
+    create_vm(install, env, "ci", "--cloud-init", "--disk-size", "4M")
+    assert cmd(install, env, "vmclone", "ci", "ci2", "-y").returncode == 0
+    a = json.loads((install / "vm" / "ci" / "cloud-init.json").read_text())
+    b = json.loads((install / "vm" / "ci2" / "cloud-init.json").read_text())
+    assert b["hostname"] == "ci2" and a["hostname"] in ("", "ci")
+    assert (install / "vm" / "ci2" / "seed.iso").read_bytes() != (install / "vm" / "ci" / "seed.iso").read_bytes()
+
+
+def test_vmcreate_from_dry_run_changes_nothing(install, env, pool, imported):
+    res = cmd(install, env, "vmcreate", "a", "-y", "--from", "deb", "--dry-run")
+    assert res.returncode == 0, res.stderr
+    assert f"zfs clone -o kvm:creating=" in res.stdout and f"{pool}/kvm/images/deb@base" in res.stdout
+    assert not exists(f"{pool}/kvm/vm/a") and not (install / "vm" / "a").exists()
