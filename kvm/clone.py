@@ -17,7 +17,8 @@ from .errors import NotFound, UsageError
 from .txn import Transaction
 
 # files that are the source's alone: never in a clone
-LEFT_OUT = ("console.log", rename.INTENT)
+# (OVMF_VARS.fd is qemu's vars copy: the clone's must be fresh too, made as for a new VM)
+LEFT_OUT = ("console.log", "OVMF_VARS.fd", rename.INTENT)
 _MAC_RE = re.compile(r"mac=[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}")
 
 

@@ -25,7 +25,7 @@ PROGRESS_MIN = 100 << 20   # files larger than this report progress
 # first bytes of the formats qemu-img converts; anything else is taken as raw
 MAGIC = {b"QFI\xfb": "qcow2", b"KDMV": "vmdk", b"vhdxfile": "vhdx", b"conectix": "vpc"}
 # files a publish leaves out: per-VM identity, logs and run-time state
-PRIVATE = ("UEFI_VARS.fd", "run", "console.log", ".kvm-rename", CONF)
+PRIVATE = ("UEFI_VARS.fd", "OVMF_VARS.fd", "run", "console.log", ".kvm-rename", "seed.iso", "cloud-init.json", CONF)
 
 
 def dataset(root, name):
@@ -66,7 +66,7 @@ def copy_hashing(src, dst, progress=None):
             digest.update(block)
             _write_sparse(fout, block)
             done += len(block)
-            if progress and size > PROGRESS_MIN and done % (64 * CHUNK) == 0:
+            if progress and size > PROGRESS_MIN and (done % (64 * CHUNK) == 0 or done == size):
                 progress(done, size)
         fout.truncate(size)
     return digest.hexdigest()

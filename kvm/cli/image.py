@@ -32,7 +32,8 @@ def _want(args, n, usage):
 
 
 def _progress(done, size):
-    print(f"\r{PROG}: copied {done >> 20} of {size >> 20} MiB", end="", file=sys.stderr, flush=True)
+    end = "\n" if done >= size else ""
+    print(f"\r{PROG}: copied {done >> 20} of {size >> 20} MiB", end=end, file=sys.stderr, flush=True)
 
 
 def body(args):

@@ -203,3 +203,11 @@ def test_vmcreate_from_dry_run_changes_nothing(install, env, pool, imported):
     assert res.returncode == 0, res.stderr
     assert f"zfs clone -o kvm:creating=" in res.stdout and f"{pool}/kvm/images/deb@base" in res.stdout
     assert not exists(f"{pool}/kvm/vm/a") and not (install / "vm" / "a").exists()
+
+
+def test_a_large_import_shows_progress_on_stderr_and_stays_sparse(install, env, tmp_path):
+    src = raw_image(tmp_path, size=128 << 20, name="big.raw")
+    res = cmd(install, env, "image", "import", "big", src, timeout=180)
+    assert res.returncode == 0, res.stderr
+    assert "copied 128 of 128 MiB" in res.stderr and res.stdout.startswith("imported big (raw, sha256 ")
+    assert os.stat(install / "images" / "big" / "disk").st_blocks * 512 < 1 << 20
