@@ -1,5 +1,5 @@
 """kvm benchmarks: start-up of status/vminfo/vmlist, vmlist scaling and zfs calls, start latency,
-reboot turnaround and supervisor memory, against the bare interpreter on the same machine.
+reboot turnaround, supervisor memory and vmcreate --from (bench_images.py), against the bare interpreter on the same machine.
 
 bhyve and bhyvectl are replaced by tiny sh stand-ins that stamp the time they are executed,
 so the figures measure kvm, not a simulator. Everything runs on a throw-away pool.
@@ -17,6 +17,9 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_images  # noqa: E402 - bench/ is no package
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -191,6 +194,7 @@ def main():
                                     "zfs_calls": bed.zfs_calls(["./vmlist"])}
         start, turn, rss = bench_start(bed, max(3, args.runs // 5))
         results.update(start_to_exec_ms=start, reboot_turnaround_ms=turn, supervisor_rss_mib=rss)
+        results["from_image"] = bench_images.run(bed, max(3, args.runs // 4))
     finally:
         bed.close()
     report(results, counts)
@@ -216,6 +220,7 @@ def report(r, counts):
                  f"target {TARGETS['reboot_turnaround']} ms", "empty hooks"))
     rows.append(("supervisor RSS", f"{r['supervisor_rss_mib']:.1f} MiB", "",
                  f"target {TARGETS['supervisor_rss_mib']} MiB", ""))
+    rows += bench_images.rows(r, base)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     print(f"kvm benchmarks, {r['date']}, {r['machine']}")
     for row in rows:

@@ -21,7 +21,7 @@ KNOWN = {
     "Cores": "vCPUs", "Mem": "memory with unit", "VMoptions": "bhyve one-letter flags",
     "Disk": "main disk", "DiskDriver": "main disk emulation", "Devices": "extra devices",
     "VNC": "1 or wait", "wVNC": "VNC width", "hVNC": "VNC height", "Tablet": "0 drops the tablet",
-    "COM": "1 = serial console", "ISO": "ISO image",
+    "COM": "1 = serial console", "ISO": "ISO image", "CloudInit": "1 = attach seed.iso (cloud-init)",
     # ours (documented in the README)
     "VNCaddr": "VNC listen address", "VNCpassword": "VNC password",
     "RestartOnFault": "1 = restart after a fault", "RestartMax": "restarts allowed in the window",
@@ -307,7 +307,8 @@ def _vnc_password(c):
 
 
 def _devices(c):
-    return {"devices": parse_devices(c.name, c.get("Devices"), c.options)}
+    from .cloudinit import seed_devices  # CloudInit="1": seed.iso as one more CD, for every backend
+    return {"devices": seed_devices(c, parse_devices(c.name, c.get("Devices"), c.options))}
 
 
 def _restart(c):

@@ -30,6 +30,8 @@ class Answers:
     vnc_addr: str = ""
     com: bool = False
     iso: str = ""
+    image: str = ""        # vmcreate --from: the dataset is a clone of this image's @base
+    cloud_init: object = None  # a cloudinit.Seed to write as seed.iso, or None
     warnings: list = field(default_factory=list)
 
 
@@ -71,7 +73,7 @@ def render_files(name, a, root_path):
         post = [f"DestroyIF {tap}"]
         devices = f"3,virtio-net,{tap}"
     conf = render("set.conf.j2", root_path, name=name, vmrom=a.loader, boot=a.boot, cores=a.cores,
-                  mem=a.mem, options=a.options, disk=DISK_FILE if a.disk_size else "",
+                  mem=a.mem, options=a.options, disk=DISK_FILE if a.disk_size or a.image else "",
                   disk_driver=a.disk_driver, devices=devices, vnc=a.vnc, vnc_addr=a.vnc_addr,
                   com=a.com and config.loader_kind(a.loader) != "grub", iso=a.iso)
     run = render("run.j2", root_path, name=name, pre=pre, post=post)
@@ -103,6 +105,21 @@ def check_new(root, name):
     return vm
 
 
+def image_origin(root, name, image, disk, text=""):
+    """The @base snapshot to clone for --from; a --disk-size below the image's refused (never shrinks)."""
+    from . import images
+    try:
+        ds, where = images.get(root, image)
+    except NotFound as exc:
+        exc.vm = name
+        raise
+    have = int(images.read_conf(where / images.CONF).get("size") or 0)
+    if disk and disk < have:
+        raise UsageError(f"disk size '{text}' is smaller than image '{image}' ({have} bytes): a disk never shrinks",
+                         vm=name)
+    return f"{ds}@{images.BASE}"
+
+
 def create(root, name, a):
     """Create the VM; any failure (or kill) leaves nothing behind. Returns the Vm."""
     vm = check_new(root, name)
@@ -112,6 +129,7 @@ def create(root, name, a):
         exc.vm = name
         raise
     disk = size_bytes(a.disk_size, "disk size") if a.disk_size else 0
+    origin = image_origin(root, name, a.image, disk, a.disk_size) if a.image else None
     vars_src = None
     if cfg.loader == "uefi":
         vars_src = firmware.vars_template(root.path)
@@ -123,14 +141,21 @@ def create(root, name, a):
         import os
         if not os.path.isfile(a.iso):
             raise NotFound(f"ISO '{a.iso}' does not exist", vm=name)
-    with Transaction(vm.dataset()) as txn:
+    with Transaction(vm.dataset(), origin=origin) as txn:
         if not host.dry_run() and not vm.dir.is_dir():
             raise StateError(f"dataset {vm.dataset()} is not mounted at {vm.dir}", vm=name)
         host.write_file(vm.conf_path, conf, mode=config.file_mode(cfg))  # 0640 with a password
         host.write_file(vm.run_path, run, mode=0o644)
         if vars_src is not None:
             host.copy_file(vars_src, vm.dir / VARS_FILE, mode=0o644)
-        if disk:
+        if origin:
+            host.remove_file(vm.dir / "image.conf")
+            if disk:
+                host.grow_file(vm.dir / DISK_FILE, disk)
+        elif disk:
             host.make_sparse(vm.dir / DISK_FILE, disk)
+        if a.cloud_init is not None:
+            from . import cloudinit
+            cloudinit.write_seed(vm, a.cloud_init)
         txn.commit()
     return vm, cfg

@@ -4,7 +4,7 @@ The script goes first: a vmdestroy killed in between leaves a VM without a scrip
 vmdestroy run again destroys), never a script and `_enable` under a name no VM has.
 """
 
-from . import lock, rcd, rcinstall, zfs
+from . import lock, rcd, rcinstall, vm as vmmod, zfs
 from .errors import StateError
 
 
@@ -31,6 +31,43 @@ def script_of(vm):
     if script and (script.shell_toolkit or str(vm.root.path) in script.path.read_text(errors="replace")):
         return script
     return None
+
+
+def check_no_clones(vm, recursive=False):
+    """The datasets that depend on the VM's snapshots (clones, images published from it), deepest
+    first; StateError naming them unless `recursive` (-R) accepts destroying them too."""
+    from .deps import dependents
+    users = dependents(dataset_of(vm))
+    if users and not recursive:
+        raise StateError(f"has clones: {', '.join(users)}; destroy them first, or -R to destroy them too",
+                         vm=vm.name)
+    check_free(vm, users)
+    return users
+
+
+def check_free(vm, users):
+    """-R: refused before anything goes when a clone VM is in use."""
+    for clone in _clone_vms(vm, users):
+        check_not_busy(clone)
+        if vmmod.runtime(clone).active:
+            raise StateError(f"its clone {clone.name} is running: stop it first", vm=vm.name)
+
+
+def _clone_vms(vm, users):
+    """The dependents that are VMs of this root."""
+    prefix = vm.root.vm_dataset() + "/"
+    names = [n[len(prefix):] for n in users if n.startswith(prefix) and "/" not in n[len(prefix):]]
+    return [vmmod.Vm(vm.root, n) for n in names if vmmod.Vm(vm.root, n).exists()]
+
+
+def destroy_dependents(vm, users):
+    """-R: each dependent VM of this root as vmdestroy would (its rc.d script too), others by zfs."""
+    vms = {c.dataset(): c for c in _clone_vms(vm, users)}
+    for name in users:
+        if name in vms:
+            destroy(vms[name])
+        else:
+            zfs.destroy_recursive(name)
 
 
 def destroy(vm):

@@ -40,6 +40,20 @@ def dry_run():
     return _state["dry_run"]
 
 
+def plan(text):
+    """Print one planned step of a dry run (for the steps that are no command)."""
+    _plan(text)
+
+
+def grow_file(path, size_bytes):
+    """Make a file larger, sparsely (never smaller: a shorter size is left alone)."""
+    if dry_run():
+        _plan(shlex.join(["truncate", "-s", str(size_bytes), str(path)]))
+        return
+    if os.path.getsize(path) < size_bytes:
+        os.truncate(path, size_bytes)
+
+
 def _plan(text):
     out = _state["out"] or sys.stdout
     print(text, file=out, flush=True)
@@ -254,14 +268,15 @@ def write_file(path, text, mode=0o644, *, backup=None):
 
 
 def _write_file(path, text, mode, backup):
+    data = text.encode() if isinstance(text, str) else text  # bytes too (seed.iso)
     if dry_run():
         if backup is not None and path.exists():
             _plan(shlex.join(["cp", "-p", str(path), str(backup)]))
-        _plan(f"write {shlex.quote(str(path))} ({len(text.encode())} bytes, mode {mode:o})")
+        _plan(f"write {shlex.quote(str(path))} ({len(data)} bytes, mode {mode:o})")
         return
     if backup is not None and path.exists():
         _atomic_write(Path(backup), path.read_bytes(), path.stat().st_mode & 0o7777)
-    _atomic_write(path, text.encode(), mode)
+    _atomic_write(path, data, mode)
     _debug("wrote %s", path)
 
 

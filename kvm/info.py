@@ -27,19 +27,19 @@ def dataset_usage_later(vm):
     def answer():
         rows = _rows(pending.result())
         if guess and (rows.get(guess, {}).get("mountpoint") or "").rstrip("/") == str(vm.dir):
-            return guess, int(rows[guess].get("used") or 0)
+            return guess, int(rows[guess].get("used") or 0), rows[guess].get("origin")
         if guess:
             rows = _rows(_mount_and_used([]).result())
         for name, props in rows.items():
             if (props.get("mountpoint") or "").rstrip("/") == str(vm.dir):
-                return name, int(props.get("used") or 0)
-        return None, None
+                return name, int(props.get("used") or 0), props.get("origin")
+        return None, None, None
     return answer
 
 
 def _mount_and_used(names):
     """Start `zfs get` of mountpoint and used for the named datasets, or for all of them."""
-    return host.run_later(["zfs", "get", "-H", "-p", "-o", "name,property,value", "mountpoint,used", *names])
+    return host.run_later(["zfs", "get", "-H", "-p", "-o", "name,property,value", "mountpoint,used,origin", *names])
 
 
 def _rows(res):
@@ -93,7 +93,7 @@ def collect(vm):
     usage = dataset_usage_later(vm)  # zfs answers while set.conf and the runtime are read
     cfg = vm.config()
     rt = vmmod.runtime(vm)
-    dataset, used = usage()
+    dataset, used, origin = usage()
     now = time.time()
     disk = None
     if cfg.disk:
@@ -106,6 +106,8 @@ def collect(vm):
     fw = plan.firmware if plan and not _placeholder(plan.firmware) else None
     return {
         "name": vm.name, "dir": str(vm.dir), "dataset": dataset, "used": used,
+        "origin": origin_info(origin), "cloud_init": (vm.dir / "seed.iso").is_file() and
+        any(d.slot == "28" and d.emulation == "ahci-cd" for d in cfg.devices),
         "state": rt.state, "pid": rt.bhyve, "supervisor": rt.supervisor, "allocated": rt.allocated,
         "started": int(rt.started) or None,
         "uptime": int(now - rt.started) if rt.started and rt.bhyve else None,
@@ -125,6 +127,15 @@ def collect(vm):
         "warnings": list(cfg.warnings) + list(cfg.not_evaluated),
         "unevaluated": dict(cfg.unevaluated),  # setting -> "line N not evaluated: why" (never run)
     }
+
+
+def origin_info(origin):
+    """{snapshot, image or vm} of a clone's origin (zfs says "-" for none), or None."""
+    if not origin or origin == "-":
+        return None
+    parent, short = origin.split("@")[0].rsplit("/", 2)[-2:]
+    kind = {"images": "image", "vm": "vm"}.get(parent)
+    return {"snapshot": origin, kind or "dataset": short}
 
 
 def _placeholder(path):
@@ -184,6 +195,10 @@ def lines(info):
     """vminfo's text output, `key: value` lines."""
     out = [("name", info["name"]), ("state", state_line(info).replace("NAME", info["name"])),
            ("dataset", f"{info['dataset'] or '-'} (used {human_size(info['used'])})"), ("folder", info["dir"])]
+    o = info.get("origin")
+    if o:
+        what = f"image {o['image']}" if "image" in o else f"VM {o['vm']}" if "vm" in o else "dataset"
+        out.append(("origin", f"{what} ({o['snapshot']})"))
     ld = info["loader"]
     out.append(("loader", f"{ld['VMrom'] or 'NOT SET (start will refuse)'}"
                           + (f" ({ld['firmware']})" if ld["firmware"] else "")))
@@ -206,6 +221,8 @@ def lines(info):
     else:
         out.append(("vnc", "off"))
     out.append(("com", f"on: {info['com']['attach']}" if info["com"] else "off"))
+    if info.get("cloud_init"):
+        out.append(("cloud-init", f"{info['dir']}/seed.iso (slot 28; cloudinit {info['name']} to change it)"))
     for dev in info["devices"]:
         out.append((f"slot {dev['slot']}", f"{dev['emulation']} {dev['conf']}".rstrip() + _dev_extra(dev)))
     notes = info.get("unevaluated") or {}

@@ -25,6 +25,27 @@ def rename_comments(text, old, new):
     return "".join(out)
 
 
+def rewrite_names(text, old, new, taps=False):
+    """A VM's set.conf or run for its new name: the name on comment lines (vmrename); with taps
+    (vmclone, whose copy must not share the original's interfaces), its default tap name too."""
+    text = rename_comments(text, old, new)
+    if taps:
+        from .create import default_tap
+        pattern = re.compile(rf"(?<![A-Za-z0-9_]){re.escape(default_tap(old))}(?![A-Za-z0-9_])")
+        text = pattern.sub(default_tap(new), text)
+    return text
+
+
+def rewrite_files(target, old, taps=False):
+    """rewrite_names on the target's set.conf and run, each written only when it changes."""
+    for path in (target.conf_path, target.run_path):
+        if path.exists():
+            text = path.read_text()
+            new_text = rewrite_names(text, old, target.name, taps)
+            if new_text != text:
+                host.write_file(path, new_text, mode=path.stat().st_mode & 0o7777)
+
+
 def unfinished(root, old, new):
     """The renamed Vm when a killed `vmrename OLD NEW` left its intent in NEW, else None."""
     target = vmmod.Vm(root, new)
@@ -76,12 +97,7 @@ def resume(root, old, new):
 def finish(old, target):
     """The steps after the dataset moved, each safe to repeat; the intent goes last."""
     new = target.name
-    for path in (target.conf_path, target.run_path):
-        if path.exists():
-            text = path.read_text()
-            new_text = rename_comments(text, old, new)
-            if new_text != text:
-                host.write_file(path, new_text, mode=path.stat().st_mode & 0o7777)
+    rewrite_files(target, old)
     old_log = target.dir / f"{old}.log"
     if old_log.exists():
         host.run(["mv", str(old_log), str(target.dir / f"{new}.log")])

@@ -172,20 +172,27 @@ def select(vm, have, spec):
     return have.sets[lo:hi + 1]
 
 
-def check_no_clones(vm, doomed):
-    """Refuse when any snapshot of the doomed sets has clones (one zfs call over the pool)."""
+def clones_of_sets(vm, doomed):
+    """Every dataset depending on a snapshot of the doomed sets (clones of clones too), deepest
+    first (one zfs call over the pool)."""
+    from .deps import clones_by_origin, dependents
     wanted = {full for s in doomed for full in s.full_names()}
     if not wanted:
-        return
-    rows = zfs.get_props([vm.dataset().split("/")[0]], ["origin"], recursive=True)
-    clones = {}
-    for name, props in rows.items():
-        if props.get("origin") in wanted:
-            clones.setdefault(props["origin"], []).append(name)
-    if clones:
-        snap, users = next(iter(clones.items()))
-        raise StateError(f"snapshot {snap} has clones: {', '.join(users)}; destroy or promote them first",
-                         vm=vm.name)
+        return []
+    table = clones_by_origin(vm.dataset().split("/")[0])
+    out = []
+    for snap in sorted(wanted):
+        for clone in table.get(snap, []):
+            out += [d for d in dependents(clone, table) if d not in out] + [clone]
+    return out
+
+
+def check_no_clones(vm, doomed):
+    """Refuse when any snapshot of the doomed sets has clones, naming them."""
+    users = clones_of_sets(vm, doomed)
+    if users:
+        raise StateError(f"snapshot has clones: {', '.join(users)}; destroy or promote them first "
+                         f"(snap destroy -R destroys them too)", vm=vm.name)
 
 
 def destroy_sets(vm, doomed):
@@ -195,10 +202,15 @@ def destroy_sets(vm, doomed):
     return [s.name for s in doomed]
 
 
-def destroy(vm, cfg, spec):
-    """Destroy one snapshot set or a range of them; refuse cloned ones."""
+def destroy(vm, cfg, spec, recursive=False):
+    """Destroy one snapshot set or a range of them; refuse cloned ones unless `recursive` (the
+    clones go first, VMs as vmdestroy would: see destroy.destroy_dependents)."""
     have = listing(datasets_of(vm, cfg))
-    return destroy_sets(vm, select(vm, have, spec))
+    doomed = select(vm, have, spec)
+    if recursive:
+        from .destroy import destroy_dependents
+        destroy_dependents(vm, clones_of_sets(vm, doomed))
+    return destroy_sets(vm, doomed)
 
 
 def rollback_plan(vm, cfg, snap, older_ok):

@@ -20,19 +20,31 @@ CREATING = "kvm:creating"
 
 
 class Transaction:
-    """Context manager: create `dataset` under a watchdog; commit() keeps it."""
+    """Context manager: create `dataset` under a watchdog; commit() keeps it.
 
-    def __init__(self, dataset):
+    origin: a snapshot to clone instead of creating an empty filesystem (vmcreate --from,
+    vmclone, image publish). own_snap: a snapshot this transaction takes first (vmclone's
+    clone-DST-...); the watchdog destroys it too unless committed, so a kill leaves none."""
+
+    def __init__(self, dataset, origin=None, own_snap=None):
         self.dataset = dataset
+        self.origin = origin
+        self.own_snap = own_snap
         self.proc = None
         self.committed = False
 
     def __enter__(self):
         if not host.dry_run():
             env = dict(os.environ)
-            self.proc = host.spawn([sys.executable, "-m", "kvm.txn", self.dataset, str(os.getpid())],
-                                   stdin=-1, new_session=True, env=env)
-        zfs.lzc_create(self.dataset, props={CREATING: str(os.getpid())})
+            self.proc = host.spawn([sys.executable, "-m", "kvm.txn", self.dataset, str(os.getpid()),
+                                    self.own_snap or ""], stdin=-1, new_session=True, env=env)
+        props = {CREATING: str(os.getpid())}
+        if self.own_snap:
+            zfs.lzc_snapshot([self.own_snap])
+        if self.origin:
+            clone(self.origin, self.dataset, props)
+        else:
+            zfs.lzc_create(self.dataset, props=props)
         return self
 
     def commit(self):
@@ -50,6 +62,13 @@ class Transaction:
             pass
         self.proc.wait()  # on failure the dataset is gone before we report the error
         return False
+
+
+def clone(origin, dataset, props):
+    """zfs clone -o PROP=VALUE ORIGIN DATASET (zfs-fuse and OpenZFS both take -o here)."""
+    zfs.check_name(dataset)
+    opts = [x for key, value in props.items() for x in ("-o", f"{key}={value}")]
+    zfs._zfs(["clone", *opts, origin, dataset], dataset)
 
 
 def stale(parent, rows=None):
@@ -76,8 +95,9 @@ def clean_stale(names):
             pass
 
 
-def watchdog(dataset, pid):
-    """Wait for the creator's pipe to close; destroy the dataset unless it committed."""
+def watchdog(dataset, pid, own_snap=""):
+    """Wait for the creator's pipe to close; destroy the dataset (then the snapshot it was
+    cloned from, when the transaction took it) unless it committed."""
     data = sys.stdin.buffer.read()
     if b"commit" in data:
         return 0
@@ -86,10 +106,15 @@ def watchdog(dataset, pid):
             zfs.destroy_recursive(dataset)
     except zfs.ZFSError:
         pass
+    if own_snap:
+        try:
+            zfs.lzc_destroy_snaps([own_snap])
+        except zfs.ZFSError:
+            pass  # still cloned by someone else, or never taken
     return 0
 
 
 if __name__ == "__main__":
     import signal
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sys.exit(watchdog(sys.argv[1], sys.argv[2]))
+    sys.exit(watchdog(*sys.argv[1:4]))

@@ -24,6 +24,7 @@ command -v grub-mkrescue >/dev/null 2>&1 || need_pkgs+=(grub-common)
 command -v xorriso >/dev/null 2>&1 || need_pkgs+=(xorriso)
 command -v mformat >/dev/null 2>&1 || need_pkgs+=(mtools)
 command -v cpio >/dev/null 2>&1 || need_pkgs+=(cpio)
+command -v qemu-img >/dev/null 2>&1 || need_pkgs+=(qemu-utils)
 command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 [ -x /usr/sbin/sshd ] || need_pkgs+=(openssh-server)   # vmsend tests run their own sshd
 if [ "${#need_pkgs[@]}" -gt 0 ]; then

@@ -22,6 +22,8 @@ def build_parser():
     p.add_argument("-r", dest="older", action="store_true",
                    help="rollback: allow an older snapshot, destroying the newer ones")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("-R", dest="recursive", action="store_true",
+                   help="destroy: also the VMs and images cloned from the snapshot (asks first)")
     p.add_argument("-H", dest="scripted", action="store_true", help="list: no header, tab-separated")
     p.add_argument("-p", dest="parsable", action="store_true", help="list: exact numbers")
     p.add_argument("--json", action="store_true", help="list: JSON")
@@ -57,7 +59,17 @@ def do_destroy(vm, args):
     if not args.snap:
         raise UsageError("destroy needs a snapshot name or range", vm=vm.name)
     with snap.hold(vm, "snap destroy", running_ok=True):
-        names = snap.destroy(vm, vm.config(), args.snap)
+        cfg = vm.config()
+        if args.recursive:
+            users = snap.clones_of_sets(vm, snap.select(vm, snap.listing(snap.datasets_of(vm, cfg)), args.snap))
+            if users:
+                from ..destroy import check_free
+                check_free(vm, users)
+                common.info(f"This destroys the clones too: {', '.join(users)}.")
+                if not common.confirm("Go on", args.yes or args.dry_run):
+                    common.info("Nothing done.")
+                    return 1
+        names = snap.destroy(vm, cfg, args.snap, args.recursive)
     if not args.dry_run:
         for name in names:
             print(f"destroyed {vm.name}@{name}")

@@ -4,6 +4,7 @@ from .. import config
 from ..create import Answers, check_ifname, create, size_bytes
 from ..errors import KvmError, UsageError
 from . import common
+from .cloudinit import add_seed_args, seed_from_args
 
 PROG = "vmcreate"
 
@@ -29,6 +30,10 @@ def build_parser():
     p.add_argument("--vnc-addr", help="VNC listen address (default 127.0.0.1)")
     p.add_argument("--com", choices=["yes", "no"], help="serial console on nmdm")
     p.add_argument("--iso", help="absolute path of an ISO to insert")
+    p.add_argument("--from", dest="image", metavar="IMAGE",
+                   help="the dataset is a clone of this image (image list): instant; --disk-size grows it")
+    p.add_argument("--cloud-init", action="store_true", help="write a cloud-init seed.iso (flags below)")
+    add_seed_args(p)
     p.add_argument("-y", "--yes", action="store_true", help="ask nothing: defaults for what flags omit")
     return p
 
@@ -143,6 +148,22 @@ def gather_console(args, q, a, grub):
     a.com = com.lower().startswith("y")
 
 
+def image_defaults(args, root):
+    """--from IMAGE: a published image's set.conf gives the defaults of what the flags omit."""
+    if not args.image:
+        return
+    from .. import images, shconf
+    _, where = images.get(root, args.image)
+    try:
+        values = shconf.read_plain((where / "set.conf").read_text()).values
+    except OSError:
+        return
+    for flag, key in (("loader", "VMrom"), ("cores", "Cores"), ("mem", "Mem"), ("options", "VMoptions"),
+                      ("disk_driver", "DiskDriver")):
+        if getattr(args, flag) is None and values.get(key):
+            setattr(args, flag, values[key])
+
+
 def body(args):
     common.need_root_user()
     root = common.get_root(args)
@@ -154,10 +175,14 @@ def body(args):
     from .. import vm as vmmod
     vmmod.check_name(name)
     try:
+        image_defaults(args, root)
         answers = gather(args)
     except UsageError as exc:
         exc.vm = exc.vm or name
         raise
+    answers.image = args.image or ""
+    if args.cloud_init:
+        answers.cloud_init = seed_from_args(args, name)
     vm, cfg = create(root, name, answers)
     for line in cfg.warnings:
         common.warn(PROG, line, vm=name)

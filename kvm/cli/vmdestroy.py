@@ -10,6 +10,8 @@ def build_parser():
                             "our rc.d script and its rc.conf variables. Asks first.", dry_run=True)
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("-f", "--force", action="store_true", help="stop the VM first if it runs")
+    p.add_argument("-R", dest="recursive", action="store_true",
+                   help="also destroy the VMs and images cloned from this VM's snapshots (asks first)")
     p.add_argument("name", help="VM name")
     return p
 
@@ -20,11 +22,14 @@ def body(args):
     vm = common.get_vm(args, root_user=True)
     dataset = destroy.dataset_of(vm)
     destroy.check_not_busy(vm)
+    users = destroy.check_no_clones(vm, args.recursive)
     rt = vmmod.runtime(vm)
     if (rt.active or rt.allocated) and not args.force:
         ensure_stopped(vm, False, PROG)
     script = destroy.script_of(vm)
     common.info(f"This destroys {dataset} with every file and snapshot in it, for good.")
+    if users:
+        common.info(f"With -R it first destroys its clones too: {', '.join(users)}.")
     if script:
         common.info(f"It also removes {script.path} and {script.rcvar} from rc.conf.")
     if not common.confirm(f"Destroy VM {vm.name}", args.yes or args.dry_run):
@@ -33,6 +38,9 @@ def body(args):
     how = ensure_stopped(vm, args.force, PROG)
     if how:
         common.info(f"{vm.name}: stopped ({how})")
+    for user in users:  # each clone's own lock refuses it while it runs
+        common.info(f"destroying clone {user}")
+    destroy.destroy_dependents(vm, users)
     destroy.destroy(vm)
     if not args.dry_run:
         print(f"destroyed {vm.name} ({dataset})")

@@ -1,0 +1,72 @@
+"""cloudinit NAME [flags]: write (or rewrite) the VM's cloud-init NoCloud seed.iso."""
+
+from ..errors import KvmError, UsageError
+from . import common
+
+PROG = "cloudinit"
+
+
+def add_seed_args(p):
+    """The seed's flags, shared with vmcreate --cloud-init."""
+    p.add_argument("--user", help="cloud-init: the login to create (sudo, SSH keys)")
+    p.add_argument("--ssh-key", action="append", default=[], metavar="FILE",
+                   help="cloud-init: a public key file for the user (repeatable)")
+    p.add_argument("--password-hash", metavar="HASH", help="cloud-init: a crypt hash ($6$...), never plain text")
+    p.add_argument("--hostname", help="cloud-init: the guest's host name (default: the VM name)")
+    p.add_argument("--ip", metavar="ADDR/LEN", help="cloud-init: a static address (default DHCP)")
+    p.add_argument("--gateway", metavar="IP", help="cloud-init: the default route")
+    p.add_argument("--dns", action="append", default=[], metavar="IP", help="cloud-init: a name server (repeatable)")
+    p.add_argument("--user-data", metavar="FILE", help="cloud-init: a whole user-data file, used as is")
+    p.add_argument("--network-config", metavar="FILE", help="cloud-init: a whole network-config (version 2)")
+
+
+def _read(path, what, vm):
+    try:
+        with open(path) as fh:
+            return fh.read()
+    except OSError as exc:
+        raise UsageError(f"{what} '{path}': {exc.strerror}", vm=vm) from None
+
+
+def seed_from_args(args, vm_name, base=None):
+    """A checked cloudinit.Seed: the flags given over `base` (the seed written before)."""
+    from .. import cloudinit
+    seed = base or cloudinit.Seed()
+    for key in ("user", "password_hash", "hostname", "ip", "gateway"):
+        if getattr(args, key):
+            setattr(seed, key, getattr(args, key))
+    if args.dns:
+        seed.dns = list(args.dns)
+    if args.ssh_key:
+        seed.ssh_keys = [_read(f, "SSH key file", vm_name).strip() for f in args.ssh_key]
+    if args.user_data:
+        seed.user_data = _read(args.user_data, "user-data file", vm_name)
+    if args.network_config:
+        seed.network_config = _read(args.network_config, "network-config file", vm_name)
+    try:
+        cloudinit.check(seed, vm_name)
+    except KvmError as exc:
+        exc.vm = vm_name
+        raise
+    return seed
+
+
+def build_parser():
+    p = common.parser(PROG, "Write the VM's cloud-init NoCloud seed (seed.iso in its folder, label cidata, "
+                            "0600) and attach it as a CD (set.conf CloudInit=\"1\", slot 28). Flags not given "
+                            "keep their last value; every run makes a new instance-id, so the guest applies "
+                            "it again at its next boot.", dry_run=True)
+    p.add_argument("name", help="VM name")
+    add_seed_args(p)
+    return p
+
+
+def body(args):
+    from .. import cloudinit, lock
+    vm = common.get_vm(args, root_user=True)
+    seed = seed_from_args(args, vm.name, cloudinit.saved(vm))
+    with lock.hold_vm(vm.name, "cloudinit"):
+        cloudinit.write_seed(vm, seed)
+    if not args.dry_run:
+        print(f"wrote {vm.dir / cloudinit.SEED} (attached at slot {cloudinit.CD_SLOT} from the next start)")
+    return 0

@@ -1,0 +1,79 @@
+"""image import|publish|list|destroy: images in ROOT's dataset/images/NAME for vmcreate --from."""
+
+import json
+import sys
+
+from ..errors import UsageError
+from . import common
+
+PROG = "image"
+VERBS = ("import", "publish", "list", "destroy")
+
+
+def build_parser():
+    p = common.parser(PROG, "Images to create VMs from in an instant (vmcreate NAME --from IMAGE): "
+                            "import NAME FILE [--os HINT] (raw as is; qcow2, vmdk... converted with "
+                            "qemu-img), publish VM NAME [--snapshot S] (a VM's snapshot, without its "
+                            "MACs, UEFI vars and logs), list, destroy NAME (refused while clones exist).",
+                      dry_run=True)
+    p.add_argument("verb", choices=VERBS)
+    p.add_argument("args", nargs="*", help="import: NAME FILE; publish: VM NAME; destroy: NAME")
+    p.add_argument("--os", default="", help="import: a hint of the image's OS (shown by list)")
+    p.add_argument("--snapshot", help="publish: the VM's snapshot to publish (default: a new one)")
+    p.add_argument("-H", dest="scripted", action="store_true", help="list: no header, tab-separated")
+    p.add_argument("--json", action="store_true", help="list: JSON")
+    return p
+
+
+def _want(args, n, usage):
+    if len(args.args) != n:
+        raise UsageError(f"usage: image {args.verb} {usage}")
+    return args.args
+
+
+def _progress(done, size):
+    end = "\n" if done >= size else ""
+    print(f"\r{PROG}: copied {done >> 20} of {size >> 20} MiB", end=end, file=sys.stderr, flush=True)
+
+
+def body(args):
+    from .. import images
+    from ..info import human_size
+    root = common.get_root(args)
+    if args.verb == "list":
+        _want(args, 0, "[-H] [--json]")
+        rows = images.listing(root)
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        common.print_table(["NAME", "SIZE", "USED", "CLONES", "CREATED", "OS"],
+                           [[r["name"], human_size(r["size"]), human_size(r["used"]), str(len(r["clones"])),
+                             _when(r["created"]), r["os"] or "-"] for r in rows], args.scripted)
+        return 0
+    common.need_root_user()
+    if args.verb == "import":
+        name, path = _want(args, 2, "NAME FILE [--os HINT]")
+        values = images.import_file(root, name, path, args.os, _progress)
+        done = f"imported {name} ({values['format']}, sha256 {values['sha256']})"
+    elif args.verb == "publish":
+        vm_name, name = _want(args, 2, "VM NAME [--snapshot S]")
+        vm = common.get_vm(args, root_user=True, name=vm_name)
+        from .. import vm as vmmod
+        if vmmod.runtime(vm).active:
+            common.warn(PROG, "the VM is running: this image is crash-consistent (like pulling the plug); "
+                              "stop the VM for a clean one", vm=vm.name)
+        from ..snap import hold
+        with hold(vm, "image publish", running_ok=True):
+            values = images.publish(root, vm, name, args.snapshot)
+        done = f"published {vm_name} as image {name} ({values['source']})"
+    else:
+        (name,) = _want(args, 1, "NAME")
+        done = f"destroyed image {name} ({images.destroy(root, name)})"
+    if not args.dry_run:
+        print(done)
+    return 0
+
+
+def _when(epoch):
+    import time
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(epoch)) if epoch else "-"
