@@ -36,7 +36,7 @@ def test_vmcreate_interactive_asks_in_order_and_again_on_bad_answers(install, en
     answers = "\n".join(["grub", "hd0,msdos1", "abc", "2", "2", "512M", "", "10", "1G", "y", "", "", ""]) + "\n"
     res = cmd(install, env, "vmcreate", "deb", input=answers)
     assert res.returncode == 0, res.stderr
-    assert "cores 'abc' is not a number" in res.stderr
+    assert "cores 'abc' is not a whole number" in res.stderr
     assert "memory '2' needs a number and a unit" in res.stderr
     assert "disk size '10' needs a number and a unit" in res.stderr
     values = json.loads(cmd(install, env, "vminfo", "deb", "--json").stdout)
@@ -499,7 +499,7 @@ def test_vmcreate_on_a_terminal_asks_again_then_ctrl_c_leaves_nothing(install, e
     for prompt, answer in (("Loader", "uefi"), ("Cores", "abc")):
         term.expect(prompt)
         term.type(answer + "\r")  # Enter sends CR; the terminal turns it into a newline
-    assert "cores 'abc' is not a number" in term.expect("Cores")
+    assert "cores 'abc' is not a whole number" in term.expect("Cores")
     for answer, prompt in (("2", "Memory"), ("512M", "bhyve options"), ("", "Disk size"),
                            ("1G", "Basic network"), ("n", "VNC screen"), ("n", "Serial console")):
         term.type(answer + "\r")
