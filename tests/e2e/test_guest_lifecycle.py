@@ -1,9 +1,10 @@
 """A real guest's life through the CLI: boot from the inserted ISO through OVMF, console, VNC,
 ACPI stop; reboot with hooks per boot; a guest ignoring ACPI; an orphan; snap rollback."""
 
+import json
+import os
 import re
 import signal
-import os
 import time
 
 import pytest
@@ -43,3 +44,70 @@ def test_boot_from_iso_console_vnc_and_acpi_stop(make_vm):
     assert vm.info()["state"] == "stopped"
     print(f"timing: start -b to banner {up:.1f} s; stop (ACPI) {stop_took:.1f} s; "
           f"test {time.monotonic() - t0:.1f} s")
+
+
+HOOKS = """
+preRun()
+{
+	echo "pre boot" >> "$VMdir/hooks.log"
+}
+
+postRun()
+{
+	echo "post $VMexit $VMreason" >> "$VMdir/hooks.log"
+}
+"""
+
+
+def gone(pid):
+    """The process ended (a zombie left for init to reap counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[-1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def hooks(vm):
+    path = vm.dir / "hooks.log"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_guest_reboot_runs_the_hooks_per_boot_and_rollback_restores_the_disk(make_vm):
+    vm = make_vm("g2", "reboot=2")
+    (vm.dir / "run").write_text(HOOKS)
+    vm.run("snap", "create", "g2", "fresh")
+    vm.run("start", "-b", "g2")
+    vm.wait_console("KVMGUEST up boot=2")
+    assert vm.info()["boots"] == 2
+    assert hooks(vm) == ["pre boot", "post 0 reboot", "pre boot"], vm.explain("hooks")
+    vm.run("stop", "g2", timeout=90)
+    assert hooks(vm)[3:] == ["post 0 poweroff"], vm.explain(f"hooks {hooks(vm)}")
+    assert guestdisk.boots(vm.disk) == 2
+
+    vm.run("snap", "rollback", "g2", "fresh", "-y")
+    assert guestdisk.boots(vm.disk) == 0  # the guest's own counter, on the rolled-back disk
+    vm.run("start", "-b", "g2")
+    vm.wait_console("KVMGUEST up boot=1")
+    vm.run("stop", "-f", "g2", timeout=60)
+
+
+def test_guest_ignoring_acpi_is_forced_and_an_orphan_is_found_and_stopped(make_vm):
+    vm = make_vm("g3", "acpi=ignore")
+    vm.run("start", "-b", "g3")
+    vm.wait_console("KVMGUEST up boot=1")
+    state = vm.state()
+    qemu_pid = state["bhyve"]
+    os.kill(state["supervisor"], signal.SIGKILL)
+    time.sleep(0.5)
+    listed = {r["name"]: r for r in json.loads(vm.run("vmlist", "--json").stdout)}
+    assert (listed["g3"]["state"], listed["g3"]["pid"]) == ("orphaned", qemu_pid)
+    assert "without its supervisor" in vm.run("vmlist").stderr
+    t = time.monotonic()
+    res = vm.run("stop", "-t", "3", "g3", timeout=60)
+    took = time.monotonic() - t
+    assert gone(qemu_pid), vm.explain(res.stdout + res.stderr)
+    assert 3 <= took < 15, took
+    assert "KVMGUEST poweroff" not in vm.console_log()
+    assert vm.info()["state"] == "stopped"
+    print(f"timing: orphan stop -t 3 (ACPI ignored, then QMP quit) {took:.1f} s; stop said {res.stdout.strip()!r}")
