@@ -16,16 +16,21 @@ pytestmark = pytest.mark.guest
 
 
 def test_boot_from_iso_console_vnc_and_acpi_stop(make_vm):
-    vm = make_vm("g1", "", "--vnc", "yes")
+    vm = make_vm("g1", "", "--vnc", "wait")
+    with open(vm.dir / "set.conf", "a") as conf:
+        conf.write('VNCpassword="s3cret"\n')
     t0 = time.monotonic()
     out = vm.run("start", "-b", "g1").stdout
     assert re.search(r"g1: started, qemu pid \d+", out), out
-    up = vm.wait_console("KVMGUEST up boot=1")
     info = vm.info()
     assert (info["hypervisor"], info["accelerator"]) == ("qemu", "tcg")
-    assert info["state"] == "running" and info["boots"] == 1
-    assert info["iso"] == vm.iso
-    assert rfb_banner(info["vnc"]["port"]).startswith(b"RFB 003.0")
+    assert info["state"] == "running" and info["boots"] == 1 and info["iso"] == vm.iso
+    assert "s3cret" not in vm.supervisor_log() and "s3cret" not in open(f"/proc/{info['pid']}/cmdline").read()
+    time.sleep(3)
+    assert vm.console_log() == "", vm.explain("VNC=wait: the guest ran before a VNC client came")
+    banner, security = rfb_banner(info["vnc"]["port"])
+    assert banner.startswith(b"RFB 003.0") and security == 2  # the password (VNC authentication) is asked
+    up = vm.wait_console("KVMGUEST up boot=1")
 
     term = Terminal(["./console", "g1"], vm.root, vm.env)
     term.read_until("quit with ~.")
