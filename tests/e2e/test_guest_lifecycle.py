@@ -31,6 +31,8 @@ def test_boot_from_iso_console_vnc_and_acpi_stop(make_vm):
     banner, security = rfb_banner(info["vnc"]["port"])
     assert banner.startswith(b"RFB 003.0") and security == 2  # the password (VNC authentication) is asked
     up = vm.wait_console("KVMGUEST up boot=1")
+    rss = supervisor_rss_mib(vm.state()["supervisor"])
+    assert rss <= 20, f"supervisor RSS {rss:.1f} MiB with QMP connected"
 
     term = Terminal(["./console", "g1"], vm.root, vm.env)
     term.read_until("quit with ~.")
@@ -47,7 +49,7 @@ def test_boot_from_iso_console_vnc_and_acpi_stop(make_vm):
     assert "KVMGUEST poweroff (ACPI power button)" in vm.console_log(), vm.explain("no ACPI poweroff")
     assert vm.state()["last_exit"] == "poweroff" and vm.state()["last_code"] == 0, vm.explain(res.stdout)
     assert vm.info()["state"] == "stopped"
-    print(f"timing: start -b to banner {up:.1f} s; stop (ACPI) {stop_took:.1f} s; "
+    print(f"timing: start -b to banner {up:.1f} s; stop (ACPI) {stop_took:.1f} s; supervisor RSS {rss:.1f} MiB; "
           f"test {time.monotonic() - t0:.1f} s")
 
 
@@ -62,6 +64,11 @@ postRun()
 	echo "post $VMexit $VMreason" >> "$VMdir/hooks.log"
 }
 """
+
+
+def supervisor_rss_mib(pid):
+    with open(f"/proc/{pid}/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:")) / 1024
 
 
 def gone(pid):
@@ -108,6 +115,8 @@ def test_guest_ignoring_acpi_is_forced_and_an_orphan_is_found_and_stopped(make_v
     listed = {r["name"]: r for r in json.loads(vm.run("vmlist", "--json").stdout)}
     assert (listed["g3"]["state"], listed["g3"]["pid"]) == ("orphaned", qemu_pid)
     assert "without its supervisor" in vm.run("vmlist").stderr
+    status = vm.run("status", "g3")
+    assert status.stdout.strip() == str(qemu_pid), status.stdout
     t = time.monotonic()
     res = vm.run("stop", "-t", "3", "g3", timeout=60)
     took = time.monotonic() - t
