@@ -125,3 +125,16 @@ def test_guest_ignoring_acpi_is_forced_and_an_orphan_is_found_and_stopped(make_v
     assert "KVMGUEST poweroff" not in vm.console_log()
     assert vm.info()["state"] == "stopped"
     print(f"timing: orphan stop -t 3 (ACPI ignored, then QMP quit) {took:.1f} s; stop said {res.stdout.strip()!r}")
+
+
+def test_a_guest_panic_is_a_fault_for_the_hooks_and_the_exit_table(make_vm):
+    vm = make_vm("g4", "panic=1")
+    (vm.dir / "run").write_text(HOOKS)
+    vm.run("start", "-b", "g4")
+    vm.wait_console("KVMGUEST panic")
+    end = time.monotonic() + 60
+    while "ended" not in vm.state() and time.monotonic() < end:
+        time.sleep(0.2)
+    assert vm.state()["last_exit"] == "fault", vm.explain(str(vm.state()))
+    assert hooks(vm) == ["pre boot", "post 0 fault"], vm.explain(f"hooks {hooks(vm)}")
+    assert "crashed: guest panic (SHUTDOWN guest-panic, exit 0)" in vm.supervisor_log()
