@@ -105,8 +105,9 @@ def collect(vm):
     plan = launch.plan(vm, cfg, vnc_port=rt.vnc_port or ports.FIRST, strict=False, hv=hv) if cfg.loader else None
     fw = plan.firmware if plan and not _placeholder(plan.firmware) else None
     return {
-        "name": vm.name, "dir": str(vm.dir), "dataset": dataset, "used": used,
-        "origin": origin_info(origin), "cloud_init": (vm.dir / "seed.iso").is_file() and
+        "name": vm.name, "hypervisor": hv.name, "accelerator": hv.accelerator(), "dir": str(vm.dir),
+        "dataset": dataset, "used": used, "origin": origin_info(origin),
+        "cloud_init": (vm.dir / "seed.iso").is_file() and
         any(d.slot == "28" and d.emulation == "ahci-cd" for d in cfg.devices),
         "state": rt.state, "pid": rt.bhyve, "supervisor": rt.supervisor, "allocated": rt.allocated,
         "started": int(rt.started) or None,
