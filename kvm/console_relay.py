@@ -73,7 +73,7 @@ def raw_terminal(fd):
         yield
         return
     saved = termios.tcgetattr(fd)
-    tty.setraw(fd)
+    tty.setraw(fd, termios.TCSADRAIN)  # not TCSAFLUSH: keys typed ahead of the attach go to the guest
     try:
         yield
     finally:

@@ -2,12 +2,11 @@
 
 from dataclasses import dataclass, field
 
-from . import config, firmware, host, vm as vmmod, zfs
+from . import config, host, vm as vmmod, zfs
 from .errors import ConfigError, NotFound, StateError, UsageError
 from .txn import CREATING, Transaction, clean_stale, stale
 
 DISK_FILE = "disk"
-VARS_FILE = "UEFI_VARS.fd"
 IFNAME_MAX = 15
 
 
@@ -129,11 +128,12 @@ def create(root, name, a):
         exc.vm = name
         raise
     disk = size_bytes(a.disk_size, "disk size") if a.disk_size else 0
-    vars_src = None
+    vars_src = vars_name = None
     if cfg.loader == "uefi":
-        vars_src = firmware.vars_template(root.path)
+        from .hypervisor import current as hypervisor
+        vars_src, vars_name, missing = hypervisor().uefi_vars(root.path)
         if vars_src is None:
-            raise NotFound("no UEFI vars template pinned: pkg install edk2-bhyve, then run kvminst", vm=name)
+            raise NotFound(missing, vm=name)
     if a.iso:
         if not a.iso.startswith("/"):
             raise UsageError(f"ISO '{a.iso}' must be an absolute path", vm=name)
@@ -146,7 +146,7 @@ def create(root, name, a):
         host.write_file(vm.conf_path, conf, mode=config.file_mode(cfg))  # 0640 with a password
         host.write_file(vm.run_path, run, mode=0o644)
         if vars_src is not None:
-            host.copy_file(vars_src, vm.dir / VARS_FILE, mode=0o644)
+            host.copy_file(vars_src, vm.dir / vars_name, mode=0o644)
         if disk:
             host.make_sparse(vm.dir / DISK_FILE, disk)
         txn.commit()

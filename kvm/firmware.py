@@ -27,3 +27,18 @@ def vars_template(root):
 def grub(root):
     """The pinned grub-bhyve."""
     return _first(Path(root) / "firmware" / GRUB, Path(root) / GRUB)
+
+
+OVMF_CODE = "OVMF_CODE_4M.fd"    # Debian's ovmf package, 4 MiB flash layout
+OVMF_VARS = "OVMF_VARS_4M.fd"
+OVMF_DIR = "/usr/share/OVMF"     # where that package puts them
+
+
+def ovmf_code(root):
+    """OVMF's code file: the pinned one, else the host's."""
+    return _first(Path(root) / "firmware" / OVMF_CODE, Path(OVMF_DIR) / OVMF_CODE)
+
+
+def ovmf_vars(root):
+    """OVMF's vars template, copied into each new VM on a qemu host."""
+    return _first(Path(root) / "firmware" / OVMF_VARS, Path(OVMF_DIR) / OVMF_VARS)

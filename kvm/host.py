@@ -155,6 +155,25 @@ def wait_process(proc, timeout=None):
         raise Timeout() from None
 
 
+def run_limited(argv, seconds):
+    """Run a read-only probe with a time limit: its exit status, or None when it did not end in
+    time (then it is killed). Its output is discarded."""
+    import subprocess
+    argv = [str(a) for a in argv]
+    _debug("%s (limit %ss)", shlex.join(argv), seconds)
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+    except OSError:
+        return None
+    try:
+        return proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return None
+
+
 def spawn_quiet(argv, shown=None):
     """Start argv with stdout discarded (bhyve prints nothing we want), in a session of its own:
     the terminal's signals (Ctrl-C) go to us, and we stop it our way."""

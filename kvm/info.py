@@ -105,7 +105,7 @@ def collect(vm):
     plan = launch.plan(vm, cfg, vnc_port=rt.vnc_port or ports.FIRST, strict=False, hv=hv) if cfg.loader else None
     fw = plan.firmware if plan and not _placeholder(plan.firmware) else None
     return {
-        "name": vm.name, "dir": str(vm.dir), "dataset": dataset, "used": used,
+        "name": vm.name, "hypervisor": hv.name, "accelerator": hv.accelerator(), "dir": str(vm.dir), "dataset": dataset, "used": used,
         "state": rt.state, "pid": rt.bhyve, "supervisor": rt.supervisor, "allocated": rt.allocated,
         "started": int(rt.started) or None,
         "uptime": int(now - rt.started) if rt.started and rt.bhyve else None,

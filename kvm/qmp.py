@@ -89,14 +89,16 @@ class Qmp:
                 return reply["return"]
 
     def wait_event(self, name, timeout=None):
-        """The next event called `name` (earlier queued ones first); None when qemu closed first.
+        """The next event called `name` (or any of a tuple of names; earlier queued ones first);
+        None when qemu closed first.
 
         Other events read meanwhile stay queued. Raises QmpError on timeout.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        names = name if isinstance(name, tuple) else (name,)
         while True:
             for i, event in enumerate(self.events):
-                if event["event"] == name:
+                if event["event"] in names:
                     return self.events.pop(i)
             try:
                 msg = self._read(deadline)

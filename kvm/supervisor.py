@@ -19,7 +19,7 @@ from .errors import KvmError, StateError
 from .hypervisor import Exit, LaunchFailed, current as hypervisor
 from .power import HOOK_GRACE
 
-EXIT_STATUS = {"poweroff": 0, "halt": 0, "stopped": 0, "triplefault": 3, "error": 4, "unknown": 5,
+EXIT_STATUS = {"poweroff": 0, "halt": 0, "stopped": 0, "triplefault": 3, "fault": 3, "error": 4, "unknown": 5,
                "signal": 5}
 HOOK_REFUSED = 126       # a hook not run for safety counts as sh's "found but cannot execute"
 KILLED_HOOK_WAIT = 3600  # after SIGKILL the hook's group must end; wait for it without a real limit

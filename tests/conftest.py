@@ -88,6 +88,7 @@ def env(sysroot):
         # this interpreter's folder next: the simulator's `python3` has the test extras (setproctitle)
         "PATH": f"{SIM_BIN}:{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         "PYTHONPATH": str(REPO),
+        "KVM_HYPERVISOR": "bhyve",  # the suite runs the bhyve simulator on Linux too (tests/e2e: qemu)
     })
     e.pop("KVM_ROOT", None)
     return e

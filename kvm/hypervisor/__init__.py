@@ -34,6 +34,11 @@ process the supervisor did not start (an orphan), knowing only the VM name and t
 `console_command(name) -> argv` attaches a terminal to the VM's serial console (bhyve: cu on the
 nmdm B side); `console_device(name)` is the guest's side, shown by vminfo.
 
+`accelerator()` names what runs the guest (bhyve: vmm; qemu: kvm or tcg, see accel.py).
+`uefi_vars(root) -> (template, file name, hint)` is the UEFI vars file vmcreate copies into a
+new VM, and what to say when there is none. `console_socket(name)` is the unix socket the
+`console` command relays a terminal to (qemu), or None when console_command is exec'd (bhyve).
+
 `shown(argv) -> str` is a command line as it may be printed or logged: secrets (a VNC password)
 masked. The real process still gets them.
 
@@ -54,8 +59,7 @@ from pathlib import Path
 
 from ..errors import KvmError
 
-DEFAULT = "bhyve"
-ENV = "KVM_HYPERVISOR"  # chooses the backend once there is more than one
+ENV = "KVM_HYPERVISOR"  # overrides the host's own backend (bhyve on FreeBSD, qemu on Linux)
 
 
 class LaunchFailed(KvmError):
@@ -81,6 +85,7 @@ class Plan:
     firmware: str = None        # the boot ROM or loader binary in use
     console: str = None         # the guest's side of the serial console, when it has one
     needs: tuple = field(default=())  # host facilities to prepare (kernel modules)
+    detail: object = None       # what a backend keeps for start() beyond argv (qemu: its own plan)
 
 
 @dataclass(frozen=True)
@@ -95,13 +100,23 @@ class Exit:
 # every method a backend offers (documented above); a backend is a class with all of them
 METHODS = ("plan", "prepare_host", "prepare_host_text", "start", "wait", "classify", "power_button",
            "force_off", "destroy", "destroy_text", "cleanup_hint", "is_allocated", "allocated",
-           "is_own_process", "find_process", "console_command", "console_device", "shown")
+           "is_own_process", "find_process", "console_command", "console_device", "shown",
+           "accelerator", "uefi_vars", "console_socket")
+
+
+def default_name(system=None):
+    """bhyve on FreeBSD, qemu on Linux (and anything else that is not FreeBSD)."""
+    system = system or os.uname().sysname
+    return "bhyve" if system == "FreeBSD" else "qemu"
 
 
 def current():
-    """The backend in use: bhyve (the only one so far; KVM_HYPERVISOR will choose)."""
-    name = os.environ.get(ENV) or DEFAULT
-    if name != "bhyve":
-        raise KvmError(f"{ENV}={shlex.quote(name)}: unknown hypervisor (known: bhyve)")
-    from . import bhyve
-    return bhyve.Bhyve()
+    """The backend in use: KVM_HYPERVISOR=bhyve|qemu, else the host's own (default_name)."""
+    name = os.environ.get(ENV) or default_name()
+    if name == "bhyve":
+        from . import bhyve
+        return bhyve.Bhyve()
+    if name == "qemu":
+        from . import qemu_backend
+        return qemu_backend.Qemu()
+    raise KvmError(f"{ENV}={shlex.quote(name)}: unknown hypervisor (known: bhyve, qemu)")

@@ -180,6 +180,17 @@ class Bhyve:
 
     name = "bhyve"
 
+    def accelerator(self):
+        return "vmm"  # bhyve always runs on the kernel's vmm(4)
+
+    def uefi_vars(self, root):
+        """(template, file name in the VM folder, what to do when it is missing) for vmcreate."""
+        return (firmware.vars_template(root), VARS_FILE,
+                "no UEFI vars template pinned: pkg install edk2-bhyve, then run kvminst")
+
+    def console_socket(self, name):
+        return None  # a terminal attaches with cu to the nmdm device (console_command)
+
     def plan(self, cfg, ctx):
         rom = find_rom(cfg, ctx.root, ctx.strict) if cfg.loader == "uefi" else None
         grub = find_grub(cfg, ctx.root, ctx.strict) if cfg.loader == "grub" else None

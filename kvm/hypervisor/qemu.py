@@ -55,8 +55,9 @@ def run_files(cfg, run_dir):
     return str(Path(run_dir) / f"{cfg.name}.qmp"), str(Path(run_dir) / f"{cfg.name}.console")
 
 
-def plan(cfg, *, run_dir, code=None, accel="tcg", vnc_port=None, binary=BINARY):
-    """The launch plan of a validated config; `code` is the OVMF code file (VMrom=uefi)."""
+def plan(cfg, *, run_dir, code=None, accel="tcg", vnc_port=None, binary=BINARY, console_log=None):
+    """The launch plan of a validated config; `code` is the OVMF code file (VMrom=uefi);
+    console_log: where qemu appends all the guest prints on COM1 (also with nobody attached)."""
     if not cfg.loader:
         raise ConfigError("VMrom is not set in set.conf (uefi, grub or a loader path)", vm=cfg.name)
     qmp, console = run_files(cfg, run_dir)
@@ -65,7 +66,7 @@ def plan(cfg, *, run_dir, code=None, accel="tcg", vnc_port=None, binary=BINARY):
             "-machine", "q35", "-accel", accel] + (["-cpu", "host"] if accel == "kvm" else [])
     argv += ["-smp", str(cfg.cores), "-m", mem_arg(cfg)] + option_args(cfg, notes)
     argv += ["-action", "reboot=shutdown", "-action", "panic=shutdown", "-device", "pvpanic"]
-    argv += firmware_args(cfg, code) + disk_args(cfg) + iso_args(cfg) + com_args(cfg, console)
+    argv += firmware_args(cfg, code) + disk_args(cfg) + iso_args(cfg) + com_args(cfg, console, console_log)
     argv += vnc_args(cfg, vnc_port) + device_args(cfg)
     argv += ["-qmp", f"unix:{qmp},server=on,wait=off"]
     paused = cfg.vnc == "wait" or bool(cfg.vnc and cfg.vnc_password)
@@ -168,11 +169,14 @@ def iso_args(cfg):
     return disk_device(cfg, 2, "ahci-cd", cfg.iso, "cd0", extra=_bootindex(cfg, "cd"))
 
 
-def com_args(cfg, console):
-    """COM1 on a unix socket; qemu serves it and keeps running when nobody is attached."""
+def com_args(cfg, console, console_log=None):
+    """COM1 on a unix socket; qemu serves it and keeps running when nobody is attached. With a
+    log, qemu itself appends the guest's output to it (O_APPEND, so a truncation by the
+    supervisor's rotation is seen at once): no relay process or thread has to stay up."""
     if not cfg.com:
         return []
-    return ["-chardev", f"socket,id=com1,path={console},server=on,wait=off", "-serial", "chardev:com1"]
+    log = f",logfile={_qemu_path(str(console_log))},logappend=on" if console_log else ""
+    return ["-chardev", f"socket,id=com1,path={console},server=on,wait=off{log}", "-serial", "chardev:com1"]
 
 
 def vnc_args(cfg, port):
