@@ -110,3 +110,19 @@ def test_functions_on_linux_run_iproute2(stubs):
         "ip tuntap add dev tapNEW mode tap", "ip link add name br0 type bridge",
         "ip link set dev tapNEW up", "ip link set dev tapNEW master br0", "ip link delete dev tapOLD",
         "ip route replace default via 10.0.0.1"]
+
+
+def test_qemu_nics_without_mac_get_bhyves_distinct_macs():
+    """Two VMs made by vmcreate (no mac=) on one bridge: qemu alone would give both 52:54:00:12:34:56."""
+    from kvm import config
+    from kvm.hypervisor import qemu
+
+    def nic(name, devices):
+        cfg = config.validate(name, "/nonexistent", {"VMrom": "uefi", "Devices": devices})
+        argv = qemu.plan(cfg, run_dir="/run/kvm", code="/x/CODE.fd").argv
+        return [a for a in argv if a.startswith("virtio-net-pci")]
+
+    assert nic("pf", "4,virtio-net,tap1") == ["virtio-net-pci,netdev=dev4,bus=pcie.0,addr=0x4,mac=00:a0:98:17:1a:38"]
+    assert nic("a", "3,virtio-net,tapA") != nic("b", "3,virtio-net,tapB")
+    assert nic("a", "3:1,virtio-net,tapA")[0].endswith(",mac=" + qemu.bhyve_mac("a", "3:1"))
+    assert nic("a", "3,virtio-net,tapA,mac=02:00:00:00:00:01")[0].count("mac=") == 1
