@@ -31,14 +31,19 @@ def grub(root):
 
 OVMF_CODE = "OVMF_CODE_4M.fd"    # Debian's ovmf package, 4 MiB flash layout
 OVMF_VARS = "OVMF_VARS_4M.fd"
-OVMF_DIR = "/usr/share/OVMF"     # where that package puts them
+OVMF_DIR = "/usr/share/OVMF"     # where that package puts them (KVM_OVMF_DIR overrides)
+
+
+def ovmf_dir():
+    import os
+    return Path(os.environ.get("KVM_OVMF_DIR") or OVMF_DIR)
 
 
 def ovmf_code(root):
     """OVMF's code file: the pinned one, else the host's."""
-    return _first(Path(root) / "firmware" / OVMF_CODE, Path(OVMF_DIR) / OVMF_CODE)
+    return _first(Path(root) / "firmware" / OVMF_CODE, ovmf_dir() / OVMF_CODE)
 
 
 def ovmf_vars(root):
     """OVMF's vars template, copied into each new VM on a qemu host."""
-    return _first(Path(root) / "firmware" / OVMF_VARS, Path(OVMF_DIR) / OVMF_VARS)
+    return _first(Path(root) / "firmware" / OVMF_VARS, ovmf_dir() / OVMF_VARS)

@@ -2,11 +2,13 @@
 
 import hashlib
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__, host, lock, paths, zfs
+from . import __version__, firmware, host, lock, paths, zfs
+from .hypervisor.qemu import BINARY as QEMU_BINARY
 from .errors import KvmError, NotFound, PermissionDenied, StateError
 from .root import MARKER, ROOT_PROP, is_root_dir
 
@@ -21,6 +23,12 @@ FIRMWARE = [
     ("BHYVE_UEFI_VARS.fd", "uefi", "edk2-bhyve"),
     ("grub-bhyve", "grub", "grub2-bhyve"),
 ]
+# on a qemu host (Linux): OVMF from Debian's ovmf package, code and the vars template
+QEMU_FIRMWARE = [
+    ("OVMF_CODE_4M.fd", "ovmf", "ovmf"),
+    ("OVMF_VARS_4M.fd", "ovmf", "ovmf"),
+]
+QEMU_INSTALL = "apt-get install qemu-system-x86 ovmf"
 TEMPLATE_FILES = ["set.conf.j2", "run.j2", "rc.j2"]
 
 
@@ -155,7 +163,7 @@ def clean_leftovers(root, pool_mnt=None):
     .FILE.XXXX.tmp beside FILE) and its probe files. Run under the kvminst lock: none is live."""
     from .commands import ROOT_COMMANDS
     ours = {root: [*ROOT_COMMANDS, "functions", MARKER], root / "templates": TEMPLATE_FILES,
-            root / "rc.d": ["kvm"], root / "firmware": [f[0] for f in FIRMWARE] + [MANIFEST]}
+            root / "rc.d": ["kvm"], root / "firmware": [f[0] for f in FIRMWARE + QEMU_FIRMWARE] + [MANIFEST]}
     for folder, names in ours.items():
         for name in names:
             for tmp in folder.glob(f".{name}.*.tmp"):
@@ -193,10 +201,16 @@ def _install_files(report, repin):
 def _find_firmware(name, kind, p):
     if kind == "grub":
         return p.grub_bhyve if p.grub_bhyve.is_file() else None
-    for folder in p.firmware_dirs:
+    extra = (firmware.ovmf_dir(),) if kind == "ovmf" else ()
+    for folder in (*p.firmware_dirs, *extra):
         if (folder / name).is_file():
             return folder / name
     return None
+
+
+def _hypervisor_name():
+    from .hypervisor import current
+    return current().name
 
 
 def sha256(path):
@@ -220,7 +234,8 @@ def pin_firmware(root, report, repin=False):
     host.make_dirs(fw_dir)
     sums = read_manifest(fw_dir)
     missing = set()
-    for name, kind, package in FIRMWARE:
+    qemu_host = _hypervisor_name() == "qemu"
+    for name, kind, package in QEMU_FIRMWARE if qemu_host else FIRMWARE:
         target = fw_dir / name
         if target.exists() and not repin:
             if name not in sums:
@@ -234,7 +249,10 @@ def pin_firmware(root, report, repin=False):
         host.copy_file(source, target, mode=0o755 if kind == "grub" else 0o644)
         sums[name] = None if host.dry_run() else sha256(target)
         report.pinned.append(f"{name} <- {source}")
-    if missing:
+    if qemu_host and (missing or not shutil.which(QEMU_BINARY)):
+        report.warnings.append(f"qemu or OVMF not installed on this host: {QEMU_INSTALL}; then run kvminst "
+                               "again to pin OVMF")
+    elif missing:
         report.warnings.append("firmware not installed on this host: pkg install " + " ".join(sorted(missing))
                                + "; then run kvminst again to pin it")
     if report.pinned and not host.dry_run():

@@ -44,4 +44,5 @@ def dry_run_lines(vm):
     out.append(hv.shown(p.argv))
     out.append(hv.destroy_text(vm.name))
     out.append("postRun   (VMexit, VMreason set); loop on reboot")
+    out.append(f"# hypervisor {hv.name}, accelerator {hv.accelerator()}")
     return out

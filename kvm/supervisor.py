@@ -90,7 +90,7 @@ class Supervisor:
         try:
             rt = vmmod.runtime(self.vm)
             if rt.bhyve:
-                raise StateError(f"bhyve pid {rt.bhyve} still runs this VM without a supervisor: "
+                raise StateError(f"{self.hv.name} pid {rt.bhyve} still runs this VM without a supervisor: "
                                  f"`stop {self.name}` powers it off", vm=self.name)
             power.clear_request(self.name)
             self.state = {"supervisor": os.getpid(), "started": time.time(), "bhyve": 0, "boots": 0}
@@ -202,7 +202,7 @@ class Supervisor:
             return Exit(code=None, reason="error", text=exc.message)
         boots = self.state.get("boots", 0) + 1
         self.save(bhyve=proc.pid, booted=time.time(), boots=boots)
-        self.log(f"launched bhyve pid {proc.pid} (boot {boots})")
+        self.log(f"launched {self.hv.name} pid {proc.pid} (boot {boots})")
         ended = self.wait_vm(proc)
         if ended.code is not None and ended.code < 0 and self.stop_method == "acpi":
             self.stop_method = "terminated"  # SIGTERM ended bhyve before the guest had ACPI up

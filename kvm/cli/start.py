@@ -65,7 +65,9 @@ def detach(vm):
         os.close(fd)
     state = wait_detached(vm, proc, log)
     if state.get("bhyve"):
-        print(f"{vm.name}: started, bhyve pid {state['bhyve']}, supervisor pid {proc.pid} (log {log})")
+        from ..hypervisor import current as hypervisor
+        print(f"{vm.name}: started, {hypervisor().name} pid {state['bhyve']}, supervisor pid {proc.pid} "
+              f"(log {log})")
     else:
         print(f"{vm.name}: supervisor pid {proc.pid} is still before the launch (preRun?); "
               f"follow it in {log}")

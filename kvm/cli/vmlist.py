@@ -39,8 +39,11 @@ def body(args):
             common.warn(PROG, f"left allocated with no bhyve: clean with `{hypervisor().cleanup_hint(r.name)}`",
                         vm=r.name)
     if args.json:
+        hv = hypervisor()
+        accel = hv.accelerator() if rows else None
         print(json.dumps([{"name": r.name, "state": r.state, "pid": r.bhyve, "supervisor": r.supervisor,
-                           "started": int(r.started) or None} for r in rows], indent=1))
+                           "started": int(r.started) or None, "hypervisor": hv.name, "accelerator": accel}
+                          for r in rows], indent=1))
         return 0
     table = [(r.name, r.state, str(r.bhyve or "-"), when(r.started, args.parsable)) for r in rows]
     common.print_table(("NAME", "STATE", "PID", "STARTED"), table, args.scripted)

@@ -19,7 +19,7 @@ def test_boot_from_iso_console_vnc_and_acpi_stop(make_vm):
     vm = make_vm("g1", "", "--vnc", "yes")
     t0 = time.monotonic()
     out = vm.run("start", "-b", "g1").stdout
-    assert re.search(r"g1: started, bhyve pid \d+", out), out
+    assert re.search(r"g1: started, qemu pid \d+", out), out
     up = vm.wait_console("KVMGUEST up boot=1")
     info = vm.info()
     assert (info["hypervisor"], info["accelerator"]) == ("qemu", "tcg")
