@@ -18,6 +18,8 @@ import time
 import uuid
 from pathlib import Path
 
+import qemu_bench  # beside this file: the real-guest figures
+
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
 TARGETS = {"status": 40, "vminfo": 40, "vmlist@500": 150, "start_to_exec": 150, "reboot_turnaround": 50,
@@ -118,12 +120,31 @@ class Bed:
 
     def close(self):
         subprocess.run(["pkill", "-f", str(self.root)], capture_output=True)
+        # `zpool destroy -f` while a process (a qemu, a supervisor) still has files open in the
+        # pool is a forced unmount, which hangs zfs-fuse: wait for them to be gone first
+        if not wait(lambda: not users(self.root), 20):
+            print(f"bench: processes {users(self.root)} still use {self.root}: pool {self.pool} kept; "
+                  f"remove it with zpool destroy {self.pool} && rm {self.img}", file=sys.stderr)
+            return
         for _ in range(20):
             if subprocess.run(["zpool", "destroy", "-f", self.pool], capture_output=True).returncode == 0:
                 break
             time.sleep(0.5)
         self.img.unlink(missing_ok=True)
         shutil.rmtree(self.work, ignore_errors=True)
+
+
+def users(folder):
+    """Pids whose folder or open files lie under `folder`."""
+    prefix, found = str(folder).rstrip("/") + "/", []
+    for proc in Path("/proc").iterdir():
+        try:
+            links = [os.readlink(proc / "cwd")] + [os.readlink(fd) for fd in (proc / "fd").iterdir()]
+        except (OSError, ValueError):
+            continue
+        if proc.name.isdigit() and any(x.startswith(prefix) for x in links):
+            found.append(int(proc.name))
+    return found
 
 
 def stamps(bed, name):
@@ -168,6 +189,7 @@ def main():
     ap.add_argument("--vms", default="10,100,500", help="VM counts for vmlist (default 10,100,500)")
     ap.add_argument("--runs", type=int, default=21, help="runs per timing (median; default 21)")
     ap.add_argument("--json", help="also write the figures to this file")
+    ap.add_argument("--no-qemu", action="store_true", help="leave out the real-guest (qemu) figures")
     args = ap.parse_args()
     counts = sorted(int(x) for x in args.vms.split(","))
     # An installed package has its bytecode compiled (pip and pkg do it); a checkout run with
@@ -191,6 +213,11 @@ def main():
                                     "zfs_calls": bed.zfs_calls(["./vmlist"])}
         start, turn, rss = bench_start(bed, max(3, args.runs // 5))
         results.update(start_to_exec_ms=start, reboot_turnaround_ms=turn, supervisor_rss_mib=rss)
+        why = None if args.no_qemu else qemu_bench.available()
+        if why or args.no_qemu:
+            results["qemu_skipped"] = why or "--no-qemu"
+        else:
+            results.update(qemu_bench.measure(bed, runs=max(5, args.runs // 3)))
     finally:
         bed.close()
     report(results, counts)
@@ -216,6 +243,7 @@ def report(r, counts):
                  f"target {TARGETS['reboot_turnaround']} ms", "empty hooks"))
     rows.append(("supervisor RSS", f"{r['supervisor_rss_mib']:.1f} MiB", "",
                  f"target {TARGETS['supervisor_rss_mib']} MiB", ""))
+    rows += qemu_bench.rows(r)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     print(f"kvm benchmarks, {r['date']}, {r['machine']}")
     for row in rows:
