@@ -200,6 +200,9 @@ if __name__ == "__main__":
     why = available()
     if why:
         sys.exit(f"qemu_bench: {why}")
+    # as bench.py does: compiled bytecode, as an installed package has it (this machine sets
+    # PYTHONDONTWRITEBYTECODE=1, which would make each of start's two interpreters recompile kvm)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "kvm")], check=True)
     bed = bench.Bed()
     try:
         figures = measure(bed)
