@@ -58,6 +58,13 @@ def destroy_pool(name, img, seconds=20):
     img.unlink(missing_ok=True)
 
 
+@pytest.fixture(autouse=True)
+def bhyve_backend(monkeypatch):
+    """In-process library calls get the bhyve backend (golden argv, pins, the simulator) whatever
+    the host's own is (qemu on Linux); commands get it from `env`. tests/e2e asks for qemu."""
+    monkeypatch.setenv("KVM_HYPERVISOR", "bhyve")
+
+
 @pytest.fixture
 def sysroot(tmp_path):
     """Folders standing in for the system paths (rc.d, rc.conf, /dev/vmm, /var/run/kvm ...).

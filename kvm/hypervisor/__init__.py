@@ -42,14 +42,12 @@ new VM, and what to say when there is none. `console_socket(name)` is the unix s
 `shown(argv) -> str` is a command line as it may be printed or logged: secrets (a VNC password)
 masked. The real process still gets them.
 
-A second backend (qemu) is a module beside bhyve.py with a class offering these methods, and one
-more line in `current()`: its `plan` gives qemu's argv (`-name NAME,process=qemu:NAME`, a QMP
-socket and a serial socket under the run dir, named from the VM name) and the files to write;
-`prepare_host` checks /dev/kvm; `start` spawns qemu itself; `power_button` and `force_off` open
-the QMP socket found by the VM name (so an orphan can be stopped too) and send system_powerdown
-or quit; `wait` returns the exit status with the reason of the last SHUTDOWN event, which
-`classify` maps to the same reasons; `is_own_process` matches its process title;
-`console_command` attaches to the serial socket; `destroy` removes the sockets.
+The qemu backend (qemu_backend.py, argv from the pure qemu.py) follows the same contract: its
+`plan` gives qemu's argv (`-name NAME,process=qemu:NAME`, QMP and serial sockets in the run dir)
+with its own plan as `detail`; `start` spawns qemu and keeps a QMP session; `wait` returns
+(the last SHUTDOWN reason, the exit status), which `classify` maps to the same reasons (plus
+fault: a guest panic); `power_button`/`force_off` send system_powerdown/quit on that session,
+or on a new one for an orphan; `destroy` removes the sockets left behind.
 """
 
 import os

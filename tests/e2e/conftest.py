@@ -132,5 +132,9 @@ class Terminal:
 
 
 def rfb_banner(port, timeout=10):
+    """(the server's RFB version line, the first security type it offers: 1 none, 2 VNC password)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        return s.recv(12)
+        banner = s.recv(12)
+        s.sendall(b"RFB 003.008\n")
+        types = s.recv(16)
+        return banner, types[1] if len(types) > 1 else None

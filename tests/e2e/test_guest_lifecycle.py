@@ -16,16 +16,23 @@ pytestmark = pytest.mark.guest
 
 
 def test_boot_from_iso_console_vnc_and_acpi_stop(make_vm):
-    vm = make_vm("g1", "", "--vnc", "yes")
+    vm = make_vm("g1", "", "--vnc", "wait")
+    with open(vm.dir / "set.conf", "a") as conf:
+        conf.write('VNCpassword="s3cret"\n')
     t0 = time.monotonic()
     out = vm.run("start", "-b", "g1").stdout
     assert re.search(r"g1: started, qemu pid \d+", out), out
-    up = vm.wait_console("KVMGUEST up boot=1")
     info = vm.info()
     assert (info["hypervisor"], info["accelerator"]) == ("qemu", "tcg")
-    assert info["state"] == "running" and info["boots"] == 1
-    assert info["iso"] == vm.iso
-    assert rfb_banner(info["vnc"]["port"]).startswith(b"RFB 003.0")
+    assert info["state"] == "running" and info["boots"] == 1 and info["iso"] == vm.iso
+    assert "s3cret" not in vm.supervisor_log() and "s3cret" not in open(f"/proc/{info['pid']}/cmdline").read()
+    time.sleep(3)
+    assert vm.console_log() == "", vm.explain("VNC=wait: the guest ran before a VNC client came")
+    banner, security = rfb_banner(info["vnc"]["port"])
+    assert banner.startswith(b"RFB 003.0") and security == 2  # the password (VNC authentication) is asked
+    up = vm.wait_console("KVMGUEST up boot=1")
+    rss = supervisor_rss_mib(vm.state()["supervisor"])
+    assert rss <= 20, f"supervisor RSS {rss:.1f} MiB with QMP connected"
 
     term = Terminal(["./console", "g1"], vm.root, vm.env)
     term.read_until("quit with ~.")
@@ -42,7 +49,7 @@ def test_boot_from_iso_console_vnc_and_acpi_stop(make_vm):
     assert "KVMGUEST poweroff (ACPI power button)" in vm.console_log(), vm.explain("no ACPI poweroff")
     assert vm.state()["last_exit"] == "poweroff" and vm.state()["last_code"] == 0, vm.explain(res.stdout)
     assert vm.info()["state"] == "stopped"
-    print(f"timing: start -b to banner {up:.1f} s; stop (ACPI) {stop_took:.1f} s; "
+    print(f"timing: start -b to banner {up:.1f} s; stop (ACPI) {stop_took:.1f} s; supervisor RSS {rss:.1f} MiB; "
           f"test {time.monotonic() - t0:.1f} s")
 
 
@@ -57,6 +64,11 @@ postRun()
 	echo "post $VMexit $VMreason" >> "$VMdir/hooks.log"
 }
 """
+
+
+def supervisor_rss_mib(pid):
+    with open(f"/proc/{pid}/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:")) / 1024
 
 
 def gone(pid):
@@ -103,6 +115,8 @@ def test_guest_ignoring_acpi_is_forced_and_an_orphan_is_found_and_stopped(make_v
     listed = {r["name"]: r for r in json.loads(vm.run("vmlist", "--json").stdout)}
     assert (listed["g3"]["state"], listed["g3"]["pid"]) == ("orphaned", qemu_pid)
     assert "without its supervisor" in vm.run("vmlist").stderr
+    status = vm.run("status", "g3")
+    assert status.stdout.strip() == str(qemu_pid), status.stdout
     t = time.monotonic()
     res = vm.run("stop", "-t", "3", "g3", timeout=60)
     took = time.monotonic() - t
@@ -111,3 +125,16 @@ def test_guest_ignoring_acpi_is_forced_and_an_orphan_is_found_and_stopped(make_v
     assert "KVMGUEST poweroff" not in vm.console_log()
     assert vm.info()["state"] == "stopped"
     print(f"timing: orphan stop -t 3 (ACPI ignored, then QMP quit) {took:.1f} s; stop said {res.stdout.strip()!r}")
+
+
+def test_a_guest_panic_is_a_fault_for_the_hooks_and_the_exit_table(make_vm):
+    vm = make_vm("g4", "panic=1")
+    (vm.dir / "run").write_text(HOOKS)
+    vm.run("start", "-b", "g4")
+    vm.wait_console("KVMGUEST panic")
+    end = time.monotonic() + 60
+    while "ended" not in vm.state() and time.monotonic() < end:
+        time.sleep(0.2)
+    assert vm.state()["last_exit"] == "fault", vm.explain(str(vm.state()))
+    assert hooks(vm) == ["pre boot", "post 0 fault"], vm.explain(f"hooks {hooks(vm)}")
+    assert "crashed: guest panic (SHUTDOWN guest-panic, exit 0)" in vm.supervisor_log()
