@@ -20,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_images  # noqa: E402 - bench/ is no package
+import qemu_bench  # noqa: E402 - beside this file: the real-guest figures
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -121,12 +122,31 @@ class Bed:
 
     def close(self):
         subprocess.run(["pkill", "-f", str(self.root)], capture_output=True)
+        # `zpool destroy -f` while a process (a qemu, a supervisor) still has files open in the
+        # pool is a forced unmount, which hangs zfs-fuse: wait for them to be gone first
+        if not wait(lambda: not users(self.root), 20):
+            print(f"bench: processes {users(self.root)} still use {self.root}: pool {self.pool} kept; "
+                  f"remove it with zpool destroy {self.pool} && rm {self.img}", file=sys.stderr)
+            return
         for _ in range(20):
             if subprocess.run(["zpool", "destroy", "-f", self.pool], capture_output=True).returncode == 0:
                 break
             time.sleep(0.5)
         self.img.unlink(missing_ok=True)
         shutil.rmtree(self.work, ignore_errors=True)
+
+
+def users(folder):
+    """Pids whose folder or open files lie under `folder`."""
+    prefix, found = str(folder).rstrip("/") + "/", []
+    for proc in Path("/proc").iterdir():
+        try:
+            links = [os.readlink(proc / "cwd")] + [os.readlink(fd) for fd in (proc / "fd").iterdir()]
+        except (OSError, ValueError):
+            continue
+        if proc.name.isdigit() and any(x.startswith(prefix) for x in links):
+            found.append(int(proc.name))
+    return found
 
 
 def stamps(bed, name):
@@ -171,6 +191,7 @@ def main():
     ap.add_argument("--vms", default="10,100,500", help="VM counts for vmlist (default 10,100,500)")
     ap.add_argument("--runs", type=int, default=21, help="runs per timing (median; default 21)")
     ap.add_argument("--json", help="also write the figures to this file")
+    ap.add_argument("--no-qemu", action="store_true", help="leave out the real-guest (qemu) figures")
     args = ap.parse_args()
     counts = sorted(int(x) for x in args.vms.split(","))
     # An installed package has its bytecode compiled (pip and pkg do it); a checkout run with
@@ -195,6 +216,11 @@ def main():
         start, turn, rss = bench_start(bed, max(3, args.runs // 5))
         results.update(start_to_exec_ms=start, reboot_turnaround_ms=turn, supervisor_rss_mib=rss)
         results["from_image"] = bench_images.run(bed, max(3, args.runs // 4))
+        why = None if args.no_qemu else qemu_bench.available()
+        if why or args.no_qemu:
+            results["qemu_skipped"] = why or "--no-qemu"
+        else:
+            results.update(qemu_bench.measure(bed, runs=max(5, args.runs // 3)))
     finally:
         bed.close()
     report(results, counts)
@@ -221,6 +247,7 @@ def report(r, counts):
     rows.append(("supervisor RSS", f"{r['supervisor_rss_mib']:.1f} MiB", "",
                  f"target {TARGETS['supervisor_rss_mib']} MiB", ""))
     rows += bench_images.rows(r, base)
+    rows += qemu_bench.rows(r)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     print(f"kvm benchmarks, {r['date']}, {r['machine']}")
     for row in rows:

@@ -53,29 +53,46 @@ def check_ifname(value, what):
         raise UsageError(f"{what} '{value}' is not an interface name (1-{IFNAME_MAX} letters, digits, _)")
 
 
+def linux_host():
+    """The VM runs on a Linux host: the hypervisor in use is qemu (bhyve means FreeBSD, also when
+    KVM_HYPERVISOR=bhyve plans a FreeBSD VM on Linux, as the simulator does)."""
+    from . import hypervisor
+    return hypervisor.current().name == "qemu"
+
+
+def network_hooks(a, tap, linux):
+    """(preRun lines, postRun lines) for a tap on a bridge. FreeBSD: ifconfig, as the shell toolkit
+    wrote them; Linux: the `functions` helpers IfUp/BridgeAdd, which wrap iproute2 there."""
+    if linux:
+        up, addm = (lambda i: f"IfUp {i}"), (lambda i: f"BridgeAdd {a.bridge} {i}")
+    else:
+        up, addm = (lambda i: f"ifconfig {i} up"), (lambda i: f"ifconfig {a.bridge} addm {i}")
+    pre = [f"CreateIF bridge {a.bridge}", f"CreateIF tap {tap}", up(tap), addm(tap)]
+    if a.uplink:
+        pre.append(f"{addm(a.uplink)} 2>/dev/null  # already a member is fine")
+    pre.append(up(a.bridge))
+    return pre, [f"DestroyIF {tap}"]
+
+
 def render_files(name, a, root_path):
     """(set.conf text, run text) for the answers; raises ConfigError when they do not validate."""
     from .templating import render
     pre, post = [], []
     devices = ""
+    linux = linux_host()
     if a.network:
         tap = a.tap or default_tap(name)
         check_ifname(tap, "tap name")
         check_ifname(a.bridge, "bridge name")
         if a.uplink:
             check_ifname(a.uplink, "uplink interface")
-        pre = [f"CreateIF bridge {a.bridge}", f"CreateIF tap {tap}",
-               f"ifconfig {tap} up", f"ifconfig {a.bridge} addm {tap}"]
-        if a.uplink:
-            pre.append(f"ifconfig {a.bridge} addm {a.uplink} 2>/dev/null  # already a member is fine")
-        pre.append(f"ifconfig {a.bridge} up")
-        post = [f"DestroyIF {tap}"]
+        pre, post = network_hooks(a, tap, linux)
         devices = f"3,virtio-net,{tap}"
     conf = render("set.conf.j2", root_path, name=name, vmrom=a.loader, boot=a.boot, cores=a.cores,
                   mem=a.mem, options=a.options, disk=DISK_FILE if a.disk_size or a.image else "",
                   disk_driver=a.disk_driver, devices=devices, vnc=a.vnc, vnc_addr=a.vnc_addr,
                   com=a.com and config.loader_kind(a.loader) != "grub", iso=a.iso)
-    run = render("run.j2", root_path, name=name, pre=pre, post=post)
+    run = render("run.j2", root_path, name=name, pre=pre, post=post, hv="qemu" if linux else "bhyve")
     values = config.parse_text(conf)
     cfg = config.validate(name, "/nonexistent", values)
     return conf, run, cfg

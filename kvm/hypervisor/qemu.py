@@ -234,8 +234,18 @@ def _disk_conf(cfg, dev):
     return path, "ro" in opts, "nocache" in opts
 
 
+def bhyve_mac(name, slot):
+    """The MAC bhyve gives a NIC without mac=: NetApp's OUI 00:a0:98 and the first three bytes of
+    the MD5 of "SLOT-FUNCTION-NAME". Without it every qemu NIC gets 52:54:00:12:34:56, so two VMs
+    on one bridge collide; with it a VM keeps its MAC (and its DHCP lease) across hypervisors."""
+    import hashlib
+    number, _, function = str(slot).partition(":")
+    digest = hashlib.md5(f"{int(number)}-{int(function or 0)}-{name}".encode()).digest()
+    return "00:a0:98:" + ":".join(f"{b:02x}" for b in digest[:3])
+
+
 def nic_args(cfg, dev, ident):
-    """virtio-net / e1000 on a tap interface, with its mac= when given."""
+    """virtio-net / e1000 on a tap interface, with its mac= when given, else bhyve's."""
     tap, *opts = dev.conf.split(",")
     if not tap.startswith("tap"):
         raise _bad_item(cfg, dev, f"only tap interfaces can be mapped on qemu, not {tap!r}")
@@ -246,6 +256,8 @@ def nic_args(cfg, dev, ident):
         if key != "mac" or not value:
             raise _bad_item(cfg, dev, f"option {opt!r} cannot be mapped on qemu (only mac=)")
         nic += f",mac={value}"
+    if ",mac=" not in nic:
+        nic += f",mac={bhyve_mac(cfg.name, dev.slot)}"
     return ["-netdev", f"tap,id={ident},ifname={tap},script=no,downscript=no", "-device", nic]
 
 

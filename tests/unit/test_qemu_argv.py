@@ -94,7 +94,7 @@ def test_devices_nics_rng_disks_passthru_at_their_slots():
         "-netdev", "tap,id=dev3,ifname=tap0,script=no,downscript=no",
         "-device", "virtio-net-pci,netdev=dev3,bus=pcie.0,addr=0x3,mac=58:9c:fc:01:02:03",
         "-netdev", "tap,id=dev4,ifname=tap1,script=no,downscript=no",
-        "-device", "e1000,netdev=dev4,bus=pcie.0,addr=0x4",
+        "-device", "e1000,netdev=dev4,bus=pcie.0,addr=0x4,mac=00:a0:98:17:1a:38",
         "-object", "rng-random,id=dev5,filename=/dev/urandom",
         "-device", "virtio-rng-pci,rng=dev5,bus=pcie.0,addr=0x5",
         "-device", "ahci,id=ahci6,bus=pcie.0,addr=0x6",
