@@ -28,7 +28,7 @@ def build_parser():
     p.add_argument("--no-network", action="store_true", help="no basic network")
     p.add_argument("--vnc", choices=["yes", "wait", "no"], help="VNC screen (uefi only)")
     p.add_argument("--vnc-addr", help="VNC listen address (default 127.0.0.1)")
-    p.add_argument("--com", choices=["yes", "no"], help="serial console on nmdm")
+    p.add_argument("--com", choices=["yes", "no"], help="serial console on COM1 (bhyve: nmdm, cu; qemu: a socket; attach with ./console NAME)")
     p.add_argument("--iso", help="absolute path of an ISO to insert")
     p.add_argument("--from", dest="image", metavar="IMAGE",
                    help="the dataset is a clone of this image (image list): instant; --disk-size grows it")
@@ -137,7 +137,7 @@ def gather_console(args, q, a, grub):
         if args.vnc in ("yes", "wait"):
             raise UsageError("--vnc cannot be used with the grub loader")
         if not args.yes:
-            common.info("grub loader: the console is the serial one (cu -l /dev/nmdmNAMEB); no VNC.")
+            common.info("grub loader: the console is the serial one (./console NAME); no VNC.")
         a.com = True
         return
     vnc = q.get("vnc", "VNC screen: y, wait (boot waits for a viewer) or n [n]: ",
