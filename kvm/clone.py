@@ -11,8 +11,8 @@ import random
 import re
 import time
 
-from . import cloudinit, firmware, host, images, lock, rename, snap as snapmod, zfs
-from .create import VARS_FILE, check_new
+from . import cloudinit, host, images, lock, rename, snap as snapmod, zfs
+from .create import check_new
 from .errors import NotFound, UsageError
 from .txn import Transaction
 
@@ -48,10 +48,12 @@ def plan(root, src, dst, snap=None):
         snap = time.strftime(f"clone-{dst}-%Y%m%d%H%M%S")
         own = f"{ds}@{snap}"
     template = None
-    if cfg.loader == "uefi":
-        template = firmware.vars_template(root.path)
-        if template is None:
-            raise NotFound("no UEFI vars template pinned for the clone's fresh vars: run kvminst", vm=dst)
+    if cfg.loader == "uefi":  # fresh vars, as the hypervisor in use gives a new VM
+        from .hypervisor import current as hypervisor
+        source, name, missing = hypervisor().uefi_vars(root.path)
+        if source is None:
+            raise NotFound(f"{missing} (the clone needs fresh UEFI vars)", vm=dst)
+        template = (source, name)
     return target, f"{ds}@{snap}", own, template
 
 
@@ -98,7 +100,7 @@ def new_identity(src, target, template):
     if _MAC_RE.search(text):
         host.write_file(conf, fresh_macs(text), mode=conf.stat().st_mode & 0o7777)
     if template is not None:
-        host.copy_file(template, target.dir / VARS_FILE, mode=0o644)
+        host.copy_file(template[0], target.dir / template[1], mode=0o644)
     if (target.dir / cloudinit.STATE).exists():  # a seed of its own: new instance-id, its own name
         seed = cloudinit.saved(target)
         if seed.hostname in ("", src.name):

@@ -125,7 +125,8 @@ def write_seed(vm, seed):
     host.write_file(vm.dir / SEED, build_iso(files(vm.name, seed)), mode=MODE)
     if not host.dry_run():
         text = vm.conf_path.read_text()
-        new = confedit.set_value(text, "CloudInit", "1")
+        kept = [a.value for a in confedit._plain(text, "CloudInit")][-1:] == ["virtio-blk"]
+        new = text if kept else confedit.set_value(text, "CloudInit", "1")
         if new != text:
             host.write_file(vm.conf_path, new, mode=vm.conf_path.stat().st_mode & 0o7777)
 
@@ -142,11 +143,15 @@ def seed_devices(c, devices):
     """set.conf's Devices, plus the seed CD at CD_SLOT when CloudInit="1" (config's checker)."""
     from .config import Device
     value = c.get("CloudInit")
-    if value not in ("", "0", "1"):
-        c.bad("CloudInit", "must be '0' or '1'")
-    if value != "1":
+    if value not in ("", "0", "1", "virtio-blk"):
+        c.bad("CloudInit", "must be '0', '1' (a CD) or 'virtio-blk' (a read-only disk)")
+    if value in ("", "0"):
         return devices
     taken = [d for d in devices if d.slot.split(":")[0] == CD_SLOT]
     if taken:
         c.bad("CloudInit", f"needs slot {CD_SLOT} for seed.iso, which Devices item '{taken[0].arg()}' uses")
+    # a CD by default; virtio-blk for guests without an AHCI driver (cloud-init finds the
+    # seed by its cidata label on any block device)
+    if value == "virtio-blk":
+        return devices + (Device(CD_SLOT, "virtio-blk", f"{c.path(SEED)},ro"),)
     return devices + (Device(CD_SLOT, "ahci-cd", c.path(SEED)),)

@@ -108,7 +108,7 @@ def collect(vm):
         "name": vm.name, "hypervisor": hv.name, "accelerator": hv.accelerator(), "dir": str(vm.dir),
         "dataset": dataset, "used": used, "origin": origin_info(origin),
         "cloud_init": (vm.dir / "seed.iso").is_file() and
-        any(d.slot == "28" and d.emulation == "ahci-cd" for d in cfg.devices),
+        any(d.slot == "28" and d.emulation in ("ahci-cd", "virtio-blk") for d in cfg.devices),
         "state": rt.state, "pid": rt.bhyve, "supervisor": rt.supervisor, "allocated": rt.allocated,
         "started": int(rt.started) or None,
         "uptime": int(now - rt.started) if rt.started and rt.bhyve else None,

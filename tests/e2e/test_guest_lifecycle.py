@@ -138,3 +138,23 @@ def test_a_guest_panic_is_a_fault_for_the_hooks_and_the_exit_table(make_vm):
     assert vm.state()["last_exit"] == "fault", vm.explain(str(vm.state()))
     assert hooks(vm) == ["pre boot", "post 0 fault"], vm.explain(f"hooks {hooks(vm)}")
     assert "crashed: guest panic (SHUTDOWN guest-panic, exit 0)" in vm.supervisor_log()
+
+
+def test_a_guest_reads_its_cloud_init_seed(make_vm, tmp_path):
+    # The test guest's kernel has no AHCI driver, so the seed goes in as a read-only virtio-blk
+    # disk (CloudInit="virtio-blk"); its /init mounts the cidata device and prints what it read.
+    key = tmp_path / "id.pub"
+    key.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKvmtestkey kvm@test\n")
+    vm = make_vm("ci1", "")
+    vm.run("cloudinit", "ci1", "--hostname", "seeded-host", "--ssh-key", str(key))
+    text = (vm.dir / "set.conf").read_text().replace('CloudInit="1"', 'CloudInit="virtio-blk"')
+    (vm.dir / "set.conf").write_text(text)
+    assert "virtio-blk-pci,drive=dev28" in vm.run("start", "-n", "ci1").stdout
+    vm.run("start", "-b", "ci1")
+    vm.wait_console("KVMGUEST up boot=1")
+    log = vm.console_log()
+    # meta-data is JSON, user-data YAML: the guest prints their lines naming the hostname and keys
+    assert re.search(r'KVMGUEST cidata .*"local-hostname": "seeded-host"', log), vm.explain("no hostname")
+    assert re.search(r"KVMGUEST cidata key \W*ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKvmtestkey", log), vm.explain("no key")
+    assert vm.info()["cloud_init"] is True
+    vm.run("stop", "ci1", timeout=90)
