@@ -86,6 +86,7 @@ def rename(root, old_vm, new):
 
 def resume(root, old, new):
     """Complete a killed `vmrename OLD NEW`; NotFound when there is none to complete."""
+    vmmod.remount(vmmod.Vm(root, new))  # killed between the unmount and the mount
     target = unfinished(root, old, new)
     if target is None:
         raise NotFound(f"no such VM (no set.conf and run in {vmmod.Vm(root, old).dir})", vm=old)

@@ -75,8 +75,22 @@ def get_vm(root, name):
     check_name(name)
     vm = Vm(root, name)
     if not vm.exists():
-        raise NotFound(unmounted_hint(vm) or f"no such VM (no {CONF_FILE} and {RUN_FILE} in {vm.dir})", vm=name)
+        hint = remount(vm)
+        if vm.exists():
+            return vm
+        raise NotFound(hint or f"no such VM (no {CONF_FILE} and {RUN_FILE} in {vm.dir})", vm=name)
     return vm
+
+
+def remount(vm):
+    """For a VM whose dataset exists unmounted (a command killed between an unmount and its
+    mount: zfs-fuse's busy rename or destroy): mount it again when root may (the dataset is
+    the VM's own, under ROOT/vm); returns the hint for the user, or None when it was mounted."""
+    hint = unmounted_hint(vm)
+    if hint and host.is_root() and not host.dry_run():
+        from . import zfs
+        zfs.mount_if_there(vm.dataset())
+    return hint
 
 
 def unmounted_hint(vm):

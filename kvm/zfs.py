@@ -370,7 +370,7 @@ def _retry_busy(action, name, tries=BUSY_TRIES):
         return action()
     except BaseException:
         if unmounted_now:
-            _mount_if_there(name)
+            mount_if_there(name)
         raise
 
 
@@ -390,9 +390,10 @@ def _rename_busy(source, target, exists):
                 time.sleep(RENAME_WAIT * (attempt + 1))
     finally:
         if unmounted_now:
-            _mount_if_there(target if exists(target) else source)
+            mount_if_there(target if exists(target) else source)
 
 
-def _mount_if_there(name):
+def mount_if_there(name):
+    """zfs mount NAME when it exists (a failure is left to the next look)."""
     if host.run(["zfs", "get", "-H", "-o", "value", "type", name], mutating=False, check=False).status == 0:
         host.run(["zfs", "mount", name], check=False)
