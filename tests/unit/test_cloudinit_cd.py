@@ -29,7 +29,7 @@ def test_qemu_gets_the_same_cd_at_addr_28():
 
 
 @pytest.mark.parametrize("text, words", [
-    ('CloudInit="yes"\n', ["CloudInit='yes'", "'0' or '1'"]),
+    ('CloudInit="yes"\n', ["CloudInit='yes'", "'0', '1' (a CD) or 'virtio-blk'"]),
     ('CloudInit="1"\nDevices="28,virtio-rnd"\n', ["slot 28", "28,virtio-rnd"]),
 ])
 def test_bad_cloudinit_settings_are_errors_naming_the_value(text, words):
