@@ -15,7 +15,7 @@ import sys
 import time
 
 from . import host, lock, power, receive, snap as snapmod, vm as vmmod, zfs, zfs_stream
-from .errors import StateError, UsageError
+from .errors import NotFound, StateError, UsageError
 from .root import is_root_dir
 
 PROGRESS_EVERY = 1.0   # seconds between progress lines
@@ -223,7 +223,11 @@ class Sender:
 
 def check_not_migrated(vm):
     """start's refusal: a VM migrated elsewhere must not run here too."""
-    gone = zfs.get_prop(vm.dataset(), receive.MIGRATED_PROP)
+    try:
+        dataset = vm.dataset()
+    except NotFound:
+        return  # a root that is no ZFS mountpoint (a plain folder) was never sent anywhere
+    gone = zfs.get_prop(dataset, receive.MIGRATED_PROP)
     if gone:
         raise StateError(f"was migrated to {gone}: start it there, or `zfs inherit {receive.MIGRATED_PROP} "
                          f"{vm.dataset()}` to run this copy here", vm=vm.name)
