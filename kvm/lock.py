@@ -163,6 +163,23 @@ def try_acquire(path, text, tries=TRIES):
     return None
 
 
+def adopt(path, fd, text):
+    """The lock on `path` held through the inherited descriptor fd (a parent took it and passed
+    it on); None when fd is not that file or not locked by its open file."""
+    try:
+        if not _same_file(path, fd):
+            return None
+        # the flock belongs to the open file: taking it again through it cannot block, and when
+        # nobody held it the lock is ours now, which is as good
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return None
+    os.set_inheritable(fd, False)
+    lock = Lock(path, fd)
+    lock.write(text)
+    return lock
+
+
 def acquire_blocking(path, text):
     """Wait for the lock on `path` (host-wide locks held for an instant)."""
     while True:

@@ -30,10 +30,17 @@ class _Wake(Exception):
     """Raised by the signal handler to break a blocking wait."""
 
 
-def acquire_lock(name):
-    """The VM's exclusive lock (held for the supervisor's life), or StateError naming the holder."""
+def acquire_lock(name, inherited_fd=None):
+    """The VM's exclusive lock (held for the supervisor's life), or StateError naming the holder.
+    With inherited_fd: the lock `start -b` took and handed over (the same open file, so the
+    flock is already ours); refused unless it is the VM's lock file."""
     lockmod.run_dir()
     path = lockmod.vm_lock_path(name)
+    if inherited_fd is not None:
+        got = lockmod.adopt(path, inherited_fd, f"{os.getpid()}\n")
+        if got is None:
+            raise StateError(f"descriptor {inherited_fd} is not the lock {path} held for it", vm=name)
+        return got
     got = lockmod.try_acquire(path, f"{os.getpid()}\n")
     if got is None:
         found = lockmod.holder(path) or (0, "")
@@ -47,7 +54,7 @@ def acquire_lock(name):
 class Supervisor:
     """Runs one VM until it powers off, is stopped, or fails."""
 
-    def __init__(self, vm, write):
+    def __init__(self, vm, write, lock=None):
         self.vm = vm
         self.name = vm.name
         self.write = write        # takes one line of output (the CLI prints it)
@@ -58,7 +65,7 @@ class Supervisor:
         self.faults = collections.deque()
         self.host_ready = False
         self.stop_method = None
-        self.lock = None
+        self.lock = lock          # the VM's lock when the caller took it already
 
     # ------------------------------------------------------------------ output
     def log(self, message, level=syslog.LOG_NOTICE):
@@ -86,7 +93,8 @@ class Supervisor:
     def run(self):
         """Supervise until the end; returns the exit status."""
         syslog.openlog("kvm", syslog.LOG_PID, syslog.LOG_DAEMON)
-        self.lock = acquire_lock(self.name)
+        if self.lock is None:
+            self.lock = acquire_lock(self.name)
         try:
             rt = vmmod.runtime(self.vm)
             if rt.bhyve:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from . import host, lock, paths, runfiles
 from .hypervisor import current as hypervisor
-from .errors import NotFound, UsageError
+from .errors import NotFound, StateError, UsageError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,30}\Z")
 RUN_FILE = "run"
@@ -88,9 +88,24 @@ def remount(vm):
     the VM's own, under ROOT/vm); returns the hint for the user, or None when it was mounted."""
     hint = unmounted_hint(vm)
     if hint and host.is_root() and not host.dry_run():
-        from . import zfs
-        zfs.mount_if_there(vm.dataset())
+        _mount_unless_busy(vm)
     return hint
+
+
+def _mount_unless_busy(vm):
+    """Mount the VM's dataset under its lock; a dataset that another command holding the lock
+    has unmounted (zfs-fuse's rollback, a busy rename) is its business: refuse, never race it."""
+    from . import zfs
+    found = lock.holder(lock_path(vm.name))
+    if found is not None and found[0] != os.getpid():
+        raise StateError(f"is busy: {lock.describe_holder(found)} is working on its dataset; "
+                         f"try again when it is done", vm=vm.name)
+    if found is not None:
+        zfs.mount_if_there(vm.dataset())
+        return
+    with lock.hold_vm(vm.name, "remount"):
+        if unmounted_hint(vm):
+            zfs.mount_if_there(vm.dataset())
 
 
 def unmounted_hint(vm):

@@ -1,5 +1,6 @@
 """start [-b] [-n] NAME: run the VM under its supervisor (foreground, or detached with -b)."""
 
+import argparse
 import sys
 import time
 
@@ -18,6 +19,8 @@ def build_parser():
                             "gracefully); -b detaches, logging to NAME.log in the VM folder and syslog.",
                       dry_run=True)
     p.add_argument("-b", "--background", action="store_true", help="detach; return once the VM is launched")
+    # the detaching start hands its lock to the supervisor it spawns (never a window without it)
+    p.add_argument("--lock-fd", type=int, help=argparse.SUPPRESS)
     p.add_argument("name", help="VM name")
     return p
 
@@ -39,32 +42,38 @@ def body(args):
             print(line)
         return 0
     common.need_root_user(vm.name)
-    from ..migrate import check_not_migrated
-    check_not_migrated(vm)  # vmsend moved it: one VM must not run on two hosts
-    cfg = vm.config()  # refuse a broken set.conf here, before detaching
-    for line in cfg.warnings:
-        common.warn(PROG, line, vm=vm.name)
-    if args.background:
-        return detach(vm)
-    from ..supervisor import Supervisor
-    return Supervisor(vm, write_line).run()
+    from ..supervisor import Supervisor, acquire_lock
+    # the VM's lock first: nothing of the VM is read (set.conf) or opened (NAME.log) before it,
+    # so a command holding it (snap rollback, vmdestroy) never finds a start half-way in
+    held = acquire_lock(vm.name, args.lock_fd)
+    try:
+        from ..migrate import check_not_migrated
+        check_not_migrated(vm)  # vmsend moved it: one VM must not run on two hosts
+        cfg = vm.config()  # refuse a broken set.conf here, before detaching
+        for line in cfg.warnings:
+            common.warn(PROG, line, vm=vm.name)
+        if args.background:
+            return detach(vm, held)
+    except BaseException:
+        held.release()
+        raise
+    return Supervisor(vm, write_line, held).run()
 
 
-def detach(vm):
-    """Start a detached supervisor and wait until it holds the lock (or failed)."""
+def detach(vm, held):
+    """Start a detached supervisor, handing it the VM's lock, and wait until it launched (or failed)."""
     import os
-    from .. import host, lock, runfiles, vm as vmmod
-    rt = vmmod.runtime(vm)
-    if rt.supervisor:
-        raise StateError(f"already running (supervisor pid {rt.supervisor})", vm=vm.name)
+    from .. import host, lock, runfiles
     log = runfiles.log_path(vm)
     # 0640 and never through a link: the log holds the bhyve command line
     fd = lock.open_file(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, LOG_MODE)
     try:
-        proc = host.spawn([sys.executable, "-m", "kvm", "start", "--root", str(vm.root.path), vm.name],
-                          stdout=fd, stderr=fd, new_session=True)
+        proc = host.spawn([sys.executable, "-m", "kvm", "start", "--lock-fd", str(held.fd),
+                           "--root", str(vm.root.path), vm.name],
+                          stdout=fd, stderr=fd, new_session=True, pass_fds=(held.fd,))
     finally:
         os.close(fd)
+        held.release()  # the supervisor holds the same open lock file now
     state = wait_detached(vm, proc, log)
     if state.get("bhyve"):
         from ..hypervisor import current as hypervisor

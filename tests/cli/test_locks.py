@@ -86,3 +86,34 @@ def test_removing_the_run_dir_during_prerun_never_gives_two_bhyves(install, env)
     assert cmd(install, env, "stop", "-f", "web").returncode == 0
     second.communicate(timeout=30)
     assert second.returncode == 0
+
+
+def test_start_b_refused_by_a_held_lock_touches_nothing_of_the_vm(install, env):
+    # start -b takes the VM's lock before it reads set.conf or opens NAME.log, and hands that
+    # same lock to its supervisor: a command holding the lock (a rollback) never finds a start
+    # half-way in (it used to open NAME.log in the dataset and spawn a supervisor first).
+    import fcntl
+    d = make(install, env)
+    script(env, "web", "run")
+    assert cmd(install, env, "vmlist").returncode == 0  # the run dir exists
+    fd = os.open(Path(env["KVM_RUN_DIR"]) / "web.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} snap rollback\n".encode())
+        res = cmd(install, env, "start", "-b", "web", timeout=30)
+    finally:
+        os.close(fd)
+    one_line_error(res, "web", "busy", "snap rollback")
+    assert not (d / "web.log").exists() and not guests(env, "web")
+
+
+def test_a_supervisor_refuses_a_handed_lock_that_is_not_the_vms(install, env, tmp_path):
+    make(install, env)
+    script(env, "web", "run")
+    other = tmp_path / "not-a-lock"
+    other.write_text("")
+    res = subprocess.run(["sh", "-c", f"exec ./start --lock-fd 7 web 7<{other}"], env=env, cwd=install,
+                         capture_output=True, text=True, timeout=30)
+    one_line_error(res, "web", "descriptor 7", "web.lock")
+    assert not guests(env, "web")
