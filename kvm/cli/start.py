@@ -45,9 +45,15 @@ def body(args):
     from ..supervisor import Supervisor, acquire_lock
     # the VM's lock first: nothing of the VM is read (set.conf) or opened (NAME.log) before it,
     # so a command holding it (snap rollback, vmdestroy) never finds a start half-way in
-    held = acquire_lock(vm.name, args.lock_fd)
+    from ..migrate import check_not_migrated
     try:
-        from ..migrate import check_not_migrated
+        held = acquire_lock(vm.name, args.lock_fd)
+    except StateError:
+        # on one host (vmsend --local) the lock of a migrated VM is its copy's on DEST: "was
+        # migrated" is the answer, not "already running"
+        check_not_migrated(vm)
+        raise
+    try:
         check_not_migrated(vm)  # vmsend moved it: one VM must not run on two hosts
         cfg = vm.config()  # refuse a broken set.conf here, before detaching
         for line in cfg.warnings:
