@@ -165,6 +165,12 @@ def test_bad_usage_is_one_line(install, env, far):
     assert not (root / "vm/web").exists()
 
 
+def test_dest_may_follow_the_options(install, env):
+    make(install, env)
+    one_line_error(send(install, env, "web", "--copy", "--ssh-opt", "Compression=no", ":/tank/kvm"),
+                   "vmsend: web: invalid DEST ':/tank/kvm'", status=2)
+
+
 def descendants(pid):
     """Every process below pid (read from /proc before the kill: orphans are re-parented)."""
     kids = {}

@@ -69,6 +69,7 @@ def test_warm_migration_of_a_real_guest_between_two_pools(make_vm, install, env,
                       f"{install.parent.name}/kvm/vm/web")
 
 
+@pytest.mark.slow  # 100-130 s here under load: four ssh round trips and two TCG boots
 def test_warm_migration_of_a_real_guest_over_ssh(make_vm, install, env, far, sshd):
     root, fpool = far
     e, wrapper, _ = sshd
