@@ -238,6 +238,75 @@ def test_kill_9_of_vmsend_at_random_points(install, env, far):
     assert outcomes == {"complete", "nothing"}, "the seeded points should hit both sides of the send"
 
 
+def zfs_children(pid):
+    """vmsend's zfs and vmrecv processes (not a supervisor it started on DEST: that one stays)."""
+    out = []
+    for kid in descendants(pid):
+        try:
+            argv = Path(f"/proc/{kid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[0] == b"zfs" or b"vmrecv" in argv:
+            out.append(kid)
+    return out
+
+
+@pytest.mark.slow
+def test_kill_9_of_a_warm_migration_at_random_points(install, env, far):
+    """kill -9 of vmsend across a whole warm migration of a running VM (the bulk send, the stop,
+    the last increment, the mark, the start on DEST). After each round: the source's data is
+    intact; unmarked, it starts here; marked, DEST holds the whole last increment; DEST's data
+    is the previous copy's or the new one, never anything else."""
+    root, fpool = far
+    _running(install, env)
+    d, src = install / "vm/web", f"{install.parent.name}/kvm/vm/web"
+    assert send(install, env, "web", "--local", root, "--copy").returncode == 0
+    rng, outcomes = random.Random(7), set()
+
+    def back_here():
+        """Undo a finished migration: stop the copy on DEST, clear the mark, run the VM here."""
+        cmd(root, env, "stop", "-f", "web")
+        subprocess.run(["zfs", "inherit", "kvm:migrated", src], check=True)
+        wait_for(lambda: status(install, env) <= 0, what="DEST's copy stopped")
+        assert cmd(install, env, "start", "-b", "web").returncode == 0
+        wait_for(lambda: status(install, env) > 0, what="the source running again")
+
+    (d / "data").write_bytes(os.urandom(4 << 20))
+    t0 = time.monotonic()
+    assert send(install, env, "web", "--local", root, "-y").returncode == 0
+    took = time.monotonic() - t0
+    back_here()
+    for rnd in range(6):
+        old, payload = (root / "vm/web/data").read_bytes(), os.urandom(4 << 20)
+        (d / "data").write_bytes(payload)
+        proc = subprocess.Popen(["./vmsend", "web", "--local", str(root), "-y"], cwd=install, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.2, 1.2 * took))
+        kids = zfs_children(proc.pid)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        wait_for(lambda: all(gone(k) for k in kids), seconds=60, what="vmsend's zfs processes ending")
+        time.sleep(2)  # a stop vmsend requested goes on without it: let the supervisor finish it
+        assert (d / "data").read_bytes() == payload and prop(src, "mounted") == "yes"
+        there = (root / "vm/web/data").read_bytes()
+        assert there in (old, payload), f"round {rnd}: DEST holds neither copy"
+        if prop(src, "kvm:migrated") != "-":
+            assert there == payload, f"round {rnd}: marked before DEST held the last increment"
+            outcomes.add("migrated")
+            back_here()
+            continue
+        assert cmd(install, env, "start", "-n", "web").returncode == 0
+        outcomes.add("running here" if status(install, env) > 0 else "stopped here")
+        if status(install, env) <= 0:
+            assert cmd(install, env, "start", "-b", "web").returncode == 0, f"round {rnd}: not startable"
+            wait_for(lambda: status(install, env) > 0, what="the source running again")
+    print("outcomes:", outcomes)
+    assert len(outcomes) >= 2, outcomes
+    res = send(install, env, "web", "--local", root, "-y")  # and a run to the end completes
+    assert res.returncode == 0, res.stderr
+    assert (root / "vm/web/data").read_bytes() == (d / "data").read_bytes()
+
+
 # ----------------------------------------------------------------------------- over real ssh
 
 def free_port():
