@@ -74,7 +74,7 @@ def test_stopped_vm_migrates_and_the_source_refuses_to_start(install, env, far):
     assert "migrated to" in res.stdout
     assert prop(f"{install.parent.name}/kvm/vm/web", "kvm:migrated") == str(root)
     one_line_error(cmd(install, env, "start", "-b", "web"), "start: web: was migrated to", "zfs inherit")
-    one_line_error(send(install, env, "web", "--local", root), "migrated to", "already")
+    one_line_error(send(install, env, "web", "--local", root), "migrated to", "already", "start it there")
 
 
 def _running(install, env):
@@ -148,6 +148,27 @@ def test_dest_pool_full_leaves_dest_unchanged(install, env, far):
     assert res.returncode == 1 and "web:" in res.stderr, res.stderr
     assert datasets(fpool) == before
     assert snaps_of(f"{install.parent.name}/kvm/vm/web") == []  # the snapshot made for it went too
+
+
+def test_dest_pool_full_on_an_increment_rolls_dest_back(install, env, far):
+    root, fpool = far
+    d = make(install, env)
+    (d / "data").write_bytes(b"first copy")
+    assert send(install, env, "web", "--local", root, "--copy").returncode == 0
+    dst = f"{fpool}/kvm/vm/web"
+    before, base = snaps_of(dst), snaps_of(f"{install.parent.name}/kvm/vm/web")
+    with open(d / "big", "wb") as fh:
+        fh.write(os.urandom(200 << 20))
+    (d / "data").write_bytes(b"second copy")
+    res = send(install, env, "web", "--local", root, "--copy")
+    errors = [x for x in res.stderr.splitlines() if x.startswith("vmsend:")]  # the rest is progress
+    assert res.returncode == 1 and len(errors) == 1, res.stderr
+    for needle in ("vmsend: web: on ", "out of space", "DEST is unchanged",
+                   f"run vmsend again: it sends again from {base[0]}, the last snapshot both sides have"):
+        assert needle in errors[0], errors[0]
+    assert snaps_of(dst) == before and prop(dst, "mounted") == "yes"
+    assert (root / "vm/web/data").read_bytes() == b"first copy" and not (root / "vm/web/big").exists()
+    assert snaps_of(f"{install.parent.name}/kvm/vm/web") == base  # the increment's snapshot went
 
 
 def test_bad_usage_is_one_line(install, env, far):
@@ -418,7 +439,8 @@ def test_over_ssh_connection_killed_mid_send(install, far, sshd):
     out, err = proc.communicate(timeout=120)
     errors = [x for x in err.splitlines() if x.startswith("vmsend:")]  # the rest is progress
     assert proc.returncode == 1 and len(errors) == 1, err
-    assert errors[0].startswith("vmsend: web: ssh to root@127.0.0.1") and "run vmsend again" in errors[0]
+    assert errors[0].startswith("vmsend: web: ssh to root@127.0.0.1")
+    assert "run vmsend again: it sends again in full" in errors[0]
     wait_for(lambda: dst not in datasets(fpool), seconds=30, what="DEST as it was")
     assert snaps_of(src) == []
     res = send(install, e, "web", f"root@127.0.0.1:{root}", "--copy", "--remote-kvm", wrapper)
