@@ -99,6 +99,17 @@ def test_running_vm_moves_and_runs_on_dest(install, env, far, mode):
     assert "stopping for" in res.stderr
 
 
+def test_no_start_and_keep_leave_both_sides_stopped_and_the_source_startable(install, env, far):
+    root, fpool = far
+    _running(install, env)
+    res = send(install, env, "web", "--local", root, "-y", "--no-start", "--keep")
+    assert res.returncode == 0, res.stderr
+    assert status(install, env) <= 0 and (root / "vm/web/set.conf").is_file()
+    assert "start -b" not in res.stderr and (root / "vm/web/web.log").read_text().count("launched") == 1
+    assert prop(f"{install.parent.name}/kvm/vm/web", "kvm:migrated") == "-"
+    assert cmd(install, env, "start", "-b", "web").returncode == 0
+
+
 def test_copy_of_a_running_vm_keeps_it_running(install, env, far):
     root, fpool = far
     _running(install, env)
