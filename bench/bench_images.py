@@ -81,3 +81,22 @@ def rows(r, base):
     out.append(("vmcreate --from, 8G / 64M time", f"x{f['flat_ratio']:.2f}", f"target <= {TARGETS['flat_ratio']}",
                 "", ""))
     return out
+
+
+def main():
+    """Only these figures, on a bed of bench.py's own (bench/run measures them with the rest)."""
+    import bench  # beside this file; imported here only: bench.py imports this module
+    subprocess.run([bench.PY, "-m", "compileall", "-q", str(bench.REPO / "kvm")], check=True)
+    bed = bench.Bed()
+    try:
+        base = bench.timeit({"base": [bench.PY, "-c", "pass"]}, bed.env, 11)["base"]
+        r = {"from_image": run(bed, 5)}
+    finally:
+        bed.close()
+    print(f"python3 -c pass (baseline): {base:.1f} ms")
+    for row in rows(r, base):
+        print("  ".join(c for c in row if c))
+
+
+if __name__ == "__main__":
+    main()

@@ -228,6 +228,19 @@ def gone(pid):
         return True
 
 
+def kill_vmsend_after(install, env, seconds, children, *args):
+    """./vmsend ARGS, kill -9 of its own pid after `seconds` (never its group: the zfs processes
+    are not signalled), then wait for the children `children(pid)` picks, read before the kill
+    (orphans are re-parented), to end on their own."""
+    proc = subprocess.Popen(["./vmsend", *args], cwd=install, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(seconds)
+    kids = children(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    wait_for(lambda: all(gone(k) for k in kids), seconds=60, what="vmsend's children ending")
+
+
 @pytest.mark.slow
 def test_kill_9_of_vmsend_at_random_points(install, env, far):
     """kill -9 of vmsend's own pid (never its group: the zfs processes are not signalled; they see
@@ -246,13 +259,8 @@ def test_kill_9_of_vmsend_at_random_points(install, env, far):
     outcomes = set()
     for rnd in range(10):
         destroy_dataset(dst)  # a full send each round: the longest window to be killed in
-        proc = subprocess.Popen([f"./vmsend", "web", "--local", str(root), "--keep"], cwd=install, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.05, 1.1 * took))
-        kids = descendants(proc.pid)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        wait_for(lambda: all(gone(k) for k in kids), seconds=60, what="vmsend's children ending")
+        kill_vmsend_after(install, env, rng.uniform(0.05, 1.1 * took), descendants,
+                          "web", "--local", str(root), "--keep")
         assert (d / "data").read_bytes() == payload and prop(src, "mounted") == "yes"
         assert cmd(install, env, "start", "-n", "web").returncode == 0
         if (root / "vm/web").exists() and prop(dst, "mounted") == "yes":
@@ -311,13 +319,7 @@ def test_kill_9_of_a_warm_migration_at_random_points(install, env, far):
     for rnd in range(6):
         old, payload = (root / "vm/web/data").read_bytes(), os.urandom(4 << 20)
         (d / "data").write_bytes(payload)
-        proc = subprocess.Popen(["./vmsend", "web", "--local", str(root), "-y"], cwd=install, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.2, 1.2 * took))
-        kids = zfs_children(proc.pid)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        wait_for(lambda: all(gone(k) for k in kids), seconds=60, what="vmsend's zfs processes ending")
+        kill_vmsend_after(install, env, rng.uniform(0.2, 1.2 * took), zfs_children, "web", "--local", str(root), "-y")
         time.sleep(2)  # a stop vmsend requested goes on without it: let the supervisor finish it
         assert (d / "data").read_bytes() == payload and prop(src, "mounted") == "yes"
         there = (root / "vm/web/data").read_bytes()
