@@ -42,19 +42,18 @@ def body(args):
             print(line)
         return 0
     common.need_root_user(vm.name)
-    from ..supervisor import Supervisor, acquire_lock
-    # the VM's lock first: nothing of the VM is read (set.conf) or opened (NAME.log) before it,
-    # so a command holding it (snap rollback, vmdestroy) never finds a start half-way in
     from ..migrate import check_not_migrated
+    # start -b's supervisor (lock_fd) was checked by its parent, under the lock it hands over
+    fresh = args.lock_fd is None
+    if fresh:
+        check_not_migrated(vm)  # vmsend moved it: one VM must not run on two hosts (a ZFS property)
+    from ..supervisor import Supervisor, acquire_lock
+    # the VM's lock next: nothing of the VM is read (set.conf) or opened (NAME.log) before it,
+    # so a command holding it (snap rollback, vmdestroy) never finds a start half-way in
+    held = acquire_lock(vm.name, args.lock_fd)
     try:
-        held = acquire_lock(vm.name, args.lock_fd)
-    except StateError:
-        # on one host (vmsend --local) the lock of a migrated VM is its copy's on DEST: "was
-        # migrated" is the answer, not "already running"
-        check_not_migrated(vm)
-        raise
-    try:
-        check_not_migrated(vm)  # vmsend moved it: one VM must not run on two hosts
+        if fresh:
+            check_not_migrated(vm)  # again: a vmsend that held the lock may have set the mark since
         cfg = vm.config()  # refuse a broken set.conf here, before detaching
         for line in cfg.warnings:
             common.warn(PROG, line, vm=vm.name)
