@@ -24,10 +24,14 @@ ZVOL_PREFIX = "/dev/zvol/"
 
 # A plain set.conf line: KEY="..." / KEY='...' / KEY=word, an optional comment after a blank.
 # Anything else (a $, a backslash, a command, two words) sends the file to the full reader,
-# so this one never has to know more of sh than these three forms.
-_ASSIGNMENT = re.compile(r'[ \t]*([A-Za-z_][A-Za-z0-9_]*)=(?:"([^"$`\\\n]*)"|\'([^\'\n]*)\''
-                         r'|([^\s"\'$`\\;&|<>(){}#*?\[\]~]*))(?:[ \t]+#.*|[ \t]*)')
-_CODE_LINE = re.compile(r"^[ \t]*[^# \t\n].*", re.M)  # not blank, not a comment
+# so this one never has to know more of sh than these three forms. The whole text is checked
+# by one match and the values taken by one findall: both run in re's C code, where a loop
+# over the lines in Python would cost more than reading the file.
+_VALUE = (r'{o}[A-Za-z_][A-Za-z0-9_]*)=(?:"{o}[^"$`\\\n]*)"|\'{o}[^\'\n]*)\''
+          r'|{o}[^\s"\'$`\\;&|<>(){{}}#*?\[\]~]*))(?:[ \t]+#[^\n]*|[ \t]*)')  # {o}: a group
+_LINE = rf'[ \t]*(?:#[^\n]*|{_VALUE.format(o="(?:")})?'
+_PLAIN_FILE = re.compile(rf"(?:{_LINE}\n)*(?:{_LINE})?")
+_ASSIGNMENTS = re.compile(rf"^[ \t]*{_VALUE.format(o='(')}$", re.M)
 
 
 class Row:
@@ -47,18 +51,16 @@ def plain_values(text):
     """The values of a set.conf made only of plain assignments and comments, else None."""
     if "\r" in text or "\0" in text or text.startswith("\ufeff"):
         return None  # the full reader refuses these with its own message
-    values = {}
-    for line in _CODE_LINE.findall(text):
-        m = _ASSIGNMENT.fullmatch(line)
-        if m is None:
-            return None
-        values[m.group(1)] = next(g for g in m.groups()[1:] if g is not None)
-    return values
+    if _PLAIN_FILE.fullmatch(text) is None:
+        return None
+    # exactly one of the three value groups took part; the others are ''
+    return {key: dq or sq or bare for key, dq, sq, bare in _ASSIGNMENTS.findall(text)}
 
 
-def read_values(path):
-    """(values, names not evaluated) of an sh file, never running it; ConfigError when broken."""
-    text = shconf.read_text(path)
+def read_values(path, text=None):
+    """(values, names not evaluated) of an sh file (or of its text), never running it;
+    ConfigError when broken."""
+    text = shconf.read_text(path) if text is None else text
     values = plain_values(text)
     if values is not None:
         return values, ()
@@ -66,27 +68,32 @@ def read_values(path):
     return reading.values, tuple(reading.unevaluated)
 
 
-def settings(row, vm, problems):
-    """Fill cpu, memory, loader of the row from set.conf; returns the disk path (or "").
-    A value its checker refuses is left unknown and named in `problems`."""
+def conf_facts(folder):
+    """[cores, memory bytes, loader kind, disk path, problems] from FOLDER/set.conf: a value its
+    checker refuses is None and named in problems. Plain lists, as the cache keeps them; paths
+    are strings (at 500 VMs, pathlib's objects cost more than reading the files)."""
     from . import config
-    values, unevaluated = read_values(vm.conf_path)
+    problems = []
+    try:
+        values, unevaluated = read_values(f"{folder}/{shconf.CONF}")
+    except KvmError as exc:
+        return [None, None, None, "", [str(exc)]]
 
     def checked(key, check, default):
         text = values.get(key) or default
         if key in unevaluated:
-            problems.append(f"{key} is not evaluated without sh (vminfo {vm.name} tells more)")
+            problems.append(f"{key} is not evaluated without sh (vminfo tells more)")
             return None
         try:
             return check(text) if text else None
         except config.Invalid as exc:
             problems.append(f"{shconf.CONF}: {key}={text!r} {exc}")
             return None
-    row.cpu = checked("Cores", lambda t: config.whole_number("Cores", t), "1")
-    row.memory = checked("Mem", config.memory, "1G")
-    row.loader = checked("VMrom", config.loader, "")
+    cores = checked("Cores", lambda t: config.whole_number("Cores", t), "1")
+    memory = checked("Mem", config.memory, "1G")
+    loader = checked("VMrom", config.loader, "")
     disk = "" if "Disk" in unevaluated else values.get("Disk") or ""
-    return disk if disk.startswith("/") or not disk else str(vm.dir / disk)
+    return [cores, memory, loader, os.path.join(folder, disk) if disk else "", problems]
 
 
 def disk_sizes(disks):
@@ -120,13 +127,18 @@ def _yes(value):
 
 
 def read_rcconf():
-    """rc.conf's values (the file dorc edits, KVM_RCCONF), read once; {} when there is none."""
+    """rc.conf's values (the file dorc edits, KVM_RCCONF), read once; {} when there is none.
+    Opened plainly: shconf.read_text waits for a file zfs-fuse may show missing for a moment,
+    which rc.conf never is, and a host without one is common (a Linux host)."""
+    path = paths.current().rcconf
     try:
-        return read_values(paths.current().rcconf)[0]
-    except KvmError as exc:
-        if "not found" in str(exc):
-            return {}
-        raise
+        with open(path, "rb") as fh:
+            text = fh.read().decode("utf-8", errors="surrogateescape")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise KvmError(f"{path}: {exc.strerror}") from None
+    return read_values(path, text)[0]
 
 
 class Autostart:
@@ -163,30 +175,54 @@ class Autostart:
 
 # ------------------------------------------------------------------------ the rows
 
+def scan(base):
+    """[(name, folder, set.conf's stat)] of the VM folders under `base` (a folder holding the
+    files set.conf and run, as vm.list_vms decides), by name; the stat is kept for the cache."""
+    try:
+        entries = sorted(os.scandir(base), key=lambda e: e.name)
+    except FileNotFoundError:
+        return []
+    out = []
+    for entry in entries:
+        if not (entry.is_dir() and vmmod.NAME_RE.match(entry.name)):
+            continue
+        folder = f"{base}/{entry.name}"
+        try:
+            st = os.stat(f"{folder}/{shconf.CONF}")
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and os.path.isfile(f"{folder}/{vmmod.RUN_FILE}"):
+            out.append((entry.name, folder, st))
+    return out
+
+
 def rows(root, now=None):
     """(rows, warnings) for every VM of the root, running ones first then by name; warnings are
     (VM name or None, text) for the CLI to show."""
+    from . import listcache
     now = time.time() if now is None else now
-    warnings, disks = [], {}
+    warnings, disks, base = [], {}, str(root.vm_dir)
     try:
         auto = Autostart(root, read_rcconf())
     except KvmError as exc:
         warnings.append((None, f"rc.conf cannot be read, AUTO shows no: {exc}"))
         auto = Autostart(root, {})
-    out = []
-    for rt in vmmod.runtimes(vmmod.list_vms(root)):
-        row, problems = _row(rt, now), []
-        row.auto = auto.enabled(rt.name)
-        try:
-            disks[row.name] = settings(row, vmmod.Vm(root, rt.name), problems)
-        except KvmError as exc:
-            problems.append(str(exc))
+    found, cache, fresh = scan(base), listcache.load(), {}
+    out = [_row(rt, now) for rt in vmmod.runtimes([vmmod.Vm(root, name) for name, _, _ in found])]
+    for row, (name, folder, st) in zip(out, found):
+        conf, identity = f"{folder}/{shconf.CONF}", listcache.identity(st)
+        entry = cache.get(conf)
+        facts = entry[1] if entry and entry[0] == identity else conf_facts(folder)
+        if listcache.cacheable(st, now):
+            fresh[conf] = [identity, facts]
+        row.cpu, row.memory, row.loader, disks[name], problems = facts
+        row.auto = auto.enabled(name)
         if problems:
-            warnings.append((row.name, f"{problems[0]} (shown as '-')"))
-        out.append(row)
+            warnings.append((name, f"{problems[0]} (shown as '-')"))
+    listcache.save(cache, fresh, base + "/")
     sizes = disk_sizes([d for d in disks.values() if d])
     for row in out:
-        row.disk = sizes.get(disks.get(row.name))
+        row.disk = sizes.get(disks[row.name])
     out.sort(key=lambda r: (STATE_ORDER[r.state], r.name))
     return out, warnings
 

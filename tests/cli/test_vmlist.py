@@ -2,10 +2,11 @@
 a running VM's VNC port and uptime, and the one-line errors of bad columns."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
-from pathlib import Path
+import time
 
 import pytest
 
@@ -179,3 +180,39 @@ def test_no_zfs_call_whatever_the_number_of_vms(install, env, tmp_path):
         res = subprocess.run(["./vmlist"], env=counting, cwd=install, capture_output=True, text=True)
         assert res.returncode == 0 and len(res.stdout.splitlines()) == n + 2, res.stderr
         assert not log.exists(), log.read_text()
+
+
+def test_the_cache_never_shows_an_edited_set_conf(install, env, sysroot):
+    """vmlist keeps what it read of each set.conf in RUN_DIR/host/vmlist.cache; an edit of any
+    kind (in place, same size, within the second; a rename over it) is seen at once."""
+    conf = create_vm(install, env, "web", "--cores", "2", "--disk-size", "1G") / "set.conf"
+    cache = sysroot / "run" / "host" / "vmlist.cache"
+
+    def cpu():
+        res = cmd(install, env, "vmlist", "-H", "-o", "cpu")
+        assert res.returncode == 0, res.stderr
+        return res.stdout.strip()
+    time.sleep(2.1)  # a file changed in the last 2 s is never cached (zfs-fuse's whole seconds)
+    assert cpu() == "2" and str(conf) in json.loads(cache.read_text())["vms"]
+    with open(conf, "r+") as fh:  # in place, same size, same second
+        text = fh.read()
+        fh.seek(0)
+        fh.write(text.replace('Cores="2"', 'Cores="3"'))
+    assert cpu() == "3"
+    time.sleep(2.1)
+    assert cpu() == "3"
+    tmp = conf.with_name("set.conf.new")
+    tmp.write_text(text.replace('Cores="2"', 'Cores="4"'))
+    os.replace(tmp, conf)
+    assert cpu() == "4"
+    cache.write_text("{not json")  # a broken cache only costs the reading of the files
+    assert cpu() == "4" and json.loads(cache.read_text())["vms"]
+
+
+def test_a_set_conf_others_cannot_read_stays_out_of_the_cache(install, env, sysroot):
+    conf = create_vm(install, env, "web", "--disk-size", "1G") / "set.conf"
+    conf.chmod(0o640)  # as a set.conf holding a VNCpassword is
+    time.sleep(2.1)
+    assert cmd(install, env, "vmlist").returncode == 0
+    cache = sysroot / "run" / "host" / "vmlist.cache"
+    assert not cache.exists() or str(conf) not in cache.read_text()
