@@ -2,9 +2,10 @@
 
 Everything is read in one pass with no process per VM (vmlist must stay near the bare
 interpreter at 500 VMs): the run and vmm folders are listed once (kvm/vm.py), rc.conf is read
-once, and each set.conf is read once with a quick reader for plain `KEY="value"` files, the
-common case, falling back to the full sh reader (kvm/shconf.py, which never runs anything)
-for anything else. The only zfs call is one `zfs get volsize` when some disk is a zvol.
+once, and a set.conf is read only when a stat says it changed since the last vmlist
+(kvm/listcache.py), with a quick reader for plain `KEY="value"` files, the common case, falling
+back to the full sh reader (kvm/shconf.py, which never runs anything) for anything else. The
+only zfs call is one `zfs get volsize` when some disk is a zvol.
 """
 
 import os
