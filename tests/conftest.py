@@ -74,7 +74,7 @@ def sysroot(tmp_path):
     import tempfile
     d = Path(tempfile.mkdtemp(prefix="kvmsys", dir="/var/tmp"))
     d.chmod(0o755)
-    for sub in ("rc.d", "vmm", "dev", "run", "firmware", "sim"):
+    for sub in ("rc.d", "vmm", "dev", "run", "firmware", "sim", "cron.d"):
         (d / sub).mkdir(parents=True)
     (d / "rc.conf").write_text("# test rc.conf\nhostname=\"testhost\"\n")
     (d / "firmware" / "BHYVE_UEFI.fd").write_bytes(b"UEFI-CODE-v1\n" * 64)
@@ -91,6 +91,8 @@ def env(sysroot):
         "KVM_RCDIR": str(sysroot / "rc.d"), "KVM_RCCONF": str(sysroot / "rc.conf"),
         "KVM_VMM_DIR": str(sysroot / "vmm"), "KVM_DEV_DIR": str(sysroot / "dev"),
         "KVM_RUN_DIR": str(sysroot / "run"), "KVM_FIRMWARE_DIRS": str(sysroot / "firmware"),
+        # kvminst's snapshot schedule (periodic script, cron file): never the host's
+        "KVM_PERIODIC_DIR": str(sysroot / "periodic" / "daily"), "KVM_CRON_DIR": str(sysroot / "cron.d"),
         "KVM_GRUB_BHYVE": str(SIM_BIN / "grub-bhyve"), "KVM_SIM_DIR": str(sysroot / "sim"), "KVM_SIM_HOME": str(SIM_BIN.parent),
         # this interpreter's folder next: the simulator's `python3` has the test extras (setproctitle)
         "PATH": f"{SIM_BIN}:{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",

@@ -56,6 +56,8 @@ def body(args):
         common.info(f"created dataset {name}")
     for line in report.pinned:
         common.info(f"pinned firmware {line}")
+    if report.schedule:
+        common.info(report.schedule)
     for line in report.warnings:
         common.warn(PROG, line)
     print(f"kvm {verb} in {report.path} (dataset {report.dataset})")

@@ -40,6 +40,7 @@ def body(args):
         from ..launch import dry_run_lines
         for line in dry_run_lines(vm):
             print(line)
+        warn_unreachable(vm.config())
         return 0
     common.need_root_user(vm.name)
     from ..supervisor import Supervisor, acquire_lock
@@ -52,12 +53,21 @@ def body(args):
         cfg = vm.config()  # refuse a broken set.conf here, before detaching
         for line in cfg.warnings:
             common.warn(PROG, line, vm=vm.name)
+        if args.lock_fd is None:  # once, by the start a user typed (not again by its detached supervisor)
+            warn_unreachable(cfg)
         if args.background:
             return detach(vm, held)
     except BaseException:
         held.release()
         raise
     return Supervisor(vm, write_line, held).run()
+
+
+def warn_unreachable(cfg):
+    """One warning line when the VM has no console and no network (it starts all the same)."""
+    from ..reach import of_config
+    if of_config(cfg):
+        common.warn(PROG, of_config(cfg), vm=cfg.name)
 
 
 def detach(vm, held):
