@@ -56,12 +56,13 @@ def ours(path, root):
     return f"{MARK}{root} (" in head
 
 
-def remove(root):
-    """kvminst --uninstall: remove the schedule files written for this root (never another's)."""
+def owned(root):
+    """The schedule files written for this root (never another root's, nor the admin's own)."""
     p = paths.current()
-    gone = []
-    for path in (p.periodic_dir / PERIODIC_NAME, p.cron_dir / CRON_NAME):
-        if ours(path, root):
-            host.remove_file(path)
-            gone.append(path)
-    return gone
+    return [path for path in (p.periodic_dir / PERIODIC_NAME, p.cron_dir / CRON_NAME) if ours(path, root)]
+
+
+def remove(root):
+    """kvminst --uninstall: remove the schedule files written for this root."""
+    for path in owned(root):
+        host.remove_file(path)

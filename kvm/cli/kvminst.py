@@ -75,6 +75,9 @@ def do_uninstall(args):
     common.info(f"This destroys {dataset} recursively: every VM, disk and snapshot under {root.path}.")
     for script in scripts:
         common.info(f"It also removes the rc.d script {script.path} and {script.rcvar} from rc.conf.")
+    from ..schedule import owned
+    for path in owned(root.path):
+        common.info(f"It also removes the snapshot schedule {path}.")
     if not common.confirm(f"Destroy {dataset}", args.yes):
         common.info("Nothing done.")
         return 1
