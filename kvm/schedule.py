@@ -10,6 +10,7 @@ cron file is enabled by editing it, so once there it is the admin's and never re
 from pathlib import Path
 
 from . import __version__, host, paths
+from .snapauto import DEFAULT_KEEP
 
 PERIODIC_NAME = "150.kvm-snap"  # daily, after the 1xx clean-ups, before the 2xx backups
 CRON_NAME = "kvm-snap"          # no dot: Debian's cron skips cron.d files with one
@@ -17,8 +18,8 @@ MARK = "# kvm-snap: scheduled snapshots of the kvm VMs of "
 ENABLE = "sysrc -f /etc/periodic.conf daily_kvm_snap_enable=YES"
 # a daily run: hours mean little there, so the hourly count is 0 (one snapshot a day would
 # otherwise count as an hour of its own: see snapauto's rule)
-PERIODIC_KEEP = {"hourly": 0, "daily": 7, "weekly": 4, "monthly": 6}
-CRON_KEEP = {"hourly": 24, "daily": 7, "weekly": 4, "monthly": 6}
+PERIODIC_KEEP = dict(DEFAULT_KEEP, hourly=0)
+CRON_KEEP = DEFAULT_KEEP  # hourly runs
 
 
 def target(hypervisor_name):

@@ -37,7 +37,7 @@ BUCKETS = {  # rule -> the bucket a time falls in
     "monthly": lambda t: (t.year, t.month),
 }
 RULES = tuple(BUCKETS)
-DEFAULT_KEEP = {"hourly": 24, "daily": 7, "weekly": 4, "monthly": 12}
+DEFAULT_KEEP = {"hourly": 24, "daily": 7, "weekly": 4, "monthly": 6}
 
 
 def name_at(epoch):

@@ -14,9 +14,10 @@ def add_args(p):
     """snap's parser gets --all and the keep counts."""
     from ..snapauto import DEFAULT_KEEP
     p.add_argument("--all", action="store_true", help="auto: every VM of the root")
+    units = {"hourly": "hours", "daily": "days", "weekly": "ISO weeks", "monthly": "months"}
     for rule, count in DEFAULT_KEEP.items():
         p.add_argument(f"--keep-{rule}", type=int, metavar="N",
-                       help=f"auto: keep the newest auto- snapshot of each of the N latest {rule[:-2]}s "
+                       help=f"auto: keep the newest auto- snapshot of each of the N latest {units[rule]} "
                             f"that have one (default {count})")
 
 

@@ -35,7 +35,8 @@ def build_parser():
     p.add_argument("--vnc", choices=["yes", "wait", "no"],
                    help="VNC screen (uefi only; default yes unless --com yes gives a console)")
     p.add_argument("--vnc-addr", help="VNC listen address (default 127.0.0.1)")
-    p.add_argument("--com", choices=["yes", "no"], help="serial console on COM1 (bhyve: nmdm, cu; qemu: a socket; attach with ./console NAME)")
+    p.add_argument("--com", choices=["yes", "no"],
+                   help="serial console on COM1, attached with ./console NAME (default yes when VNC is off)")
     p.add_argument("--iso", help="absolute path of an ISO to insert")
     p.add_argument("--from", dest="image", metavar="IMAGE",
                    help="the dataset is a clone of this image (image list): instant; --disk-size grows it")
