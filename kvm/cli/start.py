@@ -53,14 +53,16 @@ def body(args):
         cfg = vm.config()  # refuse a broken set.conf here, before detaching
         for line in cfg.warnings:
             common.warn(PROG, line, vm=vm.name)
-        if args.lock_fd is None:  # once, by the start a user typed (not again by its detached supervisor)
-            warn_unreachable(cfg)
         if args.background:
-            return detach(vm, held)
+            status = detach(vm, held)
+            warn_unreachable(cfg)  # after the launch: a start that fails says its one error line only
+            return status
     except BaseException:
         held.release()
         raise
-    return Supervisor(vm, write_line, held).run()
+    # the foreground start warns with the supervisor's first line (the launch), not before a refusal;
+    # its detached supervisor (--lock-fd) does not: the start -b that spawned it did
+    return Supervisor(vm, write_line if args.lock_fd is not None else warn_first(cfg), held).run()
 
 
 def warn_unreachable(cfg):
@@ -68,6 +70,17 @@ def warn_unreachable(cfg):
     from ..reach import of_config
     if of_config(cfg):
         common.warn(PROG, of_config(cfg), vm=cfg.name)
+
+
+def warn_first(cfg):
+    """write_line, with warn_unreachable before the first line written."""
+    pending = [cfg]
+
+    def write(line):
+        if pending:
+            warn_unreachable(pending.pop())
+        write_line(line)
+    return write
 
 
 def detach(vm, held):

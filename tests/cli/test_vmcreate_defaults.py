@@ -12,6 +12,13 @@ from tests.cli.test_run import guest_up, script, wait_for
 WARNING = "has no console and no network: nothing can reach it"
 
 
+def made(install, env, name, *flags):
+    """./vmcreate NAME -y FLAGS as a user types it (conftest's create_vm asks for the bare VM)."""
+    res = cmd(install, env, "vmcreate", name, "-y", *flags)
+    assert res.returncode == 0, res.stderr
+    return install / "vm" / name
+
+
 def settings(d):
     """set.conf's assignments (comment lines left out)."""
     return [line for line in (d / "set.conf").read_text().splitlines() if line and not line.startswith("#")]
@@ -35,12 +42,12 @@ def test_y_alone_gives_a_disk_the_default_bridge_and_vnc_on_localhost(install, e
 
 
 def test_grub_gets_the_serial_console_and_com_yes_leaves_vnc_off(install, env):
-    d = create_vm(install, env, "g1", "--loader", "grub")
+    d = made(install, env, "g1", "--loader", "grub")
     assert 'Boot="cd0"' in settings(d) and 'Disk="disk"' in settings(d) and 'VNC="1"' not in settings(d)
     assert json.loads(cmd(install, env, "vminfo", "g1", "--json").stdout)["com"] is not None
-    d = create_vm(install, env, "c1", "--com", "yes")
+    d = made(install, env, "c1", "--com", "yes")
     assert 'COM="1"' in settings(d) and 'VNC="1"' not in settings(d), "--com yes is the console asked for"
-    d = create_vm(install, env, "v0", "--vnc", "no")
+    d = made(install, env, "v0", "--vnc", "no")
     assert 'COM="1"' in settings(d), "no VNC: the serial console is the one left"
 
 
@@ -119,6 +126,6 @@ def test_from_an_image_keeps_its_disk_size_by_default(install, env, pool, tmp_pa
     raw = tmp_path / "tiny.raw"
     raw.write_bytes(b"\1" * (1 << 20))
     assert cmd(install, env, "image", "import", "tiny", raw).returncode == 0
-    d = create_vm(install, env, "fromimg", "--from", "tiny")
+    d = made(install, env, "fromimg", "--from", "tiny")
     assert (d / "disk").stat().st_size == 1 << 20, "no 20G default over an image's disk"
     assert 'Devices="3,virtio-net,tapFROMIMG"' in settings(d)
