@@ -95,6 +95,7 @@ class Bed:
                         KVM_RUN_DIR=str(self.work / "run"), KVM_VMM_DIR=str(self.work / "vmm"),
                         KVM_DEV_DIR=str(self.work / "dev"), KVM_RCDIR=str(self.work / "rc.d"),
                         KVM_RCCONF=str(self.work / "rc.conf"), KVM_FIRMWARE_DIRS=str(self.work / "fw"),
+                        KVM_PERIODIC_DIR=str(self.work / "periodic"), KVM_CRON_DIR=str(self.work / "cron.d"),
                         PYTHONPATH=str(REPO))
         self.counting_env = dict(self.env, PATH=f"{counter}:{self.env['PATH']}")
         sh(PY, "-m", "kvm", "kvminst", "-p", self.pool, "-y", env=self.env)

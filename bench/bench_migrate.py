@@ -37,6 +37,7 @@ def make_env(sysroot):
     (sysroot / "firmware" / "BHYVE_UEFI.fd").write_bytes(b"UEFI" * 64)
     (sysroot / "firmware" / "BHYVE_UEFI_VARS.fd").write_bytes(b"VARS" * 16)
     env = dict(os.environ, KVM_RCDIR=str(sysroot / "rc.d"), KVM_RCCONF=str(sysroot / "rc.conf"),
+               KVM_PERIODIC_DIR=str(sysroot / "periodic"), KVM_CRON_DIR=str(sysroot / "cron.d"),
                KVM_VMM_DIR=str(sysroot / "vmm"), KVM_DEV_DIR=str(sysroot / "dev"),
                KVM_RUN_DIR=str(sysroot / "run"), KVM_FIRMWARE_DIRS=str(sysroot / "firmware"),
                KVM_GRUB_BHYVE=str(SIM_BIN / "grub-bhyve"), KVM_SIM_DIR=str(sysroot / "sim"),

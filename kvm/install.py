@@ -43,6 +43,7 @@ class InstallReport:
     installed: list = field(default_factory=list)
     pinned: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
+    schedule: str = ""  # what became of the snapshot schedule (schedule.py)
 
 
 def check_pool(pool):
@@ -195,6 +196,8 @@ def _install_files(report, repin):
     host.write_file(root / "rc.d" / "kvm", rc_text, mode=0o755)
     report.installed.append("rc.d/kvm")
     pin_firmware(root, report, repin)
+    from . import schedule
+    report.schedule = schedule.install(root, _hypervisor_name())
     host.write_file(root / MARKER, f"{report.dataset}\n")
 
 
@@ -306,5 +309,7 @@ def uninstall(root, dataset):
     from .rcd import remove_script
     for script in uninstall_plan(root):
         remove_script(script)
+    from . import schedule
+    schedule.remove(root.path)
     zfs.destroy_recursive(dataset)
 

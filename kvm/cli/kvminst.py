@@ -56,6 +56,8 @@ def body(args):
         common.info(f"created dataset {name}")
     for line in report.pinned:
         common.info(f"pinned firmware {line}")
+    if report.schedule:
+        common.info(report.schedule)
     for line in report.warnings:
         common.warn(PROG, line)
     print(f"kvm {verb} in {report.path} (dataset {report.dataset})")
@@ -73,6 +75,9 @@ def do_uninstall(args):
     common.info(f"This destroys {dataset} recursively: every VM, disk and snapshot under {root.path}.")
     for script in scripts:
         common.info(f"It also removes the rc.d script {script.path} and {script.rcvar} from rc.conf.")
+    from ..schedule import owned
+    for path in owned(root.path):
+        common.info(f"It also removes the snapshot schedule {path}.")
     if not common.confirm(f"Destroy {dataset}", args.yes):
         common.info("Nothing done.")
         return 1

@@ -506,6 +506,10 @@ def test_vmcreate_on_a_terminal_asks_again_then_ctrl_c_leaves_nothing(install, e
         term.type(answer + "\r")
         term.expect(prompt)
     term.type("n\r")
+    summary = term.expect("Create it (Y/n)?")  # what will be made, before anything is (issue 14 item 6)
+    assert "disk:     1G, sparse file disk (nvme)" in summary and "network:  none" in summary
+    assert "console:  none" in summary and "nothing can reach it" in summary
+    term.type("\r")
     for _ in range(200):
         if (slow / "created").exists():
             break
