@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import __version__, firmware, host, lock, paths, zfs
 from .hypervisor.qemu import BINARY as QEMU_BINARY
-from .errors import KvmError, NotFound, PermissionDenied, StateError
+from .errors import KvmError, NotFound, PermissionDenied, StateError, UsageError
 from .root import MARKER, ROOT_PROP, is_root_dir
 
 MIN_FREE = 64 * 1024 * 1024  # refuse pools with less room than this
@@ -43,6 +43,7 @@ class InstallReport:
     installed: list = field(default_factory=list)
     pinned: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
+    python: str = sys.executable  # the interpreter the ./NAME launchers run (their shebang)
 
 
 def check_pool(pool):
@@ -101,23 +102,55 @@ def _writable(path):
         raise StateError(f"{path} is not writable ({exc.strerror})") from None
 
 
-def install(pool, repin=False):
-    """Install or upgrade kvm on `pool`; a failure leaves no new dataset behind."""
+def check_python(python):
+    """The interpreter the launchers are to run, absolute; UsageError unless it is an executable
+    that imports kvm (a shebang to anything else makes every ./NAME of the root fail)."""
+    path = Path(python).expanduser()
+    if not path.is_absolute():
+        raise UsageError(f"--python {python}: give an absolute path (the launchers' shebang needs one)")
+    if not path.is_file() or not os.access(path, os.X_OK):
+        raise UsageError(f"--python {python}: no such executable file")
+    # -c puts the current folder first on sys.path: dropped, as a launcher run elsewhere lacks it
+    res = host.run([str(path), "-c", "import sys; del sys.path[0]; import kvm.cli"], mutating=False, check=False)
+    if res.status != 0:
+        raise UsageError(f"--python {python}: it cannot import kvm (install kvm for that interpreter: "
+                         f"{python} -m pip install kvm)")
+    return str(path)
+
+
+def moved_python_risk(python):
+    """Why launchers running `python` break when a folder moves, or None. Their shebang names the
+    interpreter's path: a package's /usr/local/bin/python3.11 stays, a virtualenv or a checkout
+    (kvm imported from it through an editable install) may be moved or deleted."""
+    if python != sys.executable:
+        return None  # chosen with --python: the admin's call
+    if sys.prefix != sys.base_prefix:
+        return f"it is the virtualenv {sys.prefix}'s: they break if it moves"
+    from .paths import PACKAGE_DIR
+    if (PACKAGE_DIR.parent / "setup.cfg").is_file():
+        return f"it imports kvm from the checkout {PACKAGE_DIR.parent}: they break if it moves"
+    return None
+
+
+def install(pool, repin=False, python=None):
+    """Install or upgrade kvm on `pool`; a failure leaves no new dataset behind. python: the
+    interpreter the launchers run (default: this one)."""
     if not host.is_root() and not host.dry_run():
         raise PermissionDenied("you need to be root to install kvm")
+    python = check_python(python) if python else sys.executable
     pool_mnt = check_pool(pool)
     held = lock.try_acquire(lock.host_dir() / LOCK, f"{os.getpid()} kvminst\n")
     if held is None:
         found = lock.holder(lock.host_dir() / LOCK) or (0, "")
         raise StateError(f"another kvminst is running ({lock.describe_holder(found)}): try again when it is done")
     with held:
-        return _install_locked(pool, repin, pool_mnt)
+        return _install_locked(pool, repin, pool_mnt, python)
 
 
-def _install_locked(pool, repin, pool_mnt):
+def _install_locked(pool, repin, pool_mnt, python):
     ds = f"{pool}/kvm"
     upgraded = zfs.lzc_exists(ds)
-    report = InstallReport(dataset=ds, path=None, upgraded=upgraded)
+    report = InstallReport(dataset=ds, path=None, upgraded=upgraded, python=python)
     created = []
     try:
         if upgraded:
@@ -181,7 +214,7 @@ def _install_files(report, repin):
     from .commands import ROOT_COMMANDS
     from .templating import render
     for command in ROOT_COMMANDS:
-        text = render("launcher.j2", python=sys.executable, command=command, version=__version__)
+        text = render("launcher.j2", python=report.python, command=command, version=__version__)
         host.write_file(root / command, text, mode=0o755)
         report.installed.append(command)
     host.copy_file(p.share_file("templates/functions"), root / "functions", mode=0o644)

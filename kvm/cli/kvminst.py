@@ -1,4 +1,5 @@
-"""kvminst [-p POOL] [-y] [--repin] [--uninstall] [--verify]: install kvm on a pool, or upgrade it."""
+"""kvminst [-p POOL] [-y] [--repin] [--python PATH] [--uninstall] [--verify] [--root DIR]: install kvm
+on a pool, or upgrade it."""
 
 from .. import zfs
 from ..errors import UsageError
@@ -19,6 +20,12 @@ def build_parser():
                    help="remove our rc.d scripts and destroy POOL/kvm with every VM (asks first)")
     p.add_argument("--verify", action="store_true",
                    help="check the pinned firmware against its SHA256SUMS; exit 1 on any mismatch")
+    p.add_argument("--python", metavar="PATH",
+                   help="interpreter the installed commands run (their shebang; default: the one running "
+                        "kvminst); it must import kvm")
+    p.add_argument("--root", metavar="DIR",
+                   help="with --verify or --uninstall: the install root folder (default: POOL/kvm with -p, "
+                        "else KVM_ROOT or the dataset marked kvm:root)")
     return p
 
 
@@ -39,6 +46,10 @@ def choose_pool():
 
 
 def body(args):
+    if args.root and not (args.verify or args.uninstall):
+        raise UsageError("--root goes with --verify or --uninstall (an install is made on a pool: -p POOL)")
+    if args.root and args.pool:
+        raise UsageError("give -p POOL or --root DIR, not both")
     if args.uninstall:
         return do_uninstall(args)
     if args.verify:
@@ -49,8 +60,8 @@ def body(args):
     if not args.yes and not args.dry_run and not common.confirm(f"Install kvm into {pool}/kvm", False):
         common.info("Nothing done.")
         return 1
-    from ..install import install
-    report = install(pool, repin=args.repin)
+    from ..install import install, moved_python_risk
+    report = install(pool, repin=args.repin, python=args.python)
     verb = "upgraded" if report.upgraded else "installed"
     for name in report.created:
         common.info(f"created dataset {name}")
@@ -58,6 +69,11 @@ def body(args):
         common.info(f"pinned firmware {line}")
     for line in report.warnings:
         common.warn(PROG, line)
+    common.info(f"the commands run {report.python}")
+    risk = moved_python_risk(report.python)
+    if risk:
+        common.warn(PROG, f"the commands' interpreter {report.python}: {risk}; kvminst --python PATH "
+                          "names another (e.g. the system's python3 with kvm installed)")
     print(f"kvm {verb} in {report.path} (dataset {report.dataset})")
     print(f"next: cd {report.path} && ./vmcreate myVM")
     common.info(f"Host-wide service (optional): cp {report.path}/rc.d/kvm /usr/local/etc/rc.d/kvm && "
@@ -102,7 +118,7 @@ def _target_root(args):
     if args.pool:
         return _root_of_pool(args.pool)
     from ..root import find_root
-    return find_root(None, None)
+    return find_root(args.root, None)
 
 
 def _root_of_pool(pool):
