@@ -29,7 +29,9 @@ QEMU_FIRMWARE = [
     ("OVMF_VARS_4M.fd", "ovmf", "ovmf"),
 ]
 QEMU_INSTALL = "apt-get install qemu-system-x86 ovmf"
-TEMPLATE_FILES = ["set.conf.j2", "run.j2", "rc.j2"]
+TEMPLATE_FILES = ["set.conf.j2", "run.j2", "rc.j2", "unit.j2"]
+COMPLETION_DIR = "completion"
+COMPLETION_FILES = ["kvm.bash", "kvm.zsh"]
 
 
 @dataclass
@@ -132,9 +134,10 @@ def moved_python_risk(python):
     return None
 
 
-def install(pool, repin=False, python=None):
+def install(pool, repin=False, python=None, completion=None):
     """Install or upgrade kvm on `pool`; a failure leaves no new dataset behind. python: the
-    interpreter the launchers run (default: this one)."""
+    interpreter the launchers run (default: this one); completion: root path -> {name: text} of
+    the shell completion files (made from the CLI's parsers, which the library does not import)."""
     if not host.is_root() and not host.dry_run():
         raise PermissionDenied("you need to be root to install kvm")
     python = check_python(python) if python else sys.executable
@@ -144,10 +147,10 @@ def install(pool, repin=False, python=None):
         found = lock.holder(lock.host_dir() / LOCK) or (0, "")
         raise StateError(f"another kvminst is running ({lock.describe_holder(found)}): try again when it is done")
     with held:
-        return _install_locked(pool, repin, pool_mnt, python)
+        return _install_locked(pool, repin, pool_mnt, python, completion)
 
 
-def _install_locked(pool, repin, pool_mnt, python):
+def _install_locked(pool, repin, pool_mnt, python, completion):
     ds = f"{pool}/kvm"
     upgraded = zfs.lzc_exists(ds)
     report = InstallReport(dataset=ds, path=None, upgraded=upgraded, python=python)
@@ -166,6 +169,8 @@ def _install_locked(pool, repin, pool_mnt, python):
             zfs.set_prop(ds, ROOT_PROP, "yes")
         clean_leftovers(report.path, pool_mnt)
         _install_files(report, repin)
+        if completion:
+            _install_completion(report, completion(report.path))
     except BaseException:
         # Undo what this run created (the top-most created dataset takes its children).
         if created:
@@ -196,7 +201,7 @@ def clean_leftovers(root, pool_mnt=None):
     .FILE.XXXX.tmp beside FILE) and its probe files. Run under the kvminst lock: none is live."""
     from .commands import ROOT_COMMANDS
     ours = {root: [*ROOT_COMMANDS, "functions", MARKER], root / "templates": TEMPLATE_FILES,
-            root / "rc.d": ["kvm"], root / "firmware": [f[0] for f in FIRMWARE + QEMU_FIRMWARE] + [MANIFEST]}
+            root / "rc.d": ["kvm"], root / COMPLETION_DIR: COMPLETION_FILES, root / "firmware": [f[0] for f in FIRMWARE + QEMU_FIRMWARE] + [MANIFEST]}
     for folder, names in ours.items():
         for name in names:
             for tmp in folder.glob(f".{name}.*.tmp"):
@@ -229,6 +234,14 @@ def _install_files(report, repin):
     report.installed.append("rc.d/kvm")
     pin_firmware(root, report, repin)
     host.write_file(root / MARKER, f"{report.dataset}\n")
+
+
+def _install_completion(report, texts):
+    """ROOT/completion/: the bash and zsh completion of the commands just installed."""
+    host.make_dirs(report.path / COMPLETION_DIR)
+    for name, text in texts.items():
+        host.write_file(report.path / COMPLETION_DIR / name, text, mode=0o644)
+    report.installed.append(f"{COMPLETION_DIR}/")
 
 
 def _find_firmware(name, kind, p):

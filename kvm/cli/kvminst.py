@@ -61,7 +61,7 @@ def body(args):
         common.info("Nothing done.")
         return 1
     from ..install import install, moved_python_risk
-    report = install(pool, repin=args.repin, python=args.python)
+    report = install(pool, repin=args.repin, python=args.python, completion=completion_files)
     verb = "upgraded" if report.upgraded else "installed"
     for name in report.created:
         common.info(f"created dataset {name}")
@@ -75,10 +75,24 @@ def body(args):
         common.warn(PROG, f"the commands' interpreter {report.python}: {risk}; kvminst --python PATH "
                           "names another (e.g. the system's python3 with kvm installed)")
     print(f"kvm {verb} in {report.path} (dataset {report.dataset})")
+    common.info(f"shell completion: . {report.path}/completion/kvm.bash (zsh: kvm.zsh) in ~/.bashrc")
     print(f"next: cd {report.path} && ./vmcreate myVM")
     common.info(f"Host-wide service (optional): cp {report.path}/rc.d/kvm /usr/local/etc/rc.d/kvm && "
                 f"sysrc kvm_enable=YES kvm_list=\"vm1 vm2\"")
     return 0
+
+
+def completion_files(root):
+    """{file: text} of the bash and zsh completion, from the parsers of the commands installed."""
+    import importlib
+
+    from .. import __version__, completion
+    from ..commands import ALL
+    from . import PATH_COMMANDS
+    modules = {c: importlib.import_module(f"kvm.cli.{c}") for c in ALL}
+    parsers = {c: m.build_parser() for c, m in modules.items()}
+    verbs = {c: list(m.VERBS.values()) for c, m in modules.items() if isinstance(getattr(m, "VERBS", None), dict)}
+    return completion.scripts(parsers, str(root), __version__, verbs, PATH_COMMANDS)
 
 
 def do_uninstall(args):
