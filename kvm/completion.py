@@ -88,7 +88,8 @@ def bash_script(parsers, root, version, verbs=None, on_path=()):
 def zsh_script(bash_text):
     """The zsh completion: the bash one through zsh's bashcompinit."""
     return ("# kvm completion for zsh: source it from ~/.zshrc (the bash completion through bashcompinit)\n"
-            "autoload -U +X compinit && compinit\nautoload -U +X bashcompinit && bashcompinit\n" + bash_text)
+            "(( $+functions[compdef] )) || { autoload -U +X compinit && compinit; }\n"
+            "autoload -U +X bashcompinit && bashcompinit\n" + bash_text)
 
 
 def scripts(parsers, root, version, verbs=None, on_path=()):

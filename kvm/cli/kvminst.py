@@ -102,7 +102,8 @@ def do_uninstall(args):
     scripts = uninstall_plan(root)
     common.info(f"This destroys {dataset} recursively: every VM, disk and snapshot under {root.path}.")
     for script in scripts:
-        common.info(f"It also removes the rc.d script {script.path} and {script.rcvar} from rc.conf.")
+        common.info(f"It also removes the systemd unit {script.path} and its link." if script.unit else
+                    f"It also removes the rc.d script {script.path} and {script.rcvar} from rc.conf.")
     if not common.confirm(f"Destroy {dataset}", args.yes):
         common.info("Nothing done.")
         return 1
