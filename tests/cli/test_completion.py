@@ -59,7 +59,7 @@ def test_vm_names_from_the_root_found_as_commands_find_it(vms, env, tmp_path):
 
 
 def test_snapshot_names_and_verbs(vms, env):
-    assert complete(vms, env, ["./snap", ""]) == ["create", "destroy", "list", "prune", "rollback"]
+    assert complete(vms, env, ["./snap", ""]) == ["auto", "create", "destroy", "list", "prune", "rollback"]
     assert complete(vms, env, ["./snap", "rollback", "web", ""]) == ["s1", "s2"]
     assert complete(vms, env, ["kvm", "snap", "-r", "rollback", "web", "s"]) == ["s1", "s2"]
     assert complete(vms, env, ["./snap", "rollback", "db", ""]) == []
