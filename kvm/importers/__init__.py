@@ -150,7 +150,12 @@ def import_vm(root, source, folder, name=None, move=False):
     name = name or os.path.basename(os.path.normpath(folder))
     check_name(name)
     vm = Vm(root, name)
-    vars_name = hypervisor().uefi_vars(root.path)[1]
+    hv = hypervisor()
+    running = os.path.basename(os.path.normpath(folder))  # the name the other manager runs it under
+    if hv.is_allocated(running):
+        raise StateError(f"a VM named {running} is allocated on this host (still running?): stop it "
+                         f"first", vm=name)
+    vars_name = hv.uefi_vars(root.path)[1]
     if source == "vm-bhyve":
         from . import vmbhyve
         plan = vmbhyve.plan(vm, folder, move, linux=linux_host(), vars_name=vars_name)

@@ -57,6 +57,8 @@ def plan(vm, folder, move=False, vars_name="UEFI_VARS.fd"):
     files = _files(folder, vm.name, report)
     if cfg.disk and Path(cfg.disk).parent != folder:
         report.append(f"Disk={cfg.disk}: kept in place (outside the VM folder)")
+    if folder.name != vm.name:
+        report.append(f"(renamed from {folder.name}): tap and bridge names in set.conf and run left as they were")
     if cfg.iso and not os.path.exists(cfg.iso):
         report.append(f"ISO={cfg.iso}: does not exist: eject it or put it there before a start")
     return Plan(name=vm.name, origin=f"shell-kvm {folder}", files=[(p, p.name, move) for p in files],

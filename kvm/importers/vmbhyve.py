@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from .. import config
-from ..errors import NotFound, ConfigError
+from ..errors import ConfigError, NotFound, StateError
 from . import Plan, vmbhyve_devices as devs
 
 LOADERS = ("uefi", "uefi-csm", "uefi-devel", "uefi-custom", "grub")
@@ -174,6 +174,8 @@ def _console(m):
     res = m.get("graphics_res")
     if res:
         w, _, h = res.partition("x")
+        if not (w.isdigit() and h.isdigit()):
+            m.bad("graphics_res", "is not WIDTHxHEIGHT")
         m.settings["wVNC"], m.settings["hVNC"] = w, h
     if m.get("graphics_listen"):
         m.settings["VNCaddr"] = m.get("graphics_listen")
@@ -208,10 +210,10 @@ def _behaviour(m):
 
 def _uefi_vars(m, vars_name):
     """The guest's own UEFI variables when vm-bhyve kept them (uefi_vars=yes)."""
-    if m.kind != "uefi":
+    if m.kind != "uefi" or not m.yes("uefi_vars"):
         return
     old = m.guest_dir / "uefi-vars.fd"
-    if not m.yes("uefi_vars") or not old.is_file():
+    if not old.is_file() or not old.is_file():
         return  # vm-bhyve ran without persistent vars: a fresh copy of the template does the same
     if vars_name != "UEFI_VARS.fd":
         return m.skip("uefi_vars", "bhyve's UEFI variables do not fit this host's firmware: fresh ones")
@@ -225,16 +227,19 @@ def _leftovers(m):
         if key in NO_COUNTERPART:
             m.skip(key, NO_COUNTERPART[key])
         elif key not in m.used and not (key.startswith("disk") and key.endswith("_size")):
-            m.skip(key, "not a vm-bhyve setting kvm knows")
+            m.skip(key, "kvm does not map it")
 
 
 def plan(vm, guest_dir, move=False, linux=False, vars_name="UEFI_VARS.fd"):
     """The Plan that imports the vm-bhyve guest in guest_dir as the new Vm `vm`."""
     name = vm.name
-    guest_dir = Path(guest_dir)
+    guest_dir = Path(guest_dir).absolute()  # every path set.conf gets from it is absolute
     conf = guest_dir / f"{guest_dir.name}.conf"
     if not conf.is_file():
         raise NotFound(f"no vm-bhyve guest in {guest_dir}: {conf} does not exist", vm=name)
+    if (guest_dir / "run.lock").exists():  # vm-bhyve's own lock, held while its guest runs
+        raise StateError(f"vm-bhyve runs it ({guest_dir / 'run.lock'} exists): stop it first "
+                         f"(vm stop {guest_dir.name})", vm=name)
     m = Mapping(name, conf, read_conf(conf), vm.dir, linux)
     m.dataset = vm.dataset()
     for step in (_loader, _cpu_mem, _options, _console, _behaviour):

@@ -164,6 +164,18 @@ def test_bad_vm_bhyve_guests_are_one_line_errors_and_change_nothing(install, env
         assert all((g / d).exists() for d in disks)
 
 
+def test_a_guest_that_runs_is_refused_before_its_disks_are_touched(install, env, pool, store):
+    g = guest(store, UEFI_CONF)
+    before = datasets(pool)
+    (g / "run.lock").write_text("testhost\n")  # vm-bhyve's lock while its guest runs
+    one_line_error(cmd(install, env, "vmimport", "--from", "vm-bhyve", g, "--move"), "web: ", "vm-bhyve runs it")
+    (g / "run.lock").unlink()
+    (Path(env["KVM_VMM_DIR"]) / "web").write_text("")  # bhyve has /dev/vmm/web: running under its old name
+    one_line_error(cmd(install, env, "vmimport", "--from", "vm-bhyve", g, "web2", "--move"), "web2: ",
+                   "a VM named web is allocated")
+    assert datasets(pool) == before and (g / "disk0.img").exists()
+
+
 def test_a_name_clash_is_refused_and_the_source_stays(install, env, store):
     create_vm(install, env, "web")
     g = guest(store, UEFI_CONF)
