@@ -149,6 +149,13 @@ def test_bad_vm_bhyve_guests_are_one_line_errors_and_change_nothing(install, env
         ('loader="uefi"\ncpu=1\nmemory=1G\ndisk0_type="nvme"\ndisk0_name="gone.img"\n', (), "gone.img does not exist"),
         ('loader="uefi"\ncpu=1\nmemory=1G\ndisk0_type="floppy"\ndisk0_name="d"\n', ("d",), "disk0_type='floppy'"),
         ('loader="uefi"\ncpu=1\nmemory=1G\npassthru0="2/0/0=2:0"\n', (), "passthru0='2/0/0=2:0' lands at PCI slot 2"),
+        ('loader="uefi"\ncpu=1\nmemory=1G\ndisk0_type="nvme"\ndisk0_name="d0"\ndisk0_dev="zvol"\n', (),
+         "a zvol, but"),
+        ('loader="uefi"\ncpu=1\nmemory=1G\ndisk0_type="nvme"\ndisk0_name="d.img"\ndisk0_dev="custom"\n', ("d.img",),
+         "must be an absolute path"),
+        ('loader="uefi-custom"\ncpu=1\nmemory=1G\n', (), ".config/BHYVE_UEFI.fd does not exist"),
+        ('loader="uefi"\ncpu=1\nmemory=1G\nnetwork0_type="virtio-net"\nnetwork0_name="tap one"\n', (),
+         "network0_name='tap one' is not an interface name"),
     ]
     before = datasets(pool)
     for i, (conf, disks, needle) in enumerate(cases):
