@@ -33,13 +33,13 @@ def body(args):
                                              args.move)
     for line in warnings:
         common.warn(PROG, line, vm=vm.name)
-    if args.dry_run:
-        return 0
-    print(f"imported {vm.name} from {plan.origin} into {vm.dir}")
+    dry = args.dry_run  # a dry run says what it would do, report included
+    print(f"{'would import' if dry else 'imported'} {vm.name} from {plan.origin} into {vm.dir}")
     for line in plan.report:
         print(f"  not mapped: {line}")
     if plan.report:
-        print(f"({len(plan.report)} kept in {vm.dir / importers.REPORT})")
-    if any(remove for _, _, remove in plan.files):
-        print(f"moved {sum(1 for f in plan.files if f[2])} file(s) into {vm.dir}")
+        print(f"({len(plan.report)} {'to be kept' if dry else 'kept'} in {vm.dir / importers.REPORT})")
+    moved = sum(1 for _, _, remove in plan.files if remove)
+    if moved:
+        print(f"{'would move' if dry else 'moved'} {moved} file(s) into {vm.dir}")
     return 0

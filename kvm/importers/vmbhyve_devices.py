@@ -157,6 +157,9 @@ def bridge_of(m, n):
         m.report.append(f"{key} (unset): the tap is on no bridge, as in vm-bhyve")
         return None, []
     sysconf = system_conf(m)
+    if sysconf and switch not in sysconf.get("switch_list", "").split():
+        m.skip(key, "not a switch of vm-bhyve's system.conf (vm-bhyve left the tap on no bridge too)")
+        return None, []
     kind = sysconf.get(f"type_{switch}", "standard")
     bridge, ports = None, []
     if kind == "manual":

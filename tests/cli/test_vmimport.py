@@ -109,6 +109,8 @@ network0_type="e1000"
 network0_switch="lan"
 network1_type="virtio-net"
 network1_device="tap9"
+network2_type="virtio-net"
+network2_switch="nosuch"
 comports="com1 com2"
 graphics="yes"
 priority="10"
@@ -117,7 +119,7 @@ mystery="1"
 
 
 def test_a_grub_guest_moved_into_the_dataset_keeps_its_function_slots(install, env, store):
-    g = guest(store, GRUB_CONF, disks=("disk0.img", "data.img"), system=None)
+    g = guest(store, GRUB_CONF, disks=("disk0.img", "data.img"), system='switch_list="lan"\n')
     before = {d: (g / d).read_bytes() for d in ("disk0.img", "data.img")}
     res = cmd(install, env, "vmimport", "--from", "vm-bhyve", g, "db", "--move")
     assert res.returncode == 0, res.stderr
@@ -125,7 +127,8 @@ def test_a_grub_guest_moved_into_the_dataset_keeps_its_function_slots(install, e
     assert settings(vmdir / "set.conf") == [
         'VMrom="grub"', 'Boot="hd0,msdos1"', 'Cores="1"', 'Mem="512M"', 'VMoptions="AHPw"',
         'Disk="disk0.img"', 'DiskDriver="virtio-blk"',
-        f'Devices="4:1,ahci-hd,{vmdir}/data.img,nocache 5,e1000,tapDB 5:1,virtio-net,tap9"', 'COM="1"']
+        f'Devices="4:1,ahci-hd,{vmdir}/data.img,nocache 5,e1000,tapDB 5:1,virtio-net,tap9 '
+        '5:2,virtio-net,tapDBn2"', 'COM="1"']
     for d, data in before.items():  # moved: here, whole and still sparse; gone from vm-bhyve
         assert (vmdir / d).read_bytes() == data and os.stat(vmdir / d).st_blocks * 512 < 1 << 20
         assert not (g / d).exists()
@@ -133,7 +136,8 @@ def test_a_grub_guest_moved_into_the_dataset_keeps_its_function_slots(install, e
     assert "CreateIF tap tap9" not in run and "DestroyIF tap9" not in run  # a given device stays
     assert "ifconfig vm-lan addm tapDB" in run
     report = (vmdir / "vmimport.txt").read_text()
-    for key in ("comports=com1 com2", "graphics=yes", "priority=10", "mystery=1", "system.conf: not found"):
+    assert "ifconfig vm-nosuch" not in run and "ifconfig tapDBn2 up" in run
+    for key in ("comports=com1 com2", "graphics=yes", "priority=10", "mystery=1", "network2_switch=nosuch"):
         assert key in report, key
     argv = bhyve_line(install, env, "db")
     assert "-s 4:1,ahci-hd," in argv and "-s 5:1,virtio-net,tap9" in argv
@@ -199,6 +203,8 @@ def test_a_dry_run_creates_nothing(install, env, pool, store):
     res = cmd(install, env, "vmimport", "-n", "--from", "vm-bhyve", g, "--move")
     assert res.returncode == 0, res.stderr
     assert "zfs create" in res.stdout and f"cp {g}/disk0.img" in res.stdout
+    assert "would import web" in res.stdout and "would move 1 file(s)" in res.stdout
+    assert "not mapped: uuid=" in res.stdout  # the report is known before anything is made
     assert datasets(pool) == before and (g / "disk0.img").exists()
 
 
@@ -262,3 +268,28 @@ def test_a_copy_that_fails_half_way_leaves_no_vm(env, scratch_pool, store):
     one_line_error(res, "vmimport: big: ", "cannot copy")
     assert datasets(pool) == before and not (root / "vm" / "big").exists()
     assert (folder / "disk").stat().st_size == 160 << 20
+
+
+def test_a_kill_during_the_copy_leaves_no_vm_and_the_source_whole(install, env, pool, store):
+    import signal
+    import subprocess
+    import time
+    from tests.images.test_image_kills import settle
+    folder = store / "big"
+    folder.mkdir()
+    (folder / "set.conf").write_text('VMrom="uefi"\nDisk="disk"\n')
+    (folder / "run").write_text("preRun()\n{\n\t:\n}\npostRun()\n{\n\t:\n}\n")
+    with open(folder / "disk", "wb") as fh:
+        fh.write(b"\xab" * (128 << 20))
+    before = datasets(pool)
+    proc = subprocess.Popen(["./vmimport", "--from", "shell-kvm", str(folder), "--move"], cwd=install, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    target, end = install / "vm" / "big" / "disk", time.time() + 60
+    while not target.exists() and proc.poll() is None and time.time() < end:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    settle(f"{pool}/kvm/vm/big")
+    assert proc.returncode == -9, proc.stderr.read()  # killed while it copied, not after
+    assert datasets(pool) == before and not (install / "vm" / "big").exists()
+    assert (folder / "disk").stat().st_size == 128 << 20 and (folder / "set.conf").exists()
