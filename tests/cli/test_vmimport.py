@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import cmd, create_vm, datasets, one_line_error, snapshot_tree
+from tests.conftest import as_nobody, cmd, create_vm, datasets, one_line_error, snapshot_tree
 
 UEFI_CONF = """\
 loader="uefi"
@@ -250,6 +250,10 @@ def test_bad_shell_kvm_folders_are_one_line_errors_and_change_nothing(install, e
     assert datasets(pool) == before
     res = cmd(install, env, "vmimport", "--from", "xen", folder)
     assert res.returncode == 2 and "invalid choice: 'xen'" in res.stderr
+    folder.chmod(0o755)
+    one_line_error(as_nobody(env, ["./vmimport", "--from", "shell-kvm", str(folder)], install), "old1: ",
+                   "you need to be root")
+    assert datasets(pool) == before
 
 
 def test_a_copy_that_fails_half_way_leaves_no_vm(env, scratch_pool, store):
