@@ -54,7 +54,8 @@ def yesno(value):
 def read_conf(path):
     """{key: value} of a vm-bhyve conf file, read exactly as config::load reads it."""
     values = {}
-    for line in Path(path).read_text(errors="replace").splitlines():
+    # split on \n only, as grep does: a DOS line end stays in the value (and is refused)
+    for line in Path(path).read_bytes().decode(errors="replace").split("\n"):
         if not ("a" <= line[:1] <= "z"):
             continue
         line = line.split("#", 1)[0].rstrip(" ").replace('"', "")
@@ -240,7 +241,12 @@ def plan(vm, guest_dir, move=False, linux=False, vars_name="UEFI_VARS.fd"):
     if (guest_dir / "run.lock").exists():  # vm-bhyve's own lock, held while its guest runs
         raise StateError(f"vm-bhyve runs it ({guest_dir / 'run.lock'} exists): stop it first "
                          f"(vm stop {guest_dir.name})", vm=name)
-    m = Mapping(name, conf, read_conf(conf), vm.dir, linux)
+    values = read_conf(conf)
+    for key, value in values.items():
+        if any(ord(ch) < 32 for ch in value):
+            raise ConfigError(f"{conf.name}: {key}={value!r} holds a control character (a DOS line end?)",
+                              vm=name)
+    m = Mapping(name, conf, values, vm.dir, linux)
     m.dataset = vm.dataset()
     for step in (_loader, _cpu_mem, _options, _console, _behaviour):
         step(m)

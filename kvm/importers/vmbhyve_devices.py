@@ -9,6 +9,7 @@ from .. import zfs
 BLOCK = ("nvme", "virtio-blk", "ahci-hd", "ahci-cd")
 MAIN = ("nvme", "virtio-blk", "ahci-hd")     # what kvm's DiskDriver takes
 IFNAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,14}\Z")  # FreeBSD's 15 characters
+MAC_RE = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}\Z")
 MAX_FUNC = 8
 
 
@@ -127,6 +128,8 @@ def _nics(m, s):
         s.wrap()
         tap, ours = _tap(m, n)
         mac = m.get(f"network{n}_mac")
+        if mac and not MAC_RE.match(mac):
+            m.bad(f"network{n}_mac", "is not a MAC address (like 58:9c:fc:01:02:03)")
         m.devices.append(f"{at(m, key, s.slot, s.func)},{kind},{tap}" + (f",mac={mac}" if mac else ""))
         bridge, ports = bridge_of(m, n)
         hooks(m, tap, bridge, ports, ours)

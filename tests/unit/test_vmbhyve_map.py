@@ -65,6 +65,8 @@ def test_the_report_names_what_has_no_counterpart(tmp_path):
      'disk1_name=a\nnetwork0_type=virtio-net\nnetwork1_type=virtio-net\nvirt_random=yes\n',
      "network0_type='virtio-net' lands at PCI slot 29"),
     ('loader=uefi\ncpu=1\nmemory=1G\nnetwork0_type=rtl8139\n', "network0_type='rtl8139' is not a NIC"),
+    ('loader=uefi\ncpu=1\nmemory=1G\nnetwork0_type=e1000\nnetwork0_mac=58:9c\n', "network0_mac='58:9c' is not a MAC"),
+    ('loader=uefi\r\ncpu=1\nmemory=1G\n', "loader='uefi\\r' holds a control character"),
 ])
 def test_bad_values_name_the_key_and_the_value(tmp_path, text, needle):
     with pytest.raises(ConfigError) as err:
