@@ -136,8 +136,11 @@ def create(root, plan):
                 warnings = check_created(vm)
             txn.commit()
     for src, _name, remove in plan.files:
-        if remove:
-            host.remove_file(src)  # only now: the VM holds its copy
+        if remove:  # only now: the VM holds its copy
+            try:
+                host.remove_file(src)
+            except OSError as exc:
+                warnings.append(f"{src} was copied but could not be removed: {exc.strerror or exc}")
     return vm, warnings
 
 
