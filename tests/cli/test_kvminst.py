@@ -249,6 +249,8 @@ def test_a_plain_pip_install_carries_everything_kvminst_needs(pool, env, tmp_pat
     where = subprocess.run([str(prefix / "bin" / "python"), "-c", "import kvm; print(kvm.__file__)"],
                            env=env, capture_output=True, text=True, cwd="/")
     assert where.stdout.startswith(str(prefix / "lib")), where
+    help_ = subprocess.run([str(prefix / "bin" / "vmimport"), "--help"], env=env, capture_output=True, text=True)
+    assert help_.returncode == 0 and "--from" in help_.stdout, help_.stderr  # kvm.importers is packaged
     destroy_dataset(f"{pool}/kvm")
     try:
         res = subprocess.run([str(prefix / "bin" / "kvminst"), "-p", pool, "-y"], env=env, capture_output=True,
