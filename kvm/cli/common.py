@@ -14,9 +14,16 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message}\n(see {self.prog} --help)\n")
 
 
-def parser(prog, description, *, root=True, dry_run=False):
+class IntermixedParser(Parser):
+    """Options may come between positional words (`vmset web Cores=2 -u ISO Mem=2G`)."""
+
+    def parse_args(self, args=None, namespace=None):
+        return self.parse_intermixed_args(args, namespace)
+
+
+def parser(prog, description, *, root=True, dry_run=False, intermixed=False):
     """A parser with the common options."""
-    p = Parser(prog=prog, description=description)
+    p = (IntermixedParser if intermixed else Parser)(prog=prog, description=description)
     p.add_argument("--debug", action="store_true", help="log every command run, show tracebacks")
     if root:
         p.add_argument("--root", metavar="DIR", help="install root (default: KVM_ROOT, the launcher's folder, "
