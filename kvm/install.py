@@ -106,6 +106,8 @@ def install(pool, repin=False):
     if not host.is_root() and not host.dry_run():
         raise PermissionDenied("you need to be root to install kvm")
     pool_mnt = check_pool(pool)
+    if host.dry_run():  # changes nothing, so needs no lock (and makes no lock file)
+        return _install_locked(pool, repin, pool_mnt)
     held = lock.try_acquire(lock.host_dir() / LOCK, f"{os.getpid()} kvminst\n")
     if held is None:
         found = lock.holder(lock.host_dir() / LOCK) or (0, "")

@@ -102,6 +102,16 @@ def need_root_user(vm=None):
         raise PermissionDenied("you need to be root to do this", vm=vm)
 
 
+def said(args, done, would):
+    """The result line on stdout: what was done, or in a dry run what would be (nothing was)."""
+    print(would if getattr(args, "dry_run", False) else done)
+
+
+def would(args):
+    """'would ' in a dry run, else '': for progress lines about work a dry run does not do."""
+    return "would " if getattr(args, "dry_run", False) else ""
+
+
 def warn(prog, message, vm=None):
     """A warning line on stderr."""
     who = f"{prog}: {vm}: " if vm else f"{prog}: "

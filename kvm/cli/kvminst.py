@@ -51,15 +51,17 @@ def body(args):
         return 1
     from ..install import install
     report = install(pool, repin=args.repin)
-    verb = "upgraded" if report.upgraded else "installed"
+    verb = "upgrade" if report.upgraded else "install"
     for name in report.created:
-        common.info(f"created dataset {name}")
+        common.info(f"would create dataset {name}" if args.dry_run else f"created dataset {name}")
     for line in report.pinned:
-        common.info(f"pinned firmware {line}")
+        common.info(f"would pin firmware {line}" if args.dry_run else f"pinned firmware {line}")
     for line in report.warnings:
         common.warn(PROG, line)
-    print(f"kvm {verb} in {report.path} (dataset {report.dataset})")
-    print(f"next: cd {report.path} && ./vmcreate myVM")
+    common.said(args, f"kvm {verb}ed in {report.path} (dataset {report.dataset})",
+                f"would {verb} kvm in {report.path} (dataset {report.dataset})")
+    if not args.dry_run:
+        print(f"next: cd {report.path} && ./vmcreate myVM")
     common.info(f"Host-wide service (optional): cp {report.path}/rc.d/kvm /usr/local/etc/rc.d/kvm && "
                 f"sysrc kvm_enable=YES kvm_list=\"vm1 vm2\"")
     return 0
@@ -73,12 +75,12 @@ def do_uninstall(args):
     common.info(f"This destroys {dataset} recursively: every VM, disk and snapshot under {root.path}.")
     for script in scripts:
         common.info(f"It also removes the rc.d script {script.path} and {script.rcvar} from rc.conf.")
-    if not common.confirm(f"Destroy {dataset}", args.yes):
+    if not common.confirm(f"Destroy {dataset}", args.yes or args.dry_run):
         common.info("Nothing done.")
         return 1
     common.need_root_user()
     uninstall(root, dataset)
-    print(f"removed {dataset}")
+    common.said(args, f"removed {dataset}", f"would remove {dataset}")
     return 0
 
 

@@ -48,9 +48,8 @@ def do_create(vm, args):
         common.warn(PROG, "the VM is running: this snapshot is crash-consistent (like pulling the plug); "
                           "stop the VM for a clean one", vm=vm.name)
     names = snap.create(vm, cfg, name)
-    if not args.dry_run:
-        for full in names:
-            print(full)
+    for full in names:
+        common.said(args, full, f"would create snapshot {full}")
     return 0
 
 
@@ -70,9 +69,8 @@ def do_destroy(vm, args):
                     common.info("Nothing done.")
                     return 1
         names = snap.destroy(vm, cfg, args.snap, args.recursive)
-    if not args.dry_run:
-        for name in names:
-            print(f"destroyed {vm.name}@{name}")
+    for name in names:
+        common.said(args, f"destroyed {vm.name}@{name}", f"would destroy {vm.name}@{name}")
     return 0
 
 
@@ -91,8 +89,7 @@ def do_rollback(vm, args):
                 common.info("Nothing done.")
                 return 1
         snap.rollback(vm, have, target, newer)
-    if not args.dry_run:
-        print(f"{vm.name}: rolled back to {target.name}")
+    common.said(args, f"{vm.name}: rolled back to {target.name}", f"{vm.name}: would roll back to {target.name}")
     return 0
 
 

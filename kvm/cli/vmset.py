@@ -63,7 +63,7 @@ def body(args):
     if not changes:
         common.info(f"{vm.name}: set.conf already says so; nothing changed")
         return 0
-    would = "would " if args.dry_run else ""
+    would = common.would(args)
     for key, old, new in changes:
         what = f"unset {key}" if new is None else f"set {key}={shown(key, new)}"
         print(f"{vm.name}: {would}{what} (was {shown(key, old)})")
