@@ -51,14 +51,14 @@ def body(args):
         return 1
     from ..install import install
     report = install(pool, repin=args.repin)
-    verb = "upgrade" if report.upgraded else "install"
+    verb, done = ("upgrade", "upgraded") if report.upgraded else ("install", "installed")
     for name in report.created:
         common.info(f"would create dataset {name}" if args.dry_run else f"created dataset {name}")
     for line in report.pinned:
         common.info(f"would pin firmware {line}" if args.dry_run else f"pinned firmware {line}")
     for line in report.warnings:
         common.warn(PROG, line)
-    common.said(args, f"kvm {verb}ed in {report.path} (dataset {report.dataset})",
+    common.said(args, f"kvm {done} in {report.path} (dataset {report.dataset})",
                 f"would {verb} kvm in {report.path} (dataset {report.dataset})")
     if not args.dry_run:
         print(f"next: cd {report.path} && ./vmcreate myVM")
