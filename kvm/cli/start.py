@@ -42,13 +42,13 @@ def body(args):
             print(line)
         return 0
     common.need_root_user(vm.name)
+    from ..migrate import check_not_migrated
+    check_not_migrated(vm)  # vmsend moved it: one VM must not run on two hosts (a ZFS property)
     from ..supervisor import Supervisor, acquire_lock
-    # the VM's lock first: nothing of the VM is read (set.conf) or opened (NAME.log) before it,
+    # the VM's lock next: nothing of the VM is read (set.conf) or opened (NAME.log) before it,
     # so a command holding it (snap rollback, vmdestroy) never finds a start half-way in
     held = acquire_lock(vm.name, args.lock_fd)
     try:
-        from ..migrate import check_not_migrated
-        check_not_migrated(vm)  # vmsend moved it: one VM must not run on two hosts
         cfg = vm.config()  # refuse a broken set.conf here, before detaching
         for line in cfg.warnings:
             common.warn(PROG, line, vm=vm.name)

@@ -243,6 +243,7 @@ def test_a_plain_pip_install_carries_everything_kvminst_needs(pool, env, tmp_pat
     assert res.returncode == 0, res.stderr
     shutil.rmtree(src)  # nothing may still come from the source folder
     assert (prefix / "share" / "kvm" / "templates" / "set.conf.j2").is_file()
+    assert (prefix / "share" / "man" / "man8" / "kvm.8").is_file()  # `man kvm` with MANPATH at PREFIX
     env = dict(env)
     env.pop("PYTHONPATH")  # the installed copy, not the checkout
     where = subprocess.run([str(prefix / "bin" / "python"), "-c", "import kvm; print(kvm.__file__)"],
