@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # the checkout's kvm, for its templates
 import bench_images  # noqa: E402 - bench/ is no package
 import qemu_bench  # noqa: E402 - beside this file: the real-guest figures
 
@@ -94,6 +95,7 @@ class Bed:
                         KVM_RUN_DIR=str(self.work / "run"), KVM_VMM_DIR=str(self.work / "vmm"),
                         KVM_DEV_DIR=str(self.work / "dev"), KVM_RCDIR=str(self.work / "rc.d"),
                         KVM_RCCONF=str(self.work / "rc.conf"), KVM_FIRMWARE_DIRS=str(self.work / "fw"),
+                        KVM_PERIODIC_DIR=str(self.work / "periodic"), KVM_CRON_DIR=str(self.work / "cron.d"),
                         PYTHONPATH=str(REPO))
         self.counting_env = dict(self.env, PATH=f"{counter}:{self.env['PATH']}")
         sh(PY, "-m", "kvm", "kvminst", "-p", self.pool, "-y", env=self.env)
@@ -101,16 +103,23 @@ class Bed:
         self.vms = 0
 
     def add_vms(self, total):
-        """Grow to `total` VMs (real datasets, set.conf and run as vmcreate writes them)."""
-        template_conf = 'VMrom="uefi"\nCores="1"\nMem="512M"\n'
+        """Grow to `total` VMs as vmcreate makes them (real datasets; set.conf from vmcreate's
+        template, comments and all; run; a sparse disk), every tenth one enabled in rc.conf with
+        an rc.d script of ours, so vmlist reads everything its columns need."""
         template_run = "preRun()\n{\n\t:\n}\n\npostRun()\n{\n\t:\n}\n"
         for i in range(self.vms, total):
             name = f"vm{i:04d}"
             sh("zfs", "create", f"{self.pool}/kvm/vm/{name}")
             d = self.root / "vm" / name
-            (d / "set.conf").write_text(f"# VM settings for {name}\n" + template_conf)
+            (d / "set.conf").write_text(set_conf(name))
             (d / "run").write_text(template_run)
             (d / "UEFI_VARS.fd").write_bytes(b"\0" * 4096)
+            with open(d / "disk", "wb") as fh:
+                fh.truncate(20 << 30)
+            if i % 10 == 0:
+                (self.work / "rc.d" / name).write_text(f"#!/bin/sh\n# kvm-rc-script: {name}\n# {self.root}\n")
+                with open(self.work / "rc.conf", "a") as fh:
+                    fh.write(f'{name}_enable="YES"\n')
         self.vms = total
 
     def zfs_calls(self, argv):
@@ -134,6 +143,14 @@ class Bed:
             time.sleep(0.5)
         self.img.unlink(missing_ok=True)
         shutil.rmtree(self.work, ignore_errors=True)
+
+
+def set_conf(name):
+    """set.conf as `vmcreate NAME -y --cores 2 --mem 2G --disk-size 20G --vnc yes` writes it."""
+    from kvm import templating  # the checkout's (REPO is on sys.path)
+    return templating.render("set.conf.j2", None, name=name, vmrom="uefi", boot="", cores="2", mem="2G",
+                             options="AHPw", disk="disk", disk_driver="", devices=f"3,virtio-net,tap{name}",
+                             vnc="1", vnc_addr="", com="", iso="")
 
 
 def users(folder):
@@ -192,6 +209,7 @@ def main():
     ap.add_argument("--runs", type=int, default=21, help="runs per timing (median; default 21)")
     ap.add_argument("--json", help="also write the figures to this file")
     ap.add_argument("--no-qemu", action="store_true", help="leave out the real-guest (qemu) figures")
+    ap.add_argument("--only", choices=["vmlist"], help="measure only vmlist (with the baseline, status and vminfo)")
     args = ap.parse_args()
     counts = sorted(int(x) for x in args.vms.split(","))
     # An installed package has its bytecode compiled (pip and pkg do it); a checkout run with
@@ -213,19 +231,25 @@ def main():
             ms = timeit({"base": cmds["base"], "vmlist": ["./vmlist"]}, bed.env, args.runs, cwd=bed.root)
             results["vmlist"][n] = {"ms": ms["vmlist"], "base_ms": ms["base"],
                                     "zfs_calls": bed.zfs_calls(["./vmlist"])}
-        start, turn, rss = bench_start(bed, max(3, args.runs // 5))
-        results.update(start_to_exec_ms=start, reboot_turnaround_ms=turn, supervisor_rss_mib=rss)
-        results["from_image"] = bench_images.run(bed, max(3, args.runs // 4))
-        why = None if args.no_qemu else qemu_bench.available()
-        if why or args.no_qemu:
-            results["qemu_skipped"] = why or "--no-qemu"
-        else:
-            results.update(qemu_bench.measure(bed, runs=max(5, args.runs // 3)))
+        if args.only != "vmlist":
+            measure_the_rest(bed, results, args)
     finally:
         bed.close()
     report(results, counts)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+
+
+def measure_the_rest(bed, results, args):
+    """Start latency, reboot turnaround, supervisor memory, vmcreate --from and qemu."""
+    start, turn, rss = bench_start(bed, max(3, args.runs // 5))
+    results.update(start_to_exec_ms=start, reboot_turnaround_ms=turn, supervisor_rss_mib=rss)
+    results["from_image"] = bench_images.run(bed, max(3, args.runs // 4))
+    why = None if args.no_qemu else qemu_bench.available()
+    if why or args.no_qemu:
+        results["qemu_skipped"] = why or "--no-qemu"
+    else:
+        results.update(qemu_bench.measure(bed, runs=max(5, args.runs // 3)))
 
 
 def report(r, counts):
@@ -240,6 +264,8 @@ def report(r, counts):
         target = f" (target +{TARGETS['vmlist@500']} at 500)" if n == 500 else ""
         rows.append((f"vmlist, {n} VMs", f"{v['ms']:.1f} ms", f"x{v['ms'] / v['base_ms']:.2f}",
                      f"+{v['ms'] - v['base_ms']:.1f} ms{target}", f"zfs calls: {v['zfs_calls']}"))
+    if "start_to_exec_ms" not in r:  # --only vmlist
+        return print_rows(r, rows)
     rows.append(("start -> bhyve exec", f"{r['start_to_exec_ms']:.1f} ms", f"x{r['start_to_exec_ms'] / base:.2f}",
                  f"target {TARGETS['start_to_exec']} ms", "empty hooks"))
     rows.append(("guest reboot -> next exec", f"{r['reboot_turnaround_ms']:.1f} ms", "",
@@ -248,6 +274,10 @@ def report(r, counts):
                  f"target {TARGETS['supervisor_rss_mib']} MiB", ""))
     rows += bench_images.rows(r, base)
     rows += qemu_bench.rows(r)
+    print_rows(r, rows)
+
+
+def print_rows(r, rows):
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     print(f"kvm benchmarks, {r['date']}, {r['machine']}")
     for row in rows:

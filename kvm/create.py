@@ -8,6 +8,10 @@ from .txn import CREATING, Transaction, clean_stale, stale
 
 DISK_FILE = "disk"
 IFNAME_MAX = 15
+# what `vmcreate -y` gives when no --disk-size says otherwise: room for a usual server install
+# (vm-bhyve's default too); the file is sparse, so it costs nothing until the guest writes
+DEFAULT_DISK_SIZE = "20G"
+DEFAULT_BRIDGE = "bridgeLOCAL"  # the shell toolkit's default bridge
 
 
 @dataclass
@@ -22,7 +26,7 @@ class Answers:
     disk_size: str = ""
     disk_driver: str = ""
     network: bool = False
-    bridge: str = "bridgeLOCAL"
+    bridge: str = DEFAULT_BRIDGE
     tap: str = ""
     uplink: str = ""
     vnc: str = ""          # "", "1", "wait"
@@ -176,3 +180,33 @@ def create(root, name, a):
             cloudinit.write_seed(vm, a.cloud_init)
         txn.commit()
     return vm, cfg
+
+
+def summary(name, a, vm_dir):
+    """The lines telling what create() will make of these answers (vmcreate shows them and asks)."""
+    kind = config.loader_kind(a.loader) or a.loader
+    disk = "none"
+    if a.image:
+        disk = f"clone of image {a.image}" + (f", grown to {a.disk_size}" if a.disk_size else "")
+    elif a.disk_size:
+        disk = f"{a.disk_size}, sparse file {DISK_FILE}"
+    if disk != "none":
+        disk += f" ({a.disk_driver or 'nvme'})"
+    net = "none"
+    if a.network:
+        net = f"{a.tap or default_tap(name)} (virtio-net) on bridge {a.bridge}" + \
+            (f", uplink {a.uplink}" if a.uplink else "")
+    consoles = []
+    if a.vnc:
+        consoles.append(f"VNC{' (boot waits for a viewer)' if a.vnc == 'wait' else ''} on "
+                        f"{a.vnc_addr or '127.0.0.1'}, first free port from 5900")
+    if a.com or kind == "grub":
+        consoles.append(f"serial COM1 (./console {name})")
+    rows = [("folder", str(vm_dir)), ("loader", kind + (f", boot {a.boot}" if a.boot else "")),
+            ("cores", a.cores or "1"), ("memory", a.mem or "1G"), ("options", a.options or "none"),
+            ("disk", disk), ("network", net), ("console", ", ".join(consoles) or "none")]
+    if a.iso:
+        rows.append(("ISO", a.iso))
+    if a.cloud_init is not None:
+        rows.append(("cloud-init", "seed.iso"))
+    return [f"VM {name} will be created:"] + [f"  {k + ':':<9} {v}" for k, v in rows]

@@ -5,6 +5,7 @@ import shlex
 import time
 
 from . import host, launch, ports, root as rootmod, vm as vmmod
+from .listing import human_size  # noqa: F401 - vminfo, snap and image lists show sizes alike
 from .hypervisor import current as hypervisor
 
 
@@ -142,26 +143,6 @@ def origin_info(origin):
 def _placeholder(path):
     """A plan made without strictness names missing firmware by its bare file name."""
     return not path or not path.startswith("/")
-
-
-def human_size(n):
-    """Bytes as `zfs list` shows them: 512B, 128K, 1.50K, 12.5K, 136K (at most 5 characters
-    when a fraction is needed; exact multiples of a unit print whole)."""
-    if n is None:
-        return "-"
-    n = int(n)
-    index = 0
-    while index < 6 and n >= 1024 ** (index + 1):
-        index += 1
-    unit = "BKMGTPE"[index]
-    if index == 0 or n % (1024 ** index) == 0:
-        return f"{n // 1024 ** index}{unit}"
-    value = n / 1024 ** index
-    for places in (2, 1, 0):
-        text = f"{value:.{places}f}{unit}"
-        if len(text) <= 5:
-            break
-    return text
 
 
 def duration(seconds):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import __version__, firmware, host, lock, paths, zfs
 from .hypervisor.qemu import BINARY as QEMU_BINARY
-from .errors import KvmError, NotFound, PermissionDenied, StateError
+from .errors import KvmError, NotFound, PermissionDenied, StateError, UsageError
 from .root import MARKER, ROOT_PROP, is_root_dir
 
 MIN_FREE = 64 * 1024 * 1024  # refuse pools with less room than this
@@ -29,7 +29,9 @@ QEMU_FIRMWARE = [
     ("OVMF_VARS_4M.fd", "ovmf", "ovmf"),
 ]
 QEMU_INSTALL = "apt-get install qemu-system-x86 ovmf"
-TEMPLATE_FILES = ["set.conf.j2", "run.j2", "rc.j2"]
+TEMPLATE_FILES = ["set.conf.j2", "run.j2", "rc.j2", "unit.j2"]
+COMPLETION_DIR = "completion"
+COMPLETION_FILES = ["kvm.bash", "kvm.zsh"]
 
 
 @dataclass
@@ -43,6 +45,8 @@ class InstallReport:
     installed: list = field(default_factory=list)
     pinned: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
+    schedule: str = ""  # what became of the snapshot schedule (schedule.py)
+    python: str = sys.executable  # the interpreter the ./NAME launchers run (their shebang)
 
 
 def check_pool(pool):
@@ -101,10 +105,43 @@ def _writable(path):
         raise StateError(f"{path} is not writable ({exc.strerror})") from None
 
 
-def install(pool, repin=False):
-    """Install or upgrade kvm on `pool`; a failure leaves no new dataset behind."""
+def check_python(python):
+    """The interpreter the launchers are to run, absolute; UsageError unless it is an executable
+    that imports kvm (a shebang to anything else makes every ./NAME of the root fail)."""
+    path = Path(python).expanduser()
+    if not path.is_absolute():
+        raise UsageError(f"--python {python}: give an absolute path (the launchers' shebang needs one)")
+    if not path.is_file() or not os.access(path, os.X_OK):
+        raise UsageError(f"--python {python}: no such executable file")
+    # -c puts the current folder first on sys.path: dropped, as a launcher run elsewhere lacks it
+    res = host.run([str(path), "-c", "import sys; del sys.path[0]; import kvm.cli"], mutating=False, check=False)
+    if res.status != 0:
+        raise UsageError(f"--python {python}: it cannot import kvm (install kvm for that interpreter: "
+                         f"{python} -m pip install kvm)")
+    return str(path)
+
+
+def moved_python_risk(python):
+    """Why launchers running `python` break when a folder moves, or None. Their shebang names the
+    interpreter's path: a package's /usr/local/bin/python3.11 stays, a virtualenv or a checkout
+    (kvm imported from it through an editable install) may be moved or deleted."""
+    if python != sys.executable:
+        return None  # chosen with --python: the admin's call
+    if sys.prefix != sys.base_prefix:
+        return f"it is the virtualenv {sys.prefix}'s: they break if it moves"
+    from .paths import PACKAGE_DIR
+    if (PACKAGE_DIR.parent / "setup.cfg").is_file():
+        return f"it imports kvm from the checkout {PACKAGE_DIR.parent}: they break if it moves"
+    return None
+
+
+def install(pool, repin=False, python=None, completion=None):
+    """Install or upgrade kvm on `pool`; a failure leaves no new dataset behind. python: the
+    interpreter the launchers run (default: this one); completion: root path -> {name: text} of
+    the shell completion files (made from the CLI's parsers, which the library does not import)."""
     if not host.is_root() and not host.dry_run():
         raise PermissionDenied("you need to be root to install kvm")
+    python = check_python(python) if python else sys.executable
     pool_mnt = check_pool(pool)
     if host.dry_run():  # changes nothing, so needs no lock (and makes no lock file)
         return _install_locked(pool, repin, pool_mnt)
@@ -113,13 +150,13 @@ def install(pool, repin=False):
         found = lock.holder(lock.host_dir() / LOCK) or (0, "")
         raise StateError(f"another kvminst is running ({lock.describe_holder(found)}): try again when it is done")
     with held:
-        return _install_locked(pool, repin, pool_mnt)
+        return _install_locked(pool, repin, pool_mnt, python, completion)
 
 
-def _install_locked(pool, repin, pool_mnt):
+def _install_locked(pool, repin, pool_mnt, python, completion):
     ds = f"{pool}/kvm"
     upgraded = zfs.lzc_exists(ds)
-    report = InstallReport(dataset=ds, path=None, upgraded=upgraded)
+    report = InstallReport(dataset=ds, path=None, upgraded=upgraded, python=python)
     created = []
     try:
         if upgraded:
@@ -135,6 +172,8 @@ def _install_locked(pool, repin, pool_mnt):
             zfs.set_prop(ds, ROOT_PROP, "yes")
         clean_leftovers(report.path, pool_mnt)
         _install_files(report, repin)
+        if completion:
+            _install_completion(report, completion(report.path))
     except BaseException:
         # Undo what this run created (the top-most created dataset takes its children).
         if created:
@@ -165,7 +204,7 @@ def clean_leftovers(root, pool_mnt=None):
     .FILE.XXXX.tmp beside FILE) and its probe files. Run under the kvminst lock: none is live."""
     from .commands import ROOT_COMMANDS
     ours = {root: [*ROOT_COMMANDS, "functions", MARKER], root / "templates": TEMPLATE_FILES,
-            root / "rc.d": ["kvm"], root / "firmware": [f[0] for f in FIRMWARE + QEMU_FIRMWARE] + [MANIFEST]}
+            root / "rc.d": ["kvm"], root / COMPLETION_DIR: COMPLETION_FILES, root / "firmware": [f[0] for f in FIRMWARE + QEMU_FIRMWARE] + [MANIFEST]}
     for folder, names in ours.items():
         for name in names:
             for tmp in folder.glob(f".{name}.*.tmp"):
@@ -183,7 +222,7 @@ def _install_files(report, repin):
     from .commands import ROOT_COMMANDS
     from .templating import render
     for command in ROOT_COMMANDS:
-        text = render("launcher.j2", python=sys.executable, command=command, version=__version__)
+        text = render("launcher.j2", python=report.python, command=command, version=__version__)
         host.write_file(root / command, text, mode=0o755)
         report.installed.append(command)
     host.copy_file(p.share_file("templates/functions"), root / "functions", mode=0o644)
@@ -197,7 +236,17 @@ def _install_files(report, repin):
     host.write_file(root / "rc.d" / "kvm", rc_text, mode=0o755)
     report.installed.append("rc.d/kvm")
     pin_firmware(root, report, repin)
+    from . import schedule
+    report.schedule = schedule.install(root, _hypervisor_name())
     host.write_file(root / MARKER, f"{report.dataset}\n")
+
+
+def _install_completion(report, texts):
+    """ROOT/completion/: the bash and zsh completion of the commands just installed."""
+    host.make_dirs(report.path / COMPLETION_DIR)
+    for name, text in texts.items():
+        host.write_file(report.path / COMPLETION_DIR / name, text, mode=0o644)
+    report.installed.append(f"{COMPLETION_DIR}/")
 
 
 def _find_firmware(name, kind, p):
@@ -308,5 +357,7 @@ def uninstall(root, dataset):
     from .rcd import remove_script
     for script in uninstall_plan(root):
         remove_script(script)
+    from . import schedule
+    schedule.remove(root.path)
     zfs.destroy_recursive(dataset)
 

@@ -73,7 +73,8 @@ def check_sendable(vm, cfg):
                          f"(move the disk into the VM folder)", vm=vm.name)
     gone = zfs.get_prop(vm.dataset(), receive.MIGRATED_PROP)
     if gone:
-        raise StateError(f"was migrated to {gone} already (kvm:migrated)", vm=vm.name)
+        # a vmsend killed after the mark and before the start on DEST leaves it running nowhere
+        raise StateError(f"was migrated to {gone} already (kvm:migrated): start it there", vm=vm.name)
 
 
 def common_snapshot(ds, far_snaps):
@@ -150,8 +151,9 @@ class Sender:
         if sent.status != 0 or got.status != 0:
             zfs.lzc_destroy_snaps([full])
             why = self.dest.failure(got) if got.status != 0 else f"zfs send failed: {sent.stderr.strip()}"
-            again = "it resumes" if self.info.get("resumable") else "it sends again from the last snapshot both sides have"
-            raise StateError(f"{why} (run vmsend again: {again})", vm=self.vm.name)
+            # never "it resumes": receives are not made resumable (zfs receive -s) yet, on any ZFS
+            again = f"from {base}, the last snapshot both sides have" if base else "in full"
+            raise StateError(f"{why} (run vmsend again: it sends again {again})", vm=self.vm.name)
         progress(total, final=True)
         for line in got.stdout.splitlines():
             self.say(f"{self.vm.name}: on {self.dest.label}: {line}")

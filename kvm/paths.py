@@ -11,6 +11,10 @@
 | KVM_RUN_DIR       | /var/run/kvm            | supervisor locks and state             |
 | KVM_FIRMWARE_DIRS | edk2-bhyve, uefi-firmware folders (colon list) | firmware to pin |
 | KVM_GRUB_BHYVE    | /usr/local/sbin/grub-bhyve | the installed grub-bhyve            |
+| KVM_PERIODIC_DIR  | /usr/local/etc/periodic/daily | where kvminst puts the snapshot schedule (FreeBSD) |
+| KVM_CRON_DIR      | /etc/cron.d             | where kvminst puts the snapshot schedule (Linux) |
+| KVM_UNITDIR       | /etc/systemd/system     | where systemd units go (Linux)         |
+| KVM_BASE_UNITDIRS | /lib/systemd/system:/usr/lib/systemd/system | the host's units (names VMs must not take) |
 """
 
 import os
@@ -24,7 +28,8 @@ class Paths:
     """The system paths in force for this process."""
 
     def __init__(self, **values):
-        for key in ("rcdir", "base_rcdir", "rcconf", "vmm_dir", "dev_dir", "run_dir", "firmware_dirs", "grub_bhyve"):
+        for key in ("rcdir", "base_rcdir", "rcconf", "vmm_dir", "dev_dir", "run_dir", "firmware_dirs", "grub_bhyve",
+                    "periodic_dir", "cron_dir", "unitdir", "base_unitdirs"):
             setattr(self, key, values[key])
 
     def share_dirs(self):
@@ -66,4 +71,9 @@ def current():
         run_dir=_env_path("KVM_RUN_DIR", "/var/run/kvm"),
         firmware_dirs=tuple(Path(p) for p in fw.split(":") if p),
         grub_bhyve=_env_path("KVM_GRUB_BHYVE", "/usr/local/sbin/grub-bhyve"),
+        periodic_dir=_env_path("KVM_PERIODIC_DIR", "/usr/local/etc/periodic/daily"),
+        cron_dir=_env_path("KVM_CRON_DIR", "/etc/cron.d"),
+        unitdir=_env_path("KVM_UNITDIR", "/etc/systemd/system"),
+        base_unitdirs=tuple(Path(p) for p in (os.environ.get("KVM_BASE_UNITDIRS")
+                                              or "/lib/systemd/system:/usr/lib/systemd/system").split(":") if p),
     )

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__, host, paths
+from . import __version__, host, paths, systemd
 
 MARKER = "# kvm-rc-script: "
 DEFAULTS = {"require": "NETWORKING", "before": "", "keyword": "shutdown"}
@@ -35,6 +35,7 @@ class Script:
     keyword: str = ""
     shell_toolkit: bool = False
     timeout: int = STOP_TIMEOUT  # the `dorc --timeout` default written into the script
+    unit: bool = False  # a systemd unit (kvm/systemd.py), enabled by a symlink, not by rc.conf
 
     @property
     def rcvar(self):
@@ -42,20 +43,24 @@ class Script:
 
     @property
     def variables(self):
-        """The rc.conf variables the script reads: ours to move or remove with it."""
-        return (self.rcvar, f"{self.rcname}_timeout")
+        """The rc.conf variables the script reads: ours to move or remove with it (a unit: none)."""
+        return () if self.unit else (self.rcvar, f"{self.rcname}_timeout")
 
 
-def render(vm_name, root_path, require=None, before=None, keyword=None, timeout=STOP_TIMEOUT, rcdir=None):
-    """The rc.d script text for a VM; rcdir: the folder it goes in (its fellows are pressed at
-    shutdown together)."""
+def render(vm_name, root_path, require=None, before=None, keyword=None, timeout=STOP_TIMEOUT, rcdir=None,
+           unit=False):
+    """The rc.d script text for a VM (unit: the systemd unit); rcdir: the folder it goes in (its
+    fellows are pressed at shutdown together)."""
+    require = DEFAULTS["require"] if require is None else require
+    before = DEFAULTS["before"] if before is None else before
+    keyword = DEFAULTS["keyword"] if keyword is None else keyword
+    if unit:
+        return systemd.render(vm_name, rc_name(vm_name), root_path, require, before, keyword, timeout,
+                              __version__)
     from .templating import render as render_template
     rcdir = paths.current().rcdir if rcdir is None else rcdir
     return render_template("rc.j2", root_path, vm=vm_name, rcname=rc_name(vm_name), root=str(root_path),
-                           rcdir=str(rcdir),
-                           require=DEFAULTS["require"] if require is None else require,
-                           before=DEFAULTS["before"] if before is None else before,
-                           keyword=DEFAULTS["keyword"] if keyword is None else keyword,
+                           rcdir=str(rcdir), require=require, before=before, keyword=keyword,
                            timeout=timeout, version=__version__)
 
 
@@ -70,6 +75,12 @@ def parse(path):
         text = Path(path).read_text(errors="replace")
     except OSError:
         return None
+    unit = re.search(rf"^{re.escape(systemd.MARKER)}(\S+)\s*$", text, re.M)
+    if unit:
+        tm = re.search(r"^# TIMEOUT:[ \t]*(\d+)\s*$", text, re.M)
+        return Script(Path(path), unit.group(1), Path(path).name.removesuffix(".service"),
+                      _header(text, "REQUIRE"), _header(text, "BEFORE"), _header(text, "KEYWORD"), False,
+                      int(tm.group(1)) if tm else STOP_TIMEOUT, unit=True)
     m = re.search(rf"^{re.escape(MARKER)}(\S+)\s*$", text, re.M)
     if m and m.group(1) != "(host-wide)":
         vm = m.group(1)
@@ -89,17 +100,27 @@ def where(rcdir=None):
     never written into os.environ (where sysrc, hooks and every child would inherit it)."""
     found = paths.current()
     if rcdir:
-        found.rcdir = Path(rcdir)
+        found.rcdir = found.unitdir = Path(rcdir)  # the folder of whichever dorc writes
     return found
 
 
+def folder(at=None):
+    """The folder our scripts go in: the rc.d folder, or the systemd unit folder."""
+    at = at or paths.current()
+    return at.unitdir if systemd.in_use() else at.rcdir
+
+
 def script_path(vm_name, at=None):
-    """Where the VM's rc.d script goes."""
-    return (at or paths.current()).rcdir / rc_name(vm_name)
+    """Where the VM's rc.d script (or systemd unit) goes."""
+    if systemd.in_use():
+        return folder(at) / systemd.unit_name(rc_name(vm_name))
+    return folder(at) / rc_name(vm_name)
 
 
 def base_script(rcname, at=None):
-    """The base system's rc.d script of that name (/etc/rc.d/sshd), or None."""
+    """The base system's rc.d script (or the host's unit) of that name (/etc/rc.d/sshd), or None."""
+    if systemd.in_use():
+        return systemd.base_unit(rcname, at)
     path = (at or paths.current()).base_rcdir / rcname
     return path if path.exists() else None
 
@@ -113,10 +134,10 @@ def our_script(vm_name, at=None):
 def our_scripts(root, at=None):
     """Every rc.d script of ours that points into this root."""
     out = []
-    folder = (at or paths.current()).rcdir
-    if not folder.is_dir():
+    where_ = folder(at)
+    if not where_.is_dir():
         return out
-    for path in sorted(folder.iterdir()):
+    for path in sorted(p for p in where_.iterdir() if p.is_file()):
         found = parse(path)
         if found and (str(root.path) in path.read_text(errors="replace") or found.shell_toolkit):
             out.append(found)
@@ -146,8 +167,12 @@ def vars_are_ours(script, at=None):
 def remove_script(script, at=None):
     """Remove an rc.d script of ours: its rc.conf variables first, then the file, so a kill in
     between leaves the script, which names what is left to remove."""
-    if vars_are_ours(script, at):
+    if script.unit:
+        systemd.disable(script.path)
+    elif vars_are_ours(script, at):
         for var in script.variables:
             if rcconf_value(var, at) is not None:
                 sysrc("-i", "-x", var, at=at)
     host.remove_file(script.path)
+    if script.unit:
+        systemd.reload(script.path.parent)

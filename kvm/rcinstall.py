@@ -16,7 +16,7 @@ import contextlib
 import os
 from dataclasses import dataclass
 
-from . import host, lock, rcd, vm as vmmod
+from . import host, lock, rcd, systemd, vm as vmmod
 from .errors import NotFound, PermissionDenied, StateError
 
 SHUTDOWN_BUDGET = 85  # rcshutdown_timeout (90 s) less a few seconds for postRun and the rest
@@ -45,7 +45,7 @@ def check_slot(vm_name, at=None, moving_from=None):
     if found and found.vm not in (vm_name, moving_from):
         raise StateError(f"rc name '{rcname}' is already used by VM '{found.vm}' ({path}); "
                          f"rename one of them", vm=vm_name)
-    if found is None:
+    if found is None and not systemd.in_use():  # no rc.conf on a systemd host
         for var in (f"{rcname}_enable", f"{rcname}_timeout"):
             if rcd.rcconf_value(var, at) is not None:
                 raise StateError(f"rc.conf already sets {var} and no kvm script owns it: "
@@ -62,17 +62,27 @@ def install(vm, opts, enable=False, at=None):
     """Write the VM's script (and its copy NAME.rc in the VM folder); enable it when asked."""
     path = check_slot(vm.name, at)
     _write(vm, opts, path)
-    if enable:
+    if enable and systemd.in_use():
+        systemd.enable(path)
+    elif enable:
         rcd.sysrc(f"{rcd.rc_name(vm.name)}_enable=YES", at=at)
+    if systemd.in_use():
+        systemd.reload(path.parent)
     return path
 
 
+def copy_name(vm_name):
+    """The copy of its script kept in the VM folder: NAME.rc, or NAME.service for a unit."""
+    return f"{vm_name}.service" if systemd.in_use() else f"{vm_name}.rc"
+
+
 def _write(vm, opts, path):
-    """The script at path and its copy NAME.rc in the VM folder (what `dorc` shows it wrote)."""
+    """The script at path and its copy in the VM folder (what `dorc` shows it wrote)."""
+    unit = systemd.in_use()
     text = rcd.render(vm.name, vm.root.path, require=opts.require, before=opts.before,
-                      keyword=opts.keyword, timeout=opts.timeout, rcdir=path.parent)
-    host.write_file(path, text, mode=0o555)
-    host.write_file(vm.dir / f"{vm.name}.rc", text, mode=0o444)
+                      keyword=opts.keyword, timeout=opts.timeout, rcdir=path.parent, unit=unit)
+    host.write_file(path, text, mode=0o444 if unit else 0o555)  # a unit is read, never run
+    host.write_file(vm.dir / copy_name(vm.name), text, mode=0o444)
 
 
 def remove(root, name, at=None):
@@ -85,7 +95,7 @@ def remove(root, name, at=None):
         raise NotFound(f"has no rc.d script ({path})", vm=name)
     if not script.shell_toolkit and str(root.path) not in script.path.read_text(errors="replace"):
         raise StateError(f"{path} belongs to another kvm install root: not removing it", vm=name)
-    host.remove_file(root.vm_dir / name / f"{name}.rc")
+    host.remove_file(root.vm_dir / name / copy_name(name))
     rcd.remove_script(script, at)
     return path
 
@@ -102,9 +112,13 @@ def move(old, target, at=None):
     opts = Options(script.require, script.before, script.keyword, script.timeout)
     path = check_slot(new, at, moving_from=old)
     _write(target, opts, path)
-    host.remove_file(target.dir / f"{old}.rc")
-    if path == script.path:
-        return path  # the same rc name (web-1 -> web_1): the variables are already right
+    host.remove_file(target.dir / copy_name(old))
+    if path == script.path:  # the same rc name (web-1 -> web_1): the variables are already right
+        if script.unit:
+            systemd.reload(path.parent)
+        return path
+    if script.unit and systemd.is_enabled(script.path):
+        systemd.enable(path)  # before the old link goes: a kill in between leaves it enabled
     if rcd.vars_are_ours(script, at):
         for var, value in values.items():
             if value is not None:
@@ -141,6 +155,8 @@ def shutdown_overrun(root, at=None):
     ([(rc name, seconds)]). The stops run at once (see templates/rc.j2), so each must fit alone."""
     out = []
     for script in rcd.our_scripts(root, at):
+        if script.unit:
+            continue  # systemd stops units in parallel, each under its own TimeoutStopSec
         if "shutdown" not in script.keyword.split() or not _yes(rcd.rcconf_value(script.rcvar, at)):
             continue
         seconds = rcd.rcconf_value(f"{script.rcname}_timeout", at) or str(script.timeout)

@@ -25,8 +25,7 @@ def probe(root, name, source):
     check_identity(root, name, ds, source, exists)
     return {"dataset": ds, "exists": exists,
             "snaps": zfs_stream.snapshot_guids(ds) if exists else [],
-            "firmware": {"uefi": firmware.uefi_code(root.path) is not None,
-                         "grub": firmware.grub(root.path) is not None},
+            "firmware": firmware_here(root.path),
             "resumable": zfs_stream.can_resume()}
 
 
@@ -111,13 +110,22 @@ def check_runnable(vm):
     if cfg.disk and not os.path.exists(cfg.disk):
         raise NotFound(f"disk {cfg.disk} does not exist on DEST (a disk outside the VM folder is not sent)",
                        vm=vm.name)
-    check_firmware(vm.name, cfg, {"uefi": firmware.uefi_code(vm.root.path) is not None,
-                                  "grub": firmware.grub(vm.root.path) is not None})
+    check_firmware(vm.name, cfg, firmware_here(vm.root.path))
     warnings = list(cfg.warnings)
     if cfg.iso and not os.path.exists(cfg.iso):
         warnings.append(f"ISO {cfg.iso} is not on DEST: eject it or copy it there before a start")
     launch.plan(vm, cfg, strict=False)  # the hypervisor accepts the config here
     return warnings
+
+
+def firmware_here(root):
+    """Which loaders the hypervisor in use here can boot: bhyve needs the pinned UEFI code or
+    grub-bhyve; qemu boots UEFI with OVMF (pinned, else the host's, as its launch does) and
+    grub VMs with its own SeaBIOS. A qemu DEST has no bhyve firmware and needs none."""
+    from . import hypervisor
+    if hypervisor.current().name == "qemu":
+        return {"uefi": firmware.ovmf_code(root) is not None, "grub": True}
+    return {"uefi": firmware.uefi_code(root) is not None, "grub": firmware.grub(root) is not None}
 
 
 def check_firmware(name, cfg, have):

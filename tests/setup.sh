@@ -27,6 +27,8 @@ command -v cpio >/dev/null 2>&1 || need_pkgs+=(cpio)
 command -v qemu-img >/dev/null 2>&1 || need_pkgs+=(qemu-utils)
 command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 [ -x /usr/sbin/sshd ] || need_pkgs+=(openssh-server)   # vmsend tests run their own sshd
+command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)   # dorc's units are verified
+command -v zsh >/dev/null 2>&1 || need_pkgs+=(zsh)   # the zsh completion is run
 command -v mandoc >/dev/null 2>&1 || need_pkgs+=(mandoc)          # the man pages are linted (tests/unit/test_manpages.py)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
 	echo "== installing ${need_pkgs[*]}"

@@ -13,6 +13,8 @@ def build_parser():
     p = common.parser(PROG, "Write an rc.d script for the VM into the rc.d folder (KVM_RCDIR, default "
                             "/usr/local/etc/rc.d) and a copy NAME.rc in the VM folder, so that "
                             "`service NAME start|stop|status|console` work and the VM can start at boot. "
+                            "On a Linux (qemu) host it writes the systemd unit NAME.service into KVM_UNITDIR "
+                            "(default /etc/systemd/system) instead. "
                             "Asks REQUIRE, BEFORE, KEYWORD and whether to enable it.", dry_run=True)
     p.add_argument("name", help="VM name")
     p.add_argument("-r", "--remove", action="store_true", help="remove our script and its rc.conf variable")
@@ -20,10 +22,11 @@ def build_parser():
     p.add_argument("--before", help="BEFORE: (default empty)")
     p.add_argument("--keyword", help="KEYWORD: (default shutdown: stopped at host shutdown)")
     p.add_argument("--enable", action=__import__("argparse").BooleanOptionalAction, default=None,
-                   help="set NAME_enable=YES in rc.conf (--no-enable: leave it)")
+                   help="set NAME_enable=YES in rc.conf; systemd: link the unit into "
+                        "multi-user.target.wants (--no-enable: leave it)")
     p.add_argument("--timeout", type=int, default=None,
                    help="seconds a graceful stop waits (default 80, inside rc.shutdown's 90)")
-    p.add_argument("--rcdir", help="rc.d folder (overrides KVM_RCDIR)")
+    p.add_argument("--rcdir", help="rc.d folder (overrides KVM_RCDIR); systemd: the unit folder (KVM_UNITDIR)")
     p.add_argument("-y", "--yes", action="store_true", help="ask nothing: defaults for what flags omit")
     return p
 
@@ -87,6 +90,11 @@ def write(args, vm, at):
     if args.dry_run:
         return 0
     rcname = rcd.rc_name(vm.name)
+    if rcinstall.systemd.in_use():
+        common.info(f"service {rcname} start|stop|status (systemctl start {rcname}); console: "
+                    f"{vm.root.path}/console {vm.name}"
+                    + ("" if enable else f"   (enable at boot: dorc {vm.name} --enable, or systemctl enable {rcname})"))
+        return 0
     common.info(f"service {rcname} start|stop|status|console"
                 + ("" if enable else f"   (enable at boot: sysrc {rcname}_enable=YES)"))
     for name, seconds in rcinstall.shutdown_overrun(vm.root, at):

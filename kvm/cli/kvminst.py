@@ -1,4 +1,5 @@
-"""kvminst [-p POOL] [-y] [--repin] [--uninstall] [--verify]: install kvm on a pool, or upgrade it."""
+"""kvminst [-p POOL] [-y] [--repin] [--python PATH] [--uninstall] [--verify] [--root DIR]: install kvm
+on a pool, or upgrade it."""
 
 from .. import zfs
 from ..errors import UsageError
@@ -19,6 +20,12 @@ def build_parser():
                    help="remove our rc.d scripts and destroy POOL/kvm with every VM (asks first)")
     p.add_argument("--verify", action="store_true",
                    help="check the pinned firmware against its SHA256SUMS; exit 1 on any mismatch")
+    p.add_argument("--python", metavar="PATH",
+                   help="interpreter the installed commands run (their shebang; default: the one running "
+                        "kvminst); it must import kvm")
+    p.add_argument("--root", metavar="DIR",
+                   help="with --verify or --uninstall: the install root folder (default: POOL/kvm with -p, "
+                        "else KVM_ROOT or the dataset marked kvm:root)")
     return p
 
 
@@ -39,6 +46,10 @@ def choose_pool():
 
 
 def body(args):
+    if args.root and not (args.verify or args.uninstall):
+        raise UsageError("--root goes with --verify or --uninstall (an install is made on a pool: -p POOL)")
+    if args.root and args.pool:
+        raise UsageError("give -p POOL or --root DIR, not both")
     if args.uninstall:
         return do_uninstall(args)
     if args.verify:
@@ -49,22 +60,43 @@ def body(args):
     if not args.yes and not args.dry_run and not common.confirm(f"Install kvm into {pool}/kvm", False):
         common.info("Nothing done.")
         return 1
-    from ..install import install
-    report = install(pool, repin=args.repin)
+    from ..install import install, moved_python_risk
+    report = install(pool, repin=args.repin, python=args.python, completion=completion_files)
     verb, done = ("upgrade", "upgraded") if report.upgraded else ("install", "installed")
     for name in report.created:
         common.info(f"would create dataset {name}" if args.dry_run else f"created dataset {name}")
     for line in report.pinned:
         common.info(f"would pin firmware {line}" if args.dry_run else f"pinned firmware {line}")
+    if report.schedule:
+        common.info(report.schedule)
     for line in report.warnings:
         common.warn(PROG, line)
+    common.info(f"the commands run {report.python}")
+    risk = moved_python_risk(report.python)
+    if risk:
+        common.warn(PROG, f"the commands' interpreter {report.python}: {risk}; kvminst --python PATH "
+                          "names another (e.g. the system's python3 with kvm installed)")
     common.said(args, f"kvm {done} in {report.path} (dataset {report.dataset})",
                 f"would {verb} kvm in {report.path} (dataset {report.dataset})")
     if not args.dry_run:
+        common.info(f"shell completion: . {report.path}/completion/kvm.bash (zsh: kvm.zsh) in ~/.bashrc")
         print(f"next: cd {report.path} && ./vmcreate myVM")
     common.info(f"Host-wide service (optional): cp {report.path}/rc.d/kvm /usr/local/etc/rc.d/kvm && "
                 f"sysrc kvm_enable=YES kvm_list=\"vm1 vm2\"")
     return 0
+
+
+def completion_files(root):
+    """{file: text} of the bash and zsh completion, from the parsers of the commands installed."""
+    import importlib
+
+    from .. import __version__, completion
+    from ..commands import ALL
+    from . import PATH_COMMANDS
+    modules = {c: importlib.import_module(f"kvm.cli.{c}") for c in ALL}
+    parsers = {c: m.build_parser() for c, m in modules.items()}
+    verbs = {c: list(m.VERBS.values()) for c, m in modules.items() if isinstance(getattr(m, "VERBS", None), dict)}
+    return completion.scripts(parsers, str(root), __version__, verbs, PATH_COMMANDS)
 
 
 def do_uninstall(args):
@@ -74,7 +106,11 @@ def do_uninstall(args):
     scripts = uninstall_plan(root)
     common.info(f"This destroys {dataset} recursively: every VM, disk and snapshot under {root.path}.")
     for script in scripts:
-        common.info(f"It also removes the rc.d script {script.path} and {script.rcvar} from rc.conf.")
+        common.info(f"It also removes the systemd unit {script.path} and its link." if script.unit else
+                    f"It also removes the rc.d script {script.path} and {script.rcvar} from rc.conf.")
+    from ..schedule import owned
+    for path in owned(root.path):
+        common.info(f"It also removes the snapshot schedule {path}.")
     if not common.confirm(f"Destroy {dataset}", args.yes or args.dry_run):
         common.info("Nothing done.")
         return 1
@@ -104,7 +140,7 @@ def _target_root(args):
     if args.pool:
         return _root_of_pool(args.pool)
     from ..root import find_root
-    return find_root(None, None)
+    return find_root(args.root, None)
 
 
 def _root_of_pool(pool):

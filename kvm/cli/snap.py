@@ -1,4 +1,4 @@
-"""snap create|destroy|rollback|list|prune NAME [SNAP]: only the first letter of the verb counts."""
+"""snap create|destroy|rollback|list|prune|auto NAME [SNAP]: only the first letter of the verb counts."""
 
 import json
 
@@ -6,7 +6,7 @@ from ..errors import UsageError
 from . import common
 
 PROG = "snap"
-VERBS = {"c": "create", "d": "destroy", "r": "rollback", "l": "list", "p": "prune"}
+VERBS = {"c": "create", "d": "destroy", "r": "rollback", "l": "list", "p": "prune", "a": "auto"}
 
 
 def build_parser():
@@ -14,10 +14,12 @@ def build_parser():
     p = common.parser(PROG, "Snapshots of a VM (its dataset and every dataset or zvol its set.conf "
                             "points at, taken together). Verbs: create NAME [SNAP] (default: a "
                             "timestamp), destroy NAME SNAP|A%B, rollback NAME [SNAP], list NAME, "
-                            "prune NAME --keep N. Only the first letter counts: snap c myVM s1.",
+                            "prune NAME --keep N, auto NAME|--all [--keep-hourly N ...] (the scheduled "
+                            "auto-YYYYmmdd-HHMM sets, pruned by the keep rules). Only the first letter "
+                            "counts: snap c myVM s1.",
                       dry_run=True)
-    p.add_argument("verb", help="create, destroy, rollback, list or prune (first letter is enough)")
-    p.add_argument("name", help="VM name")
+    p.add_argument("verb", help="create, destroy, rollback, list, prune or auto (first letter is enough)")
+    p.add_argument("name", nargs="?", help="VM name (auto: or --all)")
     p.add_argument("snap", nargs="?", help="snapshot name (destroy: also a range A%%B, %%B, A%%)")
     p.add_argument("-r", dest="older", action="store_true",
                    help="rollback: allow an older snapshot, destroying the newer ones")
@@ -28,13 +30,20 @@ def build_parser():
     p.add_argument("-p", dest="parsable", action="store_true", help="list: exact numbers")
     p.add_argument("--json", action="store_true", help="list: JSON")
     p.add_argument("--keep", type=int, metavar="N", help="prune: how many of the newest snapshots to keep")
+    from .snapauto import add_args
+    add_args(p)
     return p
 
 
 def body(args):
     verb = VERBS.get(args.verb[:1].lower())
     if verb is None:
-        raise UsageError(f"unknown verb '{args.verb}' (create, destroy, rollback, list, prune)")
+        raise UsageError(f"unknown verb '{args.verb}' (create, destroy, rollback, list, prune, auto)")
+    if verb == "auto":
+        from .snapauto import do_auto
+        return do_auto(args)
+    if args.all or not args.name:
+        raise UsageError(f"{verb} needs one VM name" + (" (--all is for auto only)" if args.all else ""))
     vm = common.get_vm(args, root_user=verb != "list")
     return DO[verb](vm, args)
 

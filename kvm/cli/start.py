@@ -40,24 +40,52 @@ def body(args):
         from ..launch import dry_run_lines
         for line in dry_run_lines(vm):
             print(line)
+        warn_unreachable(vm.config())
         return 0
     common.need_root_user(vm.name)
     from ..migrate import check_not_migrated
-    check_not_migrated(vm)  # vmsend moved it: one VM must not run on two hosts (a ZFS property)
+    # start -b's supervisor (lock_fd) was checked by its parent, under the lock it hands over
+    fresh = args.lock_fd is None
+    if fresh:
+        check_not_migrated(vm)  # vmsend moved it: one VM must not run on two hosts (a ZFS property)
     from ..supervisor import Supervisor, acquire_lock
     # the VM's lock next: nothing of the VM is read (set.conf) or opened (NAME.log) before it,
     # so a command holding it (snap rollback, vmdestroy) never finds a start half-way in
     held = acquire_lock(vm.name, args.lock_fd)
     try:
+        if fresh:
+            check_not_migrated(vm)  # again: a vmsend that held the lock may have set the mark since
         cfg = vm.config()  # refuse a broken set.conf here, before detaching
         for line in cfg.warnings:
             common.warn(PROG, line, vm=vm.name)
         if args.background:
-            return detach(vm, held)
+            status = detach(vm, held)
+            warn_unreachable(cfg)  # after the launch: a start that fails says its one error line only
+            return status
     except BaseException:
         held.release()
         raise
-    return Supervisor(vm, write_line, held).run()
+    # the foreground start warns with the supervisor's first line (the launch), not before a refusal;
+    # its detached supervisor (--lock-fd) does not: the start -b that spawned it did
+    return Supervisor(vm, write_line if args.lock_fd is not None else warn_first(cfg), held).run()
+
+
+def warn_unreachable(cfg):
+    """One warning line when the VM has no console and no network (it starts all the same)."""
+    from ..reach import of_config
+    if of_config(cfg):
+        common.warn(PROG, of_config(cfg), vm=cfg.name)
+
+
+def warn_first(cfg):
+    """write_line, with warn_unreachable before the first line written."""
+    pending = [cfg]
+
+    def write(line):
+        if pending:
+            warn_unreachable(pending.pop())
+        write_line(line)
+    return write
 
 
 def detach(vm, held):

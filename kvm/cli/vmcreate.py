@@ -1,7 +1,8 @@
 """vmcreate [NAME] [flags]: create a VM (asks what the flags do not say)."""
 
-from .. import config
-from ..create import Answers, check_ifname, create, size_bytes
+from .. import config, reach
+from ..create import (DEFAULT_BRIDGE, DEFAULT_DISK_SIZE, Answers, check_ifname, create, size_bytes,
+                      summary)
 from ..errors import KvmError, UsageError
 from . import common
 from .cloudinit import add_seed_args, seed_from_args
@@ -11,8 +12,11 @@ PROG = "vmcreate"
 
 def build_parser():
     p = common.parser(PROG, "Create a VM: its dataset, set.conf, run, disk and UEFI vars. Asks, in the "
-                            "shell kvm's order, whatever the flags do not give; with -y, takes the "
-                            "defaults instead of asking. A failure or interrupt leaves nothing behind.",
+                            "shell kvm's order, whatever the flags do not give, shows what it will "
+                            "create and asks to confirm; with -y, takes the defaults instead of asking "
+                            f"(a {DEFAULT_DISK_SIZE} sparse disk, a tap on {DEFAULT_BRIDGE}, VNC on "
+                            "127.0.0.1 with uefi or the serial console with grub). A failure or "
+                            "interrupt leaves nothing behind.",
                       dry_run=True)
     p.add_argument("name", nargs="?", help="VM name (1-31 of letters, digits, . _ -)")
     p.add_argument("--loader", help="uefi, grub, or an absolute loader path")
@@ -20,15 +24,19 @@ def build_parser():
     p.add_argument("--cores", help="vCPUs (default 1)")
     p.add_argument("--mem", help="memory with unit, e.g. 2G (default 1G)")
     p.add_argument("--options", help="bhyve flags without dash, e.g. AHP")
-    p.add_argument("--disk-size", help="size of the sparse disk file, e.g. 20G (default: no disk)")
+    p.add_argument("--disk-size", help=f"size of the sparse disk file, e.g. 40G (default {DEFAULT_DISK_SIZE}; "
+                                       "with --from: the image's)")
+    p.add_argument("--no-disk", action="store_true", help="no disk")
     p.add_argument("--disk-driver", help="nvme (default), virtio-blk, ahci-hd")
-    p.add_argument("--bridge", help="set up the basic network on this bridge (default bridgeLOCAL)")
+    p.add_argument("--bridge", help=f"the basic network's bridge (default {DEFAULT_BRIDGE})")
     p.add_argument("--tap", help="tap name for the basic network (default tapNAME)")
     p.add_argument("--uplink", help="host interface to add to the bridge")
     p.add_argument("--no-network", action="store_true", help="no basic network")
-    p.add_argument("--vnc", choices=["yes", "wait", "no"], help="VNC screen (uefi only)")
+    p.add_argument("--vnc", choices=["yes", "wait", "no"],
+                   help="VNC screen (uefi only; default yes unless --com yes gives a console)")
     p.add_argument("--vnc-addr", help="VNC listen address (default 127.0.0.1)")
-    p.add_argument("--com", choices=["yes", "no"], help="serial console on COM1 (bhyve: nmdm, cu; qemu: a socket; attach with ./console NAME)")
+    p.add_argument("--com", choices=["yes", "no"],
+                   help="serial console on COM1, attached with ./console NAME (default yes when VNC is off)")
     p.add_argument("--iso", help="absolute path of an ISO to insert")
     p.add_argument("--from", dest="image", metavar="IMAGE",
                    help="the dataset is a clone of this image (image list): instant; --disk-size grows it")
@@ -101,8 +109,7 @@ def gather(args):
     a.cores = q.get("cores", "Cores [1]: ", _check_cores)
     a.mem = q.get("mem", "Memory, with a unit (M, G) [1G]: ", _check_mem)
     a.options = q.get("options", "bhyve options without dash (e.g. AHP) [none]: ", _check_options)
-    a.disk_size = q.get("disk_size", "Disk size with a unit (e.g. 20G) [Enter = no disk]: ",
-                        lambda v: size_bytes(v, "disk size"))
+    a.disk_size = gather_disk(args, q)
     if args.disk_driver:
         _check_driver(args.disk_driver)
         a.disk_driver = args.disk_driver
@@ -115,18 +122,33 @@ def gather(args):
     return a
 
 
+def gather_disk(args, q):
+    """The disk size: DEFAULT_DISK_SIZE unless told (--no-disk, or `none` at the prompt); with
+    --from the image's disk as it is unless --disk-size grows it."""
+    if args.no_disk:
+        if args.disk_size is not None or args.image:
+            raise UsageError("--no-disk cannot be used with --disk-size or --from")
+        return ""
+    default = "" if args.image else DEFAULT_DISK_SIZE
+    shown = "Enter = the image's" if args.image else f"{default}; none = no disk"
+    size = q.get("disk_size", f"Disk size with a unit (e.g. 40G) [{shown}]: ",
+                 lambda v: None if v.lower() == "none" else size_bytes(v, "disk size"), default)
+    return "" if size.lower() == "none" else size
+
+
 def gather_network(args, q, a):
+    """The basic network: on by default (a tap on DEFAULT_BRIDGE, as the shell kvm proposes)."""
     if args.no_network:
         return
-    wanted = args.bridge is not None or args.tap is not None or args.uplink is not None
-    if not wanted and not args.yes:
-        wanted = (common.ask("Basic network: a tap on a bridge, given as virtio-net (y/N)? ", "n") or "n") \
+    wanted = args.yes or args.bridge is not None or args.tap is not None or args.uplink is not None
+    if not wanted:
+        wanted = (common.ask("Basic network: a tap on a bridge, given as virtio-net (Y/n)? ", "y") or "y") \
             .lower().startswith("y")
     if not wanted:
         return
     a.network = True
-    a.bridge = q.get("bridge", "Bridge to use [bridgeLOCAL]: ",
-                     lambda v: check_ifname(v, "bridge name"), "bridgeLOCAL") or "bridgeLOCAL"
+    a.bridge = q.get("bridge", f"Bridge to use [{DEFAULT_BRIDGE}]: ",
+                     lambda v: check_ifname(v, "bridge name"), DEFAULT_BRIDGE) or DEFAULT_BRIDGE
     a.tap = args.tap or ""
     a.uplink = q.get("uplink", "Host interface to add to the bridge [Enter = none]: ",
                      lambda v: check_ifname(v, "uplink interface"))
@@ -140,11 +162,14 @@ def gather_console(args, q, a, grub):
             common.info("grub loader: the console is the serial one (./console NAME); no VNC.")
         a.com = True
         return
-    vnc = q.get("vnc", "VNC screen: y, wait (boot waits for a viewer) or n [n]: ",
+    # a console by default: VNC (on 127.0.0.1), unless --com yes already gives one
+    vnc_default = "no" if (args.com or "").lower() == "yes" else "yes"
+    vnc = q.get("vnc", f"VNC screen: y, wait (boot waits for a viewer) or n [{vnc_default[0]}]: ",
                 lambda v: None if v.lower() in ("y", "yes", "wait", "n", "no")
-                else _yes_no(v), "no")
+                else _yes_no(v), vnc_default)
     a.vnc = {"y": "1", "yes": "1", "wait": "wait"}.get(vnc.lower(), "")
-    com = q.get("com", "Serial console (y/N)? ", _yes_no, "no")
+    com_default = "no" if a.vnc else "yes"  # without VNC, the serial console is the one left
+    com = q.get("com", "Serial console (y/N)? " if a.vnc else "Serial console (Y/n)? ", _yes_no, com_default)
     a.com = com.lower().startswith("y")
 
 
@@ -162,6 +187,18 @@ def image_defaults(args, root):
                       ("disk_driver", "DiskDriver")):
         if getattr(args, flag) is None and values.get(key):
             setattr(args, flag, values[key])
+
+
+def confirmed(root, name, a):
+    """Show what will be created (and the warning when nothing could reach it); ask Y/n."""
+    for line in summary(name, a, root.path / "vm" / name):
+        common.info(line)
+    grub = config.loader_kind(a.loader) == "grub"
+    unreachable = reach.warning(bool(a.vnc or a.com or grub), ["virtio-net"] if a.network else [])
+    if unreachable:
+        common.warn(PROG, unreachable, vm=name)
+    answer = common.ask("Create it (Y/n)? ", "y") or "y"
+    return answer.lower().startswith("y")
 
 
 def body(args):
@@ -183,9 +220,14 @@ def body(args):
     answers.image = args.image or ""
     if args.cloud_init:
         answers.cloud_init = seed_from_args(args, name)
+    if not args.yes and not confirmed(root, name, answers):
+        common.info("Nothing created.")
+        return 1
     vm, cfg = create(root, name, answers)
     for line in cfg.warnings:
         common.warn(PROG, line, vm=name)
+    if args.yes and reach.of_config(cfg):  # interactive runs were told before they confirmed
+        common.warn(PROG, reach.of_config(cfg), vm=name)
     common.said(args, f"created {name} in {vm.dir}", f"would create {name} in {vm.dir}")
     if not args.dry_run:
         common.info(f"Review {vm.conf_path} and {vm.run_path}.")

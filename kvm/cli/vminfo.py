@@ -19,7 +19,8 @@ def body(args):
     from .. import info
     vm = common.get_vm(args)
     data = info.collect(vm)
-    for line in data["warnings"]:
+    from ..reach import of_info
+    for line in [*data["warnings"], *filter(None, [of_info(data)])]:
         common.warn(PROG, line, vm=vm.name)
     if args.json:
         print(json.dumps(data, indent=1, sort_keys=True))

@@ -1,50 +1,48 @@
-"""vmlist [-H] [-p] [--json]: running VMs first, then the others."""
+"""vmlist [-H] [-p] [-o COL,...] [-s COL] [-S COL] [--json]: the VMs, as `zfs list` lists datasets."""
 
 import json
-import time
 
 from . import common
 
 PROG = "vmlist"
-ORDER = {"running": 0, "orphaned": 1, "starting": 2, "allocated": 3, "stopped": 4}
 
 
 def build_parser():
-    p = common.parser(PROG, "List the VMs: running ones first (name, state, pid, start time), then the "
-                            "others. No root needed.")
+    from ..listing import COLUMNS, DEFAULT
+    p = common.parser(PROG, "List the VMs, running ones first, one line each. No root needed. "
+                            f"Columns: {','.join(COLUMNS)} (default {','.join(DEFAULT)}).")
     p.add_argument("-H", dest="scripted", action="store_true", help="no header, tab-separated (like zfs -H)")
-    p.add_argument("-p", dest="parsable", action="store_true", help="start time as seconds since the epoch")
-    p.add_argument("--json", action="store_true", help="print a JSON array")
+    p.add_argument("-p", dest="parsable", action="store_true",
+                   help="exact numbers: memory and disk in bytes, uptime in seconds, start time in epoch seconds")
+    p.add_argument("-o", dest="columns", metavar="COL,...", help="the columns to show, in this order")
+    p.add_argument("-s", dest="sort", metavar="COL", action="append", type=lambda v: (v, False), default=[],
+                   help="sort by this column, ascending (numbers as numbers; repeat for more keys)")
+    p.add_argument("-S", dest="sort", metavar="COL", action="append", type=lambda v: (v, True),
+                   help="sort by this column, descending")
+    p.add_argument("--json", action="store_true", help="print a JSON array with every column (numbers exact)")
     return p
 
 
-def when(epoch, parsable):
-    if not epoch:
-        return "-"
-    if parsable:
-        return str(int(epoch))
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
-
-
 def body(args):
-    from .. import vm as vmmod
+    from .. import listing
     from ..hypervisor import current as hypervisor
-    root = common.get_root(args)
-    rows = vmmod.runtimes(vmmod.list_vms(root))
-    rows.sort(key=lambda r: (ORDER[r.state], r.name))
+    shown = listing.columns(args.columns) if args.columns is not None else listing.DEFAULT
+    keys = [(listing.columns(name, "-S" if down else "-s")[0], down) for name, down in args.sort]
+    rows, warnings = listing.rows(common.get_root(args))
+    rows = listing.sort_rows(rows, keys)
+    for name, text in warnings:
+        common.warn(PROG, text, vm=name)
+    hv = hypervisor()
     for r in rows:
         if r.state == "orphaned":
             common.warn(PROG, f"bhyve runs without its supervisor: `stop {r.name}` powers it off", vm=r.name)
         elif r.state == "allocated":
-            common.warn(PROG, f"left allocated with no bhyve: clean with `{hypervisor().cleanup_hint(r.name)}`",
-                        vm=r.name)
+            common.warn(PROG, f"left allocated with no bhyve: clean with `{hv.cleanup_hint(r.name)}`", vm=r.name)
     if args.json:
-        hv = hypervisor()
         accel = hv.accelerator() if rows else None
-        print(json.dumps([{"name": r.name, "state": r.state, "pid": r.bhyve, "supervisor": r.supervisor,
-                           "started": int(r.started) or None, "hypervisor": hv.name, "accelerator": accel}
-                          for r in rows], indent=1))
+        print(json.dumps([dict(listing.as_json(r), hypervisor=hv.name, accelerator=accel) for r in rows],
+                         indent=1))
         return 0
-    table = [(r.name, r.state, str(r.bhyve or "-"), when(r.started, args.parsable)) for r in rows]
-    common.print_table(("NAME", "STATE", "PID", "STARTED"), table, args.scripted)
+    table = [[listing.cell(r, c, args.parsable) for c in shown] for r in rows]
+    common.print_table([c.upper() for c in shown], table, args.scripted)
     return 0

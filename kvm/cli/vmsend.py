@@ -27,6 +27,9 @@ def build_parser():
                    help="an ssh -o option (repeatable); the ssh command itself is KVM_SSH (default ssh)")
     p.add_argument("--remote-kvm", default="kvm", metavar="CMD",
                    help="the kvm command on DEST (default: kvm)")
+    # DEST is optional (--local instead), and argparse gives an optional positional its empty
+    # match at once: `vmsend web --ssh-opt X host` would call host an unrecognized argument
+    p.parse_args = p.parse_intermixed_args
     return p
 
 

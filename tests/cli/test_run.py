@@ -140,8 +140,8 @@ def test_kill_9_of_the_supervisor_orphan_is_reported_stopped_and_recovered(insta
     os.kill(state["supervisor"], signal.SIGKILL)
     wait_for(lambda: not lock_held(env, "web"), what="the killed supervisor's lock to be free")
     assert status(install, env) == state["bhyve"], "the orphaned bhyve still runs and status says so"
-    listed = cmd(install, env, "vmlist", "-H")
-    assert listed.stdout.startswith(f"web\torphaned\t{state['bhyve']}\t")
+    listed = cmd(install, env, "vmlist", "-H", "-o", "name,state,pid")
+    assert listed.stdout == f"web\torphaned\t{state['bhyve']}\n"
     assert "stop web" in listed.stderr
     one_line_error(cmd(install, env, "start", "web"), "still runs this VM without a supervisor")
     res = cmd(install, env, "stop", "web")
@@ -385,7 +385,8 @@ def test_a_bhyve_started_without_us_is_found_by_its_exact_name(install, env):
         wait_for(lambda: guests(env, "web"), what="web up")
         assert status(install, env, "web") == guest.pid
         assert status(install, env, "web2") == decoy.pid
-        listed = dict(line.split("\t")[:3:2] for line in cmd(install, env, "vmlist", "-H").stdout.splitlines())
+        listed = cmd(install, env, "vmlist", "-H", "-o", "name,pid").stdout.splitlines()
+        listed = dict(line.split("\t") for line in listed)
         assert listed == {"web": str(guest.pid), "web2": str(decoy.pid)}
         one_line_error(cmd(install, env, "start", "web"), "web", "without a supervisor")
         res = cmd(install, env, "stop", "web")

@@ -215,7 +215,7 @@ def test_shell_toolkit_vm_is_read_and_shown(shell_vm, install, env):
     assert "slot 4:  virtio-net tapLAN" in text
     assert "slot 5:  passthru 3/0/0 (Realtek Semiconductor Co., Ltd. RTL8111" in text
     assert f"com:     on: cu -l {env['KVM_DEV_DIR']}/nmdmpfB" in text  # KVM_DEV_DIR counts here too
-    assert cmd(install, env, "vmlist", "-H").stdout == "pf\tstopped\t-\t-\n"
+    assert cmd(install, env, "vmlist", "-H").stdout == "pf\tstopped\t2\t4G\tuefi\t1G\t-\tno\t-\n"
     dry = cmd(install, env, "start", "--dry-run", "pf")
     assert dry.returncode == 0, dry.stderr
     assert (f"bhyve -ASHP -c 2 -m 4G -s 0,hostbridge -s 1,nvme,{shell_vm}/disk -s 31,lpc "
@@ -252,7 +252,7 @@ def test_status_and_vmlist_need_no_root(install, env):
     assert as_nobody(env, [str(install / "status"), "web"], install).stdout == "0\n"
     res = as_nobody(env, [str(install / "vmlist"), "-H"], install)
     assert res.returncode == 0, res.stderr
-    assert res.stdout == "web\tstopped\t-\t-\n"
+    assert res.stdout.split("\t")[:2] == ["web", "stopped"] and res.stdout.count("\t") == 8, res.stdout
     assert as_nobody(env, [str(install / "vminfo"), "web"], install).returncode == 0
 
 
@@ -261,7 +261,8 @@ def test_vmlist_json_and_headers(install, env):
     create_vm(install, env, "a1")
     (install / "vm" / "notavm").mkdir()
     res = cmd(install, env, "vmlist")
-    assert res.stdout.splitlines()[0].split() == ["NAME", "STATE", "PID", "STARTED"]
+    assert res.stdout.splitlines()[0].split() == ["NAME", "STATE", "CPU", "MEMORY", "LOADER", "DISK", "VNC", "AUTO",
+                                                  "UPTIME"]
     assert [r["name"] for r in json.loads(cmd(install, env, "vmlist", "--json").stdout)] == ["a1", "b1"]
 
 
@@ -505,6 +506,10 @@ def test_vmcreate_on_a_terminal_asks_again_then_ctrl_c_leaves_nothing(install, e
         term.type(answer + "\r")
         term.expect(prompt)
     term.type("n\r")
+    summary = term.expect("Create it (Y/n)?")  # what will be made, before anything is (issue 14 item 6)
+    assert "disk:     1G, sparse file disk (nvme)" in summary and "network:  none" in summary
+    assert "console:  none" in summary and "nothing can reach it" in summary
+    term.type("\r")
     for _ in range(200):
         if (slow / "created").exists():
             break

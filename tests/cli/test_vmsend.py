@@ -74,7 +74,7 @@ def test_stopped_vm_migrates_and_the_source_refuses_to_start(install, env, far):
     assert "migrated to" in res.stdout
     assert prop(f"{install.parent.name}/kvm/vm/web", "kvm:migrated") == str(root)
     one_line_error(cmd(install, env, "start", "-b", "web"), "start: web: was migrated to", "zfs inherit")
-    one_line_error(send(install, env, "web", "--local", root), "migrated to", "already")
+    one_line_error(send(install, env, "web", "--local", root), "migrated to", "already", "start it there")
 
 
 def _running(install, env):
@@ -97,6 +97,17 @@ def test_running_vm_moves_and_runs_on_dest(install, env, far, mode):
     wait_for(lambda: status(root, env) > 0, what="web running from DEST")
     one_line_error(cmd(install, env, "start", "-b", "web"), "was migrated to")
     assert "stopping for" in res.stderr
+
+
+def test_no_start_and_keep_leave_both_sides_stopped_and_the_source_startable(install, env, far):
+    root, fpool = far
+    _running(install, env)
+    res = send(install, env, "web", "--local", root, "-y", "--no-start", "--keep")
+    assert res.returncode == 0, res.stderr
+    assert status(install, env) <= 0 and (root / "vm/web/set.conf").is_file()
+    assert "start -b" not in res.stderr and (root / "vm/web/web.log").read_text().count("launched") == 1
+    assert prop(f"{install.parent.name}/kvm/vm/web", "kvm:migrated") == "-"
+    assert cmd(install, env, "start", "-b", "web").returncode == 0
 
 
 def test_copy_of_a_running_vm_keeps_it_running(install, env, far):
@@ -150,6 +161,27 @@ def test_dest_pool_full_leaves_dest_unchanged(install, env, far):
     assert snaps_of(f"{install.parent.name}/kvm/vm/web") == []  # the snapshot made for it went too
 
 
+def test_dest_pool_full_on_an_increment_rolls_dest_back(install, env, far):
+    root, fpool = far
+    d = make(install, env)
+    (d / "data").write_bytes(b"first copy")
+    assert send(install, env, "web", "--local", root, "--copy").returncode == 0
+    dst = f"{fpool}/kvm/vm/web"
+    before, base = snaps_of(dst), snaps_of(f"{install.parent.name}/kvm/vm/web")
+    with open(d / "big", "wb") as fh:
+        fh.write(os.urandom(200 << 20))
+    (d / "data").write_bytes(b"second copy")
+    res = send(install, env, "web", "--local", root, "--copy")
+    errors = [x for x in res.stderr.splitlines() if x.startswith("vmsend:")]  # the rest is progress
+    assert res.returncode == 1 and len(errors) == 1, res.stderr
+    for needle in ("vmsend: web: on ", "out of space", "DEST is unchanged",
+                   f"run vmsend again: it sends again from {base[0]}, the last snapshot both sides have"):
+        assert needle in errors[0], errors[0]
+    assert snaps_of(dst) == before and prop(dst, "mounted") == "yes"
+    assert (root / "vm/web/data").read_bytes() == b"first copy" and not (root / "vm/web/big").exists()
+    assert snaps_of(f"{install.parent.name}/kvm/vm/web") == base  # the increment's snapshot went
+
+
 def test_bad_usage_is_one_line(install, env, far):
     root, fpool = far
     make(install, env)
@@ -163,6 +195,12 @@ def test_bad_usage_is_one_line(install, env, far):
                           "--snap", "a b"], env=env, capture_output=True, text=True, input="")
     one_line_error(res, "vmrecv: web: invalid snapshot name 'a b'", status=2)
     assert not (root / "vm/web").exists()
+
+
+def test_dest_may_follow_the_options(install, env):
+    make(install, env)
+    one_line_error(send(install, env, "web", "--copy", "--ssh-opt", "Compression=no", ":/tank/kvm"),
+                   "vmsend: web: invalid DEST ':/tank/kvm'", status=2)
 
 
 def descendants(pid):
@@ -190,6 +228,19 @@ def gone(pid):
         return True
 
 
+def kill_vmsend_after(install, env, seconds, children, *args):
+    """./vmsend ARGS, kill -9 of its own pid after `seconds` (never its group: the zfs processes
+    are not signalled), then wait for the children `children(pid)` picks, read before the kill
+    (orphans are re-parented), to end on their own."""
+    proc = subprocess.Popen(["./vmsend", *args], cwd=install, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(seconds)
+    kids = children(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    wait_for(lambda: all(gone(k) for k in kids), seconds=60, what="vmsend's children ending")
+
+
 @pytest.mark.slow
 def test_kill_9_of_vmsend_at_random_points(install, env, far):
     """kill -9 of vmsend's own pid (never its group: the zfs processes are not signalled; they see
@@ -208,13 +259,8 @@ def test_kill_9_of_vmsend_at_random_points(install, env, far):
     outcomes = set()
     for rnd in range(10):
         destroy_dataset(dst)  # a full send each round: the longest window to be killed in
-        proc = subprocess.Popen([f"./vmsend", "web", "--local", str(root), "--keep"], cwd=install, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.05, 1.1 * took))
-        kids = descendants(proc.pid)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        wait_for(lambda: all(gone(k) for k in kids), seconds=60, what="vmsend's children ending")
+        kill_vmsend_after(install, env, rng.uniform(0.05, 1.1 * took), descendants,
+                          "web", "--local", str(root), "--keep")
         assert (d / "data").read_bytes() == payload and prop(src, "mounted") == "yes"
         assert cmd(install, env, "start", "-n", "web").returncode == 0
         if (root / "vm/web").exists() and prop(dst, "mounted") == "yes":
@@ -230,6 +276,69 @@ def test_kill_9_of_vmsend_at_random_points(install, env, far):
             assert (root / "vm/web/data").read_bytes() == payload
     print("outcomes:", outcomes)
     assert outcomes == {"complete", "nothing"}, "the seeded points should hit both sides of the send"
+
+
+def zfs_children(pid):
+    """vmsend's zfs and vmrecv processes (not a supervisor it started on DEST: that one stays)."""
+    out = []
+    for kid in descendants(pid):
+        try:
+            argv = Path(f"/proc/{kid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[0] == b"zfs" or b"vmrecv" in argv:
+            out.append(kid)
+    return out
+
+
+@pytest.mark.slow
+def test_kill_9_of_a_warm_migration_at_random_points(install, env, far):
+    """kill -9 of vmsend across a whole warm migration of a running VM (the bulk send, the stop,
+    the last increment, the mark, the start on DEST). After each round: the source's data is
+    intact; unmarked, it starts here; marked, DEST holds the whole last increment; DEST's data
+    is the previous copy's or the new one, never anything else."""
+    root, fpool = far
+    _running(install, env)
+    d, src = install / "vm/web", f"{install.parent.name}/kvm/vm/web"
+    assert send(install, env, "web", "--local", root, "--copy").returncode == 0
+    rng, outcomes = random.Random(7), set()
+
+    def back_here():
+        """Undo a finished migration: stop the copy on DEST, clear the mark, run the VM here."""
+        cmd(root, env, "stop", "-f", "web")
+        subprocess.run(["zfs", "inherit", "kvm:migrated", src], check=True)
+        wait_for(lambda: status(install, env) <= 0, what="DEST's copy stopped")
+        assert cmd(install, env, "start", "-b", "web").returncode == 0
+        wait_for(lambda: status(install, env) > 0, what="the source running again")
+
+    (d / "data").write_bytes(os.urandom(4 << 20))
+    t0 = time.monotonic()
+    assert send(install, env, "web", "--local", root, "-y").returncode == 0
+    took = time.monotonic() - t0
+    back_here()
+    for rnd in range(6):
+        old, payload = (root / "vm/web/data").read_bytes(), os.urandom(4 << 20)
+        (d / "data").write_bytes(payload)
+        kill_vmsend_after(install, env, rng.uniform(0.2, 1.2 * took), zfs_children, "web", "--local", str(root), "-y")
+        time.sleep(2)  # a stop vmsend requested goes on without it: let the supervisor finish it
+        assert (d / "data").read_bytes() == payload and prop(src, "mounted") == "yes"
+        there = (root / "vm/web/data").read_bytes()
+        assert there in (old, payload), f"round {rnd}: DEST holds neither copy"
+        if prop(src, "kvm:migrated") != "-":
+            assert there == payload, f"round {rnd}: marked before DEST held the last increment"
+            outcomes.add("migrated")
+            back_here()
+            continue
+        assert cmd(install, env, "start", "-n", "web").returncode == 0
+        outcomes.add("running here" if status(install, env) > 0 else "stopped here")
+        if status(install, env) <= 0:
+            assert cmd(install, env, "start", "-b", "web").returncode == 0, f"round {rnd}: not startable"
+            wait_for(lambda: status(install, env) > 0, what="the source running again")
+    print("outcomes:", outcomes)
+    assert len(outcomes) >= 2, outcomes
+    res = send(install, env, "web", "--local", root, "-y")  # and a run to the end completes
+    assert res.returncode == 0, res.stderr
+    assert (root / "vm/web/data").read_bytes() == (d / "data").read_bytes()
 
 
 # ----------------------------------------------------------------------------- over real ssh
@@ -343,7 +452,8 @@ def test_over_ssh_connection_killed_mid_send(install, far, sshd):
     out, err = proc.communicate(timeout=120)
     errors = [x for x in err.splitlines() if x.startswith("vmsend:")]  # the rest is progress
     assert proc.returncode == 1 and len(errors) == 1, err
-    assert errors[0].startswith("vmsend: web: ssh to root@127.0.0.1") and "run vmsend again" in errors[0]
+    assert errors[0].startswith("vmsend: web: ssh to root@127.0.0.1")
+    assert "run vmsend again: it sends again in full" in errors[0]
     wait_for(lambda: dst not in datasets(fpool), seconds=30, what="DEST as it was")
     assert snaps_of(src) == []
     res = send(install, e, "web", f"root@127.0.0.1:{root}", "--copy", "--remote-kvm", wrapper)
