@@ -17,7 +17,7 @@ def build_parser():
                             "prune NAME --keep N, auto NAME|--all [--keep-hourly N ...] (the scheduled "
                             "auto-YYYYmmdd-HHMM sets, pruned by the keep rules). Only the first letter "
                             "counts: snap c myVM s1.",
-                      dry_run=True)
+                      dry_run=True, intermixed=True)  # `snap r -r web s1`: NAME is optional (auto --all)
     p.add_argument("verb", help="create, destroy, rollback, list, prune or auto (first letter is enough)")
     p.add_argument("name", nargs="?", help="VM name (auto: or --all)")
     p.add_argument("snap", nargs="?", help="snapshot name (destroy: also a range A%%B, %%B, A%%)")
