@@ -31,7 +31,7 @@ def _write_file(path, text, mode, backup):
     if dry_run():
         if backup is not None and path.exists():
             _plan(shlex.join(["cp", "-p", str(path), str(backup)]))
-        _plan(f"write {shlex.quote(str(path))} ({len(data)} bytes, mode {mode:o})")
+        _plan(f"would write {shlex.quote(str(path))} ({len(data)} bytes, mode {mode:o})")
         return
     if backup is not None and path.exists():
         _atomic_write(Path(backup), path.read_bytes(), path.stat().st_mode & 0o7777)

@@ -139,7 +139,7 @@ def import_file(root, name, path, os_hint="", progress=None):
               "created": int(time.time()), "os": os_hint}
     with Transaction(ds) as txn:
         if host.dry_run():
-            host.plan(f"copy {path} -> {where / DISK} (raw, SHA-256 while copying)")
+            host.plan(f"would copy {path} -> {where / DISK} (raw, SHA-256 while copying)")
         elif fmt == "raw":
             values["sha256"] = copy_hashing(path, where / DISK, progress)
         else:

@@ -143,6 +143,8 @@ def install(pool, repin=False, python=None, completion=None):
         raise PermissionDenied("you need to be root to install kvm")
     python = check_python(python) if python else sys.executable
     pool_mnt = check_pool(pool)
+    if host.dry_run():  # changes nothing, so needs no lock (and makes no lock file)
+        return _install_locked(pool, repin, pool_mnt, python, completion)
     held = lock.try_acquire(lock.host_dir() / LOCK, f"{os.getpid()} kvminst\n")
     if held is None:
         found = lock.holder(lock.host_dir() / LOCK) or (0, "")

@@ -33,11 +33,12 @@ def dry_run_lines(vm):
     cfg = vm.config()
     check_files(cfg)
     p = plan(vm, cfg, strict=False, hv=hv)
-    out = [hv.destroy_text(vm.name)] if hv.is_allocated(vm.name) else []
+    out = [f"would start {vm.name} with these steps (preRun to postRun again at each guest reboot):"]
+    out += [hv.destroy_text(vm.name)] if hv.is_allocated(vm.name) else []
     out += hv.prepare_host_text(p)
     out.append(f"preRun    (sh: . {vm.root.path}/functions; . {vm.conf_path}; . {vm.run_path}; preRun)")
     for path, text in p.files:
-        out.append(f"write {path}:")
+        out.append(f"would write {path}:")
         out += [f"    {line}" for line in text.splitlines()]
     if p.loader:
         out.append(hv.shown(p.loader))

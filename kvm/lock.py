@@ -230,16 +230,47 @@ def hold_vm(name, what):
     StateError when a supervisor runs the VM or another command holds it. Use as a context
     manager: `with lock.hold_vm(vm.name, "vmrename"): ...`.
     """
-    run_dir()
+    from . import host
     path = vm_lock_path(name)
+    if host.dry_run():
+        # A dry run changes nothing, so it takes no lock and makes no lock file; it refuses what
+        # the real run would, but a supervisor whose stop it planned (-f) would be gone by then.
+        found = holder(path)
+        if found and (found[1] or name not in _stop_planned):
+            _refuse(name, path, found)
+        return NotTaken()
+    run_dir()
     got = try_acquire(path, f"{os.getpid()} {what}\n")
     if got is None:
-        found = holder(path) or (0, "")
-        if not found[1]:
-            raise StateError(f"is running ({describe_holder(found)} holds {path}): stop it first", vm=name)
-        raise StateError(f"is busy: {describe_holder(found)} holds {path}; try again when it is done",
-                         vm=name)
+        _refuse(name, path, holder(path) or (0, ""))
     return got
+
+
+def _refuse(name, path, found):
+    if not found[1]:
+        raise StateError(f"is running ({describe_holder(found)} holds {path}): stop it first", vm=name)
+    raise StateError(f"is busy: {describe_holder(found)} holds {path}; try again when it is done", vm=name)
+
+
+_stop_planned = set()   # the VMs a dry run planned to stop
+
+
+def plan_stopped(name):
+    """A dry run planned the stop of this VM: its supervisor's lock would be released."""
+    _stop_planned.add(name)
+
+
+class NotTaken:
+    """The lock a dry run holds: none."""
+
+    def release(self):
+        """Nothing to drop."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
 
 
 CONF_TRIES = 200           # x 50 ms: an edit of set.conf holds the config lock for milliseconds

@@ -207,7 +207,9 @@ class Sender:
             send = zfs_stream.lzc_send_argv(snap, base and f"{self.ds}@{base}")
             return (f"{shlex.join(send)} | (vmsend counts) | "
                     f"{shlex.join(self.receiver(snap.split('@')[1], base))}    # {size}")
-        out = [f"# {self.vm.name} -> {self.dest.label}: {self.mode}, {'running' if self.running else 'stopped'}, "
+        verb = "copy" if self.mode == "copy" else "migrate"
+        out = [f"# would {verb} {self.vm.name} to {self.dest.label}: {self.mode}, "
+               f"{'running' if self.running else 'stopped'}, "
                f"{'incremental from ' + self.common if self.common else 'full'}"]
         first = [f"zfs snapshot {snap}", pipe(self.common, f"~{mib(est)} ({how})")]
         if not self.running or self.mode == "copy":

@@ -90,6 +90,8 @@ def _stop_supervised(vm, rt, timeout, force):
     request(vm.name, timeout, force)
     host.send_signal(rt.supervisor, signal.SIGTERM)
     if host.dry_run():
+        from .lock import plan_stopped
+        plan_stopped(vm.name)  # what follows in this dry run sees the VM stopped
         return "requested"
     budget = (0 if force else timeout) + FORCE_GRACE + HOOK_GRACE + SUPERVISOR_SLACK
     if not _wait(lambda: not vmmod.lock_held(vm.name), budget):

@@ -12,7 +12,7 @@ from ..commands import ALL as COMMANDS, ROOT_COMMANDS  # noqa: F401 - the names 
 
 # commands pip puts on PATH (setup.cfg's console_scripts, besides `kvm`): only names no other
 # program is likely to have; `start`, `stop`, `status`... are `./NAME` in the root or `kvm NAME`.
-PATH_COMMANDS = ("kvminst", "vmcreate", "vmdestroy", "vminfo", "vmlist", "vmrename", "vmimport")
+PATH_COMMANDS = ("kvminst", "vmcreate", "vmdestroy", "vminfo", "vmlist", "vmrename", "vmimport", "vmset", "vmedit")
 
 
 def main(command, argv=None, launcher_dir=None):
@@ -75,3 +75,5 @@ vminfo_main = entry("vminfo")
 vmlist_main = entry("vmlist")
 vmrename_main = entry("vmrename")
 vmimport_main = entry("vmimport")
+vmset_main = entry("vmset")
+vmedit_main = entry("vmedit")

@@ -67,6 +67,7 @@ def body(args):
     seed = seed_from_args(args, vm.name, cloudinit.saved(vm))
     with lock.hold_vm(vm.name, "cloudinit"):
         cloudinit.write_seed(vm, seed)
-    if not args.dry_run:
-        print(f"wrote {vm.dir / cloudinit.SEED} (attached at slot {cloudinit.CD_SLOT} from the next start)")
+    common.said(args, f"wrote {vm.dir / cloudinit.SEED} (attached at slot {cloudinit.CD_SLOT} from the next start)",
+                f"{vm.name}: would write a new seed with a new instance-id (attached at slot {cloudinit.CD_SLOT} "
+                f"from the next start)")
     return 0

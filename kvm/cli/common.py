@@ -14,9 +14,16 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message}\n(see {self.prog} --help)\n")
 
 
-def parser(prog, description, *, root=True, dry_run=False):
+class IntermixedParser(Parser):
+    """Options may come between positional words (`vmset web Cores=2 -u ISO Mem=2G`)."""
+
+    def parse_args(self, args=None, namespace=None):
+        return self.parse_intermixed_args(args, namespace)
+
+
+def parser(prog, description, *, root=True, dry_run=False, intermixed=False):
     """A parser with the common options."""
-    p = Parser(prog=prog, description=description)
+    p = (IntermixedParser if intermixed else Parser)(prog=prog, description=description)
     p.add_argument("--debug", action="store_true", help="log every command run, show tracebacks")
     if root:
         p.add_argument("--root", metavar="DIR", help="install root (default: KVM_ROOT, the launcher's folder, "
@@ -93,6 +100,16 @@ def need_root_user(vm=None):
     """Refuse to go on unless running as root (skipped in dry-run: nothing changes)."""
     if not host.is_root() and not host.dry_run():
         raise PermissionDenied("you need to be root to do this", vm=vm)
+
+
+def said(args, done, would):
+    """The result line on stdout: what was done, or in a dry run what would be (nothing was)."""
+    print(would if getattr(args, "dry_run", False) else done)
+
+
+def would(args):
+    """'would ' in a dry run, else '': for progress lines about work a dry run does not do."""
+    return "would " if getattr(args, "dry_run", False) else ""
 
 
 def warn(prog, message, vm=None):

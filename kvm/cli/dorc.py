@@ -55,7 +55,8 @@ def body(args):
         root = common.get_root(args)
         common.need_root_user(args.name)
         with rcinstall.hold_unless_running(args.name, "dorc -r"):
-            print(f"removed {rcinstall.remove(root, args.name, at)}")
+            removed = rcinstall.remove(root, args.name, at)
+            common.said(args, f"removed {removed}", f"would remove {removed}")
         return 0
     vm = common.get_vm(args, root_user=True)
     with rcinstall.hold_unless_running(vm.name, "dorc"):
@@ -84,10 +85,11 @@ def write(args, vm, at):
     rcinstall.check_slot(vm.name, at)  # before asking anything
     opts, enable = options(args, vm)
     path = rcinstall.install(vm, opts, enable, at)
+    common.said(args, f"wrote {path}", f"{vm.name}: would install the rc.d script {path}"
+                + (" and enable it" if enable else ""))
     if args.dry_run:
         return 0
     rcname = rcd.rc_name(vm.name)
-    print(f"wrote {path}")
     if rcinstall.systemd.in_use():
         common.info(f"service {rcname} start|stop|status (systemctl start {rcname}); console: "
                     f"{vm.root.path}/console {vm.name}"

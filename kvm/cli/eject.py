@@ -19,7 +19,7 @@ def body(args):
     if not edit.apply(vm, lambda text: config.remove_value(text, "ISO"), "eject"):
         common.info(f"{vm.name}: no ISO inserted; nothing changed")
         return 0
-    print(f"{vm.name}: ejected {old}")
-    if vmmod.runtime(vm).active:
+    common.said(args, f"{vm.name}: ejected {old}", f"{vm.name}: would eject {old}")
+    if vmmod.runtime(vm).active and not args.dry_run:
         common.info(f"{vm.name} is running: the CD goes away at its next guest reboot, or the next start.")
     return 0

@@ -55,6 +55,7 @@ def body(args):
         name, path = _want(args, 2, "NAME FILE [--os HINT]")
         values = images.import_file(root, name, path, args.os, _progress)
         done = f"imported {name} ({values['format']}, sha256 {values['sha256']})"
+        would = f"would import {name} ({values['format']})"  # its sha256 is known only once copied
     elif args.verb == "publish":
         vm_name, name = _want(args, 2, "VM NAME [--snapshot S]")
         vm = common.get_vm(args, root_user=True, name=vm_name)
@@ -66,11 +67,12 @@ def body(args):
         with hold(vm, "image publish", running_ok=True):
             values = images.publish(root, vm, name, args.snapshot)
         done = f"published {vm_name} as image {name} ({values['source']})"
+        would = f"would publish {vm_name} as image {name} ({values['source']})"
     else:
         (name,) = _want(args, 1, "NAME")
-        done = f"destroyed image {name} ({images.destroy(root, name)})"
-    if not args.dry_run:
-        print(done)
+        dataset = images.destroy(root, name)
+        done, would = f"destroyed image {name} ({dataset})", f"would destroy image {name} ({dataset})"
+    common.said(args, done, would)
     return 0
 
 

@@ -38,8 +38,8 @@ def body(args):
     if not changed:
         common.info(f"{vm.name}: {value} is already inserted")
         return 0
-    print(f"{vm.name}: inserted {value}")
-    if vmmod.runtime(vm).active:
+    common.said(args, f"{vm.name}: inserted {value}", f"{vm.name}: would insert {value}")
+    if vmmod.runtime(vm).active and not args.dry_run:
         common.info(f"{vm.name} is running: the ISO is used from its next guest reboot "
                     f"(the supervisor re-reads set.conf), or the next start.")
     return 0

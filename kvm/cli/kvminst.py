@@ -62,11 +62,11 @@ def body(args):
         return 1
     from ..install import install, moved_python_risk
     report = install(pool, repin=args.repin, python=args.python, completion=completion_files)
-    verb = "upgraded" if report.upgraded else "installed"
+    verb, done = ("upgrade", "upgraded") if report.upgraded else ("install", "installed")
     for name in report.created:
-        common.info(f"created dataset {name}")
+        common.info(f"would create dataset {name}" if args.dry_run else f"created dataset {name}")
     for line in report.pinned:
-        common.info(f"pinned firmware {line}")
+        common.info(f"would pin firmware {line}" if args.dry_run else f"pinned firmware {line}")
     if report.schedule:
         common.info(report.schedule)
     for line in report.warnings:
@@ -76,9 +76,11 @@ def body(args):
     if risk:
         common.warn(PROG, f"the commands' interpreter {report.python}: {risk}; kvminst --python PATH "
                           "names another (e.g. the system's python3 with kvm installed)")
-    print(f"kvm {verb} in {report.path} (dataset {report.dataset})")
-    common.info(f"shell completion: . {report.path}/completion/kvm.bash (zsh: kvm.zsh) in ~/.bashrc")
-    print(f"next: cd {report.path} && ./vmcreate myVM")
+    common.said(args, f"kvm {done} in {report.path} (dataset {report.dataset})",
+                f"would {verb} kvm in {report.path} (dataset {report.dataset})")
+    if not args.dry_run:
+        common.info(f"shell completion: . {report.path}/completion/kvm.bash (zsh: kvm.zsh) in ~/.bashrc")
+        print(f"next: cd {report.path} && ./vmcreate myVM")
     common.info(f"Host-wide service (optional): cp {report.path}/rc.d/kvm /usr/local/etc/rc.d/kvm && "
                 f"sysrc kvm_enable=YES kvm_list=\"vm1 vm2\"")
     return 0
@@ -109,12 +111,12 @@ def do_uninstall(args):
     from ..schedule import owned
     for path in owned(root.path):
         common.info(f"It also removes the snapshot schedule {path}.")
-    if not common.confirm(f"Destroy {dataset}", args.yes):
+    if not common.confirm(f"Destroy {dataset}", args.yes or args.dry_run):
         common.info("Nothing done.")
         return 1
     common.need_root_user()
     uninstall(root, dataset)
-    print(f"removed {dataset}")
+    common.said(args, f"removed {dataset}", f"would remove {dataset}")
     return 0
 
 

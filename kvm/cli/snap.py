@@ -17,7 +17,7 @@ def build_parser():
                             "prune NAME --keep N, auto NAME|--all [--keep-hourly N ...] (the scheduled "
                             "auto-YYYYmmdd-HHMM sets, pruned by the keep rules). Only the first letter "
                             "counts: snap c myVM s1.",
-                      dry_run=True)
+                      dry_run=True, intermixed=True)  # `snap r -r web s1`: NAME is optional (auto --all)
     p.add_argument("verb", help="create, destroy, rollback, list, prune or auto (first letter is enough)")
     p.add_argument("name", nargs="?", help="VM name (auto: or --all)")
     p.add_argument("snap", nargs="?", help="snapshot name (destroy: also a range A%%B, %%B, A%%)")
@@ -57,9 +57,8 @@ def do_create(vm, args):
         common.warn(PROG, "the VM is running: this snapshot is crash-consistent (like pulling the plug); "
                           "stop the VM for a clean one", vm=vm.name)
     names = snap.create(vm, cfg, name)
-    if not args.dry_run:
-        for full in names:
-            print(full)
+    for full in names:
+        common.said(args, full, f"would create snapshot {full}")
     return 0
 
 
@@ -79,9 +78,8 @@ def do_destroy(vm, args):
                     common.info("Nothing done.")
                     return 1
         names = snap.destroy(vm, cfg, args.snap, args.recursive)
-    if not args.dry_run:
-        for name in names:
-            print(f"destroyed {vm.name}@{name}")
+    for name in names:
+        common.said(args, f"destroyed {vm.name}@{name}", f"would destroy {vm.name}@{name}")
     return 0
 
 
@@ -100,8 +98,7 @@ def do_rollback(vm, args):
                 common.info("Nothing done.")
                 return 1
         snap.rollback(vm, have, target, newer)
-    if not args.dry_run:
-        print(f"{vm.name}: rolled back to {target.name}")
+    common.said(args, f"{vm.name}: rolled back to {target.name}", f"{vm.name}: would roll back to {target.name}")
     return 0
 
 

@@ -9,6 +9,9 @@ HOW = {"acpi": "shut down by the guest (ACPI power button)",
        "terminated": "terminated (bhyve ended on SIGTERM before the guest had ACPI up)",
        "cleaned": "was not running; its leftover allocation was destroyed",
        "stopped": "stopped", "requested": "stop requested"}
+WOULD = {"acpi": "stop it: the ACPI power button, then the power forced off after {seconds} s",
+         "forced": "force the power off (-f)",
+         "cleaned": "destroy its leftover allocation (it is not running)"}
 
 
 def build_parser():
@@ -24,13 +27,18 @@ def build_parser():
 
 def body(args):
     from .. import vm as vmmod
-    from ..power import MAX_TIMEOUT, stop_vm
+    from ..power import MAX_TIMEOUT, stop_vm, vm_timeout
     vmmod.check_name(args.name)  # before the -t check: a bad name is the first thing to say
     if args.timeout is not None and not 1 <= args.timeout <= MAX_TIMEOUT:
         from ..errors import UsageError
         raise UsageError(f"timeout {args.timeout} is out of range (1..{MAX_TIMEOUT} seconds)", vm=args.name)
     vm = common.get_vm(args, root_user=True)
     how = stop_vm(vm, timeout=args.timeout, force=args.force)
+    if args.dry_run:
+        seconds = args.timeout if args.timeout is not None else vm_timeout(vm)
+        print(f"{vm.name}: would " + WOULD["cleaned" if how == "cleaned" else "forced" if args.force else "acpi"]
+              .format(seconds=seconds))
+        return 0
     said = "forced off (-f)" if how == "forced" and args.force else HOW.get(how, how)
     print(f"{vm.name}: {said}")
     return 0

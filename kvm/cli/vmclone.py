@@ -32,6 +32,6 @@ def body(args):
         common.info("Nothing done.")
         return 1
     vm, origin = clone.clone(common.get_root(args), src, args.dst, args.snapshot, args.independent)
-    if not args.dry_run:
-        print(f"created {vm.name} in {vm.dir} ({how} {origin})")
+    common.said(args, f"created {vm.name} in {vm.dir} ({how} {origin})",
+                f"would create {vm.name} in {vm.dir} ({how} {origin})")
     return 0

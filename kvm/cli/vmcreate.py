@@ -228,8 +228,8 @@ def body(args):
         common.warn(PROG, line, vm=name)
     if args.yes and reach.of_config(cfg):  # interactive runs were told before they confirmed
         common.warn(PROG, reach.of_config(cfg), vm=name)
+    common.said(args, f"created {name} in {vm.dir}", f"would create {name} in {vm.dir}")
     if not args.dry_run:
-        print(f"created {name} in {vm.dir}")
         common.info(f"Review {vm.conf_path} and {vm.run_path}.")
         common.info(f"To install from an ISO: {root.path}/insert {name} /path/to/image.iso")
         common.info(f"To start it: {root.path}/start {name}   (or start -b {name} in the background)")

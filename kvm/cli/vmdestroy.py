@@ -37,11 +37,10 @@ def body(args):
         return 1
     how = ensure_stopped(vm, args.force, PROG)
     if how:
-        common.info(f"{vm.name}: stopped ({how})")
+        common.info(f"{vm.name}: would stop it first" if args.dry_run else f"{vm.name}: stopped ({how})")
     for user in users:  # each clone's own lock refuses it while it runs
-        common.info(f"destroying clone {user}")
+        common.info(f"would destroy clone {user}" if args.dry_run else f"destroying clone {user}")
     destroy.destroy_dependents(vm, users)
     destroy.destroy(vm)
-    if not args.dry_run:
-        print(f"destroyed {vm.name} ({dataset})")
+    common.said(args, f"destroyed {vm.name} ({dataset})", f"would destroy {vm.name} ({dataset})")
     return 0

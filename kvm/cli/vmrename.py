@@ -34,9 +34,10 @@ def body(args):
         check(root, vm, args.new)
         how = ensure_stopped(vm, args.force, PROG)
         if how:
-            common.info(f"{vm.name}: stopped ({how})")
+            common.info(f"{vm.name}: would stop it first" if args.dry_run else f"{vm.name}: stopped ({how})")
         target = rename(root, vm, args.new)
+    common.said(args, f"renamed {args.old} to {args.new} ({target.dir})",
+                f"would rename {args.old} to {args.new} ({target.dir})")
     if not args.dry_run:
-        print(f"renamed {args.old} to {args.new} ({target.dir})")
         common.info("Interface names in set.conf and run (taps, bridges) were left as they were.")
     return 0

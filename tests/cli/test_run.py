@@ -332,9 +332,10 @@ def test_dry_run_prints_everything_and_changes_nothing(install, env, tmp_path):
     res = cmd(install, env, "start", "--dry-run", "web")
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
-    assert lines[0] == "kldstat -qm nmdm || kldload nmdm"
-    assert lines[1].startswith("preRun")
-    assert lines[2].startswith("bhyve -c 1 -m 1G") and "30,fbuf,tcp=127.0.0.1:5900,wait" in lines[2]
+    assert lines[0] == "would start web with these steps (preRun to postRun again at each guest reboot):"
+    assert lines[1] == "kldstat -qm nmdm || kldload nmdm"
+    assert lines[2].startswith("preRun")
+    assert lines[3].startswith("bhyve -c 1 -m 1G") and "30,fbuf,tcp=127.0.0.1:5900,wait" in lines[3]
     assert calls(env, "bhyve") == [] and calls(env, "kldload") == []
     assert not (Path(env["KVM_RUN_DIR"]) / "web.state").exists()
 

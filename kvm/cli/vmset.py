@@ -1,0 +1,73 @@
+"""vmset NAME KEY=VALUE ... [-u KEY]...: change set.conf settings without an editor."""
+
+from . import common
+
+PROG = "vmset"
+SECRETS = ("VNCpassword",)   # never printed: the report shows *** instead
+
+
+def build_parser():
+    p = common.parser(PROG, "Set or remove set.conf settings in one edit: the whole result is validated "
+                            "before anything is written, the write is atomic, the old file is kept as "
+                            "set.conf.sav, and every other line (comments too) stays as it was. A running "
+                            "VM uses the change from its next guest reboot.", dry_run=True, intermixed=True)
+    p.add_argument("name", help="VM name")
+    p.add_argument("assignments", nargs="*", metavar="KEY=VALUE", help="a setting and its new value")
+    p.add_argument("-u", "--unset", action="append", default=[], metavar="KEY",
+                   help="remove KEY's assignment (back to its default); repeatable")
+    p.add_argument("--force", action="store_true",
+                   help="also set or remove keys kvm does not know (your own variables for run)")
+    return p
+
+
+def parse_assignments(vm, words):
+    """[(key, value)] from KEY=VALUE words."""
+    from ..errors import UsageError
+    out = []
+    for word in words:
+        key, sep, value = word.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{word!r} is not KEY=VALUE", vm=vm.name)
+        out.append((key, value))
+    return out
+
+
+def check_args(vm, sets, unsets, force):
+    """Usage errors before set.conf is read: keys, values, a key both set and removed."""
+    from .. import edit
+    from ..errors import UsageError
+    if not sets and not unsets:
+        raise UsageError("nothing to change: give KEY=VALUE or -u KEY", vm=vm.name)
+    edit.check_keys(vm, [k for k, _ in sets] + list(unsets), force)
+    for key, value in sets:
+        edit.check_value(vm, key, value)
+    both = sorted({k for k, _ in sets} & set(unsets))
+    if both:
+        raise UsageError(f"{both[0]} is both set and removed (-u)", vm=vm.name)
+
+
+def shown(key, value):
+    """A value as the report prints it: sh-quoted, a password masked."""
+    from ..config import sh_quote
+    if value is None:
+        return "unset"
+    return '"***"' if key in SECRETS and value else sh_quote(value)
+
+
+def body(args):
+    from .. import edit, vm as vmmod
+    vm = common.get_vm(args, root_user=True)
+    sets = parse_assignments(vm, args.assignments)
+    check_args(vm, sets, args.unset, args.force)
+    changes = edit.set_values(vm, sets, args.unset)
+    if not changes:
+        common.info(f"{vm.name}: set.conf already says so; nothing changed")
+        return 0
+    would = common.would(args)
+    for key, old, new in changes:
+        what = f"unset {key}" if new is None else f"set {key}={shown(key, new)}"
+        print(f"{vm.name}: {would}{what} (was {shown(key, old)})")
+    if not args.dry_run and vmmod.runtime(vm).active:
+        common.info(f"{vm.name} is running: the change applies at its next guest reboot "
+                    f"(the supervisor re-reads set.conf), or the next start.")
+    return 0
