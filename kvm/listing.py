@@ -13,7 +13,7 @@ import re
 import stat
 import time
 
-from . import host, paths, rcd, shconf, vm as vmmod
+from . import host, paths, rcd, shconf, systemd, vm as vmmod
 from .errors import KvmError
 
 # every column, in the order `-o` documents them; the default set is what `vmlist` prints
@@ -144,7 +144,7 @@ def read_rcconf():
 
 class Autostart:
     """Which VMs of a root the host starts at boot: a per-VM rc.d script of ours (dorc) whose
-    NAME_enable is on, or the host-wide rc.d/kvm with kvm_enable on and the VM in kvm_list."""
+    NAME_enable is on (on a systemd host: our unit with its wants link), or the host-wide rc.d/kvm with kvm_enable on and the VM in kvm_list."""
 
     def __init__(self, root, rcconf):
         self.root, self.rcconf, self.rcdir = root, rcconf, paths.current().rcdir
@@ -166,6 +166,10 @@ class Autostart:
         """True when the host starts VM `name` at boot. Only an enabled VM's script is read."""
         if name in self.listed:
             return True
+        if systemd.in_use():  # a unit of ours, enabled by its wants link (no rc.conf on Linux)
+            unit = rcd.our_script(name)
+            return bool(unit and systemd.is_enabled(unit.path)
+                        and str(self.root.path) in unit.path.read_text(errors="replace"))
         if not _yes(self.rcconf.get(f"{rcd.rc_name(name)}_enable")):
             return False
         script = rcd.our_script(name)

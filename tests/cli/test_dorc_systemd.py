@@ -139,3 +139,19 @@ def test_an_unknown_kvm_init_is_one_line(install, env, units):
     env["KVM_INIT"] = "upstart"
     one_line_error(cmd(install, env, "dorc", "web", "-y"), "KVM_INIT=upstart", "rc.d, systemd", status=2)
     assert list(units.iterdir()) == []
+
+
+def test_vmlist_auto_follows_the_units_wants_link(install, env, units):
+    create_vm(install, env, "web")
+    create_vm(install, env, "db")
+
+    def auto():
+        rows = cmd(install, env, "vmlist", "-H", "-o", "name,auto").stdout.split("\n")
+        return dict(row.split("\t") for row in rows if row)
+
+    assert auto() == {"db": "no", "web": "no"}
+    assert cmd(install, env, "dorc", "web", "-y", "--enable").returncode == 0
+    assert cmd(install, env, "dorc", "db", "-y").returncode == 0  # a unit, not enabled
+    assert auto() == {"db": "no", "web": "yes"}
+    os.unlink(units / "multi-user.target.wants" / "web.service")  # systemctl disable
+    assert auto() == {"db": "no", "web": "no"}
