@@ -92,7 +92,7 @@ def remove(root, name, at=None):
     if script is None:
         if os.path.lexists(path):
             raise StateError(f"{path} is not a kvm script of this VM: not removing it", vm=name)
-        raise NotFound(f"has no rc.d script ({path})", vm=name)
+        raise NotFound(f"has no {'systemd unit' if systemd.in_use() else 'rc.d script'} ({path})", vm=name)
     if not script.shell_toolkit and str(root.path) not in script.path.read_text(errors="replace"):
         raise StateError(f"{path} belongs to another kvm install root: not removing it", vm=name)
     host.remove_file(root.vm_dir / name / copy_name(name))

@@ -67,7 +67,7 @@ def test_enable_is_the_wants_link_and_remove_takes_it_all(install, env, units):
     assert res.returncode == 0 and res.stdout == f"removed {units / 'web.service'}\n", res.stderr
     assert not os.path.lexists(link) and not (units / "web.service").exists()
     assert not (install / "vm" / "web" / "web.service").exists()
-    one_line_error(cmd(install, env, "dorc", "web", "-r"), "dorc: web: has no rc.d script")
+    one_line_error(cmd(install, env, "dorc", "web", "-r"), "dorc: web: has no systemd unit")
 
 
 def test_dry_run_writes_nothing(install, env, units):
