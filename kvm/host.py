@@ -266,64 +266,8 @@ def is_root():
 
 
 
-def _widen_pipes(inp, out, size):
-    """Linux pipes hold 64 KiB: a wider one wakes the three processes of a relay less often.
-    Elsewhere (FreeBSD grows its pipes itself), or when refused, they stay as they are."""
-    import fcntl
-    for fd in (inp, out):
-        try:
-            fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ"), size)
-        except (AttributeError, OSError):
-            pass
-
-
-def _pump(inp, out, chunk, counted):
-    """Move bytes from inp to out until EOF; returns how many (BrokenPipeError when out closes)."""
-    _widen_pipes(inp, out, chunk)
-    # Linux moves pipe pages with splice, never copying them through us; elsewhere they pass
-    # through one buffer read into again and again (os.read(fd, 1 MiB) allocated, and the kernel
-    # mapped, a fresh MiB per call, which made the relay several times slower than a bare pipe)
-    splice = getattr(os, "splice", None)
-    buf = bytearray(chunk)
-    whole, total = memoryview(buf), 0
-    while True:
-        got = splice(inp, out, chunk) if splice else os.readv(inp, [buf])
-        if not got:
-            return total
-        view = b"" if splice else whole[:got]
-        while view:
-            view = view[os.write(out, view):]
-        total += got
-        if counted:
-            counted(total)
-
-
-def relay(sender, receiver, counted=None, chunk=1 << 18):
-    """sender | (count) | receiver: each chunk passes through us, so counted(total) can report
-    progress. Returns (sender Result, receiver Result, bytes). If we are killed, the sender gets EPIPE
-    and the receiver EOF: neither is signalled, so a zfs process is never killed mid-unmount."""
-    import subprocess
-    import tempfile
-    _debug("%s | (count) | %s", shlex.join(sender), shlex.join(receiver))
-    errs = [tempfile.TemporaryFile() for _ in range(3)]
-    src = spawn(sender, stdout=subprocess.PIPE, stderr=errs[0])
-    dst = spawn(receiver, stdin=subprocess.PIPE, stdout=errs[2], stderr=errs[1])
-    total = 0
-    try:
-        total = _pump(src.stdout.fileno(), dst.stdin.fileno(), chunk, counted)
-    except BrokenPipeError:
-        pass  # the receiver ended early: its status and stderr say why (what it got is not counted)
-    finally:
-        src.stdout.close()  # a sender still writing gets EPIPE and ends
-        dst.stdin.close()
-    def text(f):
-        f.seek(0)
-        return f.read().decode(errors="replace")
-    sent = Result(sender, src.wait(), "", text(errs[0]))
-    got = Result(receiver, dst.wait(), text(errs[2]), text(errs[1]))
-    for f in errs:
-        f.close()
-    return sent, got, total
+# Streams between processes (kvm/relay.py), part of this door: host.relay(...), host.Peer(...).
+from .relay import Peer, relay  # noqa: E402,F401
 
 
 # Files: atomic writes, copies, sparse files (kvm/files.py), part of this door; re-exported so

@@ -3,7 +3,9 @@
 Warm (default): send a snapshot while the VM runs, stop it, send the last increment, start it
 on DEST. Cold: stop first, one send. Copy: send only; the VM keeps running here.
 Every stream goes `zfs send | (count) | vmrecv` through host.relay; the far side (kvm/receive.py)
-checks, receives and validates, or leaves DEST as it was. The source is marked kvm:migrated
+first answers what DEST holds (one JSON line), then takes a request line and the stream after it:
+it checks, receives and validates, or leaves DEST as it was. Each stream has its own vmrecv,
+started before it is needed (it boots while we snapshot, or while the VM stops). The source is marked kvm:migrated
 only after DEST holds the last increment, so a vmsend killed at any point leaves a source that
 starts as before.
 """
@@ -48,6 +50,22 @@ class Dest:
         # ssh hands the far shell one string: every word quoted
         return self._ssh + ["--", shlex.join(self._remote + list(args))]
 
+    def peer(self, vm_name):
+        """Start vmrecv there: it answers what DEST holds of the VM, then waits for a request."""
+        return host.Peer(self.argv("vmrecv", vm_name, *(["--no-lock"] if self.local else [])))
+
+    def answer(self, vm_name, peer):
+        """A vmrecv's first line: what DEST holds (a refusal there is its one-line error)."""
+        line = peer.line()
+        if line is None:
+            raise StateError(self.failure(peer.finish()), vm=vm_name)
+        try:
+            return json.loads(line)
+        except ValueError:
+            peer.finish()
+            raise StateError(f"on {self.label}: vmrecv answered '{line[:60]}', not its plan line (a login "
+                             f"script printing there?)", vm=vm_name) from None
+
     def run(self, vm_name, *args):
         res = host.run(self.argv(*args), check=False)
         if res.status != 0:
@@ -84,6 +102,22 @@ def common_snapshot(ds, far_snaps):
     return mine[-1] if mine else None
 
 
+def partial_to_resume(name, ds, info, token, what):
+    """Whether to resume DEST's partial receive: `what` it holds (token_contents, None when this
+    host cannot send the rest) when it is a stream of this VM's dataset `ds`; None when there is
+    none, or when it is this VM's copy's and cannot be resumed (vmrecv drops it before a fresh
+    stream). A partial receive of anything else, or a half-received new dataset this host cannot
+    resume (whose is it?), is refused and left there."""
+    if not token:
+        return None
+    mine = what is not None and what["toname"].split("@")[0] == ds
+    if (what and not mine) or (not what and not info["snaps"]):
+        whose = f"of {what['toname']}" if what else "that this host cannot resume"
+        raise StateError(f"DEST holds a partial receive {whose} at {info['dataset']}: "
+                         f"`zfs receive -A {info['dataset']}` there to drop it", vm=name)
+    return dict(what, token=token) if what else None
+
+
 def new_snap_name(ds):
     stamp = time.strftime("%Y%m%d-%H%M%S")
     have = {s for s, _ in zfs_stream.snapshot_guids(ds)}
@@ -117,43 +151,93 @@ def mib(n):
 
 
 class Sender:
-    """One vmsend run: the plan, then its steps."""
+    """One vmsend run: the plan, then its steps. close() ends the vmrecv processes not used."""
 
-    def __init__(self, vm, dest, mode, say, start=True, keep=False):
+    def __init__(self, vm, dest, mode, say, start=True, keep=False, peer=None):
+        """peer: the vmrecv for the first stream, when the caller started it already."""
         self.vm, self.dest, self.mode, self.say = vm, dest, mode, say
         self.start, self.keep = start, keep
         self.ds = vm.dataset()
         self.cfg = vm.config()
         check_sendable(vm, self.cfg)
         self.source = zfs.get_prop(self.ds, "guid")
-        self.info = json.loads(dest.run(vm.name, "vmrecv", vm.name, "--source", self.source, "--probe"))
-        receive.check_firmware(vm.name, self.cfg, self.info["firmware"])
-        self.common = common_snapshot(self.ds, self.info["snaps"])
-        if self.info["exists"] and self.common is None:
-            raise StateError(f"DEST's copy shares no snapshot with this VM: destroy it there to send in full",
-                             vm=vm.name)
-        rt = vmmod.runtime(vm)
-        self.running = bool(rt.supervisor or rt.bhyve)
+        self.peers, self.answered = [peer] if peer else [], set()
+        self.peer = peer or self.spare()
+        try:
+            self.info = self.ready(self.peer, check=False)
+            why = receive.refusal(self.info, self.source)
+            if why:
+                raise StateError(why, vm=vm.name)
+            receive.check_firmware(vm.name, self.cfg, self.info["firmware"])
+            self.common = common_snapshot(self.ds, self.info["snaps"])
+            self.partial = self.resumable(self.info.get("token"))
+            if self.info["exists"] and self.common is None and not self.partial:
+                raise StateError(f"DEST's copy shares no snapshot with this VM: destroy it there to send in full",
+                                 vm=vm.name)
+            rt = vmmod.runtime(vm)
+            self.running = bool(rt.supervisor or rt.bhyve)
+        except BaseException:
+            self.close()
+            raise
 
-    def receiver(self, snap, base):
-        args = ["vmrecv", self.vm.name, "--source", self.source, "--snap", snap]
-        args += ["--base", base] if base else []
-        return self.dest.argv(*args, *(["--no-lock"] if self.dest.local else []))
+    def spare(self):
+        """A vmrecv for a later stream, started now: it boots while we work."""
+        peer = self.dest.peer(self.vm.name)
+        self.peers.append(peer)
+        return peer
 
-    def transfer(self, snap):
-        """Send ds@snap (incremental from the common snapshot) to DEST; on failure the snapshot
-        made for it goes, and DEST is as it was (vmrecv undoes its part)."""
+    def ready(self, peer, check=True):
+        """A vmrecv's answer (read once). `check`: DEST must still hold the common snapshot."""
+        if id(peer) in self.answered:
+            return None
+        self.answered.add(id(peer))
+        info = self.dest.answer(self.vm.name, peer)
+        if check and common_snapshot(self.ds, info["snaps"]) != self.common:
+            raise StateError(f"DEST's copy changed while vmsend ran (it lacks {self.common} now): run vmsend again",
+                             vm=self.vm.name)
+        return info
+
+    def close(self):
+        for peer in self.peers:
+            peer.abandon()  # one still waiting for a request has only looked
+
+    def resumable(self, token):
+        """What DEST's partial receive (its resume token) holds, decoded here; see partial_to_resume."""
+        what = zfs_stream.token_contents(token) if token else None
+        return partial_to_resume(self.vm.name, self.ds, self.info, token, what)
+
+    def resume(self, peer):
+        """Send the rest of DEST's partial receive (zfs send -t); DEST then holds its snapshot."""
+        what = self.partial
+        snap = what["toname"].split("@")[1]
+        base = next((s for s, g in zfs_stream.snapshot_guids(self.ds) if int(g) == what["fromguid"]), None)
+        self.say(f"{self.vm.name}: resuming the interrupted send of {snap} ({mib(what['size'])} left)")
+        self.stream(zfs_stream.lzc_send_argv(None, resume_token=what["token"]), f"resume {snap} {base or '-'} {self.source}",
+                    what["size"], peer, snap, base, made=False)
+        self.partial = None
+
+    def transfer(self, snap, peer):
+        """Send ds@snap (incremental from the common snapshot) to DEST through peer."""
         base = self.common
         full, frm = f"{self.ds}@{snap}", f"{self.ds}@{base}" if base else None
         est, _ = zfs_stream.estimate(full, frm)
+        self.stream(zfs_stream.lzc_send_argv(full, frm), f"recv {snap} {base or '-'} {self.source}", est, peer,
+                    snap, base)
+
+    def stream(self, send_argv, request, est, peer, snap, base, made=True):
+        """One stream to a vmrecv. On failure the snapshot made for it goes (unless DEST kept a
+        partial receive to resume from it), and DEST is as it was (vmrecv undoes its part)."""
+        self.ready(peer)
         progress = Progress(self.say, self.vm.name, est)
-        sent, got, total = host.relay(zfs_stream.lzc_send_argv(full, frm), self.receiver(snap, base), progress)
+        sent, got, total = host.relay(send_argv, peer, progress, f"{request}\n".encode())
         if sent.status != 0 or got.status != 0:
-            zfs.lzc_destroy_snaps([full])
+            kept = receive.PARTIAL_KEPT in got.stdout.splitlines()
+            if made and not kept:
+                zfs.lzc_destroy_snaps([f"{self.ds}@{snap}"])
             why = self.dest.failure(got) if got.status != 0 else f"zfs send failed: {sent.stderr.strip()}"
-            # never "it resumes": receives are not made resumable (zfs receive -s) yet, on any ZFS
-            again = f"from {base}, the last snapshot both sides have" if base else "in full"
-            raise StateError(f"{why} (run vmsend again: it sends again {again})", vm=self.vm.name)
+            again = ("resumes where this one stopped" if kept else
+                     f"sends again from {base}, the last snapshot both sides have" if base else "sends again in full")
+            raise StateError(f"{why} (run vmsend again: it {again})", vm=self.vm.name)
         progress(total, final=True)
         for line in got.stdout.splitlines():
             self.say(f"{self.vm.name}: on {self.dest.label}: {line}")
@@ -166,18 +250,23 @@ class Sender:
 
     def run(self):
         """Carry out the mode; returns the downtime in seconds (None when the VM kept running)."""
+        peer = self.peer
+        if self.partial:
+            self.resume(peer)
+            peer = self.spare()
         if self.mode == "copy" or not self.running:
             with self._lock_unless_running():
-                self.transfer(self.snapshot())
+                self.transfer(self.snapshot(), peer)
                 self.finish(started=False)
             return None
         if self.mode == "warm":
-            self.transfer(self.snapshot())  # while the guest runs: the bulk of the data
+            self.transfer(self.snapshot(), peer)  # while the guest runs: the bulk of the data
+            peer = self.spare()  # the last increment's vmrecv boots while the guest stops
         t0 = time.monotonic()
         self.say(f"{self.vm.name}: stopping for the {'last increment' if self.mode == 'warm' else 'send'}")
         power.stop_vm(self.vm)
         with lock.hold_vm(self.vm.name, "vmsend"):
-            self.transfer(self.snapshot())
+            self.transfer(self.snapshot(), peer)
             self.finish(started=self.start)
         if self.start:
             try:
@@ -203,15 +292,20 @@ class Sender:
         frm = f"{self.ds}@{self.common}" if self.common else None
         est, how = zfs_stream.estimate(self.ds, frm)
 
-        def pipe(base, size):
-            send = zfs_stream.lzc_send_argv(snap, base and f"{self.ds}@{base}")
-            return (f"{shlex.join(send)} | (vmsend counts) | "
-                    f"{shlex.join(self.receiver(snap.split('@')[1], base))}    # {size}")
+        recv = shlex.join(self.peers[0].argv)
+
+        def pipe(base, size, send=None, request="recv"):
+            send = send or zfs_stream.lzc_send_argv(snap, base and f"{self.ds}@{base}")
+            return (f"{shlex.join(send)} | (vmsend counts, after the request line "
+                    f"'{request} {snap.split('@')[1]} {base or '-'} {self.source}') | {recv}    # {size}")
         verb = "copy" if self.mode == "copy" else "migrate"
         out = [f"# would {verb} {self.vm.name} to {self.dest.label}: {self.mode}, "
                f"{'running' if self.running else 'stopped'}, "
                f"{'incremental from ' + self.common if self.common else 'full'}"]
         first = [f"zfs snapshot {snap}", pipe(self.common, f"~{mib(est)} ({how})")]
+        if self.partial:
+            rest = zfs_stream.lzc_send_argv(None, resume_token=self.partial["token"])
+            first.insert(0, pipe(None, f"~{mib(self.partial['size'])} left", rest, "resume"))
         if not self.running or self.mode == "copy":
             steps = first
         else:

@@ -17,42 +17,86 @@ MIGRATED_PROP = "kvm:migrated"
 SEND_PREFIX = "vmsend-"   # snapshots kvm makes for sending; pruned down to the last common one
 
 
-def probe(root, name, source):
-    """What the sender needs to plan: is there a copy, its snapshots (name, guid), the firmware
-    here, whether receives resume. Refuses a name that is not an earlier copy of this VM."""
+def probe(root, name):
+    """What the sender needs to plan: is there a copy (and whose: its kvm:source), its snapshots
+    (name, guid), the firmware here, whether receives resume, the token of a partial receive to
+    resume. It refuses nothing: the sender judges the name (refusal), and the receive judges it
+    again under the VM's lock."""
     ds = f"{root.vm_dataset()}/{name}"
     exists = zfs.lzc_exists(ds)
-    check_identity(root, name, ds, source, exists)
+    folder = Vm(root, name).dir
     return {"dataset": ds, "exists": exists,
+            "source": zfs.get_prop(ds, SOURCE_PROP) if exists else None,
+            "folder": str(folder) if not exists and folder.exists() else None,
             "snaps": zfs_stream.snapshot_guids(ds) if exists else [],
             "firmware": firmware_here(root.path),
-            "resumable": zfs_stream.can_resume()}
+            "resumable": zfs_stream.can_resume(),
+            "token": zfs_stream.resume_token(ds) if exists else None}
 
 
-def check_identity(root, name, ds, source, exists):
-    vm = Vm(root, name)
-    if not exists:
-        if vm.dir.exists():
-            raise StateError(f"{vm.dir} exists on DEST but is not a dataset: not overwritten", vm=name)
-        return
-    have = zfs.get_prop(ds, SOURCE_PROP)
-    if have != source:
-        what = f"a copy of another VM (kvm:source={have})" if have else "a VM of DEST's own"
-        raise StateError(f"exists on DEST as {what}: not overwritten (choose another name there)", vm=name)
+def refusal(info, source):
+    """Why the name cannot take this VM (source: the guid of its dataset), or None. A name that
+    exists must be an earlier copy of this VM (kvm:source), or a dataset a full `zfs receive -s`
+    left half-received (it has no kvm:source yet: whose it is, its resume token says, and only
+    the sender can read that)."""
+    if not info["exists"]:
+        return f"{info['folder']} exists on DEST but is not a dataset: not overwritten" if info["folder"] else None
+    have = info["source"]
+    if have == source or (info["token"] and have is None):
+        return None
+    what = f"a copy of another VM (kvm:source={have})" if have else "a VM of DEST's own"
+    return f"exists on DEST as {what}: not overwritten (choose another name there)"
 
 
-def receive(root, name, source, snap, base=None, locked=True):
-    """Receive the stream on stdin as ROOT/vm/NAME@snap (incremental from base when given)."""
+def check_identity(root, name, ds, source, exists, token):
+    """refusal(), asked again at the receive (under the VM's lock) of what is there now."""
+    folder = Vm(root, name).dir
+    why = refusal({"exists": exists, "source": zfs.get_prop(ds, SOURCE_PROP) if exists else None,
+                   "folder": str(folder) if not exists and folder.exists() else None, "token": token}, source)
+    if why:
+        raise StateError(why, vm=name)
+
+
+def read_request(name, fd=0):
+    """The sender's request line on stdin, read byte by byte so that nothing of the stream after
+    it is taken: (verb, snap, base or None), or None at EOF (the sender chose not to send).
+    The line is `VERB SNAP BASE|- SOURCE`; verbs: `recv` (a stream from `zfs send`), `resume`
+    (the rest of a partial receive, from `zfs send -t`). Returns (verb, snap, base, source)."""
+    raw = b""
+    while not raw.endswith(b"\n"):
+        byte = os.read(fd, 1)
+        if not byte:
+            if raw:
+                raise UsageError(f"truncated request '{raw.decode(errors='replace')}'", vm=name)
+            return None
+        raw += byte
+        if len(raw) > 512:
+            raise UsageError("request line too long", vm=name)
+    words = raw.decode(errors="replace").split()
+    if len(words) != 4 or words[0] not in ("recv", "resume") or not words[3].isdigit():
+        raise UsageError(f"invalid request '{raw.decode(errors='replace').strip()}'", vm=name)
+    return words[0], words[1], None if words[2] == "-" else words[2], words[3]
+
+
+def receive(root, name, source, snap, base=None, locked=True, resume=False):
+    """Receive the stream on stdin as ROOT/vm/NAME@snap (incremental from base when given;
+    `resume`: the rest of a partial receive, from `zfs send -t`). Returns the warnings."""
     ds = f"{root.vm_dataset()}/{name}"
     held = lock.hold_vm(name, "vmrecv") if locked else None
     try:
         exists = zfs.lzc_exists(ds)
-        check_identity(root, name, ds, source, exists)
+        token = zfs_stream.resume_token(ds) if exists else None
+        check_identity(root, name, ds, source, exists, token)
+        if token and not resume:
+            zfs_stream.abort_partial(ds)  # the sender could not resume it: a fresh stream instead
+            exists = zfs.lzc_exists(ds)
+        if resume and not token:
+            raise StateError("DEST holds no partial receive to resume", vm=name)
         if base and not (exists and zfs.lzc_exists(f"{ds}@{base}")):
             raise StateError(f"DEST has no snapshot {base} to receive an increment on: send in full", vm=name)
-        if exists and not base:
+        if exists and not base and not resume:
             raise StateError("exists on DEST: only an increment can be received into it", vm=name)
-        _receive_stream(name, ds, base)
+        _receive_stream(name, ds, base, zfs_stream.can_resume())
         try:
             if not base:
                 zfs.set_prop(ds, SOURCE_PROP, source)
@@ -68,14 +112,29 @@ def receive(root, name, source, snap, base=None, locked=True):
             held.release()
 
 
-def _receive_stream(name, ds, base):
-    argv = zfs_stream.lzc_receive_argv(ds, force=bool(base))
+PARTIAL_KEPT = "partial-kept"   # vmrecv's stdout line: the sender keeps its snapshot to resume from
+
+
+class PartialKept(StateError):
+    """An interrupted resumable receive: DEST keeps what came, the sender keeps its snapshot."""
+
+
+def _receive_stream(name, ds, base, resumable):
+    """zfs receive (-s where ZFS has it) of stdin. On failure DEST is as it was, except that an
+    interrupted resumable receive keeps what came (hidden, unmounted) for the next vmsend."""
+    argv = zfs_stream.lzc_receive_argv(ds, force=bool(base), resumable=resumable)
     from . import host
     res = host.run(argv, own_stdin=True, check=False)
     if res.status == 0:
         return
     lines = [x for x in res.stderr.strip().splitlines() if x.strip()]
     why = lines[-1] if lines else f"zfs receive exited {res.status}"
+    token = resumable and zfs.lzc_exists(ds) and zfs_stream.resume_token(ds)
+    if token and "space" not in why:
+        raise PartialKept(f"receive interrupted ({why}); DEST keeps what came (zfs receive -s): run vmsend "
+                         f"again to resume, or `zfs receive -A {ds}` there to drop it", vm=name)
+    if token:
+        zfs_stream.abort_partial(ds)  # out of space: the partial would only hold the space
     if not base and zfs.lzc_exists(ds):
         zfs.destroy_recursive(ds)  # a full receive that failed half-way: DEST had nothing
     if "space" in why:
@@ -114,7 +173,8 @@ def check_runnable(vm):
     warnings = list(cfg.warnings)
     if cfg.iso and not os.path.exists(cfg.iso):
         warnings.append(f"ISO {cfg.iso} is not on DEST: eject it or copy it there before a start")
-    launch.plan(vm, cfg, strict=False)  # the hypervisor accepts the config here
+    # the hypervisor accepts the config here; the VNC port is a start's choice (no port scan now)
+    launch.plan(vm, cfg, vnc_port=5900 if cfg.vnc else None, strict=False)
     return warnings
 
 

@@ -162,8 +162,23 @@ class PyzfsBackend(CommandBackend):
         self._call(name, self._lzc.lzc_destroy, name.encode())
 
 
+def _libzfs_core_findable():
+    """Whether cffi's dlopen("zfs_core") can succeed, asked before pyzfs's import (about 0.1 s of
+    cffi declarations): by that name (FreeBSD's /lib/libzfs_core.so, or a -dev package's link),
+    else as ctypes.util.find_library finds it, which is what cffi falls back to."""
+    import ctypes
+    try:
+        ctypes.CDLL("libzfs_core.so")
+        return True
+    except OSError:
+        import ctypes.util
+        return ctypes.util.find_library("zfs_core") is not None
+
+
 def probe_pyzfs():
     """A PyzfsBackend when libzfs_core really loads, else (None, reason)."""
+    if not _libzfs_core_findable():
+        return None, "libzfs_core cannot be loaded (no libzfs_core.so found)"
     try:
         import libzfs_core as lzc
         from libzfs_core import exceptions
@@ -209,8 +224,9 @@ def lzc_rollback_to(name, snap):
 
 
 def lzc_exists(name):
-    """True when the dataset or snapshot exists."""
-    return backend().lzc_exists(name)
+    """True when the dataset or snapshot exists (asked through the command until some other call
+    has loaded the backend: a question alone is not worth loading pyzfs for)."""
+    return (_backend[0] if _backend else CommandBackend()).lzc_exists(name)
 
 
 def lzc_rename(source, target):

@@ -38,6 +38,39 @@ def lzc_send_argv(snap, fromsnap=None, resume_token=None):
     return ["zfs", "send", *(["-i", fromsnap] if fromsnap else []), snap]
 
 
+def resume_token(dataset):
+    """The receive_resume_token of a dataset that holds a partial `zfs receive -s` (None: none,
+    or a ZFS without resumable receives)."""
+    return zfs.get_prop(dataset, "receive_resume_token") if can_resume() else None
+
+
+def token_contents(token):
+    """What a resume token names, decoded by `zfs send -nvP -t` on this host (see
+    parse_token_contents); None when this host cannot send it (the snapshot it names is gone
+    here, or the token is corrupt)."""
+    res = host.run(["zfs", "send", "-nvP", "-t", token], mutating=False, check=False)
+    return parse_token_contents(res.stdout + res.stderr) if res.status == 0 else None
+
+
+def parse_token_contents(text):
+    """{toname, toguid, fromguid, size} from what `zfs send -nvP -t TOKEN` prints: the token as
+    an nvlist (`resume token contents:`, then tab-indented `name = value` lines, guids in hex),
+    then the machine-readable `size` line (the bytes left). fromguid is 0 for a full stream.
+    None when the text holds no toname or toguid."""
+    fields = dict(re.findall(r"^\s+(\w+) = (\S+)$", text, re.M))
+    if "toname" not in fields or "toguid" not in fields:
+        return None
+    size = [int(line.split()[-1]) for line in text.splitlines() if re.match(r"size\s+\d+$", line)]
+    return {"toname": fields["toname"], "toguid": int(fields["toguid"], 0),
+            "fromguid": int(fields.get("fromguid", "0"), 0), "size": size[-1] if size else 0}
+
+
+def abort_partial(dataset):
+    """zfs receive -A: drop the partial state a `zfs receive -s` left (a partial full receive
+    goes with it)."""
+    zfs._zfs(["receive", "-A", dataset], dataset)
+
+
 def lzc_receive_argv(target, force=False, resumable=False):
     """argv of a receive of the stream on stdin into `target` (-F: roll back local changes first)."""
     return ["zfs", "receive", *(["-F"] if force else []), *(["-s"] if resumable else []), target]

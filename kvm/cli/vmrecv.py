@@ -8,13 +8,12 @@ PROG = "vmrecv"
 
 
 def build_parser():
-    p = common.parser(PROG, "Receive a VM vmsend sends (its stream on stdin) into ROOT/vm/NAME; refuse a name "
-                            "that is not an earlier copy of the same VM; leave this root as it was on any failure.")
+    p = common.parser(PROG, "The far side of vmsend: print what this root holds of the VM as one JSON line, "
+                            "read the sender's request line on stdin (`recv SNAP BASE|- SOURCE`, or `resume "
+                            "...` for the rest of a partial receive), receive the stream after it into "
+                            "ROOT/vm/NAME; refuse a name that is not an earlier copy of the same VM; leave "
+                            "this root as it was on any failure.")
     p.add_argument("name", help="VM name")
-    p.add_argument("--source", required=True, help="the sending VM's identity (its dataset's guid)")
-    p.add_argument("--probe", action="store_true", help="print what vmsend needs to plan, as JSON")
-    p.add_argument("--snap", help="the snapshot the stream carries")
-    p.add_argument("--base", help="the snapshot an incremental stream starts from")
     p.add_argument("--no-lock", action="store_true",
                    help="vmsend on this same host holds the VM's lock already (--local)")
     return p
@@ -22,19 +21,23 @@ def build_parser():
 
 def body(args):
     from .. import receive
-    from ..errors import UsageError
     from ..vm import check_name
     check_name(args.name)
     root = common.get_root(args)
-    if args.probe:
-        print(json.dumps(receive.probe(root, args.name, args.source)))
-        return 0
-    if not args.snap:
-        raise UsageError("--snap is required to receive", vm=args.name)
-    receive.check_name_args(args.name, args.snap, args.base)
+    print(json.dumps(receive.probe(root, args.name)), flush=True)
+    request = receive.read_request(args.name)
+    if request is None:
+        return 0  # the sender planned only (a dry run) or refused: nothing asked, nothing done
+    verb, snap, base, source = request
+    receive.check_name_args(args.name, snap, base)
     common.need_root_user(args.name)
-    warnings = receive.receive(root, args.name, args.source, args.snap, args.base, locked=not args.no_lock)
+    try:
+        warnings = receive.receive(root, args.name, source, snap, base, locked=not args.no_lock,
+                                   resume=verb == "resume")
+    except receive.PartialKept:
+        print(receive.PARTIAL_KEPT, flush=True)
+        raise
     for line in warnings:
         print(f"warning: {line}")
-    print(f"received {args.name}@{args.snap} into {root.vm_dir / args.name}")
+    print(f"received {args.name}@{snap} into {root.vm_dir / args.name}")
     return 0

@@ -41,12 +41,23 @@ def body(args):
     if bool(args.dest) == bool(args.local):
         raise UsageError("give DEST or --local ROOT (one of them)", vm=args.name)
     dest = Dest(args.dest, args.local, args.ssh_opt, args.remote_kvm)
-    host.set_dry_run(False)  # the probe of DEST is a command too: --dry-run changes nothing itself
-    vm = common.get_vm(args, root_user=not args.dry_run)
-    if args.local and str(vm.root.path) == dest.root:
-        raise UsageError(f"--local {args.local} is this VM's own root", vm=vm.name)
-    mode = "copy" if args.copy else "cold" if args.cold else "warm"
-    sender = Sender(vm, dest, mode, common.info, start=not args.no_start, keep=args.keep)
+    peer = dest.peer(args.name)  # vmrecv there boots while we look at the VM here
+    sender = None
+    try:
+        host.set_dry_run(False)  # the probe of DEST is a command too: --dry-run changes nothing itself
+        vm = common.get_vm(args, root_user=not args.dry_run)
+        if args.local and str(vm.root.path) == dest.root:
+            raise UsageError(f"--local {args.local} is this VM's own root", vm=vm.name)
+        mode = "copy" if args.copy else "cold" if args.cold else "warm"
+        sender = Sender(vm, dest, mode, common.info, start=not args.no_start, keep=args.keep, peer=peer)
+        return _carry_out(args, vm, dest, mode, sender)
+    finally:
+        peer.abandon()  # one never asked to receive (a refusal here, a dry run) has only looked
+        if sender:
+            sender.close()
+
+
+def _carry_out(args, vm, dest, mode, sender):
     if args.dry_run:
         print("\n".join(sender.plan_lines()))
         return 0

@@ -2,6 +2,7 @@
 that leave DEST as it was (name clash, no firmware, pool full); kill -9 of vmsend at seeded
 random points."""
 
+import json
 import os
 import random
 import signal
@@ -191,9 +192,16 @@ def test_bad_usage_is_one_line(install, env, far):
     one_line_error(send(install, env, "nosuch", "--local", root), "vmsend: nosuch: no such VM")
     one_line_error(send(install, env, "web", ":/tank/kvm"), "invalid DEST ':/tank/kvm'", status=2)
     one_line_error(send(install, env, "web", "h", "--local", root), "give DEST or --local", status=2)
-    res = subprocess.run([sys.executable, "-m", "kvm", "--root", str(root), "vmrecv", "web", "--source", "1",
-                          "--snap", "a b"], env=env, capture_output=True, text=True, input="")
-    one_line_error(res, "vmrecv: web: invalid snapshot name 'a b'", status=2)
+    def vmrecv(request):
+        return subprocess.run([sys.executable, "-m", "kvm", "--root", str(root), "vmrecv", "web"],
+                              env=env, capture_output=True, text=True, input=request)
+    res = vmrecv("recv a;b - 1\n")
+    one_line_error(res, "vmrecv: web: invalid snapshot name 'a;b'", status=2)
+    assert json.loads(res.stdout.splitlines()[0])["exists"] is False  # its plan line came first
+    one_line_error(vmrecv("send x - 1\n"), "vmrecv: web: invalid request 'send x - 1'", status=2)
+    one_line_error(vmrecv("recv x"), "vmrecv: web: truncated request 'recv x'", status=2)
+    res = vmrecv("")  # the sender hung up without asking (a dry run): nothing done, no error
+    assert res.returncode == 0 and res.stderr == "", res.stderr
     assert not (root / "vm/web").exists()
 
 
