@@ -232,11 +232,15 @@ class Sender:
         sent, got, total = host.relay(send_argv, peer, progress, f"{request}\n".encode())
         if sent.status != 0 or got.status != 0:
             kept = receive.PARTIAL_KEPT in got.stdout.splitlines()
-            if made and not kept:
+            # vmrecv killed or the connection lost (not vmrecv's own exit 1 or 2): DEST may keep
+            # what came, and only the snapshot it came from can resume it
+            unsure = not kept and self.info["resumable"] and got.status not in (0, 1, 2)
+            if made and not kept and not unsure:
                 zfs.lzc_destroy_snaps([f"{self.ds}@{snap}"])
             why = self.dest.failure(got) if got.status != 0 else f"zfs send failed: {sent.stderr.strip()}"
+            again = f"sends again from {base}, the last snapshot both sides have" if base else "sends again in full"
             again = ("resumes where this one stopped" if kept else
-                     f"sends again from {base}, the last snapshot both sides have" if base else "sends again in full")
+                     f"resumes where this one stopped if DEST kept what came, else it {again}" if unsure else again)
             raise StateError(f"{why} (run vmsend again: it {again})", vm=self.vm.name)
         progress(total, final=True)
         for line in got.stdout.splitlines():

@@ -394,7 +394,6 @@ def sshd(tmp_path, env):
     proc.wait()
 
 
-@pytest.mark.slow
 def test_over_ssh_copy_then_warm_migration(install, far, sshd):
     root, fpool = far
     e, wrapper, _ = sshd
@@ -417,7 +416,6 @@ def test_over_ssh_copy_then_warm_migration(install, far, sshd):
     cmd(root, far_env, "stop", "-f", "web")
 
 
-@pytest.mark.slow
 def test_over_ssh_errors_are_one_line(install, far, sshd):
     root, fpool = far
     e, wrapper, _ = sshd
@@ -428,7 +426,6 @@ def test_over_ssh_errors_are_one_line(install, far, sshd):
     one_line_error(send(install, bad, "web", f"root@127.0.0.1:{root}"), "ssh to root@127.0.0.1")
 
 
-@pytest.mark.slow
 def test_over_ssh_connection_killed_mid_send(install, far, sshd):
     """The server side of the connection dies while the stream flows: DEST is as it was,
     vmsend says so in one line, the source keeps no send snapshot, and a re-run completes."""
