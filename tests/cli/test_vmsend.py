@@ -39,6 +39,22 @@ def far(scratch_pool, env, install):
     destroy_dataset(f"{name}/kvm")
 
 
+def overfill(vm_dir):
+    """200 MiB of random data in the VM: more than the second root's 160 MiB pool holds."""
+    with open(vm_dir / "big", "wb") as fh:
+        fh.write(os.urandom(200 << 20))
+
+
+def kill_connections(sshd_pid):
+    """kill -9 of sshd's per-connection processes: the connection, not the zfs processes."""
+    for pid in descendants(sshd_pid):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip().startswith("sshd"):
+                os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
 def send(install, env, *args, timeout=120):
     return cmd(install, env, "vmsend", *args, timeout=timeout)
 
@@ -153,8 +169,7 @@ def test_dest_without_firmware_is_refused(install, env, far):
 def test_dest_pool_full_leaves_dest_unchanged(install, env, far):
     root, fpool = far
     d = make(install, env)
-    with open(d / "big", "wb") as fh:
-        fh.write(os.urandom(200 << 20))
+    overfill(d)
     before = datasets(fpool)
     res = send(install, env, "web", "--local", root, "--copy")
     assert res.returncode == 1 and "web:" in res.stderr, res.stderr
@@ -169,8 +184,7 @@ def test_dest_pool_full_on_an_increment_rolls_dest_back(install, env, far):
     assert send(install, env, "web", "--local", root, "--copy").returncode == 0
     dst = f"{fpool}/kvm/vm/web"
     before, base = snaps_of(dst), snaps_of(f"{install.parent.name}/kvm/vm/web")
-    with open(d / "big", "wb") as fh:
-        fh.write(os.urandom(200 << 20))
+    overfill(d)
     (d / "data").write_bytes(b"second copy")
     res = send(install, env, "web", "--local", root, "--copy")
     errors = [x for x in res.stderr.splitlines() if x.startswith("vmsend:")]  # the rest is progress
@@ -448,12 +462,7 @@ def test_over_ssh_connection_killed_mid_send(install, far, sshd):
                 return True
         return False
     wait_for(receiving, seconds=30, what="the receive on DEST")
-    for pid in descendants(sshd_pid):
-        try:
-            if Path(f"/proc/{pid}/comm").read_text().strip().startswith("sshd"):
-                os.kill(pid, signal.SIGKILL)  # the connection, not the zfs processes
-        except OSError:
-            pass
+    kill_connections(sshd_pid)
     out, err = proc.communicate(timeout=120)
     errors = [x for x in err.splitlines() if x.startswith("vmsend:")]  # the rest is progress
     assert proc.returncode == 1 and len(errors) == 1, err

@@ -14,7 +14,8 @@ import pytest
 
 from tests.conftest import REPO, cmd, datasets, one_line_error
 from tests.cli.test_run import make, wait_for
-from tests.cli.test_vmsend import descendants, far, gone, prop, snaps_of, sshd  # noqa: F401 (fixtures)
+from tests.cli.test_vmsend import (descendants, far, gone, kill_connections, overfill, prop, snaps_of,  # noqa: F401
+                                   sshd)  # far, sshd: fixtures
 
 RESUMABLE = REPO / "tests" / "sim" / "resumable"
 
@@ -125,8 +126,7 @@ def test_a_full_dest_drops_the_partial_receive(install, env, far):
     """Out of space is no interruption: the partial receive would only hold the space."""
     root, fpool = far
     d = make(install, env)
-    with open(d / "big", "wb") as fh:
-        fh.write(os.urandom(200 << 20))
+    overfill(d)
     before = datasets(fpool)
     res = cmd(install, env, "vmsend", "web", "--local", root, "--copy", timeout=120)
     errors = [x for x in res.stderr.splitlines() if x.startswith("vmsend:")]
@@ -165,12 +165,7 @@ def test_over_ssh_a_connection_lost_mid_send_is_resumed(install, far, sshd):
     proc = subprocess.Popen(["./vmsend", "web", f"root@127.0.0.1:{root}", "--copy", "--remote-kvm", wrapper],
                             cwd=install, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: spool_size(e) > 4 << 20, seconds=60, what="4 MiB on DEST")
-    for pid in descendants(sshd_pid):
-        try:
-            if Path(f"/proc/{pid}/comm").read_text().strip().startswith("sshd"):
-                os.kill(pid, signal.SIGKILL)  # the connection, not the zfs processes
-        except OSError:
-            pass
+    kill_connections(sshd_pid)
     out, err = proc.communicate(timeout=120)
     slow_link(e, False)
     errors = [x for x in err.splitlines() if x.startswith("vmsend:")]  # the rest is progress
