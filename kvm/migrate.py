@@ -153,10 +153,11 @@ def mib(n):
 class Sender:
     """One vmsend run: the plan, then its steps. close() ends the vmrecv processes not used."""
 
-    def __init__(self, vm, dest, mode, say, start=True, keep=False, peer=None):
-        """peer: the vmrecv for the first stream, when the caller started it already."""
+    def __init__(self, vm, dest, mode, say, start=True, keep=False, peer=None, force=False):
+        """peer: the vmrecv for the first stream, when the caller started it already. force: roll
+        back what DEST's copy changed since it was started there."""
         self.vm, self.dest, self.mode, self.say = vm, dest, mode, say
-        self.start, self.keep = start, keep
+        self.start, self.keep, self.force = start, keep, force
         self.ds = vm.dataset()
         self.cfg = vm.config()
         check_sendable(vm, self.cfg)
@@ -165,7 +166,7 @@ class Sender:
         self.peer = peer or self.spare()
         try:
             self.info = self.ready(self.peer, check=False)
-            why = receive.refusal(self.info, self.source)
+            why = receive.refusal(self.info, self.source) or receive.started_refusal(self.info, force)
             if why:
                 raise StateError(why, vm=vm.name)
             receive.check_firmware(vm.name, self.cfg, self.info["firmware"])
@@ -179,6 +180,10 @@ class Sender:
         except BaseException:
             self.close()
             raise
+
+    @property
+    def forced(self):
+        return " force" if self.force else ""
 
     def spare(self):
         """A vmrecv for a later stream, started now: it boots while we work."""
@@ -212,7 +217,7 @@ class Sender:
         snap = what["toname"].split("@")[1]
         base = next((s for s, g in zfs_stream.snapshot_guids(self.ds) if int(g) == what["fromguid"]), None)
         self.say(f"{self.vm.name}: resuming the interrupted send of {snap} ({mib(what['size'])} left)")
-        self.stream(zfs_stream.lzc_send_argv(None, resume_token=what["token"]), f"resume {snap} {base or '-'} {self.source}",
+        self.stream(zfs_stream.lzc_send_argv(None, resume_token=what["token"]), f"resume {snap} {base or '-'} {self.source}{self.forced}",
                     what["size"], peer, snap, base, made=False)
         self.partial = None
 
@@ -221,7 +226,7 @@ class Sender:
         base = self.common
         full, frm = f"{self.ds}@{snap}", f"{self.ds}@{base}" if base else None
         est, _ = zfs_stream.estimate(full, frm)
-        self.stream(zfs_stream.lzc_send_argv(full, frm), f"recv {snap} {base or '-'} {self.source}", est, peer,
+        self.stream(zfs_stream.lzc_send_argv(full, frm), f"recv {snap} {base or '-'} {self.source}{self.forced}", est, peer,
                     snap, base)
 
     def stream(self, send_argv, request, est, peer, snap, base, made=True):
@@ -323,13 +328,19 @@ class Sender:
         return out + steps
 
 
-def check_not_migrated(vm):
-    """start's refusal: a VM migrated elsewhere must not run here too."""
+def check_not_migrated(vm, mark=False):
+    """start's refusal: a VM migrated elsewhere must not run here too. mark (under the VM's
+    lock): a received copy (kvm:source) started here gets kvm:started, so that a later vmsend
+    does not roll back what it changes here unless told to (--force)."""
     try:
         dataset = vm.dataset()
     except NotFound:
         return  # a root that is no ZFS mountpoint (a plain folder) was never sent anywhere
-    gone = zfs.get_prop(dataset, receive.MIGRATED_PROP)
+    props = zfs.get_props([dataset], [receive.MIGRATED_PROP, receive.SOURCE_PROP, receive.STARTED_PROP])
+    props = props.get(dataset, {})
+    gone = props.get(receive.MIGRATED_PROP)
     if gone:
         raise StateError(f"was migrated to {gone}: start it there, or `zfs inherit {receive.MIGRATED_PROP} "
                          f"{vm.dataset()}` to run this copy here", vm=vm.name)
+    if mark and props.get(receive.SOURCE_PROP) and not props.get(receive.STARTED_PROP):
+        zfs.set_prop(dataset, receive.STARTED_PROP, time.strftime("%Y-%m-%dT%H:%M:%S"))

@@ -12,7 +12,6 @@ command, and `{"event": ...}` at any time, which are queued here while a command
 """
 
 import json
-import socket
 import time
 
 from .errors import KvmError
@@ -38,6 +37,7 @@ class Qmp:
     @classmethod
     def connect(cls, path, timeout=10.0):
         """Connect (retrying while qemu has not yet made the socket) and negotiate capabilities."""
+        import socket  # here: status and vmlist import this module and never connect (7 ms)
         deadline = time.monotonic() + timeout
         while True:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -118,7 +118,7 @@ class Qmp:
             self._sock.settimeout(left)
             try:
                 chunk = self._sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:  # socket.timeout
                 continue
             except OSError:
                 chunk = b""

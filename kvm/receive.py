@@ -14,6 +14,7 @@ from .vm import Vm
 
 SOURCE_PROP = "kvm:source"
 MIGRATED_PROP = "kvm:migrated"
+STARTED_PROP = "kvm:started"   # on a received copy: when it was first started here since the receive
 SEND_PREFIX = "vmsend-"   # snapshots kvm makes for sending; pruned down to the last common one
 
 
@@ -26,12 +27,26 @@ def probe(root, name):
     exists = zfs.lzc_exists(ds)
     folder = Vm(root, name).dir
     return {"dataset": ds, "exists": exists,
-            "source": zfs.get_prop(ds, SOURCE_PROP) if exists else None,
+            **_props(ds, exists),
             "folder": str(folder) if not exists and folder.exists() else None,
             "snaps": zfs_stream.snapshot_guids(ds) if exists else [],
             "firmware": firmware_here(root.path),
             "resumable": zfs_stream.can_resume(),
             "token": zfs_stream.resume_token(ds) if exists else None}
+
+
+def _props(ds, exists):
+    props = zfs.get_props([ds], [SOURCE_PROP, STARTED_PROP]).get(ds, {}) if exists else {}
+    return {"source": props.get(SOURCE_PROP), "started": props.get(STARTED_PROP)}
+
+
+def started_refusal(info, force):
+    """Why an increment must not go into a copy that was started here since its receive (the
+    receive rolls back what it changed), or None (force: roll it back)."""
+    if info.get("started") and not force:
+        return (f"DEST's copy was started there ({info['started']}): an increment would roll back what "
+                f"it changed since; vmsend --force to roll that back, or rename it there")
+    return None
 
 
 def refusal(info, source):
@@ -60,8 +75,9 @@ def check_identity(root, name, ds, source, exists, token):
 def read_request(name, fd=0):
     """The sender's request line on stdin, read byte by byte so that nothing of the stream after
     it is taken: (verb, snap, base or None), or None at EOF (the sender chose not to send).
-    The line is `VERB SNAP BASE|- SOURCE`; verbs: `recv` (a stream from `zfs send`), `resume`
-    (the rest of a partial receive, from `zfs send -t`). Returns (verb, snap, base, source)."""
+    The line is `VERB SNAP BASE|- SOURCE [force]`; verbs: `recv` (a stream from `zfs send`),
+    `resume` (the rest of a partial receive, from `zfs send -t`); force: roll back what a copy
+    started here changed. Returns (verb, snap, base, source, force)."""
     raw = b""
     while not raw.endswith(b"\n"):
         byte = os.read(fd, 1)
@@ -73,14 +89,16 @@ def read_request(name, fd=0):
         if len(raw) > 512:
             raise UsageError("request line too long", vm=name)
     words = raw.decode(errors="replace").split()
-    if len(words) != 4 or words[0] not in ("recv", "resume") or not words[3].isdigit():
+    if len(words) not in (4, 5) or words[0] not in ("recv", "resume") or not words[3].isdigit() \
+            or words[4:] not in ([], ["force"]):
         raise UsageError(f"invalid request '{raw.decode(errors='replace').strip()}'", vm=name)
-    return words[0], words[1], None if words[2] == "-" else words[2], words[3]
+    return words[0], words[1], None if words[2] == "-" else words[2], words[3], len(words) == 5
 
 
-def receive(root, name, source, snap, base=None, locked=True, resume=False):
+def receive(root, name, source, snap, base=None, locked=True, resume=False, force=False):
     """Receive the stream on stdin as ROOT/vm/NAME@snap (incremental from base when given;
-    `resume`: the rest of a partial receive, from `zfs send -t`). Returns the warnings."""
+    `resume`: the rest of a partial receive, from `zfs send -t`; force: into a copy started here
+    since its receive, whose changes the receive rolls back). Returns the warnings."""
     ds = f"{root.vm_dataset()}/{name}"
     held = lock.hold_vm(name, "vmrecv") if locked else None
     try:
@@ -96,10 +114,16 @@ def receive(root, name, source, snap, base=None, locked=True, resume=False):
             raise StateError(f"DEST has no snapshot {base} to receive an increment on: send in full", vm=name)
         if exists and not base and not resume:
             raise StateError("exists on DEST: only an increment can be received into it", vm=name)
+        started = _props(ds, exists)["started"]
+        why = started_refusal({"started": started}, force)
+        if why:
+            raise StateError(why, vm=name)
         _receive_stream(name, ds, base, zfs_stream.can_resume())
         try:
             if not base:
                 zfs.set_prop(ds, SOURCE_PROP, source)
+            if started:
+                zfs.inherit_prop(ds, STARTED_PROP)  # what it changed is rolled back: the copy again
             remount(ds, bool(base))
             warnings = check_runnable(Vm(root, name))
         except BaseException:

@@ -28,12 +28,12 @@ def body(args):
     request = receive.read_request(args.name)
     if request is None:
         return 0  # the sender planned only (a dry run) or refused: nothing asked, nothing done
-    verb, snap, base, source = request
+    verb, snap, base, source, force = request
     receive.check_name_args(args.name, snap, base)
     common.need_root_user(args.name)
     try:
         warnings = receive.receive(root, args.name, source, snap, base, locked=not args.no_lock,
-                                   resume=verb == "resume")
+                                   resume=verb == "resume", force=force)
     except receive.PartialKept:
         print(receive.PARTIAL_KEPT, flush=True)
         raise

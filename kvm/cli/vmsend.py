@@ -20,6 +20,9 @@ def build_parser():
     how.add_argument("--copy", action="store_true", help="replicate only: the VM keeps running here")
     p.add_argument("--no-start", action="store_true", help="do not start the VM on DEST")
     p.add_argument("--keep", action="store_true", help="leave the source startable (no kvm:migrated mark)")
+    p.add_argument("--force", action="store_true",
+                   help="send into DEST's copy even though it was started there since the last send "
+                        "(its changes there are rolled back)")
     p.add_argument("-n", "--dry-run", action="store_true",
                    help="print the pipelines with sizes estimated by zfs, change nothing")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask before stopping a running VM")
@@ -49,7 +52,8 @@ def body(args):
         if args.local and str(vm.root.path) == dest.root:
             raise UsageError(f"--local {args.local} is this VM's own root", vm=vm.name)
         mode = "copy" if args.copy else "cold" if args.cold else "warm"
-        sender = Sender(vm, dest, mode, common.info, start=not args.no_start, keep=args.keep, peer=peer)
+        sender = Sender(vm, dest, mode, common.info, start=not args.no_start, keep=args.keep, peer=peer,
+                        force=args.force)
         return _carry_out(args, vm, dest, mode, sender)
     finally:
         peer.abandon()  # one never asked to receive (a refusal here, a dry run) has only looked

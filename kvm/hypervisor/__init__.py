@@ -52,47 +52,37 @@ or on a new one for an orphan; `destroy` removes the sockets left behind.
 
 import os
 import shlex
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections import namedtuple
 
 from ..errors import KvmError
 
 ENV = "KVM_HYPERVISOR"  # overrides the host's own backend (bhyve on FreeBSD, qemu on Linux)
+
+# Records, immutable and compared by value. namedtuple, not dataclass: status and vmlist import
+# this module, and dataclasses (with inspect and ast) cost them about 20 ms at each start.
 
 
 class LaunchFailed(KvmError):
     """The loader (grub-bhyve) failed before the hypervisor could start."""
 
 
-@dataclass(frozen=True)
-class Context:
-    """What a plan needs beside the config."""
+# What a plan needs beside the config: root, the install root (pinned firmware); vnc_port, the
+# port chosen for VNC, when VNC is on; strict, a real launch (missing firmware raises; else a
+# placeholder is shown).
+Context = namedtuple("Context", "root vnc_port strict", defaults=(None, True))
 
-    root: Path               # the install root (pinned firmware)
-    vnc_port: int = None     # the port chosen for VNC, when VNC is on
-    strict: bool = True      # a real launch: missing firmware raises; else a placeholder is shown
+# What one launch runs: argv, the hypervisor process; loader, run to its end before argv
+# (grub-bhyve), or None; files, ((path, text), ...) written before the loader runs (device.map);
+# firmware, the boot ROM or loader binary in use; console, the guest's side of the serial
+# console, when it has one; needs, host facilities to prepare (kernel modules); detail, what a
+# backend keeps for start() beyond argv (qemu: its own plan).
+Plan = namedtuple("Plan", "argv loader files firmware console needs detail",
+                  defaults=(None, (), None, None, (), None))
 
-
-@dataclass(frozen=True)
-class Plan:
-    """What one launch runs."""
-
-    argv: list                  # the hypervisor process
-    loader: list = None         # run to its end before argv (grub-bhyve), or None
-    files: tuple = ()           # ((path, text), ...) written before the loader runs (device.map)
-    firmware: str = None        # the boot ROM or loader binary in use
-    console: str = None         # the guest's side of the serial console, when it has one
-    needs: tuple = field(default=())  # host facilities to prepare (kernel modules)
-    detail: object = None       # what a backend keeps for start() beyond argv (qemu: its own plan)
-
-
-@dataclass(frozen=True)
-class Exit:
-    """How a hypervisor process ended."""
-
-    code: int      # exit status (negative: killed by that signal); None when it never ran
-    reason: str    # reboot, poweroff, halt, triplefault, error, signal, unknown
-    text: str      # for the log
+# How a hypervisor process ended: code, the exit status (negative: killed by that signal; None
+# when it never ran); reason, reboot, poweroff, halt, triplefault, error, signal, unknown (qemu
+# adds fault); text, for the log.
+Exit = namedtuple("Exit", "code reason text")
 
 
 # every method a backend offers (documented above); a backend is a class with all of them

@@ -14,7 +14,7 @@ and launches again, as with bhyve); the SHUTDOWN event's reason says why it ende
 qemu exits 0 for a reset and a power off alike.
 """
 
-from dataclasses import dataclass, field
+from collections import namedtuple
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -37,17 +37,13 @@ SHUTDOWN_REASONS = {
     "guest-panic": "fault", "host-error": "error"}
 
 
-@dataclass(frozen=True)
-class Plan:
-    """What one qemu launch runs and what the supervisor must do around it."""
-
-    argv: list
-    qmp: str                          # QMP socket path
-    console: str = None               # COM1 socket path, when COM is on
-    vnc_password: str = None          # to set through QMP (change-vnc-password) before `cont`
-    paused: bool = False              # started with -S: `cont` once the password is set / a VNC client came
-    wait_vnc: bool = False            # VNC=wait: `cont` on the VNC_CONNECTED event
-    notes: tuple = field(default=())  # settings ignored on qemu, one line each
+# What one qemu launch runs and what the supervisor must do around it: argv; qmp, the QMP socket
+# path; console, the COM1 socket path, when COM is on; vnc_password, to set through QMP
+# (change-vnc-password) before `cont`; paused, started with -S (`cont` once the password is set /
+# a VNC client came); wait_vnc, VNC=wait (`cont` on the VNC_CONNECTED event); notes, settings
+# ignored on qemu, one line each. (namedtuple: see kvm/hypervisor/__init__.py.)
+Plan = namedtuple("Plan", "argv qmp console vnc_password paused wait_vnc notes",
+                  defaults=(None, None, False, False, ()))
 
 
 def run_files(cfg, run_dir):

@@ -136,6 +136,32 @@ def test_copy_of_a_running_vm_keeps_it_running(install, env, far):
     assert status(install, env) == pid and (root / "vm/web/set.conf").is_file()
 
 
+def test_a_copy_started_on_dest_is_not_rolled_back_without_force(install, env, far):
+    """A disaster-recovery drill: the copy ran on DEST and changed there. The next --copy would
+    roll that back (receive -F): refused in one line, DEST untouched; --force rolls it back."""
+    root, fpool = far
+    d = make(install, env)
+    (d / "data").write_bytes(b"first copy")
+    assert send(install, env, "web", "--local", root, "--copy").returncode == 0
+    dst = f"{fpool}/kvm/vm/web"
+    assert prop(dst, "kvm:started") == "-"
+    script(env, "web", "run")
+    assert cmd(root, env, "start", "-b", "web").returncode == 0
+    wait_for(lambda: guest_up(root, env), what="the copy up on DEST")
+    assert cmd(root, env, "stop", "web").returncode == 0
+    assert prop(dst, "kvm:started") != "-"
+    (root / "vm/web/data").write_bytes(b"changed on DEST")
+    (d / "data").write_bytes(b"second copy")
+    snaps = snaps_of(dst)
+    one_line_error(send(install, env, "web", "--local", root, "--copy"), "vmsend: web: DEST's copy was started there",
+                   "would roll back what it changed since; vmsend --force")
+    assert (root / "vm/web/data").read_bytes() == b"changed on DEST" and snaps_of(dst) == snaps
+    res = send(install, env, "web", "--local", root, "--copy", "--force")
+    assert res.returncode == 0, res.stderr
+    assert (root / "vm/web/data").read_bytes() == b"second copy" and prop(dst, "kvm:started") == "-"
+    assert send(install, env, "web", "--local", root, "--copy").returncode == 0  # a copy again
+
+
 def test_dry_run_prints_the_pipeline_and_changes_nothing(install, env, far):
     root, fpool = far
     make(install, env)
@@ -326,7 +352,8 @@ def test_kill_9_of_a_warm_migration_at_random_points(install, env, far):
     rng, outcomes = random.Random(7), set()
 
     def back_here():
-        """Undo a finished migration: stop the copy on DEST, clear the mark, run the VM here."""
+        """Undo a finished migration: stop the copy on DEST, clear the mark, run the VM here.
+        (DEST's copy ran there, kvm:started: the next sends roll it back with --force.)"""
         cmd(root, env, "stop", "-f", "web")
         subprocess.run(["zfs", "inherit", "kvm:migrated", src], check=True)
         wait_for(lambda: status(install, env) <= 0, what="DEST's copy stopped")
@@ -341,7 +368,8 @@ def test_kill_9_of_a_warm_migration_at_random_points(install, env, far):
     for rnd in range(6):
         old, payload = (root / "vm/web/data").read_bytes(), os.urandom(4 << 20)
         (d / "data").write_bytes(payload)
-        kill_vmsend_after(install, env, rng.uniform(0.2, 1.2 * took), zfs_children, "web", "--local", str(root), "-y")
+        kill_vmsend_after(install, env, rng.uniform(0.2, 1.2 * took), zfs_children, "web", "--local", str(root), "-y",
+                          "--force")
         time.sleep(2)  # a stop vmsend requested goes on without it: let the supervisor finish it
         assert (d / "data").read_bytes() == payload and prop(src, "mounted") == "yes"
         there = (root / "vm/web/data").read_bytes()
@@ -358,7 +386,7 @@ def test_kill_9_of_a_warm_migration_at_random_points(install, env, far):
             wait_for(lambda: status(install, env) > 0, what="the source running again")
     print("outcomes:", outcomes)
     assert len(outcomes) >= 2, outcomes
-    res = send(install, env, "web", "--local", root, "-y")  # and a run to the end completes
+    res = send(install, env, "web", "--local", root, "-y", "--force")  # and a run to the end completes
     assert res.returncode == 0, res.stderr
     assert (root / "vm/web/data").read_bytes() == (d / "data").read_bytes()
 

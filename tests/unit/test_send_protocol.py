@@ -33,10 +33,10 @@ def pipe_with(data):
 def test_the_request_line_is_read_and_the_stream_after_it_is_left_whole():
     stream = os.urandom(3000)
     fd = pipe_with(b"recv vmsend-20261201-1 vmsend-20261130-1 4242\n" + stream)
-    assert read_request("web", fd) == ("recv", "vmsend-20261201-1", "vmsend-20261130-1", "4242")
+    assert read_request("web", fd) == ("recv", "vmsend-20261201-1", "vmsend-20261130-1", "4242", False)
     assert os.read(fd, 10000) == stream
-    fd = pipe_with(b"resume vmsend-1 - 4242\n")
-    assert read_request("web", fd) == ("resume", "vmsend-1", None, "4242")
+    fd = pipe_with(b"resume vmsend-1 - 4242 force\n")
+    assert read_request("web", fd) == ("resume", "vmsend-1", None, "4242", True)
 
 
 @pytest.mark.parametrize("data, needle", [
@@ -44,6 +44,7 @@ def test_the_request_line_is_read_and_the_stream_after_it_is_left_whole():
     (b"send x - 1\n", "web: invalid request 'send x - 1'"),
     (b"recv x -\n", "web: invalid request 'recv x -'"),
     (b"recv x - guid\n", "web: invalid request 'recv x - guid'"),
+    (b"recv x - 1 please\n", "web: invalid request 'recv x - 1 please'"),
     (b"recv " + b"x" * 600 + b" - 1\n", "web: request line too long"),
 ])
 def test_a_bad_request_is_one_line_naming_the_vm(data, needle):
