@@ -7,7 +7,7 @@ the file: only the supervisor's launch asks for it, after the files were found s
 
 import os
 import re
-from dataclasses import dataclass, field
+from .record import field, record
 
 from .errors import ConfigError, KvmError
 from .shconf import (CONF, NAME_RE, Assignment, NeedsShell, Reading, assignments, check_owner,  # noqa: F401
@@ -41,7 +41,7 @@ class Invalid(ValueError):
     """Why a value is wrong; the caller names the setting and the value."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Device:
     """One Devices item: `slot,emulation[,conf]`."""
 
@@ -59,7 +59,7 @@ class Device:
         return self.conf.split(",")[0] if self.conf else ""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class VmConfig:
     """A VM's validated settings (built only by validate())."""
 

@@ -7,10 +7,10 @@ A script is ours when it carries our marker line, or is one the shell toolkit wr
 """
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__, host, paths, systemd
+from .record import record
 
 MARKER = "# kvm-rc-script: "
 DEFAULTS = {"require": "NETWORKING", "before": "", "keyword": "shutdown"}
@@ -23,7 +23,7 @@ def rc_name(vm_name):
     return "_" + name if name[0].isdigit() else name
 
 
-@dataclass
+@record()
 class Script:
     """An rc.d script file and what it is for."""
 

@@ -1,7 +1,6 @@
 """set.conf read safely: nothing run unless asked and safe, what sh reads differently refused,
 typed settings checked one by one."""
 
-import dataclasses
 import os
 
 import pytest
@@ -9,6 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 from kvm import config
 from kvm.errors import ConfigError, KvmError, PermissionDenied
+from kvm.record import FrozenError, fields
 
 HOSTILE = 'VMrom="uefi"\nX=$(touch {m}.1)\nCores=`touch {m}.2`\nif touch {m}.3; then Mem=2G; fi\nY="$X/a"\nZ=ok\n'
 
@@ -130,12 +130,16 @@ def test_devices_may_span_lines():
 
 def test_config_and_devices_are_frozen_values():
     cfg = config.validate("vm1", "/vm", {"VMrom": "uefi", "Devices": "3,virtio-net,tap0"}, cpus=4)
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(FrozenError):
         cfg.cores = 4
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(FrozenError):
         cfg.devices[0].slot = "5"
     assert cfg.devices == (config.Device("3", "virtio-net", "tap0"),)
-    assert {f.name for f in dataclasses.fields(cfg)} >= {"disk", "devices", "vnc", "loader", "unevaluated"}
+    assert hash(cfg.devices[0]) == hash(config.Device("3", "virtio-net", "tap0"))
+    assert set(fields(cfg)) >= {"disk", "devices", "vnc", "loader", "unevaluated"}
+    # variables and unevaluated do not count in comparisons, as with dataclasses' compare=False
+    other = config.validate("vm1", "/vm", {"VMrom": "uefi", "Devices": "3,virtio-net,tap0", "X": "1"}, cpus=4)
+    assert other == cfg and other.variables != cfg.variables
 
 
 def test_every_setting_has_its_checker_in_order():
