@@ -41,7 +41,10 @@ class Dest:
         ssh = shlex.split(os.environ.get("KVM_SSH") or "ssh")
         for opt in ssh_opts:
             ssh += ["-o", opt]
-        self._ssh = ssh + ["-o", "BatchMode=yes", host_part]
+        # after the user's: ssh takes the first value. Keepalives end a stream whose link died
+        # silently within a minute, instead of the far zfs receive holding the VM for hours
+        self._ssh = ssh + ["-o", "BatchMode=yes", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4",
+                           host_part]
         self._remote = shlex.split(remote_kvm) + (["--root", self.root] if self.root else [])
 
     def argv(self, *args):
@@ -81,6 +84,15 @@ class Dest:
         if not self.local and res.status == 255:
             return f"ssh to {self.label} failed: {last}"
         return f"on {self.label}: {last}"
+
+
+def check_runs_from(vm):
+    """--local: run state and locks are per name on a host, so the VM that runs may be the other
+    root's copy of that name (its supervisor recorded its root)."""
+    there = vmmod.read_state(vm.name).get("root")
+    if there and there != str(vm.root.path):
+        raise StateError(f"the {vm.name} running on this host is the one of {there}: stop it there first "
+                         f"(one name runs once per host)", vm=vm.name)
 
 
 def check_sendable(vm, cfg):
@@ -166,20 +178,31 @@ class Sender:
         self.peer = peer or self.spare()
         try:
             self.info = self.ready(self.peer, check=False)
-            why = receive.refusal(self.info, self.source) or receive.started_refusal(self.info, force)
-            if why:
-                raise StateError(why, vm=vm.name)
-            receive.check_firmware(vm.name, self.cfg, self.info["firmware"])
-            self.common = common_snapshot(self.ds, self.info["snaps"])
-            self.partial = self.resumable(self.info.get("token"))
-            if self.info["exists"] and self.common is None and not self.partial:
-                raise StateError(f"DEST's copy shares no snapshot with this VM: destroy it there to send in full",
-                                 vm=vm.name)
+            self.check_dest()
             rt = vmmod.runtime(vm)
             self.running = bool(rt.supervisor or rt.bhyve)
+            if self.running and dest.local:
+                check_runs_from(vm)
         except BaseException:
             self.close()
             raise
+
+    def check_dest(self):
+        """Refuse, before anything is sent, what DEST must not receive (see receive's refusals)."""
+        mine = [guid for _, guid in zfs_stream.snapshot_guids(self.ds)]
+        why = receive.refusal(self.info, self.source, mine) or receive.started_refusal(self.info, self.force)
+        if why:
+            raise StateError(why, vm=self.vm.name)
+        receive.check_firmware(self.vm.name, self.cfg, self.info["firmware"])
+        self.common = common_snapshot(self.ds, self.info["snaps"])
+        self.partial = self.resumable(self.info.get("token"))
+        if self.info["exists"] and self.common is None and not self.partial:
+            raise StateError(f"DEST's copy shares no snapshot with this VM: destroy it there to send in full",
+                             vm=self.vm.name)
+        names = [s for s, _ in self.info["snaps"]]
+        why = receive.newer_refusal(names, self.common, self.force)
+        if why:
+            raise StateError(why, vm=self.vm.name)
 
     @property
     def forced(self):
@@ -215,14 +238,19 @@ class Sender:
         """Send the rest of DEST's partial receive (zfs send -t); DEST then holds its snapshot."""
         what = self.partial
         snap = what["toname"].split("@")[1]
-        base = next((s for s, g in zfs_stream.snapshot_guids(self.ds) if int(g) == what["fromguid"]), None)
+        # the base by DEST's own snapshots: `zfs send -t` may build on a bookmark here
+        base = next((s for s, g in self.info["snaps"] if int(g) == what["fromguid"]), None)
         self.say(f"{self.vm.name}: resuming the interrupted send of {snap} ({mib(what['size'])} left)")
-        self.stream(zfs_stream.lzc_send_argv(None, resume_token=what["token"]), f"resume {snap} {base or '-'} {self.source}{self.forced}",
-                    what["size"], peer, snap, base, made=False)
+        self.stream(zfs_stream.lzc_send_argv(None, resume_token=what["token"]),
+                    f"resume {snap} {base or '-'} {self.source}{self.forced}", what["size"], peer, snap, base,
+                    made=False)
         self.partial = None
 
-    def transfer(self, snap, peer):
-        """Send ds@snap (incremental from the common snapshot) to DEST through peer."""
+    def transfer(self, peer):
+        """Snapshot the VM and send it (incremental from the common snapshot) to DEST through
+        peer, once peer has answered (no snapshot is made for a DEST that changed meanwhile)."""
+        self.ready(peer)
+        snap = self.snapshot()
         base = self.common
         full, frm = f"{self.ds}@{snap}", f"{self.ds}@{base}" if base else None
         est, _ = zfs_stream.estimate(full, frm)
@@ -242,7 +270,8 @@ class Sender:
             unsure = not kept and self.info["resumable"] and got.status not in (0, 1, 2)
             if made and not kept and not unsure:
                 zfs.lzc_destroy_snaps([f"{self.ds}@{snap}"])
-            why = self.dest.failure(got) if got.status != 0 else f"zfs send failed: {sent.stderr.strip()}"
+            why = (self.dest.failure(got) if got.status != 0 else
+                   f"zfs send failed: {zfs_stream.error_text(sent.stderr, f'exit status {sent.status}')}")
             again = f"sends again from {base}, the last snapshot both sides have" if base else "sends again in full"
             again = ("resumes where this one stopped" if kept else
                      f"resumes where this one stopped if DEST kept what came, else it {again}" if unsure else again)
@@ -265,18 +294,21 @@ class Sender:
             peer = self.spare()
         if self.mode == "copy" or not self.running:
             with self._lock_unless_running():
-                self.transfer(self.snapshot(), peer)
+                self.transfer(peer)
                 self.finish(started=False)
             return None
         if self.mode == "warm":
-            self.transfer(self.snapshot(), peer)  # while the guest runs: the bulk of the data
+            self.transfer(peer)  # while the guest runs: the bulk of the data
             peer = self.spare()  # the last increment's vmrecv boots while the guest stops
         t0 = time.monotonic()
         self.say(f"{self.vm.name}: stopping for the {'last increment' if self.mode == 'warm' else 'send'}")
         power.stop_vm(self.vm)
-        with lock.hold_vm(self.vm.name, "vmsend"):
-            self.transfer(self.snapshot(), peer)
-            self.finish(started=self.start)
+        try:
+            with lock.hold_vm(self.vm.name, "vmsend"):
+                self.transfer(peer)
+                self.finish(started=self.start)
+        except StateError as exc:
+            raise StateError(f"{exc.message}; it is stopped here now", vm=self.vm.name) from None
         if self.start:
             try:
                 self.dest.run(self.vm.name, "start", "-b", self.vm.name)

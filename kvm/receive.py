@@ -49,25 +49,42 @@ def started_refusal(info, force):
     return None
 
 
-def refusal(info, source):
-    """Why the name cannot take this VM (source: the guid of its dataset), or None. A name that
-    exists must be an earlier copy of this VM (kvm:source), or a dataset a full `zfs receive -s`
-    left half-received (it has no kvm:source yet: whose it is, its resume token says, and only
-    the sender can read that)."""
+def newer_refusal(names, base, force):
+    """Why an increment on `base` must not go into a copy holding snapshots made there after it
+    (receive -F destroys them), or None. vmsend's own snapshots do not count: streams are -i,
+    so any other snapshot after base was made on DEST."""
+    newer = [s for s in names[names.index(base) + 1:] if not s.startswith(SEND_PREFIX)] if base in names else []
+    if newer and not force:
+        return (f"DEST's copy has snapshots made there after {base} ({', '.join(newer)}): an increment "
+                f"would destroy them; vmsend --force to let it, or rename the copy there")
+    return None
+
+
+def refusal(info, source, mine=()):
+    """Why the name cannot take this VM (source: the guid of its dataset; mine: the guids of its
+    snapshots, for the hint), or None. A name that exists must be an earlier copy of this VM
+    (kvm:source), or a new dataset a full `zfs receive -s` left half-received (no snapshots and
+    no kvm:source yet: whose it is, its resume token says, and only the sender can read that)."""
     if not info["exists"]:
         return f"{info['folder']} exists on DEST but is not a dataset: not overwritten" if info["folder"] else None
     have = info["source"]
-    if have == source or (info["token"] and have is None):
+    if have == source or (info["token"] and have is None and not info["snaps"]):
         return None
+    if have is None and info["snaps"] and all(guid in set(mine) for _, guid in info["snaps"]):
+        return (f"exists on DEST without kvm:source, though every snapshot it has is this VM's (a receive cut "
+                f"off before it was marked?): `zfs set {SOURCE_PROP}={source} {info['dataset']}` there, then "
+                f"send again")
     what = f"a copy of another VM (kvm:source={have})" if have else "a VM of DEST's own"
     return f"exists on DEST as {what}: not overwritten (choose another name there)"
 
 
-def check_identity(root, name, ds, source, exists, token):
-    """refusal(), asked again at the receive (under the VM's lock) of what is there now."""
+def check_identity(root, name, ds, source, exists, token, snaps, have):
+    """refusal(), asked again at the receive (under the VM's lock) of what is there now (have:
+    its kvm:source)."""
     folder = Vm(root, name).dir
-    why = refusal({"exists": exists, "source": zfs.get_prop(ds, SOURCE_PROP) if exists else None,
-                   "folder": str(folder) if not exists and folder.exists() else None, "token": token}, source)
+    why = refusal({"exists": exists, "source": have,
+                   "folder": str(folder) if not exists and folder.exists() else None, "token": token,
+                   "snaps": snaps, "dataset": ds}, source)
     if why:
         raise StateError(why, vm=name)
 
@@ -96,44 +113,59 @@ def read_request(name, fd=0):
 
 
 def receive(root, name, source, snap, base=None, locked=True, resume=False, force=False):
-    """Receive the stream on stdin as ROOT/vm/NAME@snap (incremental from base when given;
-    `resume`: the rest of a partial receive, from `zfs send -t`; force: into a copy started here
-    since its receive, whose changes the receive rolls back). Returns the warnings."""
+    """Receive the stream on stdin as ROOT/vm/NAME@snap: incremental from base (a snapshot here),
+    or full; `resume`: the rest of a partial receive (zfs send -t), incremental when the copy has
+    snapshots; force: into a copy started here since its receive, or holding snapshots made here
+    after base, both of which the receive rolls back. Returns the warnings."""
     ds = f"{root.vm_dataset()}/{name}"
     held = lock.hold_vm(name, "vmrecv") if locked else None
     try:
         exists = zfs.lzc_exists(ds)
         token = zfs_stream.resume_token(ds) if exists else None
-        check_identity(root, name, ds, source, exists, token)
+        snaps = zfs_stream.snapshot_guids(ds) if exists else []
+        props = _props(ds, exists)
+        check_identity(root, name, ds, source, exists, token, snaps, props["source"])
+        had = [s for s, _ in snaps]
+        on = _builds_on(name, had, base, resume, token, props, force)
+        if on and had[-1] != on:
+            # what -F does on OpenZFS, done first for every ZFS (zfs-fuse's -F rolls back to the
+            # newest snapshot only): only vmsend's own snapshots, or --force, get here
+            zfs_stream.rollback_destroying(f"{ds}@{on}")
         if token and not resume:
             zfs_stream.abort_partial(ds)  # the sender could not resume it: a fresh stream instead
-            exists = zfs.lzc_exists(ds)
-        if resume and not token:
-            raise StateError("DEST holds no partial receive to resume", vm=name)
-        if base and not (exists and zfs.lzc_exists(f"{ds}@{base}")):
-            raise StateError(f"DEST has no snapshot {base} to receive an increment on: send in full", vm=name)
-        if exists and not base and not resume:
-            raise StateError("exists on DEST: only an increment can be received into it", vm=name)
-        started = _props(ds, exists)["started"]
-        why = started_refusal({"started": started}, force)
-        if why:
-            raise StateError(why, vm=name)
-        _receive_stream(name, ds, base, zfs_stream.can_resume())
+        started = props["started"]
+        _receive_stream(name, ds, on, source)
         try:
-            if not base:
-                zfs.set_prop(ds, SOURCE_PROP, source)
+            if not on and not zfs_stream.can_receive_props():
+                zfs.set_prop(ds, SOURCE_PROP, source)  # zfs-fuse: after the receive (OpenZFS: -o)
             if started:
                 zfs.inherit_prop(ds, STARTED_PROP)  # what it changed is rolled back: the copy again
-            remount(ds, bool(base))
+            remount(ds, bool(on))
             warnings = check_runnable(Vm(root, name))
         except BaseException:
-            _undo(ds, base)
+            _undo(ds, on)
             raise
         prune(ds, snap)
         return warnings
     finally:
         if held is not None:
             held.release()
+
+
+def _builds_on(name, had, base, resume, token, props, force):
+    """The snapshot an increment builds on (and an undo goes back to), None for a full receive;
+    refusing what the request and DEST (its snapshot names `had`) do not allow."""
+    if resume and not token:
+        raise StateError("DEST holds no partial receive to resume", vm=name)
+    if base and base not in had:
+        raise StateError(f"DEST has no snapshot {base} to receive an increment on: send in full", vm=name)
+    if had and not base and not resume:
+        raise StateError("exists on DEST: only an increment can be received into it", vm=name)
+    on = base or (had[-1] if had else None)
+    why = newer_refusal(had, on, force) or started_refusal(props, force)
+    if why:
+        raise StateError(why, vm=name)
+    return on
 
 
 PARTIAL_KEPT = "partial-kept"   # vmrecv's stdout line: the sender keeps its snapshot to resume from
@@ -143,24 +175,26 @@ class PartialKept(StateError):
     """An interrupted resumable receive: DEST keeps what came, the sender keeps its snapshot."""
 
 
-def _receive_stream(name, ds, base, resumable):
-    """zfs receive (-s where ZFS has it) of stdin. On failure DEST is as it was, except that an
+def _receive_stream(name, ds, on, source):
+    """zfs receive (-s where ZFS has it) of stdin: incremental onto snapshot `on`, or full (then
+    kvm:source with -o where ZFS has it). On failure DEST is as it was, except that an
     interrupted resumable receive keeps what came (hidden, unmounted) for the next vmsend."""
-    argv = zfs_stream.lzc_receive_argv(ds, force=bool(base), resumable=resumable)
+    resumable = zfs_stream.can_resume()
+    props = {SOURCE_PROP: source} if not on and zfs_stream.can_receive_props() else None
+    argv = zfs_stream.lzc_receive_argv(ds, force=bool(on), resumable=resumable, props=props)
     from . import host
     res = host.run(argv, own_stdin=True, check=False)
     if res.status == 0:
         return
-    lines = [x for x in res.stderr.strip().splitlines() if x.strip()]
-    why = lines[-1] if lines else f"zfs receive exited {res.status}"
+    why = zfs_stream.error_text(res.stderr, f"zfs receive exited {res.status}")
     token = resumable and zfs.lzc_exists(ds) and zfs_stream.resume_token(ds)
     if token and "space" not in why:
         raise PartialKept(f"receive interrupted ({why}); DEST keeps what came (zfs receive -s): run vmsend "
-                         f"again to resume, or `zfs receive -A {ds}` there to drop it", vm=name)
+                          f"again to resume, or `zfs receive -A {ds}` there to drop it", vm=name)
     if token:
         zfs_stream.abort_partial(ds)  # out of space: the partial would only hold the space
-    if not base and zfs.lzc_exists(ds):
-        zfs.destroy_recursive(ds)  # a full receive that failed half-way: DEST had nothing
+    if not on and zfs.lzc_exists(ds):
+        zfs.destroy_recursive(ds)  # a full receive that failed half-way: DEST had no snapshot of it
     if "space" in why:
         raise StateError(f"DEST is out of space ({why}); DEST is unchanged", vm=name)
     raise StateError(f"receive failed ({why}); DEST is unchanged", vm=name)
@@ -177,9 +211,11 @@ def remount(ds, received_into_mounted):
         zfs._zfs(["mount", ds], ds)
 
 
-def _undo(ds, base):
-    if base:
-        zfs_stream.rollback_destroying(f"{ds}@{base}")
+def _undo(ds, on):
+    """Back to what DEST was: the snapshot an increment built on, or nothing (a full receive, into
+    a name that had no snapshot)."""
+    if on:
+        zfs_stream.rollback_destroying(f"{ds}@{on}")
     else:
         zfs.destroy_recursive(ds)
 

@@ -33,48 +33,18 @@ def fields(obj):
 
 def record(frozen=False):
     def wrap(cls):
-        specs = []
-        for name in cls.__dict__.get("__annotations__", {}):
-            value = cls.__dict__.get(name, _MISSING)
-            spec = value if isinstance(value, Field) else Field(value)
-            if isinstance(value, Field):
-                delattr(cls, name)
-                if spec.default is not _MISSING:
-                    setattr(cls, name, spec.default)
-            specs.append((name, spec))
-        cls.__record_fields__ = tuple(specs)
+        specs = _specs(cls)
+        cls.__record_fields__ = specs
         compared = tuple(name for name, spec in specs if spec.compare)
-
-        def __init__(self, *args, **kwargs):
-            if len(args) > len(specs):
-                raise TypeError(f"{cls.__name__}() takes {len(specs)} arguments, {len(args)} given")
-            given = dict(zip((name for name, _ in specs), args))
-            for key, value in kwargs.items():
-                if key in given or key not in {name for name, _ in specs}:
-                    raise TypeError(f"{cls.__name__}() got an unexpected or repeated argument '{key}'")
-                given[key] = value
-            for name, spec in specs:
-                if name in given:
-                    value = given[name]
-                elif spec.factory is not None:
-                    value = spec.factory()
-                elif spec.default is not _MISSING:
-                    value = spec.default
-                else:
-                    raise TypeError(f"{cls.__name__}() missing argument '{name}'")
-                object.__setattr__(self, name, value)
+        cls.__init__ = _init(cls.__name__, specs)
 
         def __eq__(self, other):
             if other.__class__ is not self.__class__:
                 return NotImplemented
             return all(getattr(self, n) == getattr(other, n) for n in compared)
-
-        def __repr__(self):
-            return f"{cls.__name__}({', '.join(f'{n}={getattr(self, n)!r}' for n, _ in specs)})"
-
-        cls.__init__, cls.__eq__ = __init__, __eq__
+        cls.__eq__ = __eq__
         if "__repr__" not in cls.__dict__:
-            cls.__repr__ = __repr__
+            cls.__repr__ = lambda self: f"{cls.__name__}({', '.join(f'{n}={getattr(self, n)!r}' for n, _ in specs)})"
         if frozen:
             def refuse(self, name, *value):
                 raise FrozenError(f"cannot assign to field '{name}' of a frozen {cls.__name__}")
@@ -84,3 +54,41 @@ def record(frozen=False):
             cls.__hash__ = None
         return cls
     return wrap
+
+
+def _specs(cls):
+    """((name, Field), ...) from the annotations; class attributes left as plain defaults."""
+    specs = []
+    for name in cls.__dict__.get("__annotations__", {}):
+        value = cls.__dict__.get(name, _MISSING)
+        spec = value if isinstance(value, Field) else Field(value)
+        if isinstance(value, Field):
+            delattr(cls, name)
+            if spec.default is not _MISSING:
+                setattr(cls, name, spec.default)
+        specs.append((name, spec))
+    return tuple(specs)
+
+
+def _init(clsname, specs):
+    names = [name for name, _ in specs]
+
+    def __init__(self, *args, **kwargs):
+        if len(args) > len(specs):
+            raise TypeError(f"{clsname}() takes {len(specs)} arguments, {len(args)} given")
+        given = dict(zip(names, args))
+        for key, value in kwargs.items():
+            if key in given or key not in names:
+                raise TypeError(f"{clsname}() got an unexpected or repeated argument '{key}'")
+            given[key] = value
+        for name, spec in specs:
+            if name in given:
+                value = given[name]
+            elif spec.factory is not None:
+                value = spec.factory()
+            elif spec.default is not _MISSING:
+                value = spec.default
+            else:
+                raise TypeError(f"{clsname}() missing argument '{name}'")
+            object.__setattr__(self, name, value)
+    return __init__

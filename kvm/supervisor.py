@@ -101,7 +101,9 @@ class Supervisor:
                 raise StateError(f"{self.hv.name} pid {rt.bhyve} still runs this VM without a supervisor: "
                                  f"`stop {self.name}` powers it off", vm=self.name)
             power.clear_request(self.name)
-            self.state = {"supervisor": os.getpid(), "started": time.time(), "bhyve": 0, "boots": 0}
+            # root: run state and locks are per name on a host; vmsend --local tells two roots apart
+            self.state = {"supervisor": os.getpid(), "started": time.time(), "bhyve": 0, "boots": 0,
+                          "root": str(self.vm.root.path)}
             self.save()
             for sig in STOP_SIGNALS:
                 signal.signal(sig, self.on_signal)

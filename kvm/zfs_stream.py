@@ -31,6 +31,24 @@ def can_resume():
     return bool(re.search(r"receive \[-[A-Za-z]*s", _usage("receive")))
 
 
+def can_receive_props():
+    """True when `zfs receive -o PROPERTY=VALUE` exists (OpenZFS): a property set by the receive
+    itself, never missing from a received dataset."""
+    return bool(re.search(r"receive \[-[A-Za-z]+\] \[-o ", _usage("receive")))
+
+
+def error_text(stderr, fallback):
+    """What a failed zfs send or receive said, as one line: its lines joined, without the
+    resume hint OpenZFS adds to an interrupted `receive -s` (a `zfs send -t` with the token)."""
+    lines = []
+    for line in stderr.splitlines():
+        if "resuming stream can be generated" in line:
+            break
+        if line.strip():
+            lines.append(line.strip())
+    return " ".join(lines) or fallback
+
+
 def lzc_send_argv(snap, fromsnap=None, resume_token=None):
     """argv of a full (fromsnap None) or incremental stream of `snap` on stdout."""
     if resume_token:
@@ -71,9 +89,11 @@ def abort_partial(dataset):
     zfs._zfs(["receive", "-A", dataset], dataset)
 
 
-def lzc_receive_argv(target, force=False, resumable=False):
-    """argv of a receive of the stream on stdin into `target` (-F: roll back local changes first)."""
-    return ["zfs", "receive", *(["-F"] if force else []), *(["-s"] if resumable else []), target]
+def lzc_receive_argv(target, force=False, resumable=False, props=None):
+    """argv of a receive of the stream on stdin into `target` (-F: roll back local changes first;
+    props: {property: value} set by the receive, `-o`)."""
+    opts = [x for key, value in (props or {}).items() for x in ("-o", f"{key}={value}")]
+    return ["zfs", "receive", *(["-F"] if force else []), *(["-s"] if resumable else []), *opts, target]
 
 
 def estimate(snap, fromsnap=None):

@@ -21,8 +21,8 @@ def build_parser():
     p.add_argument("--no-start", action="store_true", help="do not start the VM on DEST")
     p.add_argument("--keep", action="store_true", help="leave the source startable (no kvm:migrated mark)")
     p.add_argument("--force", action="store_true",
-                   help="send into DEST's copy even though it was started there since the last send "
-                        "(its changes there are rolled back)")
+                   help="send into DEST's copy even though it was started there since the last send, or "
+                        "holds snapshots made there (the receive rolls those changes back)")
     p.add_argument("-n", "--dry-run", action="store_true",
                    help="print the pipelines with sizes estimated by zfs, change nothing")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask before stopping a running VM")

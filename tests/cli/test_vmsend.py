@@ -162,6 +162,55 @@ def test_a_copy_started_on_dest_is_not_rolled_back_without_force(install, env, f
     assert send(install, env, "web", "--local", root, "--copy").returncode == 0  # a copy again
 
 
+def test_snapshots_made_on_dest_are_not_destroyed_without_force(install, env, far):
+    root, fpool = far
+    d = make(install, env)
+    (d / "data").write_bytes(b"first copy")
+    assert send(install, env, "web", "--local", root, "--copy").returncode == 0
+    dst = f"{fpool}/kvm/vm/web"
+    assert cmd(root, env, "snap", "create", "web", "kept-there").returncode == 0
+    (d / "data").write_bytes(b"second copy")
+    before = snaps_of(dst)
+    one_line_error(send(install, env, "web", "--local", root, "--copy"), "vmsend: web: DEST's copy has snapshots "
+                   "made there after", "(kept-there): an increment would destroy them; vmsend --force")
+    assert snaps_of(dst) == before and (root / "vm/web/data").read_bytes() == b"first copy"
+    res = send(install, env, "web", "--local", root, "--copy", "--force")
+    assert res.returncode == 0, res.stderr
+    assert "kept-there" not in snaps_of(dst) and (root / "vm/web/data").read_bytes() == b"second copy"
+
+
+def test_a_copy_that_lost_its_mark_is_named_with_the_fix(install, env, far):
+    """A receive cut off between the receive and its kvm:source (zfs-fuse sets it after): the
+    refusal says which `zfs set` makes it a copy again."""
+    root, fpool = far
+    make(install, env)
+    assert send(install, env, "web", "--local", root, "--copy").returncode == 0
+    dst = f"{fpool}/kvm/vm/web"
+    guid = prop(dst, "kvm:source")
+    subprocess.run(["zfs", "inherit", "kvm:source", dst], check=True)
+    line = one_line_error(send(install, env, "web", "--local", root, "--copy"), "exists on DEST without kvm:source")
+    assert f"`zfs set kvm:source={guid} {dst}` there" in line
+    subprocess.run(["zfs", "set", f"kvm:source={guid}", dst], check=True)
+    assert send(install, env, "web", "--local", root, "--copy").returncode == 0
+
+
+def test_local_refuses_when_the_running_vm_of_that_name_is_dests(install, env, far):
+    """Run state and locks are per name on a host: with the source stopped and DEST's copy
+    running, vmsend --local must not take DEST's copy for the source (and receive under it)."""
+    root, fpool = far
+    d = make(install, env)
+    (d / "data").write_bytes(b"first copy")
+    assert send(install, env, "web", "--local", root, "--copy").returncode == 0
+    script(env, "web", "run")
+    assert cmd(root, env, "start", "-b", "web").returncode == 0
+    wait_for(lambda: guest_up(root, env), what="DEST's copy up")
+    (d / "data").write_bytes(b"second copy")
+    one_line_error(send(install, env, "web", "--local", root, "--copy", "--force"),
+                   f"the web running on this host is the one of {root}: stop it there first")
+    assert (root / "vm/web/data").read_bytes() == b"first copy" and status(root, env) > 0
+    cmd(root, env, "stop", "-f", "web")
+
+
 def test_dry_run_prints_the_pipeline_and_changes_nothing(install, env, far):
     root, fpool = far
     make(install, env)

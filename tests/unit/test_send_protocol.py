@@ -18,7 +18,8 @@ from kvm import host
 from kvm.errors import StateError, UsageError
 from kvm.migrate import partial_to_resume
 from kvm.receive import read_request
-from kvm.zfs_stream import lzc_receive_argv, lzc_send_argv, parse_token_contents
+from kvm.receive import newer_refusal, refusal
+from kvm.zfs_stream import error_text, lzc_receive_argv, lzc_send_argv, parse_token_contents
 
 DS = "tank/kvm/vm/web"
 
@@ -154,3 +155,46 @@ def test_an_undecodable_token_on_a_copy_is_dropped_but_on_a_new_dataset_refused(
     with pytest.raises(StateError) as exc:
         partial_to_resume("web", DS, dict(INFO, snaps=[]), "1-tok", None)
     assert "partial receive that this host cannot resume" in exc.value.line("vmsend")
+
+
+def test_zfs_errors_are_one_line_without_the_resume_hint():
+    """OpenZFS's interrupted `receive -s` ends its message with the token to resume with."""
+    text = ("cannot receive new filesystem stream: checksum mismatch or incomplete stream.\n"
+            "Partially received snapshot is saved.\n"
+            "A resuming stream can be generated on the sending system by running:\n"
+            "    zfs send -t 1-10d5b1c6d5-f0-789c636064000310a500c4ec50360710e72765a52697\n")
+    assert error_text(text, "x") == ("cannot receive new filesystem stream: checksum mismatch or incomplete "
+                                     "stream. Partially received snapshot is saved.")
+    two = "cannot receive incremental stream: most recent snapshot of tank/a does not\nmatch incremental source\n"
+    assert error_text(two, "x") == ("cannot receive incremental stream: most recent snapshot of tank/a does not "
+                                    "match incremental source")
+    assert error_text("", "zfs receive exited 1") == "zfs receive exited 1"
+
+
+def dest(**kw):
+    info = {"exists": True, "source": None, "folder": None, "token": None, "snaps": [], "dataset": "b/kvm/vm/web"}
+    info.update(kw)
+    return info
+
+
+def test_who_may_receive_into_a_name():
+    assert refusal(dest(exists=False), "7") is None
+    assert "is not a dataset" in refusal(dest(exists=False, folder="/b/kvm/vm/web"), "7")
+    assert refusal(dest(source="7", snaps=[["vmsend-1", "31"]]), "7") is None
+    assert "a copy of another VM (kvm:source=8)" in refusal(dest(source="8"), "7")
+    # a partial full receive: no snapshot, no kvm:source, a token (whose: the sender reads it)
+    assert refusal(dest(token="1-t"), "7") is None
+    # a token on a dataset with snapshots and no kvm:source is someone else's replica (syncoid...)
+    assert "a VM of DEST's own" in refusal(dest(token="1-t", snaps=[["auto-1", "5"]]), "7")
+    # every snapshot is this VM's, but kvm:source is missing (a receive cut off before the mark)
+    hint = refusal(dest(snaps=[["vmsend-1", "31"]]), "7", mine=["31", "32"])
+    assert "without kvm:source" in hint and "`zfs set kvm:source=7 b/kvm/vm/web` there" in hint
+
+
+def test_snapshots_made_on_dest_after_the_base_are_not_destroyed_without_force():
+    names = ["vmsend-1", "before-upgrade", "vmsend-2"]
+    assert newer_refusal(names, "vmsend-2", False) is None
+    assert newer_refusal(["vmsend-1", "vmsend-2"], "vmsend-1", False) is None  # ours do not count
+    why = newer_refusal(names, "vmsend-1", False)
+    assert "snapshots made there after vmsend-1 (before-upgrade)" in why and "vmsend --force" in why
+    assert newer_refusal(names, "vmsend-1", True) is None
