@@ -136,6 +136,9 @@ def run_later(argv, *, vm=None):
     return Pending(argv, pid, (out_r, err_r), vm)
 
 
+PIPE = "pipe"  # spawn(stdin=PIPE, stdout=PIPE): a pipe to the child, without the caller importing subprocess
+
+
 def spawn(argv, *, stdin=None, stdout=None, stderr=None, env=None, new_session=False, pass_fds=(),
           shown=None):
     """Start argv without waiting; returns the Popen object. `shown`: the line to log instead of
@@ -143,6 +146,7 @@ def spawn(argv, *, stdin=None, stdout=None, stderr=None, env=None, new_session=F
     import subprocess
     argv = [str(a) for a in argv]
     _debug("%s &", shown or shlex.join(argv))
+    stdin, stdout = (subprocess.PIPE if x == PIPE else x for x in (stdin, stdout))
     return subprocess.Popen(argv, stdin=stdin if stdin is not None else subprocess.DEVNULL,
                             stdout=stdout, stderr=stderr, env=env,
                             start_new_session=new_session, pass_fds=pass_fds)

@@ -14,11 +14,10 @@ class Peer:
     """A command we talk to over its stdin and stdout; its stderr is kept for the error line."""
 
     def __init__(self, argv):
-        import subprocess
         import tempfile
         self.argv = [str(a) for a in argv]
         self._err = tempfile.TemporaryFile()
-        self.proc = host.spawn(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err)
+        self.proc = host.spawn(self.argv, stdin=host.PIPE, stdout=host.PIPE, stderr=self._err)
         self.result = None
         self.asked = False  # a request was written: from then on it is only waited for
 
@@ -96,11 +95,10 @@ def relay(sender, peer, counted=None, request=b"", chunk=1 << 18):
     us, so counted(total) can report progress. Returns (sender Result, peer Result, bytes). If
     we are killed, the sender gets EPIPE and the peer EOF: neither is signalled, so a zfs process
     is never killed mid-unmount."""
-    import subprocess
     import tempfile
     host._debug("%s | (count) | %s", shlex.join(sender), shlex.join(peer.argv))
     with tempfile.TemporaryFile() as err:
-        src = host.spawn(sender, stdout=subprocess.PIPE, stderr=err)
+        src = host.spawn(sender, stdout=host.PIPE, stderr=err)
         total = 0
         try:
             peer.write(request)
