@@ -2,6 +2,6 @@
 
 import sys
 
-from .cli import umbrella
+from kvm.cli import umbrella
 
 sys.exit(umbrella())

@@ -1,7 +1,7 @@
 """cloudinit NAME [flags]: write (or rewrite) the VM's cloud-init NoCloud seed.iso."""
 
-from ..errors import KvmError, UsageError
-from . import common
+from kvm.errors import KvmError, UsageError
+from kvm.cli import common
 
 PROG = "cloudinit"
 
@@ -30,7 +30,7 @@ def _read(path, what, vm):
 
 def seed_from_args(args, vm_name, base=None):
     """A checked cloudinit.Seed: the flags given over `base` (the seed written before)."""
-    from .. import cloudinit
+    from kvm.conf import cloudinit
     seed = base or cloudinit.Seed()
     for key in ("user", "password_hash", "hostname", "ip", "gateway"):
         if getattr(args, key):
@@ -62,7 +62,8 @@ def build_parser():
 
 
 def body(args):
-    from .. import cloudinit, lock
+    from kvm.conf import cloudinit
+    from kvm.host import lock
     vm = common.get_vm(args, root_user=True)
     seed = seed_from_args(args, vm.name, cloudinit.saved(vm))
     with lock.hold_vm(vm.name, "cloudinit"):

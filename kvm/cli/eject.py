@@ -1,6 +1,6 @@
 """eject NAME: remove ISO= from the VM's set.conf."""
 
-from . import common
+from kvm.cli import common
 
 PROG = "eject"
 
@@ -13,7 +13,8 @@ def build_parser():
 
 
 def body(args):
-    from .. import config, edit, vm as vmmod
+    from kvm.conf import config, edit
+    from kvm import vm as vmmod
     vm = common.get_vm(args, root_user=True)
     old = vm.config().iso
     if not edit.apply(vm, lambda text: config.remove_value(text, "ISO"), "eject"):

@@ -3,8 +3,8 @@
 import json
 import sys
 
-from ..errors import UsageError
-from . import common
+from kvm.errors import UsageError
+from kvm.cli import common
 
 PROG = "image"
 VERBS = ("import", "publish", "list", "destroy")
@@ -37,8 +37,8 @@ def _progress(done, size):
 
 
 def body(args):
-    from .. import images
-    from ..info import human_size
+    from kvm.storage import images
+    from kvm.manage.info import human_size
     root = common.get_root(args)
     if args.verb == "list":
         _want(args, 0, "[-H] [--json]")
@@ -59,11 +59,11 @@ def body(args):
     elif args.verb == "publish":
         vm_name, name = _want(args, 2, "VM NAME [--snapshot S]")
         vm = common.get_vm(args, root_user=True, name=vm_name)
-        from .. import vm as vmmod
+        from kvm import vm as vmmod
         if vmmod.runtime(vm).active:
             common.warn(PROG, "the VM is running: this image is crash-consistent (like pulling the plug); "
                               "stop the VM for a clean one", vm=vm.name)
-        from ..snap import hold
+        from kvm.storage.snap import hold
         with hold(vm, "image publish", running_ok=True):
             values = images.publish(root, vm, name, args.snapshot)
         done = f"published {vm_name} as image {name} ({values['source']})"

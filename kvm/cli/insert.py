@@ -1,8 +1,8 @@
 """insert NAME ISO: set ISO= in the VM's set.conf."""
 
 import os
-from ..errors import UsageError, NotFound
-from . import common
+from kvm.errors import UsageError, NotFound
+from kvm.cli import common
 
 PROG = "insert"
 
@@ -31,7 +31,8 @@ def resolve_iso(vm, given):
 
 
 def body(args):
-    from .. import config, edit, vm as vmmod
+    from kvm.conf import config, edit
+    from kvm import vm as vmmod
     vm = common.get_vm(args, root_user=True)
     value = resolve_iso(vm, args.iso)
     changed = edit.apply(vm, lambda text: config.set_value(text, "ISO", value), "insert")

@@ -2,8 +2,8 @@
 
 import json
 
-from ..errors import UsageError
-from . import common
+from kvm.errors import UsageError
+from kvm.cli import common
 
 PROG = "snap"
 VERBS = {"c": "create", "d": "destroy", "r": "rollback", "l": "list", "p": "prune", "a": "auto"}
@@ -30,7 +30,7 @@ def build_parser():
     p.add_argument("-p", dest="parsable", action="store_true", help="list: exact numbers")
     p.add_argument("--json", action="store_true", help="list: JSON")
     p.add_argument("--keep", type=int, metavar="N", help="prune: how many of the newest snapshots to keep")
-    from .snapauto import add_args
+    from kvm.cli.snapauto import add_args
     add_args(p)
     return p
 
@@ -40,7 +40,7 @@ def body(args):
     if verb is None:
         raise UsageError(f"unknown verb '{args.verb}' (create, destroy, rollback, list, prune, auto)")
     if verb == "auto":
-        from .snapauto import do_auto
+        from kvm.cli.snapauto import do_auto
         return do_auto(args)
     if args.all or not args.name:
         raise UsageError(f"{verb} needs one VM name" + (" (--all is for auto only)" if args.all else ""))
@@ -49,7 +49,8 @@ def body(args):
 
 
 def do_create(vm, args):
-    from .. import snap, vm as vmmod
+    from kvm.storage import snap
+    from kvm import vm as vmmod
     name = args.snap if args.snap is not None else snap.default_name()
     snap.check_snap_name(vm.name, name)
     cfg = vm.config()
@@ -63,7 +64,7 @@ def do_create(vm, args):
 
 
 def do_destroy(vm, args):
-    from .. import snap
+    from kvm.storage import snap
     if not args.snap:
         raise UsageError("destroy needs a snapshot name or range", vm=vm.name)
     with snap.hold(vm, "snap destroy", running_ok=True):
@@ -71,7 +72,7 @@ def do_destroy(vm, args):
         if args.recursive:
             users = snap.clones_of_sets(vm, snap.select(vm, snap.listing(snap.datasets_of(vm, cfg)), args.snap))
             if users:
-                from ..destroy import check_free
+                from kvm.manage.destroy import check_free
                 check_free(vm, users)
                 common.info(f"This destroys the clones too: {', '.join(users)}.")
                 if not common.confirm("Go on", args.yes or args.dry_run):
@@ -84,8 +85,9 @@ def do_destroy(vm, args):
 
 
 def do_rollback(vm, args):
-    from .. import snap, vm as vmmod
-    from ..errors import StateError
+    from kvm.storage import snap
+    from kvm import vm as vmmod
+    from kvm.errors import StateError
     # the running check and the rollback under the VM's lock: a start cannot slip in between
     with snap.hold(vm, "snap rollback"):
         if vmmod.runtime(vm).active:
@@ -103,8 +105,9 @@ def do_rollback(vm, args):
 
 
 def do_list(vm, args):
-    from .. import info, snap
-    from ..errors import ConfigError
+    from kvm.manage import info
+    from kvm.storage import snap
+    from kvm.errors import ConfigError
     try:
         dsets = snap.datasets_of(vm, vm.config())
     except ConfigError as exc:  # listing must not need a valid set.conf: show the VM dataset's
@@ -130,7 +133,7 @@ def do_list(vm, args):
 
 
 def do_prune(vm, args):
-    from .. import snap
+    from kvm.storage import snap
     if args.keep is None or args.keep < 0:
         raise UsageError("prune needs --keep N (N >= 0)", vm=vm.name)
     with snap.hold(vm, "snap prune", running_ok=True):

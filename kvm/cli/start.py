@@ -4,8 +4,8 @@ import argparse
 import sys
 import time
 
-from ..errors import StateError
-from . import common
+from kvm.errors import StateError
+from kvm.cli import common
 
 PROG = "start"
 LOG_MODE = 0o640        # NAME.log: readable by root and the wheel-like group only
@@ -37,18 +37,18 @@ def write_line(line):
 def body(args):
     vm = common.get_vm(args)
     if args.dry_run:
-        from ..launch import dry_run_lines
+        from kvm.run.launch import dry_run_lines
         for line in dry_run_lines(vm):
             print(line)
         warn_unreachable(vm.config())
         return 0
     common.need_root_user(vm.name)
-    from ..migrate import check_not_migrated
+    from kvm.migrate.send import check_not_migrated
     # start -b's supervisor (lock_fd) was checked by its parent, under the lock it hands over
     fresh = args.lock_fd is None
     if fresh:
         check_not_migrated(vm)  # vmsend moved it: one VM must not run on two hosts (a ZFS property)
-    from ..supervisor import Supervisor, acquire_lock
+    from kvm.run.supervisor import Supervisor, acquire_lock
     # the VM's lock next: nothing of the VM is read (set.conf) or opened (NAME.log) before it,
     # so a command holding it (snap rollback, vmdestroy) never finds a start half-way in
     held = acquire_lock(vm.name, args.lock_fd)
@@ -74,7 +74,7 @@ def body(args):
 
 def warn_unreachable(cfg):
     """One warning line when the VM has no console and no network (it starts all the same)."""
-    from ..reach import of_config
+    from kvm.conf.reach import of_config
     if of_config(cfg):
         common.warn(PROG, of_config(cfg), vm=cfg.name)
 
@@ -93,7 +93,8 @@ def warn_first(cfg):
 def detach(vm, held):
     """Start a detached supervisor, handing it the VM's lock, and wait until it launched (or failed)."""
     import os
-    from .. import host, lock, runfiles
+    from kvm import host
+    from kvm.host import lock, runfiles
     log = runfiles.log_path(vm)
     # 0640 and never through a link: the log holds the bhyve command line
     fd = lock.open_file(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, LOG_MODE)
@@ -106,7 +107,7 @@ def detach(vm, held):
         held.release()  # the supervisor holds the same open lock file now
     state = wait_detached(vm, proc, log)
     if state.get("bhyve"):
-        from ..hypervisor import current as hypervisor
+        from kvm.hypervisor import current as hypervisor
         print(f"{vm.name}: started, {hypervisor().name} pid {state['bhyve']}, supervisor pid {proc.pid} "
               f"(log {log})")
     else:
@@ -118,7 +119,7 @@ def detach(vm, held):
 def wait_detached(vm, proc, log):
     """The detached supervisor's state once it launched (or DETACH_WAIT passed); StateError with
     its own error when it ended first."""
-    from .. import vm as vmmod
+    from kvm import vm as vmmod
     end = time.time() + DETACH_WAIT
     state = {}
     while time.time() < end:
@@ -134,7 +135,7 @@ def wait_detached(vm, proc, log):
 def failure(vm, proc, log):
     """Why a detached supervisor ended: the error it kept in its state file (which a full pool does
     not stop), else its log's last line without the `start: NAME: ` it begins with."""
-    from .. import vm as vmmod
+    from kvm import vm as vmmod
     state = vmmod.read_state(vm.name)
     if state.get("error_pid") == proc.pid and state.get("error"):
         return state["error"]

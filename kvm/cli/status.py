@@ -1,8 +1,8 @@
 """status NAME: the bhyve pid, 0 when stopped, -1 when the VM does not exist."""
 
 import json
-from ..errors import NotFound
-from . import common
+from kvm.errors import NotFound
+from kvm.cli import common
 
 PROG = "status"
 EXIT = {"running": 0, "orphaned": 0}
@@ -17,7 +17,7 @@ def build_parser():
 
 
 def body(args):
-    from .. import vm as vmmod
+    from kvm import vm as vmmod
     vmmod.check_name(args.name)
     root = common.get_root(args)
     try:

@@ -1,6 +1,6 @@
 """vmclone SRC DST [--snapshot S] [-y] [--independent]: a new VM from another's snapshot."""
 
-from . import common
+from kvm.cli import common
 
 PROG = "vmclone"
 
@@ -21,7 +21,8 @@ def build_parser():
 
 
 def body(args):
-    from .. import clone, vm as vmmod
+    from kvm.manage import clone
+    from kvm import vm as vmmod
     src = common.get_vm(args, root_user=True, name=args.src)
     vmmod.check_name(args.dst, "new VM name")
     if vmmod.runtime(src).active:

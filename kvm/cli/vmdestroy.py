@@ -1,6 +1,6 @@
 """vmdestroy NAME [-y] [-f]: destroy a VM, its data and snapshots, and our rc.d script."""
 
-from . import common
+from kvm.cli import common
 
 PROG = "vmdestroy"
 
@@ -17,8 +17,9 @@ def build_parser():
 
 
 def body(args):
-    from .. import destroy, vm as vmmod
-    from ..power import ensure_stopped
+    from kvm.manage import destroy
+    from kvm import vm as vmmod
+    from kvm.run.power import ensure_stopped
     vm = common.get_vm(args, root_user=True)
     dataset = destroy.dataset_of(vm)
     destroy.check_not_busy(vm)

@@ -2,7 +2,7 @@
 
 import sys
 
-from . import common
+from kvm.cli import common
 
 PROG = "vmedit"
 
@@ -18,8 +18,8 @@ def build_parser():
 
 def edit_until_valid(vm, copy):
     """Run the editor until the copy validates; None when unchanged or the user gives up."""
-    from .. import edit
-    from ..errors import KvmError
+    from kvm.conf import edit
+    from kvm.errors import KvmError
     while True:
         edit.run_editor(vm, copy.path)
         text = copy.text()
@@ -44,7 +44,8 @@ class GaveUp(Exception):
 
 
 def body(args):
-    from .. import edit, vm as vmmod
+    from kvm.conf import edit
+    from kvm import vm as vmmod
     vm = common.get_vm(args, root_user=True)
     with edit.Copy(vm) as copy:
         try:

@@ -2,7 +2,7 @@
 
 import os
 
-from . import common
+from kvm.cli import common
 
 PROG = "vmimport"
 
@@ -26,7 +26,7 @@ def build_parser():
 
 
 def body(args):
-    from .. import importers
+    from kvm.manage import importers
     args.name = args.name or os.path.basename(os.path.normpath(args.dir))  # errors name the VM
     common.need_root_user(args.name)
     vm, plan, warnings = importers.import_vm(common.get_root(args), args.source, args.dir, args.name,

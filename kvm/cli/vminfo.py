@@ -1,7 +1,7 @@
 """vminfo NAME [--json]: what the VM is and whether it runs."""
 
 import json
-from . import common
+from kvm.cli import common
 
 PROG = "vminfo"
 
@@ -16,10 +16,10 @@ def build_parser():
 
 
 def body(args):
-    from .. import info
+    from kvm.manage import info
     vm = common.get_vm(args)
     data = info.collect(vm)
-    from ..reach import of_info
+    from kvm.conf.reach import of_info
     for line in [*data["warnings"], *filter(None, [of_info(data)])]:
         common.warn(PROG, line, vm=vm.name)
     if args.json:

@@ -2,7 +2,7 @@
 
 import json
 
-from . import common
+from kvm.cli import common
 
 PROG = "vmrecv"
 
@@ -20,8 +20,8 @@ def build_parser():
 
 
 def body(args):
-    from .. import receive
-    from ..vm import check_name
+    from kvm.migrate import receive
+    from kvm.vm import check_name
     check_name(args.name)
     root = common.get_root(args)
     print(json.dumps(receive.probe(root, args.name)), flush=True)

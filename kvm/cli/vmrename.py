@@ -1,6 +1,6 @@
 """vmrename OLD NEW [-f]: rename a VM."""
 
-from . import common
+from kvm.cli import common
 
 PROG = "vmrename"
 
@@ -17,10 +17,10 @@ def build_parser():
 
 
 def body(args):
-    from .. import vm as vmmod
-    from ..errors import NotFound
-    from ..power import ensure_stopped
-    from ..rename import check, rename, resume
+    from kvm import vm as vmmod
+    from kvm.errors import NotFound
+    from kvm.run.power import ensure_stopped
+    from kvm.manage.rename import check, rename, resume
     vmmod.check_name(args.old)
     vmmod.check_name(args.new, "new VM name")
     root = common.get_root(args)

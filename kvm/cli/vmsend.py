@@ -1,7 +1,7 @@
 """vmsend NAME DEST: migrate (warm by default, or --cold) or replicate (--copy) a VM to another root."""
 
-from ..errors import UsageError
-from . import common
+from kvm.errors import UsageError
+from kvm.cli import common
 
 PROG = "vmsend"
 
@@ -37,9 +37,9 @@ def build_parser():
 
 
 def body(args):
-    from .. import host
-    from ..migrate import Dest, Sender
-    from ..vm import check_name
+    from kvm import host
+    from kvm.migrate.send import Dest, Sender
+    from kvm.vm import check_name
     check_name(args.name)
     if bool(args.dest) == bool(args.local):
         raise UsageError("give DEST or --local ROOT (one of them)", vm=args.name)

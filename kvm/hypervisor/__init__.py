@@ -54,7 +54,7 @@ import os
 import shlex
 from collections import namedtuple
 
-from ..errors import KvmError
+from kvm.errors import KvmError
 
 ENV = "KVM_HYPERVISOR"  # overrides the host's own backend (bhyve on FreeBSD, qemu on Linux)
 
@@ -102,9 +102,9 @@ def current():
     """The backend in use: KVM_HYPERVISOR=bhyve|qemu, else the host's own (default_name)."""
     name = os.environ.get(ENV) or default_name()
     if name == "bhyve":
-        from . import bhyve
+        from kvm.hypervisor.bhyve import backend as bhyve
         return bhyve.Bhyve()
     if name == "qemu":
-        from . import qemu_backend
+        from kvm.hypervisor.qemu import backend as qemu_backend
         return qemu_backend.Qemu()
     raise KvmError(f"{ENV}={shlex.quote(name)}: unknown hypervisor (known: bhyve, qemu)")

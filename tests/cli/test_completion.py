@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from kvm.commands import ALL
+from kvm.manage.commands import ALL
 from tests.conftest import cmd, create_vm
 
 

@@ -124,7 +124,7 @@ def test_the_units_commands_start_and_stop_the_vm(install, env, units):
 
 
 def test_systemd_is_chosen_by_the_hypervisor_unless_kvm_init_says(monkeypatch):
-    from kvm import systemd
+    from kvm.platform import systemd
     monkeypatch.delenv("KVM_INIT", raising=False)
     monkeypatch.setenv("KVM_HYPERVISOR", "qemu")
     assert systemd.in_use()

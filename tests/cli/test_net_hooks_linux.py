@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from kvm import create, hooks
+from kvm.manage import create
+from kvm.conf import hooks
 
 REPO = Path(__file__).resolve().parents[2]
 

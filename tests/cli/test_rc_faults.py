@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from kvm import rcd
+from kvm.platform import rcd
 from tests.conftest import cmd, create_vm
 
 ROUNDS = 30

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from kvm import rcd
+from kvm.platform import rcd
 from tests.conftest import REPO, cmd, create_vm, datasets, destroy_dataset, kvm, one_line_error, snapshot_tree
 
 

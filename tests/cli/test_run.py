@@ -48,7 +48,7 @@ def wait_for(predicate, seconds=20, what="condition"):
 
 def lock_held(env, name):
     """Someone holds NAME's lock (a non-blocking probe, as status does)."""
-    from kvm import lock
+    from kvm.host import lock
     return lock.holder(Path(env["KVM_RUN_DIR"]) / f"{name}.lock") is not None
 
 
@@ -225,7 +225,7 @@ def test_stop_during_a_hanging_prerun(install, env):
     d = make(install, env, pre_extra="sleep 600")
     assert cmd(install, env, "start", "-b", "web").returncode == 0
     wait_for(lambda: (d / "hooks.log").exists(), what="preRun")
-    import kvm.power as sup
+    import kvm.run.power as sup
     start = time.time()
     res = cmd(install, env, "stop", "web", timeout=sup.HOOK_GRACE + 30)
     assert res.returncode == 0, res.stderr

@@ -96,7 +96,7 @@ def test_dry_run_says_what_it_would_create_and_destroy_and_changes_nothing(insta
 
 
 def test_a_run_in_a_minute_that_has_its_set_takes_nothing_and_still_prunes(install, env, web):
-    from kvm.snapauto import name_at
+    from kvm.storage.snapauto import name_at
     t = time.time()
     minutes = sorted({name_at(t + 60 * k) for k in range(4)})  # this one and the next: the run falls in one
     take(install, env, "web", "auto-20250101-0000", *minutes)

@@ -24,7 +24,7 @@ def datasets(pool):
 def settle(name, seconds=30):
     """Wait for the creation watchdog of `name` (it cleans up after the killed command)."""
     end = time.time() + seconds
-    while subprocess.run(["pgrep", "-f", f"kvm.txn {name} "], capture_output=True).returncode == 0:
+    while subprocess.run(["pgrep", "-f", f"kvm.zfs.txn {name} "], capture_output=True).returncode == 0:
         assert time.time() < end, f"watchdog of {name} still running"
         time.sleep(0.2)
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from kvm import config
-from kvm.hypervisor import qemu
-from kvm.qmp import Qmp
+from kvm.conf import config
+from kvm.hypervisor.qemu import argv as qemu
+from kvm.hypervisor.qemu.qmp import Qmp
 from tests.guest import guestdisk
 
 REPO = Path(__file__).resolve().parents[2]

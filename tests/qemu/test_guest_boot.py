@@ -3,7 +3,7 @@ and each way it can end is told apart by the QMP SHUTDOWN reason (qemu exits 0 f
 
 import pytest
 
-from kvm.hypervisor import qemu
+from kvm.hypervisor.qemu import argv as qemu
 from tests.guest import guestdisk
 
 pytestmark = pytest.mark.guest

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from kvm.qmp import Qmp, QmpError, shutdown_reason
+from kvm.hypervisor.qemu.qmp import Qmp, QmpError, shutdown_reason
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from kvm import rcd
+from kvm.platform import rcd
 
 STANDIN = Path(__file__).resolve().parent / "rc.subr"
 STOP_TIMEOUT, WATCHDOG = 3, 4.5

@@ -2,8 +2,8 @@
 
 import pytest
 
-from kvm import config
-from kvm.hypervisor import bhyve
+from kvm.conf import config
+from kvm.hypervisor.bhyve import backend as bhyve
 from kvm.errors import ConfigError
 
 VMDIR = "/tank/kvm/vm"

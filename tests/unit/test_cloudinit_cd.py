@@ -2,9 +2,10 @@
 
 import pytest
 
-from kvm import config
+from kvm.conf import config
 from kvm.errors import ConfigError
-from kvm.hypervisor import bhyve, qemu
+from kvm.hypervisor.bhyve import backend as bhyve
+from kvm.hypervisor.qemu import argv as qemu
 
 VMDIR = "/tank/kvm/vm"
 BASE = 'VMrom="uefi"\nDisk="disk"\n'

@@ -8,9 +8,10 @@ import time
 
 import pytest
 
-from kvm import edit, hooks, lock
+from kvm.conf import edit, hooks
+from kvm.host import lock
 from kvm.errors import PermissionDenied, StateError
-from kvm.root import Root
+from kvm.vm.root import Root
 from kvm.vm import Vm
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown, root-only checks)")

@@ -6,9 +6,9 @@ import os
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from kvm import config
+from kvm.conf import config
 from kvm.errors import ConfigError, KvmError, PermissionDenied
-from kvm.record import FrozenError, fields
+from kvm.host.record import FrozenError, fields
 
 HOSTILE = 'VMrom="uefi"\nX=$(touch {m}.1)\nCores=`touch {m}.2`\nif touch {m}.3; then Mem=2G; fi\nY="$X/a"\nZ=ok\n'
 

@@ -5,7 +5,7 @@ import subprocess
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from kvm import config
+from kvm.conf import config
 from kvm.errors import ConfigError
 
 

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from kvm.console_relay import ConsoleLog, EscapeFilter, raw_terminal, relay
+from kvm.host.console_relay import ConsoleLog, EscapeFilter, raw_terminal, relay
 
 
 @pytest.mark.parametrize("typed, sent, quit_now", [

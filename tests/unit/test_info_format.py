@@ -2,7 +2,7 @@
 
 import pytest
 
-from kvm.info import duration, human_size
+from kvm.manage.info import duration, human_size
 
 
 @pytest.mark.parametrize("n, shown", [

@@ -3,7 +3,8 @@
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from kvm import listing, shconf
+from kvm.manage import listing
+from kvm.conf import shconf
 from kvm.errors import UsageError
 
 # line shapes a set.conf may have: the quick reader must give what the full reader gives, or

@@ -16,7 +16,8 @@ import subprocess
 
 import pytest
 
-from kvm import commands, config
+from kvm.manage import commands
+from kvm.conf import config
 from tests.conftest import REPO
 
 MAN = REPO / "man"
@@ -157,7 +158,8 @@ def test_environment_lists_every_kvm_variable_the_code_reads():
 
 
 def test_exit_status_lists_every_status_a_command_ends_with():
-    from kvm import errors, supervisor
+    from kvm import errors
+    from kvm.run import supervisor
     statuses = set(supervisor.EXIT_STATUS.values()) | {errors.KvmError.exit_status,
                                                        errors.UsageError.exit_status, 130}
     documented = {int(m) for m in re.findall(r"^\.It (\d+)$", sections(MAN / "kvm.8")["EXIT STATUS"],

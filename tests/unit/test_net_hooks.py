@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kvm import create
+from kvm.manage import create
 
 REPO = Path(__file__).resolve().parents[2]
 FUNCTIONS = REPO / "templates" / "functions"
@@ -114,8 +114,8 @@ def test_functions_on_linux_run_iproute2(stubs):
 
 def test_qemu_nics_without_mac_get_bhyves_distinct_macs():
     """Two VMs made by vmcreate (no mac=) on one bridge: qemu alone would give both 52:54:00:12:34:56."""
-    from kvm import config
-    from kvm.hypervisor import qemu
+    from kvm.conf import config
+    from kvm.hypervisor.qemu import argv as qemu
 
     def nic(name, devices):
         cfg = config.validate(name, "/nonexistent", {"VMrom": "uefi", "Devices": devices})

@@ -4,8 +4,9 @@ import subprocess
 
 import pytest
 
-from kvm import install, txn
-from kvm.install import InstallReport
+from kvm.manage import install
+from kvm.zfs import txn
+from kvm.manage.install import InstallReport
 
 
 @pytest.fixture

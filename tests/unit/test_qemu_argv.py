@@ -4,10 +4,10 @@ import os
 
 import pytest
 
-from kvm import config
+from kvm.conf import config
 from kvm.errors import ConfigError
-from kvm.hypervisor import qemu
-from kvm.hypervisor.qemu_host import check_passthru
+from kvm.hypervisor.qemu import argv as qemu
+from kvm.hypervisor.qemu.passthru import check_passthru
 
 VMDIR = "/tank/kvm/vm"
 RUN = "/var/run/kvm"

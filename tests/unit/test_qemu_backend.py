@@ -4,8 +4,9 @@ log's cap, and the accelerator choice (override, cache)."""
 import pytest
 
 from kvm.errors import KvmError
-from kvm.hypervisor import accel, current, default_name
-from kvm.hypervisor.qemu_backend import Qemu, is_qemu_of, rotate_log
+from kvm.hypervisor.qemu import accel
+from kvm.hypervisor import current, default_name
+from kvm.hypervisor.qemu.backend import Qemu, is_qemu_of, rotate_log
 
 
 def test_the_host_chooses_and_kvm_hypervisor_overrides(monkeypatch):

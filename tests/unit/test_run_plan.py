@@ -5,9 +5,11 @@ import sys
 
 import pytest
 
-from kvm import config, power
+from kvm.conf import config
+from kvm.run import power
 from kvm.cli import start
-from kvm.hypervisor import bhyve, current
+from kvm.hypervisor.bhyve import backend as bhyve
+from kvm.hypervisor import current
 
 VMDIR = "/tank/kvm/vm"
 

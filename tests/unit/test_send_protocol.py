@@ -16,10 +16,10 @@ import pytest
 
 from kvm import host
 from kvm.errors import StateError, UsageError
-from kvm.migrate import partial_to_resume
-from kvm.receive import read_request
-from kvm.receive import newer_refusal, refusal
-from kvm.zfs_stream import error_text, lzc_receive_argv, lzc_send_argv, parse_token_contents
+from kvm.migrate.send import partial_to_resume
+from kvm.migrate.receive import read_request
+from kvm.migrate.receive import newer_refusal, refusal
+from kvm.zfs.stream import error_text, lzc_receive_argv, lzc_send_argv, parse_token_contents
 
 DS = "tank/kvm/vm/web"
 
@@ -63,7 +63,7 @@ def test_relay_reads_the_peers_answer_then_sends_request_and_stream():
     payload = os.urandom(5 << 20)
     far = textwrap.dedent("""
         import hashlib, sys
-        from kvm.receive import read_request
+        from kvm.migrate.receive import read_request
         print('{"ready": true}', flush=True)
         req = read_request("web")
         data = sys.stdin.buffer.read()

@@ -1,7 +1,8 @@
 """Which datasets a snapshot covers: the VM's, and every zvol or dataset its set.conf points at."""
 
-from kvm import config, snap
-from kvm.root import Root
+from kvm.conf import config
+from kvm.storage import snap
+from kvm.vm.root import Root
 from kvm.vm import Vm
 
 

@@ -2,9 +2,11 @@
 
 import pytest
 
-from kvm import config, snap, zfs
+from kvm.conf import config
+from kvm.storage import snap
+from kvm import zfs
 from kvm.errors import NotFound, StateError, UsageError
-from kvm.root import Root
+from kvm.vm.root import Root
 from kvm.vm import Vm
 
 MAIN, EXT = "tank/kvm/vm/web", "tank/ext"

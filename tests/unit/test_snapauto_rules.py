@@ -7,7 +7,7 @@ import time
 import pytest
 
 from kvm.errors import UsageError
-from kvm.snapauto import check_keep, kept, name_at, when
+from kvm.storage.snapauto import check_keep, kept, name_at, when
 
 NONE = {"hourly": 0, "daily": 0, "weekly": 0, "monthly": 0}
 

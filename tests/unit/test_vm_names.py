@@ -3,7 +3,7 @@
 import pytest
 
 from kvm import vm
-from kvm.hypervisor.bhyve import is_bhyve_of
+from kvm.hypervisor.bhyve.backend import is_bhyve_of
 from kvm.errors import UsageError
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from kvm.errors import ConfigError
-from kvm.importers import vmbhyve
+from kvm.manage.importers import vmbhyve
 
 
 class FakeVm:

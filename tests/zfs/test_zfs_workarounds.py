@@ -1,4 +1,4 @@
-"""The workarounds section of kvm/zfs.py on a real pool: nothing is left unmounted, lists of
+"""The workarounds section of kvm/zfs/__init__.py on a real pool: nothing is left unmounted, lists of
 snapshots go in as few calls as the zfs allows."""
 
 import uuid

@@ -1,0 +1,61 @@
+"""Line-preserving edits of set.conf text: set or remove one variable, keep every other line."""
+
+import re
+
+from kvm.errors import ConfigError
+from kvm.conf.shconf import CONF, Assignment, NeedsShell, assignments
+
+
+def sh_quote(value):
+    """A double-quoted sh word for value."""
+    return '"' + re.sub(r'([\\"$`])', r"\\\1", value) + '"'
+
+
+def _plain(text, name):
+    try:
+        found = [a for a in assignments(text) if a.name == name]
+    except NeedsShell:
+        found = None
+    if found is None or any(not a.alone for a in found):
+        # Fall back to whole lines `NAME=...` that are plain on their own.
+        found = []
+        offset = 0
+        for number, line in enumerate(text.splitlines(keepends=True), 1):
+            if re.match(rf"^\s*{name}=", line):
+                try:
+                    got = assignments(line)
+                except NeedsShell:
+                    raise ConfigError(f"{CONF} line {number}: cannot edit {name}: not a plain assignment")
+                if len(got) != 1:
+                    raise ConfigError(f"{CONF} line {number}: cannot edit {name}: not alone on its line")
+                found.append(Assignment(name, got[0].value, offset + got[0].start, offset + got[0].end,
+                                        number, True))
+            offset += len(line)
+    return found
+
+
+def set_value(text, name, value):
+    """Text with NAME set to value: the last plain assignment rewritten, or one appended."""
+    found = _plain(text, name)
+    new = f"{name}={sh_quote(value)}"
+    if found:
+        last = found[-1]
+        return text[:last.start] + new + text[last.end:]
+    if text and not text.endswith("\n"):
+        text += "\n"
+    return text + new + "\n"
+
+
+def remove_value(text, name):
+    """Text without any plain assignment of NAME (whole lines removed)."""
+    found = _plain(text, name)
+    for a in reversed(found):
+        line_start = text.rfind("\n", 0, a.start) + 1
+        line_end = text.find("\n", a.end)
+        line_end = len(text) if line_end < 0 else line_end + 1
+        rest = (text[line_start:a.start] + text[a.end:line_end]).strip()
+        if rest and not rest.startswith("#"):
+            text = text[:a.start] + text[a.end:]
+        else:
+            text = text[:line_start] + text[line_end:]
+    return text

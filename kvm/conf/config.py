@@ -1,0 +1,392 @@
+"""set.conf -> a typed, validated VmConfig: one small checker per setting.
+
+Reading the sh text is kvm/shconf.py; editing it is kvm/confedit.py (both re-exported
+here). `load(..., evaluate=...)` is the one place that decides whether sh may evaluate
+the file: only the supervisor's launch asks for it, after the files were found safe.
+"""
+
+import os
+import re
+from kvm.host.record import field, record
+
+from kvm.errors import ConfigError, KvmError
+from kvm.conf.shconf import (CONF, NAME_RE, Assignment, NeedsShell, Reading, assignments, check_owner,  # noqa: F401
+    evaluate_text, evaluate_with_sh, parse_text, read_plain, read_text)
+from kvm.conf.confedit import remove_value, set_value, sh_quote  # noqa: F401
+from kvm.conf.devices import EMULATIONS, NEEDS_SOURCE, RESERVED_SLOTS, parse_devices  # noqa: F401
+
+KNOWN = {
+    "VMrom": "loader: uefi, grub, or an absolute path",
+    "Boot": "grub-bhyve root device",
+    "Cores": "vCPUs", "Mem": "memory with unit", "VMoptions": "bhyve one-letter flags",
+    "Disk": "main disk", "DiskDriver": "main disk emulation", "Devices": "extra devices",
+    "VNC": "1 or wait", "wVNC": "VNC width", "hVNC": "VNC height", "Tablet": "0 drops the tablet",
+    "COM": "1 = serial console", "ISO": "ISO image", "CloudInit": "1 = attach seed.iso (cloud-init)",
+    # ours (documented in the README)
+    "VNCaddr": "VNC listen address", "VNCpassword": "VNC password",
+    "RestartOnFault": "1 = restart after a fault", "RestartMax": "restarts allowed in the window",
+    "RestartWindow": "seconds of the restart window", "StopTimeout": "seconds for a graceful stop",
+}
+BHYVE_FLAGS = set("AaCDeHPSuWwxY")  # -h only prints help
+DISK_DRIVERS = {"nvme", "virtio-blk", "ahci-hd", "ahci-cd", "ahci"}
+MEM_RE = re.compile(r"^([0-9]+)([KkMmGgTt]?)\Z")
+MIN_MEM = 32 * 1024 * 1024
+# whole-number settings: (default, lowest, highest)
+RANGES = {"Cores": (1, 1, 255), "RestartMax": (3, 1, 1000), "RestartWindow": (600, 1, 86400 * 7),
+          "StopTimeout": (60, 1, 3600), "wVNC": (1024, 640, 3840), "hVNC": (768, 480, 2160)}
+SECRET_MODE = 0o640   # set.conf holding a VNCpassword: no reading by others
+
+
+class Invalid(ValueError):
+    """Why a value is wrong; the caller names the setting and the value."""
+
+
+@record(frozen=True)
+class Device:
+    """One Devices item: `slot,emulation[,conf]`."""
+
+    slot: str
+    emulation: str
+    conf: str = ""
+
+    def arg(self):
+        """The text after bhyve's -s."""
+        return ",".join(x for x in (self.slot, self.emulation, self.conf) if x)
+
+    @property
+    def source(self):
+        """First conf field: the backend (tap, file, B/S/F...)."""
+        return self.conf.split(",")[0] if self.conf else ""
+
+
+@record(frozen=True)
+class VmConfig:
+    """A VM's validated settings (built only by validate())."""
+
+    name: str
+    vmdir: str
+    vmrom: str = ""              # as written
+    loader: str = ""             # "uefi", "grub", or "" when VMrom is unset
+    boot: str = ""
+    cores: int = 1
+    mem: str = "1G"
+    mem_bytes: int = 1 << 30
+    options: str = ""
+    disk: str = ""               # absolute path or ""
+    disk_driver: str = "nvme"
+    devices: tuple = ()          # of Device
+    vnc: str = ""                # "", "on", "wait"
+    vnc_size: tuple = ()         # (w, h) or ()
+    tablet: bool = True
+    com: bool = False
+    iso: str = ""                # absolute path or ""
+    vnc_addr: str = "127.0.0.1"
+    vnc_password: str = ""
+    restart_on_fault: bool = False
+    restart_max: int = 3
+    restart_window: int = 600
+    stop_timeout: int = 60
+    variables: dict = field(default_factory=dict, compare=False)  # every set.conf value
+    warnings: tuple = ()
+    unevaluated: dict = field(default_factory=dict, compare=False)  # key -> "line N not evaluated: why"
+    not_evaluated: tuple = ()    # one line per statement the reader did not run (for vminfo)
+
+    def __repr__(self):
+        return f"VmConfig({self.name!r})"
+
+
+def loader_kind(vmrom):
+    """uefi/grub from VMrom's base name, lower-cased, as the shell toolkit decides."""
+    base = os.path.basename(vmrom).lower()
+    if "uefi" in base:
+        return "uefi"
+    if "grub" in base:
+        return "grub"
+    return ""
+
+
+def mem_bytes(text):
+    """bhyve's reading of -m: suffix K/M/G/T; a plain number < 1 MiB means MB, else bytes."""
+    m = MEM_RE.match(text)
+    if not m:
+        return None
+    number, unit = int(m.group(1)), m.group(2).upper()
+    if unit:
+        return number << {"K": 10, "M": 20, "G": 30, "T": 40}[unit]
+    return number << 20 if number < (1 << 20) else number
+
+
+def host_memory():
+    """Physical memory of the host in bytes (0 when unknown)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+# --------------------------------------------------------------- value checkers (shared)
+# Each takes the text of one setting and returns its typed value or raises Invalid; vmcreate
+# uses the same ones for its flags and prompts.
+
+def whole_number(key, text):
+    """An ASCII whole number within RANGES[key] (Unicode digits are not numbers to sh)."""
+    default, low, high = RANGES[key]
+    text = text or str(default)
+    if not re.fullmatch(r"[0-9]+", text):
+        raise Invalid("is not a whole number")
+    value = int(text)
+    if not low <= value <= high:
+        raise Invalid(f"is out of range ({low}..{high})")
+    return value
+
+
+def memory(text):
+    """Mem's size in bytes (bhyve's rules), at least MIN_MEM."""
+    size = mem_bytes(text)
+    if size is None:
+        raise Invalid("is not a size (a number with K, M, G or T, e.g. 2G)")
+    if size < MIN_MEM:
+        raise Invalid(f"is too small (at least {MIN_MEM >> 20}M)")
+    return size
+
+
+def loader(text):
+    """VMrom's kind: uefi, grub, or an absolute path naming one."""
+    kind = loader_kind(text)
+    if not kind:
+        raise Invalid("is not uefi, grub, or a path whose name contains uefi or grub")
+    if "/" in text and not text.startswith("/"):
+        raise Invalid("must be uefi, grub or an absolute path")
+    return kind
+
+
+def bhyve_options(text):
+    """VMoptions without a leading dash; only bhyve's one-letter flags."""
+    options = text.lstrip("-")
+    unknown = sorted(set(options) - BHYVE_FLAGS)
+    if unknown:
+        raise Invalid(f"has letters bhyve does not take as flags: {''.join(unknown)!r}")
+    return options
+
+
+def disk_driver(text):
+    if text not in DISK_DRIVERS:
+        raise Invalid(f"is not a disk emulation ({', '.join(sorted(DISK_DRIVERS))})")
+    return text
+
+
+def one_line(text):
+    """A value bhyve takes as one argument: no newline or other control character."""
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+        raise Invalid("holds a control character (a newline?), which sh keeps but bhyve cannot take")
+    return text
+
+
+# ------------------------------------------------------------------ per-setting checkers
+
+class _Context:
+    """The values being checked, what earlier checkers decided, and the warnings."""
+
+    def __init__(self, name, vmdir, values, cpus):
+        self.name, self.vmdir, self.values, self.cpus = name, vmdir, values, cpus
+        self.kind, self.options, self.warnings = "", "", []
+
+    def get(self, key, default=""):
+        return self.values.get(key, default)
+
+    def bad(self, key, why):
+        raise ConfigError(f"{CONF}: {key}={self.get(key)!r} {why}", vm=self.name)
+
+    def check(self, key, checker, *args):
+        try:
+            return checker(*args, self.get(key))
+        except Invalid as exc:
+            self.bad(key, str(exc))
+
+    def path(self, value):
+        return value if value.startswith("/") else os.path.join(self.vmdir, value)
+
+
+def _vmrom(c):
+    vmrom = c.get("VMrom")
+    if vmrom:
+        c.check("VMrom", one_line)
+        c.kind = c.check("VMrom", loader)
+    return {"vmrom": vmrom, "loader": c.kind}
+
+
+def _boot(c):
+    boot = c.get("Boot")
+    if boot and not re.fullmatch(r"[A-Za-z0-9,()]+", boot):
+        c.bad("Boot", "is not a grub device (like cd0 or hd0,msdos1)")
+    if c.kind == "grub" and not boot:
+        raise ConfigError(f"{CONF}: Boot is required with the grub loader (e.g. Boot=\"cd0\")", vm=c.name)
+    return {"boot": boot}
+
+
+def _cores(c):
+    cores = c.check("Cores", whole_number, "Cores")
+    cpus = c.cpus or os.cpu_count() or 1
+    if cores > cpus:
+        c.warnings.append(f"Cores={cores} is more than the host's {cpus} CPUs")
+    return {"cores": cores}
+
+
+def _mem(c):
+    mem = c.get("Mem") or "1G"
+    size = c.check("Mem", memory) if c.get("Mem") else 1 << 30
+    phys = host_memory()
+    if phys and size > phys:
+        c.warnings.append(f"Mem={mem} is more than the host's memory")
+    return {"mem": mem, "mem_bytes": size}
+
+
+def _options(c):
+    c.options = c.check("VMoptions", bhyve_options)
+    return {"options": c.options}
+
+
+def _file(c, key):
+    value = c.check(key, one_line)
+    if "," in value:
+        c.bad(key, "holds a comma, which bhyve would read as an option separator")
+    if c.kind == "grub" and " " in value:
+        c.bad(key, "holds a space, which grub-bhyve's device.map cannot take")
+    return c.path(value) if value else ""
+
+
+def _disk(c):
+    driver = c.check("DiskDriver", disk_driver) if c.get("DiskDriver") else "nvme"
+    return {"disk": _file(c, "Disk"), "disk_driver": driver}
+
+
+def _iso(c):
+    return {"iso": _file(c, "ISO")}
+
+
+def _vnc(c):
+    vnc = c.get("VNC")
+    if vnc not in ("", "0", "1", "wait"):
+        c.bad("VNC", "must be 1, wait or 0")
+    vnc = {"1": "on", "wait": "wait"}.get(vnc, "")
+    if vnc and c.kind == "grub":
+        c.bad("VNC", "cannot be used with the grub loader (grub uses the serial console)")
+    size = ()
+    if c.get("wVNC") and c.get("hVNC"):
+        size = (c.check("wVNC", whole_number, "wVNC"), c.check("hVNC", whole_number, "hVNC"))
+    return {"vnc": vnc, "vnc_size": size, "tablet": c.get("Tablet") != "0"}
+
+
+def _flag(c, key):
+    value = c.get(key)
+    if value not in ("", "0", "1"):
+        c.bad(key, "must be '0' or '1'")
+    return value == "1"
+
+
+def _com(c):
+    return {"com": _flag(c, "COM") or c.kind == "grub"}  # grub's console is the serial one
+
+
+def _vnc_addr(c):
+    addr = c.get("VNCaddr") or "127.0.0.1"
+    if addr != "127.0.0.1":
+        import ipaddress
+        try:
+            ipaddress.ip_address(addr)
+        except ValueError:
+            c.bad("VNCaddr", "is not an IP address")
+    return {"vnc_addr": addr}
+
+
+def _vnc_password(c):
+    password = c.check("VNCpassword", one_line)
+    if "," in password:
+        c.bad("VNCpassword", "cannot hold a comma")
+    return {"vnc_password": password}
+
+
+def _devices(c):
+    from kvm.conf.cloudinit import seed_devices  # CloudInit="1": seed.iso as one more CD, for every backend
+    return {"devices": seed_devices(c, parse_devices(c.name, c.get("Devices"), c.options))}
+
+
+def _restart(c):
+    return {"restart_on_fault": _flag(c, "RestartOnFault"),
+            "restart_max": c.check("RestartMax", whole_number, "RestartMax"),
+            "restart_window": c.check("RestartWindow", whole_number, "RestartWindow"),
+            "stop_timeout": c.check("StopTimeout", whole_number, "StopTimeout")}
+
+
+# In order: later checkers use what earlier ones decided (the loader kind, the options).
+CHECKERS = (_vmrom, _boot, _cores, _mem, _options, _disk, _iso, _vnc, _com, _vnc_addr, _vnc_password,
+            _devices, _restart)
+
+
+def _near_misses(values):
+    import difflib
+    out = []
+    lower = {k.lower(): k for k in KNOWN}
+    for key in values:
+        if key not in KNOWN:
+            close = difflib.get_close_matches(key.lower(), list(lower), n=1, cutoff=0.8)
+            if close:
+                out.append(f"{CONF}: '{key}' is not a kvm setting; did you mean '{lower[close[0]]}'?")
+    return out
+
+
+def validate(name, vmdir, values, cpus=None, reading=None):
+    """Build a VmConfig from set.conf values; raise ConfigError naming the VM and the value.
+
+    reading: the plain reader's Reading when some lines were not evaluated; their settings
+    are checked at their default (or earlier) value and reported in `unevaluated`/warnings.
+    """
+    c = _Context(name, str(vmdir), values, cpus)
+    c.warnings.extend(_near_misses(values))
+    fields = {}
+    for checker in CHECKERS:
+        fields.update(checker(c))
+    unevaluated = dict(reading.unevaluated) if reading else {}
+    notes = [f"{CONF}: {key} {note} (shown as kvm reads it without sh)" for key, note in unevaluated.items()]
+    notes += [f"{CONF} {note}" for note in (reading.skipped if reading else ())]
+    return VmConfig(name=name, vmdir=str(vmdir), **fields, variables=dict(values),
+                    warnings=tuple(c.warnings), unevaluated=unevaluated, not_evaluated=tuple(notes))
+
+
+def check_folder(folder):
+    """The folder of a file sh will run must be a real folder of root's, writable by root only."""
+    from kvm.host.lock import lstat_folder
+    check_owner(folder, lstat_folder(folder, folder, "refusing to run its files"))
+
+
+def read(path, *, evaluate):
+    """The Reading of a set.conf file.
+
+    evaluate=False never runs anything: what needs sh is left unevaluated. evaluate=True
+    (the launch only) lets sh evaluate such a file, once the folder and the opened file
+    are root's and writable by root only; sh reads the very text that was checked.
+    """
+    if evaluate:
+        check_folder(os.path.dirname(os.path.abspath(path)))
+    text = read_text(path, trusted=evaluate)
+    if not evaluate:
+        return read_plain(text)
+    try:
+        return Reading(parse_text(text))
+    except NeedsShell:
+        return Reading(evaluate_text(text))
+
+
+def load(name, vmdir, cpus=None, *, evaluate):
+    """Read and validate VMDIR/set.conf (see read() for `evaluate`)."""
+    try:
+        reading = read(os.path.join(vmdir, CONF), evaluate=evaluate)
+    except KvmError as exc:
+        exc.vm = name
+        raise
+    return validate(name, vmdir, reading.values, cpus, reading)
+
+
+def file_mode(cfg, current=0o644):
+    """The mode for a set.conf: as it was, but never readable by others when it holds a password."""
+    return current & SECRET_MODE if cfg.vnc_password else current

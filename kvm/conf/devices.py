@@ -1,0 +1,66 @@
+"""Devices="slot,emulation,conf ...": each item checked as bhyve would check it."""
+
+import re
+
+from kvm.errors import ConfigError
+from kvm.conf.shconf import CONF
+
+EMULATIONS = {"hostbridge", "amd_hostbridge", "lpc", "ahci", "ahci-hd", "ahci-cd", "virtio-blk", "nvme",
+              "virtio-net", "e1000", "virtio-rnd", "virtio-console", "virtio-9p", "virtio-scsi", "fbuf",
+              "xhci", "hda", "uart", "passthru"}
+OURS = {"hostbridge", "amd_hostbridge", "lpc", "fbuf"}  # kvm places these itself
+NEEDS_SOURCE = {"ahci", "ahci-hd", "ahci-cd", "virtio-blk", "nvme", "virtio-net", "e1000",
+                "virtio-9p", "virtio-scsi", "passthru", "virtio-console", "xhci"}
+RESERVED_SLOTS = {0: "hostbridge", 1: "the main disk", 2: "the ISO", 29: "the VNC tablet",
+                  30: "VNC (fbuf)", 31: "lpc"}
+_SLOT_RE = re.compile(r"^([0-9]{1,2})(?::([0-7]))?\Z")
+
+
+def _slot(item, slot):
+    """(number, function) of a slot text; ConfigError's text when it is not a free slot."""
+    m = _SLOT_RE.match(slot)
+    if not m:
+        raise ValueError(f"slot '{slot}' is not a number (3-28)")
+    number = int(m.group(1))
+    if number in RESERVED_SLOTS:
+        raise ValueError(f"slot {number} is kept for {RESERVED_SLOTS[number]} (use 3-28)")
+    if not 3 <= number <= 28:
+        raise ValueError(f"slot {number} is out of range (3-28)")
+    return number, int(m.group(2) or 0)
+
+
+def _check_emulation(emulation, conf, options):
+    """ValueError's text when bhyve would refuse this emulation with this conf."""
+    if emulation not in EMULATIONS or emulation in OURS:
+        import difflib
+        near = difflib.get_close_matches(emulation, sorted(EMULATIONS), n=1)
+        raise ValueError(f"unknown device '{emulation}'" + (f" (did you mean {near[0]}?)" if near else ""))
+    if emulation in NEEDS_SOURCE and not conf:
+        raise ValueError(f"{emulation} needs a source")
+    if emulation == "passthru":
+        if not re.fullmatch(r"[0-9]+/[0-9]+/[0-9]+", conf.split(",")[0]):
+            raise ValueError("passthru wants bus/slot/function like 3/0/0")
+        if "S" not in options:
+            raise ValueError("passthru needs S in VMoptions (wired memory)")
+
+
+def parse_devices(name, text, options=""):
+    """Devices="slot,emulation,conf ..." -> tuple of Device, refusing what bhyve would refuse."""
+    from kvm.conf.config import Device
+    devices, used = [], {}
+    for item in text.split():
+        parts = item.split(",", 2)
+        if len(parts) < 2 or not parts[1]:
+            raise ConfigError(f"{CONF}: Devices item '{item}' is not slot,emulation[,source]", vm=name)
+        slot, emulation = parts[0], parts[1]
+        conf = parts[2] if len(parts) > 2 else ""
+        try:
+            key = _slot(item, slot)
+            if key in used:
+                raise ConfigError(f"{CONF}: Devices items '{used[key]}' and '{item}' use the same slot", vm=name)
+            used[key] = item
+            _check_emulation(emulation, conf, options)
+        except ValueError as exc:
+            raise ConfigError(f"{CONF}: Devices item '{item}': {exc}", vm=name) from None
+        devices.append(Device(slot, emulation, conf))
+    return tuple(devices)

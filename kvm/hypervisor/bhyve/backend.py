@@ -1,0 +1,288 @@
+"""bhyve behind the hypervisor interface (see __init__.py): argv builders (pure), the exit-code
+table, and the bhyve-only host parts: bhyvectl, /dev/vmm, nmdm consoles, bhyve's process title.
+
+The order of bhyve's arguments is the shell toolkit's, item for item:
+  bhyve -OPTS -c CORES -m MEM -s 0,hostbridge [-s 1,DRIVER,DISK] [-s 2,ahci-cd,ISO]
+        -s 31,lpc [-l com1,/dev/nmdmNAMEA] [-s 29,xhci,tablet] [-s 30,fbuf,...]
+        [-s DEVICE ...] [-l bootrom,ROM,VARS] NAME
+Slots: 0 hostbridge, 1 main disk, 2 ISO, 3-28 user devices, 29 tablet, 30 fbuf, 31 lpc.
+"""
+
+import signal
+from pathlib import Path
+
+import os
+import re
+import shlex
+
+from kvm.conf import firmware
+from kvm import host
+from kvm.host import paths
+from kvm.errors import ConfigError, NotFound
+from kvm.hypervisor import Exit, LaunchFailed, Plan
+
+VARS_FILE = "UEFI_VARS.fd"    # the VM's own UEFI variables, in its folder (the shell toolkit's name)
+DEVICE_MAP = "device.map"     # grub-bhyve's disk map, in the VM folder
+TITLE = "bhyve:"              # bhyve sets its process title to `bhyve: NAME`
+NMDM_MODULE = "nmdm"          # the null-modem driver behind serial consoles
+PASSWORD = re.compile(r"(password=)[^,]*")
+
+EXIT_REASONS = {0: "reboot", 1: "poweroff", 2: "halt", 3: "triplefault", 4: "error"}
+EXIT_TEXT = {"reboot": "guest rebooted", "poweroff": "powered off", "halt": "halted",
+             "triplefault": "crashed: triple fault", "error": "crashed: bhyve error",
+             "unknown": "exited for an unknown reason", "signal": "killed by a signal"}
+
+
+def classify(returncode):
+    """bhyve's exit status -> reason: reboot, poweroff, halt, triplefault, error, signal, unknown."""
+    if returncode < 0:
+        return "signal"
+    return EXIT_REASONS.get(returncode, "unknown")
+
+
+def describe(returncode):
+    """A human line for an exit status."""
+    reason = classify(returncode)
+    if reason == "signal":
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    text = EXIT_TEXT[reason]
+    return text if reason != "unknown" else f"{text} (exit {returncode})"
+
+
+def nmdm_a(name, dev_dir="/dev"):
+    """The guest's side of the VM's null-modem pair."""
+    return f"{dev_dir}/nmdm{name}A"
+
+
+def nmdm_b(name, dev_dir="/dev"):
+    """The side a terminal attaches to."""
+    return f"{dev_dir}/nmdm{name}B"
+
+
+def disk_args(cfg):
+    return ["-s", f"1,{cfg.disk_driver},{cfg.disk}"] if cfg.disk else []
+
+
+def iso_args(cfg):
+    return ["-s", f"2,ahci-cd,{cfg.iso}"] if cfg.iso else []
+
+
+def com_args(cfg, dev_dir):
+    return ["-l", f"com1,{nmdm_a(cfg.name, dev_dir)}"] if cfg.com else []
+
+
+def vnc_args(cfg, port):
+    if not cfg.vnc:
+        return []
+    if port is None:
+        raise ConfigError("VNC is on but no port was chosen", vm=cfg.name)
+    out = ["-s", "29,xhci,tablet"] if cfg.tablet else []
+    host = f"[{cfg.vnc_addr}]" if ":" in cfg.vnc_addr else cfg.vnc_addr
+    fbuf = f"30,fbuf,tcp={host}:{port}"
+    if cfg.vnc == "wait":
+        fbuf += ",wait"
+    if cfg.vnc_size:
+        fbuf += f",w={cfg.vnc_size[0]},h={cfg.vnc_size[1]}"
+    if cfg.vnc_password:
+        fbuf += f",password={cfg.vnc_password}"
+    return out + ["-s", fbuf]
+
+
+def device_args(cfg):
+    out = []
+    for dev in cfg.devices:
+        out += ["-s", dev.arg()]
+    return out
+
+
+def bootrom_args(cfg, rom):
+    if cfg.loader != "uefi":
+        return []
+    return ["-l", f"bootrom,{rom},{Path(cfg.vmdir) / VARS_FILE}"]
+
+
+def bhyve_argv(cfg, rom=None, vnc_port=None, dev_dir="/dev"):
+    """The bhyve command line for a config."""
+    argv = ["bhyve"]
+    if cfg.options:
+        argv.append(f"-{cfg.options}")
+    argv += ["-c", str(cfg.cores), "-m", cfg.mem, "-s", "0,hostbridge"]
+    argv += disk_args(cfg) + iso_args(cfg) + ["-s", "31,lpc"] + com_args(cfg, dev_dir)
+    argv += vnc_args(cfg, vnc_port) + device_args(cfg) + bootrom_args(cfg, rom)
+    return argv + [cfg.name]
+
+
+def device_map(cfg):
+    """grub-bhyve's device.map: (hd0) the disk, (cd0) the ISO."""
+    lines = []
+    if cfg.disk:
+        lines.append(f"(hd0) {cfg.disk}")
+    if cfg.iso:
+        lines.append(f"(cd0) {cfg.iso}")
+    return "".join(line + "\n" for line in lines)
+
+
+def grub_argv(cfg, grub, dev_dir="/dev"):
+    """grub-bhyve's command line; -M must equal bhyve's -m."""
+    argv = [str(grub)]
+    if "S" in cfg.options:
+        argv.append("-S")
+    argv += ["-c", nmdm_a(cfg.name, dev_dir), "-m", str(Path(cfg.vmdir) / DEVICE_MAP), "-M", cfg.mem,
+             "-r", cfg.boot, cfg.name]
+    return argv
+
+
+def plan(cfg, rom=None, grub=None, vnc_port=None, dev_dir="/dev"):
+    """Everything one launch runs, for a validated config and the firmware found."""
+    if not cfg.loader:
+        raise ConfigError("VMrom is not set in set.conf (uefi, grub or a loader path)", vm=cfg.name)
+    nmdm = nmdm_a(cfg.name, dev_dir)
+    if cfg.loader == "grub":
+        return Plan(argv=bhyve_argv(cfg, None, vnc_port, dev_dir), loader=grub_argv(cfg, grub, dev_dir),
+                    files=((str(Path(cfg.vmdir) / DEVICE_MAP), device_map(cfg)),), firmware=str(grub),
+                    console=nmdm, needs=(NMDM_MODULE,))
+    return Plan(argv=bhyve_argv(cfg, rom, vnc_port, dev_dir), firmware=str(rom) if rom else None,
+                console=nmdm if cfg.com else None, needs=(NMDM_MODULE,) if cfg.com else ())
+
+
+def find_rom(cfg, root, strict):
+    """The UEFI code file: VMrom when a path, else the pinned one; NotFound at a real launch."""
+    rom = cfg.vmrom if cfg.vmrom.startswith("/") else firmware.uefi_code(root)
+    if not strict:
+        return rom or "BHYVE_UEFI.fd"
+    if rom is None or not os.path.isfile(rom):
+        raise NotFound(f"UEFI firmware {rom or 'BHYVE_UEFI.fd'} not found: pkg install edk2-bhyve "
+                       f"and run kvminst", vm=cfg.name)
+    vars_file = Path(cfg.vmdir) / VARS_FILE
+    if not vars_file.is_file():
+        raise NotFound(f"UEFI vars file {vars_file} not found", vm=cfg.name)
+    return rom
+
+
+def find_grub(cfg, root, strict):
+    """grub-bhyve: VMrom when a path, else the installed one; NotFound at a real launch."""
+    grub = cfg.vmrom if cfg.vmrom.startswith("/") else firmware.grub(root)
+    if not strict:
+        return grub or "grub-bhyve"
+    if grub is None or not os.path.isfile(grub):
+        raise NotFound(f"grub-bhyve {grub or ''} not found: pkg install grub2-bhyve and run kvminst",
+                       vm=cfg.name)
+    return grub
+
+
+def _bhyvectl(name, op):
+    return ["bhyvectl", f"--vm={name}", op]
+
+
+class Bhyve:
+    """The bhyve backend (methods documented in __init__.py)."""
+
+    name = "bhyve"
+
+    def accelerator(self):
+        return "vmm"  # bhyve always runs on the kernel's vmm(4)
+
+    def uefi_vars(self, root):
+        """(template, file name in the VM folder, what to do when it is missing) for vmcreate."""
+        return (firmware.vars_template(root), VARS_FILE,
+                "no UEFI vars template pinned: pkg install edk2-bhyve, then run kvminst")
+
+    def console_socket(self, name):
+        return None  # a terminal attaches with cu to the nmdm device (console_command)
+
+    def plan(self, cfg, ctx):
+        rom = find_rom(cfg, ctx.root, ctx.strict) if cfg.loader == "uefi" else None
+        grub = find_grub(cfg, ctx.root, ctx.strict) if cfg.loader == "grub" else None
+        return plan(cfg, rom=rom, grub=grub, vnc_port=ctx.vnc_port, dev_dir=str(paths.current().dev_dir))
+
+    def prepare_host(self, plan_):
+        """kldstat -qm nmdm || kldload nmdm."""
+        for module in plan_.needs:
+            if host.run(["kldstat", "-qm", module], mutating=False, check=False).status != 0:
+                host.run(["kldload", module])
+
+    def prepare_host_text(self, plan_):
+        return [f"kldstat -qm {m} || kldload {m}" for m in plan_.needs]
+
+    def start(self, plan_, announce=None):
+        for path, text in plan_.files:
+            host.write_file(path, text)
+        if plan_.loader:
+            res = host.run(plan_.loader, check=False, capture=False, new_session=True)
+            if res.status != 0:
+                raise LaunchFailed(f"grub-bhyve failed (exit {res.status})")
+        if announce:
+            announce(self.shown(plan_.argv))
+        return host.spawn_quiet(plan_.argv, shown=self.shown(plan_.argv))
+
+    def wait(self, proc, timeout=None):
+        return host.wait_process(proc, timeout)
+
+    def classify(self, code):
+        text = describe(code) + f" (exit {code})" if code >= 0 else describe(code)
+        return Exit(code=code, reason=classify(code), text=text)
+
+    def power_button(self, name, pid):
+        """bhyve turns SIGTERM into the ACPI power button."""
+        host.send_signal(pid, signal.SIGTERM)
+
+    def force_off(self, name, pid):
+        host.run(_bhyvectl(name, "--force-poweroff"), check=False)
+
+    def destroy(self, name):
+        if self.is_allocated(name):
+            host.run(_bhyvectl(name, "--destroy"), check=False)
+
+    def destroy_text(self, name):
+        return shlex.join(_bhyvectl(name, "--destroy"))
+
+    def is_allocated(self, name):
+        """/dev/vmm/NAME exists (an unreadable /dev/vmm counts as no)."""
+        try:
+            return os.path.lexists(paths.current().vmm_dir / name)
+        except OSError:
+            return False
+
+    def allocated(self):
+        try:
+            return set(os.listdir(paths.current().vmm_dir))
+        except OSError:
+            return set()
+
+    def is_own_process(self, args, name):
+        return is_bhyve_of(args, name)
+
+    def find_process(self, name):
+        for pid, args in host.list_processes():
+            if is_bhyve_of(args, name):
+                return pid
+        return None
+
+    def console_command(self, name):
+        return ["cu", "-l", nmdm_b(name, str(paths.current().dev_dir))]
+
+    def console_device(self, name):
+        return nmdm_a(name, str(paths.current().dev_dir))
+
+    def cleanup_hint(self, name):
+        return f"bhyvectl --vm={name} --destroy"
+
+    def shown(self, argv):
+        return shlex.join(PASSWORD.sub(r"\1***", a) for a in argv)
+
+
+def is_bhyve_of(args, name):
+    """True when a process's arguments are bhyve running VM `name` (exact name, not a substring):
+    its title `bhyve: NAME` (one string from procfs, two words from ps, `(bhyve)` added by FreeBSD's
+    ps), or a plain `bhyve ... NAME` command line."""
+    if not args:
+        return False
+    words = " ".join(args).split()
+    if len(words) > 1 and words[-1] == "(bhyve)":
+        words = words[:-1]  # FreeBSD ps adds the command name when the title differs from it
+    if words == [TITLE, name]:
+        return True
+    return len(words) >= 2 and words[-1] == name and os.path.basename(words[0]) == "bhyve"

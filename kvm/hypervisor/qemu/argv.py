@@ -1,0 +1,277 @@
+"""Pure: a VmConfig -> the qemu-system-x86_64 argv (q35), and a QMP SHUTDOWN reason -> exit reason.
+
+The guest sees the same PCI layout as under bhyve: bhyve's slot N is qemu's `addr=N` on
+q35's root bus pcie.0, where any PCI device may sit as an integrated endpoint. Slot 0 is
+q35's host bridge and slot 31 its ICH9 LPC/SATA/SMBus functions, exactly where bhyve puts
+hostbridge and lpc, so bhyve's 1-30 map one to one with no PCI bridge (a bridge would move
+every device to bus 1 and change the guest's device names). Integrated endpoints cannot be
+hot-plugged, which bhyve cannot do either. Slot `N:F` is `addr=N.F`; qemu, like bhyve,
+needs function 0 of a multi-function slot.
+
+The run files are RUN_DIR/NAME.qmp (QMP) and RUN_DIR/NAME.console (the COM1 socket).
+`-action reboot=shutdown` makes a guest reset end the process (the supervisor runs postRun
+and launches again, as with bhyve); the SHUTDOWN event's reason says why it ended, since
+qemu exits 0 for a reset and a power off alike.
+"""
+
+from collections import namedtuple
+from pathlib import Path
+
+from kvm.errors import ConfigError
+
+BINARY = "qemu-system-x86_64"
+VARS_FILE = "OVMF_VARS.fd"   # the VM's own copy of OVMF's vars (bhyve's UEFI_VARS.fd has another size)
+MIB = 1 << 20
+
+# bhyve VMoptions letters without a qemu meaning: ignored, each said in the notes.
+IGNORED_OPTIONS = {
+    "A": "ACPI tables (qemu always provides them)", "a": "xAPIC mode", "C": "guest memory in core dumps",
+    "D": "destroy on power off (qemu always ends)", "e": "exit on unhandled I/O", "H": "yield on HLT",
+    "P": "exit on PAUSE", "W": "force MSI", "w": "ignore unimplemented MSRs", "x": "x2APIC mode",
+    "Y": "no MPTable"}
+
+# QMP SHUTDOWN reason -> our exit reason (the supervisor's exit table).
+SHUTDOWN_REASONS = {
+    "guest-reset": "reboot", "host-qmp-system-reset": "reboot", "guest-shutdown": "poweroff",
+    "host-qmp-quit": "poweroff", "host-signal": "poweroff", "host-ui": "poweroff",
+    "guest-panic": "fault", "host-error": "error"}
+
+
+# What one qemu launch runs and what the supervisor must do around it: argv; qmp, the QMP socket
+# path; console, the COM1 socket path, when COM is on; vnc_password, to set through QMP
+# (change-vnc-password) before `cont`; paused, started with -S (`cont` once the password is set /
+# a VNC client came); wait_vnc, VNC=wait (`cont` on the VNC_CONNECTED event); notes, settings
+# ignored on qemu, one line each. (namedtuple: see kvm/hypervisor/__init__.py.)
+Plan = namedtuple("Plan", "argv qmp console vnc_password paused wait_vnc notes",
+                  defaults=(None, None, False, False, ()))
+
+
+def run_files(cfg, run_dir):
+    """(qmp socket, console socket) paths of a VM."""
+    return str(Path(run_dir) / f"{cfg.name}.qmp"), str(Path(run_dir) / f"{cfg.name}.console")
+
+
+def plan(cfg, *, run_dir, code=None, accel="tcg", vnc_port=None, binary=BINARY, console_log=None):
+    """The launch plan of a validated config; `code` is the OVMF code file (VMrom=uefi);
+    console_log: where qemu appends all the guest prints on COM1 (also with nobody attached)."""
+    if not cfg.loader:
+        raise ConfigError("VMrom is not set in set.conf (uefi, grub or a loader path)", vm=cfg.name)
+    qmp, console = run_files(cfg, run_dir)
+    notes = []
+    argv = [binary, "-name", f"{cfg.name},process=qemu:{cfg.name}", "-no-user-config", "-nodefaults",
+            "-machine", "q35", "-accel", accel] + (["-cpu", "host"] if accel == "kvm" else [])
+    argv += ["-smp", str(cfg.cores), "-m", mem_arg(cfg)] + option_args(cfg, notes)
+    argv += ["-action", "reboot=shutdown", "-action", "panic=shutdown", "-device", "pvpanic"]
+    argv += firmware_args(cfg, code) + disk_args(cfg) + iso_args(cfg) + com_args(cfg, console, console_log)
+    argv += vnc_args(cfg, vnc_port) + device_args(cfg)
+    argv += ["-qmp", f"unix:{qmp},server=on,wait=off"]
+    paused = cfg.vnc == "wait" or bool(cfg.vnc and cfg.vnc_password)
+    if paused:
+        argv.append("-S")
+    return Plan(argv=argv, qmp=qmp, console=console if cfg.com else None,
+                vnc_password=(cfg.vnc_password or None) if cfg.vnc else None, paused=paused,
+                wait_vnc=cfg.vnc == "wait", notes=tuple(notes))
+
+
+def mem_arg(cfg):
+    """-m in MiB when whole (the usual case), else in bytes (qemu rounds up to its page size)."""
+    size = cfg.mem_bytes
+    return f"{size // MIB}M" if size % MIB == 0 else f"{size}B"
+
+
+def option_args(cfg, notes):
+    """VMoptions: S -> locked memory, u -> UTC clock (else local time, as bhyve); others noted."""
+    out = ["-overcommit", "mem-lock=on"] if "S" in cfg.options else []
+    out += ["-rtc", "base=utc" if "u" in cfg.options else "base=localtime"]
+    for letter in cfg.options:
+        if letter in IGNORED_OPTIONS:
+            notes.append(f"VMoptions letter {letter} ({IGNORED_OPTIONS[letter]}) means nothing on qemu: ignored")
+    return out
+
+
+def firmware_args(cfg, code):
+    """uefi: OVMF code read-only (pflash 0) + the VM's vars copy (pflash 1); grub: the BIOS."""
+    if cfg.loader == "grub":
+        return []
+    if not code:
+        raise ConfigError("VMrom=uefi but no OVMF code file was found (apt-get install ovmf)", vm=cfg.name)
+    vars_path = Path(cfg.vmdir) / VARS_FILE
+    return ["-drive", f"if=pflash,unit=0,format=raw,readonly=on,file={code}",
+            "-drive", f"if=pflash,unit=1,format=raw,file={vars_path}"]
+
+
+def boot_first(cfg):
+    """With the BIOS (VMrom=grub), which device boots: "cd" for Boot=cd..., else "hd"."""
+    if cfg.loader != "grub":
+        return None
+    return "cd" if cfg.boot.startswith("cd") else "hd"
+
+
+def _bootindex(cfg, kind):
+    return ",bootindex=1" if boot_first(cfg) == kind else ""
+
+
+def pci(slot):
+    """bhyve's "N" or "N:F" -> qemu's bus/addr on pcie.0."""
+    number, _, function = str(slot).partition(":")
+    return f"bus=pcie.0,addr={int(number):#x}" + (f".{int(function)}" if function else "")
+
+
+def _drive(ident, path, *, cdrom=False, readonly=False, direct=False):
+    spec = f"if=none,id={ident},format=raw,file={path}"
+    if cdrom:
+        spec += ",media=cdrom,readonly=on"
+    elif readonly:
+        spec += ",readonly=on"
+    if direct:
+        spec += ",cache.direct=on"
+    return ["-drive", spec]
+
+
+def _qemu_path(value):
+    """A file name for qemu's key=value lists: a comma would be read as a separator."""
+    return value.replace(",", ",,")
+
+
+def disk_device(cfg, slot, kind, path, ident, *, readonly=False, direct=False, extra=""):
+    """One disk of kind nvme / virtio-blk / ahci-hd / ahci-cd at a slot."""
+    path = _qemu_path(path)
+    where = pci(slot)
+    if kind == "nvme":
+        return _drive(ident, path, readonly=readonly, direct=direct) + [
+            "-device", f"nvme,drive={ident},serial={ident},{where}{extra}"]
+    if kind == "virtio-blk":
+        return _drive(ident, path, readonly=readonly, direct=direct) + [
+            "-device", f"virtio-blk-pci,drive={ident},{where}{extra}"]
+    if kind in ("ahci-hd", "ahci-cd"):
+        controller = f"ahci{str(slot).replace(':', '_')}"
+        cd = kind == "ahci-cd"
+        return ["-device", f"ahci,id={controller},{where}"] + _drive(
+            ident, path, cdrom=cd, readonly=readonly, direct=direct) + [
+            "-device", f"{'ide-cd' if cd else 'ide-hd'},drive={ident},bus={controller}.0{extra}"]
+    raise ConfigError(f"DiskDriver={kind!r} cannot be mapped on qemu (use nvme, virtio-blk or ahci-hd)",
+                      vm=cfg.name)
+
+
+def disk_args(cfg):
+    if not cfg.disk:
+        return []
+    return disk_device(cfg, 1, cfg.disk_driver, cfg.disk, "disk0", extra=_bootindex(cfg, "hd"))
+
+
+def iso_args(cfg):
+    if not cfg.iso:
+        return []
+    return disk_device(cfg, 2, "ahci-cd", cfg.iso, "cd0", extra=_bootindex(cfg, "cd"))
+
+
+def com_args(cfg, console, console_log=None):
+    """COM1 on a unix socket; qemu serves it and keeps running when nobody is attached. With a
+    log, qemu itself appends the guest's output to it (O_APPEND, so a truncation by the
+    supervisor's rotation is seen at once): no relay process or thread has to stay up."""
+    if not cfg.com:
+        return []
+    log = f",logfile={_qemu_path(str(console_log))},logappend=on" if console_log else ""
+    return ["-chardev", f"socket,id=com1,path={console},server=on,wait=off{log}", "-serial", "chardev:com1"]
+
+
+def vnc_args(cfg, port):
+    """VNC on VNCaddr:port (reserved as for bhyve), a VGA at slot 30 and the tablet at 29."""
+    if not cfg.vnc:
+        return ["-display", "none"]
+    if port is None or port < 5900:
+        raise ConfigError(f"VNC is on but no port >= 5900 was chosen (got {port})", vm=cfg.name)
+    host = f"[{cfg.vnc_addr}]" if ":" in cfg.vnc_addr else cfg.vnc_addr
+    vnc = f"{host}:{port - 5900}" + (",password=on" if cfg.vnc_password else "")
+    vga = f"VGA,{pci(30)}"
+    if cfg.vnc_size:
+        vga += f",xres={cfg.vnc_size[0]},yres={cfg.vnc_size[1]}"
+    out = ["-display", "none", "-vnc", vnc, "-device", vga]
+    if cfg.tablet:
+        out += ["-device", f"qemu-xhci,id=xhci,{pci(29)}", "-device", "usb-tablet,bus=xhci.0"]
+    return out
+
+
+def device_args(cfg):
+    out = []
+    for dev in cfg.devices:
+        out += device(cfg, dev)
+    return out
+
+
+def device(cfg, dev):
+    """One Devices item -> qemu arguments, or a ConfigError naming the item."""
+    ident = "dev" + dev.slot.replace(":", "_")
+    if dev.emulation in ("virtio-net", "e1000"):
+        return nic_args(cfg, dev, ident)
+    if dev.emulation == "virtio-rnd":
+        return ["-object", f"rng-random,id={ident},filename=/dev/urandom",
+                "-device", f"virtio-rng-pci,rng={ident},{pci(dev.slot)}"]
+    if dev.emulation in ("ahci-hd", "ahci-cd", "virtio-blk", "nvme"):
+        path, readonly, direct = _disk_conf(cfg, dev)
+        return disk_device(cfg, dev.slot, dev.emulation, path, ident, readonly=readonly, direct=direct)
+    if dev.emulation == "passthru":
+        return ["-device", f"vfio-pci,host={host_pci_address(dev)},{pci(dev.slot)}"]
+    raise _bad_item(cfg, dev, f"{dev.emulation} cannot be mapped on qemu")
+
+
+def _bad_item(cfg, dev, why):
+    return ConfigError(f"set.conf: Devices item '{dev.arg()}': {why}", vm=cfg.name)
+
+
+def _disk_conf(cfg, dev):
+    """bhyve's block options: path[,ro][,nocache]; any other option has no qemu mapping here."""
+    path, *opts = dev.conf.split(",")
+    unknown = [o for o in opts if o not in ("ro", "nocache")]
+    if unknown:
+        raise _bad_item(cfg, dev, f"option {unknown[0]!r} cannot be mapped on qemu")
+    if not path.startswith("/"):
+        path = str(Path(cfg.vmdir) / path)
+    return path, "ro" in opts, "nocache" in opts
+
+
+def bhyve_mac(name, slot):
+    """The MAC bhyve gives a NIC without mac=: NetApp's OUI 00:a0:98 and the first three bytes of
+    the MD5 of "SLOT-FUNCTION-NAME". Without it every qemu NIC gets 52:54:00:12:34:56, so two VMs
+    on one bridge collide; with it a VM keeps its MAC (and its DHCP lease) across hypervisors."""
+    import hashlib
+    number, _, function = str(slot).partition(":")
+    digest = hashlib.md5(f"{int(number)}-{int(function or 0)}-{name}".encode()).digest()
+    return "00:a0:98:" + ":".join(f"{b:02x}" for b in digest[:3])
+
+
+def nic_args(cfg, dev, ident):
+    """virtio-net / e1000 on a tap interface, with its mac= when given, else bhyve's."""
+    tap, *opts = dev.conf.split(",")
+    if not tap.startswith("tap"):
+        raise _bad_item(cfg, dev, f"only tap interfaces can be mapped on qemu, not {tap!r}")
+    model = "virtio-net-pci" if dev.emulation == "virtio-net" else "e1000"
+    nic = f"{model},netdev={ident},{pci(dev.slot)}"
+    for opt in opts:
+        key, _, value = opt.partition("=")
+        if key != "mac" or not value:
+            raise _bad_item(cfg, dev, f"option {opt!r} cannot be mapped on qemu (only mac=)")
+        nic += f",mac={value}"
+    if ",mac=" not in nic:
+        nic += f",mac={bhyve_mac(cfg.name, dev.slot)}"
+    return ["-netdev", f"tap,id={ident},ifname={tap},script=no,downscript=no", "-device", nic]
+
+
+def host_pci_address(dev):
+    """bhyve's decimal bus/slot/function -> Linux's 0000:BB:SS.F."""
+    bus, slot, function = (int(x) for x in dev.source.split("/"))
+    return f"0000:{bus:02x}:{slot:02x}.{function:x}"
+
+
+def classify(reason, returncode):
+    """qemu's exit status and the SHUTDOWN event's reason -> reboot, poweroff, fault, error, signal, unknown.
+
+    qemu exits 0 both for a guest reset (with -action reboot=shutdown) and a power off, so
+    the reason decides; a non-zero status is qemu's own failure (bad argv, a file it cannot
+    open), a negative one a signal it did not catch.
+    """
+    if returncode is not None and returncode < 0:
+        return "signal"
+    if returncode:
+        return "error"
+    return SHUTDOWN_REASONS.get(reason, "unknown")

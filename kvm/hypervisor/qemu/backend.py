@@ -1,0 +1,260 @@
+"""qemu behind the hypervisor interface (see __init__.py): the launch, the QMP session the
+supervisor keeps for a running VM, stop through QMP, the process title, the serial socket.
+
+The argv comes from qemu.py (pure). Here: firmware lookup, the accelerator, spawning qemu,
+QMP (the SHUTDOWN event gives the exit reason, since qemu exits 0 for a reset and a power
+off alike), VNC password and VNC=wait through QMP, and console.log's cap. Run files:
+RUN_DIR/NAME.qmp and RUN_DIR/NAME.console, removed by `destroy` once qemu is gone.
+
+console.log is written by qemu itself (the chardev's logfile=): it stays written with nobody
+attached and costs no process or thread; its cap is kept by the supervisor while it waits
+(copy to console.log.0, then truncate: qemu appends, so it goes on at the new end).
+"""
+
+import os
+import shlex
+import signal
+import time
+from pathlib import Path
+
+from kvm.conf import firmware
+from kvm import host
+from kvm.host import paths
+from kvm.errors import NotFound
+from kvm.hypervisor.qemu.qmp import Qmp, QmpError, shutdown_reason
+from kvm.hypervisor import Exit, LaunchFailed, Plan
+from kvm.hypervisor.qemu import accel, argv as qemu
+
+CONSOLE_LOG = "console.log"
+LOG_CAP = 1 << 20         # bytes of console.log before it is rotated (one rotation: console.log.0)
+TICK = 1.0                # seconds between console.log size checks while waiting for qemu
+QMP_CONNECT = 10          # seconds for qemu to make its QMP socket
+EXIT_TEXT = {"reboot": "guest rebooted", "poweroff": "powered off", "fault": "crashed: guest panic",
+             "error": "qemu failed", "unknown": "exited for an unknown reason", "signal": "killed by a signal"}
+WHAT = {"qmp": ".qmp", "console": ".console"}
+
+
+class Running:
+    """A qemu the supervisor started: its process, QMP session and the last SHUTDOWN reason."""
+
+    def __init__(self, proc, qmp, log, wait_vnc):
+        self.proc, self.pid, self.qmp, self.log = proc, proc.pid, qmp, log
+        self.reason, self.wait_vnc = "", wait_vnc
+
+
+def run_file(name, what):
+    """RUN_DIR/NAME.qmp or RUN_DIR/NAME.console."""
+    return paths.current().run_dir / f"{name}{WHAT[what]}"
+
+
+def console_log(vmdir):
+    return Path(vmdir) / CONSOLE_LOG
+
+
+def find_code(cfg, root, strict):
+    """OVMF's code file (VMrom as a path, else the pinned/host one) and the VM's own vars copy."""
+    code = cfg.vmrom if cfg.vmrom.startswith("/") else firmware.ovmf_code(root)
+    if not strict:
+        return str(code or firmware.OVMF_CODE)
+    if code is None or not os.path.isfile(code):
+        raise NotFound(f"OVMF firmware {code or firmware.OVMF_CODE} not found: apt-get install "
+                       f"qemu-system-x86 ovmf and run kvminst", vm=cfg.name)
+    vars_file = Path(cfg.vmdir) / qemu.VARS_FILE
+    if not vars_file.is_file():
+        raise NotFound(f"UEFI vars file {vars_file} not found (the VM was made for another hypervisor?): "
+                       f"cp {firmware.ovmf_vars(root) or firmware.OVMF_VARS} {vars_file}", vm=cfg.name)
+    return str(code)
+
+
+def rotate_log(path, cap=LOG_CAP):
+    """Keep console.log under its cap: copy it to console.log.0, then truncate it in place."""
+    try:
+        if os.path.getsize(path) <= cap:
+            return
+        host.copy_file(path, f"{path}.0", mode=0o640)
+        os.truncate(path, 0)
+    except (OSError, host.WriteFailed):
+        pass  # a full pool must not end the VM: the log just stays as it is
+
+
+class Qemu:
+    """The qemu backend (methods documented in __init__.py)."""
+
+    name = "qemu"
+
+    def __init__(self):
+        self._live = {}  # VM name -> Running, for the supervisor's own stop (one QMP client at a time)
+
+    def accelerator(self):
+        return accel.chosen(qemu.BINARY)
+
+    def uefi_vars(self, root):
+        """(template, file name in the VM folder, what to do when it is missing) for vmcreate."""
+        return (firmware.ovmf_vars(root), qemu.VARS_FILE,
+                "no OVMF vars template found: apt-get install qemu-system-x86 ovmf, then run kvminst")
+
+    def plan(self, cfg, ctx):
+        code = find_code(cfg, ctx.root, ctx.strict) if cfg.loader == "uefi" else None
+        detail = qemu.plan(cfg, run_dir=paths.current().run_dir, code=code, accel=self.accelerator(),
+                           vnc_port=ctx.vnc_port, console_log=console_log(cfg.vmdir) if cfg.com else None)
+        return Plan(argv=detail.argv, firmware=code if cfg.loader == "uefi" else "SeaBIOS",
+                    console=detail.console, detail=detail)
+
+    def prepare_host(self, plan_):
+        pass
+
+    def prepare_host_text(self, plan_):
+        return []
+
+    def start(self, plan_, announce=None):
+        detail = plan_.detail
+        shown = self.shown(plan_.argv)
+        if announce:
+            announce(shown)
+        proc = host.spawn_quiet(plan_.argv, shown=shown)
+        try:
+            qmp = Qmp.connect(detail.qmp, timeout=QMP_CONNECT)
+            if detail.vnc_password:
+                qmp.execute("change-vnc-password", {"password": detail.vnc_password})
+            if detail.paused and not detail.wait_vnc:
+                qmp.execute("cont")
+        except QmpError as exc:
+            host.send_signal(proc.pid, signal.SIGKILL)
+            code = host.wait_process(proc)
+            raise LaunchFailed(f"qemu did not start (exit {code}): {exc.message}") from None
+        run = Running(proc, qmp, _log_of(plan_.argv), detail.wait_vnc)
+        self._live[_name_of(plan_.argv)] = run
+        return run
+
+    def wait(self, run, timeout=None):
+        """(SHUTDOWN reason, exit status) once qemu ended; host.Timeout when the time ran out.
+        State lives in `run`, so a wait broken by the supervisor's signal handler resumes."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while run.qmp is not None:
+            left = TICK if deadline is None else min(TICK, deadline - time.monotonic())
+            if left <= 0:
+                raise host.Timeout()
+            try:
+                event = run.qmp.wait_event(("SHUTDOWN", "VNC_CONNECTED"), timeout=left)
+            except QmpError:
+                if run.log:
+                    rotate_log(run.log)
+                continue
+            if event is None:  # qemu closed QMP: it is ending
+                run.qmp.close()
+                run.qmp = None
+            elif event["event"] == "VNC_CONNECTED":
+                self._vnc_connected(run)
+            else:
+                run.reason = shutdown_reason(event)
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        code = host.wait_process(run.proc, left)
+        self._live = {k: v for k, v in self._live.items() if v is not run}
+        return run.reason, code
+
+    def _vnc_connected(self, run):
+        """VNC=wait: the guest starts running when the first VNC client came."""
+        if run.wait_vnc:
+            run.wait_vnc = False
+            try:
+                run.qmp.execute("cont")
+            except QmpError:
+                pass
+
+    def classify(self, observed):
+        reason, code = observed
+        kind = qemu.classify(reason, code)
+        if kind == "signal":
+            try:
+                return Exit(code=code, reason=kind, text=f"killed by {signal.Signals(-code).name}")
+            except ValueError:
+                return Exit(code=code, reason=kind, text=f"killed by signal {-code}")
+        why = f"SHUTDOWN {reason}" if reason else "no SHUTDOWN event"
+        return Exit(code=code, reason=kind, text=f"{EXIT_TEXT[kind]} ({why}, exit {code})")
+
+    def _qmp(self, name, command):
+        """Run a QMP command on the supervisor's session, or (an orphan) on a new one."""
+        run = self._live.get(name)
+        if run is not None and run.qmp is not None:
+            return run.qmp.execute(command)
+        with Qmp.connect(run_file(name, "qmp"), timeout=2) as session:
+            return session.execute(command)
+
+    def power_button(self, name, pid):
+        """QMP system_powerdown: the ACPI power button."""
+        try:
+            self._qmp(name, "system_powerdown")
+        except QmpError:
+            pass  # qemu is ending or does not answer: the forced steps follow after the timeout
+
+    def force_off(self, name, pid):
+        """QMP quit: qemu ends at once (SIGKILL follows if it does not)."""
+        try:
+            self._qmp(name, "quit")
+        except QmpError:
+            pass
+
+    def destroy(self, name):
+        """Remove the sockets a qemu that is gone left behind."""
+        for what in WHAT:
+            if os.path.lexists(run_file(name, what)):
+                host.remove_file(run_file(name, what))
+
+    def destroy_text(self, name):
+        return shlex.join(["rm", "-f", *(str(run_file(name, w)) for w in WHAT)])
+
+    def cleanup_hint(self, name):
+        return self.destroy_text(name)
+
+    def is_allocated(self, name):
+        """Its QMP socket exists (qemu runs, or died without cleaning up)."""
+        return os.path.lexists(run_file(name, "qmp"))
+
+    def allocated(self):
+        try:
+            entries = os.listdir(paths.current().run_dir)
+        except OSError:
+            return set()
+        return {e[:-len(WHAT["qmp"])] for e in entries if e.endswith(WHAT["qmp"])}
+
+    def is_own_process(self, args, name):
+        return is_qemu_of(args, name)
+
+    def find_process(self, name):
+        for pid, args in host.list_processes():
+            if is_qemu_of(args, name):
+                return pid
+        return None
+
+    def console_command(self, name):
+        return ["console", name]
+
+    def console_device(self, name):
+        return str(run_file(name, "console"))
+
+    def console_socket(self, name):
+        return str(run_file(name, "console"))
+
+    def shown(self, argv):
+        return shlex.join(argv)  # no secret on qemu's command line: the VNC password goes by QMP
+
+
+def _name_of(argv):
+    return argv[argv.index("-name") + 1].split(",", 1)[0]
+
+
+def _log_of(argv):
+    """The console.log qemu was told to write (from the chardev's logfile=), or None."""
+    for arg in argv:
+        if arg.startswith("socket,id=com1,") and ",logfile=" in arg:
+            return arg.split(",logfile=", 1)[1].rsplit(",logappend=", 1)[0].replace(",,", ",")
+    return None
+
+
+def is_qemu_of(args, name):
+    """True when a process's arguments are qemu running VM `name`: qemu-system-* with
+    `-name NAME,process=qemu:NAME` exactly (a VM called `web` is not `web2`)."""
+    if not args or not os.path.basename(args[0]).startswith("qemu-system"):
+        return False
+    want = f"{name},process=qemu:{name}"
+    return any(a == "-name" and i + 1 < len(args) and args[i + 1] == want for i, a in enumerate(args))

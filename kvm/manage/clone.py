@@ -1,0 +1,112 @@
+"""vmclone SRC DST: a ZFS clone of SRC's snapshot with a new identity (fresh MACs and UEFI vars,
+tap names and comments rewritten by vmrename's own rewrite, no rc.d script, no run-time state);
+--independent copies the snapshot's files instead, so DST depends on nothing.
+
+All under the creation transaction: a failure or kill -9 leaves neither DST nor the snapshot
+(clone-DST-...) the clone was to be made of.
+"""
+
+import os
+import random
+import re
+import time
+
+from kvm.conf import cloudinit
+from kvm import host, zfs
+from kvm.storage import images, snap as snapmod
+from kvm.host import lock
+from kvm.manage import rename
+from kvm.manage.create import check_new
+from kvm.errors import NotFound, UsageError
+from kvm.zfs.txn import Transaction
+
+# files that are the source's alone: never in a clone
+# (OVMF_VARS.fd is qemu's vars copy: the clone's must be fresh too, made as for a new VM)
+LEFT_OUT = ("console.log", "OVMF_VARS.fd", rename.INTENT)
+_MAC_RE = re.compile(r"mac=[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}")
+
+
+def new_mac():
+    """A random locally administered unicast MAC (58:9c:fc is bhyve's own; 02: is ours)."""
+    return "02:" + ":".join(f"{random.randrange(256):02x}" for _ in range(5))
+
+
+def fresh_macs(text):
+    return _MAC_RE.sub(lambda _m: f"mac={new_mac()}", text)
+
+
+def plan(root, src, dst, snap=None):
+    """(origin snapshot, snapshot to take or None, vars template or None); checks first."""
+    target = check_new(root, dst)
+    cfg = src.config()
+    ds = src.dataset()
+    others = [d for d in snapmod.datasets_of(src, cfg) if d != ds]
+    if others:  # a clone would share that disk with SRC, and the copy would not have it
+        raise UsageError(f"uses disks on other datasets ({', '.join(others)}): vmclone clones only {ds}",
+                         vm=src.name)
+    own = None
+    if snap:
+        if not zfs.lzc_exists(f"{ds}@{snap}"):
+            raise NotFound(f"no snapshot '{snap}' of {ds}", vm=src.name)
+    else:
+        snap = time.strftime(f"clone-{dst}-%Y%m%d%H%M%S")
+        own = f"{ds}@{snap}"
+    template = None
+    if cfg.loader == "uefi":  # fresh vars, as the hypervisor in use gives a new VM
+        from kvm.hypervisor import current as hypervisor
+        source, name, missing = hypervisor().uefi_vars(root.path)
+        if source is None:
+            raise NotFound(f"{missing} (the clone needs fresh UEFI vars)", vm=dst)
+        template = (source, name)
+    return target, f"{ds}@{snap}", own, template
+
+
+def clone(root, src, dst, snap=None, independent=False):
+    """Make DST; returns (Vm, origin snapshot)."""
+    target, origin, own, template = plan(root, src, dst, snap)
+    # SRC's lock keeps snap rollback and the like out meanwhile; a running SRC is fine
+    with snapmod.hold(src, "vmclone", running_ok=True), lock.hold_vm(dst, "vmclone"):
+        with Transaction(target.dataset(), origin=None if independent else origin, own_snap=own) as txn:
+            if independent:
+                copy_snapshot(target, origin)
+            if not host.dry_run():
+                new_identity(src, target, template)
+            txn.commit()
+        if independent and own:
+            zfs.lzc_destroy_snaps([own])  # taken only to copy from
+    return target, origin
+
+
+def copy_snapshot(target, origin):
+    """The snapshot's files into DST, through a clone mounted inside DST for the copy only."""
+    tmp = f"{target.dataset()}/kvm-copy"
+    from kvm.zfs.txn import clone as zclone
+    zclone(origin, tmp, {"readonly": "on"})
+    src_dir = target.dir / "kvm-copy"
+    if not host.dry_run():
+        for entry in os.listdir(src_dir):
+            if os.path.isfile(src_dir / entry):
+                images.copy_hashing(src_dir / entry, target.dir / entry)
+                os.chmod(target.dir / entry, os.stat(src_dir / entry).st_mode & 0o7777)
+    zfs.destroy_recursive(tmp)
+    if not host.dry_run() and src_dir.is_dir():
+        src_dir.rmdir()
+
+
+def new_identity(src, target, template):
+    """The clone's own MACs, vars, names; what belongs to SRC alone is removed."""
+    for entry in os.listdir(target.dir):
+        if entry in LEFT_OUT or entry.endswith(".log"):
+            host.remove_file(target.dir / entry)
+    rename.rewrite_files(target, src.name, taps=True)
+    conf = target.conf_path
+    text = conf.read_text()
+    if _MAC_RE.search(text):
+        host.write_file(conf, fresh_macs(text), mode=conf.stat().st_mode & 0o7777)
+    if template is not None:
+        host.copy_file(template[0], target.dir / template[1], mode=0o644)
+    if (target.dir / cloudinit.STATE).exists():  # a seed of its own: new instance-id, its own name
+        seed = cloudinit.saved(target)
+        if seed.hostname in ("", src.name):
+            seed.hostname = target.name
+        cloudinit.write_seed(target, seed)

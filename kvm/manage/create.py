@@ -1,0 +1,213 @@
+"""Creating a VM: answers checked first, then dataset, files, disk and vars under one transaction."""
+
+from dataclasses import dataclass, field
+
+from kvm.conf import config
+from kvm import host, vm as vmmod, zfs
+from kvm.errors import ConfigError, NotFound, StateError, UsageError
+from kvm.zfs.txn import CREATING, Transaction, clean_stale, stale
+
+DISK_FILE = "disk"
+IFNAME_MAX = 15
+# what `vmcreate -y` gives when no --disk-size says otherwise: room for a usual server install
+# (vm-bhyve's default too); the file is sparse, so it costs nothing until the guest writes
+DEFAULT_DISK_SIZE = "20G"
+DEFAULT_BRIDGE = "bridgeLOCAL"  # the shell toolkit's default bridge
+
+
+@dataclass
+class Answers:
+    """Everything vmcreate needs, as given on flags or at the prompts."""
+
+    loader: str = ""
+    boot: str = ""
+    cores: str = ""
+    mem: str = ""
+    options: str = ""
+    disk_size: str = ""
+    disk_driver: str = ""
+    network: bool = False
+    bridge: str = DEFAULT_BRIDGE
+    tap: str = ""
+    uplink: str = ""
+    vnc: str = ""          # "", "1", "wait"
+    vnc_addr: str = ""
+    com: bool = False
+    iso: str = ""
+    image: str = ""        # vmcreate --from: the dataset is a clone of this image's @base
+    cloud_init: object = None  # a cloudinit.Seed to write as seed.iso, or None
+    warnings: list = field(default_factory=list)
+
+
+def size_bytes(text, what):
+    """A size with a unit (K, M, G, T), as truncate takes it."""
+    m = config.MEM_RE.match(text or "")
+    if not m or not m.group(2):
+        raise UsageError(f"{what} '{text}' needs a number and a unit (K, M, G or T), e.g. 20G")
+    return config.mem_bytes(text)
+
+
+def default_tap(name):
+    return "tap" + name.upper().replace(".", "_").replace("-", "_")
+
+
+def check_ifname(value, what):
+    """Interface names: 1-15 characters, letters, digits and _ (ifconfig's limits)."""
+    import re
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,14}", value or ""):
+        raise UsageError(f"{what} '{value}' is not an interface name (1-{IFNAME_MAX} letters, digits, _)")
+
+
+def linux_host():
+    """The VM runs on a Linux host: the hypervisor in use is qemu (bhyve means FreeBSD, also when
+    KVM_HYPERVISOR=bhyve plans a FreeBSD VM on Linux, as the simulator does)."""
+    from kvm import hypervisor
+    return hypervisor.current().name == "qemu"
+
+
+def network_hooks(a, tap, linux):
+    """(preRun lines, postRun lines) for a tap on a bridge. FreeBSD: ifconfig, as the shell toolkit
+    wrote them; Linux: the `functions` helpers IfUp/BridgeAdd, which wrap iproute2 there."""
+    if linux:
+        up, addm = (lambda i: f"IfUp {i}"), (lambda i: f"BridgeAdd {a.bridge} {i}")
+    else:
+        up, addm = (lambda i: f"ifconfig {i} up"), (lambda i: f"ifconfig {a.bridge} addm {i}")
+    pre = [f"CreateIF bridge {a.bridge}", f"CreateIF tap {tap}", up(tap), addm(tap)]
+    if a.uplink:
+        pre.append(f"{addm(a.uplink)} 2>/dev/null  # already a member is fine")
+    pre.append(up(a.bridge))
+    return pre, [f"DestroyIF {tap}"]
+
+
+def render_files(name, a, root_path):
+    """(set.conf text, run text) for the answers; raises ConfigError when they do not validate."""
+    from kvm.conf.templating import render
+    pre, post = [], []
+    devices = ""
+    linux = linux_host()
+    if a.network:
+        tap = a.tap or default_tap(name)
+        check_ifname(tap, "tap name")
+        check_ifname(a.bridge, "bridge name")
+        if a.uplink:
+            check_ifname(a.uplink, "uplink interface")
+        pre, post = network_hooks(a, tap, linux)
+        devices = f"3,virtio-net,{tap}"
+    conf = render("set.conf.j2", root_path, name=name, vmrom=a.loader, boot=a.boot, cores=a.cores,
+                  mem=a.mem, options=a.options, disk=DISK_FILE if a.disk_size or a.image else "",
+                  disk_driver=a.disk_driver, devices=devices, vnc=a.vnc, vnc_addr=a.vnc_addr,
+                  com=a.com and config.loader_kind(a.loader) != "grub", iso=a.iso)
+    run = render("run.j2", root_path, name=name, pre=pre, post=post, hv="qemu" if linux else "bhyve")
+    values = config.parse_text(conf)
+    cfg = config.validate(name, "/nonexistent", values)
+    return conf, run, cfg
+
+
+def check_new(root, name):
+    """Refuse an invalid name or one already taken by a folder or dataset; first destroy the
+    half-made VMs a vmcreate and its watchdog both killed (power loss) left behind."""
+    vmmod.check_name(name)
+    vm = vmmod.Vm(root, name)
+    parent = root.vm_dataset()
+    try:  # one zfs call: which VM datasets exist, and which are marked as being created
+        rows = zfs.get_props([parent], [CREATING], recursive=True, depth=1, with_source=True)
+    except zfs.DatasetNotFound:
+        rows = {}
+    dead = stale(parent, rows)
+    clean_stale(dead)
+    if vm.dataset() in dead and not host.dry_run() and vm.dir.is_dir() and not any(vm.dir.iterdir()):
+        vm.dir.rmdir()  # the mountpoint folder the destroyed dataset leaves
+    if vm.dir.exists():
+        raise StateError(f"already exists ({vm.dir})", vm=name)
+    if vm.dataset() in rows and vm.dataset() not in dead:
+        raise StateError(f"dataset {vm.dataset()} already exists", vm=name)
+    from kvm.manage.rcinstall import check_derived_names
+    check_derived_names(root, name)  # web-1, web_1 and WEB.1 would share tapWEB_1
+    return vm
+
+
+def image_origin(root, name, image, disk, text=""):
+    """The @base snapshot to clone for --from; a --disk-size below the image's refused (never shrinks)."""
+    from kvm.storage import images
+    try:
+        ds, where = images.get(root, image)
+    except NotFound as exc:
+        exc.vm = name
+        raise
+    have = int(images.read_conf(where / images.CONF).get("size") or 0)
+    if disk and disk < have:
+        raise UsageError(f"disk size '{text}' is smaller than image '{image}' ({have} bytes): a disk never shrinks",
+                         vm=name)
+    return f"{ds}@{images.BASE}"
+
+
+def create(root, name, a):
+    """Create the VM; any failure (or kill) leaves nothing behind. Returns the Vm."""
+    vm = check_new(root, name)
+    try:
+        conf, run, cfg = render_files(name, a, root.path)
+    except ConfigError as exc:
+        exc.vm = name
+        raise
+    disk = size_bytes(a.disk_size, "disk size") if a.disk_size else 0
+    origin = image_origin(root, name, a.image, disk, a.disk_size) if a.image else None
+    vars_src = vars_name = None
+    if cfg.loader == "uefi":
+        from kvm.hypervisor import current as hypervisor
+        vars_src, vars_name, missing = hypervisor().uefi_vars(root.path)
+        if vars_src is None:
+            raise NotFound(missing, vm=name)
+    if a.iso:
+        if not a.iso.startswith("/"):
+            raise UsageError(f"ISO '{a.iso}' must be an absolute path", vm=name)
+        import os
+        if not os.path.isfile(a.iso):
+            raise NotFound(f"ISO '{a.iso}' does not exist", vm=name)
+    with Transaction(vm.dataset(), origin=origin) as txn:
+        if not host.dry_run() and not vm.dir.is_dir():
+            raise StateError(f"dataset {vm.dataset()} is not mounted at {vm.dir}", vm=name)
+        host.write_file(vm.conf_path, conf, mode=config.file_mode(cfg))  # 0640 with a password
+        host.write_file(vm.run_path, run, mode=0o644)
+        if vars_src is not None:
+            host.copy_file(vars_src, vm.dir / vars_name, mode=0o644)
+        if origin:
+            host.remove_file(vm.dir / "image.conf")
+            if disk:
+                host.grow_file(vm.dir / DISK_FILE, disk)
+        elif disk:
+            host.make_sparse(vm.dir / DISK_FILE, disk)
+        if a.cloud_init is not None:
+            from kvm.conf import cloudinit
+            cloudinit.write_seed(vm, a.cloud_init)
+        txn.commit()
+    return vm, cfg
+
+
+def summary(name, a, vm_dir):
+    """The lines telling what create() will make of these answers (vmcreate shows them and asks)."""
+    kind = config.loader_kind(a.loader) or a.loader
+    disk = "none"
+    if a.image:
+        disk = f"clone of image {a.image}" + (f", grown to {a.disk_size}" if a.disk_size else "")
+    elif a.disk_size:
+        disk = f"{a.disk_size}, sparse file {DISK_FILE}"
+    if disk != "none":
+        disk += f" ({a.disk_driver or 'nvme'})"
+    net = "none"
+    if a.network:
+        net = f"{a.tap or default_tap(name)} (virtio-net) on bridge {a.bridge}" + \
+            (f", uplink {a.uplink}" if a.uplink else "")
+    consoles = []
+    if a.vnc:
+        consoles.append(f"VNC{' (boot waits for a viewer)' if a.vnc == 'wait' else ''} on "
+                        f"{a.vnc_addr or '127.0.0.1'}, first free port from 5900")
+    if a.com or kind == "grub":
+        consoles.append(f"serial COM1 (./console {name})")
+    rows = [("folder", str(vm_dir)), ("loader", kind + (f", boot {a.boot}" if a.boot else "")),
+            ("cores", a.cores or "1"), ("memory", a.mem or "1G"), ("options", a.options or "none"),
+            ("disk", disk), ("network", net), ("console", ", ".join(consoles) or "none")]
+    if a.iso:
+        rows.append(("ISO", a.iso))
+    if a.cloud_init is not None:
+        rows.append(("cloud-init", "seed.iso"))
+    return [f"VM {name} will be created:"] + [f"  {k + ':':<9} {v}" for k, v in rows]

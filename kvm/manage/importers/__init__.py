@@ -1,0 +1,171 @@
+"""vmimport: the VMs of other managers (vm-bhyve, the shell kvm) made into kvm VMs.
+
+Each importer turns a source folder into a Plan: set.conf settings and run hooks (vm-bhyve) or
+files taken as they are (the shell kvm), the files to copy or move into the new VM folder, and
+the report of what could not be mapped. create() makes the VM under vmcreate's transaction
+(kvm/txn.py): everything is checked first, then written, validated where it lies and committed;
+on any failure, or a kill, the new dataset is destroyed. Sources are removed (--move) only after
+the commit, so a failed import never loses a disk; a kill between the commit and the removal
+leaves the source as well, which the next look shows.
+"""
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from kvm.conf import config
+from kvm import host
+from kvm.host import lock
+from kvm.errors import NotFound, StateError
+
+REPORT = "vmimport.txt"
+ORDER = ("VMrom", "Boot", "Cores", "Mem", "VMoptions", "Disk", "DiskDriver", "Devices", "VNC", "wVNC",
+         "hVNC", "Tablet", "VNCaddr", "VNCpassword", "COM", "RestartOnFault")
+SOURCES = ("vm-bhyve", "shell-kvm")
+
+
+@dataclass
+class Plan:
+    """What an import will create."""
+
+    name: str
+    origin: str                       # what was imported, for the report and set.conf's header
+    settings: dict = None             # set.conf values to write; None: set.conf is among `files`
+    pre: list = field(default_factory=list)     # preRun lines
+    post: list = field(default_factory=list)    # postRun lines
+    files: list = field(default_factory=list)   # (source Path, name in the VM folder, remove after?)
+    report: list = field(default_factory=list)  # "key=value: why" for what was not mapped
+    fresh_vars: bool = False          # a UEFI guest without vars of its own gets the template's
+    rename_from: str = ""             # shell kvm: the folder's own name, when NAME differs
+
+
+def conf_text(plan):
+    """set.conf for a mapped plan: the settings in kvm's usual order, one per line."""
+    lines = [f"# VM settings for {plan.name}, imported by vmimport from {plan.origin}",
+             f"# What could not be mapped is listed in {REPORT} in this folder.", ""]
+    lines += [f"{key}={config.sh_quote(plan.settings[key])}" for key in ORDER if key in plan.settings]
+    return "\n".join(lines) + "\n"
+
+
+def report_text(plan):
+    lines = [f"# vmimport of {plan.name} from {plan.origin}, {time.strftime('%Y-%m-%d %H:%M:%S %z')}"]
+    if plan.report:
+        lines.append("# settings kvm did not map (or mapped with a change), and why:")
+    else:
+        lines.append("# every setting was mapped")
+    return "\n".join(lines + plan.report) + "\n"
+
+
+def _texts(root, vm, plan):
+    """(set.conf, run, cfg) of a mapped plan, validated before anything exists."""
+    from kvm.manage.create import linux_host
+    from kvm.conf.templating import render
+    conf = conf_text(plan)
+    cfg = config.validate(plan.name, str(vm.dir), config.parse_text(conf))
+    run = render("run.j2", root.path, name=plan.name, pre=plan.pre, post=plan.post,
+                 hv="qemu" if linux_host() else "bhyve")
+    return conf, run, cfg
+
+
+def _vars_template(root, plan, names):
+    """(source, name) of fresh UEFI vars when the plan needs them, else None."""
+    if not plan.fresh_vars:
+        return None
+    from kvm.hypervisor import current as hypervisor
+    source, name, missing = hypervisor().uefi_vars(root.path)
+    if name in names:
+        return None  # the guest's own vars are carried over
+    if source is None:
+        raise NotFound(missing, vm=plan.name)
+    return source, name
+
+
+def copy_into(src, dst):
+    """Copy a file sparsely (a disk's holes stay holes), keeping its mode."""
+    if host.dry_run():
+        host.plan(f"cp {src} {dst}")
+        return
+    from kvm.storage.images import copy_hashing
+    from kvm.host.files import WriteFailed
+    try:
+        copy_hashing(src, dst)
+        os.chmod(dst, os.stat(src).st_mode & 0o7777)
+    except OSError as exc:
+        raise WriteFailed(f"cannot copy {src} to {dst}: {exc.strerror or exc}") from None
+
+
+def check_created(vm):
+    """The new VM as a start would read it: set.conf valid there, its disks there."""
+    from kvm.run import launch
+    cfg = vm.config()
+    launch.check_files(cfg)
+    for dev in cfg.devices:
+        if dev.emulation in ("nvme", "virtio-blk", "ahci-hd", "ahci-cd") and not os.path.exists(dev.source):
+            raise NotFound(f"Devices item '{dev.arg()}': {dev.source} does not exist", vm=vm.name)
+    launch.plan(vm, cfg, strict=False)
+    return list(cfg.warnings)
+
+
+def _fill(vm, plan, texts, template):
+    if texts:
+        conf, run, cfg = texts
+        host.write_file(vm.conf_path, conf, mode=config.file_mode(cfg))
+        host.write_file(vm.run_path, run, mode=0o644)
+    for src, name, _remove in plan.files:
+        copy_into(src, vm.dir / name)
+    if template:
+        host.copy_file(template[0], vm.dir / template[1], mode=0o644)
+    if plan.rename_from and not host.dry_run():
+        from kvm.manage.rename import rewrite_files
+        rewrite_files(vm, plan.rename_from)  # as vmrename: the name on comment lines
+    host.write_file(vm.dir / REPORT, report_text(plan))
+
+
+def create(root, plan):
+    """Make the VM the plan describes, all or nothing; returns (Vm, warnings)."""
+    from kvm.manage.create import check_new
+    from kvm.zfs.txn import Transaction
+    vm = check_new(root, plan.name)
+    texts = _texts(root, vm, plan) if plan.settings is not None else None
+    template = _vars_template(root, plan, {name for _, name, _ in plan.files})
+    warnings = []
+    with lock.hold_vm(vm.name, "vmimport"):
+        with Transaction(vm.dataset()) as txn:
+            if not host.dry_run() and not vm.dir.is_dir():
+                raise StateError(f"dataset {vm.dataset()} is not mounted at {vm.dir}", vm=vm.name)
+            _fill(vm, plan, texts, template)
+            if not host.dry_run():
+                warnings = check_created(vm)
+            txn.commit()
+    for src, _name, remove in plan.files:
+        if remove:  # only now: the VM holds its copy
+            try:
+                host.remove_file(src)
+            except OSError as exc:
+                warnings.append(f"{src} was copied but could not be removed: {exc.strerror or exc}")
+    return vm, warnings
+
+
+def import_vm(root, source, folder, name=None, move=False):
+    """Import the `source` VM in `folder` (vm-bhyve or shell-kvm) as NAME (default: the folder's
+    name); returns (Vm, Plan, warnings)."""
+    from kvm.manage.create import linux_host
+    from kvm.hypervisor import current as hypervisor
+    from kvm.vm import Vm, check_name
+    name = name or os.path.basename(os.path.normpath(folder))
+    check_name(name)
+    vm = Vm(root, name)
+    hv = hypervisor()
+    running = os.path.basename(os.path.normpath(folder))  # the name the other manager runs it under
+    if hv.is_allocated(running):
+        raise StateError(f"a VM named {running} is allocated on this host (still running?): stop it "
+                         f"first", vm=name)
+    vars_name = hv.uefi_vars(root.path)[1]
+    if source == "vm-bhyve":
+        from kvm.manage.importers import vmbhyve
+        plan = vmbhyve.plan(vm, folder, move, linux=linux_host(), vars_name=vars_name)
+    else:
+        from kvm.manage.importers import shellkvm
+        plan = shellkvm.plan(vm, folder, move, vars_name=vars_name)
+    vm, warnings = create(root, plan)
+    return vm, plan, warnings

@@ -1,0 +1,226 @@
+"""Everything vminfo shows about one VM, as a plain dict (the --json schema)."""
+
+import re
+import shlex
+import time
+
+from kvm import host, vm as vmmod
+from kvm.run import launch, ports
+from kvm.vm import root as rootmod
+from kvm.manage.listing import human_size  # noqa: F401 - vminfo, snap and image lists show sizes alike
+from kvm.hypervisor import current as hypervisor
+
+
+def dataset_usage_later(vm):
+    """Start the zfs call for (dataset, used bytes) of the VM folder; returns a function that
+    waits for it and gives the answer, so the call runs while the rest is being read.
+
+    The root's marker file names its dataset, so zfs is asked about the VM's dataset only;
+    the answer counts only if its mountpoint is the VM folder (a stale marker falls back to
+    listing every dataset).
+    """
+    guess = None
+    try:
+        marker = (vm.root.path / rootmod.MARKER).read_text().strip()
+        guess = f"{marker}/vm/{vm.name}" if marker else None
+    except OSError:
+        pass
+    pending = _mount_and_used([guess] if guess else [])
+
+    def answer():
+        rows = _rows(pending.result())
+        if guess and (rows.get(guess, {}).get("mountpoint") or "").rstrip("/") == str(vm.dir):
+            return guess, int(rows[guess].get("used") or 0), rows[guess].get("origin")
+        if guess:
+            rows = _rows(_mount_and_used([]).result())
+        for name, props in rows.items():
+            if (props.get("mountpoint") or "").rstrip("/") == str(vm.dir):
+                return name, int(props.get("used") or 0), props.get("origin")
+        return None, None, None
+    return answer
+
+
+def _mount_and_used(names):
+    """Start `zfs get` of mountpoint and used for the named datasets, or for all of them."""
+    return host.run_later(["zfs", "get", "-H", "-p", "-o", "name,property,value", "mountpoint,used,origin", *names])
+
+
+def _rows(res):
+    """{dataset: {property: value}} from `zfs get -H -o name,property,value` output."""
+    rows = {}
+    for line in res.stdout.splitlines():
+        parts = line.split("\t")
+        if len(parts) == 3:
+            rows.setdefault(parts[0], {})[parts[1]] = parts[2]
+    return rows
+
+
+def tap_info(tap):
+    """{mac, bridge} of a host interface (tap), from ifconfig; {} when it does not exist."""
+    res = host.run(["ifconfig", tap], mutating=False, check=False)
+    if res.status != 0:
+        return {"exists": False}
+    mac = re.search(r"\bether\s+([0-9a-f:]{17})", res.stdout)
+    out = {"exists": True, "mac": mac.group(1) if mac else None, "bridge": None}
+    bridges = host.run(["ifconfig", "-g", "bridge"], mutating=False, check=False).stdout.split()
+    for bridge in bridges:
+        text = host.run(["ifconfig", bridge], mutating=False, check=False).stdout
+        if re.search(rf"\bmember: {re.escape(tap)}\b", text):
+            out["bridge"] = bridge
+            break
+    return out
+
+
+def pci_info(bsf):
+    """pciconf's vendor and device description of a passthru device B/S/F."""
+    selector = "pci0:" + bsf.replace("/", ":")
+    res = host.run(["pciconf", "-l", "-v", selector], mutating=False, check=False)
+    if res.status != 0:
+        return {"selector": selector, "found": False}
+    fields = dict(re.findall(r"^\s+(vendor|device|class)\s+=\s+'?(.*?)'?$", res.stdout, re.M))
+    driver = res.stdout.split("@", 1)[0].strip() if "@" in res.stdout else None
+    return {"selector": selector, "found": True, "driver": driver, **fields}
+
+
+def device_info(dev):
+    """Extra facts for a Devices item (taps, passthru)."""
+    if dev.emulation in ("virtio-net", "e1000") and dev.source and not dev.source.startswith("netgraph"):
+        return tap_info(dev.source)
+    if dev.emulation == "passthru":
+        return pci_info(dev.source)
+    return {}
+
+
+def collect(vm):
+    """The vminfo dict for a VM (reads only; no root needed)."""
+    usage = dataset_usage_later(vm)  # zfs answers while set.conf and the runtime are read
+    cfg = vm.config()
+    rt = vmmod.runtime(vm)
+    dataset, used, origin = usage()
+    now = time.time()
+    disk = None
+    if cfg.disk:
+        size = vmmod.folder_size_hint(cfg.disk)
+        disk = {"path": cfg.disk, "driver": cfg.disk_driver, "exists": size is not None,
+                "size": size[0] if size else None, "allocated": size[1] if size else None}
+    hv = hypervisor()
+    # the launch plan names the firmware; a running VM's port, else any (vminfo does not choose one)
+    plan = launch.plan(vm, cfg, vnc_port=rt.vnc_port or ports.FIRST, strict=False, hv=hv) if cfg.loader else None
+    fw = plan.firmware if plan and not _placeholder(plan.firmware) else None
+    return {
+        "name": vm.name, "hypervisor": hv.name, "accelerator": hv.accelerator(), "dir": str(vm.dir),
+        "dataset": dataset, "used": used, "origin": origin_info(origin),
+        "cloud_init": (vm.dir / "seed.iso").is_file() and
+        any(d.slot == "28" and d.emulation in ("ahci-cd", "virtio-blk") for d in cfg.devices),
+        "state": rt.state, "pid": rt.bhyve, "supervisor": rt.supervisor, "allocated": rt.allocated,
+        "started": int(rt.started) or None,
+        "uptime": int(now - rt.started) if rt.started and rt.bhyve else None,
+        "boots": rt.boots,
+        "loader": {"VMrom": cfg.vmrom or None, "kind": cfg.loader or None, "firmware": str(fw) if fw else None},
+        "boot": cfg.boot or None, "cores": cfg.cores, "mem": cfg.mem, "options": cfg.options or None,
+        "disk": disk, "iso": cfg.iso or None,
+        "vnc": {"mode": cfg.vnc, "address": cfg.vnc_addr, "port": rt.vnc_port or None,
+                "width": cfg.vnc_size[0] if cfg.vnc_size else None,
+                "height": cfg.vnc_size[1] if cfg.vnc_size else None,
+                "tablet": cfg.tablet, "password": bool(cfg.vnc_password)} if cfg.vnc else None,
+        "com": {"device": hv.console_device(vm.name), "attach": shlex.join(hv.console_command(vm.name))}
+        if cfg.com else None,
+        "devices": [{"slot": d.slot, "emulation": d.emulation, "conf": d.conf, "info": device_info(d)}
+                    for d in cfg.devices],
+        "restart_on_fault": cfg.restart_on_fault,
+        "warnings": list(cfg.warnings) + list(cfg.not_evaluated),
+        "unevaluated": dict(cfg.unevaluated),  # setting -> "line N not evaluated: why" (never run)
+    }
+
+
+def origin_info(origin):
+    """{snapshot, image or vm} of a clone's origin (zfs says "-" for none), or None."""
+    if not origin or origin == "-":
+        return None
+    parent, short = origin.split("@")[0].rsplit("/", 2)[-2:]
+    kind = {"images": "image", "vm": "vm"}.get(parent)
+    return {"snapshot": origin, kind or "dataset": short}
+
+
+def _placeholder(path):
+    """A plan made without strictness names missing firmware by its bare file name."""
+    return not path or not path.startswith("/")
+
+
+def duration(seconds):
+    """3725 -> 1h02m05s."""
+    d, rem = divmod(int(seconds), 86400)
+    h, rem = divmod(rem, 3600)
+    m, s = divmod(rem, 60)
+    return (f"{d}d" if d else "") + f"{h}h{m:02d}m{s:02d}s"
+
+
+def state_line(info):
+    """The one-line running state."""
+    st = info["state"]
+    if st in ("running", "orphaned"):
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["started"])) if info["started"] else "?"
+        up = duration(info["uptime"]) if info["uptime"] is not None else "?"
+        extra = "" if st == "running" else " WITHOUT supervisor (stop it with: stop NAME)"
+        return f"running, pid {info['pid']}, started {started}, up {up}{extra}"
+    if st == "starting":
+        return f"starting (supervisor pid {info['supervisor']}, bhyve not launched yet)"
+    if st == "allocated":
+        return f"not running, but left allocated: clean with {hypervisor().cleanup_hint(info['name'])}"
+    return "not running"
+
+
+# vminfo rows and the set.conf setting each shows, to mark a value the reader did not evaluate
+ROW_SETTINGS = {"loader": "VMrom", "boot": "Boot", "cores": "Cores", "memory": "Mem", "options": "VMoptions",
+                "disk": "Disk", "iso": "ISO", "vnc": "VNC", "com": "COM"}
+
+
+def lines(info):
+    """vminfo's text output, `key: value` lines."""
+    out = [("name", info["name"]), ("state", state_line(info).replace("NAME", info["name"])),
+           ("dataset", f"{info['dataset'] or '-'} (used {human_size(info['used'])})"), ("folder", info["dir"])]
+    o = info.get("origin")
+    if o:
+        what = f"image {o['image']}" if "image" in o else f"VM {o['vm']}" if "vm" in o else "dataset"
+        out.append(("origin", f"{what} ({o['snapshot']})"))
+    ld = info["loader"]
+    out.append(("loader", f"{ld['VMrom'] or 'NOT SET (start will refuse)'}"
+                          + (f" ({ld['firmware']})" if ld["firmware"] else "")))
+    if info["boot"]:
+        out.append(("boot", info["boot"]))
+    out += [("cores", str(info["cores"])), ("memory", info["mem"]), ("options", info["options"] or "-")]
+    d = info["disk"]
+    if d:
+        state = f"{human_size(d['size'])}, {human_size(d['allocated'])} used" if d["exists"] else "MISSING"
+        out.append(("disk", f"{d['path']} ({d['driver']}, {state})"))
+    else:
+        out.append(("disk", "-"))
+    out.append(("iso", info["iso"] or "-"))
+    v = info["vnc"]
+    if v:
+        where = f"{v['address']}:{v['port']}" if v["port"] else f"{v['address']}, port chosen at start"
+        size = f", {v['width']}x{v['height']}" if v["width"] else ""
+        out.append(("vnc", f"{'on' if v['mode'] == 'on' else 'wait'} ({where}{size}"
+                           f"{', no tablet' if not v['tablet'] else ''}{', password' if v['password'] else ''})"))
+    else:
+        out.append(("vnc", "off"))
+    out.append(("com", f"on: {info['com']['attach']}" if info["com"] else "off"))
+    if info.get("cloud_init"):
+        out.append(("cloud-init", f"{info['dir']}/seed.iso (slot 28; cloudinit {info['name']} to change it)"))
+    for dev in info["devices"]:
+        out.append((f"slot {dev['slot']}", f"{dev['emulation']} {dev['conf']}".rstrip() + _dev_extra(dev)))
+    notes = info.get("unevaluated") or {}
+    return [(k, f"{v} ({notes[ROW_SETTINGS[k]]})" if ROW_SETTINGS.get(k) in notes else v) for k, v in out]
+
+
+def _dev_extra(dev):
+    i = dev["info"]
+    if not i:
+        return ""
+    if "mac" in i or "exists" in i:
+        if not i.get("exists"):
+            return " (interface not created yet)"
+        return f" (mac {i.get('mac') or '?'}, bridge {i.get('bridge') or 'none'})"
+    if i.get("found"):
+        return f" ({i.get('vendor', '?')} {i.get('device', '')}, driver {i.get('driver')})".rstrip()
+    return f" ({i.get('selector')} not found by pciconf)"

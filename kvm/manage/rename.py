@@ -1,0 +1,109 @@
+"""Renaming a VM: dataset, comment lines of set.conf and run, the log, the rc.d script and its
+rc.conf variables.
+
+kill -9 at any point leaves a state `vmrename OLD NEW` completes: before the dataset moves, an
+intent file (INTENT, in the VM folder, so it moves with the dataset) records "OLD NEW"; a run
+that finds no VM OLD but a VM NEW holding that intent resumes with the steps after the rename,
+each of which can be done again (rcinstall.move writes the new script before it removes the
+old one).
+"""
+
+import re
+
+from kvm import host, vm as vmmod, zfs
+from kvm.host import lock
+from kvm.platform import rcd
+from kvm.manage import rcinstall
+from kvm.errors import KvmError, NotFound, StateError
+
+INTENT = ".kvm-rename"
+
+
+def rename_comments(text, old, new):
+    """Replace the VM name as a whole word on comment lines only (tap names and values stay)."""
+    pattern = re.compile(rf"(?<![A-Za-z0-9_.-]){re.escape(old)}(?![A-Za-z0-9_.-])")
+    out = []
+    for line in text.splitlines(keepends=True):
+        out.append(pattern.sub(new, line) if line.lstrip().startswith("#") else line)
+    return "".join(out)
+
+
+def rewrite_names(text, old, new, taps=False):
+    """A VM's set.conf or run for its new name: the name on comment lines (vmrename); with taps
+    (vmclone, whose copy must not share the original's interfaces), its default tap name too."""
+    text = rename_comments(text, old, new)
+    if taps:
+        from kvm.manage.create import default_tap
+        pattern = re.compile(rf"(?<![A-Za-z0-9_]){re.escape(default_tap(old))}(?![A-Za-z0-9_])")
+        text = pattern.sub(default_tap(new), text)
+    return text
+
+
+def rewrite_files(target, old, taps=False):
+    """rewrite_names on the target's set.conf and run, each written only when it changes."""
+    for path in (target.conf_path, target.run_path):
+        if path.exists():
+            text = path.read_text()
+            new_text = rewrite_names(text, old, target.name, taps)
+            if new_text != text:
+                host.write_file(path, new_text, mode=path.stat().st_mode & 0o7777)
+
+
+def unfinished(root, old, new):
+    """The renamed Vm when a killed `vmrename OLD NEW` left its intent in NEW, else None."""
+    target = vmmod.Vm(root, new)
+    try:
+        return target if (target.dir / INTENT).read_text().split() == [old, new] else None
+    except OSError:
+        return None
+
+
+def check(root, old_vm, new):
+    """Everything that could stop a rename, checked before any change."""
+    vmmod.check_name(new, "new VM name")
+    target = vmmod.Vm(root, new)
+    if target.dir.exists() or zfs.lzc_exists(target.dataset()):
+        raise StateError(f"cannot rename to '{new}': it already exists", vm=old_vm.name)
+    rcinstall.check_derived_names(root, new, exclude=old_vm.name)
+    if rcd.our_script(old_vm.name):
+        rcinstall.check_slot(new, moving_from=old_vm.name)
+    return target
+
+
+def rename(root, old_vm, new):
+    """Rename the VM (its lock and the new name's held meanwhile); on a failure before the
+    files were rewritten, move the dataset back."""
+    old = old_vm.name
+    check(root, old_vm, new)  # first: `vmrename web web` says "already exists", not "busy"
+    with lock.hold_vm(old, "vmrename"), lock.hold_vm(new, "vmrename"):
+        target = check(root, old_vm, new)
+        host.write_file(old_vm.dir / INTENT, f"{old} {new}\n")
+        try:
+            zfs.lzc_rename(old_vm.dataset(), target.dataset())
+        except KvmError:
+            host.remove_file(old_vm.dir / INTENT)
+            raise
+        finish(old, target)
+    return target
+
+
+def resume(root, old, new):
+    """Complete a killed `vmrename OLD NEW`; NotFound when there is none to complete."""
+    vmmod.remount(vmmod.Vm(root, new))  # killed between the unmount and the mount
+    target = unfinished(root, old, new)
+    if target is None:
+        raise NotFound(f"no such VM (no set.conf and run in {vmmod.Vm(root, old).dir})", vm=old)
+    with lock.hold_vm(old, "vmrename"), lock.hold_vm(new, "vmrename"):
+        finish(old, target)
+    return target
+
+
+def finish(old, target):
+    """The steps after the dataset moved, each safe to repeat; the intent goes last."""
+    new = target.name
+    rewrite_files(target, old)
+    old_log = target.dir / f"{old}.log"
+    if old_log.exists():
+        host.run(["mv", str(old_log), str(target.dir / f"{new}.log")])
+    rcinstall.move(old, target)
+    host.remove_file(target.dir / INTENT)

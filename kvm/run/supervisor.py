@@ -1,0 +1,298 @@
+"""The per-VM loop behind `start`: lock, hooks, launch, classify the exit, clean up, signals.
+
+Per launch: re-read set.conf -> preRun -> the hypervisor's plan (loader, then the VM process)
+-> classify its exit -> destroy what stays allocated -> postRun; then loop on a guest reboot,
+end otherwise. SIGTERM/SIGINT/SIGHUP stop the guest gracefully (power.sequence: ACPI power
+button, then a forced power-off after the timeout), run postRun, and exit. The hypervisor's
+processes run in sessions of their own, so a terminal's Ctrl-C reaches only the supervisor.
+Everything the supervisor says goes through `write`, a callback the CLI gives.
+"""
+
+import collections
+import os
+import signal
+import syslog
+import time
+
+from kvm import host, vm as vmmod
+from kvm.conf import hooks
+from kvm.run import launch as launchmod, power, ports
+from kvm.host import lock as lockmod
+from kvm.errors import KvmError, StateError
+from kvm.hypervisor import Exit, LaunchFailed, current as hypervisor
+from kvm.run.power import HOOK_GRACE
+
+EXIT_STATUS = {"poweroff": 0, "halt": 0, "stopped": 0, "triplefault": 3, "fault": 3, "error": 4, "unknown": 5,
+               "signal": 5}
+HOOK_REFUSED = 126       # a hook not run for safety counts as sh's "found but cannot execute"
+KILLED_HOOK_WAIT = 3600  # after SIGKILL the hook's group must end; wait for it without a real limit
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+class _Wake(Exception):
+    """Raised by the signal handler to break a blocking wait."""
+
+
+def acquire_lock(name, inherited_fd=None):
+    """The VM's exclusive lock (held for the supervisor's life), or StateError naming the holder.
+    With inherited_fd: the lock `start -b` took and handed over (the same open file, so the
+    flock is already ours); refused unless it is the VM's lock file."""
+    lockmod.run_dir()
+    path = lockmod.vm_lock_path(name)
+    if inherited_fd is not None:
+        got = lockmod.adopt(path, inherited_fd, f"{os.getpid()}\n")
+        if got is None:
+            raise StateError(f"descriptor {inherited_fd} is not the lock {path} held for it", vm=name)
+        return got
+    got = lockmod.try_acquire(path, f"{os.getpid()}\n")
+    if got is None:
+        found = lockmod.holder(path) or (0, "")
+        if found[1]:
+            raise StateError(f"is busy: {lockmod.describe_holder(found)} holds {path}; try again when it "
+                             f"is done", vm=name)
+        raise StateError(f"already running ({lockmod.describe_holder(found)} holds {path})", vm=name)
+    return got
+
+
+class Supervisor:
+    """Runs one VM until it powers off, is stopped, or fails."""
+
+    def __init__(self, vm, write, lock=None):
+        self.vm = vm
+        self.name = vm.name
+        self.write = write        # takes one line of output (the CLI prints it)
+        self.hv = hypervisor()
+        self.stop = None          # None, or {"timeout": s, "force": bool} once a stop is requested
+        self.in_wait = False
+        self.state = {}
+        self.faults = collections.deque()
+        self.host_ready = False
+        self.stop_method = None
+        self.lock = lock          # the VM's lock when the caller took it already
+
+    # ------------------------------------------------------------------ output
+    def log(self, message, level=syslog.LOG_NOTICE):
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        if level <= syslog.LOG_ERR:  # the last error, for `start -b` (kept with the state, not the log)
+            self.state.update(error=message, error_pid=os.getpid())
+        self.write(f"{stamp} {self.name}: {message}")
+        syslog.syslog(level, f"{self.name}: {message}")
+
+    def save(self, **changes):
+        self.state.update(changes)
+        vmmod.write_state(self.name, self.state)
+
+    # ----------------------------------------------------------------- signals
+    def on_signal(self, signum, frame):
+        req = power.read_request(self.name)
+        if self.stop is None:
+            self.stop = {"timeout": req.get("timeout"), "force": bool(req.get("force"))}
+        elif signum == signal.SIGINT or req.get("force"):
+            self.stop["force"] = True  # a second Ctrl-C (or stop -f) forces the power-off
+        if self.in_wait:
+            raise _Wake()
+
+    # -------------------------------------------------------------------- main
+    def run(self):
+        """Supervise until the end; returns the exit status."""
+        syslog.openlog("kvm", syslog.LOG_PID, syslog.LOG_DAEMON)
+        if self.lock is None:
+            self.lock = acquire_lock(self.name)
+        try:
+            rt = vmmod.runtime(self.vm)
+            if rt.bhyve:
+                raise StateError(f"{self.hv.name} pid {rt.bhyve} still runs this VM without a supervisor: "
+                                 f"`stop {self.name}` powers it off", vm=self.name)
+            power.clear_request(self.name)
+            # root: run state and locks are per name on a host; vmsend --local tells two roots apart
+            self.state = {"supervisor": os.getpid(), "started": time.time(), "bhyve": 0, "boots": 0,
+                          "root": str(self.vm.root.path)}
+            self.save()
+            for sig in STOP_SIGNALS:
+                signal.signal(sig, self.on_signal)
+            self.hv.destroy(self.name)
+            return self.loop()
+        except KvmError as exc:
+            # kept in the state file (the run dir), which a full pool does not stop: `start -b` reads it
+            self.state.update(error=exc.message, error_pid=os.getpid())
+            raise
+        finally:
+            self.finish()
+
+    def finish(self):
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        power.clear_request(self.name)
+        if "started" in self.state:
+            self.save(supervisor=0, bhyve=0, vnc_port=0, ended=time.time(), stop_method=self.stop_method)
+        else:  # refused before taking over (an orphan runs): leave its record, add only why
+            self.state = {**vmmod.read_state(self.name), **self.state}
+            self.save()
+        self.lock.release()
+
+    def loop(self):
+        while True:
+            if self.stop:
+                self.log("stop requested before the launch: not starting")
+                return 0
+            cfg = self.load_config()
+            plan = self.prepare(cfg)
+            refused = self.pre_run()
+            if refused is not None:
+                return refused
+            if not self.lock_kept():
+                return 1
+            ended = self.launch(plan)
+            self.hv.destroy(self.name)
+            self.save(bhyve=0, last_exit=ended.reason, last_code=ended.code)
+            self.hook("postRun", {"VMexit": "" if ended.code is None else str(ended.code),
+                                  "VMreason": ended.reason})
+            if self.stop:
+                self.log(f"stopped ({self.stop_method or 'shut down'})")
+                return 0
+            if ended.reason == "reboot":
+                continue
+            if ended.reason in ("poweroff", "halt"):
+                return 0
+            if not self.may_restart(cfg):
+                return EXIT_STATUS.get(ended.reason, 5)
+
+    def pre_run(self):
+        """preRun; None to go on, else (after postRun) the exit status: it failed, or a stop came."""
+        status = self.hook("preRun")
+        if status == 0 and not self.stop:
+            return None
+        why = f"preRun failed (exit {status})" if status else "stop requested during preRun"
+        self.log(f"{why}: not launching bhyve", syslog.LOG_ERR if status else syslog.LOG_NOTICE)
+        self.hook("postRun", {"VMexit": "", "VMreason": "prerun-failed" if status else "stopped"})
+        return 1 if status else 0
+
+    def lock_kept(self):
+        """Before each launch: is the lock file still ours? Someone may have removed it (or the whole
+        run dir) meanwhile, which would let a second start in: take it again, or give way."""
+        if not self.lock.lost():
+            return True
+        again = lockmod.try_acquire(self.lock.path, f"{os.getpid()}\n", tries=1)
+        if again is None:
+            found = lockmod.holder(self.lock.path) or (0, "")
+            self.log(f"lock file {self.lock.path} was removed and {lockmod.describe_holder(found)} holds a new "
+                     f"one: not launching a second bhyve", syslog.LOG_ERR)
+            return False
+        self.lock.release()
+        self.lock.fd = again.fd
+        again.fd = None
+        self.log(f"lock file {self.lock.path} was removed: made it again", syslog.LOG_WARNING)
+        self.save()
+        return True
+
+    # -------------------------------------------------------------- per launch
+    def load_config(self):
+        try:
+            return self.vm.config(evaluate=True)
+        except KvmError as exc:
+            self.log(f"cannot launch: {exc.message}", syslog.LOG_ERR)
+            raise
+
+    def prepare(self, cfg):
+        """Check files, prepare the host, choose the VNC port; the launch plan."""
+        port = None
+        if cfg.vnc:
+            port = self.state.get("vnc_port") or ports.reserve(self.name, lambda p: self.save(vnc_port=p))
+        plan = launchmod.plan(self.vm, cfg, vnc_port=port, hv=self.hv)
+        if plan.needs and not self.host_ready:
+            self.hv.prepare_host(plan)
+            self.host_ready = True
+        if cfg.vnc and not self.state.get("boots"):
+            self.log(f"VNC on {cfg.vnc_addr}:{port}")
+        return plan
+
+    def launch(self, plan):
+        """The loader if any, then the VM's process; how it ended (an Exit)."""
+        try:
+            proc = self.hv.start(plan, announce=self.write)
+        except LaunchFailed as exc:
+            self.log(exc.message, syslog.LOG_ERR)
+            return Exit(code=None, reason="error", text=exc.message)
+        boots = self.state.get("boots", 0) + 1
+        self.save(bhyve=proc.pid, booted=time.time(), boots=boots)
+        self.log(f"launched {self.hv.name} pid {proc.pid} (boot {boots})")
+        ended = self.wait_vm(proc)
+        if ended.code is not None and ended.code < 0 and self.stop_method == "acpi":
+            self.stop_method = "terminated"  # SIGTERM ended bhyve before the guest had ACPI up
+        self.log(ended.text, syslog.LOG_NOTICE if ended.reason in ("reboot", "poweroff", "halt")
+                 else syslog.LOG_CRIT)
+        return ended
+
+    def wait_vm(self, proc):
+        """Wait for the VM's process, carrying out a stop request (power.sequence) meanwhile."""
+        steps, deadline = None, None
+        while True:
+            if self.stop and steps is None:
+                steps = power.sequence(self.hv, self.name, proc.pid,
+                                       self.stop.get("timeout") or power.vm_timeout(self.vm),
+                                       self.stop.get("force"))
+                deadline = self.next_step(steps)
+            self.in_wait = True
+            try:
+                timeout = None if deadline is None else max(0.0, deadline - time.time())
+                return self.hv.classify(self.hv.wait(proc, timeout))
+            except _Wake:
+                continue
+            except host.Timeout:
+                deadline = self.next_step(steps)
+            finally:
+                self.in_wait = False
+
+    def next_step(self, steps):
+        """Take the stop's next step; the time to wait for the exit after it (None: for ever)."""
+        try:
+            self.stop_method, seconds, said = next(steps)
+        except StopIteration:
+            return None
+        self.log(said, syslog.LOG_ERR if self.stop_method == "killed" else syslog.LOG_NOTICE)
+        return time.time() + seconds
+
+    def hook(self, which, extra=None):
+        """Run a hook; a stop request gives it HOOK_GRACE seconds, then kills its process group."""
+        try:
+            hooks.check_safe(self.vm)
+        except KvmError as exc:
+            self.log(exc.message, syslog.LOG_ERR)
+            return HOOK_REFUSED
+        proc = hooks.start_hook(self.vm, which, extra)
+        if proc is None:
+            return 0
+        deadline = None
+        while True:
+            if self.stop and deadline is None:
+                deadline = time.time() + HOOK_GRACE
+            self.in_wait = True
+            try:
+                status = host.wait_process(proc, None if deadline is None else max(0.0, deadline - time.time()))
+                if status != 0:
+                    self.log(f"{which} exited {status}", syslog.LOG_WARNING)
+                return status
+            except _Wake:
+                continue
+            except host.Timeout:
+                self.log(f"{which} still runs {HOOK_GRACE}s after the stop request: killing it",
+                         syslog.LOG_WARNING)
+                host.kill_group(proc.pid)
+                deadline = time.time() + KILLED_HOOK_WAIT
+            finally:
+                self.in_wait = False
+
+    def may_restart(self, cfg):
+        """After a fault: restart when the VM asks for it, unless it faulted too often lately."""
+        if not cfg.restart_on_fault:
+            return False
+        now = time.time()
+        self.faults.append(now)
+        while self.faults and self.faults[0] < now - cfg.restart_window:
+            self.faults.popleft()
+        if len(self.faults) > cfg.restart_max:
+            self.log(f"{len(self.faults)} faults in {cfg.restart_window}s (RestartMax={cfg.restart_max}): "
+                     f"giving up", syslog.LOG_CRIT)
+            return False
+        self.log(f"restarting after the fault ({len(self.faults)}/{cfg.restart_max} in {cfg.restart_window}s)")
+        return True

@@ -1,0 +1,232 @@
+"""Images: POOL/kvm/images/NAME, one read-only dataset each holding `disk` (raw) and `image.conf`,
+with the snapshot @base that `vmcreate --from` clones (instant, no space).
+
+An import copies the file into a new dataset (so it depends on nothing); a publish is a clone of
+a VM's snapshot (so the VM's snapshot cannot go while the image lives: vmdestroy and snap destroy
+refuse, naming it). Both run under the creation transaction: nothing is left on failure or kill.
+"""
+
+import hashlib
+import os
+import shutil
+import time
+
+from kvm import host, vm as vmmod, zfs
+from kvm.zfs.deps import clones_by_origin, clones_of
+from kvm.errors import NotFound, StateError, UsageError
+from kvm.zfs.txn import Transaction
+
+DISK = "disk"
+CONF = "image.conf"
+BASE = "base"
+CHUNK = 1 << 20
+HOLE = 64 << 10            # the unit of holes when copying (ZFS records are 128 KiB or less)
+PROGRESS_MIN = 100 << 20   # files larger than this report progress
+# first bytes of the formats qemu-img converts; anything else is taken as raw
+MAGIC = {b"QFI\xfb": "qcow2", b"KDMV": "vmdk", b"vhdxfile": "vhdx", b"conectix": "vpc"}
+# files a publish leaves out: per-VM identity, logs and run-time state
+PRIVATE = ("UEFI_VARS.fd", "OVMF_VARS.fd", "run", "console.log", ".kvm-rename", "seed.iso", "cloud-init.json", CONF)
+
+
+def dataset(root, name):
+    return f"{root.dataset()}/images/{name}"
+
+
+def folder(root, name):
+    return root.path / "images" / name
+
+
+def check_name(name):
+    vmmod.check_name(name, "image name")
+
+
+def detect_format(path):
+    """raw, or the format qemu-img must convert from (by the file's first bytes)."""
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head.startswith(b"VDI") or head[:4] == b"<<< ":
+        return "vdi"
+    for magic, fmt in MAGIC.items():
+        if head.startswith(magic):
+            return fmt
+    return "raw"
+
+
+def copy_hashing(src, dst, progress=None):
+    """Copy src to dst sparsely (zero blocks become holes) and return its SHA-256: one pass."""
+    digest = hashlib.sha256()
+    size = os.path.getsize(src)
+    done = 0
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        os.fchmod(fout.fileno(), 0o644)
+        while True:
+            block = fin.read(CHUNK)
+            if not block:
+                break
+            digest.update(block)
+            _write_sparse(fout, block)
+            done += len(block)
+            if progress and size > PROGRESS_MIN and (done % (64 * CHUNK) == 0 or done == size):
+                progress(done, size)
+        fout.truncate(size)
+    return digest.hexdigest()
+
+
+def _write_sparse(fout, block, piece=HOLE):
+    """Write a block, leaving its all-zero pieces as holes: a sparse file stays sparse."""
+    view = memoryview(block)
+    for at in range(0, len(block), piece):
+        part = view[at:at + piece]
+        if part.tobytes().count(0) == len(part):
+            fout.seek(len(part), os.SEEK_CUR)
+        else:
+            fout.write(part)
+
+
+def sha256_of(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_conf(path, values):
+    from kvm.conf.confedit import sh_quote
+    text = "# kvm image: written by `image import` / `image publish`\n"
+    text += "".join(f"{k}={sh_quote(str(v))}\n" for k, v in values.items())
+    host.write_file(path, text, mode=0o644)
+
+
+def read_conf(path):
+    from kvm.conf.shconf import read_plain
+    try:
+        return dict(read_plain(path.read_text()).values)
+    except OSError:
+        return {}
+
+
+def _parent(root):
+    parent = f"{root.dataset()}/images"
+    if not zfs.lzc_exists(parent):
+        zfs.lzc_create(parent)
+
+
+def _check_new(root, name):
+    check_name(name)
+    if zfs.lzc_exists(dataset(root, name)) or folder(root, name).exists():
+        raise StateError(f"image '{name}' already exists ({folder(root, name)})")
+
+
+def _finish(ds):
+    """Read-only, then @base: what every clone starts from."""
+    zfs.set_prop(ds, "readonly", "on")
+    zfs.lzc_snapshot([f"{ds}@{BASE}"])
+
+
+def import_file(root, name, path, os_hint="", progress=None):
+    """image import: a raw file copied as is, others converted by qemu-img; returns image.conf's values."""
+    _check_new(root, name)
+    if not os.path.isfile(path):
+        raise NotFound(f"image file '{path}' does not exist")
+    fmt = detect_format(path)
+    if fmt != "raw" and not shutil.which("qemu-img"):
+        raise NotFound(f"'{path}' is {fmt}: converting needs qemu-img (pkg install qemu-tools / "
+                       f"apt-get install qemu-utils)")
+    _parent(root)
+    ds, where = dataset(root, name), folder(root, name)
+    values = {"source": os.path.abspath(path), "format": fmt, "sha256": "", "size": 0,
+              "created": int(time.time()), "os": os_hint}
+    with Transaction(ds) as txn:
+        if host.dry_run():
+            host.plan(f"would copy {path} -> {where / DISK} (raw, SHA-256 while copying)")
+        elif fmt == "raw":
+            values["sha256"] = copy_hashing(path, where / DISK, progress)
+        else:
+            values["sha256"] = sha256_of(path)
+            host.run(["qemu-img", "convert", "-f", fmt, "-O", "raw", path, where / DISK])
+        values["size"] = os.path.getsize(where / DISK) if not host.dry_run() else os.path.getsize(path)
+        write_conf(where / CONF, values)
+        _finish(ds)
+        txn.commit()
+    return values
+
+
+def strip_macs(text):
+    """set.conf without its mac=... device options (an image has no identity)."""
+    import re
+    return re.sub(r",mac=[0-9A-Fa-f:]{17}", "", text)
+
+
+def publish(root, vm, name, snap=None):
+    """image publish: a clone of the VM's snapshot (a new one, publish-NAME-..., by default)
+    without its identity; the VM's disk must be its folder's `disk`."""
+    _check_new(root, name)
+    cfg = vm.config()
+    if cfg.disk != str(vm.dir / DISK):
+        raise UsageError(f"publish needs the disk in the VM's folder as '{DISK}' (Disk is '{cfg.disk or '-'}')",
+                         vm=vm.name)
+    src = vm.dataset()
+    own = None
+    if snap:
+        if not zfs.lzc_exists(f"{src}@{snap}"):
+            raise NotFound(f"no snapshot '{snap}' of {src}", vm=vm.name)
+    else:
+        snap = time.strftime(f"publish-{name}-%Y%m%d%H%M%S")
+        own = f"{src}@{snap}"
+    _parent(root)
+    ds, where = dataset(root, name), folder(root, name)
+    with Transaction(ds, origin=f"{src}@{snap}", own_snap=own) as txn:
+        if not host.dry_run():
+            for entry in os.listdir(where):
+                if entry in PRIVATE or entry.endswith(".log"):
+                    host.remove_file(where / entry)
+            conf = where / vmmod.CONF_FILE
+            host.write_file(conf, strip_macs(conf.read_text()), mode=0o644)
+        disk = where / DISK
+        values = {"source": f"vm {vm.name}@{snap}", "format": "raw",
+                  "sha256": "" if host.dry_run() else sha256_of(disk), "size": 0 if host.dry_run()
+                  else os.path.getsize(disk), "created": int(time.time()), "os": ""}
+        write_conf(where / CONF, values)
+        _finish(ds)
+        txn.commit()
+    return values
+
+
+def listing(root):
+    """[{name, size, used, clones, created, os}] of every image, by name (two zfs calls)."""
+    parent = f"{root.dataset()}/images"
+    if not zfs.lzc_exists(parent):
+        return []
+    rows = zfs.get_props([parent], ["used", "type"], recursive=True, depth=1)
+    table = clones_by_origin(parent.split("/")[0])
+    out = []
+    for ds in sorted(n for n, p in rows.items() if n.startswith(parent + "/") and p.get("type") == "filesystem"):
+        name = ds.rsplit("/", 1)[1]
+        conf = read_conf(folder(root, name) / CONF)
+        out.append({"name": name, "size": int(conf.get("size") or 0), "used": int(rows[ds].get("used") or 0),
+                    "clones": clones_of(ds, table), "created": int(conf.get("created") or 0),
+                    "os": conf.get("os") or "", "sha256": conf.get("sha256") or "",
+                    "format": conf.get("format") or "", "source": conf.get("source") or ""})
+    return out
+
+
+def get(root, name):
+    """(dataset, folder) of an existing image; NotFound naming the known ones."""
+    check_name(name)
+    ds = dataset(root, name)
+    if not zfs.lzc_exists(f"{ds}@{BASE}"):
+        known = ", ".join(i["name"] for i in listing(root)) or "none"
+        raise NotFound(f"no image '{name}' (images: {known})")
+    return ds, folder(root, name)
+
+
+def destroy(root, name):
+    """image destroy: refused while clones exist, naming them."""
+    ds, _ = get(root, name)
+    users = clones_of(ds)
+    if users:
+        raise StateError(f"image '{name}' has clones: {', '.join(users)}; destroy them first "
+                         f"(or vmclone --independent)")
+    zfs.destroy_recursive(ds)
+    return ds

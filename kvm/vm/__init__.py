@@ -1,0 +1,253 @@
+"""A VM by name: its dataset, folder, files and runtime state; listing every VM in one pass."""
+
+import json
+import os
+import re
+from pathlib import Path
+
+from kvm import host
+from kvm.host import lock, paths, runfiles
+from kvm.hypervisor import current as hypervisor
+from kvm.errors import NotFound, StateError, UsageError
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,30}\Z")
+RUN_FILE = "run"
+CONF_FILE = "set.conf"
+
+
+def check_name(name, what="VM name"):
+    """Refuse a name bhyve or our files cannot take: 1-31 of letters, digits, . _ -, first alphanumeric."""
+    if not name:
+        raise UsageError(f"the {what} is empty")
+    shown = name.encode("unicode_escape").decode() if not name.isprintable() else name
+    if len(name) > 31:
+        raise UsageError(f"invalid {what} '{shown}': longer than 31 characters (bhyve's limit)")
+    if not NAME_RE.match(name):
+        raise UsageError(f"invalid {what} '{shown}': use letters, digits, '.', '_' and '-', "
+                         f"starting with a letter or digit")
+
+
+class Vm:
+    """One VM of an install root."""
+
+    def __init__(self, root, name):
+        self.root, self.name = root, name
+
+    def __repr__(self):
+        return f"Vm({self.name!r})"
+
+    @property
+    def dir(self):
+        """The VM folder."""
+        return self.root.vm_dir / self.name
+
+    @property
+    def conf_path(self):
+        return self.dir / CONF_FILE
+
+    @property
+    def run_path(self):
+        return self.dir / RUN_FILE
+
+    def exists(self):
+        """A folder counts as a VM when it holds both set.conf and run."""
+        return self.conf_path.is_file() and self.run_path.is_file()
+
+    def dataset(self):
+        """The VM's dataset: ROOT/vm/NAME."""
+        return f"{self.root.vm_dataset()}/{self.name}"
+
+    def config(self, *, evaluate=False):
+        """The validated set.conf. Every reader gets evaluate=False: nothing is run, what needs sh
+        is reported unevaluated. evaluate=True is the launch's read only: set.conf, run,
+        functions and their folders must be root's and writable by root only, then sh may
+        evaluate set.conf, under the config lock edits hold (kvm/config.py, kvm/edit.py)."""
+        from kvm.conf import config
+        if not evaluate:
+            return config.load(self.name, str(self.dir), evaluate=False)
+        from kvm.conf import hooks
+        with lock.hold_config(self.name, "supervisor read"):
+            hooks.check_safe(self)
+            return config.load(self.name, str(self.dir), evaluate=True)
+
+
+def get_vm(root, name):
+    """The VM `name`, which must exist."""
+    check_name(name)
+    vm = Vm(root, name)
+    if not vm.exists():
+        hint = remount(vm)
+        if vm.exists():
+            return vm
+        raise NotFound(hint or f"no such VM (no {CONF_FILE} and {RUN_FILE} in {vm.dir})", vm=name)
+    return vm
+
+
+def remount(vm):
+    """For a VM whose dataset exists unmounted (a command killed between an unmount and its
+    mount: zfs-fuse's busy rename or destroy): mount it again when root may (the dataset is
+    the VM's own, under ROOT/vm); returns the hint for the user, or None when it was mounted."""
+    hint = unmounted_hint(vm)
+    if hint and host.is_root() and not host.dry_run():
+        _mount_unless_busy(vm)
+    return hint
+
+
+def _mount_unless_busy(vm):
+    """Mount the VM's dataset under its lock; a dataset that another command holding the lock
+    has unmounted (zfs-fuse's rollback, a busy rename) is its business: refuse, never race it."""
+    from kvm import zfs
+    found = lock.holder(lock_path(vm.name))
+    if found is not None and found[0] != os.getpid():
+        raise StateError(f"is busy: {lock.describe_holder(found)} is working on its dataset; "
+                         f"try again when it is done", vm=vm.name)
+    if found is not None:
+        zfs.mount_if_there(vm.dataset())
+        return
+    with lock.hold_vm(vm.name, "remount"):
+        if unmounted_hint(vm):
+            zfs.mount_if_there(vm.dataset())
+
+
+def unmounted_hint(vm):
+    """How to recover when the VM's dataset exists but is not mounted (a vmrename or vmdestroy
+    killed half-way), else None. Asks ZFS, so only on the not-found path."""
+    from kvm import zfs
+    from kvm.errors import KvmError
+    try:
+        dataset = vm.dataset()
+        if not zfs.unmounted(dataset):
+            return None
+    except KvmError:
+        return None
+    return f"its dataset {dataset} exists but is not mounted (a command killed half-way?): zfs mount {dataset}"
+
+
+def list_vms(root):
+    """Every VM of the root, sorted by name: one directory scan, no per-VM process."""
+    try:
+        entries = sorted(os.scandir(root.vm_dir), key=lambda e: e.name)
+    except FileNotFoundError:
+        return []
+    out = []
+    for entry in entries:
+        if entry.is_dir() and NAME_RE.match(entry.name):
+            vm = Vm(root, entry.name)
+            if vm.exists():
+                out.append(vm)
+    return out
+
+
+# ------------------------------------------------------------------------ runtime state
+
+def lock_path(name):
+    return lock.vm_lock_path(name)
+
+
+def state_path(name):
+    return runfiles.state_path(name)
+
+
+def read_state(name):
+    """The supervisor's state file as a dict ({} when absent or unreadable)."""
+    try:
+        return json.loads(state_path(name).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def write_state(name, state):
+    """Write the state file atomically."""
+    lock.run_dir()
+    host.write_file(state_path(name), json.dumps(state, sort_keys=True) + "\n")
+
+
+def lock_held(name):
+    """True when a supervisor holds the VM's lock (a shared probe lock, never blocking)."""
+    return lock_holder(name) is not None
+
+
+def lock_holder(name):
+    """None when nobody holds the VM's lock; else the pid the holder wrote in it (0 while it is
+    still writing it)."""
+    found = lock.holder(lock_path(name))
+    return None if found is None else found[0]
+
+
+class Runtime:
+    """What is running for a VM: pids are 0 when none; times are epoch seconds."""
+
+    def __init__(self, name, allocated=False):
+        self.name = name
+        self.supervisor = 0       # pid of our supervisor
+        self.bhyve = 0            # pid of bhyve
+        self.allocated = allocated  # the hypervisor keeps the VM allocated
+        self.started = 0.0        # when the VM was started (first launch)
+        self.booted = 0.0         # when the current bhyve was launched
+        self.vnc_port = 0
+        self.boots = 0
+
+    @property
+    def active(self):
+        """Anything running for this VM."""
+        return bool(self.supervisor or self.bhyve)
+
+    @property
+    def state(self):
+        """running | orphaned | starting | allocated | stopped."""
+        if self.bhyve:
+            return "running" if self.supervisor else "orphaned"
+        if self.supervisor:
+            return "starting"
+        return "allocated" if self.allocated else "stopped"
+
+
+def runtimes(vms):
+    """Runtime of many VMs: one listing of the run dir and of the allocated VMs, details only where needed."""
+    try:
+        states = runfiles.state_names(os.listdir(paths.current().run_dir))
+    except OSError:
+        states = set()
+    allocated = hypervisor().allocated()
+    out = []
+    for vm in vms:
+        if vm.name in states or vm.name in allocated:
+            out.append(runtime(vm))
+        else:
+            out.append(Runtime(vm.name))
+    return out
+
+
+def runtime(vm_or_name, scan=True):
+    """The VM's runtime state from its lock, state file and the hypervisor — never `ps | grep`."""
+    name = getattr(vm_or_name, "name", vm_or_name)
+    hv = hypervisor()
+    st = read_state(name)
+    rt = Runtime(name, allocated=hv.is_allocated(name))
+    sup = int(st.get("supervisor") or 0)
+    # the supervisor named in the state file counts only if it is the lock's holder: after a
+    # crash both files stay behind, and their pids may belong to other programs by now
+    if sup and lock_holder(name) == sup and host.pid_alive(sup):
+        rt.supervisor = sup
+    pid = int(st.get("bhyve") or 0)
+    # With its supervisor alive, the recorded bhyve is that supervisor's child, whose pid cannot
+    # be reused before the supervisor reaps it and records bhyve=0: no need to look at its
+    # arguments (which costs a `ps` on a FreeBSD without procfs). Without one, make sure.
+    if pid and host.pid_alive(pid) and (rt.supervisor or hv.is_own_process(host.process_args(pid), name)):
+        rt.bhyve = pid
+        rt.started, rt.booted = float(st.get("started") or 0), float(st.get("booted") or 0)
+        rt.vnc_port, rt.boots = int(st.get("vnc_port") or 0), int(st.get("boots") or 0)
+    elif rt.allocated and scan:
+        rt.bhyve = hv.find_process(name) or 0
+    if rt.supervisor and not rt.bhyve:
+        rt.started, rt.vnc_port = float(st.get("started") or 0), int(st.get("vnc_port") or 0)
+    return rt
+
+
+def folder_size_hint(path):
+    """Apparent and allocated size of a file (for a sparse disk)."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_blocks * 512

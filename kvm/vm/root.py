@@ -1,0 +1,74 @@
+"""Finding the install root: --root, else KVM_ROOT, else the launcher's folder, else the marked dataset."""
+
+import os
+from pathlib import Path
+
+from kvm.errors import NotFound, UsageError
+
+ROOT_PROP = "kvm:root"
+MARKER = ".kvm-root"
+
+
+def is_root_dir(path):
+    """True when `path` looks like an install root: ours (marker) or the shell toolkit's (functions)."""
+    path = Path(path)
+    return (path / "vm").is_dir() and ((path / MARKER).is_file() or (path / "functions").is_file())
+
+
+class Root:
+    """An install root folder and (found lazily) its dataset."""
+
+    def __init__(self, path, dataset=None):
+        self.path = Path(path)
+        self._dataset = dataset
+
+    def __repr__(self):
+        return f"Root({str(self.path)!r})"
+
+    @property
+    def vm_dir(self):
+        """The folder holding one sub-folder per VM."""
+        return self.path / "vm"
+
+    def dataset(self):
+        """The root's ZFS dataset (asked of ZFS: the mountpoint is the truth)."""
+        if self._dataset is None:
+            from kvm import zfs
+            name = zfs.dataset_of_path(self.path)
+            if name is None:
+                raise NotFound(f"{self.path} is not the mountpoint of a ZFS dataset")
+            self._dataset = name
+        return self._dataset
+
+    def vm_dataset(self):
+        """The dataset holding the VM datasets (ROOT/vm)."""
+        return self.dataset() + "/vm"
+
+
+def find_root(explicit=None, launcher_dir=None):
+    """The install root this command works on (see the README, 'Finding the install')."""
+    for given, how in ((explicit, "--root"), (os.environ.get("KVM_ROOT"), "KVM_ROOT")):
+        if given:
+            path = Path(given).resolve()
+            if not is_root_dir(path):
+                raise NotFound(f"{path} (from {how}) is not a kvm install root (no vm/ folder or marker)")
+            return Root(path)
+    if launcher_dir and is_root_dir(launcher_dir):
+        return Root(Path(launcher_dir).resolve())
+    return _marked_root()
+
+
+def _marked_root():
+    from kvm import zfs
+    marked = zfs.find_marked(ROOT_PROP)
+    roots = []
+    for name in marked:
+        mnt = zfs.get_prop(name, "mountpoint")
+        if mnt and mnt not in ("none", "legacy") and is_root_dir(mnt):
+            roots.append(Root(Path(mnt), name))
+    if not roots:
+        raise NotFound("no kvm install found: run kvminst, or give --root DIR or KVM_ROOT")
+    if len(roots) > 1:
+        where = ", ".join(str(r.path) for r in roots)
+        raise UsageError(f"several kvm installs found ({where}): choose one with --root DIR")
+    return roots[0]
