@@ -60,9 +60,11 @@ def destroy_pool(name, img, seconds=20):
 
 @pytest.fixture(autouse=True)
 def bhyve_backend(monkeypatch):
-    """In-process library calls get the bhyve backend (golden argv, pins, the simulator) whatever
-    the host's own is (qemu on Linux); commands get it from `env`. tests/e2e asks for qemu."""
+    """In-process library calls get the bhyve backend on the FreeBSD platform (golden argv, pins,
+    rc.d, the simulator) whatever the host's own are (qemu on Linux); commands get them from `env`.
+    tests/e2e asks for qemu on Linux."""
     monkeypatch.setenv("KVM_HYPERVISOR", "bhyve")
+    monkeypatch.setenv("KVM_PLATFORM", "freebsd")
 
 
 @pytest.fixture
@@ -98,6 +100,7 @@ def env(sysroot):
         "PATH": f"{SIM_BIN}:{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         "PYTHONPATH": str(REPO),
         "KVM_HYPERVISOR": "bhyve",  # the suite runs the bhyve simulator on Linux too (tests/e2e: qemu)
+        "KVM_PLATFORM": "freebsd",  # with FreeBSD's rc.d, periodic and tools (the stand-ins on PATH)
     })
     e.pop("KVM_ROOT", None)
     return e

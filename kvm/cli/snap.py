@@ -78,7 +78,8 @@ def do_destroy(vm, args):
                 if not common.confirm("Go on", args.yes or args.dry_run):
                     common.info("Nothing done.")
                     return 1
-        names = snap.destroy(vm, cfg, args.snap, args.recursive)
+        from kvm.manage.destroy import destroy_dependents
+        names = snap.destroy(vm, cfg, args.snap, destroy_dependents if args.recursive else None)
     for name in names:
         common.said(args, f"destroyed {vm.name}@{name}", f"would destroy {vm.name}@{name}")
     return 0

@@ -13,7 +13,7 @@ from kvm.errors import ConfigError, KvmError
 from kvm.conf.shconf import (CONF, NAME_RE, Assignment, NeedsShell, Reading, assignments, check_owner,  # noqa: F401
     evaluate_text, evaluate_with_sh, parse_text, read_plain, read_text)
 from kvm.conf.confedit import remove_value, set_value, sh_quote  # noqa: F401
-from kvm.conf.devices import EMULATIONS, NEEDS_SOURCE, RESERVED_SLOTS, parse_devices  # noqa: F401
+from kvm.conf.devices import EMULATIONS, NEEDS_SOURCE, RESERVED_SLOTS, Device, parse_devices  # noqa: F401
 
 KNOWN = {
     "VMrom": "loader: uefi, grub, or an absolute path",
@@ -39,24 +39,6 @@ SECRET_MODE = 0o640   # set.conf holding a VNCpassword: no reading by others
 
 class Invalid(ValueError):
     """Why a value is wrong; the caller names the setting and the value."""
-
-
-@record(frozen=True)
-class Device:
-    """One Devices item: `slot,emulation[,conf]`."""
-
-    slot: str
-    emulation: str
-    conf: str = ""
-
-    def arg(self):
-        """The text after bhyve's -s."""
-        return ",".join(x for x in (self.slot, self.emulation, self.conf) if x)
-
-    @property
-    def source(self):
-        """First conf field: the backend (tap, file, B/S/F...)."""
-        return self.conf.split(",")[0] if self.conf else ""
 
 
 @record(frozen=True)

@@ -1,9 +1,16 @@
-"""Devices="slot,emulation,conf ...": each item checked as bhyve would check it."""
+"""Devices="slot,emulation,conf ...": each item checked as bhyve would check it, and a Device that
+says what it is (disk, CD, NIC, passthru): every caller asks the Device, none lists emulations."""
 
 import re
 
 from kvm.errors import ConfigError
 from kvm.conf.shconf import CONF
+from kvm.host.record import record
+
+# what a guest sees as a disk it writes (ahci: `hd:PATH` or `cd:PATH`, see Device.kind)
+DISK_EMULATIONS = ("nvme", "virtio-blk", "ahci-hd", "virtio-scsi")
+CD_EMULATIONS = ("ahci-cd",)
+NIC_EMULATIONS = ("virtio-net", "e1000")
 
 EMULATIONS = {"hostbridge", "amd_hostbridge", "lpc", "ahci", "ahci-hd", "ahci-cd", "virtio-blk", "nvme",
               "virtio-net", "e1000", "virtio-rnd", "virtio-console", "virtio-9p", "virtio-scsi", "fbuf",
@@ -14,6 +21,45 @@ NEEDS_SOURCE = {"ahci", "ahci-hd", "ahci-cd", "virtio-blk", "nvme", "virtio-net"
 RESERVED_SLOTS = {0: "hostbridge", 1: "the main disk", 2: "the ISO", 29: "the VNC tablet",
                   30: "VNC (fbuf)", 31: "lpc"}
 _SLOT_RE = re.compile(r"^([0-9]{1,2})(?::([0-7]))?\Z")
+
+
+@record(frozen=True)
+class Device:
+    """One Devices item: `slot,emulation[,conf]`."""
+
+    slot: str
+    emulation: str
+    conf: str = ""
+
+    def arg(self):
+        """The text after bhyve's -s."""
+        return ",".join(x for x in (self.slot, self.emulation, self.conf) if x)
+
+    @property
+    def source(self):
+        """First conf field: the backend (tap, file, B/S/F...)."""
+        return self.conf.split(",")[0] if self.conf else ""
+
+    @property
+    def kind(self):
+        """'disk', 'cdrom', 'nic', 'passthru' or 'other'."""
+        if self.emulation == "ahci":
+            return "cdrom" if self.source.startswith("cd:") else "disk"
+        if self.emulation in DISK_EMULATIONS:
+            return "disk"
+        if self.emulation in CD_EMULATIONS:
+            return "cdrom"
+        if self.emulation in NIC_EMULATIONS:
+            return "nic"
+        return "passthru" if self.emulation == "passthru" else "other"
+
+    @property
+    def path(self):
+        """The file or device a disk or CD reads ('' for other kinds): the source without ahci's
+        `hd:`/`cd:`."""
+        if self.kind not in ("disk", "cdrom"):
+            return ""
+        return self.source.split(":", 1)[-1] if self.emulation == "ahci" else self.source
 
 
 def _slot(item, slot):
@@ -46,7 +92,6 @@ def _check_emulation(emulation, conf, options):
 
 def parse_devices(name, text, options=""):
     """Devices="slot,emulation,conf ..." -> tuple of Device, refusing what bhyve would refuse."""
-    from kvm.conf.config import Device
     devices, used = [], {}
     for item in text.split():
         parts = item.split(",", 2)

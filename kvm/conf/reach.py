@@ -5,8 +5,7 @@ vminfo and start say so in one warning line (not an error: a VM reached through 
 NIC, or one that only computes and writes its disk, is legitimate).
 """
 
-# the emulations bhyve (and kvm's qemu mapping) give a guest as a network card
-NET_EMULATIONS = ("virtio-net", "e1000")
+from kvm.conf.devices import NIC_EMULATIONS as NET_EMULATIONS
 WARNING = ("has no console and no network: nothing can reach it "
            "(set COM=1 or VNC=1, or add a virtio-net tap to Devices)")
 

@@ -1,4 +1,4 @@
-"""Files, the other half of the door to the OS (kvm/host.py re-exports these): atomic writes (temp
+"""Files, the other half of the door to the OS (kvm/host/__init__.py hands these on): atomic writes (temp
 file, fsync, rename, fsync of the folder), copies, sparse files; dry-run prints them instead."""
 
 import errno
@@ -7,7 +7,7 @@ import shlex
 from pathlib import Path
 
 from kvm.errors import KvmError
-from kvm.host import _debug, _plan, dry_run
+from kvm.host.mode import _debug, _plan, dry_run
 
 
 class WriteFailed(KvmError):

@@ -7,7 +7,7 @@ import os
 import shlex
 import signal
 
-from kvm import host
+from kvm.host import mode, process as host
 
 
 class Peer:
@@ -96,7 +96,7 @@ def relay(sender, peer, counted=None, request=b"", chunk=1 << 18):
     we are killed, the sender gets EPIPE and the peer EOF: neither is signalled, so a zfs process
     is never killed mid-unmount."""
     import tempfile
-    host._debug("%s | (count) | %s", shlex.join(sender), shlex.join(peer.argv))
+    mode._debug("%s | (count) | %s", shlex.join(sender), shlex.join(peer.argv))
     with tempfile.TemporaryFile() as err:
         src = host.spawn(sender, stdout=host.PIPE, stderr=err)
         total = 0

@@ -3,8 +3,9 @@
 from dataclasses import dataclass, field
 
 from kvm.conf import config
-from kvm import host, vm as vmmod, zfs
+from kvm import host, hypervisor, platform, vm as vmmod, zfs
 from kvm.errors import ConfigError, NotFound, StateError, UsageError
+from kvm.platform import rcd
 from kvm.zfs.txn import CREATING, Transaction, clean_stale, stale
 
 DISK_FILE = "disk"
@@ -51,6 +52,19 @@ def default_tap(name):
     return "tap" + name.upper().replace(".", "_").replace("-", "_")
 
 
+def check_derived_names(root, name, exclude=None):
+    """Refuse a new VM name whose default tap or rc name another VM's maps to as well
+    (web-1, web_1 and WEB.1 all make tapWEB_1: the second one's postRun would destroy the
+    first one's tap)."""
+    for other in vmmod.list_vms(root):
+        if other.name in (name, exclude):
+            continue
+        for what, derive in (("tap", default_tap), ("rc name", rcd.rc_name)):
+            if derive(other.name) == derive(name):
+                raise StateError(f"its {what} would be '{derive(name)}', as for VM '{other.name}': "
+                                 f"choose another name", vm=name)
+
+
 def check_ifname(value, what):
     """Interface names: 1-15 characters, letters, digits and _ (ifconfig's limits)."""
     import re
@@ -58,46 +72,26 @@ def check_ifname(value, what):
         raise UsageError(f"{what} '{value}' is not an interface name (1-{IFNAME_MAX} letters, digits, _)")
 
 
-def linux_host():
-    """The VM runs on a Linux host: the hypervisor in use is qemu (bhyve means FreeBSD, also when
-    KVM_HYPERVISOR=bhyve plans a FreeBSD VM on Linux, as the simulator does)."""
-    from kvm import hypervisor
-    return hypervisor.current().name == "qemu"
-
-
-def network_hooks(a, tap, linux):
-    """(preRun lines, postRun lines) for a tap on a bridge. FreeBSD: ifconfig, as the shell toolkit
-    wrote them; Linux: the `functions` helpers IfUp/BridgeAdd, which wrap iproute2 there."""
-    if linux:
-        up, addm = (lambda i: f"IfUp {i}"), (lambda i: f"BridgeAdd {a.bridge} {i}")
-    else:
-        up, addm = (lambda i: f"ifconfig {i} up"), (lambda i: f"ifconfig {a.bridge} addm {i}")
-    pre = [f"CreateIF bridge {a.bridge}", f"CreateIF tap {tap}", up(tap), addm(tap)]
-    if a.uplink:
-        pre.append(f"{addm(a.uplink)} 2>/dev/null  # already a member is fine")
-    pre.append(up(a.bridge))
-    return pre, [f"DestroyIF {tap}"]
-
-
 def render_files(name, a, root_path):
     """(set.conf text, run text) for the answers; raises ConfigError when they do not validate."""
     from kvm.conf.templating import render
     pre, post = [], []
     devices = ""
-    linux = linux_host()
+    host_os = platform.current()
     if a.network:
         tap = a.tap or default_tap(name)
         check_ifname(tap, "tap name")
         check_ifname(a.bridge, "bridge name")
         if a.uplink:
             check_ifname(a.uplink, "uplink interface")
-        pre, post = network_hooks(a, tap, linux)
+        pre, post = host_os.network_hooks(a.bridge, tap, a.uplink)
         devices = f"3,virtio-net,{tap}"
     conf = render("set.conf.j2", root_path, name=name, vmrom=a.loader, boot=a.boot, cores=a.cores,
                   mem=a.mem, options=a.options, disk=DISK_FILE if a.disk_size or a.image else "",
                   disk_driver=a.disk_driver, devices=devices, vnc=a.vnc, vnc_addr=a.vnc_addr,
                   com=a.com and config.loader_kind(a.loader) != "grub", iso=a.iso)
-    run = render("run.j2", root_path, name=name, pre=pre, post=post, hv="qemu" if linux else "bhyve")
+    run = render("run.j2", root_path, name=name, pre=pre, post=post, hv=hypervisor.current().name,
+                 helpers=host_os.helpers)
     values = config.parse_text(conf)
     cfg = config.validate(name, "/nonexistent", values)
     return conf, run, cfg
@@ -121,7 +115,6 @@ def check_new(root, name):
         raise StateError(f"already exists ({vm.dir})", vm=name)
     if vm.dataset() in rows and vm.dataset() not in dead:
         raise StateError(f"dataset {vm.dataset()} already exists", vm=name)
-    from kvm.manage.rcinstall import check_derived_names
     check_derived_names(root, name)  # web-1, web_1 and WEB.1 would share tapWEB_1
     return vm
 

@@ -1,10 +1,10 @@
 """Everything vminfo shows about one VM, as a plain dict (the --json schema)."""
 
-import re
 import shlex
 import time
 
-from kvm import host, vm as vmmod
+from kvm import host, platform, vm as vmmod
+from kvm.conf import cloudinit
 from kvm.run import launch, ports
 from kvm.vm import root as rootmod
 from kvm.manage.listing import human_size  # noqa: F401 - vminfo, snap and image lists show sizes alike
@@ -55,39 +55,12 @@ def _rows(res):
     return rows
 
 
-def tap_info(tap):
-    """{mac, bridge} of a host interface (tap), from ifconfig; {} when it does not exist."""
-    res = host.run(["ifconfig", tap], mutating=False, check=False)
-    if res.status != 0:
-        return {"exists": False}
-    mac = re.search(r"\bether\s+([0-9a-f:]{17})", res.stdout)
-    out = {"exists": True, "mac": mac.group(1) if mac else None, "bridge": None}
-    bridges = host.run(["ifconfig", "-g", "bridge"], mutating=False, check=False).stdout.split()
-    for bridge in bridges:
-        text = host.run(["ifconfig", bridge], mutating=False, check=False).stdout
-        if re.search(rf"\bmember: {re.escape(tap)}\b", text):
-            out["bridge"] = bridge
-            break
-    return out
-
-
-def pci_info(bsf):
-    """pciconf's vendor and device description of a passthru device B/S/F."""
-    selector = "pci0:" + bsf.replace("/", ":")
-    res = host.run(["pciconf", "-l", "-v", selector], mutating=False, check=False)
-    if res.status != 0:
-        return {"selector": selector, "found": False}
-    fields = dict(re.findall(r"^\s+(vendor|device|class)\s+=\s+'?(.*?)'?$", res.stdout, re.M))
-    driver = res.stdout.split("@", 1)[0].strip() if "@" in res.stdout else None
-    return {"selector": selector, "found": True, "driver": driver, **fields}
-
-
 def device_info(dev):
     """Extra facts for a Devices item (taps, passthru)."""
-    if dev.emulation in ("virtio-net", "e1000") and dev.source and not dev.source.startswith("netgraph"):
-        return tap_info(dev.source)
-    if dev.emulation == "passthru":
-        return pci_info(dev.source)
+    if dev.kind == "nic" and dev.source and not dev.source.startswith("netgraph"):
+        return platform.current().interface_info(dev.source)
+    if dev.kind == "passthru":
+        return platform.current().pci_info(dev.source)
     return {}
 
 
@@ -111,7 +84,7 @@ def collect(vm):
         "name": vm.name, "hypervisor": hv.name, "accelerator": hv.accelerator(), "dir": str(vm.dir),
         "dataset": dataset, "used": used, "origin": origin_info(origin),
         "cloud_init": (vm.dir / "seed.iso").is_file() and
-        any(d.slot == "28" and d.emulation in ("ahci-cd", "virtio-blk") for d in cfg.devices),
+        any(d.slot == cloudinit.CD_SLOT and d.kind in ("cdrom", "disk") for d in cfg.devices),
         "state": rt.state, "pid": rt.bhyve, "supervisor": rt.supervisor, "allocated": rt.allocated,
         "started": int(rt.started) or None,
         "uptime": int(now - rt.started) if rt.started and rt.bhyve else None,

@@ -2,15 +2,13 @@
 
 import hashlib
 import os
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kvm import __version__, host, zfs
+from kvm import __version__, host, hypervisor, platform, zfs
 from kvm.conf import firmware
 from kvm.host import lock, paths
-from kvm.hypervisor.qemu.argv import BINARY as QEMU_BINARY
 from kvm.errors import KvmError, NotFound, PermissionDenied, StateError, UsageError
 from kvm.vm.root import MARKER, ROOT_PROP, is_root_dir
 
@@ -19,18 +17,6 @@ PROBE = ".kvminst-probe-"     # + pid: the file that shows a folder is writable
 MANIFEST = "SHA256SUMS"
 LOCK = "kvminst.lock"         # in RUN_DIR/host: one kvminst at a time, so leftovers are dead ones
 
-# (file pinned into ROOT/firmware, where it comes from, the package that installs it)
-FIRMWARE = [
-    ("BHYVE_UEFI.fd", "uefi", "edk2-bhyve"),
-    ("BHYVE_UEFI_VARS.fd", "uefi", "edk2-bhyve"),
-    ("grub-bhyve", "grub", "grub2-bhyve"),
-]
-# on a qemu host (Linux): OVMF from Debian's ovmf package, code and the vars template
-QEMU_FIRMWARE = [
-    ("OVMF_CODE_4M.fd", "ovmf", "ovmf"),
-    ("OVMF_VARS_4M.fd", "ovmf", "ovmf"),
-]
-QEMU_INSTALL = "apt-get install qemu-system-x86 ovmf"
 TEMPLATE_FILES = ["set.conf.j2", "run.j2", "rc.j2", "unit.j2"]
 COMPLETION_DIR = "completion"
 COMPLETION_FILES = ["kvm.bash", "kvm.zsh"]
@@ -206,7 +192,7 @@ def clean_leftovers(root, pool_mnt=None):
     .FILE.XXXX.tmp beside FILE) and its probe files. Run under the kvminst lock: none is live."""
     from kvm.manage.commands import ROOT_COMMANDS
     ours = {root: [*ROOT_COMMANDS, "functions", MARKER], root / "templates": TEMPLATE_FILES,
-            root / "rc.d": ["kvm"], root / COMPLETION_DIR: COMPLETION_FILES, root / "firmware": [f[0] for f in FIRMWARE + QEMU_FIRMWARE] + [MANIFEST]}
+            root / "rc.d": ["kvm"], root / COMPLETION_DIR: COMPLETION_FILES, root / "firmware": list(hypervisor.firmware_names()) + [MANIFEST]}
     for folder, names in ours.items():
         for name in names:
             for tmp in folder.glob(f".{name}.*.tmp"):
@@ -239,7 +225,7 @@ def _install_files(report, repin):
     report.installed.append("rc.d/kvm")
     pin_firmware(root, report, repin)
     from kvm.manage import schedule
-    report.schedule = schedule.install(root, _hypervisor_name())
+    report.schedule = schedule.install(root, platform.current())
     host.write_file(root / MARKER, f"{report.dataset}\n")
 
 
@@ -259,11 +245,6 @@ def _find_firmware(name, kind, p):
         if (folder / name).is_file():
             return folder / name
     return None
-
-
-def _hypervisor_name():
-    from kvm.hypervisor import current
-    return current().name
 
 
 def sha256(path):
@@ -287,8 +268,8 @@ def pin_firmware(root, report, repin=False):
     host.make_dirs(fw_dir)
     sums = read_manifest(fw_dir)
     missing = set()
-    qemu_host = _hypervisor_name() == "qemu"
-    for name, kind, package in QEMU_FIRMWARE if qemu_host else FIRMWARE:
+    hv = hypervisor.current()
+    for name, kind, package in hv.firmware_files:
         target = fw_dir / name
         if target.exists() and not repin:
             if name not in sums:
@@ -302,12 +283,9 @@ def pin_firmware(root, report, repin=False):
         host.copy_file(source, target, mode=0o755 if kind == "grub" else 0o644)
         sums[name] = None if host.dry_run() else sha256(target)
         report.pinned.append(f"{name} <- {source}")
-    if qemu_host and (missing or not shutil.which(QEMU_BINARY)):
-        report.warnings.append(f"qemu or OVMF not installed on this host: {QEMU_INSTALL}; then run kvminst "
-                               "again to pin OVMF")
-    elif missing:
-        report.warnings.append("firmware not installed on this host: pkg install " + " ".join(sorted(missing))
-                               + "; then run kvminst again to pin it")
+    warning = hv.firmware_warning(missing)
+    if warning:
+        report.warnings.append(warning)
     if report.pinned and not host.dry_run():
         host.write_file(fw_dir / MANIFEST, "".join(f"{d}  {n}\n" for n, d in sums.items()))
 

@@ -10,7 +10,6 @@ vmlist read the files.
 """
 
 import json
-import os
 import stat
 
 from kvm import host

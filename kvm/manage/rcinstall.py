@@ -16,7 +16,7 @@ import contextlib
 import os
 from dataclasses import dataclass
 
-from kvm import host, vm as vmmod
+from kvm import host
 from kvm.host import lock
 from kvm.platform import rcd, systemd
 from kvm.errors import NotFound, PermissionDenied, StateError
@@ -127,20 +127,6 @@ def move(old, target, at=None):
                 rcd.sysrc(f"{rcd.rc_name(new)}{var[len(script.rcname):]}={value}", at=at)
     rcd.remove_script(script, at)
     return path
-
-
-def check_derived_names(root, name, exclude=None):
-    """Refuse a new VM name whose default tap or rc name another VM's maps to as well
-    (web-1, web_1 and WEB.1 all make tapWEB_1: the second one's postRun would destroy the
-    first one's tap)."""
-    from kvm.manage.create import default_tap
-    for other in vmmod.list_vms(root):
-        if other.name in (name, exclude):
-            continue
-        for what, derive in (("tap", default_tap), ("rc name", rcd.rc_name)):
-            if derive(other.name) == derive(name):
-                raise StateError(f"its {what} would be '{derive(name)}', as for VM '{other.name}': "
-                                 f"choose another name", vm=name)
 
 
 def hold_unless_running(name, what):

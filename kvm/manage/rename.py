@@ -13,7 +13,7 @@ import re
 from kvm import host, vm as vmmod, zfs
 from kvm.host import lock
 from kvm.platform import rcd
-from kvm.manage import rcinstall
+from kvm.manage import create, rcinstall
 from kvm.errors import KvmError, NotFound, StateError
 
 INTENT = ".kvm-rename"
@@ -33,9 +33,8 @@ def rewrite_names(text, old, new, taps=False):
     (vmclone, whose copy must not share the original's interfaces), its default tap name too."""
     text = rename_comments(text, old, new)
     if taps:
-        from kvm.manage.create import default_tap
-        pattern = re.compile(rf"(?<![A-Za-z0-9_]){re.escape(default_tap(old))}(?![A-Za-z0-9_])")
-        text = pattern.sub(default_tap(new), text)
+        pattern = re.compile(rf"(?<![A-Za-z0-9_]){re.escape(create.default_tap(old))}(?![A-Za-z0-9_])")
+        text = pattern.sub(create.default_tap(new), text)
     return text
 
 
@@ -64,7 +63,7 @@ def check(root, old_vm, new):
     target = vmmod.Vm(root, new)
     if target.dir.exists() or zfs.lzc_exists(target.dataset()):
         raise StateError(f"cannot rename to '{new}': it already exists", vm=old_vm.name)
-    rcinstall.check_derived_names(root, new, exclude=old_vm.name)
+    create.check_derived_names(root, new, exclude=old_vm.name)
     if rcd.our_script(old_vm.name):
         rcinstall.check_slot(new, moving_from=old_vm.name)
     return target

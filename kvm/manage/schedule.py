@@ -23,18 +23,18 @@ PERIODIC_KEEP = dict(DEFAULT_KEEP, hourly=0)
 CRON_KEEP = DEFAULT_KEEP  # hourly runs
 
 
-def target(hypervisor_name):
-    """(file to write, template, keep counts, mode) for this host: periodic on a bhyve host
-    (FreeBSD), cron elsewhere."""
+def target(host_os):
+    """(file to write, template, keep counts, mode) for this platform: periodic on FreeBSD, cron on
+    Linux."""
     p = paths.current()
-    if hypervisor_name == "bhyve":
+    if host_os.scheduler == "periodic":
         return p.periodic_dir / PERIODIC_NAME, "periodic-snap.j2", PERIODIC_KEEP, 0o755
     return p.cron_dir / CRON_NAME, "cron-snap.j2", CRON_KEEP, 0o644
 
 
-def install(root, hypervisor_name):
+def install(root, host_os):
     """Write the schedule file for `root`; a line for kvminst to print."""
-    path, template, keep, mode = target(hypervisor_name)
+    path, template, keep, mode = target(host_os)
     if path.name == CRON_NAME:
         if not path.parent.is_dir():
             return f"no {path.parent} (is cron installed?): no snapshot schedule written"

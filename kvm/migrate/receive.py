@@ -8,7 +8,6 @@ a name that exists here without the same kvm:source is not ours to overwrite.
 
 import os
 
-from kvm.conf import firmware
 from kvm.run import launch
 from kvm.host import lock
 from kvm import zfs
@@ -208,11 +207,10 @@ def remount(ds, received_into_mounted):
     """Mount what was received. After an increment into a mounted filesystem, unmount (never
     forced: busy means someone has files open, then it stays as it is) and mount again, so
     no reader is served pages cached from before the receive (zfs-fuse keeps them)."""
-    from kvm import host
     if received_into_mounted and not zfs.unmounted(ds):
-        host.run(["zfs", "unmount", ds], check=False)
+        zfs.try_unmount(ds)
     if zfs.unmounted(ds):
-        zfs._zfs(["mount", ds], ds)
+        zfs.mount(ds)
 
 
 def _undo(ds, on):
@@ -247,9 +245,7 @@ def firmware_here(root):
     grub-bhyve; qemu boots UEFI with OVMF (pinned, else the host's, as its launch does) and
     grub VMs with its own SeaBIOS. A qemu DEST has no bhyve firmware and needs none."""
     from kvm import hypervisor
-    if hypervisor.current().name == "qemu":
-        return {"uefi": firmware.ovmf_code(root) is not None, "grub": True}
-    return {"uefi": firmware.uefi_code(root) is not None, "grub": firmware.grub(root) is not None}
+    return hypervisor.current().firmware_here(root)
 
 
 def check_firmware(name, cfg, have):

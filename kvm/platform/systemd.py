@@ -1,8 +1,7 @@
 """systemd units for VMs on Linux: what dorc writes there instead of an rc.d script.
 
-Which one: rc.d scripts on a bhyve host (FreeBSD), systemd units on a qemu host (Linux), as
-KVM_HYPERVISOR decides (so the suite, which pins bhyve, keeps its rc.d scripts); KVM_INIT=rc.d|systemd
-overrides. The unit `RCNAME.service` (the same sh-identifier name as the rc.d script, so
+Which one: the platform's service manager (rc.d scripts on FreeBSD, systemd units on Linux:
+KVM_PLATFORM, else the host's), KVM_INIT=rc.d|systemd overriding it (base.Platform.service). The unit `RCNAME.service` (the same sh-identifier name as the rc.d script, so
 `service RCNAME start` means the same on both hosts) goes in KVM_UNITDIR (/etc/systemd/system).
 
 The unit runs the supervisor in the foreground (`start NAME`): systemd then watches the process
@@ -35,14 +34,8 @@ TARGETS = {"NETWORKING": "network-online.target", "NETWORK": "network.target",
 
 def in_use():
     """True when dorc writes systemd units here rather than rc.d scripts."""
-    chosen = os.environ.get("KVM_INIT")
-    if chosen:
-        if chosen not in ("rc.d", "systemd"):
-            from kvm.errors import UsageError
-            raise UsageError(f"KVM_INIT={chosen}: unknown service manager (known: rc.d, systemd)")
-        return chosen == "systemd"
-    from kvm.hypervisor import ENV, default_name
-    return (os.environ.get(ENV) or default_name()) != "bhyve"
+    from kvm import platform
+    return platform.current().service == "systemd"
 
 
 def unit_name(rcname):

@@ -1,1 +1,3 @@
-"""TODO"""
+"""A VM running: the supervisor loop that launches the hypervisor and brings guest reboots back
+(supervisor), the checks and plan of one launch (launch), the VNC port (ports), stopping and
+powering off (power)."""

@@ -1,9 +1,8 @@
 """Choosing the VNC port: the first free from 5900, reserved so two VMs started together differ."""
 
 import os
-import re
 
-from kvm import host, vm as vmmod
+from kvm import platform, vm as vmmod
 from kvm.host import paths, runfiles
 
 FIRST = 5900
@@ -11,17 +10,8 @@ LAST = 5999
 
 
 def listening_ports():
-    """TCP ports something listens on (sockstat -4l and -6l), matched exactly."""
-    ports = set()
-    for fam in ("-4l", "-6l"):
-        res = host.run(["sockstat", fam], mutating=False, check=False)
-        for line in res.stdout.splitlines()[1:]:
-            fields = line.split()
-            if len(fields) >= 6:
-                m = re.search(r":(\d+)$", fields[5])
-                if m:
-                    ports.add(int(m.group(1)))
-    return ports
+    """TCP ports something listens on, as the platform reads them."""
+    return platform.current().listening_ports()
 
 
 def reserved_ports(except_name):

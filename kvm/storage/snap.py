@@ -44,10 +44,8 @@ def _mounts(rows):
 def _block_paths(cfg):
     paths = [cfg.disk] if cfg.disk else []
     for dev in cfg.devices:
-        if dev.emulation in ("nvme", "virtio-blk", "ahci-hd", "ahci", "virtio-scsi"):
-            src = dev.source.split(":", 1)[-1] if dev.emulation == "ahci" else dev.source
-            if src.startswith("/"):
-                paths.append(src)
+        if dev.kind == "disk" and dev.path.startswith("/"):
+            paths.append(dev.path)
     return paths
 
 
@@ -203,14 +201,14 @@ def destroy_sets(vm, doomed):
     return [s.name for s in doomed]
 
 
-def destroy(vm, cfg, spec, recursive=False):
-    """Destroy one snapshot set or a range of them; refuse cloned ones unless `recursive` (the
-    clones go first, VMs as vmdestroy would: see destroy.destroy_dependents)."""
+def destroy(vm, cfg, spec, destroy_clones=None):
+    """Destroy one snapshot set or a range of them; refuse cloned ones unless `destroy_clones` is
+    given (-R): destroy_clones(vm, clones) goes first (the CLI passes manage.destroy's
+    destroy_dependents, which destroys clone VMs as vmdestroy would)."""
     have = listing(datasets_of(vm, cfg))
     doomed = select(vm, have, spec)
-    if recursive:
-        from kvm.manage.destroy import destroy_dependents
-        destroy_dependents(vm, clones_of_sets(vm, doomed))
+    if destroy_clones:
+        destroy_clones(vm, clones_of_sets(vm, doomed))
     return destroy_sets(vm, doomed)
 
 

@@ -1,7 +1,8 @@
-"""The pyzfs backend of kvm/zfs.py: ZFS through libzfs_core where it loads (FreeBSD, OpenZFS on
-Linux); kvm/zfs.py chooses it once per process (backend()) and falls back to the command."""
+"""The pyzfs backend of kvm/zfs/__init__.py: ZFS through libzfs_core where it loads (FreeBSD, OpenZFS on
+Linux); kvm/zfs/__init__.py chooses it once per process (backend()) and falls back to the command."""
 
-from kvm.zfs import BY_NAME, CommandBackend, ZFSError, _check_snaps, _zfs, check_name
+from kvm.zfs.command import CommandBackend, _check_snaps, check_name, run
+from kvm.zfs.errors import BY_NAME, ZFSError
 
 
 class PyzfsBackend(CommandBackend):
@@ -27,7 +28,7 @@ class PyzfsBackend(CommandBackend):
         encoded = {k.encode(): v.encode() for k, v in (props or {}).items()}
         self._call(name, self._lzc.lzc_create, name.encode(), ds_type, encoded)
         # libzfs_core does not mount what it creates; `zfs create` would have.
-        _zfs(["mount", name], name)
+        run(["mount", name], name)
 
     def lzc_snapshot(self, snaps, props=None):
         snaps = _check_snaps(snaps)

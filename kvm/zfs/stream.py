@@ -86,7 +86,7 @@ def parse_token_contents(text):
 def abort_partial(dataset):
     """zfs receive -A: drop the partial state a `zfs receive -s` left (a partial full receive
     goes with it)."""
-    zfs._zfs(["receive", "-A", dataset], dataset)
+    zfs.run(["receive", "-A", dataset], dataset)
 
 
 def lzc_receive_argv(target, force=False, resumable=False, props=None):
@@ -126,4 +126,4 @@ def snapshot_guids(dataset):
 
 def rollback_destroying(snap):
     """zfs rollback -r: back to `snap`, destroying the snapshots made after it."""
-    zfs._zfs(["rollback", "-r", snap], snap)
+    zfs.run(["rollback", "-r", snap], snap)

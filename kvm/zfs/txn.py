@@ -68,7 +68,7 @@ def clone(origin, dataset, props):
     """zfs clone -o PROP=VALUE ORIGIN DATASET (zfs-fuse and OpenZFS both take -o here)."""
     zfs.check_name(dataset)
     opts = [x for key, value in props.items() for x in ("-o", f"{key}={value}")]
-    zfs._zfs(["clone", *opts, origin, dataset], dataset)
+    zfs.run(["clone", *opts, origin, dataset], dataset)
 
 
 def stale(parent, rows=None):

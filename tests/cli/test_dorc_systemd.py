@@ -123,15 +123,36 @@ def test_the_units_commands_start_and_stop_the_vm(install, env, units):
             main.kill()
 
 
-def test_systemd_is_chosen_by_the_hypervisor_unless_kvm_init_says(monkeypatch):
+def test_systemd_is_chosen_by_the_platform_unless_kvm_init_says(monkeypatch):
     from kvm.platform import systemd
     monkeypatch.delenv("KVM_INIT", raising=False)
-    monkeypatch.setenv("KVM_HYPERVISOR", "qemu")
+    monkeypatch.setenv("KVM_PLATFORM", "linux")
     assert systemd.in_use()
-    monkeypatch.setenv("KVM_HYPERVISOR", "bhyve")  # FreeBSD's: rc.d, as the rc.d tests rely on
+    monkeypatch.setenv("KVM_PLATFORM", "freebsd")  # rc.d, as the rc.d tests rely on
     assert not systemd.in_use()
     monkeypatch.setenv("KVM_INIT", "systemd")
     assert systemd.in_use()
+
+
+@pytest.mark.parametrize("platform, hypervisor, service", [
+    ("freebsd", "qemu", "rc.d"), ("linux", "bhyve", "systemd")])
+def test_the_service_manager_follows_the_platform_not_the_hypervisor(install, env, platform, hypervisor,
+                                                                    service, units):
+    """qemu on FreeBSD gets an rc.d script; a Linux platform gets a unit whatever the hypervisor."""
+    create_vm(install, env, "web")
+    env = dict(env, KVM_PLATFORM=platform, KVM_HYPERVISOR=hypervisor)
+    env.pop("KVM_INIT", None)
+    res = cmd(install, env, "dorc", "web", "-y")
+    assert res.returncode == 0, res.stderr
+    unit = Path(env["KVM_UNITDIR"]) / "web.service"
+    script = Path(env["KVM_RCDIR"]) / "web"
+    assert (unit.exists(), script.exists()) == ((True, False) if service == "systemd" else (False, True))
+
+
+def test_an_unknown_platform_is_one_line(install, env):
+    create_vm(install, env, "web")
+    one_line_error(cmd(install, dict(env, KVM_PLATFORM="hurd"), "dorc", "web", "-y"),
+                   "KVM_PLATFORM=hurd", "freebsd, linux", status=1)
 
 
 def test_an_unknown_kvm_init_is_one_line(install, env, units):

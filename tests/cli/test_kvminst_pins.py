@@ -1,11 +1,10 @@
 """kvminst upgrades never approve a changed pin, only --repin (or a first pin) writes SHA256SUMS
 entries; a killed kvminst's temp and probe files are cleaned by the next one."""
 
-import os
 import subprocess
 from pathlib import Path
 
-from tests.conftest import REPO, kvm
+from tests.conftest import kvm
 
 
 def manifest(root):
@@ -58,27 +57,3 @@ def test_a_pin_missing_from_the_manifest_is_reported_not_approved(install, pool,
     res = kvm(env, "kvminst", "-p", pool, "-y")
     assert res.returncode == 0 and "BHYVE_UEFI_VARS.fd is pinned but not in SHA256SUMS" in res.stderr
     assert manifest(install) == kept
-
-
-def test_no_library_module_imports_the_cli():
-    # import statements, read as Python reads them (a string naming kvm.cli for another
-    # interpreter to import, as kvminst's --python check does, is not an import of ours)
-    import ast
-
-    def cli(module):
-        return module == "kvm.cli" or module.startswith("kvm.cli.")
-
-    library = [p for p in (REPO / "kvm").rglob("*.py")
-               if p.name != "__main__.py" and "cli" not in p.relative_to(REPO / "kvm").parts]
-    for path in library:
-        package = list(path.relative_to(REPO).parent.parts)  # ["kvm"], ["kvm", "hypervisor"], ...
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):  # level N: N-1 packages up from this file's
-                where = package[:len(package) - node.level + 1] if node.level else []
-                base = ".".join(where + ([node.module] if node.module else []))
-                names = [base] + [f"{base}.{a.name}" for a in node.names]
-            else:
-                continue
-            assert not any(cli(name) for name in names), (path, ast.unparse(node))

@@ -41,7 +41,7 @@ def run_hook(ns, vmd, vmdir, which):
 
 
 def test_linux_hook_lines_make_a_tap_on_a_bridge_and_postrun_removes_it(tmp_path, netns, monkeypatch):
-    monkeypatch.setattr(create, "linux_host", lambda: True)
+    monkeypatch.setenv("KVM_PLATFORM", "linux")
     a = create.Answers(loader="uefi", cores="1", mem="256M", network=True, bridge="brLAN", tap="tapWEB")
     conf, run, _ = create.render_files("web", a, None)
     vmdir = tmp_path / "vm" / "web"

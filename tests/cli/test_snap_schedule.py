@@ -71,7 +71,7 @@ def test_a_dry_run_writes_no_schedule(install, env, pool, sysroot):
 
 
 def test_on_linux_a_cron_file_commented_out_that_kvminst_never_rewrites(install, env, pool, sysroot):
-    qemu = dict(env, KVM_HYPERVISOR="qemu")
+    qemu = dict(env, KVM_HYPERVISOR="qemu", KVM_PLATFORM="linux")
     res = kvm(qemu, "kvminst", "-p", pool, "-y")
     assert res.returncode == 0, res.stderr
     path = cron(sysroot)
@@ -95,7 +95,7 @@ def test_on_linux_a_cron_file_commented_out_that_kvminst_never_rewrites(install,
 
 def test_no_cron_folder_no_cron_file(install, env, pool, sysroot):
     os.rmdir(sysroot / "cron.d")
-    res = kvm(dict(env, KVM_HYPERVISOR="qemu"), "kvminst", "-p", pool, "-y")
+    res = kvm(dict(env, KVM_HYPERVISOR="qemu", KVM_PLATFORM="linux"), "kvminst", "-p", pool, "-y")
     assert res.returncode == 0, res.stderr
     assert "(is cron installed?): no snapshot schedule written" in res.stderr
     assert not (sysroot / "cron.d").exists()

@@ -24,8 +24,9 @@ BOOT_WAIT = 120   # seconds for the guest's banner (ISO through OVMF under TCG o
 
 @pytest.fixture
 def env(env):
-    """The suite's env with the qemu backend and TCG (KVM hangs on nested machines)."""
-    return {**env, "KVM_HYPERVISOR": "qemu", "KVM_ACCEL": "tcg"}
+    """The suite's env with the qemu backend and TCG (KVM hangs on nested machines) on the Linux
+    platform."""
+    return {**env, "KVM_HYPERVISOR": "qemu", "KVM_ACCEL": "tcg", "KVM_PLATFORM": "linux"}
 
 
 class Vm:

@@ -42,14 +42,23 @@ postRun()
 """
 
 
-def rendered_run(monkeypatch, linux, **answers):
-    monkeypatch.setattr(create, "linux_host", lambda: linux)
+def rendered_run(monkeypatch, linux, hypervisor=None, **answers):
+    monkeypatch.setenv("KVM_PLATFORM", "linux" if linux else "freebsd")
+    monkeypatch.setenv("KVM_HYPERVISOR", hypervisor or ("qemu" if linux else "bhyve"))
     a = create.Answers(loader="uefi", cores="1", mem="1G", network=True, bridge="bridge0", **answers)
     return create.render_files("web", a, None)[1]
 
 
 def test_freebsd_run_file_is_the_shell_toolkits(monkeypatch):
     assert rendered_run(monkeypatch, False, uplink="em0") == FREEBSD_RUN
+
+
+def test_the_helpers_follow_the_platform_not_the_hypervisor(monkeypatch):
+    """qemu on FreeBSD gets ifconfig lines; bhyve's name on a Linux platform gets iproute2's."""
+    on_freebsd = rendered_run(monkeypatch, False, hypervisor="qemu", uplink="em0")
+    assert "ifconfig bridge0 addm tapWEB" in on_freebsd and "launch of qemu" in on_freebsd
+    on_linux = rendered_run(monkeypatch, True, hypervisor="bhyve", uplink="eth0")
+    assert "BridgeAdd bridge0 tapWEB" in on_linux and "ifconfig" not in on_linux
 
 
 def test_linux_run_file_uses_the_iproute2_helpers(monkeypatch):
@@ -61,11 +70,6 @@ def test_linux_run_file_uses_the_iproute2_helpers(monkeypatch):
                            "  # already a member is fine\n\tIfUp bridge0\n\t:\n}\n")
     assert "postRun()\n{\n\tDestroyIF tapW\n\t:\n}\n" in run
     assert "before each launch of qemu" in run and "IfUp and BridgeAdd come from" in run
-
-
-def test_the_host_is_chosen_by_the_hypervisor_in_use(monkeypatch):
-    monkeypatch.setenv("KVM_HYPERVISOR", "bhyve")
-    assert create.linux_host() is False
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from kvm import host, zfs
 @pytest.fixture
 def calls(monkeypatch):
     seen = []
-    monkeypatch.setattr(zfs, "_NO_LIST_FORM", [])
+    monkeypatch.setattr(zfs.command, "_NO_LIST_FORM", [])
 
     def install(list_form):
         def run(argv, **kw):

@@ -20,7 +20,7 @@ def ds(pool):
 
 
 def test_a_destroy_that_stays_busy_leaves_the_dataset_mounted(ds, monkeypatch):
-    monkeypatch.setattr(zfs, "BUSY_WAIT", 0)
+    monkeypatch.setattr(zfs.command, "BUSY_WAIT", 0)
 
     def busy():
         raise zfs.DatasetBusy("is busy", ds)
@@ -30,7 +30,7 @@ def test_a_destroy_that_stays_busy_leaves_the_dataset_mounted(ds, monkeypatch):
 
 
 def test_a_rename_that_stays_busy_leaves_the_dataset_mounted(ds, monkeypatch):
-    monkeypatch.setattr(zfs, "RENAME_WAIT", 0)
+    monkeypatch.setattr(zfs.command, "RENAME_WAIT", 0)
     real = host.run
 
     def run(argv, **kw):

@@ -22,7 +22,7 @@ from kvm import host
 from kvm.host import paths
 from kvm.errors import NotFound
 from kvm.hypervisor.qemu.qmp import Qmp, QmpError, shutdown_reason
-from kvm.hypervisor import Exit, LaunchFailed, Plan
+from kvm.hypervisor.base import Exit, LaunchFailed, Plan
 from kvm.hypervisor.qemu import accel, argv as qemu
 
 CONSOLE_LOG = "console.log"
@@ -81,6 +81,21 @@ class Qemu:
     """The qemu backend (methods documented in __init__.py)."""
 
     name = "qemu"
+    # what kvminst pins into ROOT/firmware: OVMF from Debian's ovmf package, code and vars template
+    firmware_files = ((firmware.OVMF_CODE, "ovmf", "ovmf"), (firmware.OVMF_VARS, "ovmf", "ovmf"))
+    INSTALL = "apt-get install qemu-system-x86 ovmf"
+
+    def firmware_warning(self, missing):
+        """kvminst's line when OVMF or qemu itself is missing, else None."""
+        import shutil
+        if not missing and shutil.which(qemu.BINARY):
+            return None
+        return f"qemu or OVMF not installed on this host: {self.INSTALL}; then run kvminst again to pin OVMF"
+
+    def firmware_here(self, root):
+        """Which loaders this host can boot from `root`: UEFI with OVMF (pinned, else the host's, as
+        a launch finds it); grub VMs with qemu's own SeaBIOS."""
+        return {"uefi": firmware.ovmf_code(root) is not None, "grub": True}
 
     def __init__(self):
         self._live = {}  # VM name -> Running, for the supervisor's own stop (one QMP client at a time)

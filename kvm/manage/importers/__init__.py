@@ -11,32 +11,16 @@ leaves the source as well, which the next look shows.
 
 import os
 import time
-from dataclasses import dataclass, field
 
 from kvm.conf import config
 from kvm import host
 from kvm.host import lock
 from kvm.errors import NotFound, StateError
+from kvm.manage.importers.plan import Plan  # noqa: F401 - the importers' result, handed on
 
 REPORT = "vmimport.txt"
 ORDER = ("VMrom", "Boot", "Cores", "Mem", "VMoptions", "Disk", "DiskDriver", "Devices", "VNC", "wVNC",
          "hVNC", "Tablet", "VNCaddr", "VNCpassword", "COM", "RestartOnFault")
-SOURCES = ("vm-bhyve", "shell-kvm")
-
-
-@dataclass
-class Plan:
-    """What an import will create."""
-
-    name: str
-    origin: str                       # what was imported, for the report and set.conf's header
-    settings: dict = None             # set.conf values to write; None: set.conf is among `files`
-    pre: list = field(default_factory=list)     # preRun lines
-    post: list = field(default_factory=list)    # postRun lines
-    files: list = field(default_factory=list)   # (source Path, name in the VM folder, remove after?)
-    report: list = field(default_factory=list)  # "key=value: why" for what was not mapped
-    fresh_vars: bool = False          # a UEFI guest without vars of its own gets the template's
-    rename_from: str = ""             # shell kvm: the folder's own name, when NAME differs
 
 
 def conf_text(plan):
@@ -58,12 +42,12 @@ def report_text(plan):
 
 def _texts(root, vm, plan):
     """(set.conf, run, cfg) of a mapped plan, validated before anything exists."""
-    from kvm.manage.create import linux_host
+    from kvm import hypervisor, platform
     from kvm.conf.templating import render
     conf = conf_text(plan)
     cfg = config.validate(plan.name, str(vm.dir), config.parse_text(conf))
     run = render("run.j2", root.path, name=plan.name, pre=plan.pre, post=plan.post,
-                 hv="qemu" if linux_host() else "bhyve")
+                 hv=hypervisor.current().name, helpers=platform.current().helpers)
     return conf, run, cfg
 
 
@@ -100,8 +84,8 @@ def check_created(vm):
     cfg = vm.config()
     launch.check_files(cfg)
     for dev in cfg.devices:
-        if dev.emulation in ("nvme", "virtio-blk", "ahci-hd", "ahci-cd") and not os.path.exists(dev.source):
-            raise NotFound(f"Devices item '{dev.arg()}': {dev.source} does not exist", vm=vm.name)
+        if dev.kind in ("disk", "cdrom") and not os.path.exists(dev.path):
+            raise NotFound(f"Devices item '{dev.arg()}': {dev.path} does not exist", vm=vm.name)
     launch.plan(vm, cfg, strict=False)
     return list(cfg.warnings)
 
@@ -149,7 +133,7 @@ def create(root, plan):
 def import_vm(root, source, folder, name=None, move=False):
     """Import the `source` VM in `folder` (vm-bhyve or shell-kvm) as NAME (default: the folder's
     name); returns (Vm, Plan, warnings)."""
-    from kvm.manage.create import linux_host
+    from kvm import platform
     from kvm.hypervisor import current as hypervisor
     from kvm.vm import Vm, check_name
     name = name or os.path.basename(os.path.normpath(folder))
@@ -163,7 +147,7 @@ def import_vm(root, source, folder, name=None, move=False):
     vars_name = hv.uefi_vars(root.path)[1]
     if source == "vm-bhyve":
         from kvm.manage.importers import vmbhyve
-        plan = vmbhyve.plan(vm, folder, move, linux=linux_host(), vars_name=vars_name)
+        plan = vmbhyve.plan(vm, folder, move, host_os=platform.current(), vars_name=vars_name)
     else:
         from kvm.manage.importers import shellkvm
         plan = shellkvm.plan(vm, folder, move, vars_name=vars_name)

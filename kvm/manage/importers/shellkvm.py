@@ -13,7 +13,7 @@ from pathlib import Path
 
 from kvm.conf import config
 from kvm.errors import NotFound, PermissionDenied
-from kvm.manage.importers import Plan
+from kvm.manage.importers.plan import Plan
 
 RUN = "run"
 

@@ -15,9 +15,12 @@ needs; the frame buffer and tablet go to kvm's own slots 30 and 29.
 import os
 from pathlib import Path
 
+from kvm import platform
 from kvm.conf import config
 from kvm.errors import ConfigError, NotFound, StateError
-from kvm.manage.importers import Plan, vmbhyve_devices as devs
+from kvm.manage.importers import vmbhyve_devices as devs
+from kvm.manage.importers.plan import Plan
+from kvm.manage.importers.vmbhyve_devices import read_conf
 
 LOADERS = ("uefi", "uefi-csm", "uefi-devel", "uefi-custom", "grub")
 FIRMWARE = "/usr/local/share/uefi-firmware"
@@ -51,25 +54,11 @@ def yesno(value):
     return value.lower() in ("yes", "on", "true", "1")
 
 
-def read_conf(path):
-    """{key: value} of a vm-bhyve conf file, read exactly as config::load reads it."""
-    values = {}
-    # split on \n only, as grep does: a DOS line end stays in the value (and is refused)
-    for line in Path(path).read_bytes().decode(errors="replace").split("\n"):
-        if not ("a" <= line[:1] <= "z"):
-            continue
-        line = line.split("#", 1)[0].rstrip(" ").replace('"', "")
-        key, eq, value = line.partition("=")
-        if eq and key not in values:
-            values[key] = value
-    return values
-
-
 class Mapping:
     """The conf's values, what has been used, and what goes into set.conf, run and the report."""
 
-    def __init__(self, name, conf, values, vmdir, linux):
-        self.name, self.conf, self.values, self.vmdir, self.linux = name, Path(conf), values, vmdir, linux
+    def __init__(self, name, conf, values, vmdir, host_os):
+        self.name, self.conf, self.values, self.vmdir, self.host_os = name, Path(conf), values, vmdir, host_os
         self.guest_dir = self.conf.parent
         self.used, self.report, self.settings = set(), [], {}
         self.pre, self.post, self.devices, self.files = [], [], [], []
@@ -231,7 +220,7 @@ def _leftovers(m):
             m.skip(key, "kvm does not map it")
 
 
-def plan(vm, guest_dir, move=False, linux=False, vars_name="UEFI_VARS.fd"):
+def plan(vm, guest_dir, move=False, host_os=None, vars_name="UEFI_VARS.fd"):
     """The Plan that imports the vm-bhyve guest in guest_dir as the new Vm `vm`."""
     name = vm.name
     guest_dir = Path(guest_dir).absolute()  # every path set.conf gets from it is absolute
@@ -246,7 +235,7 @@ def plan(vm, guest_dir, move=False, linux=False, vars_name="UEFI_VARS.fd"):
         if any(ord(ch) < 32 for ch in value):
             raise ConfigError(f"{conf.name}: {key}={value!r} holds a control character (a DOS line end?)",
                               vm=name)
-    m = Mapping(name, conf, values, vm.dir, linux)
+    m = Mapping(name, conf, values, vm.dir, host_os or platform.current())
     m.dataset = vm.dataset()
     for step in (_loader, _cpu_mem, _options, _console, _behaviour):
         step(m)

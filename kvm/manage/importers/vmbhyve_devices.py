@@ -5,8 +5,9 @@ import re
 from pathlib import Path
 
 from kvm import zfs
+from kvm.conf.devices import NIC_EMULATIONS
 
-BLOCK = ("nvme", "virtio-blk", "ahci-hd", "ahci-cd")
+BLOCK = ("nvme", "virtio-blk", "ahci-hd", "ahci-cd")  # vm-bhyve's disk types kvm maps
 MAIN = ("nvme", "virtio-blk", "ahci-hd")     # what kvm's DiskDriver takes
 IFNAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,14}\Z")  # FreeBSD's 15 characters
 MAC_RE = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}\Z")
@@ -25,6 +26,21 @@ class Slots:
 
     def next_slot(self):
         self.slot, self.func = self.slot + 1, 0
+
+
+
+def read_conf(path):
+    """{key: value} of a vm-bhyve conf file, read exactly as config::load reads it."""
+    values = {}
+    # split on \n only, as grep does: a DOS line end stays in the value (and is refused)
+    for line in Path(path).read_bytes().decode(errors="replace").split("\n"):
+        if not ("a" <= line[:1] <= "z"):
+            continue
+        line = line.split("#", 1)[0].rstrip(" ").replace('"', "")
+        key, eq, value = line.partition("=")
+        if eq and key not in values:
+            values[key] = value
+    return values
 
 
 def at(m, key, slot, func=0):
@@ -123,7 +139,7 @@ def _nics(m, s):
     while m.get(f"network{n}_type"):
         key = f"network{n}_type"
         kind = m.get(key)
-        if kind not in ("virtio-net", "e1000"):
+        if kind not in NIC_EMULATIONS:
             m.bad(key, "is not a NIC emulation (virtio-net, e1000)")
         s.wrap()
         tap, ours = _tap(m, n)
@@ -144,7 +160,6 @@ def _nics(m, s):
 def system_conf(m):
     """vm-bhyve's switches: VM_DIR/.config/system.conf beside the guest folder ({} when absent)."""
     if m.system is None:
-        from kvm.manage.importers.vmbhyve import read_conf
         path = m.guest_dir.parent / ".config" / "system.conf"
         m.system = read_conf(path) if path.is_file() else {}
         if not m.system:
@@ -181,8 +196,7 @@ def bridge_of(m, n):
 
 def hooks(m, tap, bridge, ports, ours):
     """preRun/postRun lines in vmcreate's shape: ifconfig on FreeBSD, the iproute2 helpers on Linux."""
-    up = (lambda i: f"IfUp {i}") if m.linux else (lambda i: f"ifconfig {i} up")
-    addm = (lambda i: f"BridgeAdd {bridge} {i}") if m.linux else (lambda i: f"ifconfig {bridge} addm {i}")
+    up, addm = m.host_os.link_up, (lambda i: m.host_os.bridge_add(bridge, i))
     lines = [f"CreateIF bridge {bridge}"] if bridge else []
     lines += [f"CreateIF tap {tap}"] if ours else []
     lines.append(up(tap))

@@ -1,0 +1,37 @@
+"""What this process is doing with the host: for real or as a dry run (mutating steps printed on
+stdout and skipped), and whether every command is logged as a copy-pasteable line (--debug)."""
+
+import sys
+
+_state = {"dry_run": False, "out": None, "debug": False}
+
+
+def set_debug(enabled):
+    """Log every command as a copy-pasteable line on stderr (--debug)."""
+    _state["debug"] = bool(enabled)
+
+
+def _debug(fmt, *args):
+    if _state["debug"]:
+        print("+ " + (fmt % args), file=sys.stderr, flush=True)
+
+
+def set_dry_run(enabled, out=None):
+    """Switch dry-run on or off for this process; planned actions go to `out` (stdout)."""
+    _state["dry_run"] = bool(enabled)
+    _state["out"] = out
+
+
+def dry_run():
+    """True when mutating calls are only printed."""
+    return _state["dry_run"]
+
+
+def plan(text):
+    """Print one planned step of a dry run (for the steps that are no command)."""
+    _plan(text)
+
+
+def _plan(text):
+    out = _state["out"] or sys.stdout
+    print(text, file=out, flush=True)

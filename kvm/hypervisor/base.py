@@ -1,0 +1,40 @@
+"""What every backend shares: the records a plan, a launch and an exit are, and the list of methods a
+backend offers (documented in __init__.py). Backends import this module, never the package's face,
+so that bhyve/ and qemu/ stay independent of each other."""
+
+from collections import namedtuple
+
+from kvm.errors import KvmError
+
+# Records, immutable and compared by value. namedtuple, not dataclass: status and vmlist import
+# this module, and dataclasses (with inspect and ast) cost them about 20 ms at each start.
+
+
+class LaunchFailed(KvmError):
+    """The loader (grub-bhyve) failed before the hypervisor could start."""
+
+
+# What a plan needs beside the config: root, the install root (pinned firmware); vnc_port, the
+# port chosen for VNC, when VNC is on; strict, a real launch (missing firmware raises; else a
+# placeholder is shown).
+Context = namedtuple("Context", "root vnc_port strict", defaults=(None, True))
+
+# What one launch runs: argv, the hypervisor process; loader, run to its end before argv
+# (grub-bhyve), or None; files, ((path, text), ...) written before the loader runs (device.map);
+# firmware, the boot ROM or loader binary in use; console, the guest's side of the serial
+# console, when it has one; needs, host facilities to prepare (kernel modules); detail, what a
+# backend keeps for start() beyond argv (qemu: its own plan).
+Plan = namedtuple("Plan", "argv loader files firmware console needs detail",
+                  defaults=(None, (), None, None, (), None))
+
+# How a hypervisor process ended: code, the exit status (negative: killed by that signal; None
+# when it never ran); reason, reboot, poweroff, halt, triplefault, error, signal, unknown (qemu
+# adds fault); text, for the log.
+Exit = namedtuple("Exit", "code reason text")
+
+
+# every method a backend offers (documented above); a backend is a class with all of them
+METHODS = ("plan", "prepare_host", "prepare_host_text", "start", "wait", "classify", "power_button",
+           "force_off", "destroy", "destroy_text", "cleanup_hint", "is_allocated", "allocated",
+           "is_own_process", "find_process", "console_command", "console_device", "shown",
+           "accelerator", "uefi_vars", "console_socket", "firmware_warning", "firmware_here")

@@ -1,0 +1,115 @@
+"""bhyve's command lines, pure: argv from a validated VmConfig (bhyve's own, grub-bhyve's, the
+device.map), with the names bhyve gives a VM's files and consoles. No process, no host state:
+backend.py runs them.
+
+The order of bhyve's arguments is the shell toolkit's, item for item:
+  bhyve -OPTS -c CORES -m MEM -s 0,hostbridge [-s 1,DRIVER,DISK] [-s 2,ahci-cd,ISO]
+        -s 31,lpc [-l com1,/dev/nmdmNAMEA] [-s 29,xhci,tablet] [-s 30,fbuf,...]
+        [-s DEVICE ...] [-l bootrom,ROM,VARS] NAME
+Slots: 0 hostbridge, 1 main disk, 2 ISO, 3-28 user devices, 29 tablet, 30 fbuf, 31 lpc.
+"""
+
+from pathlib import Path
+
+from kvm.errors import ConfigError
+from kvm.hypervisor.base import Plan
+
+VARS_FILE = "UEFI_VARS.fd"    # the VM's own UEFI variables, in its folder (the shell toolkit's name)
+DEVICE_MAP = "device.map"     # grub-bhyve's disk map, in the VM folder
+NMDM_MODULE = "nmdm"          # the null-modem driver behind serial consoles
+
+
+def nmdm_a(name, dev_dir="/dev"):
+    """The guest's side of the VM's null-modem pair."""
+    return f"{dev_dir}/nmdm{name}A"
+
+
+def nmdm_b(name, dev_dir="/dev"):
+    """The side a terminal attaches to."""
+    return f"{dev_dir}/nmdm{name}B"
+
+
+def disk_args(cfg):
+    return ["-s", f"1,{cfg.disk_driver},{cfg.disk}"] if cfg.disk else []
+
+
+def iso_args(cfg):
+    return ["-s", f"2,ahci-cd,{cfg.iso}"] if cfg.iso else []
+
+
+def com_args(cfg, dev_dir):
+    return ["-l", f"com1,{nmdm_a(cfg.name, dev_dir)}"] if cfg.com else []
+
+
+def vnc_args(cfg, port):
+    if not cfg.vnc:
+        return []
+    if port is None:
+        raise ConfigError("VNC is on but no port was chosen", vm=cfg.name)
+    out = ["-s", "29,xhci,tablet"] if cfg.tablet else []
+    host = f"[{cfg.vnc_addr}]" if ":" in cfg.vnc_addr else cfg.vnc_addr
+    fbuf = f"30,fbuf,tcp={host}:{port}"
+    if cfg.vnc == "wait":
+        fbuf += ",wait"
+    if cfg.vnc_size:
+        fbuf += f",w={cfg.vnc_size[0]},h={cfg.vnc_size[1]}"
+    if cfg.vnc_password:
+        fbuf += f",password={cfg.vnc_password}"
+    return out + ["-s", fbuf]
+
+
+def device_args(cfg):
+    out = []
+    for dev in cfg.devices:
+        out += ["-s", dev.arg()]
+    return out
+
+
+def bootrom_args(cfg, rom):
+    if cfg.loader != "uefi":
+        return []
+    return ["-l", f"bootrom,{rom},{Path(cfg.vmdir) / VARS_FILE}"]
+
+
+def bhyve_argv(cfg, rom=None, vnc_port=None, dev_dir="/dev"):
+    """The bhyve command line for a config."""
+    argv = ["bhyve"]
+    if cfg.options:
+        argv.append(f"-{cfg.options}")
+    argv += ["-c", str(cfg.cores), "-m", cfg.mem, "-s", "0,hostbridge"]
+    argv += disk_args(cfg) + iso_args(cfg) + ["-s", "31,lpc"] + com_args(cfg, dev_dir)
+    argv += vnc_args(cfg, vnc_port) + device_args(cfg) + bootrom_args(cfg, rom)
+    return argv + [cfg.name]
+
+
+def device_map(cfg):
+    """grub-bhyve's device.map: (hd0) the disk, (cd0) the ISO."""
+    lines = []
+    if cfg.disk:
+        lines.append(f"(hd0) {cfg.disk}")
+    if cfg.iso:
+        lines.append(f"(cd0) {cfg.iso}")
+    return "".join(line + "\n" for line in lines)
+
+
+def grub_argv(cfg, grub, dev_dir="/dev"):
+    """grub-bhyve's command line; -M must equal bhyve's -m."""
+    argv = [str(grub)]
+    if "S" in cfg.options:
+        argv.append("-S")
+    argv += ["-c", nmdm_a(cfg.name, dev_dir), "-m", str(Path(cfg.vmdir) / DEVICE_MAP), "-M", cfg.mem,
+             "-r", cfg.boot, cfg.name]
+    return argv
+
+
+def plan(cfg, rom=None, grub=None, vnc_port=None, dev_dir="/dev"):
+    """Everything one launch runs, for a validated config and the firmware found."""
+    if not cfg.loader:
+        raise ConfigError("VMrom is not set in set.conf (uefi, grub or a loader path)", vm=cfg.name)
+    nmdm = nmdm_a(cfg.name, dev_dir)
+    if cfg.loader == "grub":
+        return Plan(argv=bhyve_argv(cfg, None, vnc_port, dev_dir), loader=grub_argv(cfg, grub, dev_dir),
+                    files=((str(Path(cfg.vmdir) / DEVICE_MAP), device_map(cfg)),), firmware=str(grub),
+                    console=nmdm, needs=(NMDM_MODULE,))
+    return Plan(argv=bhyve_argv(cfg, rom, vnc_port, dev_dir), firmware=str(rom) if rom else None,
+                console=nmdm if cfg.com else None, needs=(NMDM_MODULE,) if cfg.com else ())

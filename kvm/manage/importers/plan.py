@@ -1,0 +1,18 @@
+"""The Plan an importer makes of a source folder (importers/__init__.py creates the VM from it)."""
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Plan:
+    """What an import will create."""
+
+    name: str
+    origin: str                       # what was imported, for the report and set.conf's header
+    settings: dict = None             # set.conf values to write; None: set.conf is among `files`
+    pre: list = field(default_factory=list)     # preRun lines
+    post: list = field(default_factory=list)    # postRun lines
+    files: list = field(default_factory=list)   # (source Path, name in the VM folder, remove after?)
+    report: list = field(default_factory=list)  # "key=value: why" for what was not mapped
+    fresh_vars: bool = False          # a UEFI guest without vars of its own gets the template's
+    rename_from: str = ""             # shell kvm: the folder's own name, when NAME differs

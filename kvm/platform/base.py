@@ -1,0 +1,35 @@
+"""What both platforms share: the choice of service manager (KVM_INIT overrides the platform's)."""
+
+import os
+
+from kvm.errors import UsageError
+
+SERVICE_MANAGERS = ("rc.d", "systemd")
+
+
+class Platform:
+    """The interface; freebsd.py and linux.py fill it in."""
+
+    name = ""
+    native_service = ""     # "rc.d" or "systemd"
+    scheduler = ""          # "periodic" or "cron"
+    helpers = ""            # the network helpers of `functions` vmcreate writes: "ifconfig" or "iproute2"
+
+    @property
+    def service(self):
+        """The service manager dorc writes for: KVM_INIT=rc.d|systemd, else the platform's own."""
+        chosen = os.environ.get("KVM_INIT")
+        if not chosen:
+            return self.native_service
+        if chosen not in SERVICE_MANAGERS:
+            raise UsageError(f"KVM_INIT={chosen}: unknown service manager (known: {', '.join(SERVICE_MANAGERS)})")
+        return chosen
+
+    def network_hooks(self, bridge, tap, uplink):
+        """(preRun lines, postRun lines) that put `tap` on `bridge` (with `uplink` as a member)."""
+        up, addm = self.link_up, self.bridge_add
+        pre = [f"CreateIF bridge {bridge}", f"CreateIF tap {tap}", up(tap), addm(bridge, tap)]
+        if uplink:
+            pre.append(f"{addm(bridge, uplink)} 2>/dev/null  # already a member is fine")
+        pre.append(up(bridge))
+        return pre, [f"DestroyIF {tap}"]

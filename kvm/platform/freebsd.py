@@ -1,0 +1,67 @@
+"""FreeBSD: rc.d scripts and rc.conf (sysrc), periodic(8), ifconfig, sockstat, pciconf, pkg."""
+
+import re
+
+from kvm import host
+from kvm.platform.base import Platform
+
+
+class FreeBSD(Platform):
+    name = "freebsd"
+    native_service = "rc.d"
+    scheduler = "periodic"
+    helpers = "ifconfig"
+
+    @staticmethod
+    def link_up(ifname):
+        return f"ifconfig {ifname} up"
+
+    @staticmethod
+    def bridge_add(bridge, ifname):
+        return f"ifconfig {bridge} addm {ifname}"
+
+    def listening_ports(self):
+        """TCP ports something listens on (sockstat -4l and -6l), matched exactly."""
+        ports = set()
+        for fam in ("-4l", "-6l"):
+            res = host.run(["sockstat", fam], mutating=False, check=False)
+            for line in res.stdout.splitlines()[1:]:
+                fields = line.split()
+                if len(fields) >= 6:
+                    m = re.search(r":(\d+)$", fields[5])
+                    if m:
+                        ports.add(int(m.group(1)))
+        return ports
+
+    def interface_info(self, ifname):
+        """{exists, mac, bridge} of a host interface (a tap), from ifconfig."""
+        res = host.run(["ifconfig", ifname], mutating=False, check=False)
+        if res.status != 0:
+            return {"exists": False}
+        mac = re.search(r"\bether\s+([0-9a-f:]{17})", res.stdout)
+        out = {"exists": True, "mac": mac.group(1) if mac else None, "bridge": None}
+        bridges = host.run(["ifconfig", "-g", "bridge"], mutating=False, check=False).stdout.split()
+        for bridge in bridges:
+            text = host.run(["ifconfig", bridge], mutating=False, check=False).stdout
+            if re.search(rf"\bmember: {re.escape(ifname)}\b", text):
+                out["bridge"] = bridge
+                break
+        return out
+
+    def pci_info(self, bsf):
+        """pciconf's vendor and device description of a passthru device B/S/F."""
+        selector = "pci0:" + bsf.replace("/", ":")
+        res = host.run(["pciconf", "-l", "-v", selector], mutating=False, check=False)
+        if res.status != 0:
+            return {"selector": selector, "found": False}
+        fields = dict(re.findall(r"^\s+(vendor|device|class)\s+=\s+'?(.*?)'?$", res.stdout, re.M))
+        driver = res.stdout.split("@", 1)[0].strip() if "@" in res.stdout else None
+        return {"selector": selector, "found": True, "driver": driver, **fields}
+
+    @staticmethod
+    def install_hint(packages):
+        """The command that installs `packages` (FreeBSD port names)."""
+        return f"pkg install {' '.join(packages)}"
+
+
+PLATFORM = FreeBSD()

@@ -1,0 +1,81 @@
+"""Linux: systemd units, cron, iproute2 helpers; ports, interfaces and PCI devices read from /proc and
+/sys, so that no FreeBSD tool (sockstat, ifconfig, pciconf) and no net-tools is needed."""
+
+import os
+from pathlib import Path
+
+from kvm.platform.base import Platform
+
+PROC_NET = Path("/proc/net")
+SYS_NET = Path("/sys/class/net")
+SYS_PCI = Path("/sys/bus/pci/devices")
+TCP_LISTEN = "0A"  # the st column of /proc/net/tcp for a listening socket
+
+
+class Linux(Platform):
+    name = "linux"
+    native_service = "systemd"
+    scheduler = "cron"
+    helpers = "iproute2"
+
+    @staticmethod
+    def link_up(ifname):
+        return f"IfUp {ifname}"
+
+    @staticmethod
+    def bridge_add(bridge, ifname):
+        return f"BridgeAdd {bridge} {ifname}"
+
+    def listening_ports(self):
+        """TCP ports something listens on, IPv4 and IPv6, from /proc/net/tcp{,6} (any process's)."""
+        ports = set()
+        for table in ("tcp", "tcp6"):
+            try:
+                lines = (PROC_NET / table).read_text().splitlines()[1:]
+            except OSError:
+                continue
+            for line in lines:
+                fields = line.split()
+                if len(fields) > 3 and fields[3] == TCP_LISTEN:
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+        return ports
+
+    def interface_info(self, ifname):
+        """{exists, mac, bridge} of a host interface (a tap), from /sys/class/net."""
+        folder = SYS_NET / ifname
+        if not ifname or "/" in ifname or not folder.exists():
+            return {"exists": False}
+        mac = _read(folder / "address")
+        master = folder / "master"
+        bridge = os.path.basename(os.readlink(master)) if master.is_symlink() else None
+        if bridge and not (SYS_NET / bridge / "bridge").is_dir():
+            bridge = None  # a bond's or a VRF's member, not a bridge's
+        return {"exists": True, "mac": mac, "bridge": bridge}
+
+    def pci_info(self, bsf):
+        """A passthru device B/S/F as /sys/bus/pci sees it: vendor and device ids, class, driver."""
+        bus, slot, function = (int(x) for x in bsf.split("/"))
+        selector = f"0000:{bus:02x}:{slot:02x}.{function:x}"
+        folder = SYS_PCI / selector
+        if not folder.is_dir():
+            return {"selector": selector, "found": False}
+        driver = folder / "driver"
+        return {"selector": selector, "found": True,
+                "driver": os.path.basename(os.readlink(driver)) if driver.is_symlink() else None,
+                "vendor": _read(folder / "vendor"), "device": _read(folder / "device"),
+                "class": _read(folder / "class")}
+
+    @staticmethod
+    def install_hint(packages):
+        """The command that installs `packages` (Debian package names)."""
+        return f"apt-get install {' '.join(packages)}"
+
+
+def _read(path):
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+PLATFORM = Linux()
