@@ -1,5 +1,5 @@
 """snap auto NAME|--all [--keep-hourly N] [--keep-daily N] [--keep-weekly N] [--keep-monthly N]:
-the scheduled snapshots (kvm/snapauto.py has the keep rule), as periodic(8) or cron runs them."""
+the scheduled snapshots (kvm/storage/snapauto.py has the keep rule), as periodic(8) or cron runs them."""
 
 import sys
 import time

@@ -1,6 +1,6 @@
 """set.conf -> a typed, validated VmConfig: one small checker per setting.
 
-Reading the sh text is kvm/shconf.py; editing it is kvm/confedit.py (both re-exported
+Reading the sh text is kvm/conf/shconf.py; editing it is kvm/conf/confedit.py (both re-exported
 here). `load(..., evaluate=...)` is the one place that decides whether sh may evaluate
 the file: only the supervisor's launch asks for it, after the files were found safe.
 """

@@ -1,6 +1,6 @@
 """Creating a VM: answers checked first, then dataset, files, disk and vars under one transaction."""
 
-from dataclasses import dataclass, field
+from kvm.host.record import field, record
 
 from kvm.conf import config
 from kvm import host, hypervisor, platform, vm as vmmod, zfs
@@ -16,7 +16,7 @@ DEFAULT_DISK_SIZE = "20G"
 DEFAULT_BRIDGE = "bridgeLOCAL"  # the shell toolkit's default bridge
 
 
-@dataclass
+@record()
 class Answers:
     """Everything vmcreate needs, as given on flags or at the prompts."""
 

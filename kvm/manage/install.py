@@ -3,7 +3,7 @@
 import hashlib
 import os
 import sys
-from dataclasses import dataclass, field
+from kvm.host.record import field, record
 from pathlib import Path
 
 from kvm import __version__, host, hypervisor, platform, zfs
@@ -22,7 +22,7 @@ COMPLETION_DIR = "completion"
 COMPLETION_FILES = ["kvm.bash", "kvm.zsh"]
 
 
-@dataclass
+@record()
 class InstallReport:
     """What kvminst did, for the CLI to print."""
 

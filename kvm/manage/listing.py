@@ -1,10 +1,10 @@
 """What vmlist shows: one row per VM, from its folder, set.conf, the run dir and rc.conf.
 
 Everything is read in one pass with no process per VM (vmlist must stay near the bare
-interpreter at 500 VMs): the run and vmm folders are listed once (kvm/vm.py), rc.conf is read
+interpreter at 500 VMs): the run and vmm folders are listed once (kvm/vm/__init__.py), rc.conf is read
 once, and a set.conf is read only when a stat says it changed since the last vmlist
-(kvm/listcache.py), with a quick reader for plain `KEY="value"` files, the common case, falling
-back to the full sh reader (kvm/shconf.py, which never runs anything) for anything else. The
+(kvm/manage/listcache.py), with a quick reader for plain `KEY="value"` files, the common case, falling
+back to the full sh reader (kvm/conf/shconf.py, which never runs anything) for anything else. The
 only zfs call is one `zfs get volsize` when some disk is a zvol.
 """
 

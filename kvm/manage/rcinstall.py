@@ -14,7 +14,7 @@ them, and the script is the last thing removed (it is the record of what is left
 
 import contextlib
 import os
-from dataclasses import dataclass
+from kvm.host.record import record
 
 from kvm import host
 from kvm.host import lock
@@ -24,7 +24,7 @@ from kvm.errors import NotFound, PermissionDenied, StateError
 SHUTDOWN_BUDGET = 85  # rcshutdown_timeout (90 s) less a few seconds for postRun and the rest
 
 
-@dataclass
+@record()
 class Options:
     """What `dorc` asks: the rcorder headers and the stop timeout."""
 

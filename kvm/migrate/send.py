@@ -2,7 +2,7 @@
 
 Warm (default): send a snapshot while the VM runs, stop it, send the last increment, start it
 on DEST. Cold: stop first, one send. Copy: send only; the VM keeps running here.
-Every stream goes `zfs send | (count) | vmrecv` through host.relay; the far side (kvm/receive.py)
+Every stream goes `zfs send | (count) | vmrecv` through host.relay; the far side (kvm/migrate/receive.py)
 first answers what DEST holds (one JSON line), then takes a request line and the stream after it:
 it checks, receives and validates, or leaves DEST as it was. Each stream has its own vmrecv,
 started before it is needed (it boots while we snapshot, or while the VM stops). The source is marked kvm:migrated

@@ -37,7 +37,7 @@ class Script:
     keyword: str = ""
     shell_toolkit: bool = False
     timeout: int = STOP_TIMEOUT  # the `dorc --timeout` default written into the script
-    unit: bool = False  # a systemd unit (kvm/systemd.py), enabled by a symlink, not by rc.conf
+    unit: bool = False  # a systemd unit (kvm/platform/systemd.py), enabled by a symlink, not by rc.conf
 
     @property
     def rcvar(self):

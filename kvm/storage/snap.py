@@ -10,7 +10,7 @@ it is listed as such, never rolled back to, and the same command run again compl
 import re
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from kvm.host.record import field, record
 
 from kvm.host import lock
 from kvm import zfs
@@ -67,7 +67,7 @@ def datasets_of(vm, cfg):
     return out
 
 
-@dataclass
+@record()
 class SnapSet:
     """One snapshot name across the VM's datasets: {dataset: props} of those that have it."""
 
@@ -96,7 +96,7 @@ class SnapSet:
         return [f"{ds}@{self.name}" for ds in self.datasets if ds in self.members]
 
 
-@dataclass
+@record()
 class Listing:
     """Every snapshot set of a VM, oldest first, and the free bytes of each of its datasets."""
 

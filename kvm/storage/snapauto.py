@@ -22,7 +22,7 @@ day, `--keep-hourly 24` keeps 24 days. A daily schedule wants --keep-hourly 0.
 import datetime
 import re
 import time
-from dataclasses import dataclass, field
+from kvm.host.record import field, record
 
 from kvm.storage import snap as snapmod
 from kvm.errors import UsageError
@@ -81,7 +81,7 @@ def kept(names, keep):
     return out
 
 
-@dataclass
+@record()
 class Plan:
     """What one run does to one VM."""
 

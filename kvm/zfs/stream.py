@@ -1,4 +1,4 @@
-"""The send/receive half of the ZFS door (kvm/zfs.py is full): lzc_send/lzc_receive-shaped argv
+"""The send/receive half of the ZFS door (kvm/zfs/__init__.py is full): lzc_send/lzc_receive-shaped argv
 builders for the `zfs` command, size estimates, snapshot guids, resumable-receive detection.
 
 The streams themselves flow through host.relay (the only place processes start): these functions

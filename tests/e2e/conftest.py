@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import cmd
+from tests.conftest import SIM_BIN, cmd
 from tests.guest import guestdisk
 from tests.qemu.conftest import OVMF_CODE, guest_iso, need, qemu_bin  # noqa: F401 (fixtures)
 
@@ -25,8 +25,10 @@ BOOT_WAIT = 120   # seconds for the guest's banner (ISO through OVMF under TCG o
 @pytest.fixture
 def env(env):
     """The suite's env with the qemu backend and TCG (KVM hangs on nested machines) on the Linux
-    platform."""
-    return {**env, "KVM_HYPERVISOR": "qemu", "KVM_ACCEL": "tcg", "KVM_PLATFORM": "linux"}
+    platform, as a stock Debian has it: no FreeBSD stand-in (sockstat, ifconfig, uname ...) on
+    PATH, so that a command reaching for a FreeBSD tool fails here as it would there."""
+    path = ":".join(p for p in env["PATH"].split(":") if Path(p) != SIM_BIN)
+    return {**env, "KVM_HYPERVISOR": "qemu", "KVM_ACCEL": "tcg", "KVM_PLATFORM": "linux", "PATH": path}
 
 
 class Vm:

@@ -3,7 +3,7 @@
 Each importer turns a source folder into a Plan: set.conf settings and run hooks (vm-bhyve) or
 files taken as they are (the shell kvm), the files to copy or move into the new VM folder, and
 the report of what could not be mapped. create() makes the VM under vmcreate's transaction
-(kvm/txn.py): everything is checked first, then written, validated where it lies and committed;
+(kvm/zfs/txn.py): everything is checked first, then written, validated where it lies and committed;
 on any failure, or a kill, the new dataset is destroyed. Sources are removed (--move) only after
 the commit, so a failed import never loses a disk; a kill between the commit and the removal
 leaves the source as well, which the next look shows.

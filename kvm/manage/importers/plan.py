@@ -1,9 +1,9 @@
 """The Plan an importer makes of a source folder (importers/__init__.py creates the VM from it)."""
 
-from dataclasses import dataclass, field
+from kvm.host.record import field, record
 
 
-@dataclass
+@record()
 class Plan:
     """What an import will create."""
 
