@@ -372,3 +372,26 @@ def load(name, vmdir, cpus=None, *, evaluate):
 def file_mode(cfg, current=0o644):
     """The mode for a set.conf: as it was, but never readable by others when it holds a password."""
     return current & SECRET_MODE if cfg.vnc_password else current
+
+
+def list_facts(values, unevaluated=()):
+    """(cores, memory bytes, loader kind, Disk as written, problems) for vmlist: each key checked
+    by VmConfig's own checker on its own, so that one bad value leaves the others shown; a value
+    refused (or not evaluated without sh) is None and named in problems."""
+    problems = []
+
+    def checked(key, check, default):
+        text = values.get(key) or default
+        if key in unevaluated:
+            problems.append(f"{key} is not evaluated without sh (vminfo tells more)")
+            return None
+        try:
+            return check(text) if text else None
+        except Invalid as exc:
+            problems.append(f"{CONF}: {key}={text!r} {exc}")
+            return None
+    cores = checked("Cores", lambda t: whole_number("Cores", t), "1")
+    mem = checked("Mem", memory, "1G")
+    kind = checked("VMrom", loader, "")
+    disk = "" if "Disk" in unevaluated else values.get("Disk") or ""
+    return cores, mem, kind, disk, problems

@@ -73,30 +73,15 @@ def read_values(path, text=None):
 
 
 def conf_facts(folder):
-    """[cores, memory bytes, loader kind, disk path, problems] from FOLDER/set.conf: a value its
-    checker refuses is None and named in problems. Plain lists, as the cache keeps them; paths
-    are strings (at 500 VMs, pathlib's objects cost more than reading the files)."""
+    """[cores, memory bytes, loader kind, disk path, problems] from FOLDER/set.conf, as VmConfig's
+    checkers read them (config.list_facts). Plain lists, as the cache keeps them; paths are
+    strings (at 500 VMs, pathlib's objects cost more than reading the files)."""
     from kvm.conf import config
-    problems = []
     try:
         values, unevaluated = read_values(f"{folder}/{shconf.CONF}")
     except KvmError as exc:
         return [None, None, None, "", [str(exc)]]
-
-    def checked(key, check, default):
-        text = values.get(key) or default
-        if key in unevaluated:
-            problems.append(f"{key} is not evaluated without sh (vminfo tells more)")
-            return None
-        try:
-            return check(text) if text else None
-        except config.Invalid as exc:
-            problems.append(f"{shconf.CONF}: {key}={text!r} {exc}")
-            return None
-    cores = checked("Cores", lambda t: config.whole_number("Cores", t), "1")
-    memory = checked("Mem", config.memory, "1G")
-    loader = checked("VMrom", config.loader, "")
-    disk = "" if "Disk" in unevaluated else values.get("Disk") or ""
+    cores, memory, loader, disk, problems = config.list_facts(values, unevaluated)
     return [cores, memory, loader, os.path.join(folder, disk) if disk else "", problems]
 
 
