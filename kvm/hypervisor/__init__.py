@@ -3,7 +3,8 @@
 
 `plan(cfg, ctx) -> Plan` builds what one launch runs from a validated VmConfig and a Context (the
 install root for firmware, the VNC port chosen, strict: whether missing firmware is an error, as at a
-real launch, or shown as a placeholder, as in a dry run or vminfo). Pure apart from finding firmware.
+real launch, or shown as a placeholder, as in a dry run or vminfo). Pure apart from finding firmware
+and, when strict, checking the host for the plan (qemu: passthru devices bound to vfio-pci).
 
 `prepare_host(plan)` readies the host once per supervisor for what the plan needs (bhyve: load nmdm
 for a serial console); `prepare_host_text(plan)` is what the dry run prints for it.

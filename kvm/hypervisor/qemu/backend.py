@@ -24,6 +24,7 @@ from kvm.errors import NotFound
 from kvm.hypervisor.qemu.qmp import Qmp, QmpError, shutdown_reason
 from kvm.hypervisor.base import Exit, LaunchFailed, Plan
 from kvm.hypervisor.qemu import accel, argv as qemu
+from kvm.hypervisor.qemu.passthru import check_passthru
 
 CONSOLE_LOG = "console.log"
 LOG_CAP = 1 << 20         # bytes of console.log before it is rotated (one rotation: console.log.0)
@@ -112,6 +113,8 @@ class Qemu:
         code = find_code(cfg, ctx.root, ctx.strict) if cfg.loader == "uefi" else None
         detail = qemu.plan(cfg, run_dir=paths.current().run_dir, code=code, accel=self.accelerator(),
                            vnc_port=ctx.vnc_port, console_log=console_log(cfg.vmdir) if cfg.com else None)
+        if ctx.strict:  # a launch: the host must be ready (a dry run and vminfo show the plan all the same)
+            check_passthru(cfg)
         return Plan(argv=detail.argv, firmware=code if cfg.loader == "uefi" else "SeaBIOS",
                     console=detail.console, detail=detail)
 
