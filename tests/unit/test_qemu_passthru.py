@@ -99,3 +99,18 @@ def test_a_launch_plan_of_a_ready_device(sysfs):
     fake_sysfs(sysfs)
     p = Qemu().plan(cfg(), Context(root="/tank/kvm", strict=True))
     assert f"vfio-pci,host={ADDR},bus=pcie.0,addr=0x5" in p.argv
+
+
+def test_vminfo_on_linux_reads_the_same_sysfs(sysfs):
+    from kvm.platform.linux import Linux
+    fake_sysfs(sysfs)
+    (sysfs / "bus/pci/devices" / ADDR / "vendor").write_text("0x8086\n")
+    net = sysfs / "class/net"
+    (net / "br0/bridge").mkdir(parents=True)
+    (net / "tap3").mkdir(parents=True)
+    (net / "tap3/address").write_text("58:9c:fc:00:00:01\n")
+    os.symlink(net / "br0", net / "tap3/master")
+    info = Linux().pci_info("3/0/0")
+    assert (info["found"], info["driver"], info["vendor"]) == (True, "vfio-pci", "0x8086")
+    assert Linux().interface_info("tap3") == {"exists": True, "mac": "58:9c:fc:00:00:01", "bridge": "br0"}
+    assert Linux().pci_info("4/0/0") == {"selector": "0000:04:00.0", "found": False}
