@@ -65,11 +65,6 @@ class Linux(Platform):
                 "vendor": _read(folder / "vendor"), "device": _read(folder / "device"),
                 "class": _read(folder / "class")}
 
-    @staticmethod
-    def install_hint(packages):
-        """The command that installs `packages` (Debian package names)."""
-        return f"apt-get install {' '.join(packages)}"
-
 
 def _read(path):
     try:
