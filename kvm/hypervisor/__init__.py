@@ -43,7 +43,7 @@ new VM, and what to say when there is none. `console_socket(name)` is the unix s
 `shown(argv) -> str` is a command line as it may be printed or logged: secrets (a VNC password)
 masked. The real process still gets them.
 
-The qemu backend (qemu_backend.py, argv from the pure qemu.py) follows the same contract: its
+The qemu backend (qemu/backend.py, argv from the pure qemu/argv.py) follows the same contract: its
 `plan` gives qemu's argv (`-name NAME,process=qemu:NAME`, QMP and serial sockets in the run dir)
 with its own plan as `detail`; `start` spawns qemu and keeps a QMP session; `wait` returns
 (the last SHUTDOWN reason, the exit status), which `classify` maps to the same reasons (plus

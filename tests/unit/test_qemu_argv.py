@@ -147,3 +147,13 @@ def test_uefi_without_ovmf_and_vnc_without_port_are_errors():
     ("guest-reset", 1, "error"), (None, -9, "signal")])
 def test_exit_reasons(reason, code, want):
     assert qemu.classify(reason, code) == want
+
+
+def test_the_plan_names_its_vm_and_the_console_log_qemu_writes():
+    """The supervisor takes the VM's name and console.log from the plan (not back from the argv)."""
+    p = plan("web", 'VMrom="uefi"\nCOM=1\n', console_log=f"{VMDIR}/web,1/console.log")
+    assert (p.name, p.log) == ("web", f"{VMDIR}/web,1/console.log")
+    assert f"socket,id=com1,path={RUN}/web.console,server=on,wait=off,logfile={VMDIR}/web,,1/console.log,logappend=on" \
+        in p.argv
+    assert plan("web", 'VMrom="uefi"\n', console_log=f"{VMDIR}/web/console.log").log is None  # no COM: no log
+    assert p.argv[1:3] == ["-name", qemu.process_name("web")] == ["-name", "web,process=qemu:web"]
