@@ -1,9 +1,8 @@
-"""The console relay: a terminal <-> the VM's serial socket, as cu does, with a capped log.
+"""The console relay: a terminal <-> the VM's serial socket, as cu does.
 
-`~.` typed at the start of a line ends the relay (cu's escape; `~~` sends one `~`), and all
-the guest prints is appended to console.log, which is rotated once (console.log.0) when it
-would pass its cap, so a chatty guest never fills the pool. No process is created here:
-the caller gives the terminal's fd and a connected socket.
+`~.` typed at the start of a line ends the relay (cu's escape; `~~` sends one `~`). Nothing is
+logged here: qemu appends all the guest prints to console.log itself (hypervisor/qemu/backend.py).
+No process is created here: the caller gives the terminal's fd and a connected socket.
 """
 
 import os
@@ -12,7 +11,6 @@ import termios
 import tty
 from contextlib import contextmanager
 
-LOG_CAP = 1 << 20   # bytes per console log file; with one rotation at most twice this on disk
 CHUNK = 65536
 
 
@@ -41,31 +39,6 @@ class EscapeFilter:
         return bytes(out), False
 
 
-class ConsoleLog:
-    """Append-only log of the guest's output, capped at `cap` bytes with one rotation."""
-
-    def __init__(self, path, cap=LOG_CAP):
-        self.path, self.cap = str(path), cap
-        self._fd = self._open()
-
-    def _open(self):
-        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
-
-    def write(self, data):
-        if os.fstat(self._fd).st_size + len(data) > self.cap:
-            self.rotate()
-        os.write(self._fd, data[-self.cap:])
-
-    def rotate(self):
-        """console.log -> console.log.0 (replacing the older one), and a new console.log."""
-        os.close(self._fd)
-        os.replace(self.path, self.path + ".0")
-        self._fd = self._open()
-
-    def close(self):
-        os.close(self._fd)
-
-
 @contextmanager
 def raw_terminal(fd):
     """The terminal in raw mode (every key goes to the guest, Ctrl-C included), restored after."""
@@ -80,7 +53,7 @@ def raw_terminal(fd):
         termios.tcsetattr(fd, termios.TCSAFLUSH, saved)
 
 
-def relay(term_in, term_out, sock, log=None):
+def relay(term_in, term_out, sock):
     """Copy until `~.` ("escape"), the guest side closes ("closed") or the terminal does ("hangup").
 
     The caller puts the terminal in raw mode (raw_terminal) and connects the socket.
@@ -93,8 +66,6 @@ def relay(term_in, term_out, sock, log=None):
             data = sock.recv(CHUNK)
             if not data:
                 return "closed"
-            if log:
-                log.write(data)
             _write_all(term_out, data)
         if term_in in ready:
             typed = os.read(term_in, CHUNK)

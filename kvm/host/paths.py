@@ -15,6 +15,7 @@
 | KVM_CRON_DIR      | /etc/cron.d             | where kvminst puts the snapshot schedule (Linux) |
 | KVM_UNITDIR       | /etc/systemd/system     | where systemd units go (Linux)         |
 | KVM_BASE_UNITDIRS | /lib/systemd/system:/usr/lib/systemd/system | the host's units (names VMs must not take) |
+| KVM_SYSFS         | /sys                    | Linux's sysfs (PCI devices, interfaces) |
 """
 
 import os
@@ -29,7 +30,7 @@ class Paths:
 
     def __init__(self, **values):
         for key in ("rcdir", "base_rcdir", "rcconf", "vmm_dir", "dev_dir", "run_dir", "firmware_dirs", "grub_bhyve",
-                    "periodic_dir", "cron_dir", "unitdir", "base_unitdirs"):
+                    "periodic_dir", "cron_dir", "unitdir", "base_unitdirs", "sysfs"):
             setattr(self, key, values[key])
 
     def share_dirs(self):
@@ -76,4 +77,5 @@ def current():
         unitdir=_env_path("KVM_UNITDIR", "/etc/systemd/system"),
         base_unitdirs=tuple(Path(p) for p in (os.environ.get("KVM_BASE_UNITDIRS")
                                               or "/lib/systemd/system:/usr/lib/systemd/system").split(":") if p),
+        sysfs=_env_path("KVM_SYSFS", "/sys"),
     )

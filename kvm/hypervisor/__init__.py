@@ -3,7 +3,8 @@
 
 `plan(cfg, ctx) -> Plan` builds what one launch runs from a validated VmConfig and a Context (the
 install root for firmware, the VNC port chosen, strict: whether missing firmware is an error, as at a
-real launch, or shown as a placeholder, as in a dry run or vminfo). Pure apart from finding firmware.
+real launch, or shown as a placeholder, as in a dry run or vminfo). Pure apart from finding firmware
+and, when strict, checking the host for the plan (qemu: passthru devices bound to vfio-pci).
 
 `prepare_host(plan)` readies the host once per supervisor for what the plan needs (bhyve: load nmdm
 for a serial console); `prepare_host_text(plan)` is what the dry run prints for it.
@@ -42,7 +43,7 @@ new VM, and what to say when there is none. `console_socket(name)` is the unix s
 `shown(argv) -> str` is a command line as it may be printed or logged: secrets (a VNC password)
 masked. The real process still gets them.
 
-The qemu backend (qemu_backend.py, argv from the pure qemu.py) follows the same contract: its
+The qemu backend (qemu/backend.py, argv from the pure qemu/argv.py) follows the same contract: its
 `plan` gives qemu's argv (`-name NAME,process=qemu:NAME`, QMP and serial sockets in the run dir)
 with its own plan as `detail`; `start` spawns qemu and keeps a QMP session; `wait` returns
 (the last SHUTDOWN reason, the exit status), which `classify` maps to the same reasons (plus

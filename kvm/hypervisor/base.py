@@ -15,8 +15,8 @@ class LaunchFailed(KvmError):
 
 
 # What a plan needs beside the config: root, the install root (pinned firmware); vnc_port, the
-# port chosen for VNC, when VNC is on; strict, a real launch (missing firmware raises; else a
-# placeholder is shown).
+# port chosen for VNC, when VNC is on; strict, a real launch (missing firmware raises, as does a
+# passthru device the host has not readied for qemu; else a placeholder is shown, nothing checked).
 Context = namedtuple("Context", "root vnc_port strict", defaults=(None, True))
 
 # What one launch runs: argv, the hypervisor process; loader, run to its end before argv

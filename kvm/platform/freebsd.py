@@ -58,10 +58,5 @@ class FreeBSD(Platform):
         driver = res.stdout.split("@", 1)[0].strip() if "@" in res.stdout else None
         return {"selector": selector, "found": True, "driver": driver, **fields}
 
-    @staticmethod
-    def install_hint(packages):
-        """The command that installs `packages` (FreeBSD port names)."""
-        return f"pkg install {' '.join(packages)}"
-
 
 PLATFORM = FreeBSD()

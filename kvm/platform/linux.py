@@ -4,11 +4,10 @@
 import os
 from pathlib import Path
 
+from kvm.host import paths
 from kvm.platform.base import Platform
 
 PROC_NET = Path("/proc/net")
-SYS_NET = Path("/sys/class/net")
-SYS_PCI = Path("/sys/bus/pci/devices")
 TCP_LISTEN = "0A"  # the st column of /proc/net/tcp for a listening socket
 
 
@@ -41,14 +40,15 @@ class Linux(Platform):
         return ports
 
     def interface_info(self, ifname):
-        """{exists, mac, bridge} of a host interface (a tap), from /sys/class/net."""
-        folder = SYS_NET / ifname
+        """{exists, mac, bridge} of a host interface (a tap), from /sys/class/net (KVM_SYSFS)."""
+        sys_net = paths.current().sysfs / "class/net"
+        folder = sys_net / ifname
         if not ifname or "/" in ifname or not folder.exists():
             return {"exists": False}
         mac = _read(folder / "address")
         master = folder / "master"
         bridge = os.path.basename(os.readlink(master)) if master.is_symlink() else None
-        if bridge and not (SYS_NET / bridge / "bridge").is_dir():
+        if bridge and not (sys_net / bridge / "bridge").is_dir():
             bridge = None  # a bond's or a VRF's member, not a bridge's
         return {"exists": True, "mac": mac, "bridge": bridge}
 
@@ -56,7 +56,7 @@ class Linux(Platform):
         """A passthru device B/S/F as /sys/bus/pci sees it: vendor and device ids, class, driver."""
         bus, slot, function = (int(x) for x in bsf.split("/"))
         selector = f"0000:{bus:02x}:{slot:02x}.{function:x}"
-        folder = SYS_PCI / selector
+        folder = paths.current().sysfs / "bus/pci/devices" / selector
         if not folder.is_dir():
             return {"selector": selector, "found": False}
         driver = folder / "driver"
@@ -64,11 +64,6 @@ class Linux(Platform):
                 "driver": os.path.basename(os.readlink(driver)) if driver.is_symlink() else None,
                 "vendor": _read(folder / "vendor"), "device": _read(folder / "device"),
                 "class": _read(folder / "class")}
-
-    @staticmethod
-    def install_hint(packages):
-        """The command that installs `packages` (Debian package names)."""
-        return f"apt-get install {' '.join(packages)}"
 
 
 def _read(path):

@@ -33,8 +33,3 @@ def dependents(dataset, table=None):
                 out.append(clone)
                 todo.append(clone)
     return list(reversed(out))
-
-
-def origin_of(dataset):
-    """The snapshot `dataset` was cloned from, or None."""
-    return zfs.get_prop(dataset, "origin")

@@ -75,3 +75,26 @@ def test_kvminst_without_ovmf_says_what_to_install(pool, env, tmp_path):
         assert not (Path(f"/{pool}/kvm/firmware") / "OVMF_CODE_4M.fd").exists()
     finally:
         destroy_dataset(f"{pool}/kvm")
+
+
+def test_start_refuses_a_passthru_device_not_bound_to_vfio_and_start_n_shows_it(install, env, tmp_path):
+    """The host device is checked in sysfs (a fake tree through KVM_SYSFS) by the launch, in one
+    line naming the item and the fix; start -n still shows the plan."""
+    sysfs = tmp_path / "sys"
+    node = sysfs / "bus/pci/devices/0000:03:00.0"
+    (sysfs / "bus/pci/drivers/e1000e").mkdir(parents=True)
+    (sysfs / "kernel/iommu_groups/7").mkdir(parents=True)
+    node.mkdir(parents=True)
+    os.symlink(sysfs / "kernel/iommu_groups/7", node / "iommu_group")
+    os.symlink(sysfs / "bus/pci/drivers/e1000e", node / "driver")
+    env = {**env, "KVM_SYSFS": str(sysfs)}
+    assert cmd(install, env, "vmcreate", "q4", "-y", "--loader", "uefi", "--no-network").returncode == 0
+    res = cmd(install, env, "vmset", "q4", "VMoptions=S", "Devices=5,passthru,3/0/0")
+    assert res.returncode == 0, res.stderr
+    res = cmd(install, env, "start", "--dry-run", "q4")
+    assert res.returncode == 0 and "-device vfio-pci,host=0000:03:00.0,bus=pcie.0,addr=0x5" in res.stdout, res.stderr
+    res = cmd(install, env, "start", "q4")
+    assert res.returncode == 1 and res.stderr.strip().splitlines() == [
+        "start: q4: set.conf: Devices item '5,passthru,3/0/0': host device 0000:03:00.0 is bound to e1000e, not "
+        "vfio-pci (bind it: driverctl set-override 0000:03:00.0 vfio-pci)"], (res.returncode, res.stdout, res.stderr)
+    assert not list(Path(env["KVM_RUN_DIR"]).glob("q4.qmp"))  # qemu never ran

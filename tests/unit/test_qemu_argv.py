@@ -1,13 +1,10 @@
 """Golden qemu command lines built from set.conf (kvm.hypervisor.qemu), and its exit table."""
 
-import os
-
 import pytest
 
 from kvm.conf import config
 from kvm.errors import ConfigError
 from kvm.hypervisor.qemu import argv as qemu
-from kvm.hypervisor.qemu.passthru import check_passthru
 
 VMDIR = "/tank/kvm/vm"
 RUN = "/var/run/kvm"
@@ -152,29 +149,11 @@ def test_exit_reasons(reason, code, want):
     assert qemu.classify(reason, code) == want
 
 
-def _sysfs(tmp_path, driver):
-    node = tmp_path / "bus/pci/devices/0000:03:00.0"
-    node.mkdir(parents=True)
-    if driver:
-        (tmp_path / "bus/pci/drivers" / driver).mkdir(parents=True)
-        os.symlink(tmp_path / "bus/pci/drivers" / driver, node / "driver")
-    return tmp_path
-
-
-@pytest.mark.parametrize("driver, error", [
-    ("vfio-pci", None), ("e1000e", "is bound to e1000e, not vfio-pci"), ("", "bound to no driver")])
-def test_passthru_must_be_bound_to_vfio(tmp_path, driver, error):
-    c = cfg("pt", 'VMrom="uefi"\nVMoptions="S"\nDevices="5,passthru,3/0/0"\n')
-    if error is None:
-        check_passthru(c, sysfs=_sysfs(tmp_path, driver))
-        return
-    with pytest.raises(ConfigError, match=error) as err:
-        check_passthru(c, sysfs=_sysfs(tmp_path, driver))
-    assert err.value.line("start").startswith("start: pt: set.conf: Devices item '5,passthru,3/0/0': host device "
-                                              "0000:03:00.0")
-
-
-def test_passthru_of_a_missing_device(tmp_path):
-    c = cfg("pt", 'VMrom="uefi"\nVMoptions="S"\nDevices="5,passthru,4/0/0"\n')
-    with pytest.raises(ConfigError, match="no host PCI device 0000:04:00.0"):
-        check_passthru(c, sysfs=tmp_path)
+def test_the_plan_names_its_vm_and_the_console_log_qemu_writes():
+    """The supervisor takes the VM's name and console.log from the plan (not back from the argv)."""
+    p = plan("web", 'VMrom="uefi"\nCOM=1\n', console_log=f"{VMDIR}/web,1/console.log")
+    assert (p.name, p.log) == ("web", f"{VMDIR}/web,1/console.log")
+    assert f"socket,id=com1,path={RUN}/web.console,server=on,wait=off,logfile={VMDIR}/web,,1/console.log,logappend=on" \
+        in p.argv
+    assert plan("web", 'VMrom="uefi"\n', console_log=f"{VMDIR}/web/console.log").log is None  # no COM: no log
+    assert p.argv[1:3] == ["-name", qemu.process_name("web")] == ["-name", "web,process=qemu:web"]

@@ -18,6 +18,7 @@ from collections import namedtuple
 from pathlib import Path
 
 from kvm.errors import ConfigError
+from kvm.hypervisor.qemu import qmp
 
 BINARY = "qemu-system-x86_64"
 VARS_FILE = "OVMF_VARS.fd"   # the VM's own copy of OVMF's vars (bhyve's UEFI_VARS.fd has another size)
@@ -32,23 +33,39 @@ IGNORED_OPTIONS = {
 
 # QMP SHUTDOWN reason -> our exit reason (the supervisor's exit table).
 SHUTDOWN_REASONS = {
-    "guest-reset": "reboot", "host-qmp-system-reset": "reboot", "guest-shutdown": "poweroff",
-    "host-qmp-quit": "poweroff", "host-signal": "poweroff", "host-ui": "poweroff",
-    "guest-panic": "fault", "host-error": "error"}
+    qmp.GUEST_RESET: "reboot", qmp.HOST_RESET: "reboot", qmp.GUEST_SHUTDOWN: "poweroff",
+    qmp.HOST_QUIT: "poweroff", qmp.HOST_SIGNAL: "poweroff", qmp.HOST_UI: "poweroff",
+    qmp.GUEST_PANIC: "fault", qmp.HOST_ERROR: "error"}
 
+
+# The run files of a VM, RUN_DIR/NAME + suffix: its QMP socket and its COM1 socket.
+RUN_FILES = {"qmp": ".qmp", "console": ".console"}
+COM_ID = "com1"  # the chardev COM1 is on
 
 # What one qemu launch runs and what the supervisor must do around it: argv; qmp, the QMP socket
 # path; console, the COM1 socket path, when COM is on; vnc_password, to set through QMP
 # (change-vnc-password) before `cont`; paused, started with -S (`cont` once the password is set /
 # a VNC client came); wait_vnc, VNC=wait (`cont` on the VNC_CONNECTED event); notes, settings
-# ignored on qemu, one line each. (namedtuple: see kvm/hypervisor/__init__.py.)
-Plan = namedtuple("Plan", "argv qmp console vnc_password paused wait_vnc notes",
-                  defaults=(None, None, False, False, ()))
+# ignored on qemu, one line each; name, the VM's; log, the console.log qemu appends COM1's output
+# to, or None. (namedtuple: see kvm/hypervisor/__init__.py.)
+Plan = namedtuple("Plan", "argv qmp console vnc_password paused wait_vnc notes name log",
+                  defaults=(None, None, False, False, (), None, None))
+
+
+def run_file(run_dir, name, what):
+    """RUN_DIR/NAME.qmp (what="qmp") or RUN_DIR/NAME.console (what="console")."""
+    return Path(run_dir) / f"{name}{RUN_FILES[what]}"
 
 
 def run_files(cfg, run_dir):
     """(qmp socket, console socket) paths of a VM."""
-    return str(Path(run_dir) / f"{cfg.name}.qmp"), str(Path(run_dir) / f"{cfg.name}.console")
+    return str(run_file(run_dir, cfg.name, "qmp")), str(run_file(run_dir, cfg.name, "console"))
+
+
+def process_name(name):
+    """qemu's -name: the VM's name, and `qemu:NAME` as its process title (how a qemu of ours is
+    told apart from any other, see backend.is_qemu_of)."""
+    return f"{name},process=qemu:{name}"
 
 
 def plan(cfg, *, run_dir, code=None, accel="tcg", vnc_port=None, binary=BINARY, console_log=None):
@@ -56,21 +73,22 @@ def plan(cfg, *, run_dir, code=None, accel="tcg", vnc_port=None, binary=BINARY, 
     console_log: where qemu appends all the guest prints on COM1 (also with nobody attached)."""
     if not cfg.loader:
         raise ConfigError("VMrom is not set in set.conf (uefi, grub or a loader path)", vm=cfg.name)
-    qmp, console = run_files(cfg, run_dir)
+    qmp_socket, console = run_files(cfg, run_dir)
     notes = []
-    argv = [binary, "-name", f"{cfg.name},process=qemu:{cfg.name}", "-no-user-config", "-nodefaults",
+    argv = [binary, "-name", process_name(cfg.name), "-no-user-config", "-nodefaults",
             "-machine", "q35", "-accel", accel] + (["-cpu", "host"] if accel == "kvm" else [])
     argv += ["-smp", str(cfg.cores), "-m", mem_arg(cfg)] + option_args(cfg, notes)
     argv += ["-action", "reboot=shutdown", "-action", "panic=shutdown", "-device", "pvpanic"]
     argv += firmware_args(cfg, code) + disk_args(cfg) + iso_args(cfg) + com_args(cfg, console, console_log)
     argv += vnc_args(cfg, vnc_port) + device_args(cfg)
-    argv += ["-qmp", f"unix:{qmp},server=on,wait=off"]
+    argv += ["-qmp", f"unix:{qmp_socket},server=on,wait=off"]
     paused = cfg.vnc == "wait" or bool(cfg.vnc and cfg.vnc_password)
     if paused:
         argv.append("-S")
-    return Plan(argv=argv, qmp=qmp, console=console if cfg.com else None,
+    return Plan(argv=argv, qmp=qmp_socket, console=console if cfg.com else None,
                 vnc_password=(cfg.vnc_password or None) if cfg.vnc else None, paused=paused,
-                wait_vnc=cfg.vnc == "wait", notes=tuple(notes))
+                wait_vnc=cfg.vnc == "wait", notes=tuple(notes), name=cfg.name,
+                log=str(console_log) if cfg.com and console_log else None)
 
 
 def mem_arg(cfg):
@@ -172,7 +190,7 @@ def com_args(cfg, console, console_log=None):
     if not cfg.com:
         return []
     log = f",logfile={_qemu_path(str(console_log))},logappend=on" if console_log else ""
-    return ["-chardev", f"socket,id=com1,path={console},server=on,wait=off{log}", "-serial", "chardev:com1"]
+    return ["-chardev", f"socket,id={COM_ID},path={console},server=on,wait=off{log}", "-serial", f"chardev:{COM_ID}"]
 
 
 def vnc_args(cfg, port):

@@ -1,7 +1,7 @@
 """qemu behind the hypervisor interface (see __init__.py): the launch, the QMP session the
 supervisor keeps for a running VM, stop through QMP, the process title, the serial socket.
 
-The argv comes from qemu.py (pure). Here: firmware lookup, the accelerator, spawning qemu,
+The argv comes from argv.py (pure). Here: firmware lookup, the accelerator, spawning qemu,
 QMP (the SHUTDOWN event gives the exit reason, since qemu exits 0 for a reset and a power
 off alike), VNC password and VNC=wait through QMP, and console.log's cap. Run files:
 RUN_DIR/NAME.qmp and RUN_DIR/NAME.console, removed by `destroy` once qemu is gone.
@@ -21,9 +21,11 @@ from kvm.conf import firmware
 from kvm import host
 from kvm.host import paths
 from kvm.errors import NotFound
+from kvm.hypervisor.qemu import qmp as protocol
 from kvm.hypervisor.qemu.qmp import Qmp, QmpError, shutdown_reason
 from kvm.hypervisor.base import Exit, LaunchFailed, Plan
 from kvm.hypervisor.qemu import accel, argv as qemu
+from kvm.hypervisor.qemu.passthru import check_passthru
 
 CONSOLE_LOG = "console.log"
 LOG_CAP = 1 << 20         # bytes of console.log before it is rotated (one rotation: console.log.0)
@@ -31,7 +33,6 @@ TICK = 1.0                # seconds between console.log size checks while waitin
 QMP_CONNECT = 10          # seconds for qemu to make its QMP socket
 EXIT_TEXT = {"reboot": "guest rebooted", "poweroff": "powered off", "fault": "crashed: guest panic",
              "error": "qemu failed", "unknown": "exited for an unknown reason", "signal": "killed by a signal"}
-WHAT = {"qmp": ".qmp", "console": ".console"}
 
 
 class Running:
@@ -44,7 +45,7 @@ class Running:
 
 def run_file(name, what):
     """RUN_DIR/NAME.qmp or RUN_DIR/NAME.console."""
-    return paths.current().run_dir / f"{name}{WHAT[what]}"
+    return qemu.run_file(paths.current().run_dir, name, what)
 
 
 def console_log(vmdir):
@@ -112,6 +113,8 @@ class Qemu:
         code = find_code(cfg, ctx.root, ctx.strict) if cfg.loader == "uefi" else None
         detail = qemu.plan(cfg, run_dir=paths.current().run_dir, code=code, accel=self.accelerator(),
                            vnc_port=ctx.vnc_port, console_log=console_log(cfg.vmdir) if cfg.com else None)
+        if ctx.strict:  # a launch: the host must be ready (a dry run and vminfo show the plan all the same)
+            check_passthru(cfg)
         return Plan(argv=detail.argv, firmware=code if cfg.loader == "uefi" else "SeaBIOS",
                     console=detail.console, detail=detail)
 
@@ -130,15 +133,15 @@ class Qemu:
         try:
             qmp = Qmp.connect(detail.qmp, timeout=QMP_CONNECT)
             if detail.vnc_password:
-                qmp.execute("change-vnc-password", {"password": detail.vnc_password})
+                qmp.execute(protocol.SET_VNC_PASSWORD, {"password": detail.vnc_password})
             if detail.paused and not detail.wait_vnc:
-                qmp.execute("cont")
+                qmp.execute(protocol.CONT)
         except QmpError as exc:
             host.send_signal(proc.pid, signal.SIGKILL)
             code = host.wait_process(proc)
             raise LaunchFailed(f"qemu did not start (exit {code}): {exc.message}") from None
-        run = Running(proc, qmp, _log_of(plan_.argv), detail.wait_vnc)
-        self._live[_name_of(plan_.argv)] = run
+        run = Running(proc, qmp, detail.log, detail.wait_vnc)
+        self._live[detail.name] = run
         return run
 
     def wait(self, run, timeout=None):
@@ -150,7 +153,7 @@ class Qemu:
             if left <= 0:
                 raise host.Timeout()
             try:
-                event = run.qmp.wait_event(("SHUTDOWN", "VNC_CONNECTED"), timeout=left)
+                event = run.qmp.wait_event((protocol.SHUTDOWN, protocol.VNC_CONNECTED), timeout=left)
             except QmpError:
                 if run.log:
                     rotate_log(run.log)
@@ -158,7 +161,7 @@ class Qemu:
             if event is None:  # qemu closed QMP: it is ending
                 run.qmp.close()
                 run.qmp = None
-            elif event["event"] == "VNC_CONNECTED":
+            elif event["event"] == protocol.VNC_CONNECTED:
                 self._vnc_connected(run)
             else:
                 run.reason = shutdown_reason(event)
@@ -172,7 +175,7 @@ class Qemu:
         if run.wait_vnc:
             run.wait_vnc = False
             try:
-                run.qmp.execute("cont")
+                run.qmp.execute(protocol.CONT)
             except QmpError:
                 pass
 
@@ -198,25 +201,25 @@ class Qemu:
     def power_button(self, name, pid):
         """QMP system_powerdown: the ACPI power button."""
         try:
-            self._qmp(name, "system_powerdown")
+            self._qmp(name, protocol.POWERDOWN)
         except QmpError:
             pass  # qemu is ending or does not answer: the forced steps follow after the timeout
 
     def force_off(self, name, pid):
         """QMP quit: qemu ends at once (SIGKILL follows if it does not)."""
         try:
-            self._qmp(name, "quit")
+            self._qmp(name, protocol.QUIT)
         except QmpError:
             pass
 
     def destroy(self, name):
         """Remove the sockets a qemu that is gone left behind."""
-        for what in WHAT:
+        for what in qemu.RUN_FILES:
             if os.path.lexists(run_file(name, what)):
                 host.remove_file(run_file(name, what))
 
     def destroy_text(self, name):
-        return shlex.join(["rm", "-f", *(str(run_file(name, w)) for w in WHAT)])
+        return shlex.join(["rm", "-f", *(str(run_file(name, w)) for w in qemu.RUN_FILES)])
 
     def cleanup_hint(self, name):
         return self.destroy_text(name)
@@ -230,7 +233,8 @@ class Qemu:
             entries = os.listdir(paths.current().run_dir)
         except OSError:
             return set()
-        return {e[:-len(WHAT["qmp"])] for e in entries if e.endswith(WHAT["qmp"])}
+        suffix = qemu.RUN_FILES["qmp"]
+        return {e[:-len(suffix)] for e in entries if e.endswith(suffix)}
 
     def is_own_process(self, args, name):
         return is_qemu_of(args, name)
@@ -254,22 +258,10 @@ class Qemu:
         return shlex.join(argv)  # no secret on qemu's command line: the VNC password goes by QMP
 
 
-def _name_of(argv):
-    return argv[argv.index("-name") + 1].split(",", 1)[0]
-
-
-def _log_of(argv):
-    """The console.log qemu was told to write (from the chardev's logfile=), or None."""
-    for arg in argv:
-        if arg.startswith("socket,id=com1,") and ",logfile=" in arg:
-            return arg.split(",logfile=", 1)[1].rsplit(",logappend=", 1)[0].replace(",,", ",")
-    return None
-
-
 def is_qemu_of(args, name):
     """True when a process's arguments are qemu running VM `name`: qemu-system-* with
     `-name NAME,process=qemu:NAME` exactly (a VM called `web` is not `web2`)."""
     if not args or not os.path.basename(args[0]).startswith("qemu-system"):
         return False
-    want = f"{name},process=qemu:{name}"
+    want = qemu.process_name(name)
     return any(a == "-name" and i + 1 < len(args) and args[i + 1] == want for i, a in enumerate(args))

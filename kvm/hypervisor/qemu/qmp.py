@@ -16,12 +16,26 @@ import time
 
 from kvm.errors import KvmError
 
-# The SHUTDOWN event's `reason` values (qapi/run-state.json, ShutdownCause).
+# What kvm uses of QMP, named here only (backend.py and argv.py import these; this module imports
+# nothing of kvm's but errors, so that status and vmlist keep importing it cheaply).
+# Commands (qapi/*.json):
+CAPABILITIES = "qmp_capabilities"     # leaves capabilities negotiation: the first command
+CONT = "cont"                         # runs a guest started with -S
+POWERDOWN = "system_powerdown"        # the ACPI power button
+QUIT = "quit"                         # qemu ends at once
+SET_VNC_PASSWORD = "change-vnc-password"
+# Events:
+SHUTDOWN = "SHUTDOWN"                 # the guest or the host ended it: data.reason says why
+VNC_CONNECTED = "VNC_CONNECTED"       # a VNC client came
+# The SHUTDOWN event's `reason` values kvm tells apart (qapi/run-state.json, ShutdownCause).
 GUEST_RESET = "guest-reset"
 GUEST_SHUTDOWN = "guest-shutdown"
 GUEST_PANIC = "guest-panic"
 HOST_QUIT = "host-qmp-quit"
 HOST_RESET = "host-qmp-system-reset"
+HOST_SIGNAL = "host-signal"
+HOST_UI = "host-ui"
+HOST_ERROR = "host-error"
 
 
 class QmpError(KvmError):
@@ -53,7 +67,7 @@ class Qmp:
         qmp.greeting = qmp._read(deadline)
         if "QMP" not in qmp.greeting:
             raise QmpError(f"{path} is not a QMP socket")
-        qmp.execute("qmp_capabilities", timeout=max(0.1, deadline - time.monotonic()))
+        qmp.execute(CAPABILITIES, timeout=max(0.1, deadline - time.monotonic()))
         return qmp
 
     def fileno(self):
