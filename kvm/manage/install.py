@@ -283,7 +283,7 @@ def pin_firmware(root, report, repin=False):
         host.copy_file(source, target, mode=0o755 if kind == "grub" else 0o644)
         sums[name] = None if host.dry_run() else sha256(target)
         report.pinned.append(f"{name} <- {source}")
-    warning = hv.firmware_warning(missing)
+    warning = hv.firmware_warning(missing, platform.current())
     if warning:
         report.warnings.append(warning)
     if report.pinned and not host.dry_run():

@@ -4,8 +4,9 @@
 The platform decides what is the host's: the service manager (`service`: rc.d scripts and rc.conf,
 or systemd units), the snapshot scheduler (`scheduler`: periodic(8) or cron), the network helper
 commands vmcreate writes into `run` (`network_hooks`), how listening ports (`listening_ports`), an
-interface's MAC and bridge (`interface_info`) and a PCI device (`pci_info`) are read. The
-hypervisor decides argv, start/stop and consoles.
+interface's MAC and bridge (`interface_info`) and a PCI device (`pci_info`) are read, and how
+packages are installed (`install_command`, for the hints kvminst prints). The hypervisor decides
+argv, start/stop, consoles and which packages it needs.
 
 `current()` is chosen by os.uname(), overridden by KVM_PLATFORM=freebsd|linux (as KVM_HYPERVISOR
 overrides the hypervisor). No module outside platform/ and hypervisor/ asks which one is in use:

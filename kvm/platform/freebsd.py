@@ -59,4 +59,10 @@ class FreeBSD(Platform):
         return {"selector": selector, "found": True, "driver": driver, **fields}
 
 
+    @staticmethod
+    def install_command(packages):
+        """The command that installs `packages` (FreeBSD package names)."""
+        return f"pkg install {' '.join(packages)}"
+
+
 PLATFORM = FreeBSD()

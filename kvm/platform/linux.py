@@ -65,6 +65,11 @@ class Linux(Platform):
                 "vendor": _read(folder / "vendor"), "device": _read(folder / "device"),
                 "class": _read(folder / "class")}
 
+    @staticmethod
+    def install_command(packages):
+        """The command that installs `packages` (Debian package names)."""
+        return f"apt-get install {' '.join(packages)}"
+
 
 def _read(path):
     try:

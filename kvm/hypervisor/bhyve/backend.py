@@ -80,12 +80,13 @@ class Bhyve:
     firmware_files = (("BHYVE_UEFI.fd", "uefi", "edk2-bhyve"), ("BHYVE_UEFI_VARS.fd", "uefi", "edk2-bhyve"),
                       ("grub-bhyve", "grub", "grub2-bhyve"))
 
-    def firmware_warning(self, missing):
-        """kvminst's line when packages of firmware_files are missing, else None."""
+    def firmware_warning(self, missing, host_os):
+        """kvminst's line when packages of firmware_files are missing, else None; host_os (the
+        Platform) says how packages are installed there."""
         if not missing:
             return None
-        return ("firmware not installed on this host: pkg install " + " ".join(sorted(missing))
-                + "; then run kvminst again to pin it")
+        return (f"firmware not installed on this host: {host_os.install_command(sorted(missing))}"
+                "; then run kvminst again to pin it")
 
     def firmware_here(self, root):
         """Which loaders this host can boot from `root`: the pinned UEFI code, grub-bhyve."""

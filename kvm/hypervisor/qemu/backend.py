@@ -84,14 +84,17 @@ class Qemu:
     name = "qemu"
     # what kvminst pins into ROOT/firmware: OVMF from Debian's ovmf package, code and vars template
     firmware_files = ((firmware.OVMF_CODE, "ovmf", "ovmf"), (firmware.OVMF_VARS, "ovmf", "ovmf"))
-    INSTALL = "apt-get install qemu-system-x86 ovmf"
+    # the packages that install qemu and OVMF, by platform name
+    PACKAGES = {"linux": ("qemu-system-x86", "ovmf"), "freebsd": ("qemu", "edk2-qemu-x64")}
 
-    def firmware_warning(self, missing):
-        """kvminst's line when OVMF or qemu itself is missing, else None."""
+    def firmware_warning(self, missing, host_os):
+        """kvminst's line when OVMF or qemu itself is missing, else None; host_os (the Platform)
+        says how packages are installed there."""
         import shutil
         if not missing and shutil.which(qemu.BINARY):
             return None
-        return f"qemu or OVMF not installed on this host: {self.INSTALL}; then run kvminst again to pin OVMF"
+        install = host_os.install_command(self.PACKAGES.get(host_os.name, self.PACKAGES["linux"]))
+        return f"qemu or OVMF not installed on this host: {install}; then run kvminst again to pin OVMF"
 
     def firmware_here(self, root):
         """Which loaders this host can boot from `root`: UEFI with OVMF (pinned, else the host's, as
