@@ -17,7 +17,7 @@ from kvm.zfs.errors import (DatasetBusy, DatasetExists, DatasetNotFound, NameInv
     SnapshotNotLatest, ZFSError, classify)
 from kvm.zfs.errors import BY_NAME  # noqa: F401
 from kvm.zfs.command import (BUSY_TRIES, BUSY_WAIT, RENAME_TRIES, RENAME_WAIT, CommandBackend,  # noqa: F401
-                             check_name, get_props, mount_if_there, run)
+                             check_name, get_props, get_props_later, mount_if_there, run)
 from kvm.zfs.command import _retry_busy
 
 def probe_pyzfs():
@@ -88,6 +88,18 @@ def inherit_prop(name, prop):
 def destroy_recursive(name, tries=5):
     """zfs destroy -r name: the dataset, its children and snapshots (see _retry_busy)."""
     _retry_busy(lambda: run(["destroy", "-r", name], name), name, tries)
+
+
+def volume_sizes(names):
+    """{zvol: volsize in bytes} of the named volumes, in one call; one zfs cannot answer for
+    (missing, not a volume) is left out, and a failing zfs gives {} (never raises)."""
+    res = host.run(["zfs", "get", "-H", "-p", "-o", "name,value", "volsize", *names], mutating=False, check=False)
+    out = {}
+    for line in res.stdout.splitlines():
+        name, _, value = line.partition("\t")
+        if value.isdigit():
+            out[name] = int(value)
+    return out
 
 
 def find_marked(prop):

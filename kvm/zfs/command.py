@@ -122,8 +122,25 @@ def get_props(names, props, recursive=False, depth=None, with_source=False):
         if depth is not None:
             args += ["-d", str(depth)]
     res = run([*args, ",".join(props), *names], names[0], mutating=False)
+    return _parse_get(res.stdout, with_source)
+
+
+def get_props_later(names, props):
+    """get_props' one call started now and collected later, so that its wait overlaps other
+    work (vminfo reads set.conf meanwhile): returns a function that waits for it and gives
+    {dataset: {prop: value}}. `names` None asks about every dataset. Read-only and never
+    raises: a failing zfs (a missing dataset, no zfs at all) gives what it printed, often {}."""
+    if names is not None and not names:
+        return lambda: {}
+    pending = host.run_later(["zfs", "get", "-H", "-p", "-o", "name,property,value", ",".join(props),
+                              *(names or [])])
+    return lambda: _parse_get(pending.result().stdout)
+
+
+def _parse_get(stdout, with_source=False):
+    """{dataset: {prop: value}} from `zfs get -H -p -o name,property,value[,source]`."""
     out = {}
-    for line in res.stdout.splitlines():
+    for line in stdout.splitlines():
         parts = line.split("\t")
         if len(parts) < 3:
             continue
