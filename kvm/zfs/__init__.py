@@ -1,7 +1,8 @@
 """The one door to ZFS: a libzfs_core-shaped API over pyzfs (pyzfs.py) or the `zfs` command
 (command.py); send and receive streams (stream.py), all-or-nothing creation (txn.py), who depends
-on whom (deps.py), libzfs_core's error classes (errors.py). Nothing outside this package runs
-`zfs` or `zpool`.
+on whom (deps.py), libzfs_core's error classes (errors.py), snapshot names (names.py). Nothing
+outside this package runs `zfs` or `zpool`, or joins or splits DATASET@SNAP itself
+(tests/unit/test_zfs_door.py holds kvm/ to that).
 
 Mutating calls carry libzfs_core's names and meanings; failures raise classes named
 as in `libzfs_core.exceptions` (errors.py). What libzfs_core cannot do on
@@ -18,6 +19,7 @@ from kvm.zfs.errors import (DatasetBusy, DatasetExists, DatasetNotFound, NameInv
 from kvm.zfs.errors import BY_NAME  # noqa: F401
 from kvm.zfs.command import (BUSY_TRIES, BUSY_WAIT, RENAME_TRIES, RENAME_WAIT, CommandBackend,  # noqa: F401
                              check_name, get_props, get_props_later, mount_if_there, run)
+from kvm.zfs.names import is_snapshot, snapshot_name, split_snapshot  # noqa: F401
 from kvm.zfs.command import _retry_busy
 
 def probe_pyzfs():
@@ -126,7 +128,7 @@ def dataset_of_path(path):
     target = str(path).rstrip("/")
     for line in res.stdout.splitlines():
         name, _, mnt = line.partition("\t")
-        if mnt.rstrip("/") == target and "@" not in name:
+        if mnt.rstrip("/") == target and not is_snapshot(name):
             return name
     return None
 
