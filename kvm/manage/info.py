@@ -98,7 +98,7 @@ def origin_info(origin):
     """{snapshot, image or vm} of a clone's origin (zfs says "-" for none), or None."""
     if not origin or origin == "-":
         return None
-    parent, short = origin.split("@")[0].rsplit("/", 2)[-2:]
+    parent, short = zfs.split_snapshot(origin)[0].rsplit("/", 2)[-2:]
     kind = {"images": "image", "vm": "vm"}.get(parent)
     return {"snapshot": origin, kind or "dataset": short}
 
