@@ -46,11 +46,11 @@ def plan(root, src, dst, snap=None):
                          vm=src.name)
     own = None
     if snap:
-        if not zfs.lzc_exists(f"{ds}@{snap}"):
+        if not zfs.lzc_exists(zfs.snapshot_name(ds, snap)):
             raise NotFound(f"no snapshot '{snap}' of {ds}", vm=src.name)
     else:
         snap = time.strftime(f"clone-{dst}-%Y%m%d%H%M%S")
-        own = f"{ds}@{snap}"
+        own = zfs.snapshot_name(ds, snap)
     template = None
     if cfg.loader == "uefi":  # fresh vars, as the hypervisor in use gives a new VM
         from kvm.hypervisor import current as hypervisor
@@ -58,7 +58,7 @@ def plan(root, src, dst, snap=None):
         if source is None:
             raise NotFound(f"{missing} (the clone needs fresh UEFI vars)", vm=dst)
         template = (source, name)
-    return target, f"{ds}@{snap}", own, template
+    return target, zfs.snapshot_name(ds, snap), own, template
 
 
 def clone(root, src, dst, snap=None, independent=False):

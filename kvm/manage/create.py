@@ -131,7 +131,7 @@ def image_origin(root, name, image, disk, text=""):
     if disk and disk < have:
         raise UsageError(f"disk size '{text}' is smaller than image '{image}' ({have} bytes): a disk never shrinks",
                          vm=name)
-    return f"{ds}@{images.BASE}"
+    return zfs.snapshot_name(ds, images.BASE)
 
 
 def create(root, name, a):

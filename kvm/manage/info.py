@@ -3,12 +3,15 @@
 import shlex
 import time
 
-from kvm import host, platform, vm as vmmod
+from kvm import platform, vm as vmmod, zfs
 from kvm.conf import cloudinit
 from kvm.run import launch, ports
 from kvm.vm import root as rootmod
 from kvm.manage.listing import human_size  # noqa: F401 - vminfo, snap and image lists show sizes alike
 from kvm.hypervisor import current as hypervisor
+
+
+USAGE_PROPS = ["mountpoint", "used", "origin"]  # what vminfo asks zfs of the VM's dataset
 
 
 def dataset_usage_later(vm):
@@ -25,34 +28,19 @@ def dataset_usage_later(vm):
         guess = f"{marker}/vm/{vm.name}" if marker else None
     except OSError:
         pass
-    pending = _mount_and_used([guess] if guess else [])
+    pending = zfs.get_props_later([guess] if guess else None, USAGE_PROPS)
 
     def answer():
-        rows = _rows(pending.result())
+        rows = pending()
         if guess and (rows.get(guess, {}).get("mountpoint") or "").rstrip("/") == str(vm.dir):
             return guess, int(rows[guess].get("used") or 0), rows[guess].get("origin")
         if guess:
-            rows = _rows(_mount_and_used([]).result())
+            rows = zfs.get_props_later(None, USAGE_PROPS)()
         for name, props in rows.items():
             if (props.get("mountpoint") or "").rstrip("/") == str(vm.dir):
                 return name, int(props.get("used") or 0), props.get("origin")
         return None, None, None
     return answer
-
-
-def _mount_and_used(names):
-    """Start `zfs get` of mountpoint and used for the named datasets, or for all of them."""
-    return host.run_later(["zfs", "get", "-H", "-p", "-o", "name,property,value", "mountpoint,used,origin", *names])
-
-
-def _rows(res):
-    """{dataset: {property: value}} from `zfs get -H -o name,property,value` output."""
-    rows = {}
-    for line in res.stdout.splitlines():
-        parts = line.split("\t")
-        if len(parts) == 3:
-            rows.setdefault(parts[0], {})[parts[1]] = parts[2]
-    return rows
 
 
 def device_info(dev):
@@ -110,7 +98,7 @@ def origin_info(origin):
     """{snapshot, image or vm} of a clone's origin (zfs says "-" for none), or None."""
     if not origin or origin == "-":
         return None
-    parent, short = origin.split("@")[0].rsplit("/", 2)[-2:]
+    parent, short = zfs.split_snapshot(origin)[0].rsplit("/", 2)[-2:]
     kind = {"images": "image", "vm": "vm"}.get(parent)
     return {"snapshot": origin, kind or "dataset": short}
 

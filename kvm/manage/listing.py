@@ -13,7 +13,7 @@ import re
 import stat
 import time
 
-from kvm import host, vm as vmmod
+from kvm import vm as vmmod
 from kvm.host import paths
 from kvm.platform import rcd, systemd
 from kvm.conf import shconf
@@ -99,12 +99,10 @@ def disk_sizes(disks):
         elif path.startswith(ZVOL_PREFIX):
             zvols[path[len(ZVOL_PREFIX):]] = path
     if zvols:
-        res = host.run(["zfs", "get", "-H", "-p", "-o", "name,value", "volsize", *sorted(zvols)],
-                       mutating=False, check=False)
-        for line in res.stdout.splitlines():
-            name, _, value = line.partition("\t")
-            if name in zvols and value.isdigit():
-                sizes[zvols[name]] = int(value)
+        from kvm import zfs  # only when some disk is a zvol: vmlist's start-up does without it
+        for name, size in zfs.volume_sizes(sorted(zvols)).items():
+            if name in zvols:
+                sizes[zvols[name]] = size
     return sizes
 
 

@@ -133,7 +133,7 @@ def receive(root, name, source, snap, base=None, locked=True, resume=False, forc
         if on and had[-1] != on:
             # what -F does on OpenZFS, done first for every ZFS (zfs-fuse's -F rolls back to the
             # newest snapshot only): only vmsend's own snapshots, or --force, get here
-            zfs_stream.rollback_destroying(f"{ds}@{on}")
+            zfs_stream.rollback_destroying(zfs.snapshot_name(ds, on))
         if token and not resume:
             zfs_stream.abort_partial(ds)  # the sender could not resume it: a fresh stream instead
         started = props["started"]
@@ -217,7 +217,7 @@ def _undo(ds, on):
     """Back to what DEST was: the snapshot an increment built on, or nothing (a full receive, into
     a name that had no snapshot)."""
     if on:
-        zfs_stream.rollback_destroying(f"{ds}@{on}")
+        zfs_stream.rollback_destroying(zfs.snapshot_name(ds, on))
     else:
         zfs.destroy_recursive(ds)
 
@@ -261,7 +261,7 @@ def prune(ds, keep):
     names = [s for s, _ in zfs_stream.snapshot_guids(ds)]
     if keep not in names:
         return
-    doomed = [f"{ds}@{s}" for s in names[:names.index(keep)] if s.startswith(SEND_PREFIX)]
+    doomed = [zfs.snapshot_name(ds, s) for s in names[:names.index(keep)] if s.startswith(SEND_PREFIX)]
     for full in doomed:
         try:
             zfs.lzc_destroy_snaps([full])

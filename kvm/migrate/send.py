@@ -127,7 +127,7 @@ def partial_to_resume(name, ds, info, token, what):
     resume (whose is it?), is refused and left there."""
     if not token:
         return None
-    mine = what is not None and what["toname"].split("@")[0] == ds
+    mine = what is not None and zfs.split_snapshot(what["toname"])[0] == ds
     if (what and not mine) or (not what and not info["snaps"]):
         whose = f"of {what['toname']}" if what else "that this host cannot resume"
         raise StateError(f"DEST holds a partial receive {whose} at {info['dataset']}: "
@@ -242,7 +242,7 @@ class Sender:
     def resume(self, peer):
         """Send the rest of DEST's partial receive (zfs send -t); DEST then holds its snapshot."""
         what = self.partial
-        snap = what["toname"].split("@")[1]
+        snap = zfs.split_snapshot(what["toname"])[1]
         # the base by DEST's own snapshots: `zfs send -t` may build on a bookmark here
         base = next((s for s, g in self.info["snaps"] if int(g) == what["fromguid"]), None)
         self.say(f"{self.vm.name}: resuming the interrupted send of {snap} ({mib(what['size'])} left)")
@@ -257,7 +257,7 @@ class Sender:
         self.ready(peer)
         snap = self.snapshot()
         base = self.common
-        full, frm = f"{self.ds}@{snap}", f"{self.ds}@{base}" if base else None
+        full, frm = zfs.snapshot_name(self.ds, snap), zfs.snapshot_name(self.ds, base) if base else None
         est, _ = zfs_stream.estimate(full, frm)
         self.stream(zfs_stream.lzc_send_argv(full, frm), f"recv {snap} {base or '-'} {self.source}{self.forced}", est, peer,
                     snap, base)
@@ -274,7 +274,7 @@ class Sender:
             # what came, and only the snapshot it came from can resume it
             unsure = not kept and self.info["resumable"] and got.status not in (0, 1, 2)
             if made and not kept and not unsure:
-                zfs.lzc_destroy_snaps([f"{self.ds}@{snap}"])
+                zfs.lzc_destroy_snaps([zfs.snapshot_name(self.ds, snap)])
             why = (self.dest.failure(got) if got.status != 0 else
                    f"zfs send failed: {zfs_stream.error_text(sent.stderr, f'exit status {sent.status}')}")
             again = f"sends again from {base}, the last snapshot both sides have" if base else "sends again in full"
@@ -288,7 +288,7 @@ class Sender:
 
     def snapshot(self):
         name = new_snap_name(self.ds)
-        zfs.lzc_snapshot([f"{self.ds}@{name}"])
+        zfs.lzc_snapshot([zfs.snapshot_name(self.ds, name)])
         return name
 
     def run(self):
@@ -334,16 +334,16 @@ class Sender:
 
     def plan_lines(self):
         """--dry-run: the exact pipelines, with the estimated sizes."""
-        snap = f"{self.ds}@{receive.SEND_PREFIX}<time>"
-        frm = f"{self.ds}@{self.common}" if self.common else None
+        snap = zfs.snapshot_name(self.ds, f"{receive.SEND_PREFIX}<time>")
+        frm = zfs.snapshot_name(self.ds, self.common) if self.common else None
         est, how = zfs_stream.estimate(self.ds, frm)
 
         recv = shlex.join(self.peers[0].argv)
 
         def pipe(base, size, send=None, request="recv"):
-            send = send or zfs_stream.lzc_send_argv(snap, base and f"{self.ds}@{base}")
+            send = send or zfs_stream.lzc_send_argv(snap, base and zfs.snapshot_name(self.ds, base))
             return (f"{shlex.join(send)} | (vmsend counts, after the request line "
-                    f"'{request} {snap.split('@')[1]} {base or '-'} {self.source}') | {recv}    # {size}")
+                    f"'{request} {zfs.split_snapshot(snap)[1]} {base or '-'} {self.source}') | {recv}    # {size}")
         verb = "copy" if self.mode == "copy" else "migrate"
         out = [f"# would {verb} {self.vm.name} to {self.dest.label}: {self.mode}, "
                f"{'running' if self.running else 'stopped'}, "

@@ -121,7 +121,7 @@ def _check_new(root, name):
 def _finish(ds):
     """Read-only, then @base: what every clone starts from."""
     zfs.set_prop(ds, "readonly", "on")
-    zfs.lzc_snapshot([f"{ds}@{BASE}"])
+    zfs.lzc_snapshot([zfs.snapshot_name(ds, BASE)])
 
 
 def import_file(root, name, path, os_hint="", progress=None):
@@ -169,14 +169,14 @@ def publish(root, vm, name, snap=None):
     src = vm.dataset()
     own = None
     if snap:
-        if not zfs.lzc_exists(f"{src}@{snap}"):
+        if not zfs.lzc_exists(zfs.snapshot_name(src, snap)):
             raise NotFound(f"no snapshot '{snap}' of {src}", vm=vm.name)
     else:
         snap = time.strftime(f"publish-{name}-%Y%m%d%H%M%S")
-        own = f"{src}@{snap}"
+        own = zfs.snapshot_name(src, snap)
     _parent(root)
     ds, where = dataset(root, name), folder(root, name)
-    with Transaction(ds, origin=f"{src}@{snap}", own_snap=own) as txn:
+    with Transaction(ds, origin=zfs.snapshot_name(src, snap), own_snap=own) as txn:
         if not host.dry_run():
             for entry in os.listdir(where):
                 if entry in PRIVATE or entry.endswith(".log"):
@@ -215,7 +215,7 @@ def get(root, name):
     """(dataset, folder) of an existing image; NotFound naming the known ones."""
     check_name(name)
     ds = dataset(root, name)
-    if not zfs.lzc_exists(f"{ds}@{BASE}"):
+    if not zfs.lzc_exists(zfs.snapshot_name(ds, BASE)):
         known = ", ".join(i["name"] for i in listing(root)) or "none"
         raise NotFound(f"no image '{name}' (images: {known})")
     return ds, folder(root, name)

@@ -93,7 +93,7 @@ class SnapSet:
         return min(int(p.get("createtxg") or p.get("creation") or 0) for p in self.members.values())
 
     def full_names(self):
-        return [f"{ds}@{self.name}" for ds in self.datasets if ds in self.members]
+        return [zfs.snapshot_name(ds, self.name) for ds in self.datasets if ds in self.members]
 
 
 @record()
@@ -115,7 +115,7 @@ def listing(dsets):
     rows = zfs.get_props(dsets, _PROPS, recursive=True, depth=1)
     by_name, avail = {}, {}
     for full, props in rows.items():
-        ds, _, short = full.partition("@")
+        ds, short = zfs.split_snapshot(full)
         if ds not in dsets:
             continue
         if not short:
@@ -131,7 +131,7 @@ def create(vm, cfg, snap):
     (left by a killed create or destroy) is replaced."""
     check_snap_name(vm.name, snap)
     dsets = datasets_of(vm, cfg)
-    names = [f"{ds}@{snap}" for ds in dsets]
+    names = [zfs.snapshot_name(ds, snap) for ds in dsets]
     try:
         zfs.lzc_snapshot(names)
     except zfs.SnapshotExists:
@@ -248,7 +248,7 @@ def rollback(vm, have, target, newer):
     if newer:
         destroy_sets(vm, newer)
     for ds in target.datasets:
-        zfs.lzc_rollback_to(ds, f"{ds}@{target.name}")
+        zfs.lzc_rollback_to(ds, zfs.snapshot_name(ds, target.name))
 
 
 def prune_plan(vm, cfg, keep):

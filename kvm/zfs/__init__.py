@@ -1,7 +1,8 @@
 """The one door to ZFS: a libzfs_core-shaped API over pyzfs (pyzfs.py) or the `zfs` command
 (command.py); send and receive streams (stream.py), all-or-nothing creation (txn.py), who depends
-on whom (deps.py), libzfs_core's error classes (errors.py). Nothing outside this package runs
-`zfs` or `zpool`.
+on whom (deps.py), libzfs_core's error classes (errors.py), snapshot names (names.py). Nothing
+outside this package runs `zfs` or `zpool`, or joins or splits DATASET@SNAP itself
+(tests/unit/test_zfs_door.py holds kvm/ to that).
 
 Mutating calls carry libzfs_core's names and meanings; failures raise classes named
 as in `libzfs_core.exceptions` (errors.py). What libzfs_core cannot do on
@@ -17,7 +18,8 @@ from kvm.zfs.errors import (DatasetBusy, DatasetExists, DatasetNotFound, NameInv
     SnapshotNotLatest, ZFSError, classify)
 from kvm.zfs.errors import BY_NAME  # noqa: F401
 from kvm.zfs.command import (BUSY_TRIES, BUSY_WAIT, RENAME_TRIES, RENAME_WAIT, CommandBackend,  # noqa: F401
-                             check_name, get_props, mount_if_there, run)
+                             check_name, get_props, get_props_later, mount_if_there, run)
+from kvm.zfs.names import is_snapshot, snapshot_name, split_snapshot  # noqa: F401
 from kvm.zfs.command import _retry_busy
 
 def probe_pyzfs():
@@ -90,6 +92,18 @@ def destroy_recursive(name, tries=5):
     _retry_busy(lambda: run(["destroy", "-r", name], name), name, tries)
 
 
+def volume_sizes(names):
+    """{zvol: volsize in bytes} of the named volumes, in one call; one zfs cannot answer for
+    (missing, not a volume) is left out, and a failing zfs gives {} (never raises)."""
+    res = host.run(["zfs", "get", "-H", "-p", "-o", "name,value", "volsize", *names], mutating=False, check=False)
+    out = {}
+    for line in res.stdout.splitlines():
+        name, _, value = line.partition("\t")
+        if value.isdigit():
+            out[name] = int(value)
+    return out
+
+
 def find_marked(prop):
     """Datasets where the user property `prop` is set locally (not inherited)."""
     res = host.run(["zfs", "get", "-H", "-p", "-o", "name,value,source", prop], mutating=False, check=False)
@@ -114,7 +128,7 @@ def dataset_of_path(path):
     target = str(path).rstrip("/")
     for line in res.stdout.splitlines():
         name, _, mnt = line.partition("\t")
-        if mnt.rstrip("/") == target and "@" not in name:
+        if mnt.rstrip("/") == target and not is_snapshot(name):
             return name
     return None
 

@@ -8,6 +8,7 @@ from kvm import host
 from kvm.errors import CommandFailed
 from kvm.zfs.errors import (DatasetBusy, NameInvalid, NameTooLong, PoolsDiffer, SnapshotNotFound, ZFSError,  # noqa: F401
                             classify)
+from kvm.zfs.names import is_snapshot, snapshot_name, split_snapshot
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*(/[A-Za-z0-9_.:\-]+)*(@[A-Za-z0-9_.:\-]+)?\Z")
 
@@ -34,9 +35,9 @@ def _check_snaps(snaps):
     snaps = list(snaps)
     for snap in snaps:
         check_name(snap)
-        if "@" not in snap:
+        if not is_snapshot(snap):
             raise NameInvalid("not a snapshot name", snap)
-    if len({s.split("/")[0].split("@")[0] for s in snaps}) > 1:
+    if len({split_snapshot(s)[0].split("/")[0] for s in snaps}) > 1:
         raise PoolsDiffer("snapshots must be in one pool", snaps[0])
     return snaps
 
@@ -71,7 +72,7 @@ class CommandBackend:
     def lzc_destroy_snaps(self, snaps, defer=False):
         by_dataset = {}
         for snap in snaps:
-            ds, _, short = snap.partition("@")
+            ds, short = split_snapshot(snap)
             by_dataset.setdefault(ds, []).append(short)
         for ds, shorts in by_dataset.items():
             _destroy_list(ds, shorts, ["-d"] if defer else [])
@@ -102,7 +103,7 @@ class CommandBackend:
         """Snapshot names of one dataset, oldest first."""
         rows = get_props([name], ["type", "createtxg", "creation"], recursive=True, depth=1)
         snaps = [(int(p.get("createtxg") or p.get("creation") or 0), n) for n, p in rows.items()
-                 if p.get("type") == "snapshot" and n.split("@")[0] == name]
+                 if p.get("type") == "snapshot" and split_snapshot(n)[0] == name]
         return [n for _, n in sorted(snaps)]
 
 
@@ -122,8 +123,25 @@ def get_props(names, props, recursive=False, depth=None, with_source=False):
         if depth is not None:
             args += ["-d", str(depth)]
     res = run([*args, ",".join(props), *names], names[0], mutating=False)
+    return _parse_get(res.stdout, with_source)
+
+
+def get_props_later(names, props):
+    """get_props' one call started now and collected later, so that its wait overlaps other
+    work (vminfo reads set.conf meanwhile): returns a function that waits for it and gives
+    {dataset: {prop: value}}. `names` None asks about every dataset. Read-only and never
+    raises: a failing zfs (a missing dataset, no zfs at all) gives what it printed, often {}."""
+    if names is not None and not names:
+        return lambda: {}
+    pending = host.run_later(["zfs", "get", "-H", "-p", "-o", "name,property,value", ",".join(props),
+                              *(names or [])])
+    return lambda: _parse_get(pending.result().stdout)
+
+
+def _parse_get(stdout, with_source=False):
+    """{dataset: {prop: value}} from `zfs get -H -p -o name,property,value[,source]`."""
     out = {}
-    for line in res.stdout.splitlines():
+    for line in stdout.splitlines():
         parts = line.split("\t")
         if len(parts) < 3:
             continue
@@ -175,7 +193,7 @@ def _snapshot_each(snaps):
 def _destroy_list(ds, shorts, opts):
     """Destroy ds@each of shorts: one `zfs destroy ds@a,b,c` where ZFS has the list form."""
     if len(shorts) > 1 and not _NO_LIST_FORM:
-        res = host.run(["zfs", "destroy", *opts, f"{ds}@{','.join(shorts)}"], check=False)
+        res = host.run(["zfs", "destroy", *opts, snapshot_name(ds, ",".join(shorts))], check=False)
         if res.status == 0 or "could not find any snapshots" in res.stderr:
             return
         if "invalid dataset name" in res.stderr or "does not exist" in res.stderr:
@@ -183,7 +201,8 @@ def _destroy_list(ds, shorts, opts):
         # any other failure: one by one below, which names the snapshot at fault
     for short in shorts:
         try:
-            run(["destroy", *opts, f"{ds}@{short}"], f"{ds}@{short}")
+            snap = snapshot_name(ds, short)
+            run(["destroy", *opts, snap], snap)
         except SnapshotNotFound:
             pass  # libzfs_core: destroying a missing snapshot is not an error
 
@@ -199,7 +218,7 @@ def _retry_busy(action, name, tries=BUSY_TRIES):
             if host.dry_run():
                 raise
             time.sleep(BUSY_WAIT * (attempt + 1))
-    unmounted_now = "@" not in name and host.run(["zfs", "unmount", name], check=False).status == 0
+    unmounted_now = not is_snapshot(name) and host.run(["zfs", "unmount", name], check=False).status == 0
     try:
         return action()
     except BaseException:

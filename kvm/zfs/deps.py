@@ -10,7 +10,7 @@ def clones_by_origin(pool):
     out = {}
     for name, props in rows.items():
         origin = props.get("origin")
-        if origin and "@" not in name:
+        if origin and not zfs.is_snapshot(name):
             out.setdefault(origin, []).append(name)
     return out
 
@@ -18,7 +18,7 @@ def clones_by_origin(pool):
 def clones_of(dataset, table=None):
     """The clones of any snapshot of `dataset` (not of its children), sorted."""
     table = clones_by_origin(dataset.split("/")[0]) if table is None else table
-    return sorted(c for snap, users in table.items() if snap.split("@")[0] == dataset for c in users)
+    return sorted(c for snap, users in table.items() if zfs.split_snapshot(snap)[0] == dataset for c in users)
 
 
 def dependents(dataset, table=None):

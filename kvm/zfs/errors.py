@@ -1,6 +1,7 @@
 """ZFS failures, named as in `libzfs_core.exceptions`, and how a `zfs` command's stderr maps onto them."""
 
 from kvm.errors import KvmError
+from kvm.zfs.names import is_snapshot
 
 
 class ZFSError(KvmError):
@@ -93,7 +94,7 @@ def classify(name, stderr):
     text = stderr.strip().splitlines()
     msg = text[-1] if text else "zfs failed"
     low = stderr.lower()
-    snapshot = "@" in (name or "")
+    snapshot = is_snapshot(name or "")
     for needle, cls in _PATTERNS:
         if needle in low:
             if cls is None and needle == "dataset does not exist":

@@ -106,10 +106,11 @@ def estimate(snap, fromsnap=None):
         for line in res.stdout.splitlines():
             if line.startswith("size"):
                 return int(line.split()[-1]), "zfs send -nP"
-    names = [n for n in (snap.split("@")[0], snap, fromsnap) if n and zfs.lzc_exists(n)]
+    dataset = zfs.split_snapshot(snap)[0]
+    names = [n for n in (dataset, snap, fromsnap) if n and zfs.lzc_exists(n)]
     props = zfs.get_props(names, ["referenced", "used"])
     ref = {n: int(p.get("referenced") or 0) for n, p in props.items()}
-    now = ref.get(snap, ref.get(snap.split("@")[0], 0))
+    now = ref.get(snap, ref.get(dataset, 0))
     if not fromsnap:
         return now, "referenced"
     alone = int(props.get(snap, {}).get("used") or 0)
@@ -119,8 +120,8 @@ def estimate(snap, fromsnap=None):
 def snapshot_guids(dataset):
     """[(short name, guid)] of a dataset's snapshots, oldest first ([] when it has none)."""
     rows = zfs.get_props([dataset], ["type", "guid", "createtxg"], recursive=True, depth=1)
-    snaps = [(int(p.get("createtxg") or 0), n.split("@")[1], p.get("guid")) for n, p in rows.items()
-             if p.get("type") == "snapshot" and n.split("@")[0] == dataset]
+    snaps = [(int(p.get("createtxg") or 0), zfs.split_snapshot(n)[1], p.get("guid")) for n, p in rows.items()
+             if p.get("type") == "snapshot" and zfs.split_snapshot(n)[0] == dataset]
     return [(short, guid) for _, short, guid in sorted(snaps)]
 
 
