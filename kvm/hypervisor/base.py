@@ -2,12 +2,11 @@
 backend offers (documented in __init__.py). Backends import this module, never the package's face,
 so that bhyve/ and qemu/ stay independent of each other."""
 
-from collections import namedtuple
-
 from kvm.errors import KvmError
+from kvm.host.record import record
 
-# Records, immutable and compared by value. namedtuple, not dataclass: status and vmlist import
-# this module, and dataclasses (with inspect and ast) cost them about 20 ms at each start.
+# Records, immutable and compared by value: kvm.host.record, kvm's one record style (dataclasses
+# would cost status and vmlist, which import this module, about 20 ms at each start: inspect, ast).
 
 
 class LaunchFailed(KvmError):
@@ -17,20 +16,35 @@ class LaunchFailed(KvmError):
 # What a plan needs beside the config: root, the install root (pinned firmware); vnc_port, the
 # port chosen for VNC, when VNC is on; strict, a real launch (missing firmware raises, as does a
 # passthru device the host has not readied for qemu; else a placeholder is shown, nothing checked).
-Context = namedtuple("Context", "root vnc_port strict", defaults=(None, True))
+@record(frozen=True)
+class Context:
+    root: object
+    vnc_port: object = None
+    strict: bool = True
 
 # What one launch runs: argv, the hypervisor process; loader, run to its end before argv
 # (grub-bhyve), or None; files, ((path, text), ...) written before the loader runs (device.map);
 # firmware, the boot ROM or loader binary in use; console, the guest's side of the serial
 # console, when it has one; needs, host facilities to prepare (kernel modules); detail, what a
 # backend keeps for start() beyond argv (qemu: its own plan).
-Plan = namedtuple("Plan", "argv loader files firmware console needs detail",
-                  defaults=(None, (), None, None, (), None))
+@record(frozen=True)
+class Plan:
+    argv: list
+    loader: object = None
+    files: tuple = ()
+    firmware: object = None
+    console: object = None
+    needs: tuple = ()
+    detail: object = None
 
 # How a hypervisor process ended: code, the exit status (negative: killed by that signal; None
 # when it never ran); reason, reboot, poweroff, halt, triplefault, error, signal, unknown (qemu
 # adds fault); text, for the log.
-Exit = namedtuple("Exit", "code reason text")
+@record(frozen=True)
+class Exit:
+    code: object
+    reason: str
+    text: str
 
 
 # every method a backend offers (documented above); a backend is a class with all of them

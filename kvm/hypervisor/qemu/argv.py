@@ -14,10 +14,10 @@ and launches again, as with bhyve); the SHUTDOWN event's reason says why it ende
 qemu exits 0 for a reset and a power off alike.
 """
 
-from collections import namedtuple
 from pathlib import Path
 
 from kvm.errors import ConfigError
+from kvm.host.record import record
 from kvm.hypervisor.qemu import qmp
 
 BINARY = "qemu-system-x86_64"
@@ -47,9 +47,18 @@ COM_ID = "com1"  # the chardev COM1 is on
 # (change-vnc-password) before `cont`; paused, started with -S (`cont` once the password is set /
 # a VNC client came); wait_vnc, VNC=wait (`cont` on the VNC_CONNECTED event); notes, settings
 # ignored on qemu, one line each; name, the VM's; log, the console.log qemu appends COM1's output
-# to, or None. (namedtuple: see kvm/hypervisor/__init__.py.)
-Plan = namedtuple("Plan", "argv qmp console vnc_password paused wait_vnc notes name log",
-                  defaults=(None, None, False, False, (), None, None))
+# to, or None. (A record: see kvm/host/record.py.)
+@record(frozen=True)
+class Plan:
+    argv: list
+    qmp: object
+    console: object = None
+    vnc_password: object = None
+    paused: bool = False
+    wait_vnc: bool = False
+    notes: tuple = ()
+    name: object = None
+    log: object = None
 
 
 def run_file(run_dir, name, what):
