@@ -60,12 +60,8 @@ def find_root(explicit=None, launcher_dir=None):
 
 def _marked_root():
     from kvm import zfs
-    marked = zfs.find_marked(ROOT_PROP)
-    roots = []
-    for name in marked:
-        mnt = zfs.get_prop(name, "mountpoint")
-        if mnt and mnt not in ("none", "legacy") and is_root_dir(mnt):
-            roots.append(Root(Path(mnt), name))
+    roots = [Root(Path(mnt), name) for name, mnt in sorted(zfs.marked_mountpoints(ROOT_PROP).items())
+             if mnt.startswith("/") and is_root_dir(mnt)]
     if not roots:
         raise NotFound("no kvm install found: run kvminst, or give --root DIR or KVM_ROOT")
     if len(roots) > 1:

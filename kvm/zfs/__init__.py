@@ -104,11 +104,19 @@ def volume_sizes(names):
     return out
 
 
-def find_marked(prop):
-    """Datasets where the user property `prop` is set locally (not inherited)."""
-    res = host.run(["zfs", "get", "-H", "-p", "-o", "name,value,source", prop], mutating=False, check=False)
-    return [line.split("\t")[0] for line in res.stdout.splitlines()
-            if line.count("\t") >= 2 and line.split("\t")[2] == "local"]
+def marked_mountpoints(prop):
+    """{dataset: mountpoint} of the datasets where the user property `prop` is set locally, from
+    one zfs call (a dataset destroyed meanwhile is simply not in it; a second call per dataset
+    would fail on it)."""
+    res = host.run(["zfs", "get", "-H", "-p", "-o", "name,property,value,source", f"{prop},mountpoint"],
+                   mutating=False, check=False)
+    rows = {}
+    for line in res.stdout.splitlines():
+        parts = line.split("\t")
+        if len(parts) == 4:
+            rows.setdefault(parts[0], {})[parts[1]] = (parts[2], parts[3])
+    return {name: props.get("mountpoint", ("-", ""))[0] for name, props in rows.items()
+            if props.get(prop, ("", ""))[1] == "local"}
 
 
 def pools():

@@ -2,6 +2,7 @@
 its ExecStart/ExecStop run as systemd runs them; the FreeBSD rc.d output stays as it was."""
 
 import os
+from pathlib import Path
 import shlex
 import shutil
 import subprocess

@@ -129,12 +129,12 @@ def test_missing_dataset_raises_not_found(pool):
     assert "does not exist" in str(err.value)
 
 
-def test_find_marked_ignores_inherited(ds):
+def test_marked_mountpoints_ignores_inherited_and_gives_the_mountpoint(ds):
     zfs.lzc_create(ds)
     zfs.lzc_create(ds + "/child")
     prop = f"kvm:mark{uuid.uuid4().hex[:6]}"
     zfs.set_prop(ds, prop, "yes")
-    assert zfs.find_marked(prop) == [ds]
+    assert zfs.marked_mountpoints(prop) == {ds: f"/{ds}"}
 
 
 def test_dry_run_skips_mutations_but_reads_run(ds, capsys):
