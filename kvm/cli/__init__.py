@@ -6,7 +6,9 @@ import importlib
 import os
 import sys
 
-from kvm.manage.commands import ALL as COMMANDS, ROOT_COMMANDS  # noqa: F401 - the names live in the library
+from kvm.cli import common
+from kvm.manage.commands import ALL as COMMANDS  # noqa: F401 - the names live in the library
+from kvm.manage.commands import ROOT_COMMANDS
 
 # Every command's module is kvm.cli.<command>.
 
@@ -17,7 +19,6 @@ PATH_COMMANDS = ("kvminst", "vmcreate", "vmdestroy", "vminfo", "vmlist", "vmrena
 
 def main(command, argv=None, launcher_dir=None):
     """Run one command with argv (default sys.argv[1:]); returns its exit status."""
-    from kvm.cli import common
     module = importlib.import_module(f"kvm.cli.{command}")
     argv = sys.argv[1:] if argv is None else argv
     return common.run(module.PROG, module.build_parser, module.body, argv, launcher_dir)

@@ -1,7 +1,9 @@
 """cloudinit NAME [flags]: write (or rewrite) the VM's cloud-init NoCloud seed.iso."""
 
-from kvm.errors import KvmError, UsageError
 from kvm.cli import common
+from kvm.conf import cloudinit
+from kvm.errors import KvmError, UsageError
+from kvm.host import lock
 
 PROG = "cloudinit"
 
@@ -30,7 +32,6 @@ def _read(path, what, vm):
 
 def seed_from_args(args, vm_name, base=None):
     """A checked cloudinit.Seed: the flags given over `base` (the seed written before)."""
-    from kvm.conf import cloudinit
     seed = base or cloudinit.Seed()
     for key in ("user", "password_hash", "hostname", "ip", "gateway"):
         if getattr(args, key):
@@ -62,8 +63,6 @@ def build_parser():
 
 
 def body(args):
-    from kvm.conf import cloudinit
-    from kvm.host import lock
     vm = common.get_vm(args, root_user=True)
     seed = seed_from_args(args, vm.name, cloudinit.saved(vm))
     with lock.hold_vm(vm.name, "cloudinit"):

@@ -13,6 +13,8 @@ which zsh runs through its bashcompinit; one text serves both shells.
 
 import argparse
 
+from kvm.conf.templating import render
+
 # positionals by their dest: what their values are
 POSITIONAL_KINDS = {"name": "vm", "old": "vm", "src": "vm", "snap": "snap", "iso": "file"}
 # no VM exists yet by that name: nothing to offer
@@ -80,7 +82,6 @@ def bash_script(parsers, root, version, verbs=None, on_path=()):
     verbs = verbs or {}
     specs = "\n".join(_case_spec(c, p, verbs.get(c, ())) for c, p in parsers.items())
     values = "\n".join(line for c, p in parsers.items() for line in _case_values(c, p, verbs.get(c, ())))
-    from kvm.conf.templating import render
     return render("completion.bash.j2", None, root=root, version=version, specs=specs, values=values,
                   commands=" ".join(parsers), on_path=" ".join(on_path))
 

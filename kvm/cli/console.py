@@ -2,8 +2,13 @@
 
 import sys
 
-from kvm.errors import NotFound, StateError
+from kvm import host
+from kvm import vm as vmmod
 from kvm.cli import common
+from kvm.errors import NotFound, StateError
+from kvm.host.console_relay import raw_terminal, relay
+from kvm.hypervisor import current as hypervisor
+from kvm.hypervisor.qemu.backend import console_log
 
 PROG = "console"
 
@@ -18,8 +23,6 @@ def build_parser():
 
 
 def body(args):
-    from kvm import host, vm as vmmod
-    from kvm.hypervisor import current as hypervisor
     vm = common.get_vm(args)
     if args.log:
         return print_log(vm)
@@ -39,7 +42,6 @@ def body(args):
 def attach(vm, sock_path):
     """Relay this terminal to the console socket until ~., a hang-up or the guest's end."""
     import socket
-    from kvm.host.console_relay import raw_terminal, relay
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(sock_path)
@@ -55,7 +57,6 @@ def attach(vm, sock_path):
 
 def print_log(vm):
     """console.log.0 then console.log, as bytes (the guest's output is not always UTF-8)."""
-    from kvm.hypervisor.qemu.backend import console_log
     path = console_log(vm.dir)
     parts = [p for p in (path.with_name(path.name + ".0"), path) if p.is_file()]
     if not parts:

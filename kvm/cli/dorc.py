@@ -2,8 +2,13 @@
 
 import re
 
-from kvm.errors import UsageError
+from kvm import vm as vmmod
 from kvm.cli import common
+from kvm.errors import UsageError
+from kvm.manage import rcinstall
+from kvm.manage.rcinstall import Options
+from kvm.platform import rcd
+from kvm.platform.rcd import STOP_TIMEOUT
 
 PROG = "dorc"
 WORDS = re.compile(r"^[A-Za-z0-9_ ]*\Z")
@@ -48,9 +53,6 @@ def answer(args, flag, question, default):
 
 
 def body(args):
-    from kvm.platform import rcd
-    from kvm.manage import rcinstall
-    from kvm import vm as vmmod
     at = rcd.where(args.rcdir)
     if args.remove:  # the VM need not exist: our script of a name no VM has is removed all the same
         vmmod.check_name(args.name)
@@ -67,8 +69,6 @@ def body(args):
 
 def options(args, vm):
     """The answers, from flags or asked; UsageError for a bad one."""
-    from kvm.platform.rcd import STOP_TIMEOUT
-    from kvm.manage.rcinstall import Options
     require = words(answer(args, "require", "REQUIRE (NETWORKING advised)", "NETWORKING"), "REQUIRE", vm.name)
     before = words(answer(args, "before", "BEFORE", ""), "BEFORE", vm.name)
     keyword = words(answer(args, "keyword", "KEYWORD (shutdown: stop it at host shutdown)", "shutdown"),
@@ -83,8 +83,6 @@ def options(args, vm):
 
 
 def write(args, vm, at):
-    from kvm.platform import rcd
-    from kvm.manage import rcinstall
     rcinstall.check_slot(vm.name, at)  # before asking anything
     opts, enable = options(args, vm)
     path = rcinstall.install(vm, opts, enable, at)

@@ -1,6 +1,8 @@
 """eject NAME: remove ISO= from the VM's set.conf."""
 
+from kvm import vm as vmmod
 from kvm.cli import common
+from kvm.conf import config, edit
 
 PROG = "eject"
 
@@ -13,8 +15,6 @@ def build_parser():
 
 
 def body(args):
-    from kvm.conf import config, edit
-    from kvm import vm as vmmod
     vm = common.get_vm(args, root_user=True)
     old = vm.config().iso
     if not edit.apply(vm, lambda text: config.remove_value(text, "ISO"), "eject"):

@@ -2,9 +2,14 @@
 
 import json
 import sys
+import time
 
-from kvm.errors import UsageError
+from kvm import vm as vmmod
 from kvm.cli import common
+from kvm.errors import UsageError
+from kvm.manage.info import human_size
+from kvm.storage import images
+from kvm.storage.snap import hold
 
 PROG = "image"
 VERBS = ("import", "publish", "list", "destroy")
@@ -37,8 +42,6 @@ def _progress(done, size):
 
 
 def body(args):
-    from kvm.storage import images
-    from kvm.manage.info import human_size
     root = common.get_root(args)
     if args.verb == "list":
         _want(args, 0, "[-H] [--json]")
@@ -59,11 +62,9 @@ def body(args):
     elif args.verb == "publish":
         vm_name, name = _want(args, 2, "VM NAME [--snapshot S]")
         vm = common.get_vm(args, root_user=True, name=vm_name)
-        from kvm import vm as vmmod
         if vmmod.runtime(vm).active:
             common.warn(PROG, "the VM is running: this image is crash-consistent (like pulling the plug); "
                               "stop the VM for a clean one", vm=vm.name)
-        from kvm.storage.snap import hold
         with hold(vm, "image publish", running_ok=True):
             values = images.publish(root, vm, name, args.snapshot)
         done = f"published {vm_name} as image {name} ({values['source']})"
@@ -77,5 +78,4 @@ def body(args):
 
 
 def _when(epoch):
-    import time
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(epoch)) if epoch else "-"

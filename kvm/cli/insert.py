@@ -1,8 +1,11 @@
 """insert NAME ISO: set ISO= in the VM's set.conf."""
 
 import os
-from kvm.errors import UsageError, NotFound
+
+from kvm import vm as vmmod
 from kvm.cli import common
+from kvm.conf import config, edit
+from kvm.errors import NotFound, UsageError
 
 PROG = "insert"
 
@@ -31,8 +34,6 @@ def resolve_iso(vm, given):
 
 
 def body(args):
-    from kvm.conf import config, edit
-    from kvm import vm as vmmod
     vm = common.get_vm(args, root_user=True)
     value = resolve_iso(vm, args.iso)
     changed = edit.apply(vm, lambda text: config.set_value(text, "ISO", value), "insert")

@@ -1,9 +1,15 @@
 """kvminst [-p POOL] [-y] [--repin] [--python PATH] [--uninstall] [--verify] [--root DIR]: install kvm
 on a pool, or upgrade it."""
 
-from kvm import zfs
-from kvm.errors import UsageError
-from kvm.cli import common
+from pathlib import Path
+
+from kvm import __version__, zfs
+from kvm.cli import PATH_COMMANDS, common, completion
+from kvm.errors import NotFound, UsageError
+from kvm.manage.commands import ALL
+from kvm.manage.install import install, moved_python_risk, uninstall, uninstall_plan, verify_firmware
+from kvm.manage.schedule import owned
+from kvm.vm.root import Root, find_root
 
 PROG = "kvminst"
 
@@ -60,7 +66,6 @@ def body(args):
     if not args.yes and not args.dry_run and not common.confirm(f"Install kvm into {pool}/kvm", False):
         common.info("Nothing done.")
         return 1
-    from kvm.manage.install import install, moved_python_risk
     report = install(pool, repin=args.repin, python=args.python, completion=completion_files)
     verb, done = ("upgrade", "upgraded") if report.upgraded else ("install", "installed")
     for name in report.created:
@@ -90,10 +95,6 @@ def completion_files(root):
     """{file: text} of the bash and zsh completion, from the parsers of the commands installed."""
     import importlib
 
-    from kvm import __version__
-    from kvm.cli import completion
-    from kvm.manage.commands import ALL
-    from kvm.cli import PATH_COMMANDS
     modules = {c: importlib.import_module(f"kvm.cli.{c}") for c in ALL}
     parsers = {c: m.build_parser() for c, m in modules.items()}
     verbs = {c: list(m.VERBS.values()) for c, m in modules.items() if isinstance(getattr(m, "VERBS", None), dict)}
@@ -101,7 +102,6 @@ def completion_files(root):
 
 
 def do_uninstall(args):
-    from kvm.manage.install import uninstall, uninstall_plan
     root = _target_root(args)
     dataset = root.dataset()
     scripts = uninstall_plan(root)
@@ -109,7 +109,6 @@ def do_uninstall(args):
     for script in scripts:
         common.info(f"It also removes the systemd unit {script.path} and its link." if script.unit else
                     f"It also removes the rc.d script {script.path} and {script.rcvar} from rc.conf.")
-    from kvm.manage.schedule import owned
     for path in owned(root.path):
         common.info(f"It also removes the snapshot schedule {path}.")
     if not common.confirm(f"Destroy {dataset}", args.yes or args.dry_run):
@@ -123,7 +122,6 @@ def do_uninstall(args):
 
 def do_verify(args):
     """Print `NAME: OK|FAILED|MISSING` per pinned file, as `sha256sum -c` does."""
-    from kvm.manage.install import verify_firmware
     root = _target_root(args)
     results = verify_firmware(root.path)
     for name, verdict in results:
@@ -140,15 +138,11 @@ def _target_root(args):
     """The install --uninstall and --verify work on: POOL/kvm with -p, else KVM_ROOT or the marked one."""
     if args.pool:
         return _root_of_pool(args.pool)
-    from kvm.vm.root import find_root
     return find_root(args.root, None)
 
 
 def _root_of_pool(pool):
-    from pathlib import Path
 
-    from kvm.errors import NotFound
-    from kvm.vm.root import Root
     ds = f"{pool}/kvm"
     if not zfs.lzc_exists(ds):
         raise NotFound(f"no kvm install on pool '{pool}' ({ds} does not exist)")

@@ -2,8 +2,13 @@
 
 import json
 
-from kvm.errors import UsageError
+from kvm import vm as vmmod
 from kvm.cli import common
+from kvm.cli.snapauto import add_args, do_auto
+from kvm.errors import ConfigError, StateError, UsageError
+from kvm.manage import info
+from kvm.manage.destroy import check_free, destroy_dependents
+from kvm.storage import snap
 
 PROG = "snap"
 VERBS = {"c": "create", "d": "destroy", "r": "rollback", "l": "list", "p": "prune", "a": "auto"}
@@ -30,7 +35,6 @@ def build_parser():
     p.add_argument("-p", dest="parsable", action="store_true", help="list: exact numbers")
     p.add_argument("--json", action="store_true", help="list: JSON")
     p.add_argument("--keep", type=int, metavar="N", help="prune: how many of the newest snapshots to keep")
-    from kvm.cli.snapauto import add_args
     add_args(p)
     return p
 
@@ -40,7 +44,6 @@ def body(args):
     if verb is None:
         raise UsageError(f"unknown verb '{args.verb}' (create, destroy, rollback, list, prune, auto)")
     if verb == "auto":
-        from kvm.cli.snapauto import do_auto
         return do_auto(args)
     if args.all or not args.name:
         raise UsageError(f"{verb} needs one VM name" + (" (--all is for auto only)" if args.all else ""))
@@ -49,8 +52,6 @@ def body(args):
 
 
 def do_create(vm, args):
-    from kvm.storage import snap
-    from kvm import vm as vmmod
     name = args.snap if args.snap is not None else snap.default_name()
     snap.check_snap_name(vm.name, name)
     cfg = vm.config()
@@ -64,7 +65,6 @@ def do_create(vm, args):
 
 
 def do_destroy(vm, args):
-    from kvm.storage import snap
     if not args.snap:
         raise UsageError("destroy needs a snapshot name or range", vm=vm.name)
     with snap.hold(vm, "snap destroy", running_ok=True):
@@ -72,13 +72,11 @@ def do_destroy(vm, args):
         if args.recursive:
             users = snap.clones_of_sets(vm, snap.select(vm, snap.listing(snap.datasets_of(vm, cfg)), args.snap))
             if users:
-                from kvm.manage.destroy import check_free
                 check_free(vm, users)
                 common.info(f"This destroys the clones too: {', '.join(users)}.")
                 if not common.confirm("Go on", args.yes or args.dry_run):
                     common.info("Nothing done.")
                     return 1
-        from kvm.manage.destroy import destroy_dependents
         names = snap.destroy(vm, cfg, args.snap, destroy_dependents if args.recursive else None)
     for name in names:
         common.said(args, f"destroyed {vm.name}@{name}", f"would destroy {vm.name}@{name}")
@@ -86,9 +84,6 @@ def do_destroy(vm, args):
 
 
 def do_rollback(vm, args):
-    from kvm.storage import snap
-    from kvm import vm as vmmod
-    from kvm.errors import StateError
     # the running check and the rollback under the VM's lock: a start cannot slip in between
     with snap.hold(vm, "snap rollback"):
         if vmmod.runtime(vm).active:
@@ -106,9 +101,6 @@ def do_rollback(vm, args):
 
 
 def do_list(vm, args):
-    from kvm.manage import info
-    from kvm.storage import snap
-    from kvm.errors import ConfigError
     try:
         dsets = snap.datasets_of(vm, vm.config())
     except ConfigError as exc:  # listing must not need a valid set.conf: show the VM dataset's
@@ -134,7 +126,6 @@ def do_list(vm, args):
 
 
 def do_prune(vm, args):
-    from kvm.storage import snap
     if args.keep is None or args.keep < 0:
         raise UsageError("prune needs --keep N (N >= 0)", vm=vm.name)
     with snap.hold(vm, "snap prune", running_ok=True):

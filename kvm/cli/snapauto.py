@@ -4,15 +4,16 @@ the scheduled snapshots (kvm/storage/snapauto.py has the keep rule), as periodic
 import sys
 import time
 
-from kvm.errors import KvmError, UsageError
+from kvm import vm as vmmod
 from kvm.cli import common
+from kvm.errors import KvmError, UsageError
+from kvm.storage.snapauto import DEFAULT_KEEP, check_keep, run
 
 PROG = "snap"
 
 
 def add_args(p):
     """snap's parser gets --all and the keep counts."""
-    from kvm.storage.snapauto import DEFAULT_KEEP
     p.add_argument("--all", action="store_true", help="auto: every VM of the root")
     units = {"hourly": "hours", "daily": "days", "weekly": "ISO weeks", "monthly": "months"}
     for rule, count in DEFAULT_KEEP.items():
@@ -26,7 +27,6 @@ def vms(args):
     if args.all == bool(args.name):
         raise UsageError("auto needs a VM name or --all (not both)")
     if args.all:
-        from kvm import vm as vmmod
         common.need_root_user()
         return vmmod.list_vms(common.get_root(args))
     return [common.get_vm(args, root_user=True)]
@@ -34,7 +34,6 @@ def vms(args):
 
 def do_auto(args):
     """One set per VM, then the prune; with --all a VM that fails is reported and the others go on."""
-    from kvm.storage.snapauto import DEFAULT_KEEP, check_keep
     keep = check_keep({rule: getattr(args, f"keep_{rule}") if getattr(args, f"keep_{rule}") is not None
                        else count for rule, count in DEFAULT_KEEP.items()})
     if args.snap:
@@ -55,8 +54,6 @@ def do_auto(args):
 
 
 def one(vm, keep, now, dry_run):
-    from kvm import vm as vmmod
-    from kvm.storage.snapauto import run
     if vmmod.runtime(vm).active:
         common.warn(PROG, "the VM is running: its auto- snapshot is crash-consistent", vm=vm.name)
     p = run(vm, keep, now)

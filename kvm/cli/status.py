@@ -1,8 +1,10 @@
 """status NAME: the bhyve pid, 0 when stopped, -1 when the VM does not exist."""
 
 import json
-from kvm.errors import NotFound
+
+from kvm import vm as vmmod
 from kvm.cli import common
+from kvm.errors import NotFound
 
 PROG = "status"
 EXIT = {"running": 0, "orphaned": 0}
@@ -17,7 +19,6 @@ def build_parser():
 
 
 def body(args):
-    from kvm import vm as vmmod
     vmmod.check_name(args.name)
     root = common.get_root(args)
     try:

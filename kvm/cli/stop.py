@@ -1,6 +1,9 @@
 """stop [-f] [-t SECONDS] NAME: power the VM off, gracefully by default."""
 
+from kvm import vm as vmmod
 from kvm.cli import common
+from kvm.errors import UsageError
+from kvm.run.power import MAX_TIMEOUT, stop_vm, vm_timeout
 
 PROG = "stop"
 HOW = {"acpi": "shut down by the guest (ACPI power button)",
@@ -26,11 +29,8 @@ def build_parser():
 
 
 def body(args):
-    from kvm import vm as vmmod
-    from kvm.run.power import MAX_TIMEOUT, stop_vm, vm_timeout
     vmmod.check_name(args.name)  # before the -t check: a bad name is the first thing to say
     if args.timeout is not None and not 1 <= args.timeout <= MAX_TIMEOUT:
-        from kvm.errors import UsageError
         raise UsageError(f"timeout {args.timeout} is out of range (1..{MAX_TIMEOUT} seconds)", vm=args.name)
     vm = common.get_vm(args, root_user=True)
     how = stop_vm(vm, timeout=args.timeout, force=args.force)

@@ -1,6 +1,8 @@
 """vmclone SRC DST [--snapshot S] [-y] [--independent]: a new VM from another's snapshot."""
 
+from kvm import vm as vmmod
 from kvm.cli import common
+from kvm.manage import clone
 
 PROG = "vmclone"
 
@@ -21,8 +23,6 @@ def build_parser():
 
 
 def body(args):
-    from kvm.manage import clone
-    from kvm import vm as vmmod
     src = common.get_vm(args, root_user=True, name=args.src)
     vmmod.check_name(args.dst, "new VM name")
     if vmmod.runtime(src).active:

@@ -1,11 +1,12 @@
 """vmcreate [NAME] [flags]: create a VM (asks what the flags do not say)."""
 
-from kvm.conf import config, reach
-from kvm.manage.create import (DEFAULT_BRIDGE, DEFAULT_DISK_SIZE, Answers, check_ifname, create, size_bytes,
-    summary)
-from kvm.errors import KvmError, UsageError
+from kvm import vm as vmmod
 from kvm.cli import common
 from kvm.cli.cloudinit import add_seed_args, seed_from_args
+from kvm.conf import config, reach, shconf
+from kvm.errors import KvmError, UsageError
+from kvm.manage.create import DEFAULT_BRIDGE, DEFAULT_DISK_SIZE, Answers, check_ifname, create, size_bytes, summary
+from kvm.storage import images
 
 PROG = "vmcreate"
 
@@ -177,8 +178,6 @@ def image_defaults(args, root):
     """--from IMAGE: a published image's set.conf gives the defaults of what the flags omit."""
     if not args.image:
         return
-    from kvm.storage import images
-    from kvm.conf import shconf
     _, where = images.get(root, args.image)
     try:
         values = shconf.read_plain((where / "set.conf").read_text()).values
@@ -210,7 +209,6 @@ def body(args):
         if args.yes:
             raise UsageError("give the VM name")
         name = common.ask("VM name: ", "")
-    from kvm import vm as vmmod
     vmmod.check_name(name)
     try:
         image_defaults(args, root)

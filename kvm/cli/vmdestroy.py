@@ -1,6 +1,9 @@
 """vmdestroy NAME [-y] [-f]: destroy a VM, its data and snapshots, and our rc.d script."""
 
+from kvm import vm as vmmod
 from kvm.cli import common
+from kvm.manage import destroy
+from kvm.run.power import ensure_stopped
 
 PROG = "vmdestroy"
 
@@ -17,9 +20,6 @@ def build_parser():
 
 
 def body(args):
-    from kvm.manage import destroy
-    from kvm import vm as vmmod
-    from kvm.run.power import ensure_stopped
     vm = common.get_vm(args, root_user=True)
     dataset = destroy.dataset_of(vm)
     destroy.check_not_busy(vm)

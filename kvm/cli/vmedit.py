@@ -1,8 +1,12 @@
 """vmedit NAME: edit set.conf with $EDITOR on a copy, validated before it replaces the file."""
 
+import re
 import sys
 
+from kvm import vm as vmmod
 from kvm.cli import common
+from kvm.conf import edit
+from kvm.errors import KvmError
 
 PROG = "vmedit"
 
@@ -18,8 +22,6 @@ def build_parser():
 
 def edit_until_valid(vm, copy):
     """Run the editor until the copy validates; None when unchanged or the user gives up."""
-    from kvm.conf import edit
-    from kvm.errors import KvmError
     while True:
         edit.run_editor(vm, copy.path)
         text = copy.text()
@@ -44,8 +46,6 @@ class GaveUp(Exception):
 
 
 def body(args):
-    from kvm.conf import edit
-    from kvm import vm as vmmod
     vm = common.get_vm(args, root_user=True)
     with edit.Copy(vm) as copy:
         try:
@@ -67,7 +67,6 @@ def body(args):
 def print_diff(old, new):
     """What a dry run would change, as a unified diff of set.conf."""
     import difflib
-    import re
     for line in difflib.unified_diff(old.splitlines(), new.splitlines(), "set.conf", "set.conf (edited)",
                                      lineterm=""):
         print(re.sub(r"(VNCpassword=).*", r"\1***", line))  # a password is never printed

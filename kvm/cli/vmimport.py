@@ -3,6 +3,7 @@
 import os
 
 from kvm.cli import common
+from kvm.manage import importers
 
 PROG = "vmimport"
 
@@ -26,7 +27,6 @@ def build_parser():
 
 
 def body(args):
-    from kvm.manage import importers
     args.name = args.name or os.path.basename(os.path.normpath(args.dir))  # errors name the VM
     common.need_root_user(args.name)
     vm, plan, warnings = importers.import_vm(common.get_root(args), args.source, args.dir, args.name,

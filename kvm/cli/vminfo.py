@@ -1,7 +1,10 @@
 """vminfo NAME [--json]: what the VM is and whether it runs."""
 
 import json
+
 from kvm.cli import common
+from kvm.conf.reach import of_info
+from kvm.manage import info
 
 PROG = "vminfo"
 
@@ -16,10 +19,8 @@ def build_parser():
 
 
 def body(args):
-    from kvm.manage import info
     vm = common.get_vm(args)
     data = info.collect(vm)
-    from kvm.conf.reach import of_info
     for line in [*data["warnings"], *filter(None, [of_info(data)])]:
         common.warn(PROG, line, vm=vm.name)
     if args.json:

@@ -3,12 +3,14 @@
 import json
 
 from kvm.cli import common
+from kvm.hypervisor import current as hypervisor
+from kvm.manage import listing
+from kvm.manage.listing import COLUMNS, DEFAULT
 
 PROG = "vmlist"
 
 
 def build_parser():
-    from kvm.manage.listing import COLUMNS, DEFAULT
     p = common.parser(PROG, "List the VMs, running ones first, one line each. No root needed. "
                             f"Columns: {','.join(COLUMNS)} (default {','.join(DEFAULT)}).")
     p.add_argument("-H", dest="scripted", action="store_true", help="no header, tab-separated (like zfs -H)")
@@ -24,8 +26,6 @@ def build_parser():
 
 
 def body(args):
-    from kvm.manage import listing
-    from kvm.hypervisor import current as hypervisor
     shown = listing.columns(args.columns) if args.columns is not None else listing.DEFAULT
     keys = [(listing.columns(name, "-S" if down else "-s")[0], down) for name, down in args.sort]
     rows, warnings = listing.rows(common.get_root(args))

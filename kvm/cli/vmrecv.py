@@ -3,6 +3,8 @@
 import json
 
 from kvm.cli import common
+from kvm.migrate import receive
+from kvm.vm import check_name
 
 PROG = "vmrecv"
 
@@ -20,8 +22,6 @@ def build_parser():
 
 
 def body(args):
-    from kvm.migrate import receive
-    from kvm.vm import check_name
     check_name(args.name)
     root = common.get_root(args)
     print(json.dumps(receive.probe(root, args.name)), flush=True)

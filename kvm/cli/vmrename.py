@@ -1,6 +1,10 @@
 """vmrename OLD NEW [-f]: rename a VM."""
 
+from kvm import vm as vmmod
 from kvm.cli import common
+from kvm.errors import NotFound
+from kvm.manage.rename import check, rename, resume
+from kvm.run.power import ensure_stopped
 
 PROG = "vmrename"
 
@@ -17,10 +21,6 @@ def build_parser():
 
 
 def body(args):
-    from kvm import vm as vmmod
-    from kvm.errors import NotFound
-    from kvm.run.power import ensure_stopped
-    from kvm.manage.rename import check, rename, resume
     vmmod.check_name(args.old)
     vmmod.check_name(args.new, "new VM name")
     root = common.get_root(args)

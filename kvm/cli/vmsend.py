@@ -1,7 +1,10 @@
 """vmsend NAME DEST: migrate (warm by default, or --cold) or replicate (--copy) a VM to another root."""
 
-from kvm.errors import UsageError
+from kvm import host
 from kvm.cli import common
+from kvm.errors import UsageError
+from kvm.migrate.send import Dest, Sender
+from kvm.vm import check_name
 
 PROG = "vmsend"
 
@@ -37,9 +40,6 @@ def build_parser():
 
 
 def body(args):
-    from kvm import host
-    from kvm.migrate.send import Dest, Sender
-    from kvm.vm import check_name
     check_name(args.name)
     if bool(args.dest) == bool(args.local):
         raise UsageError("give DEST or --local ROOT (one of them)", vm=args.name)

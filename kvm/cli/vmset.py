@@ -1,6 +1,10 @@
 """vmset NAME KEY=VALUE ... [-u KEY]...: change set.conf settings without an editor."""
 
+from kvm import vm as vmmod
 from kvm.cli import common
+from kvm.conf import edit
+from kvm.conf.config import sh_quote
+from kvm.errors import UsageError
 
 PROG = "vmset"
 SECRETS = ("VNCpassword",)   # never printed: the report shows *** instead
@@ -22,7 +26,6 @@ def build_parser():
 
 def parse_assignments(vm, words):
     """[(key, value)] from KEY=VALUE words."""
-    from kvm.errors import UsageError
     out = []
     for word in words:
         key, sep, value = word.partition("=")
@@ -34,8 +37,6 @@ def parse_assignments(vm, words):
 
 def check_args(vm, sets, unsets, force):
     """Usage errors before set.conf is read: keys, values, a key both set and removed."""
-    from kvm.conf import edit
-    from kvm.errors import UsageError
     if not sets and not unsets:
         raise UsageError("nothing to change: give KEY=VALUE or -u KEY", vm=vm.name)
     edit.check_keys(vm, [k for k, _ in sets] + list(unsets), force)
@@ -48,15 +49,12 @@ def check_args(vm, sets, unsets, force):
 
 def shown(key, value):
     """A value as the report prints it: sh-quoted, a password masked."""
-    from kvm.conf.config import sh_quote
     if value is None:
         return "unset"
     return '"***"' if key in SECRETS and value else sh_quote(value)
 
 
 def body(args):
-    from kvm.conf import edit
-    from kvm import vm as vmmod
     vm = common.get_vm(args, root_user=True)
     sets = parse_assignments(vm, args.assignments)
     check_args(vm, sets, args.unset, args.force)

@@ -9,6 +9,7 @@ Passwords only as a hash the user gives: never a plain-text one.
 """
 
 import json
+import re
 import time
 
 from kvm import host
@@ -37,7 +38,6 @@ class Seed:
 
 def check(seed, vm):
     """One-line errors for what cloud-init would choke on."""
-    import re
     if seed.user and not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", seed.user):
         raise UsageError(f"user name '{seed.user}' is not a valid login name", vm=vm)
     if seed.hostname and not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9-]{1,63})*", seed.hostname):
@@ -106,6 +106,7 @@ def files(vm_name, seed):
 def build_iso(contents):
     """The ISO image bytes: ISO 9660 level 3 names, Rock Ridge and Joliet carrying the real ones."""
     import io
+
     import pycdlib
     iso = pycdlib.PyCdlib()
     iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident=LABEL)

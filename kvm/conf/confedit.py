@@ -2,8 +2,8 @@
 
 import re
 
-from kvm.errors import ConfigError
 from kvm.conf.shconf import CONF, Assignment, NeedsShell, assignments
+from kvm.errors import ConfigError
 
 
 def sh_quote(value):

@@ -7,13 +7,27 @@ the file: only the supervisor's launch asks for it, after the files were found s
 
 import os
 import re
-from kvm.host.record import field, record
 
-from kvm.errors import ConfigError, KvmError
-from kvm.conf.shconf import (CONF, NAME_RE, Assignment, NeedsShell, Reading, assignments, check_owner,  # noqa: F401
-    evaluate_text, evaluate_with_sh, parse_text, read_plain, read_text)
+from kvm.conf.cloudinit import seed_devices
 from kvm.conf.confedit import remove_value, set_value, sh_quote  # noqa: F401
 from kvm.conf.devices import EMULATIONS, NEEDS_SOURCE, RESERVED_SLOTS, Device, parse_devices  # noqa: F401
+from kvm.conf.shconf import (  # noqa: F401
+    CONF,
+    NAME_RE,
+    Assignment,
+    NeedsShell,
+    Reading,
+    assignments,
+    check_owner,
+    evaluate_text,
+    evaluate_with_sh,
+    parse_text,
+    read_plain,
+    read_text,
+)
+from kvm.errors import ConfigError, KvmError
+from kvm.host.lock import lstat_folder
+from kvm.host.record import field, record
 
 KNOWN = {
     "VMrom": "loader: uefi, grub, or an absolute path",
@@ -289,7 +303,6 @@ def _vnc_password(c):
 
 
 def _devices(c):
-    from kvm.conf.cloudinit import seed_devices  # CloudInit="1": seed.iso as one more CD, for every backend
     return {"devices": seed_devices(c, parse_devices(c.name, c.get("Devices"), c.options))}
 
 
@@ -337,7 +350,6 @@ def validate(name, vmdir, values, cpus=None, reading=None):
 
 def check_folder(folder):
     """The folder of a file sh will run must be a real folder of root's, writable by root only."""
-    from kvm.host.lock import lstat_folder
     check_owner(folder, lstat_folder(folder, folder, "refusing to run its files"))
 
 

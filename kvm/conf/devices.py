@@ -3,8 +3,8 @@ says what it is (disk, CD, NIC, passthru): every caller asks the Device, none li
 
 import re
 
-from kvm.errors import ConfigError
 from kvm.conf.shconf import CONF
+from kvm.errors import ConfigError
 from kvm.host.record import record
 
 # what a guest sees as a disk it writes (ahci: `hd:PATH` or `cd:PATH`, see Device.kind)

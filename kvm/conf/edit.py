@@ -7,12 +7,13 @@ is validated by the plain reader only: an edit never runs set.conf.
 """
 
 import os
+import shlex
 import stat
 
-from kvm.conf import config, shconf
 from kvm import host
+from kvm.conf import config, shconf
+from kvm.errors import CommandFailed, KvmError, StateError, UsageError
 from kvm.host import lock
-from kvm.errors import KvmError, StateError, UsageError
 
 BACKUP = "set.conf.sav"
 TEMP_GLOB = f".{shconf.CONF}*.tmp"   # host.write_file's temp files for set.conf and its backup
@@ -132,7 +133,6 @@ def _values(text):
 
 def editor_argv(environ, path):
     """$EDITOR, else $VISUAL, else vi, split as sh words (EDITOR="emacs -nw"), then the file."""
-    import shlex
     for var in ("EDITOR", "VISUAL"):
         value = environ.get(var, "").strip()
         if value:
@@ -145,7 +145,6 @@ def editor_argv(environ, path):
 
 def run_editor(vm, path, environ=None):
     """Run the editor on the copy, on our terminal; CommandFailed when it fails."""
-    from kvm.errors import CommandFailed
     argv = editor_argv(os.environ if environ is None else environ, path)
     # not a change of the VM (only the private copy is edited): a dry run edits too
     res = host.run(argv, mutating=False, check=False, capture=False, own_stdin=True, vm=vm.name)

@@ -1,5 +1,6 @@
 """Where the pinned firmware of an install root is (ours in firmware/, the shell toolkit's in the root)."""
 
+import os
 from pathlib import Path
 
 UEFI_CODE = "BHYVE_UEFI.fd"
@@ -35,7 +36,6 @@ OVMF_DIR = "/usr/share/OVMF"     # where that package puts them (KVM_OVMF_DIR ov
 
 
 def ovmf_dir():
-    import os
     return Path(os.environ.get("KVM_OVMF_DIR") or OVMF_DIR)
 
 

@@ -12,9 +12,10 @@ import os
 import stat
 
 from kvm import host
-from kvm.host import lock
+from kvm.conf.config import check_folder
 from kvm.conf.shconf import check_owner, open_file
 from kvm.errors import PermissionDenied
+from kvm.host import lock
 
 FUNCTIONS = "functions"
 LOCK_FD = 9   # where a hook's sh finds the config lock it holds while sourcing
@@ -29,7 +30,6 @@ def check_safe(vm):
     """Refuse to run set.conf, run or functions (as root) unless each, and its folder, is a real
     file or folder of root's that only root may change. Files are opened without following a
     link and checked on the descriptor; a missing functions file is fine (hooks test -r it)."""
-    from kvm.conf.config import check_folder
     for folder in (vm.dir, vm.root.vm_dir, vm.root.path):
         _refuse(vm, check_folder, str(folder))
     for path, needed in ((vm.conf_path, True), (vm.run_path, True), (vm.root.path / FUNCTIONS, False)):

@@ -6,6 +6,7 @@ NIC, or one that only computes and writes its disk, is legitimate).
 """
 
 from kvm.conf.devices import NIC_EMULATIONS as NET_EMULATIONS
+
 WARNING = ("has no console and no network: nothing can reach it "
            "(set COM=1 or VNC=1, or add a virtio-net tap to Devices)")
 

@@ -19,7 +19,8 @@ import re
 import stat
 import time
 
-from kvm.errors import ConfigError
+from kvm import host
+from kvm.errors import ConfigError, PermissionDenied
 
 CONF = "set.conf"
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -306,7 +307,6 @@ def read_plain(text):
 def evaluate_with_sh(path, sh="/bin/sh"):
     """Values after sourcing `path` with sh (`set -e -u`: a failing line or an unset variable is
     an error, not silently skipped); the file's own output is discarded."""
-    from kvm import host
     script = 'set -a -e -u; . "$1" </dev/null >/dev/null; exec env -0'
     env = {"PATH": "/bin:/usr/bin:/sbin:/usr/sbin"}
     before = _sh_baseline(sh, env)
@@ -340,7 +340,6 @@ _baseline = {}
 def _sh_baseline(sh, env):
     """Names sh itself puts in the environment (PWD, SHLVL...), to leave out of the values."""
     if sh not in _baseline:
-        from kvm import host
         res = host.run([sh, "-c", "exec env -0"], mutating=False, check=False, env=env)
         _baseline[sh] = {item.partition("=")[0] for item in res.stdout.split("\0") if item} | {"_", "OLDPWD"}
     return _baseline[sh] - {"PATH"} | {"PATH"}
@@ -386,7 +385,6 @@ def read_text(path, trusted=False):
 
 def check_owner(path, st):
     """PermissionDenied unless `st` is root's and not writable by group or others."""
-    from kvm.errors import PermissionDenied
     if st.st_uid != 0:
         raise PermissionDenied(f"{path} is not owned by root (uid {st.st_uid}): it would run as root, "
                                f"refusing (chown root {path})")

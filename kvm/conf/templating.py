@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from kvm.conf.config import sh_quote
 from kvm.host import paths
 
 
@@ -14,6 +15,5 @@ def render(template, root_path=None, **values):
     folders += [str(base / "templates") for base in paths.current().share_dirs()]
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(folders), keep_trailing_newline=True,
                              undefined=jinja2.StrictUndefined, autoescape=False)
-    from kvm.conf.config import sh_quote
     env.filters["shq"] = lambda value: sh_quote(str(value))
     return env.get_template(template).render(**values)

@@ -9,10 +9,25 @@ mode.py (dry run, --debug), process.py (commands, processes, signals), files.py 
 writes, copies, sparse files) and relay.py (streams between processes).
 """
 
+from kvm.host.files import WriteFailed, copy_file, grow_file, make_dirs, make_sparse, remove_file, write_file  # noqa: F401
 from kvm.host.mode import _debug, _plan, dry_run, plan, set_debug, set_dry_run  # noqa: F401
-from kvm.host.process import (PIPE, Pending, Result, Timeout, exec_replace, is_root, kill_group,  # noqa: F401
-                              list_processes, pid_alive, process_args, run, run_later, run_limited,
-                              send_signal, spawn, spawn_quiet, wait_process)
+from kvm.host.process import (  # noqa: F401
+                              PIPE,
+                              Pending,
+                              Result,
+                              Timeout,
+                              exec_replace,
+                              is_root,
+                              kill_group,
+                              list_processes,
+                              pid_alive,
+                              process_args,
+                              run,
+                              run_later,
+                              run_limited,
+                              send_signal,
+                              spawn,
+                              spawn_quiet,
+                              wait_process,
+)
 from kvm.host.relay import Peer, relay  # noqa: F401
-from kvm.host.files import (WriteFailed, copy_file, grow_file, make_dirs, make_sparse,  # noqa: F401
-                            remove_file, write_file)

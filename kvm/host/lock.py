@@ -22,8 +22,9 @@ import stat
 import time
 from pathlib import Path
 
-from kvm.host import paths
+from kvm import host
 from kvm.errors import PermissionDenied, StateError
+from kvm.host import paths
 
 HOST_DIR = "host"          # host-wide files: RUN_DIR/host/...
 TRY_INTERVAL = 0.05        # seconds between lock attempts
@@ -230,7 +231,6 @@ def hold_vm(name, what):
     StateError when a supervisor runs the VM or another command holds it. Use as a context
     manager: `with lock.hold_vm(vm.name, "vmrename"): ...`.
     """
-    from kvm import host
     path = vm_lock_path(name)
     if host.dry_run():
         # A dry run changes nothing, so it takes no lock and makes no lock file; it refuses what

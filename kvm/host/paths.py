@@ -22,6 +22,8 @@ import os
 import sys
 from pathlib import Path
 
+from kvm.errors import NotFound
+
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -51,7 +53,6 @@ class Paths:
             candidate = base / relative
             if candidate.exists():
                 return candidate
-        from kvm.errors import NotFound
         raise NotFound(f"kvm's data file {relative} is in none of {', '.join(map(str, self.share_dirs()))}"
                        "; kvm is installed incompletely: install it again")
 

@@ -7,7 +7,8 @@ import os
 import shlex
 import signal
 
-from kvm.host import mode, process as host
+from kvm.host import mode
+from kvm.host import process as host
 
 
 class Peer:

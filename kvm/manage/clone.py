@@ -11,14 +11,17 @@ import random
 import re
 import time
 
-from kvm.conf import cloudinit
 from kvm import host, zfs
-from kvm.storage import images, snap as snapmod
+from kvm.conf import cloudinit
+from kvm.errors import NotFound, UsageError
 from kvm.host import lock
+from kvm.hypervisor import current as hypervisor
 from kvm.manage import rename
 from kvm.manage.create import check_new
-from kvm.errors import NotFound, UsageError
+from kvm.storage import images
+from kvm.storage import snap as snapmod
 from kvm.zfs.txn import Transaction
+from kvm.zfs.txn import clone as zclone
 
 # files that are the source's alone: never in a clone
 # (OVMF_VARS.fd is qemu's vars copy: the clone's must be fresh too, made as for a new VM)
@@ -53,7 +56,6 @@ def plan(root, src, dst, snap=None):
         own = zfs.snapshot_name(ds, snap)
     template = None
     if cfg.loader == "uefi":  # fresh vars, as the hypervisor in use gives a new VM
-        from kvm.hypervisor import current as hypervisor
         source, name, missing = hypervisor().uefi_vars(root.path)
         if source is None:
             raise NotFound(f"{missing} (the clone needs fresh UEFI vars)", vm=dst)
@@ -80,7 +82,6 @@ def clone(root, src, dst, snap=None, independent=False):
 def copy_snapshot(target, origin):
     """The snapshot's files into DST, through a clone mounted inside DST for the copy only."""
     tmp = f"{target.dataset()}/kvm-copy"
-    from kvm.zfs.txn import clone as zclone
     zclone(origin, tmp, {"readonly": "on"})
     src_dir = target.dir / "kvm-copy"
     if not host.dry_run():

@@ -1,11 +1,16 @@
 """Creating a VM: answers checked first, then dataset, files, disk and vars under one transaction."""
 
-from kvm.host.record import field, record
+import os
+import re
 
-from kvm.conf import config
-from kvm import host, hypervisor, platform, vm as vmmod, zfs
+from kvm import host, hypervisor, platform, zfs
+from kvm import vm as vmmod
+from kvm.conf import cloudinit, config
+from kvm.conf.templating import render
 from kvm.errors import ConfigError, NotFound, StateError, UsageError
+from kvm.host.record import field, record
 from kvm.platform import rcd
+from kvm.storage import images
 from kvm.zfs.txn import CREATING, Transaction, clean_stale, stale
 
 DISK_FILE = "disk"
@@ -67,14 +72,12 @@ def check_derived_names(root, name, exclude=None):
 
 def check_ifname(value, what):
     """Interface names: 1-15 characters, letters, digits and _ (ifconfig's limits)."""
-    import re
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,14}", value or ""):
         raise UsageError(f"{what} '{value}' is not an interface name (1-{IFNAME_MAX} letters, digits, _)")
 
 
 def render_files(name, a, root_path):
     """(set.conf text, run text) for the answers; raises ConfigError when they do not validate."""
-    from kvm.conf.templating import render
     pre, post = [], []
     devices = ""
     host_os = platform.current()
@@ -121,7 +124,6 @@ def check_new(root, name):
 
 def image_origin(root, name, image, disk, text=""):
     """The @base snapshot to clone for --from; a --disk-size below the image's refused (never shrinks)."""
-    from kvm.storage import images
     try:
         ds, where = images.get(root, image)
     except NotFound as exc:
@@ -153,7 +155,6 @@ def create(root, name, a):
     if a.iso:
         if not a.iso.startswith("/"):
             raise UsageError(f"ISO '{a.iso}' must be an absolute path", vm=name)
-        import os
         if not os.path.isfile(a.iso):
             raise NotFound(f"ISO '{a.iso}' does not exist", vm=name)
     with Transaction(vm.dataset(), origin=origin) as txn:
@@ -170,7 +171,6 @@ def create(root, name, a):
         elif disk:
             host.make_sparse(vm.dir / DISK_FILE, disk)
         if a.cloud_init is not None:
-            from kvm.conf import cloudinit
             cloudinit.write_seed(vm, a.cloud_init)
         txn.commit()
     return vm, cfg

@@ -4,11 +4,13 @@ The script goes first: a vmdestroy killed in between leaves a VM without a scrip
 vmdestroy run again destroys), never a script and `_enable` under a name no VM has.
 """
 
-from kvm.host import lock
-from kvm.platform import rcd
-from kvm.manage import rcinstall
-from kvm import vm as vmmod, zfs
+from kvm import vm as vmmod
+from kvm import zfs
 from kvm.errors import StateError
+from kvm.host import lock
+from kvm.manage import rcinstall
+from kvm.platform import rcd
+from kvm.zfs.deps import dependents
 
 
 def dataset_of(vm):
@@ -39,7 +41,6 @@ def script_of(vm):
 def check_no_clones(vm, recursive=False):
     """The datasets that depend on the VM's snapshots (clones, images published from it), deepest
     first; StateError naming them unless `recursive` (-R) accepts destroying them too."""
-    from kvm.zfs.deps import dependents
     users = dependents(dataset_of(vm))
     if users and not recursive:
         raise StateError(f"has clones: {', '.join(users)}; destroy them first, or -R to destroy them too",

@@ -3,13 +3,13 @@
 import shlex
 import time
 
-from kvm import platform, vm as vmmod, zfs
+from kvm import platform, zfs
+from kvm import vm as vmmod
 from kvm.conf import cloudinit
+from kvm.hypervisor import current as hypervisor
+from kvm.manage.listing import human_size  # noqa: F401 - vminfo, snap and image lists show sizes alike
 from kvm.run import launch, ports
 from kvm.vm import root as rootmod
-from kvm.manage.listing import human_size  # noqa: F401 - vminfo, snap and image lists show sizes alike
-from kvm.hypervisor import current as hypervisor
-
 
 USAGE_PROPS = ["mountpoint", "used", "origin"]  # what vminfo asks zfs of the VM's dataset
 

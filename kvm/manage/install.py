@@ -1,15 +1,22 @@
 """kvminst: create POOL/kvm and POOL/kvm/vm, install the commands, helpers, templates and pinned firmware."""
 
+import errno
 import hashlib
 import os
 import sys
-from kvm.host.record import field, record
 from pathlib import Path
 
 from kvm import __version__, host, hypervisor, platform, zfs
+from kvm import vm as vmmod
 from kvm.conf import firmware
-from kvm.host import lock, paths
+from kvm.conf.templating import render
 from kvm.errors import KvmError, NotFound, PermissionDenied, StateError, UsageError
+from kvm.host import lock, paths
+from kvm.host.paths import PACKAGE_DIR
+from kvm.host.record import field, record
+from kvm.manage import schedule
+from kvm.manage.commands import ROOT_COMMANDS
+from kvm.platform.rcd import our_scripts, remove_script
 from kvm.vm.root import MARKER, ROOT_PROP, is_root_dir
 
 MIN_FREE = 64 * 1024 * 1024  # refuse pools with less room than this
@@ -57,7 +64,6 @@ def check_pool(pool):
 
 def _read_only_mount(props):
     """True when the pool's root filesystem is mounted but refuses writes (EROFS)."""
-    import errno
     mnt = props.get("mountpoint")
     if props.get("mounted") != "yes" or not mnt or not mnt.startswith("/"):
         return False
@@ -117,7 +123,6 @@ def moved_python_risk(python):
         return None  # chosen with --python: the admin's call
     if sys.prefix != sys.base_prefix:
         return f"it is the virtualenv {sys.prefix}'s: they break if it moves"
-    from kvm.host.paths import PACKAGE_DIR
     if (PACKAGE_DIR.parent / "setup.cfg").is_file():
         return f"it imports kvm from the checkout {PACKAGE_DIR.parent}: they break if it moves"
     return None
@@ -190,7 +195,6 @@ def _create_root(ds, created):
 def clean_leftovers(root, pool_mnt=None):
     """Remove what a killed kvminst left behind: the temp files of its atomic writes (named
     .FILE.XXXX.tmp beside FILE) and its probe files. Run under the kvminst lock: none is live."""
-    from kvm.manage.commands import ROOT_COMMANDS
     ours = {root: [*ROOT_COMMANDS, "functions", MARKER], root / "templates": TEMPLATE_FILES,
             root / "rc.d": ["kvm"], root / COMPLETION_DIR: COMPLETION_FILES, root / "firmware": list(hypervisor.firmware_names()) + [MANIFEST]}
     for folder, names in ours.items():
@@ -207,8 +211,6 @@ def clean_leftovers(root, pool_mnt=None):
 def _install_files(report, repin):
     root = report.path
     p = paths.current()
-    from kvm.manage.commands import ROOT_COMMANDS
-    from kvm.conf.templating import render
     for command in ROOT_COMMANDS:
         text = render("launcher.j2", python=report.python, command=command, version=__version__)
         host.write_file(root / command, text, mode=0o755)
@@ -224,7 +226,6 @@ def _install_files(report, repin):
     host.write_file(root / "rc.d" / "kvm", rc_text, mode=0o755)
     report.installed.append("rc.d/kvm")
     pin_firmware(root, report, repin)
-    from kvm.manage import schedule
     report.schedule = schedule.install(root, platform.current())
     host.write_file(root / MARKER, f"{report.dataset}\n")
 
@@ -324,20 +325,16 @@ def verify_firmware(root):
 
 def uninstall_plan(root):
     """What --uninstall removes: (rc.d scripts of ours, rc.conf variables, the dataset)."""
-    from kvm.platform.rcd import our_scripts
     return our_scripts(root)
 
 
 def uninstall(root, dataset):
     """Remove our rc.d scripts and rc.conf variables, then destroy the install dataset."""
-    from kvm import vm as vmmod
     running = [v.name for v in vmmod.list_vms(root) if vmmod.runtime(v).active]
     if running:
         raise StateError(f"VMs still running: {' '.join(running)}; stop them first")
-    from kvm.platform.rcd import remove_script
     for script in uninstall_plan(root):
         remove_script(script)
-    from kvm.manage import schedule
     schedule.remove(root.path)
     zfs.destroy_recursive(dataset)
 

@@ -13,8 +13,8 @@ import json
 import stat
 
 from kvm import host
-from kvm.host import lock, paths
 from kvm.errors import KvmError
+from kvm.host import lock, paths
 
 FILE = "vmlist.cache"
 VERSION = 1

@@ -14,10 +14,11 @@ import stat
 import time
 
 from kvm import vm as vmmod
+from kvm import zfs
+from kvm.conf import shconf
+from kvm.errors import KvmError, UsageError
 from kvm.host import paths
 from kvm.platform import rcd, systemd
-from kvm.conf import shconf
-from kvm.errors import KvmError
 
 # every column, in the order `-o` documents them; the default set is what `vmlist` prints
 COLUMNS = ("name", "state", "pid", "cpu", "memory", "loader", "disk", "vnc", "auto", "uptime", "started")
@@ -99,7 +100,6 @@ def disk_sizes(disks):
         elif path.startswith(ZVOL_PREFIX):
             zvols[path[len(ZVOL_PREFIX):]] = path
     if zvols:
-        from kvm import zfs  # only when some disk is a zvol: vmlist's start-up does without it
         for name, size in zfs.volume_sizes(sorted(zvols)).items():
             if name in zvols:
                 sizes[zvols[name]] = size
@@ -233,7 +233,6 @@ def _row(rt, now):
 
 def columns(text, option="-o"):
     """The columns a `-o a,b` (or `-s a`) names, lower-cased; UsageError naming an unknown one."""
-    from kvm.errors import UsageError
     names = [c.strip().lower() for c in text.split(",")]
     for name in names:
         if name not in COLUMNS:

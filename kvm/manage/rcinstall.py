@@ -14,12 +14,12 @@ them, and the script is the last thing removed (it is the record of what is left
 
 import contextlib
 import os
-from kvm.host.record import record
 
 from kvm import host
-from kvm.host import lock
-from kvm.platform import rcd, systemd
 from kvm.errors import NotFound, PermissionDenied, StateError
+from kvm.host import lock
+from kvm.host.record import record
+from kvm.platform import rcd, systemd
 
 SHUTDOWN_BUDGET = 85  # rcshutdown_timeout (90 s) less a few seconds for postRun and the rest
 

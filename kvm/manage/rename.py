@@ -10,11 +10,12 @@ old one).
 
 import re
 
-from kvm import host, vm as vmmod, zfs
-from kvm.host import lock
-from kvm.platform import rcd
-from kvm.manage import create, rcinstall
+from kvm import host, zfs
+from kvm import vm as vmmod
 from kvm.errors import KvmError, NotFound, StateError
+from kvm.host import lock
+from kvm.manage import create, rcinstall
+from kvm.platform import rcd
 
 INTENT = ".kvm-rename"
 

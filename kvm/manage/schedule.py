@@ -10,6 +10,7 @@ cron file is enabled by editing it, so once there it is the admin's and never re
 from pathlib import Path
 
 from kvm import __version__, host
+from kvm.conf.templating import render
 from kvm.host import paths
 from kvm.storage.snapauto import DEFAULT_KEEP
 
@@ -42,7 +43,6 @@ def install(root, host_os):
             return f"snapshot schedule {path} kept as it is (yours once written: delete it for a fresh one)"
     else:
         host.make_dirs(path.parent)
-    from kvm.conf.templating import render
     text = render(template, None, root=str(root), version=__version__, keep=keep)
     host.write_file(path, text, mode=mode)
     how = f"enable: {ENABLE}" if path.name == PERIODIC_NAME else "enable: remove the # of its last line"

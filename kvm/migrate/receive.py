@@ -8,12 +8,12 @@ a name that exists here without the same kvm:source is not ours to overwrite.
 
 import os
 
-from kvm.run import launch
-from kvm.host import lock
-from kvm import zfs
-from kvm.zfs import stream as zfs_stream
+from kvm import host, hypervisor, zfs
 from kvm.errors import KvmError, NotFound, StateError, UsageError
+from kvm.host import lock
+from kvm.run import launch
 from kvm.vm import Vm
+from kvm.zfs import stream as zfs_stream
 
 SOURCE_PROP = "kvm:source"
 MIGRATED_PROP = "kvm:migrated"
@@ -185,7 +185,6 @@ def _receive_stream(name, ds, on, source):
     resumable = zfs_stream.can_resume()
     props = {SOURCE_PROP: source} if not on and zfs_stream.can_receive_props() else None
     argv = zfs_stream.lzc_receive_argv(ds, force=bool(on), resumable=resumable, props=props)
-    from kvm import host
     res = host.run(argv, own_stdin=True, check=False)
     if res.status == 0:
         return
@@ -244,7 +243,6 @@ def firmware_here(root):
     """Which loaders the hypervisor in use here can boot: bhyve needs the pinned UEFI code or
     grub-bhyve; qemu boots UEFI with OVMF (pinned, else the host's, as its launch does) and
     grub VMs with its own SeaBIOS. A qemu DEST has no bhyve firmware and needs none."""
-    from kvm import hypervisor
     return hypervisor.current().firmware_here(root)
 
 

@@ -16,14 +16,15 @@ import shlex
 import sys
 import time
 
-from kvm import host, vm as vmmod, zfs
-from kvm.host import lock
-from kvm.run import power
-from kvm.migrate import receive
-from kvm.storage import snap as snapmod
-from kvm.zfs import stream as zfs_stream
+from kvm import host, zfs
+from kvm import vm as vmmod
 from kvm.errors import NotFound, StateError, UsageError
+from kvm.host import lock
+from kvm.migrate import receive
+from kvm.run import power
+from kvm.storage import snap as snapmod
 from kvm.vm.root import is_root_dir
+from kvm.zfs import stream as zfs_stream
 
 PROGRESS_EVERY = 1.0   # seconds between progress lines
 
@@ -202,7 +203,7 @@ class Sender:
         self.common = common_snapshot(self.ds, self.info["snaps"])
         self.partial = self.resumable(self.info.get("token"))
         if self.info["exists"] and self.common is None and not self.partial:
-            raise StateError(f"DEST's copy shares no snapshot with this VM: destroy it there to send in full",
+            raise StateError("DEST's copy shares no snapshot with this VM: destroy it there to send in full",
                              vm=self.vm.name)
         names = [s for s, _ in self.info["snaps"]]
         why = receive.newer_refusal(names, self.common, self.force)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from kvm import __version__, host
 from kvm.host import paths
-from kvm.platform import systemd
 from kvm.host.record import record
+from kvm.platform import systemd
 
 MARKER = "# kvm-rc-script: "
 DEFAULTS = {"require": "NETWORKING", "before": "", "keyword": "shutdown"}

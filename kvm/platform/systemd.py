@@ -19,7 +19,7 @@ import os
 import shutil
 from pathlib import Path
 
-from kvm import host
+from kvm import host, platform
 from kvm.host import paths
 
 MARKER = "# kvm-systemd-unit: "
@@ -34,7 +34,6 @@ TARGETS = {"NETWORKING": "network-online.target", "NETWORK": "network.target",
 
 def in_use():
     """True when dorc writes systemd units here rather than rc.d scripts."""
-    from kvm import platform
     return platform.current().service == "systemd"
 
 

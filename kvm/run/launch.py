@@ -3,9 +3,10 @@ with the files checked and the VNC port chosen (reserved for a run, only looked 
 
 import os
 
-from kvm.run import ports
 from kvm.errors import NotFound
-from kvm.hypervisor import Context, current as hypervisor
+from kvm.hypervisor import Context
+from kvm.hypervisor import current as hypervisor
+from kvm.run import ports
 
 
 def check_files(cfg):

@@ -2,8 +2,11 @@
 
 import os
 
-from kvm import platform, vm as vmmod
+from kvm import platform
+from kvm import vm as vmmod
+from kvm.errors import StateError
 from kvm.host import paths, runfiles
+from kvm.host.lock import acquire_blocking, host_dir
 
 FIRST = 5900
 LAST = 5999
@@ -38,12 +41,10 @@ def first_free(name):
 
 def reserve(name, write):
     """Pick a port under a host-wide lock and record it with write(port) before releasing the lock."""
-    from kvm.host.lock import acquire_blocking, host_dir
     with acquire_blocking(host_dir() / runfiles.vnc_lock_name(), f"{os.getpid()}\n"):
         taken = listening_ports() | reserved_ports(name)
         for port in range(FIRST, LAST + 1):
             if port not in taken:
                 write(port)
                 return port
-    from kvm.errors import StateError
     raise StateError(f"no free VNC port between {FIRST} and {LAST}", vm=name)

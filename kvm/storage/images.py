@@ -8,12 +8,16 @@ refuse, naming it). Both run under the creation transaction: nothing is left on 
 
 import hashlib
 import os
+import re
 import shutil
 import time
 
-from kvm import host, vm as vmmod, zfs
-from kvm.zfs.deps import clones_by_origin, clones_of
+from kvm import host, zfs
+from kvm import vm as vmmod
+from kvm.conf.confedit import sh_quote
+from kvm.conf.shconf import read_plain
 from kvm.errors import NotFound, StateError, UsageError
+from kvm.zfs.deps import clones_by_origin, clones_of
 from kvm.zfs.txn import Transaction
 
 DISK = "disk"
@@ -92,14 +96,12 @@ def sha256_of(path):
 
 
 def write_conf(path, values):
-    from kvm.conf.confedit import sh_quote
     text = "# kvm image: written by `image import` / `image publish`\n"
     text += "".join(f"{k}={sh_quote(str(v))}\n" for k, v in values.items())
     host.write_file(path, text, mode=0o644)
 
 
 def read_conf(path):
-    from kvm.conf.shconf import read_plain
     try:
         return dict(read_plain(path.read_text()).values)
     except OSError:
@@ -154,7 +156,6 @@ def import_file(root, name, path, os_hint="", progress=None):
 
 def strip_macs(text):
     """set.conf without its mac=... device options (an image has no identity)."""
-    import re
     return re.sub(r",mac=[0-9A-Fa-f:]{17}", "", text)
 
 

@@ -10,11 +10,12 @@ it is listed as such, never rolled back to, and the same command run again compl
 import re
 import time
 from contextlib import contextmanager
-from kvm.host.record import field, record
 
-from kvm.host import lock
 from kvm import zfs
 from kvm.errors import NotFound, StateError, UsageError
+from kvm.host import lock
+from kvm.host.record import field, record
+from kvm.zfs.deps import clones_by_origin, dependents
 
 SNAP_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,200}\Z")
 # A rollback writes a little (and a full pool may refuse it after the newer snapshots are
@@ -174,7 +175,6 @@ def select(vm, have, spec):
 def clones_of_sets(vm, doomed):
     """Every dataset depending on a snapshot of the doomed sets (clones of clones too), deepest
     first (one zfs call over the pool)."""
-    from kvm.zfs.deps import clones_by_origin, dependents
     wanted = {full for s in doomed for full in s.full_names()}
     if not wanted:
         return []

@@ -22,10 +22,11 @@ day, `--keep-hourly 24` keeps 24 days. A daily schedule wants --keep-hourly 0.
 import datetime
 import re
 import time
-from kvm.host.record import field, record
 
-from kvm.storage import snap as snapmod
 from kvm.errors import UsageError
+from kvm.host.record import field, record
+from kvm.storage import snap as snapmod
+from kvm.zfs.deps import clones_by_origin
 
 PREFIX = "auto-"
 NAME_FORMAT = PREFIX + "%Y%m%d-%H%M"
@@ -101,7 +102,6 @@ def plan(vm, cfg, keep, now):
     stay = kept(set(have.names()) | {p.take}, keep) | {p.take}
     doomed = [s for s in have.sets if when(s.name) and s.name not in stay]
     if doomed:
-        from kvm.zfs.deps import clones_by_origin
         table = clones_by_origin(vm.dataset().split("/")[0])
         p.cloned = [s.name for s in doomed if any(table.get(f) for f in s.full_names())]
         p.destroy = [s for s in doomed if s.name not in p.cloned]

@@ -3,6 +3,7 @@
 import os
 from pathlib import Path
 
+from kvm import zfs
 from kvm.errors import NotFound, UsageError
 
 ROOT_PROP = "kvm:root"
@@ -33,7 +34,6 @@ class Root:
     def dataset(self):
         """The root's ZFS dataset (asked of ZFS: the mountpoint is the truth)."""
         if self._dataset is None:
-            from kvm import zfs
             name = zfs.dataset_of_path(self.path)
             if name is None:
                 raise NotFound(f"{self.path} is not the mountpoint of a ZFS dataset")
@@ -59,7 +59,6 @@ def find_root(explicit=None, launcher_dir=None):
 
 
 def _marked_root():
-    from kvm import zfs
     roots = [Root(Path(mnt), name) for name, mnt in sorted(zfs.marked_mountpoints(ROOT_PROP).items())
              if mnt.startswith("/") and is_root_dir(mnt)]
     if not roots:

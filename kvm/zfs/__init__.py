@@ -13,14 +13,39 @@ answers "busy" for a moment, the workaround lives in command.py's last section.
 """
 
 from kvm import host
-from kvm.zfs.errors import (DatasetBusy, DatasetExists, DatasetNotFound, NameInvalid, NameTooLong, NoSpace,  # noqa: F401
-    ParentNotFound, PoolsDiffer, PropertyInvalid, SnapshotExists, SnapshotIsCloned, SnapshotNotFound,
-    SnapshotNotLatest, ZFSError, classify)
-from kvm.zfs.errors import BY_NAME  # noqa: F401
-from kvm.zfs.command import (BUSY_TRIES, BUSY_WAIT, RENAME_TRIES, RENAME_WAIT, CommandBackend,  # noqa: F401
-                             check_name, get_props, get_props_later, mount_if_there, run)
+from kvm.zfs.command import (  # noqa: F401
+    BUSY_TRIES,
+    BUSY_WAIT,
+    RENAME_TRIES,
+    RENAME_WAIT,
+    CommandBackend,
+    _retry_busy,
+    check_name,
+    get_props,
+    get_props_later,
+    mount_if_there,
+    run,
+)
+from kvm.zfs.errors import (  # noqa: F401
+    BY_NAME,  # noqa: F401
+    DatasetBusy,
+    DatasetExists,
+    DatasetNotFound,
+    NameInvalid,
+    NameTooLong,
+    NoSpace,
+    ParentNotFound,
+    PoolsDiffer,
+    PropertyInvalid,
+    SnapshotExists,
+    SnapshotIsCloned,
+    SnapshotNotFound,
+    SnapshotNotLatest,
+    ZFSError,
+    classify,
+)
 from kvm.zfs.names import is_snapshot, snapshot_name, split_snapshot  # noqa: F401
-from kvm.zfs.command import _retry_busy
+
 
 def probe_pyzfs():
     """A PyzfsBackend (kvm/zfs_pyzfs.py) when libzfs_core really loads, else (None, reason)."""

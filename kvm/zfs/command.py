@@ -3,11 +3,11 @@ answers the same on every ZFS (OpenZFS, FreeBSD's, zfs-fuse). kvm/zfs/__init__.p
 callers use; pyzfs.py subclasses CommandBackend for what libzfs_core does natively."""
 
 import re
+import time
 
 from kvm import host
 from kvm.errors import CommandFailed
-from kvm.zfs.errors import (DatasetBusy, NameInvalid, NameTooLong, PoolsDiffer, SnapshotNotFound, ZFSError,  # noqa: F401
-                            classify)
+from kvm.zfs.errors import DatasetBusy, NameInvalid, NameTooLong, PoolsDiffer, SnapshotNotFound, ZFSError, classify  # noqa: F401
 from kvm.zfs.names import is_snapshot, snapshot_name, split_snapshot
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*(/[A-Za-z0-9_.:\-]+)*(@[A-Za-z0-9_.:\-]+)?\Z")
@@ -210,7 +210,6 @@ def _destroy_list(ds, shorts, opts):
 def _retry_busy(action, name, tries=BUSY_TRIES):
     """Run action, retrying "busy"; the last try unmounts first (a filesystem only) and mounts
     again if the action still fails."""
-    import time
     for attempt in range(tries - 1):
         try:
             return action()
@@ -228,7 +227,6 @@ def _retry_busy(action, name, tries=BUSY_TRIES):
 
 
 def _rename_busy(source, target, exists):
-    import time
     unmounted_now = False
     try:
         for attempt in range(RENAME_TRIES):

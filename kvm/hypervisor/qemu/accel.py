@@ -11,8 +11,8 @@ per boot of the host, so vmlist and vminfo do not pay for the probe each time.
 import os
 
 from kvm import host
-from kvm.host import paths
 from kvm.errors import KvmError
+from kvm.host import paths
 
 ENV = "KVM_ACCEL"
 KVM_DEV = "/dev/kvm"

@@ -17,15 +17,16 @@ import signal
 import time
 from pathlib import Path
 
-from kvm.conf import firmware
 from kvm import host
-from kvm.host import paths
+from kvm.conf import firmware
 from kvm.errors import NotFound
-from kvm.hypervisor.qemu import qmp as protocol
-from kvm.hypervisor.qemu.qmp import Qmp, QmpError, shutdown_reason
+from kvm.host import paths
 from kvm.hypervisor.base import Exit, LaunchFailed, Plan
-from kvm.hypervisor.qemu import accel, argv as qemu
+from kvm.hypervisor.qemu import accel
+from kvm.hypervisor.qemu import argv as qemu
+from kvm.hypervisor.qemu import qmp as protocol
 from kvm.hypervisor.qemu.passthru import check_passthru
+from kvm.hypervisor.qemu.qmp import Qmp, QmpError, shutdown_reason
 
 CONSOLE_LOG = "console.log"
 LOG_CAP = 1 << 20         # bytes of console.log before it is rotated (one rotation: console.log.0)

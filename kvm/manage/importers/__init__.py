@@ -12,11 +12,20 @@ leaves the source as well, which the next look shows.
 import os
 import time
 
+from kvm import host, platform
 from kvm.conf import config
-from kvm import host
-from kvm.host import lock
+from kvm.conf.templating import render
 from kvm.errors import NotFound, StateError
+from kvm.host import lock
+from kvm.host.files import WriteFailed
+from kvm.manage.create import check_new
+from kvm.manage.importers import shellkvm, vmbhyve
 from kvm.manage.importers.plan import Plan  # noqa: F401 - the importers' result, handed on
+from kvm.manage.rename import rewrite_files
+from kvm.run import launch
+from kvm.storage.images import copy_hashing
+from kvm.vm import Vm, check_name
+from kvm.zfs.txn import Transaction
 
 REPORT = "vmimport.txt"
 ORDER = ("VMrom", "Boot", "Cores", "Mem", "VMoptions", "Disk", "DiskDriver", "Devices", "VNC", "wVNC",
@@ -43,7 +52,6 @@ def report_text(plan):
 def _texts(root, vm, plan):
     """(set.conf, run, cfg) of a mapped plan, validated before anything exists."""
     from kvm import hypervisor, platform
-    from kvm.conf.templating import render
     conf = conf_text(plan)
     cfg = config.validate(plan.name, str(vm.dir), config.parse_text(conf))
     run = render("run.j2", root.path, name=plan.name, pre=plan.pre, post=plan.post,
@@ -69,8 +77,6 @@ def copy_into(src, dst):
     if host.dry_run():
         host.plan(f"cp {src} {dst}")
         return
-    from kvm.storage.images import copy_hashing
-    from kvm.host.files import WriteFailed
     try:
         copy_hashing(src, dst)
         os.chmod(dst, os.stat(src).st_mode & 0o7777)
@@ -80,7 +86,6 @@ def copy_into(src, dst):
 
 def check_created(vm):
     """The new VM as a start would read it: set.conf valid there, its disks there."""
-    from kvm.run import launch
     cfg = vm.config()
     launch.check_files(cfg)
     for dev in cfg.devices:
@@ -100,15 +105,12 @@ def _fill(vm, plan, texts, template):
     if template:
         host.copy_file(template[0], vm.dir / template[1], mode=0o644)
     if plan.rename_from and not host.dry_run():
-        from kvm.manage.rename import rewrite_files
         rewrite_files(vm, plan.rename_from)  # as vmrename: the name on comment lines
     host.write_file(vm.dir / REPORT, report_text(plan))
 
 
 def create(root, plan):
     """Make the VM the plan describes, all or nothing; returns (Vm, warnings)."""
-    from kvm.manage.create import check_new
-    from kvm.zfs.txn import Transaction
     vm = check_new(root, plan.name)
     texts = _texts(root, vm, plan) if plan.settings is not None else None
     template = _vars_template(root, plan, {name for _, name, _ in plan.files})
@@ -133,9 +135,7 @@ def create(root, plan):
 def import_vm(root, source, folder, name=None, move=False):
     """Import the `source` VM in `folder` (vm-bhyve or shell-kvm) as NAME (default: the folder's
     name); returns (Vm, Plan, warnings)."""
-    from kvm import platform
     from kvm.hypervisor import current as hypervisor
-    from kvm.vm import Vm, check_name
     name = name or os.path.basename(os.path.normpath(folder))
     check_name(name)
     vm = Vm(root, name)
@@ -146,10 +146,8 @@ def import_vm(root, source, folder, name=None, move=False):
                          f"first", vm=name)
     vars_name = hv.uefi_vars(root.path)[1]
     if source == "vm-bhyve":
-        from kvm.manage.importers import vmbhyve
         plan = vmbhyve.plan(vm, folder, move, host_os=platform.current(), vars_name=vars_name)
     else:
-        from kvm.manage.importers import shellkvm
         plan = shellkvm.plan(vm, folder, move, vars_name=vars_name)
     vm, warnings = create(root, plan)
     return vm, plan, warnings

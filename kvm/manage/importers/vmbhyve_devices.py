@@ -6,6 +6,7 @@ from pathlib import Path
 
 from kvm import zfs
 from kvm.conf.devices import NIC_EMULATIONS
+from kvm.manage.create import default_tap
 
 BLOCK = ("nvme", "virtio-blk", "ahci-hd", "ahci-cd")  # vm-bhyve's disk types kvm maps
 MAIN = ("nvme", "virtio-blk", "ahci-hd")     # what kvm's DiskDriver takes
@@ -125,7 +126,6 @@ def _tap(m, n):
         if not IFNAME_RE.match(tap):
             m.bad(key, "is not an interface name (1-15 of letters, digits, '.', '_', '-')")
         return tap, not own
-    from kvm.manage.create import default_tap
     # a lower-case n never occurs in a default tap name (tapNAME is upper-case): no clash
     tap = default_tap(m.name) + (f"n{n}" if n else "")
     if len(tap) > 15:
