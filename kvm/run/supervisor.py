@@ -239,7 +239,7 @@ class Supervisor:
         while True:
             if self.stop and steps is None:
                 steps = power.sequence(self.hv, self.name, proc.pid,
-                                       self.stop.get("timeout") or power.vm_timeout(self.vm),
+                                       self.stop.get("timeout") or power.vm_timeout(self.vm, fresh=True),
                                        self.stop.get("force"))
                 deadline = self.next_step(steps)
             self.in_wait = True
