@@ -132,7 +132,7 @@ def test_an_edit_removes_temp_files_of_a_killed_write(install, env):
 
 READER = """
 import sys, time
-from kvm import config
+from kvm.conf import config
 vmdir, seconds = sys.argv[1], float(sys.argv[2])
 end, n, bad = time.time() + seconds, 0, []
 while time.time() < end:
@@ -166,7 +166,7 @@ def test_readers_always_see_a_set_conf_while_insert_and_eject_replace_it(install
 
 HOLDER = """
 import sys, time
-from kvm import lock
+from kvm.host import lock
 with lock.hold_config("web", "test"):
     print("held", flush=True)
     time.sleep(float(sys.argv[1]))
