@@ -2,8 +2,10 @@
 
 What is timed: from running `./start -b vm0000` in the root to the exec of the hypervisor (bhyve's
 sh stand-in, which stamps the time it runs: bench.py's), and to `./start -b` returning (which
-polls the supervisor's state file every 50 ms, so that figure moves in steps). Between two runs
-the VM is stopped with `./stop`. With --vs DIR, the same bed runs DIR's kvm (a checkout: its
+polls the supervisor's state file every 50 ms, so that figure moves in steps). Wall times follow
+the machine's load; two CPU times do much less: start -b's own (its process, from getrusage) and
+the detached supervisor's up to the exec (its /proc/PID/schedstat, read by the stand-in, which
+the supervisor runs). Between two runs the VM is stopped with `./stop`. With --vs DIR, the same bed runs DIR's kvm (a checkout: its
 folder goes on PYTHONPATH) in turns with this one (one run of each, then again), so a slow spell
 of the machine slows both; the ratio is taken pair by pair. Bytecode is compiled first for both,
 as an installed package has it. The bhyve backend on the FreeBSD platform, as the suite runs it.
@@ -13,6 +15,7 @@ as an installed package has it. The bhyve backend on the FreeBSD platform, as th
 """
 
 import argparse
+import resource
 import statistics
 import subprocess
 import sys
@@ -26,21 +29,34 @@ REPO = bench.REPO
 NAME = "vm0000"
 
 
+# bench.py's stand-in, which first records its parent's (the supervisor's) CPU time so far in ns
+SCHEDSTAT = 'cut -d" " -f1 /proc/$PPID/schedstat > "$BENCH_DIR/sched.$name"\n'
+FIGURES = (("exec", "start -b -> exec", "ms"), ("return", "start -b returns", "ms"),
+           ("cpu_start", "start -b's CPU", "ms"), ("cpu_sup", "supervisor's CPU", "ms"))
+
+
 def one_start(bed, env):
-    """(ms to the hypervisor's exec, ms to `start -b` returning); the VM stopped again after."""
+    """{figure: ms} of one start -b (FIGURES); the VM stopped again after."""
     (bed.work / f"exec.{NAME}").unlink(missing_ok=True)
     (bed.work / f"left.{NAME}").write_text("0")   # the stand-in runs until it is stopped
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
     res = subprocess.run([str(bed.root / "start"), "-b", NAME], env=env, cwd=bed.root,
                          capture_output=True, text=True)
     returned = time.time()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if res.returncode != 0 or not bench.wait(lambda: bench.stamps(bed, NAME), 10):
         raise SystemExit(f"bench_detach: start -b failed ({res.returncode}): {res.stderr.strip()}")
-    exec_ms = (bench.stamps(bed, NAME)[0] - t0) * 1000
+    figures = {"exec": (bench.stamps(bed, NAME)[0] - t0) * 1000, "return": (returned - t0) * 1000,
+               "cpu_start": (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1000}
+    bench.wait(lambda: (bed.work / f"sched.{NAME}").read_text().strip() if (bed.work / f"sched.{NAME}").exists()
+               else False, 5)
+    figures["cpu_sup"] = int((bed.work / f"sched.{NAME}").read_text()) / 1e6
+    (bed.work / f"sched.{NAME}").unlink()
     stop = subprocess.run([str(bed.root / "stop"), NAME], env=env, cwd=bed.root, capture_output=True, text=True)
     if stop.returncode != 0:
         raise SystemExit(f"bench_detach: stop failed ({stop.returncode}): {stop.stderr.strip()}")
-    return exec_ms, (returned - t0) * 1000
+    return figures
 
 
 def main():
@@ -54,9 +70,12 @@ def main():
     for path in sides.values():
         subprocess.run([bench.PY, "-m", "compileall", "-q", str(path / "kvm")], check=True)
     bed = bench.Bed()
-    samples = {key: {"exec": [], "return": []} for key in sides}
+    samples = {key: {figure: [] for figure, _, _ in FIGURES} for key in sides}
     try:
         bed.add_vms(1)
+        stand_in, stamp = bed.work / "bin" / "bhyve", 'date +%s.%N >> "$BENCH_DIR/exec.$name"\n'
+        assert stamp in stand_in.read_text()
+        stand_in.write_text(stand_in.read_text().replace(stamp, SCHEDSTAT + stamp))
         # the bed's kvminst pinned the host's firmware (OVMF on Linux): pin bhyve's stand-in too
         (bed.root / "firmware").mkdir(exist_ok=True)
         for fw in (bed.work / "fw").iterdir():
@@ -67,22 +86,22 @@ def main():
             one_start(bed, envs[key])
         for _ in range(args.runs):
             for key in sides:
-                exec_ms, return_ms = one_start(bed, envs[key])
-                samples[key]["exec"].append(exec_ms)
-                samples[key]["return"].append(return_ms)
+                for figure, value in one_start(bed, envs[key]).items():
+                    samples[key][figure].append(value)
     finally:
         bed.close()
     print(f"start -b -> hypervisor exec, {time.strftime('%Y-%m-%d')}, {args.runs} runs each, "
           f"medians (min..max)")
     for key, path in sides.items():
-        for what, label in (("exec", "start -b -> exec"), ("return", "start -b returns")):
-            v = samples[key][what]
-            print(f"  {key:4} {label:17} {statistics.median(v):7.1f} ms  ({min(v):.1f}..{max(v):.1f})  {path}")
+        print(f"  {key}: {path}")
+        for figure, label, unit in FIGURES:
+            v = samples[key][figure]
+            print(f"    {label:18} {statistics.median(v):7.1f} {unit}  ({min(v):.1f}..{max(v):.1f})")
     if args.vs:
-        ratios = [a / b for a, b in zip(samples["this"]["exec"], samples["vs"]["exec"])]
-        diffs = [a - b for a, b in zip(samples["this"]["exec"], samples["vs"]["exec"])]
-        print(f"  this / vs, start -b -> exec, pair by pair: median x{statistics.median(ratios):.2f}, "
-              f"median difference {statistics.median(diffs):+.1f} ms")
+        print("  this - vs, pair by pair (median of the differences):")
+        for figure, label, unit in FIGURES:
+            diffs = [a - b for a, b in zip(samples["this"][figure], samples["vs"][figure])]
+            print(f"    {label:18} {statistics.median(diffs):+7.1f} {unit}")
 
 
 if __name__ == "__main__":
