@@ -114,8 +114,13 @@ def would(args):
 
 def warn(prog, message, vm=None):
     """A warning line on stderr."""
+    print(warning_line(prog, message, vm), file=sys.stderr)
+
+
+def warning_line(prog, message, vm=None):
+    """The text of a warning line: `prog: VM: warning: message`."""
     who = f"{prog}: {vm}: " if vm else f"{prog}: "
-    print(one_line(f"{who}warning: {message}"), file=sys.stderr)
+    return one_line(f"{who}warning: {message}")
 
 
 def info(message):

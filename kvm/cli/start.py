@@ -1,7 +1,6 @@
 """start [-b] [-n] NAME: run the VM under its supervisor (foreground, or detached with -b)."""
 
 import argparse
-import sys
 import time
 
 from kvm.errors import StateError
@@ -19,19 +18,11 @@ def build_parser():
                             "gracefully); -b detaches, logging to NAME.log in the VM folder and syslog.",
                       dry_run=True)
     p.add_argument("-b", "--background", action="store_true", help="detach; return once the VM is launched")
-    # the detaching start hands its lock to the supervisor it spawns (never a window without it)
+    # the supervisor of a start -b, handed its lock (never a window without it): start -b runs
+    # kvm/run/detached.py now; a start -b of an earlier version (an upgrade under way) ran this
     p.add_argument("--lock-fd", type=int, help=argparse.SUPPRESS)
     p.add_argument("name", help="VM name")
     return p
-
-
-def write_line(line):
-    """The supervisor's output: stdout (NAME.log when detached). A line that cannot be written (the
-    log on a full pool) is dropped: syslog has it, and the VM must not die of it."""
-    try:
-        print(line, flush=True)
-    except OSError:
-        pass
 
 
 def body(args):
@@ -48,7 +39,7 @@ def body(args):
     fresh = args.lock_fd is None
     if fresh:
         check_not_migrated(vm)  # vmsend moved it: one VM must not run on two hosts (a ZFS property)
-    from kvm.run.supervisor import Supervisor, acquire_lock
+    from kvm.run.supervisor import Supervisor, acquire_lock, write_line
     # the VM's lock next: nothing of the VM is read (set.conf) or opened (NAME.log) before it,
     # so a command holding it (snap rollback, vmdestroy) never finds a start half-way in
     held = acquire_lock(vm.name, args.lock_fd)
@@ -61,7 +52,7 @@ def body(args):
         for line in cfg.warnings:
             common.warn(PROG, line, vm=vm.name)
         if args.background:
-            status = detach(vm, held)
+            status = detach(vm, held, cfg.warnings)
             warn_unreachable(cfg)  # after the launch: a start that fails says its one error line only
             return status
     except BaseException:
@@ -81,6 +72,7 @@ def warn_unreachable(cfg):
 
 def warn_first(cfg):
     """write_line, with warn_unreachable before the first line written."""
+    from kvm.run.supervisor import write_line
     pending = [cfg]
 
     def write(line):
@@ -90,17 +82,20 @@ def warn_first(cfg):
     return write
 
 
-def detach(vm, held):
-    """Start a detached supervisor, handing it the VM's lock, and wait until it launched (or failed)."""
+def detach(vm, held, warnings=()):
+    """Start a detached supervisor, handing it the VM's lock, and wait until it launched (or failed).
+    It gets the VM as resolved here (root path and name) and reads set.conf only for its launch;
+    the log gets set.conf's warnings, as this start printed them, before the supervisor's lines."""
     import os
     from kvm import host
     from kvm.host import lock, runfiles
+    from kvm.run import detached
     log = runfiles.log_path(vm)
     # 0640 and never through a link: the log holds the bhyve command line
     fd = lock.open_file(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, LOG_MODE)
     try:
-        proc = host.spawn([sys.executable, "-m", "kvm", "start", "--lock-fd", str(held.fd),
-                           "--root", str(vm.root.path), vm.name],
+        log_lines(fd, [common.warning_line(PROG, line, vm.name) for line in warnings])
+        proc = host.spawn(detached.argv(vm.root.path, vm.name, held.fd),
                           stdout=fd, stderr=fd, new_session=True, pass_fds=(held.fd,))
     finally:
         os.close(fd)
@@ -114,6 +109,16 @@ def detach(vm, held):
         print(f"{vm.name}: supervisor pid {proc.pid} is still before the launch (preRun?); "
               f"follow it in {log}")
     return 0
+
+
+def log_lines(fd, lines):
+    """Lines into NAME.log; what a full pool refuses is dropped (as the supervisor's own lines)."""
+    import os
+    for line in lines:
+        try:
+            os.write(fd, (line + "\n").encode("utf-8", "backslashreplace"))
+        except OSError:
+            return
 
 
 def wait_detached(vm, proc, log):

@@ -130,6 +130,7 @@ def write_seed(vm, seed):
         new = text if kept else confedit.set_value(text, "CloudInit", "1")
         if new != text:
             host.write_file(vm.conf_path, new, mode=vm.conf_path.stat().st_mode & 0o7777)
+            vm.forget_config()
 
 
 def saved(vm):

@@ -46,6 +46,7 @@ def _apply(vm, change):
     mode = config.file_mode(cfg, old_mode) & backup_mode
     host.write_file(vm.dir / BACKUP, text, mode=backup_mode)
     host.write_file(path, new, mode=mode)
+    vm.forget_config()  # what this command read of set.conf before is no longer the file
     return True
 
 

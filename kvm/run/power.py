@@ -44,10 +44,11 @@ def clear_request(name):
     runfiles.stop_request_path(name).unlink(missing_ok=True)
 
 
-def vm_timeout(vm):
-    """StopTimeout from set.conf, else the default (a broken set.conf must not prevent a stop)."""
+def vm_timeout(vm, fresh=False):
+    """StopTimeout from set.conf, else the default (a broken set.conf must not prevent a stop).
+    fresh: from the file as it is now (the supervisor: set.conf may have changed since it read it)."""
     try:
-        return vm.config().stop_timeout
+        return vm.config(fresh=fresh).stop_timeout
     except KvmError:
         return DEFAULT_TIMEOUT
 

@@ -5,7 +5,8 @@ Per launch: re-read set.conf -> preRun -> the hypervisor's plan (loader, then th
 end otherwise. SIGTERM/SIGINT/SIGHUP stop the guest gracefully (power.sequence: ACPI power
 button, then a forced power-off after the timeout), run postRun, and exit. The hypervisor's
 processes run in sessions of their own, so a terminal's Ctrl-C reaches only the supervisor.
-Everything the supervisor says goes through `write`, a callback the CLI gives.
+Everything the supervisor says goes through `write`, a callback the caller gives (write_line, or
+the foreground start's, which warns first). A start -b runs it detached through kvm/run/detached.py.
 """
 
 import collections
@@ -27,6 +28,15 @@ EXIT_STATUS = {"poweroff": 0, "halt": 0, "stopped": 0, "triplefault": 3, "fault"
 HOOK_REFUSED = 126       # a hook not run for safety counts as sh's "found but cannot execute"
 KILLED_HOOK_WAIT = 3600  # after SIGKILL the hook's group must end; wait for it without a real limit
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def write_line(line):
+    """The supervisor's output: stdout (NAME.log when detached). A line that cannot be written (the
+    log on a full pool) is dropped: syslog has it, and the VM must not die of it."""
+    try:
+        print(line, flush=True)
+    except OSError:
+        pass
 
 
 class _Wake(Exception):
@@ -229,7 +239,7 @@ class Supervisor:
         while True:
             if self.stop and steps is None:
                 steps = power.sequence(self.hv, self.name, proc.pid,
-                                       self.stop.get("timeout") or power.vm_timeout(self.vm),
+                                       self.stop.get("timeout") or power.vm_timeout(self.vm, fresh=True),
                                        self.stop.get("force"))
                 deadline = self.next_step(steps)
             self.in_wait = True

@@ -32,6 +32,7 @@ class Vm:
 
     def __init__(self, root, name):
         self.root, self.name = root, name
+        self._config = None   # set.conf as config() read and validated it: one read per command
 
     def __repr__(self):
         return f"Vm({self.name!r})"
@@ -57,18 +58,30 @@ class Vm:
         """The VM's dataset: ROOT/vm/NAME."""
         return f"{self.root.vm_dataset()}/{self.name}"
 
-    def config(self, *, evaluate=False):
+    def config(self, *, evaluate=False, fresh=False):
         """The validated set.conf. Every reader gets evaluate=False: nothing is run, what needs sh
-        is reported unevaluated. evaluate=True is the launch's read only: set.conf, run,
-        functions and their folders must be root's and writable by root only, then sh may
-        evaluate set.conf, under the config lock edits hold (kvm/config.py, kvm/edit.py)."""
+        is reported unevaluated. The file is read once for the life of this Vm (one command):
+        later calls get the same VmConfig. fresh=True reads it again (and keeps that), for a
+        reader that needs the file as it is now (the supervisor, which outlives many edits);
+        a command that rewrote set.conf calls forget_config().
+
+        evaluate=True is the launch's read only, always of the file as it is now and never kept:
+        set.conf, run, functions and their folders must be root's and writable by root only, then
+        sh may evaluate set.conf, under the config lock edits hold (kvm/config.py, kvm/edit.py)."""
         from kvm.conf import config
         if not evaluate:
-            return config.load(self.name, str(self.dir), evaluate=False)
+            if fresh or self._config is None:
+                self._config = None  # a fresh read that fails keeps nothing older
+                self._config = config.load(self.name, str(self.dir), evaluate=False)
+            return self._config
         from kvm.conf import hooks
         with lock.hold_config(self.name, "supervisor read"):
             hooks.check_safe(self)
             return config.load(self.name, str(self.dir), evaluate=True)
+
+    def forget_config(self):
+        """After a write of set.conf: the next config() reads the file again."""
+        self._config = None
 
 
 def get_vm(root, name):

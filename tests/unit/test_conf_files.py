@@ -10,7 +10,8 @@ import pytest
 
 from kvm.conf import edit, hooks
 from kvm.host import lock
-from kvm.errors import PermissionDenied, StateError
+from kvm.errors import ConfigError, PermissionDenied, StateError
+from kvm.run import power
 from kvm.vm.root import Root
 from kvm.vm import Vm
 
@@ -57,6 +58,37 @@ def test_the_launch_evaluates_once_all_is_safe(vm):
         fh.write("Cores=$(echo 3)\n")
     assert vm.config().cores == 1 and "Cores" in vm.config().unevaluated  # unknown: the default
     assert vm.config(evaluate=True).cores == 3
+
+
+def test_a_vm_reads_its_set_conf_once_unless_asked_for_the_file_as_it_is_now(vm):
+    first = vm.config()
+    vm.conf_path.write_text('VMrom="uefi"\nCores="3"\nStopTimeout="30"\n')
+    assert vm.config() is first and first.cores == 2     # one read for the life of the command
+    assert power.vm_timeout(vm) == 60                      # stop: the same reading
+    assert power.vm_timeout(vm, fresh=True) == 30          # the supervisor: the file now
+    assert vm.config().cores == 3 and vm.config(fresh=True) is not first
+
+
+def test_a_fresh_read_that_fails_keeps_no_older_reading(vm):
+    assert vm.config().cores == 2
+    vm.conf_path.write_text('VMrom="uefi"\nCores="x"\n')
+    with pytest.raises(ConfigError, match="Cores='x' is not a whole number"):
+        vm.config(fresh=True)
+    with pytest.raises(ConfigError, match="Cores='x' is not a whole number"):
+        vm.config()  # read again: not the reading from before the failed one
+
+
+def test_an_edit_makes_the_next_read_see_the_new_file(vm):
+    assert vm.config().cores == 2
+    assert edit.set_values(vm, [("Cores", "3")]) == [("Cores", "2", "3")]
+    assert vm.config().cores == 3
+
+
+@needs_root
+def test_the_launch_reads_the_file_as_it_is_now(vm):
+    assert vm.config().cores == 2
+    vm.conf_path.write_text('VMrom="uefi"\nCores="3"\n')
+    assert vm.config(evaluate=True).cores == 3 and vm.config().cores == 2
 
 
 def test_an_edit_keeps_a_password_private_and_never_widens(vm):

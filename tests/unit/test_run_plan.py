@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from kvm.conf import config
-from kvm.run import power
+from kvm.run import power, supervisor
 from kvm.cli import start
 from kvm.hypervisor.bhyve import backend as bhyve
 from kvm.hypervisor import current
@@ -62,7 +62,7 @@ def test_a_line_the_log_cannot_take_is_dropped(monkeypatch):
     """A detached supervisor's log on a full pool: the write fails (as on /dev/full), the VM goes on."""
     with open("/dev/full", "w") as full:
         monkeypatch.setattr(sys, "stdout", full)
-        start.write_line("bhyve -c 1 -m 1G " + "x" * 8192)
+        supervisor.write_line("bhyve -c 1 -m 1G " + "x" * 8192)
 
 
 class FakeVm:
