@@ -8,7 +8,6 @@ import sys
 
 from kvm.cli import common
 from kvm.manage.commands import ALL as COMMANDS  # noqa: F401 - the names live in the library
-from kvm.manage.commands import ROOT_COMMANDS
 
 # Every command's module is kvm.cli.<command>.
 

@@ -4,7 +4,10 @@ import argparse
 import sys
 
 from kvm import host
+from kvm import vm as vmmod
 from kvm.errors import KvmError, PermissionDenied, UsageError, one_line
+from kvm.vm import NAME_RE
+from kvm.vm.root import find_root
 
 
 class Parser(argparse.ArgumentParser):
@@ -74,20 +77,17 @@ def _named_vm(args, valid_only=False):
     """
     name = getattr(args, "name", None) or getattr(args, "old", None)
     if name and valid_only:
-        from kvm.vm import NAME_RE
         return name if NAME_RE.match(name) else None
     return name
 
 
 def get_root(args):
     """The install root for this command."""
-    from kvm.vm.root import find_root
     return find_root(getattr(args, "root", None), args.launcher_dir)
 
 
 def get_vm(args, root_user=False, name=None):
     """The VM the command names: name checked first, then the root, the VM, and root if needed."""
-    from kvm import vm as vmmod
     name = args.name if name is None else name
     vmmod.check_name(name)
     vm = vmmod.get_vm(get_root(args), name)

@@ -1,10 +1,20 @@
 """start [-b] [-n] NAME: run the VM under its supervisor (foreground, or detached with -b)."""
 
 import argparse
+import os
 import time
 
-from kvm.errors import StateError
+from kvm import host
+from kvm import vm as vmmod
 from kvm.cli import common
+from kvm.conf.reach import of_config
+from kvm.errors import StateError
+from kvm.host import lock, runfiles
+from kvm.hypervisor import current as hypervisor
+from kvm.migrate.send import check_not_migrated
+from kvm.run import detached
+from kvm.run.launch import dry_run_lines
+from kvm.run.supervisor import Supervisor, acquire_lock, write_line
 
 PROG = "start"
 LOG_MODE = 0o640        # NAME.log: readable by root and the wheel-like group only
@@ -28,18 +38,15 @@ def build_parser():
 def body(args):
     vm = common.get_vm(args)
     if args.dry_run:
-        from kvm.run.launch import dry_run_lines
         for line in dry_run_lines(vm):
             print(line)
         warn_unreachable(vm.config())
         return 0
     common.need_root_user(vm.name)
-    from kvm.migrate.send import check_not_migrated
     # start -b's supervisor (lock_fd) was checked by its parent, under the lock it hands over
     fresh = args.lock_fd is None
     if fresh:
         check_not_migrated(vm)  # vmsend moved it: one VM must not run on two hosts (a ZFS property)
-    from kvm.run.supervisor import Supervisor, acquire_lock, write_line
     # the VM's lock next: nothing of the VM is read (set.conf) or opened (NAME.log) before it,
     # so a command holding it (snap rollback, vmdestroy) never finds a start half-way in
     held = acquire_lock(vm.name, args.lock_fd)
@@ -65,14 +72,12 @@ def body(args):
 
 def warn_unreachable(cfg):
     """One warning line when the VM has no console and no network (it starts all the same)."""
-    from kvm.conf.reach import of_config
     if of_config(cfg):
         common.warn(PROG, of_config(cfg), vm=cfg.name)
 
 
 def warn_first(cfg):
     """write_line, with warn_unreachable before the first line written."""
-    from kvm.run.supervisor import write_line
     pending = [cfg]
 
     def write(line):
@@ -86,10 +91,6 @@ def detach(vm, held, warnings=()):
     """Start a detached supervisor, handing it the VM's lock, and wait until it launched (or failed).
     It gets the VM as resolved here (root path and name) and reads set.conf only for its launch;
     the log gets set.conf's warnings, as this start printed them, before the supervisor's lines."""
-    import os
-    from kvm import host
-    from kvm.host import lock, runfiles
-    from kvm.run import detached
     log = runfiles.log_path(vm)
     # 0640 and never through a link: the log holds the bhyve command line
     fd = lock.open_file(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, LOG_MODE)
@@ -102,7 +103,6 @@ def detach(vm, held, warnings=()):
         held.release()  # the supervisor holds the same open lock file now
     state = wait_detached(vm, proc, log)
     if state.get("bhyve"):
-        from kvm.hypervisor import current as hypervisor
         print(f"{vm.name}: started, {hypervisor().name} pid {state['bhyve']}, supervisor pid {proc.pid} "
               f"(log {log})")
     else:
@@ -113,7 +113,6 @@ def detach(vm, held, warnings=()):
 
 def log_lines(fd, lines):
     """Lines into NAME.log; what a full pool refuses is dropped (as the supervisor's own lines)."""
-    import os
     for line in lines:
         try:
             os.write(fd, (line + "\n").encode("utf-8", "backslashreplace"))
@@ -124,7 +123,6 @@ def log_lines(fd, lines):
 def wait_detached(vm, proc, log):
     """The detached supervisor's state once it launched (or DETACH_WAIT passed); StateError with
     its own error when it ended first."""
-    from kvm import vm as vmmod
     end = time.time() + DETACH_WAIT
     state = {}
     while time.time() < end:
@@ -140,7 +138,6 @@ def wait_detached(vm, proc, log):
 def failure(vm, proc, log):
     """Why a detached supervisor ended: the error it kept in its state file (which a full pool does
     not stop), else its log's last line without the `start: NAME: ` it begins with."""
-    from kvm import vm as vmmod
     state = vmmod.read_state(vm.name)
     if state.get("error_pid") == proc.pid and state.get("error"):
         return state["error"]

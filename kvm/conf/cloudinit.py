@@ -13,6 +13,7 @@ import re
 import time
 
 from kvm import host
+from kvm.conf.devices import Device
 from kvm.errors import UsageError
 from kvm.host.record import field, fields, record
 
@@ -143,7 +144,6 @@ def saved(vm):
 
 def seed_devices(c, devices):
     """set.conf's Devices, plus the seed CD at CD_SLOT when CloudInit="1" (config's checker)."""
-    from kvm.conf.devices import Device
     value = c.get("CloudInit")
     if value not in ("", "0", "1", "virtio-blk"):
         c.bad("CloudInit", "must be '0', '1' (a CD) or 'virtio-blk' (a read-only disk)")

@@ -11,6 +11,11 @@ which the waiting start -b reports. The command line reads as it did when start 
 
 import sys
 
+from kvm import vm as vmmod
+from kvm.errors import KvmError, UsageError
+from kvm.run.supervisor import Supervisor, acquire_lock, write_line
+from kvm.vm.root import Root
+
 PROG = "start"   # its messages are start's
 MODULE = "kvm.run.detached"
 
@@ -23,20 +28,16 @@ def argv(root_path, name, lock_fd):
 
 def supervise(vm, lock_fd):
     """Adopt the lock start -b took for `vm` and supervise it; the exit status."""
-    from kvm.run.supervisor import Supervisor, acquire_lock, write_line
     return Supervisor(vm, write_line, acquire_lock(vm.name, lock_fd)).run()
 
 
 def main(args=None):
     """Run the supervisor argv() describes; errors as start prints them (kvm/cli/common.py's run)."""
-    from kvm.errors import KvmError, UsageError
     args = sys.argv[1:] if args is None else args
     name = args[-1] if args else None
     try:
         if len(args) != 6 or args[:2] != [PROG, "--lock-fd"] or args[3] != "--root" or not args[2].isdigit():
             raise UsageError(f"usage: python -m {MODULE} {PROG} --lock-fd FD --root ROOT NAME (start -b runs it)")
-        from kvm import vm as vmmod
-        from kvm.vm.root import Root
         vmmod.check_name(name)  # the one check kept: the name makes the lock's and state file's paths
         return supervise(vmmod.Vm(Root(args[4]), name), int(args[2]))
     except KvmError as exc:

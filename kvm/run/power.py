@@ -12,9 +12,11 @@ import json
 import signal
 import time
 
-from kvm import host, vm as vmmod
-from kvm.host import runfiles
+from kvm import host
+from kvm import vm as vmmod
 from kvm.errors import KvmError, StateError
+from kvm.host import runfiles
+from kvm.host.lock import plan_stopped
 from kvm.hypervisor import current as hypervisor
 
 DEFAULT_TIMEOUT = 60   # seconds for the guest to shut down when set.conf gives no StopTimeout
@@ -92,7 +94,6 @@ def _stop_supervised(vm, rt, timeout, force):
     request(vm.name, timeout, force)
     host.send_signal(rt.supervisor, signal.SIGTERM)
     if host.dry_run():
-        from kvm.host.lock import plan_stopped
         plan_stopped(vm.name)  # what follows in this dry run sees the VM stopped
         return "requested"
     budget = (0 if force else timeout) + FORCE_GRACE + HOOK_GRACE + SUPERVISOR_SLACK

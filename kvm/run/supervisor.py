@@ -15,12 +15,15 @@ import signal
 import syslog
 import time
 
-from kvm import host, vm as vmmod
+from kvm import host
+from kvm import vm as vmmod
 from kvm.conf import hooks
-from kvm.run import launch as launchmod, power, ports
-from kvm.host import lock as lockmod
 from kvm.errors import KvmError, StateError
-from kvm.hypervisor import Exit, LaunchFailed, current as hypervisor
+from kvm.host import lock as lockmod
+from kvm.hypervisor import Exit, LaunchFailed
+from kvm.hypervisor import current as hypervisor
+from kvm.run import launch as launchmod
+from kvm.run import ports, power
 from kvm.run.power import HOOK_GRACE
 
 EXIT_STATUS = {"poweroff": 0, "halt": 0, "stopped": 0, "triplefault": 3, "fault": 3, "error": 4, "unknown": 5,

@@ -5,10 +5,10 @@ import os
 import re
 from pathlib import Path
 
-from kvm import host
+from kvm import host, zfs
+from kvm.errors import KvmError, NotFound, StateError, UsageError
 from kvm.host import lock, paths, runfiles
 from kvm.hypervisor import current as hypervisor
-from kvm.errors import NotFound, StateError, UsageError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,30}\Z")
 RUN_FILE = "run"
@@ -109,7 +109,6 @@ def remount(vm):
 def _mount_unless_busy(vm):
     """Mount the VM's dataset under its lock; a dataset that another command holding the lock
     has unmounted (zfs-fuse's rollback, a busy rename) is its business: refuse, never race it."""
-    from kvm import zfs
     found = lock.holder(lock_path(vm.name))
     if found is not None and found[0] != os.getpid():
         raise StateError(f"is busy: {lock.describe_holder(found)} is working on its dataset; "
@@ -125,8 +124,6 @@ def _mount_unless_busy(vm):
 def unmounted_hint(vm):
     """How to recover when the VM's dataset exists but is not mounted (a vmrename or vmdestroy
     killed half-way), else None. Asks ZFS, so only on the not-found path."""
-    from kvm import zfs
-    from kvm.errors import KvmError
     try:
         dataset = vm.dataset()
         if not zfs.unmounted(dataset):
