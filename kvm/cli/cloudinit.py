@@ -23,11 +23,17 @@ def add_seed_args(p):
 
 
 def _read(path, what, vm):
+    """A file's text; cloud-init reads its seed as UTF-8, so other bytes are refused, by offset."""
     try:
-        with open(path) as fh:
-            return fh.read()
+        with open(path, "rb") as fh:
+            data = fh.read()
     except OSError as exc:
         raise UsageError(f"{what} '{path}': {exc.strerror}", vm=vm) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{what} '{path}' is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                         f"{exc.start}), which cloud-init cannot read: convert it (iconv -t UTF-8)", vm=vm) from None
 
 
 def seed_from_args(args, vm_name, base=None):

@@ -41,6 +41,10 @@ def run(prog, build_parser, body, argv, launcher_dir=None):
     """Parse argv, run body(args), turn errors into one line and an exit status."""
     p = build_parser()
     args = p.parse_args(argv)
+    # a value read from a file keeps bytes that are not UTF-8 (surrogate escapes, see
+    # host.read_text): printed, they go out as the same bytes, never an internal error
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="surrogateescape")
     args.launcher_dir = launcher_dir
     if args.debug:
         host.set_debug(True)

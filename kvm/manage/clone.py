@@ -101,7 +101,7 @@ def new_identity(src, target, template):
             host.remove_file(target.dir / entry)
     rename.rewrite_files(target, src.name, taps=True)
     conf = target.conf_path
-    text = conf.read_text()
+    text = host.read_text(conf)
     if _MAC_RE.search(text):
         host.write_file(conf, fresh_macs(text), mode=conf.stat().st_mode & 0o7777)
     if template is not None:

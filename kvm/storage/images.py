@@ -103,7 +103,7 @@ def write_conf(path, values):
 
 def read_conf(path):
     try:
-        return dict(read_plain(path.read_text()).values)
+        return dict(read_plain(host.read_text(path)).values)
     except OSError:
         return {}
 
@@ -183,7 +183,7 @@ def publish(root, vm, name, snap=None):
                 if entry in PRIVATE or entry.endswith(".log"):
                     host.remove_file(where / entry)
             conf = where / vmmod.CONF_FILE
-            host.write_file(conf, strip_macs(conf.read_text()), mode=0o644)
+            host.write_file(conf, strip_macs(host.read_text(conf)), mode=0o644)
         disk = where / DISK
         values = {"source": f"vm {vm.name}@{snap}", "format": "raw",
                   "sha256": "" if host.dry_run() else sha256_of(disk), "size": 0 if host.dry_run()
