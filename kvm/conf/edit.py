@@ -36,7 +36,7 @@ def _apply(vm, change):
         if new == text:
             return False
         old_mode = stat.S_IMODE(os.stat(path, follow_symlinks=False).st_mode)
-        cfg = _validate(vm, new)
+        cfg = _validate(vm, new, startable=True)   # what an edit writes, a VM can start from
         backup_mode = config.file_mode(_validate(vm, text, quiet=True) or cfg, old_mode)
     except KvmError as exc:
         exc.vm = vm.name
@@ -50,14 +50,23 @@ def _apply(vm, change):
     return True
 
 
-def _validate(vm, text, quiet=False):
+def _validate(vm, text, quiet=False, startable=False):
     """The VmConfig of a text, read without sh; with quiet, None when it does not validate."""
     try:
         reading = config.read_plain(text)
-        return config.validate(vm.name, str(vm.dir), reading.values, reading=reading)
+        return config.validate(vm.name, str(vm.dir), reading.values, reading=reading, startable=startable)
     except KvmError:
         if quiet:
             return None
+        raise
+
+
+def current_text(vm):
+    """set.conf's text as it is now (a link or a file that is not regular refused, as every read)."""
+    try:
+        return shconf.read_text(str(vm.conf_path))
+    except KvmError as exc:
+        exc.vm = vm.name
         raise
 
 
@@ -185,7 +194,7 @@ class Copy:
 
 def check_text(vm, text):
     """The VmConfig of an edited text, read without sh; ConfigError naming VM, key and value."""
-    return _validate(vm, text)
+    return _validate(vm, text, startable=True)
 
 
 def replace(vm, original, new, what="vmedit"):

@@ -12,7 +12,7 @@ import re
 import time
 
 from kvm import host, zfs
-from kvm.conf import cloudinit
+from kvm.conf import cloudinit, config
 from kvm.errors import NotFound, UsageError
 from kvm.host import lock
 from kvm.hypervisor import current as hypervisor
@@ -42,6 +42,9 @@ def plan(root, src, dst, snap=None):
     """(origin snapshot, snapshot to take or None, vars template or None); checks first."""
     target = check_new(root, dst)
     cfg = src.config()
+    # the copy's set.conf is SRC's: it must be one a VM can start from, as any set.conf kvm writes
+    config.validate(src.name, str(src.dir), cfg.variables, reading=config.Reading(cfg.variables, cfg.unevaluated),
+                    startable=True)
     ds = src.dataset()
     others = [d for d in snapmod.datasets_of(src, cfg) if d != ds]
     if others:  # a clone would share that disk with SRC, and the copy would not have it

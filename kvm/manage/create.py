@@ -95,8 +95,10 @@ def render_files(name, a, root_path):
                   com=a.com and config.loader_kind(a.loader) != "grub", iso=a.iso)
     run = render("run.j2", root_path, name=name, pre=pre, post=post, hv=hypervisor.current().name,
                  helpers=host_os.helpers)
+    if a.cloud_init is not None:
+        conf = cloudinit.attached(conf)   # validated with the seed's CD, as any edit of it
     values = config.parse_text(conf)
-    cfg = config.validate(name, "/nonexistent", values)
+    cfg = config.validate(name, "/nonexistent", values, startable=True)
     return conf, run, cfg
 
 

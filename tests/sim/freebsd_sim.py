@@ -151,8 +151,9 @@ def parse_mem(text):
         return None
     n, unit = int(m.group(1)), m.group(2).upper()
     if unit:
-        return n << {"K": 10, "M": 20, "G": 30, "T": 40}[unit]
-    return n << 20 if n < (1 << 20) else n
+        size = n << {"K": 10, "M": 20, "G": 30, "T": 40}[unit]
+        return size if size < (1 << 64) else None   # expand_number(3): ERANGE past 64 bits
+    return n << 20 if n < (1 << 20) else min(n, (1 << 64) - 1)   # strtoul: ULONG_MAX on overflow
 
 
 def parse_cpus(text):

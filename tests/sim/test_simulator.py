@@ -48,6 +48,7 @@ BASE = ["bhyve", "-c", "1", "-m", "256M", "-s", "0,hostbridge", "-s", "31,lpc"]
     (BASE + ["-l", "com1,/dev/nmdmvmA", "vm"], 4, "Unable to initialize backend"),
     (BASE + ["-l", "com9,stdio", "vm"], 64, "Invalid LPC device"),
     (["bhyve", "-m", "lots", "vm"], 64, "invalid memsize"),
+    (["bhyve", "-m", "99999999999999999999G", "vm"], 64, "invalid memsize"),
     (["bhyve", "-c", "cpus=4,sockets=1,cores=2", "vm"], 4, "Invalid CPU topology"),
     (BASE + ["a" * 32], 4, "File name too long"),
 ])
