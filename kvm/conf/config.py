@@ -210,7 +210,7 @@ class _Context:
 def _vmrom(c):
     vmrom = c.get("VMrom")
     if not vmrom and c.startable and "VMrom" not in c.unevaluated:
-        raise ConfigError(f"{CONF}: VMrom is required (uefi, grub or the absolute path of a loader): "
+        raise ConfigError(f"{CONF}: VMrom is not set (uefi, grub or the absolute path of a loader): "
                           f"without it the VM cannot start", vm=c.name)
     if vmrom:
         c.check("VMrom", one_line)
@@ -272,8 +272,9 @@ def _vnc(c):
     if vnc not in ("", "0", "1", "wait"):
         c.bad("VNC", "must be 1, wait or 0")
     vnc = {"1": "on", "wait": "wait"}.get(vnc, "")
-    if vnc and c.kind == "grub":
-        c.bad("VNC", "cannot be used with the grub loader (grub uses the serial console)")
+    if vnc and c.kind == "grub":  # the shell kvm starts such a VM, without VNC: so do we, and say so
+        c.warnings.append(f"VNC={c.get('VNC')} is ignored with the grub loader (its console is the serial one)")
+        vnc = ""
     # each is checked when set; the resolution is used only when both are (as the shell kvm does)
     width = c.check("wVNC", whole_number, "wVNC") if c.get("wVNC") else None
     height = c.check("hVNC", whole_number, "hVNC") if c.get("hVNC") else None

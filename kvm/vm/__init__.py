@@ -58,7 +58,7 @@ class Vm:
         """The VM's dataset: ROOT/vm/NAME."""
         return f"{self.root.vm_dataset()}/{self.name}"
 
-    def config(self, *, evaluate=False, fresh=False):
+    def config(self, *, evaluate=False, fresh=False, startable=False):
         """The validated set.conf. Every reader gets evaluate=False: nothing is run, what needs sh
         is reported unevaluated. The file is read once for the life of this Vm (one command):
         later calls get the same VmConfig. fresh=True reads it again (and keeps that), for a
@@ -67,12 +67,13 @@ class Vm:
 
         evaluate=True is the launch's read only, always of the file as it is now and never kept:
         set.conf, run, functions and their folders must be root's and writable by root only, then
-        sh may evaluate set.conf, under the config lock edits hold (kvm/config.py, kvm/edit.py)."""
+        sh may evaluate set.conf, under the config lock edits hold (kvm/config.py, kvm/edit.py).
+        startable: refuse a set.conf no VM can start from (config.validate), read afresh."""
         from kvm.conf import config
         if not evaluate:
-            if fresh or self._config is None:
+            if fresh or startable or self._config is None:
                 self._config = None  # a fresh read that fails keeps nothing older
-                self._config = config.load(self.name, str(self.dir), evaluate=False)
+                self._config = config.load(self.name, str(self.dir), evaluate=False, startable=startable)
             return self._config
         from kvm.conf import hooks
         with lock.hold_config(self.name, "supervisor read"):

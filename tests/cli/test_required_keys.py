@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import cmd, create_vm, datasets, one_line_error, snapshot_tree
 
-REQUIRED = "set.conf: VMrom is required (uefi, grub or the absolute path of a loader)"
+REQUIRED = "set.conf: VMrom is not set (uefi, grub or the absolute path of a loader)"
 
 
 @pytest.fixture
