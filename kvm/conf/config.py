@@ -41,6 +41,9 @@ KNOWN = {
     "RestartOnFault": "1 = restart after a fault", "RestartMax": "restarts allowed in the window",
     "RestartWindow": "seconds of the restart window", "StopTimeout": "seconds for a graceful stop",
 }
+# names set.conf may not assign: the hooks' own variables (`. "$VMdir/run"` follows set.conf) and
+# what changes which programs sh and the hooks run
+RESERVED = ("PATH", "IFS", "ENV", "CDPATH", "VMname", "VMdir", "VMd", "VMexit", "VMreason")
 BHYVE_FLAGS = set("AaCDeHPSuWwxY")  # -h only prints help
 DISK_DRIVERS = {"nvme", "virtio-blk", "ahci-hd", "ahci-cd", "ahci"}
 MEM_RE = re.compile(r"^([0-9]+)([KkMmGgTt]?)\Z")
@@ -322,8 +325,25 @@ def _restart(c):
             "stop_timeout": c.check("StopTimeout", whole_number, "StopTimeout")}
 
 
+def reserved(key):
+    """Why set.conf may not assign `key` (see RESERVED; LD_* too), or None."""
+    if key in RESERVED or key.startswith("LD_"):
+        return (f"{key} is the hooks' own (it would change which files they source or which programs "
+                f"they run): set.conf may not assign it")
+    return None
+
+
+def _reserved(c):
+    if c.startable:  # what kvm writes, and a launch: refused; readers show the VM as it is
+        for key in c.values:
+            why = reserved(key)
+            if why:
+                raise ConfigError(f"{CONF}: {why}", vm=c.name)
+    return {}
+
+
 # In order: later checkers use what earlier ones decided (the loader kind, the options).
-CHECKERS = (_vmrom, _boot, _cores, _mem, _options, _disk, _iso, _vnc, _com, _vnc_addr, _vnc_password,
+CHECKERS = (_reserved, _vmrom, _boot, _cores, _mem, _options, _disk, _iso, _vnc, _com, _vnc_addr, _vnc_password,
             _devices, _restart)
 
 

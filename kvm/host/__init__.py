@@ -29,6 +29,7 @@ from kvm.host.process import (  # noqa: F401
                               is_root,
                               kill_group,
                               list_processes,
+                              parent_pid,
                               pid_alive,
                               process_args,
                               run,

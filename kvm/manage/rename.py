@@ -61,6 +61,7 @@ def unfinished(root, old, new):
 def check(root, old_vm, new):
     """Everything that could stop a rename, checked before any change."""
     vmmod.check_name(new, "new VM name")
+    old_vm.check_files()   # a linked set.conf or run: its target's text would be copied in
     target = vmmod.Vm(root, new)
     if target.dir.exists() or zfs.lzc_exists(target.dataset()):
         raise StateError(f"cannot rename to '{new}': it already exists", vm=old_vm.name)
