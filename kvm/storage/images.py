@@ -217,8 +217,11 @@ def get(root, name):
     check_name(name)
     ds = dataset(root, name)
     if not zfs.lzc_exists(zfs.snapshot_name(ds, BASE)):
-        known = ", ".join(i["name"] for i in listing(root)) or "none"
-        raise NotFound(f"no image '{name}' (images: {known})")
+        names = [i["name"] for i in listing(root)]
+        if name in names:  # its dataset is there but not its snapshot: an import or publish under way
+            raise NotFound(f"image '{name}' is not complete (an image import or publish is making it, or was "
+                           f"killed: image list tells): try again when it is done")
+        raise NotFound(f"no image '{name}' (images: {', '.join(names) or 'none'})")
     return ds, folder(root, name)
 
 

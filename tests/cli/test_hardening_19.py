@@ -158,3 +158,10 @@ def test_a_race_is_said_as_what_happened_to_the_vm():
     other.vm = "web"
     common._raced(other)
     assert other.message == "tank/kvm/vm/web/disk0: dataset does not exist"
+
+
+def test_an_image_being_made_is_not_listed_as_missing(install, env, pool):
+    subprocess.run(["zfs", "create", "-p", f"{pool}/kvm/images/ih"], check=True)   # no @base yet: being made
+    one_line_error(cmd(install, env, "vmcreate", "w1", "--from", "ih", "-y"),
+                   "image 'ih' is not complete (an image import or publish is making it")
+    one_line_error(cmd(install, env, "vmcreate", "w1", "--from", "nope", "-y"), "no image 'nope' (images: ih)")
