@@ -1,7 +1,7 @@
 """cloudinit NAME [flags]: write (or rewrite) the VM's cloud-init NoCloud seed.iso."""
 
 from kvm.cli import common
-from kvm.conf import cloudinit
+from kvm.conf import cloudinit, edit
 from kvm.errors import KvmError, UsageError
 from kvm.host import lock
 
@@ -23,11 +23,17 @@ def add_seed_args(p):
 
 
 def _read(path, what, vm):
+    """A file's text; cloud-init reads its seed as UTF-8, so other bytes are refused, by offset."""
     try:
-        with open(path) as fh:
-            return fh.read()
+        with open(path, "rb") as fh:
+            data = fh.read()
     except OSError as exc:
         raise UsageError(f"{what} '{path}': {exc.strerror}", vm=vm) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{what} '{path}' is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                         f"{exc.start}), which cloud-init cannot read: convert it (iconv -t UTF-8)", vm=vm) from None
 
 
 def seed_from_args(args, vm_name, base=None):
@@ -66,7 +72,10 @@ def body(args):
     vm = common.get_vm(args, root_user=True)
     seed = seed_from_args(args, vm.name, cloudinit.saved(vm))
     with lock.hold_vm(vm.name, "cloudinit"):
+        # CloudInit="1" must validate (slot 28 free...) before the seed is written
+        edit.check_text(vm, cloudinit.attached(edit.current_text(vm)))
         cloudinit.write_seed(vm, seed)
+        edit.apply(vm, cloudinit.attached, "cloudinit")
     common.said(args, f"wrote {vm.dir / cloudinit.SEED} (attached at slot {cloudinit.CD_SLOT} from the next start)",
                 f"{vm.name}: would write a new seed with a new instance-id (attached at slot {cloudinit.CD_SLOT} "
                 f"from the next start)")

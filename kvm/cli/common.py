@@ -8,6 +8,7 @@ from kvm import vm as vmmod
 from kvm.errors import KvmError, PermissionDenied, UsageError, one_line
 from kvm.vm import NAME_RE
 from kvm.vm.root import find_root
+from kvm.zfs.errors import DatasetExists, DatasetNotFound, ZFSError
 
 
 class Parser(argparse.ArgumentParser):
@@ -41,6 +42,10 @@ def run(prog, build_parser, body, argv, launcher_dir=None):
     """Parse argv, run body(args), turn errors into one line and an exit status."""
     p = build_parser()
     args = p.parse_args(argv)
+    # a value read from a file keeps bytes that are not UTF-8 (surrogate escapes, see
+    # host.read_text): printed, they go out as the same bytes, never an internal error
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="surrogateescape")
     args.launcher_dir = launcher_dir
     if args.debug:
         host.set_debug(True)
@@ -54,6 +59,7 @@ def run(prog, build_parser, body, argv, launcher_dir=None):
             raise
         if exc.vm is None:
             exc.vm = _named_vm(args, valid_only=isinstance(exc, UsageError))  # every error about a VM names it
+        _raced(exc)
         print(exc.line(prog), file=sys.stderr)
         return exc.exit_status
     except KeyboardInterrupt:
@@ -67,6 +73,18 @@ def run(prog, build_parser, body, argv, launcher_dir=None):
         print(f"{prog}: internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
               file=sys.stderr)
         return 1
+
+
+def _raced(exc):
+    """ZFS's own words for a race with another command, said as what happened to the VM: its
+    dataset gone (destroyed or renamed meanwhile), or made meanwhile (two vmclone at once)."""
+    name = getattr(exc, "name", None) or ""
+    if not isinstance(exc, ZFSError) or not exc.vm or not name.endswith(f"/vm/{exc.vm}"):
+        return
+    if isinstance(exc, DatasetNotFound):
+        exc.message = f"no such VM (its dataset {name} is gone: destroyed or renamed meanwhile)"
+    elif isinstance(exc, DatasetExists):
+        exc.message = f"already exists (its dataset {name} was made meanwhile by another command)"
 
 
 def _named_vm(args, valid_only=False):

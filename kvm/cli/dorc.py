@@ -60,6 +60,10 @@ def body(args):
         common.need_root_user(args.name)
         with rcinstall.hold_unless_running(args.name, "dorc -r"):
             removed = rcinstall.remove(root, args.name, at)
+            if removed is None:
+                what = "systemd unit" if rcinstall.systemd.in_use() else "rc.d script"
+                common.info(f"{args.name}: has no {what} ({rcd.script_path(args.name, at)}): nothing to remove")
+                return 0
             common.said(args, f"removed {removed}", f"would remove {removed}")
         return 0
     vm = common.get_vm(args, root_user=True)
@@ -83,6 +87,8 @@ def options(args, vm):
 
 
 def write(args, vm, at):
+    vm.check_files()   # a VM whose set.conf or run is a link: refused, as every other command does
+    vm.config()
     rcinstall.check_slot(vm.name, at)  # before asking anything
     opts, enable = options(args, vm)
     path = rcinstall.install(vm, opts, enable, at)

@@ -20,8 +20,9 @@ def build_parser():
 
 def resolve_iso(vm, given):
     """The ISO value to write: absolute when given from the current folder, else as in the VM folder."""
-    if not given or "\n" in given:
+    if not given:
         raise UsageError(f"ISO {given!r} is not a file name", vm=vm.name)
+    edit.check_value(vm, "ISO", given)   # a CR or newline: the value is named, not a line of set.conf
     if os.path.isabs(given):
         path, value = given, given
     elif os.path.exists(given):

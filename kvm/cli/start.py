@@ -55,7 +55,7 @@ def body(args):
             # again: a vmsend that held the lock may have set the mark since; a received copy
             # started here is marked kvm:started (a later vmsend would roll back its changes)
             check_not_migrated(vm, mark=True)
-        cfg = vm.config()  # refuse a broken set.conf here, before detaching
+        cfg = vm.config(startable=True)  # refuse a broken set.conf here, before detaching
         for line in cfg.warnings:
             common.warn(PROG, line, vm=vm.name)
         if args.background:

@@ -1,5 +1,6 @@
 """vmcreate [NAME] [flags]: create a VM (asks what the flags do not say)."""
 
+from kvm import host
 from kvm import vm as vmmod
 from kvm.cli import common
 from kvm.cli.cloudinit import add_seed_args, seed_from_args
@@ -180,7 +181,7 @@ def image_defaults(args, root):
         return
     _, where = images.get(root, args.image)
     try:
-        values = shconf.read_plain((where / "set.conf").read_text()).values
+        values = shconf.read_plain(host.read_text(where / "set.conf")).values
     except OSError:
         return
     for flag, key in (("loader", "VMrom"), ("cores", "Cores"), ("mem", "Mem"), ("options", "VMoptions"),

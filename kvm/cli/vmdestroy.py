@@ -1,5 +1,6 @@
 """vmdestroy NAME [-y] [-f]: destroy a VM, its data and snapshots, and our rc.d script."""
 
+from kvm import host
 from kvm import vm as vmmod
 from kvm.cli import common
 from kvm.manage import destroy
@@ -20,6 +21,9 @@ def build_parser():
 
 
 def body(args):
+    vmmod.check_name(args.name)
+    if host.is_root():  # only root's vmdestroy could have left one (and only root may look at the dataset)
+        destroy.wait_left_destroy(common.get_root(args), args.name, common.info)
     vm = common.get_vm(args, root_user=True)
     dataset = destroy.dataset_of(vm)
     destroy.check_not_busy(vm)

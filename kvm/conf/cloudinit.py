@@ -121,17 +121,17 @@ def build_iso(contents):
 
 
 def write_seed(vm, seed):
-    """seed.iso and cloud-init.json in the VM's folder, both 0600; CloudInit="1" in set.conf."""
-    from kvm.conf import confedit
+    """seed.iso and cloud-init.json in the VM's folder, both 0600. set.conf's CloudInit is the
+    caller's edit (attached(), through the one validated edit of kvm/conf/edit.py)."""
     host.write_file(vm.dir / STATE, json.dumps({name: getattr(seed, name) for name in fields(seed)}, indent=2) + "\n", mode=MODE)
     host.write_file(vm.dir / SEED, build_iso(files(vm.name, seed)), mode=MODE)
-    if not host.dry_run():
-        text = vm.conf_path.read_text()
-        kept = [a.value for a in confedit._plain(text, "CloudInit")][-1:] == ["virtio-blk"]
-        new = text if kept else confedit.set_value(text, "CloudInit", "1")
-        if new != text:
-            host.write_file(vm.conf_path, new, mode=vm.conf_path.stat().st_mode & 0o7777)
-            vm.forget_config()
+
+
+def attached(text):
+    """set.conf text with the seed attached: CloudInit="1", unless it already says virtio-blk."""
+    from kvm.conf import confedit
+    kept = [a.value for a in confedit._plain(text, "CloudInit")][-1:] == ["virtio-blk"]
+    return text if kept else confedit.set_value(text, "CloudInit", "1")
 
 
 def saved(vm):

@@ -41,10 +41,14 @@ KNOWN = {
     "RestartOnFault": "1 = restart after a fault", "RestartMax": "restarts allowed in the window",
     "RestartWindow": "seconds of the restart window", "StopTimeout": "seconds for a graceful stop",
 }
+# names set.conf may not assign: the hooks' own variables (`. "$VMdir/run"` follows set.conf) and
+# what changes which programs sh and the hooks run
+RESERVED = ("PATH", "IFS", "ENV", "CDPATH", "VMname", "VMdir", "VMd", "VMexit", "VMreason")
 BHYVE_FLAGS = set("AaCDeHPSuWwxY")  # -h only prints help
 DISK_DRIVERS = {"nvme", "virtio-blk", "ahci-hd", "ahci-cd", "ahci"}
 MEM_RE = re.compile(r"^([0-9]+)([KkMmGgTt]?)\Z")
 MIN_MEM = 32 * 1024 * 1024
+MAX_MEM = (1 << 64) - 1   # bhyve reads -m into 64 bits (expand_number(3): ERANGE beyond)
 # whole-number settings: (default, lowest, highest)
 RANGES = {"Cores": (1, 1, 255), "RestartMax": (3, 1, 1000), "RestartWindow": (600, 1, 86400 * 7),
           "StopTimeout": (60, 1, 3600), "wVNC": (1024, 640, 3840), "hVNC": (768, 480, 2160)}
@@ -143,6 +147,8 @@ def memory(text):
         raise Invalid("is not a size (a number with K, M, G or T, e.g. 2G)")
     if size < MIN_MEM:
         raise Invalid(f"is too small (at least {MIN_MEM >> 20}M)")
+    if size > MAX_MEM:
+        raise Invalid("is more than bhyve can take (a 64-bit count of bytes: below 16384P)")
     return size
 
 
@@ -183,9 +189,10 @@ def one_line(text):
 class _Context:
     """The values being checked, what earlier checkers decided, and the warnings."""
 
-    def __init__(self, name, vmdir, values, cpus):
+    def __init__(self, name, vmdir, values, cpus, startable=False, unevaluated=()):
         self.name, self.vmdir, self.values, self.cpus = name, vmdir, values, cpus
         self.kind, self.options, self.warnings = "", "", []
+        self.startable, self.unevaluated = startable, unevaluated
 
     def get(self, key, default=""):
         return self.values.get(key, default)
@@ -205,6 +212,9 @@ class _Context:
 
 def _vmrom(c):
     vmrom = c.get("VMrom")
+    if not vmrom and c.startable and "VMrom" not in c.unevaluated:
+        raise ConfigError(f"{CONF}: VMrom is not set (uefi, grub or the absolute path of a loader): "
+                          f"without it the VM cannot start", vm=c.name)
     if vmrom:
         c.check("VMrom", one_line)
         c.kind = c.check("VMrom", loader)
@@ -265,11 +275,13 @@ def _vnc(c):
     if vnc not in ("", "0", "1", "wait"):
         c.bad("VNC", "must be 1, wait or 0")
     vnc = {"1": "on", "wait": "wait"}.get(vnc, "")
-    if vnc and c.kind == "grub":
-        c.bad("VNC", "cannot be used with the grub loader (grub uses the serial console)")
-    size = ()
-    if c.get("wVNC") and c.get("hVNC"):
-        size = (c.check("wVNC", whole_number, "wVNC"), c.check("hVNC", whole_number, "hVNC"))
+    if vnc and c.kind == "grub":  # the shell kvm starts such a VM, without VNC: so do we, and say so
+        c.warnings.append(f"VNC={c.get('VNC')} is ignored with the grub loader (its console is the serial one)")
+        vnc = ""
+    # each is checked when set; the resolution is used only when both are (as the shell kvm does)
+    width = c.check("wVNC", whole_number, "wVNC") if c.get("wVNC") else None
+    height = c.check("hVNC", whole_number, "hVNC") if c.get("hVNC") else None
+    size = (width, height) if width and height else ()
     return {"vnc": vnc, "vnc_size": size, "tablet": c.get("Tablet") != "0"}
 
 
@@ -313,8 +325,25 @@ def _restart(c):
             "stop_timeout": c.check("StopTimeout", whole_number, "StopTimeout")}
 
 
+def reserved(key):
+    """Why set.conf may not assign `key` (see RESERVED; LD_* too), or None."""
+    if key in RESERVED or key.startswith("LD_"):
+        return (f"{key} is the hooks' own (it would change which files they source or which programs "
+                f"they run): set.conf may not assign it")
+    return None
+
+
+def _reserved(c):
+    if c.startable:  # what kvm writes, and a launch: refused; readers show the VM as it is
+        for key in c.values:
+            why = reserved(key)
+            if why:
+                raise ConfigError(f"{CONF}: {why}", vm=c.name)
+    return {}
+
+
 # In order: later checkers use what earlier ones decided (the loader kind, the options).
-CHECKERS = (_vmrom, _boot, _cores, _mem, _options, _disk, _iso, _vnc, _com, _vnc_addr, _vnc_password,
+CHECKERS = (_reserved, _vmrom, _boot, _cores, _mem, _options, _disk, _iso, _vnc, _com, _vnc_addr, _vnc_password,
             _devices, _restart)
 
 
@@ -330,13 +359,16 @@ def _near_misses(values):
     return out
 
 
-def validate(name, vmdir, values, cpus=None, reading=None):
+def validate(name, vmdir, values, cpus=None, reading=None, *, startable=False):
     """Build a VmConfig from set.conf values; raise ConfigError naming the VM and the value.
 
     reading: the plain reader's Reading when some lines were not evaluated; their settings
     are checked at their default (or earlier) value and reported in `unevaluated`/warnings.
+    startable: the values must be ones a VM can start from (what every writer of set.conf and a
+    launch ask): the settings a start needs (VMrom; Boot with grub, always) must be there.
+    Readers (vminfo, vmlist) leave it off, to show what is missing.
     """
-    c = _Context(name, str(vmdir), values, cpus)
+    c = _Context(name, str(vmdir), values, cpus, startable, reading.unevaluated if reading else ())
     c.warnings.extend(_near_misses(values))
     fields = {}
     for checker in CHECKERS:
@@ -371,14 +403,15 @@ def read(path, *, evaluate):
         return Reading(evaluate_text(text))
 
 
-def load(name, vmdir, cpus=None, *, evaluate):
-    """Read and validate VMDIR/set.conf (see read() for `evaluate`)."""
+def load(name, vmdir, cpus=None, *, evaluate, startable=None):
+    """Read and validate VMDIR/set.conf (see read() for `evaluate`, validate() for `startable`,
+    which the launch's read, evaluate, is by default)."""
     try:
         reading = read(os.path.join(vmdir, CONF), evaluate=evaluate)
     except KvmError as exc:
         exc.vm = name
         raise
-    return validate(name, vmdir, reading.values, cpus, reading)
+    return validate(name, vmdir, reading.values, cpus, reading, startable=evaluate if startable is None else startable)
 
 
 def file_mode(cfg, current=0o644):

@@ -36,7 +36,7 @@ def _apply(vm, change):
         if new == text:
             return False
         old_mode = stat.S_IMODE(os.stat(path, follow_symlinks=False).st_mode)
-        cfg = _validate(vm, new)
+        cfg = _validate(vm, new, startable=True)   # what an edit writes, a VM can start from
         backup_mode = config.file_mode(_validate(vm, text, quiet=True) or cfg, old_mode)
     except KvmError as exc:
         exc.vm = vm.name
@@ -50,14 +50,23 @@ def _apply(vm, change):
     return True
 
 
-def _validate(vm, text, quiet=False):
+def _validate(vm, text, quiet=False, startable=False):
     """The VmConfig of a text, read without sh; with quiet, None when it does not validate."""
     try:
         reading = config.read_plain(text)
-        return config.validate(vm.name, str(vm.dir), reading.values, reading=reading)
+        return config.validate(vm.name, str(vm.dir), reading.values, reading=reading, startable=startable)
     except KvmError:
         if quiet:
             return None
+        raise
+
+
+def current_text(vm):
+    """set.conf's text as it is now (a link or a file that is not regular refused, as every read)."""
+    try:
+        return shconf.read_text(str(vm.conf_path))
+    except KvmError as exc:
+        exc.vm = vm.name
         raise
 
 
@@ -82,6 +91,8 @@ def check_keys(vm, keys, force=False):
     for key in keys:
         if not shconf.NAME_RE.fullmatch(key):
             raise UsageError(f"{key!r} is not a variable name (letters, digits and _)", vm=vm.name)
+        if config.reserved(key):
+            raise UsageError(config.reserved(key), vm=vm.name)
         if key not in config.KNOWN and not force:
             hint = _near_miss(key)
             raise UsageError(f"{key!r} is not a kvm setting{hint}; --force sets it anyway", vm=vm.name)
@@ -167,15 +178,26 @@ class Copy:
             fh.write(self.original)
 
     def text(self):
-        """What the editor left in the copy."""
-        with open(self.path, encoding="utf-8", errors="surrogateescape", newline="") as fh:
-            return fh.read()
+        """What the editor left in the copy: a regular file (a link it left is not followed)."""
+        import errno
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise StateError(f"the editor left no file at {self.path}; set.conf left as it was") from None
+        except OSError as exc:
+            why = "is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
+            raise StateError(f"the edited copy {self.path} {why}: refusing it; set.conf left as it was") from None
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise StateError(f"the edited copy {self.path} is not a regular file: refusing it; "
+                                 f"set.conf left as it was")
+            return fh.read().decode("utf-8", errors="surrogateescape")
 
     def __enter__(self):
         return self
 
     def __exit__(self, kind, exc, tb):
-        if isinstance(exc, KvmError) and os.path.exists(self.path):
+        if isinstance(exc, KvmError) and os.path.isfile(self.path) and not os.path.islink(self.path):
             exc.message += f" (your edit is kept in {self.path})"  # an edit is never lost
             return False
         import shutil
@@ -185,7 +207,7 @@ class Copy:
 
 def check_text(vm, text):
     """The VmConfig of an edited text, read without sh; ConfigError naming VM, key and value."""
-    return _validate(vm, text)
+    return _validate(vm, text, startable=True)
 
 
 def replace(vm, original, new, what="vmedit"):

@@ -14,8 +14,17 @@ class WriteFailed(KvmError):
     """A file could not be written (read-only dataset, full pool, permissions)."""
 
 
+def read_text(path):
+    """A file's text as written, whatever its bytes: UTF-8, with any other byte (a Latin-1 comment)
+    kept as a surrogate escape, so that write_file writes it back byte for byte."""
+    with open(path, "rb") as fh:
+        return fh.read().decode("utf-8", errors="surrogateescape")
+
+
 def write_file(path, text, mode=0o644, *, backup=None):
     """Write a file atomically: temp file in the same folder, fsync, rename.
+
+    Text is written as UTF-8, bytes read_text kept as surrogate escapes going back as they were.
 
     With `backup`, the old content is first copied to that path (also atomically).
     A failure leaves the old file as it was and raises WriteFailed.
@@ -27,7 +36,8 @@ def write_file(path, text, mode=0o644, *, backup=None):
 
 
 def _write_file(path, text, mode, backup):
-    data = text.encode() if isinstance(text, str) else text  # bytes too (seed.iso)
+    # bytes too (seed.iso); a str's surrogate escapes are the bytes read_text found (not UTF-8)
+    data = text.encode("utf-8", errors="surrogateescape") if isinstance(text, str) else text
     if dry_run():
         if backup is not None and path.exists():
             _plan(shlex.join(["cp", "-p", str(path), str(backup)]))

@@ -216,6 +216,20 @@ def process_args(pid):
     return text.split() if res.status == 0 and text else None
 
 
+def parent_pid(pid):
+    """The parent's pid of a live process, or 0 (procfs where mounted, else ps)."""
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.parent.is_dir():
+        try:
+            fields = stat.read_text(errors="replace").rpartition(")")[2].split()
+            return int(fields[1])
+        except (OSError, ValueError, IndexError):
+            return 0
+    res = run(["ps", "-o", "ppid=", "-p", str(pid)], mutating=False, check=False)
+    text = res.stdout.strip()
+    return int(text) if res.status == 0 and text.isdigit() else 0
+
+
 def list_processes():
     """(pid, args) for every process: one `ps` call (used only as a fallback)."""
     res = run(["ps", "-ax", "-o", "pid=,args="], mutating=False, check=False)

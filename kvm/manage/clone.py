@@ -12,7 +12,7 @@ import re
 import time
 
 from kvm import host, zfs
-from kvm.conf import cloudinit
+from kvm.conf import cloudinit, config
 from kvm.errors import NotFound, UsageError
 from kvm.host import lock
 from kvm.hypervisor import current as hypervisor
@@ -42,6 +42,9 @@ def plan(root, src, dst, snap=None):
     """(origin snapshot, snapshot to take or None, vars template or None); checks first."""
     target = check_new(root, dst)
     cfg = src.config()
+    # the copy's set.conf is SRC's: it must be one a VM can start from, as any set.conf kvm writes
+    config.validate(src.name, str(src.dir), cfg.variables, reading=config.Reading(cfg.variables, cfg.unevaluated),
+                    startable=True)
     ds = src.dataset()
     others = [d for d in snapmod.datasets_of(src, cfg) if d != ds]
     if others:  # a clone would share that disk with SRC, and the copy would not have it
@@ -68,6 +71,7 @@ def clone(root, src, dst, snap=None, independent=False):
     target, origin, own, template = plan(root, src, dst, snap)
     # SRC's lock keeps snap rollback and the like out meanwhile; a running SRC is fine
     with snapmod.hold(src, "vmclone", running_ok=True), lock.hold_vm(dst, "vmclone"):
+        check_new(root, dst)   # again under DST's lock: another vmclone may have made it meanwhile
         with Transaction(target.dataset(), origin=None if independent else origin, own_snap=own) as txn:
             if independent:
                 copy_snapshot(target, origin)
@@ -101,7 +105,7 @@ def new_identity(src, target, template):
             host.remove_file(target.dir / entry)
     rename.rewrite_files(target, src.name, taps=True)
     conf = target.conf_path
-    text = conf.read_text()
+    text = host.read_text(conf)
     if _MAC_RE.search(text):
         host.write_file(conf, fresh_macs(text), mode=conf.stat().st_mode & 0o7777)
     if template is not None:

@@ -60,7 +60,10 @@ def default_tap(name):
 def check_derived_names(root, name, exclude=None):
     """Refuse a new VM name whose default tap or rc name another VM's maps to as well
     (web-1, web_1 and WEB.1 all make tapWEB_1: the second one's postRun would destroy the
-    first one's tap)."""
+    first one's tap), or the host-wide service's rc name."""
+    if rcd.rc_name(name) == rcd.HOST_WIDE:
+        raise UsageError(f"its rc name would be '{rcd.HOST_WIDE}', the host-wide kvm service's (rc.d/kvm, "
+                         f"{rcd.HOST_WIDE}_enable): choose another name", vm=name)
     for other in vmmod.list_vms(root):
         if other.name in (name, exclude):
             continue
@@ -95,8 +98,10 @@ def render_files(name, a, root_path):
                   com=a.com and config.loader_kind(a.loader) != "grub", iso=a.iso)
     run = render("run.j2", root_path, name=name, pre=pre, post=post, hv=hypervisor.current().name,
                  helpers=host_os.helpers)
+    if a.cloud_init is not None:
+        conf = cloudinit.attached(conf)   # validated with the seed's CD, as any edit of it
     values = config.parse_text(conf)
-    cfg = config.validate(name, "/nonexistent", values)
+    cfg = config.validate(name, "/nonexistent", values, startable=True)
     return conf, run, cfg
 
 

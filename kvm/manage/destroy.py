@@ -4,13 +4,47 @@ The script goes first: a vmdestroy killed in between leaves a VM without a scrip
 vmdestroy run again destroys), never a script and `_enable` under a name no VM has.
 """
 
+import os
+import time
+
+from kvm import host, zfs
 from kvm import vm as vmmod
-from kvm import zfs
 from kvm.errors import StateError
 from kvm.host import lock
 from kvm.manage import rcinstall
 from kvm.platform import rcd
 from kvm.zfs.deps import dependents
+
+LEFT_DESTROY_WAIT = 30   # seconds a vmdestroy waits for the `zfs destroy` a killed one left running
+
+
+def left_destroy(dataset):
+    """The pid of a `zfs destroy ... DATASET` still running (the child of a vmdestroy that was
+    killed: ZFS goes on with it), or None."""
+    for pid, args in host.list_processes():
+        for i, word in enumerate(args[:-1]):
+            if os.path.basename(word) == "zfs" and args[i + 1] == "destroy" and args[-1] == dataset:
+                return pid
+    return None
+
+
+def wait_left_destroy(root, name, say=None, seconds=LEFT_DESTROY_WAIT):
+    """Before a vmdestroy looks at the VM: wait for the `zfs destroy` a killed vmdestroy left running
+    (meanwhile the VM is half there: its folder unmounted, its snapshots going); StateError when it
+    still runs after `seconds`."""
+    dataset = f"{root.vm_dataset()}/{name}"
+    pid = left_destroy(dataset)
+    if pid is None:
+        return
+    if say:
+        say(f"{name}: a `zfs destroy` of {dataset} left by a vmdestroy that was killed still runs (pid {pid}): "
+            f"waiting for it")
+    end = time.time() + seconds
+    while host.pid_alive(pid):
+        if time.time() > end:
+            raise StateError(f"a `zfs destroy` of {dataset} left by a vmdestroy that was killed still runs "
+                             f"(pid {pid}): run vmdestroy again when it has ended", vm=name)
+        time.sleep(0.2)
 
 
 def dataset_of(vm):

@@ -16,7 +16,7 @@ import contextlib
 import os
 
 from kvm import host
-from kvm.errors import NotFound, PermissionDenied, StateError
+from kvm.errors import PermissionDenied, StateError
 from kvm.host import lock
 from kvm.host.record import record
 from kvm.platform import rcd, systemd
@@ -37,6 +37,9 @@ class Options:
 def check_slot(vm_name, at=None, moving_from=None):
     """The path the VM's script may be written to; StateError when its rc name is taken."""
     rcname, path = rcd.rc_name(vm_name), rcd.script_path(vm_name, at)
+    if rcname == rcd.HOST_WIDE:  # installed or not: its rc.d/kvm and kvm_enable are the host-wide service's
+        raise StateError(f"rc name '{rcname}' is the host-wide kvm service's (rc.d/kvm, {rcname}_enable): "
+                         f"a VM of that name cannot have an rc.d script (rename it)", vm=vm_name)
     base = rcd.base_script(rcname, at)
     if base:
         raise StateError(f"rc name '{rcname}' is the host's own service {base}: a VM of that name "
@@ -89,12 +92,12 @@ def _write(vm, opts, path):
 
 def remove(root, name, at=None):
     """Remove our script for `name` and its variables; the VM need not exist (a leftover of a
-    killed vmrename or vmdestroy). Returns the script's path."""
+    killed vmrename or vmdestroy). Returns the script's path, None when there is none."""
     path, script = rcd.script_path(name, at), rcd.our_script(name, at)
     if script is None:
         if os.path.lexists(path):
             raise StateError(f"{path} is not a kvm script of this VM: not removing it", vm=name)
-        raise NotFound(f"has no {'systemd unit' if systemd.in_use() else 'rc.d script'} ({path})", vm=name)
+        return None   # nothing to remove (a re-run of a dorc -r that finished): the caller says so
     if not script.shell_toolkit and str(root.path) not in script.path.read_text(errors="replace"):
         raise StateError(f"{path} belongs to another kvm install root: not removing it", vm=name)
     host.remove_file(root.vm_dir / name / copy_name(name))

@@ -43,7 +43,7 @@ def rewrite_files(target, old, taps=False):
     """rewrite_names on the target's set.conf and run, each written only when it changes."""
     for path in (target.conf_path, target.run_path):
         if path.exists():
-            text = path.read_text()
+            text = host.read_text(path)   # any bytes: a Latin-1 comment goes back as it was
             new_text = rewrite_names(text, old, target.name, taps)
             if new_text != text:
                 host.write_file(path, new_text, mode=path.stat().st_mode & 0o7777)
@@ -61,6 +61,7 @@ def unfinished(root, old, new):
 def check(root, old_vm, new):
     """Everything that could stop a rename, checked before any change."""
     vmmod.check_name(new, "new VM name")
+    old_vm.check_files()   # a linked set.conf or run: its target's text would be copied in
     target = vmmod.Vm(root, new)
     if target.dir.exists() or zfs.lzc_exists(target.dataset()):
         raise StateError(f"cannot rename to '{new}': it already exists", vm=old_vm.name)
@@ -83,7 +84,7 @@ def rename(root, old_vm, new):
         except KvmError:
             host.remove_file(old_vm.dir / INTENT)
             raise
-        finish(old, target)
+        _finish_or_say(old, target)
     return target
 
 
@@ -94,8 +95,20 @@ def resume(root, old, new):
     if target is None:
         raise NotFound(f"no such VM (no set.conf and run in {vmmod.Vm(root, old).dir})", vm=old)
     with lock.hold_vm(old, "vmrename"), lock.hold_vm(new, "vmrename"):
-        finish(old, target)
+        _finish_or_say(old, target)
     return target
+
+
+def _finish_or_say(old, target):
+    """finish(); when a step fails, its one line also says that the dataset is renamed and how to
+    complete the rest (the intent stays for that)."""
+    try:
+        finish(old, target)
+    except KvmError as exc:
+        exc.vm = exc.vm or old
+        exc.message += (f" (the dataset is renamed to {target.name}: run `vmrename {old} {target.name}` again "
+                        f"to finish)")
+        raise
 
 
 def finish(old, target):

@@ -7,6 +7,7 @@ a name that exists here without the same kvm:source is not ours to overwrite.
 """
 
 import os
+import time
 
 from kvm import host, hypervisor, zfs
 from kvm.errors import KvmError, NotFound, StateError, UsageError
@@ -130,29 +131,66 @@ def receive(root, name, source, snap, base=None, locked=True, resume=False, forc
         check_identity(root, name, ds, source, exists, token, snaps, props["source"])
         had = [s for s, _ in snaps]
         on = _builds_on(name, had, base, resume, token, props, force)
-        if on and had[-1] != on:
-            # what -F does on OpenZFS, done first for every ZFS (zfs-fuse's -F rolls back to the
-            # newest snapshot only): only vmsend's own snapshots, or --force, get here
-            zfs_stream.rollback_destroying(zfs.snapshot_name(ds, on))
-        if token and not resume:
-            zfs_stream.abort_partial(ds)  # the sender could not resume it: a fresh stream instead
-        started = props["started"]
-        _receive_stream(name, ds, on, source)
         try:
-            if not on and not zfs_stream.can_receive_props():
-                zfs.set_prop(ds, SOURCE_PROP, source)  # zfs-fuse: after the receive (OpenZFS: -o)
-            if started:
-                zfs.inherit_prop(ds, STARTED_PROP)  # what it changed is rolled back: the copy again
-            remount(ds, bool(on))
-            warnings = check_runnable(Vm(root, name))
-        except BaseException:
-            _undo(ds, on)
+            return _receive_into(root, name, ds, snap, on, had, token, resume, props, source)
+        except BaseException as exc:
+            if had:  # DEST had this VM mounted before: whatever failed, it is mounted again
+                mount_again(ds, exc)
             raise
-        prune(ds, snap)
-        return warnings
     finally:
         if held is not None:
             held.release()
+
+
+MOUNT_TRIES = 10    # `zfs mount` of a DEST answering "busy" (a file held open a moment): tries, 0.5 s apart
+
+
+def mount_again(ds, exc=None):
+    """Mount DEST's filesystem if a failed step (a receive, a rollback, an unmount) left it unmounted;
+    when it cannot be, the error (exc) says exactly what to run there."""
+    try:
+        if not zfs.lzc_exists(ds) or not zfs.unmounted(ds):
+            return
+        _mount_retrying(ds)
+    except KvmError as why:
+        if isinstance(exc, KvmError):
+            exc.message += f"; DEST's {ds} is left unmounted ({why.message}): run `zfs mount {ds}` there"
+
+
+def _mount_retrying(ds, tries=MOUNT_TRIES):
+    """zfs mount, tried again while ZFS answers busy."""
+    for attempt in range(tries):
+        try:
+            zfs.mount(ds)
+            return
+        except KvmError as exc:
+            if attempt == tries - 1 or "busy" not in str(exc):
+                raise
+            time.sleep(0.5)
+
+
+def _receive_into(root, name, ds, snap, on, had, token, resume, props, source):
+    """The receive proper, once what it builds on is known (see receive())."""
+    if on and had[-1] != on:
+        # what -F does on OpenZFS, done first for every ZFS (zfs-fuse's -F rolls back to the
+        # newest snapshot only): only vmsend's own snapshots, or --force, get here
+        zfs_stream.rollback_destroying(zfs.snapshot_name(ds, on))
+    if token and not resume:
+        zfs_stream.abort_partial(ds)  # the sender could not resume it: a fresh stream instead
+    started = props["started"]
+    _receive_stream(name, ds, on, source)
+    try:
+        if not on and not zfs_stream.can_receive_props():
+            zfs.set_prop(ds, SOURCE_PROP, source)  # zfs-fuse: after the receive (OpenZFS: -o)
+        if started:
+            zfs.inherit_prop(ds, STARTED_PROP)  # what it changed is rolled back: the copy again
+        remount(ds, bool(on))
+        warnings = check_runnable(Vm(root, name))
+    except BaseException:
+        _undo(ds, on)
+        raise
+    prune(ds, snap)
+    return warnings
 
 
 def _builds_on(name, had, base, resume, token, props, force):
@@ -209,7 +247,7 @@ def remount(ds, received_into_mounted):
     if received_into_mounted and not zfs.unmounted(ds):
         zfs.try_unmount(ds)
     if zfs.unmounted(ds):
-        zfs.mount(ds)
+        _mount_retrying(ds)
 
 
 def _undo(ds, on):

@@ -16,6 +16,7 @@ from kvm.platform import systemd
 
 MARKER = "# kvm-rc-script: "
 DEFAULTS = {"require": "NETWORKING", "before": "", "keyword": "shutdown"}
+HOST_WIDE = "kvm"  # the host-wide service's rc name (rc.d/kvm, kvm_enable): never a VM's
 STOP_TIMEOUT = 80  # fits rc.shutdown's 90 s rcshutdown_timeout with room for postRun
 
 

@@ -2,6 +2,7 @@
 with the files checked and the VNC port chosen (reserved for a run, only looked up otherwise)."""
 
 import os
+import re
 
 from kvm.errors import NotFound
 from kvm.hypervisor import Context
@@ -28,6 +29,11 @@ def plan(vm, cfg, vnc_port=None, strict=True, hv=None):
     return hv.plan(cfg, Context(root=vm.root.path, vnc_port=vnc_port, strict=strict))
 
 
+def masked(line):
+    """A line of a secret file with the password written as ***."""
+    return re.sub(r"(password=).*", r"\1***", line)
+
+
 def dry_run_lines(vm):
     """Every step a start would take, as lines; changes nothing."""
     hv = hypervisor()
@@ -38,9 +44,10 @@ def dry_run_lines(vm):
     out += [hv.destroy_text(vm.name)] if hv.is_allocated(vm.name) else []
     out += hv.prepare_host_text(p)
     out.append(f"preRun    (sh: . {vm.root.path}/functions; . {vm.conf_path}; . {vm.run_path}; preRun)")
-    for path, text in p.files:
+    for path, text, mode in p.files:
         out.append(f"would write {path}:")
-        out += [f"    {line}" for line in text.splitlines()]
+        # a file only root reads holds a secret (the VNC password): shown masked
+        out += [f"    {masked(line) if not mode & 0o077 else line}" for line in text.splitlines()]
     if p.loader:
         out.append(hv.shown(p.loader))
     out.append(hv.shown(p.argv))

@@ -103,7 +103,7 @@ def write_conf(path, values):
 
 def read_conf(path):
     try:
-        return dict(read_plain(path.read_text()).values)
+        return dict(read_plain(host.read_text(path)).values)
     except OSError:
         return {}
 
@@ -183,7 +183,7 @@ def publish(root, vm, name, snap=None):
                 if entry in PRIVATE or entry.endswith(".log"):
                     host.remove_file(where / entry)
             conf = where / vmmod.CONF_FILE
-            host.write_file(conf, strip_macs(conf.read_text()), mode=0o644)
+            host.write_file(conf, strip_macs(host.read_text(conf)), mode=0o644)
         disk = where / DISK
         values = {"source": f"vm {vm.name}@{snap}", "format": "raw",
                   "sha256": "" if host.dry_run() else sha256_of(disk), "size": 0 if host.dry_run()
@@ -217,8 +217,11 @@ def get(root, name):
     check_name(name)
     ds = dataset(root, name)
     if not zfs.lzc_exists(zfs.snapshot_name(ds, BASE)):
-        known = ", ".join(i["name"] for i in listing(root)) or "none"
-        raise NotFound(f"no image '{name}' (images: {known})")
+        names = [i["name"] for i in listing(root)]
+        if name in names:  # its dataset is there but not its snapshot: an import or publish under way
+            raise NotFound(f"image '{name}' is not complete (an image import or publish is making it, or was "
+                           f"killed: image list tells): try again when it is done")
+        raise NotFound(f"no image '{name}' (images: {', '.join(names) or 'none'})")
     return ds, folder(root, name)
 
 

@@ -30,6 +30,9 @@ def check_snap_name(vm_name, snap):
         shown = (snap or "").encode("unicode_escape").decode()
         raise UsageError(f"invalid snapshot name '{shown}': use letters, digits, '_', '.', ':' and '-' "
                          f"(no '@', '/', '%' or spaces)", vm=vm_name)
+    if snap.startswith("-") or snap in (".", ".."):
+        raise UsageError(f"invalid snapshot name '{snap}': it may not start with '-' (commands would read it "
+                         f"as an option) nor be '.' or '..'", vm=vm_name)
 
 
 def default_name():

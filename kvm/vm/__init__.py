@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from kvm import host, zfs
-from kvm.errors import KvmError, NotFound, StateError, UsageError
+from kvm.errors import ConfigError, KvmError, NotFound, StateError, UsageError
 from kvm.host import lock, paths, runfiles
 from kvm.hypervisor import current as hypervisor
 
@@ -54,11 +54,18 @@ class Vm:
         """A folder counts as a VM when it holds both set.conf and run."""
         return self.conf_path.is_file() and self.run_path.is_file()
 
+    def check_files(self):
+        """set.conf and run are files of the VM's own, not symbolic links: every read refuses a link,
+        and so must a command that copies, rewrites or installs from them (ConfigError)."""
+        for path in (self.conf_path, self.run_path):
+            if path.is_symlink():
+                raise ConfigError(f"{path.name} ({path}): is a symbolic link: refusing it", vm=self.name)
+
     def dataset(self):
         """The VM's dataset: ROOT/vm/NAME."""
         return f"{self.root.vm_dataset()}/{self.name}"
 
-    def config(self, *, evaluate=False, fresh=False):
+    def config(self, *, evaluate=False, fresh=False, startable=False):
         """The validated set.conf. Every reader gets evaluate=False: nothing is run, what needs sh
         is reported unevaluated. The file is read once for the life of this Vm (one command):
         later calls get the same VmConfig. fresh=True reads it again (and keeps that), for a
@@ -67,12 +74,13 @@ class Vm:
 
         evaluate=True is the launch's read only, always of the file as it is now and never kept:
         set.conf, run, functions and their folders must be root's and writable by root only, then
-        sh may evaluate set.conf, under the config lock edits hold (kvm/config.py, kvm/edit.py)."""
+        sh may evaluate set.conf, under the config lock edits hold (kvm/config.py, kvm/edit.py).
+        startable: refuse a set.conf no VM can start from (config.validate), read afresh."""
         from kvm.conf import config
         if not evaluate:
-            if fresh or self._config is None:
+            if fresh or startable or self._config is None:
                 self._config = None  # a fresh read that fails keeps nothing older
-                self._config = config.load(self.name, str(self.dir), evaluate=False)
+                self._config = config.load(self.name, str(self.dir), evaluate=False, startable=startable)
             return self._config
         from kvm.conf import hooks
         with lock.hold_config(self.name, "supervisor read"):
@@ -249,9 +257,26 @@ def runtime(vm_or_name, scan=True):
         rt.vnc_port, rt.boots = int(st.get("vnc_port") or 0), int(st.get("boots") or 0)
     elif rt.allocated and scan:
         rt.bhyve = hv.find_process(name) or 0
+    if rt.bhyve and not rt.supervisor:
+        # no supervisor in the run files (the run dir was removed under a running VM): the
+        # hypervisor's parent, when it is our supervisor of this VM, still is
+        parent = host.parent_pid(rt.bhyve)
+        if parent > 1 and is_supervisor_of(host.process_args(parent), name):
+            rt.supervisor = parent
     if rt.supervisor and not rt.bhyve:
         rt.started, rt.vnc_port = float(st.get("started") or 0), int(st.get("vnc_port") or 0)
     return rt
+
+
+def is_supervisor_of(args, name):
+    """True when a process's arguments are our supervisor of VM `name`: a detached one
+    (`python -m kvm.run.detached start ... NAME`) or a foreground `start NAME` (./start, kvm start)."""
+    if not args or args[-1] != name:
+        return False
+    if "kvm.run.detached" in args:
+        return True
+    words = [os.path.basename(a) for a in args[:-1] if not a.startswith("-")]
+    return "start" in words and any(w in ("start", "kvm") or w.startswith("python") for w in words[:2])
 
 
 def folder_size_hint(path):

@@ -5,7 +5,6 @@ under a name no VM has), and running the command again completes it."""
 import os
 import random
 import re
-import signal
 import subprocess
 import time
 
@@ -166,6 +165,6 @@ def test_dorc_and_dorc_r_killed_anywhere_are_completed_by_running_them_again(ins
             assert scripts == {"web": "web"} and variables == {"web_enable": "YES"}, (i, scripts, variables)
             assert (install / "vm" / "web" / "web.rc").read_text() == (sysroot / "rc.d" / "web").read_text()
         else:
-            assert res.returncode == 0 or "has no rc.d script" in res.stderr, (i, res.stderr)
+            assert res.returncode == 0, (i, res.stderr)   # a re-run of one that finished: nothing to do
             assert (scripts, variables) == ({}, {}), (i, scripts, variables)
             assert not (install / "vm" / "web" / "web.rc").exists()

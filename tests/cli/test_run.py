@@ -238,7 +238,6 @@ def test_stop_during_a_hanging_prerun(install, env):
     ('VMrom="uefi"\nDisk="nodisk"\n', "disk"),
     ('VMrom="uefi"\nISO="/no/such.iso"\n', "ISO /no/such.iso not found"),
     ('VMrom="grub"\nDisk="disk"\n', "Boot is required with the grub loader"),
-    ('VMrom="grub"\nBoot="cd0"\nVNC=1\n', "cannot be used with the grub loader"),
     ('VMrom="uefi"\nDevices="3,virtio-net"\n', "needs a source"),
     ('Cores=1\n', "VMrom is not set"),
 ])
@@ -248,6 +247,19 @@ def test_bad_definitions_are_refused_before_any_launch(install, env, content, ne
     one_line_error(cmd(install, env, "start", "web"), "start: web:", needle)
     one_line_error(cmd(install, env, "start", "-b", "web"), "start: web:", needle)
     assert boots(env) == [] and not (d / "hooks.log").exists()
+
+
+def test_a_shell_kvm_grub_vm_with_vnc_starts_without_it_and_says_so(install, env):
+    d = make(install, env)
+    (d / "set.conf").write_text('VMrom="grub"\nBoot="hd0,msdos1"\nDisk="disk"\nVNC=1\n')  # as the shell kvm takes it
+    res = cmd(install, env, "start", "-b", "web")
+    assert res.returncode == 0, res.stderr
+    assert "start: web: warning: VNC=1 is ignored with the grub loader (its console is the serial one)" in res.stderr
+    wait_for(lambda: guest_up(install, env), what="the guest")
+    argv = boots(env)[-1]
+    assert not any("fbuf" in a or "xhci" in a for a in argv) and f"com1,{env['KVM_DEV_DIR']}/nmdmwebA" in argv
+    assert [tool for tool, _ in calls(env, "grub-bhyve")] == ["grub-bhyve"]
+    assert cmd(install, env, "stop", "web").returncode == 0
 
 
 def test_insert_while_running_applies_at_the_next_reboot(install, env, tmp_path):

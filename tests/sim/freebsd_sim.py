@@ -151,8 +151,9 @@ def parse_mem(text):
         return None
     n, unit = int(m.group(1)), m.group(2).upper()
     if unit:
-        return n << {"K": 10, "M": 20, "G": 30, "T": 40}[unit]
-    return n << 20 if n < (1 << 20) else n
+        size = n << {"K": 10, "M": 20, "G": 30, "T": 40}[unit]
+        return size if size < (1 << 64) else None   # expand_number(3): ERANGE past 64 bits
+    return n << 20 if n < (1 << 20) else min(n, (1 << 64) - 1)   # strtoul: ULONG_MAX on overflow
 
 
 def parse_cpus(text):
@@ -284,6 +285,27 @@ def check_lpc(value, lpcs):
     lpcs[dev_l] = conf
 
 
+def read_config_file(path, config, nodes):
+    """bhyve -k FILE: `path=value` lines into the config tree (bhyve_parse_simple_config_file):
+    '#' lines and empty ones skipped; a line without '=' or with an empty value is an error (4);
+    a file that cannot be opened too. Each value makes its node (pci.B.S.F for a device's)."""
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as fh:
+            lines = fh.read().split("\n")
+    except OSError as exc:
+        die(f"bhyve: Failed to open configuration file {path}: {exc.strerror}", 4)
+    for number, line in enumerate(lines[:-1] if lines and lines[-1] == "" else lines, 1):
+        if line.startswith("#") or line == "":
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not value:
+            die(f"bhyve: {path} line {number}: invalid config option '{line}'", 4)
+        config[key] = value
+        m = re.fullmatch(r"pci\.(\d+)\.(\d+)\.(\d+)\.[^.]+", key)
+        if m:
+            nodes.add(tuple(int(x) for x in m.groups()))
+
+
 def bhyve(argv):
     opts, rest = getopt(argv, BHYVE_FLAGS, BHYVE_ARGS)
     flags = {c for c, v in opts if v is None}
@@ -298,8 +320,11 @@ def bhyve(argv):
     running_ports = {o.get("vnc_port") for o in others if o and alive(o.get("pid"))}
     taps_in_use = {t for o in others if o and alive(o.get("pid")) for t in o.get("taps", [])}
     has_passthru = False
+    config, nodes = {}, set()   # -k values; the pci.B.S.F nodes they made
     for c, v in opts:
-        if c == "m":
+        if c == "k":
+            read_config_file(v, config, nodes)
+        elif c == "m":
             mem = parse_mem(v)
             if mem is None:
                 die(f"invalid memsize '{v}'", 64)
@@ -317,7 +342,7 @@ def bhyve(argv):
                 die("Invalid PCI slot info field \"%s\"" % v, 4)
             if emul not in EMUL:
                 die(f"pci slot {slot_text}: unknown device \"{emul}\"", 4)
-            if bsf in slots:
+            if bsf in slots or bsf in nodes:  # a node -k made first: occupied too (pci_parse_slot)
                 die(f"pci slot {bsf[0]}:{bsf[1]}:{bsf[2]} already occupied!", 4)
             slots[bsf] = emul
             if emul in BLOCK:
@@ -349,7 +374,9 @@ def bhyve(argv):
         die("passthru requires guest memory to be wired (-S)", 4)
     if "bootrom" in lpcs and "lpc" not in slots.values():
         die("bootrom: no lpc device, the boot ROM cannot be loaded", 4)
-    allocate(name, mem, 4, {"pid": os.getpid(), "cpus": cpus, "vnc_port": fbuf_port, "taps": taps})
+    password = config.get("pci.0.30.0.password") if slots.get((0, 30, 0)) == "fbuf" else None
+    allocate(name, mem, 4, {"pid": os.getpid(), "cpus": cpus, "vnc_port": fbuf_port, "taps": taps,
+                            "vnc_password": password})
     set_title(name)
     run_guest(name, "D" in flags)
 

@@ -25,8 +25,9 @@ echo "$vm: $how"
 """
 
 
-def setup_host(tmp_path, vms):
-    """An rc.d folder with a kvm script per VM {name: (enabled, running, deaf)} and their rc.conf."""
+def setup_host(tmp_path, vms, requires=None, rcconf=""):
+    """An rc.d folder with a kvm script per VM {name: (enabled, running, deaf)} and their rc.conf;
+    requires: {name: REQUIRE words}; rcconf: more rc.conf lines."""
     root, rcdir, state = tmp_path / "root", tmp_path / "rc.d", tmp_path / "state"
     for d in (root, rcdir, state):
         d.mkdir()
@@ -35,25 +36,26 @@ def setup_host(tmp_path, vms):
         (root / name).chmod(0o755)
     conf = []
     for vm, (enabled, running, deaf) in vms.items():
-        text = rcd.render(vm, root, timeout=STOP_TIMEOUT, rcdir=rcdir).replace(". /etc/rc.subr", f". {STANDIN}")
+        text = rcd.render(vm, root, require=(requires or {}).get(vm), timeout=STOP_TIMEOUT,
+                          rcdir=rcdir).replace(". /etc/rc.subr", f". {STANDIN}")
         (rcdir / vm).write_text(text)
         conf.append(f'{vm}_enable="{"YES" if enabled else "NO"}"')
         for flag, on in (("run", running), ("deaf", deaf)):
             if on:
                 (state / f"{vm}.{flag}").touch()
-    (tmp_path / "rc.conf").write_text("\n".join(conf) + "\n")
+    (tmp_path / "rc.conf").write_text("\n".join(conf) + "\n" + rcconf)
     env = {"PATH": "/usr/bin:/bin", "STATE": str(state), "RC_CONF": str(tmp_path / "rc.conf"),
            "KVM_RUN_DIR": str(tmp_path / "run")}
     return rcdir, state, env
 
 
-def rc_shutdown(rcdir, env):
+def rc_shutdown(rcdir, env, watchdog=WATCHDOG):
     """rc.shutdown's loop (reverse rcorder; here reverse name order) under its watchdog."""
     loop = rcdir.parent / "rc.shutdown"
     # as run_rc_script does: each script sourced in a subshell with its argument set
     loop.write_text(f'for f in $(ls -r "{rcdir}"); do (set faststop; . "{rcdir}/$f"); done\n')
     start = time.time()
-    res = subprocess.run(["sh", str(loop)], env=env, capture_output=True, text=True, timeout=WATCHDOG)
+    res = subprocess.run(["sh", str(loop)], env=env, capture_output=True, text=True, timeout=watchdog)
     return res, time.time() - start
 
 
@@ -85,3 +87,50 @@ def test_a_faststop_by_hand_stops_only_its_own_vm(tmp_path):
     assert (state / "b1.run").exists() and not (state / "a1.run").exists()
     res = subprocess.run(["sh", str(rcdir / "a1"), "faststop"], env=env, capture_output=True, text=True, timeout=10)
     assert res.returncode == 0 and res.stdout == res.stderr == ""
+
+
+def events(state):
+    """[(what, vm, time)] of the stop stand-in's log: press, acpi, forced."""
+    return [(w, vm, float(t)) for w, vm, t in (line.split() for line in (state / "log").read_text().splitlines())]
+
+
+def test_a_vm_another_requires_is_stopped_after_it_in_waves(tmp_path):
+    # zdb's script is the first rc.shutdown reaches (reverse order): it still stops aweb, which
+    # REQUIREs it, first; the independent mid goes in the first wave too
+    rcdir, state, env = setup_host(tmp_path, {"aweb": (True, True, False), "zdb": (True, True, False),
+                                              "mid": (True, True, False)},
+                                   requires={"aweb": "NETWORKING zdb"})
+    res, _ = rc_shutdown(rcdir, env)
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    log = events(state)
+    first = {vm for what, vm, _ in log[:2] if what == "press"}
+    assert first == {"aweb", "mid"}, log
+    web_off = next(t for what, vm, t in log if what == "acpi" and vm == "aweb")
+    db_pressed = next(t for what, vm, t in log if what == "press" and vm == "zdb")
+    assert db_pressed >= web_off, log
+    assert not list(state.glob("*.run"))
+
+
+def test_waves_share_one_budget_that_fits_rcshutdown_timeout(tmp_path):
+    # three waves of guests ignoring ACPI, each with a 3 s timeout: 9 s one after another, but
+    # rcshutdown_timeout=4 leaves a budget of 4 s: each wave gets its share, then is forced off
+    rcdir, state, env = setup_host(tmp_path, {"a1": (True, True, True), "b1": (True, True, True),
+                                              "c1": (True, True, True)},
+                                   requires={"a1": "b1", "b1": "c1"}, rcconf='rcshutdown_timeout="4"\n')
+    res, took = rc_shutdown(rcdir, env, watchdog=4.5)
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    log = events(state)
+    assert [vm for what, vm, _ in log if what == "press"] == ["a1", "b1", "c1"], log
+    assert [vm for what, vm, _ in log if what == "forced"] == ["a1", "b1", "c1"], log
+    at = {(what, vm): t for what, vm, t in log}
+    assert at["press", "b1"] >= at["forced", "a1"] and at["press", "c1"] >= at["forced", "b1"], log
+    assert at["forced", "a1"] - at["press", "a1"] < 2.5, "the first wave took more than its share"
+    assert took < 4.5 and not list(state.glob("*.run"))
+
+
+def test_a_requirement_that_is_not_running_or_not_enabled_does_not_hold_a_wave(tmp_path):
+    rcdir, state, env = setup_host(tmp_path, {"aweb": (True, True, False), "zdb": (False, True, False)},
+                                   requires={"aweb": "zdb"})
+    res, _ = rc_shutdown(rcdir, env)
+    assert res.returncode == 0 and res.stdout.strip().splitlines() == ["Stopping VM aweb.", "aweb: acpi"]
+    assert (state / "zdb.run").exists()

@@ -48,6 +48,7 @@ BASE = ["bhyve", "-c", "1", "-m", "256M", "-s", "0,hostbridge", "-s", "31,lpc"]
     (BASE + ["-l", "com1,/dev/nmdmvmA", "vm"], 4, "Unable to initialize backend"),
     (BASE + ["-l", "com9,stdio", "vm"], 64, "Invalid LPC device"),
     (["bhyve", "-m", "lots", "vm"], 64, "invalid memsize"),
+    (["bhyve", "-m", "99999999999999999999G", "vm"], 64, "invalid memsize"),
     (["bhyve", "-c", "cpus=4,sockets=1,cores=2", "vm"], 4, "Invalid CPU topology"),
     (BASE + ["a" * 32], 4, "File name too long"),
 ])
@@ -73,6 +74,25 @@ def test_exit_codes_follow_the_script_and_vm_stays_allocated(env, files):
     codes = [run(env, *BASE, "vm").returncode for _ in range(5)]
     assert codes == [0, 1, 2, 3, 4]
     assert (Path(env["KVM_VMM_DIR"]) / "vm").exists()
+
+
+def test_k_reads_a_config_file_as_bhyve_does(env, tmp_path):
+    """-k FILE: `path=value` lines, '#' and empty lines skipped; processed in argv order, so a file
+    making pci.0.30.0 before `-s 30,...` leaves that slot "already occupied" (pci_parse_slot)."""
+    conf = tmp_path / "secret.conf"
+    conf.write_text("# the fbuf's password\n\npci.0.30.0.password=s3cret\n")
+    fbuf = ["-s", "30,fbuf,tcp=127.0.0.1:5900"]
+    res = run(env, *BASE, "-k", str(conf), *fbuf, "vm")
+    assert res.returncode == 4 and "pci slot 0:30:0 already occupied!" in res.stderr
+    res = run(env, *BASE, "-k", str(tmp_path / "none"), "vm")
+    assert res.returncode == 4 and "Failed to open configuration file" in res.stderr
+    (tmp_path / "bad.conf").write_text("pci.0.30.0.password\n")
+    res = run(env, *BASE, *fbuf, "-k", str(tmp_path / "bad.conf"), "vm")
+    assert res.returncode == 4 and "line 1: invalid config option 'pci.0.30.0.password'" in res.stderr
+    assert not list(Path(env["KVM_VMM_DIR"]).iterdir())
+    script(env, "vm", "poweroff after=0")
+    assert run(env, *BASE, *fbuf, "-k", str(conf), "vm").returncode == 1
+    assert json.loads((Path(env["KVM_VMM_DIR"]) / "vm").read_text())["vnc_password"] == "s3cret"
 
 
 def test_poweroff_with_D_destroys_the_vm(env):

@@ -3,8 +3,8 @@
 import pytest
 
 from kvm.conf import config
-from kvm.hypervisor.bhyve import backend as bhyve
 from kvm.errors import ConfigError
+from kvm.hypervisor.bhyve import backend as bhyve
 
 VMDIR = "/tank/kvm/vm"
 
@@ -41,9 +41,14 @@ def test_vnc_wait_resolution_com_iso_on_all_addresses():
 
 def test_vnc_default_is_localhost_no_tablet_and_password():
     c = cfg("v", 'VMrom="uefi"\nVNC=1\nTablet=0\nVNCpassword="s3cret"\n')
-    argv = bhyve.plan(c, rom="/r/u.fd", vnc_port=5900).argv
-    assert "29,xhci,tablet" not in argv
-    assert "30,fbuf,tcp=127.0.0.1:5900,password=s3cret" in argv
+    plan = bhyve.plan(c, rom="/r/u.fd", vnc_port=5900, run_dir="/var/run/kvm")
+    # the password is in bhyve's -k config file (0600), after the -s that makes slot 30, never in argv
+    assert plan.argv == ["bhyve", "-c", "1", "-m", "1G", "-s", "0,hostbridge", "-s", "31,lpc",
+                         "-s", "30,fbuf,tcp=127.0.0.1:5900", "-l", f"bootrom,/r/u.fd,{VMDIR}/v/UEFI_VARS.fd",
+                         "-k", "/var/run/kvm/v.bhyve.conf", "v"]
+    assert plan.files == (("/var/run/kvm/v.bhyve.conf", "pci.0.30.0.password=s3cret\n", 0o600),)
+    assert not any("s3cret" in a for a in plan.argv)
+    assert "-k" not in bhyve.plan(cfg("v", 'VMrom="uefi"\nVNC=0\nVNCpassword="s3cret"\n'), rom="/r/u.fd").argv
 
 
 def test_grub_plan_device_map_and_forced_com():

@@ -159,7 +159,6 @@ def test_defaults_and_paths():
     ({"VMoptions": "AHPZ"}, "letters bhyve does not take as flags: 'Z'"),
     ({"VMrom": "bios"}, "is not uefi, grub"),
     ({"VMrom": "grub"}, "Boot is required"),
-    ({"VMrom": "grub", "Boot": "cd0", "VNC": "1"}, "cannot be used with the grub loader"),
     ({"VNC": "yes"}, "must be 1, wait or 0"),
     ({"VNC": "1", "wVNC": "100", "hVNC": "100"}, "out of range"),
     ({"Devices": "2,virtio-net,tap0"}, "slot 2 is kept for the ISO"),
@@ -192,6 +191,33 @@ def test_near_misses_are_warned_about():
 def test_grub_forces_com():
     cfg = make(VMrom="grub", Boot="hd0,msdos1")
     assert cfg.com and cfg.loader == "grub"
+
+
+@pytest.mark.parametrize("vnc", ["1", "wait"])
+def test_vnc_with_grub_is_ignored_with_a_warning_as_the_shell_kvm_does(vnc):
+    cfg = make(VMrom="grub", Boot="cd0", VNC=vnc, wVNC="1280", hVNC="720")
+    assert cfg.vnc == "" and cfg.com and cfg.loader == "grub"
+    assert cfg.warnings == (f"VNC={vnc} is ignored with the grub loader (its console is the serial one)",)
+
+
+def test_a_vm_that_cannot_start_is_refused_only_when_startable_is_asked():
+    assert config.validate("vm1", "/pool/kvm/vm/vm1", {"Cores": "2"}).loader == ""   # vminfo shows it
+    with pytest.raises(ConfigError, match="VMrom is not set"):
+        config.validate("vm1", "/pool/kvm/vm/vm1", {"Cores": "2"}, startable=True)
+    reading = config.read_plain('VMrom="$(echo uefi)"\n')   # set by sh: checked at the launch only
+    config.validate("vm1", "/d", reading.values, reading=reading, startable=True)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"hVNC": "99999"}, "hVNC='99999' is out of range (480..2160)"),
+    ({"wVNC": "100"}, "wVNC='100' is out of range (640..3840)"),
+    ({"Mem": "99999999999999999999G"}, "is more than bhyve can take"),
+    ({"Mem": "16384P"}, "is not a size"),
+])
+def test_each_value_is_checked_on_its_own(values, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        make(VMrom="uefi", **values)
+    assert make(VMrom="uefi", Mem="16777215T").mem_bytes == 16777215 << 40
 
 
 def test_mem_units_follow_bhyve():

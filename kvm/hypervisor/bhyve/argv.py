@@ -5,8 +5,11 @@ backend.py runs them.
 The order of bhyve's arguments is the shell toolkit's, item for item:
   bhyve -OPTS -c CORES -m MEM -s 0,hostbridge [-s 1,DRIVER,DISK] [-s 2,ahci-cd,ISO]
         -s 31,lpc [-l com1,/dev/nmdmNAMEA] [-s 29,xhci,tablet] [-s 30,fbuf,...]
-        [-s DEVICE ...] [-l bootrom,ROM,VARS] NAME
+        [-s DEVICE ...] [-l bootrom,ROM,VARS] [-k SECRETS] NAME
 Slots: 0 hostbridge, 1 main disk, 2 ISO, 3-28 user devices, 29 tablet, 30 fbuf, 31 lpc.
+The VNC password is never on the command line (ps shows it): it goes in SECRETS, a 0600 bhyve
+config file (`-k`: `pci.0.30.0.password=...`), after the -s that makes slot 30 (bhyve refuses an
+-s whose slot a config file already made, "already occupied").
 """
 
 from pathlib import Path
@@ -17,6 +20,19 @@ from kvm.hypervisor.base import Plan
 VARS_FILE = "UEFI_VARS.fd"    # the VM's own UEFI variables, in its folder (the shell toolkit's name)
 DEVICE_MAP = "device.map"     # grub-bhyve's disk map, in the VM folder
 NMDM_MODULE = "nmdm"          # the null-modem driver behind serial consoles
+FBUF_NODE = "pci.0.30.0"      # bhyve's config node of the fbuf at slot 30
+SECRETS_SUFFIX = ".bhyve.conf"  # RUN_DIR/NAME.bhyve.conf: bhyve's -k file holding the VNC password
+SECRETS_MODE = 0o600
+
+
+def secrets_file(run_dir, name):
+    """The -k file of VM `name` in the run folder."""
+    return str(Path(run_dir) / f"{name}{SECRETS_SUFFIX}")
+
+
+def secrets_text(cfg):
+    """The -k file's text: the fbuf's password (bhyve's config syntax, one `path=value` a line)."""
+    return f"{FBUF_NODE}.password={cfg.vnc_password}\n"
 
 
 def nmdm_a(name, dev_dir="/dev"):
@@ -53,9 +69,12 @@ def vnc_args(cfg, port):
         fbuf += ",wait"
     if cfg.vnc_size:
         fbuf += f",w={cfg.vnc_size[0]},h={cfg.vnc_size[1]}"
-    if cfg.vnc_password:
-        fbuf += f",password={cfg.vnc_password}"
     return out + ["-s", fbuf]
+
+
+def secrets_args(cfg, secrets):
+    """-k SECRETS when the fbuf has a password (after every -s)."""
+    return ["-k", secrets] if cfg.vnc and cfg.vnc_password else []
 
 
 def device_args(cfg):
@@ -71,15 +90,17 @@ def bootrom_args(cfg, rom):
     return ["-l", f"bootrom,{rom},{Path(cfg.vmdir) / VARS_FILE}"]
 
 
-def bhyve_argv(cfg, rom=None, vnc_port=None, dev_dir="/dev"):
-    """The bhyve command line for a config."""
+def bhyve_argv(cfg, rom=None, vnc_port=None, dev_dir="/dev", secrets=None):
+    """The bhyve command line for a config (secrets: the -k file, with a VNC password)."""
     argv = ["bhyve"]
     if cfg.options:
         argv.append(f"-{cfg.options}")
     argv += ["-c", str(cfg.cores), "-m", cfg.mem, "-s", "0,hostbridge"]
     argv += disk_args(cfg) + iso_args(cfg) + ["-s", "31,lpc"] + com_args(cfg, dev_dir)
     argv += vnc_args(cfg, vnc_port) + device_args(cfg) + bootrom_args(cfg, rom)
-    return argv + [cfg.name]
+    if cfg.vnc and cfg.vnc_password and not secrets:
+        raise ConfigError("VNCpassword is set but no file was given to pass it to bhyve", vm=cfg.name)
+    return argv + secrets_args(cfg, secrets) + [cfg.name]
 
 
 def device_map(cfg):
@@ -102,14 +123,18 @@ def grub_argv(cfg, grub, dev_dir="/dev"):
     return argv
 
 
-def plan(cfg, rom=None, grub=None, vnc_port=None, dev_dir="/dev"):
-    """Everything one launch runs, for a validated config and the firmware found."""
+def plan(cfg, rom=None, grub=None, vnc_port=None, dev_dir="/dev", run_dir="/var/run/kvm"):
+    """Everything one launch runs, for a validated config and the firmware found. Plan.files:
+    (path, text, mode) written before the launch (the -k file with the VNC password, 0600)."""
     if not cfg.loader:
         raise ConfigError("VMrom is not set in set.conf (uefi, grub or a loader path)", vm=cfg.name)
     nmdm = nmdm_a(cfg.name, dev_dir)
+    secrets = secrets_file(run_dir, cfg.name) if cfg.vnc and cfg.vnc_password else None
+    files = ((secrets, secrets_text(cfg), SECRETS_MODE),) if secrets else ()
     if cfg.loader == "grub":
-        return Plan(argv=bhyve_argv(cfg, None, vnc_port, dev_dir), loader=grub_argv(cfg, grub, dev_dir),
-                    files=((str(Path(cfg.vmdir) / DEVICE_MAP), device_map(cfg)),), firmware=str(grub),
-                    console=nmdm, needs=(NMDM_MODULE,))
-    return Plan(argv=bhyve_argv(cfg, rom, vnc_port, dev_dir), firmware=str(rom) if rom else None,
+        return Plan(argv=bhyve_argv(cfg, None, vnc_port, dev_dir, secrets), loader=grub_argv(cfg, grub, dev_dir),
+                    files=((str(Path(cfg.vmdir) / DEVICE_MAP), device_map(cfg), 0o644),) + files,
+                    firmware=str(grub), console=nmdm, needs=(NMDM_MODULE,))
+    return Plan(argv=bhyve_argv(cfg, rom, vnc_port, dev_dir, secrets), files=files,
+                firmware=str(rom) if rom else None,
                 console=nmdm if cfg.com else None, needs=(NMDM_MODULE,) if cfg.com else ())

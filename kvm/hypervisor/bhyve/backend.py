@@ -106,7 +106,8 @@ class Bhyve:
     def plan(self, cfg, ctx):
         rom = find_rom(cfg, ctx.root, ctx.strict) if cfg.loader == "uefi" else None
         grub = find_grub(cfg, ctx.root, ctx.strict) if cfg.loader == "grub" else None
-        return plan(cfg, rom=rom, grub=grub, vnc_port=ctx.vnc_port, dev_dir=str(paths.current().dev_dir))
+        return plan(cfg, rom=rom, grub=grub, vnc_port=ctx.vnc_port, dev_dir=str(paths.current().dev_dir),
+                    run_dir=str(paths.current().run_dir))
 
     def prepare_host(self, plan_):
         """kldstat -qm nmdm || kldload nmdm."""
@@ -118,8 +119,8 @@ class Bhyve:
         return [f"kldstat -qm {m} || kldload {m}" for m in plan_.needs]
 
     def start(self, plan_, announce=None):
-        for path, text in plan_.files:
-            host.write_file(path, text)
+        for path, text, mode in plan_.files:
+            host.write_file(path, text, mode=mode)
         if plan_.loader:
             res = host.run(plan_.loader, check=False, capture=False, new_session=True)
             if res.status != 0:

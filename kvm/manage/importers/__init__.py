@@ -53,7 +53,7 @@ def _texts(root, vm, plan):
     """(set.conf, run, cfg) of a mapped plan, validated before anything exists."""
     from kvm import hypervisor, platform
     conf = conf_text(plan)
-    cfg = config.validate(plan.name, str(vm.dir), config.parse_text(conf))
+    cfg = config.validate(plan.name, str(vm.dir), config.parse_text(conf), startable=True)
     run = render("run.j2", root.path, name=plan.name, pre=plan.pre, post=plan.post,
                  hv=hypervisor.current().name, helpers=platform.current().helpers)
     return conf, run, cfg

@@ -50,7 +50,7 @@ def plan(vm, folder, move=False, vars_name="UEFI_VARS.fd"):
         raise NotFound(f"{folder} is not a shell kvm VM folder (it needs {config.CONF} and {RUN})", vm=vm.name)
     for path in (conf, run):
         _check_owned(vm.name, path)
-    cfg = config.load(vm.name, str(folder), evaluate=False)  # one line naming the bad value
+    cfg = config.load(vm.name, str(folder), evaluate=False, startable=True)  # one line naming the bad value
     if cfg.disk and not os.path.exists(cfg.disk):
         raise NotFound(f"disk {cfg.disk} does not exist", vm=vm.name)
     report = []
