@@ -45,12 +45,16 @@ class Answers:
     warnings: list = field(default_factory=list)
 
 
-def size_bytes(text, what):
-    """A size with a unit (K, M, G, T), as truncate takes it."""
-    m = config.MEM_RE.match(text or "")
-    if not m or not m.group(2):
-        raise UsageError(f"{what} '{text}' needs a number and a unit (K, M, G or T), e.g. 20G")
-    return config.mem_bytes(text)
+def disk_size(text, what="disk size"):
+    """(bytes, text to show, how it was read or None) of a disk size as typed (config.typed_size:
+    20G, 20GB, 0.5G, 512 = MiB); a zero size is refused (--no-disk makes no disk)."""
+    try:
+        size, written, how = config.typed_size(text)
+    except config.Invalid as exc:
+        raise UsageError(f"{what} '{text}' {exc}") from None
+    if not size:
+        raise UsageError(f"{what} '{text}' is zero (--no-disk: no disk)")
+    return size, written, how
 
 
 def default_tap(name):
@@ -144,7 +148,7 @@ def create(root, name, a):
     except ConfigError as exc:
         exc.vm = name
         raise
-    disk = size_bytes(a.disk_size, "disk size") if a.disk_size else 0
+    disk = disk_size(a.disk_size)[0] if a.disk_size else 0
     origin = image_origin(root, name, a.image, disk, a.disk_size) if a.image else None
     vars_src = vars_name = None
     if cfg.loader == "uefi":

@@ -33,12 +33,13 @@ def test_vmcreate_with_flags_makes_a_complete_vm(install, env, pool):
 
 
 def test_vmcreate_interactive_asks_in_order_and_again_on_bad_answers(install, env):
-    answers = "\n".join(["grub", "hd0,msdos1", "abc", "2", "2", "512M", "", "10", "1G", "y", "", "", ""]) + "\n"
+    answers = "\n".join(["grub", "hd0,msdos1", "abc", "2", "2", "512MB", "", "10 gigs", "1G", "y", "", "", ""]) + "\n"
     res = cmd(install, env, "vmcreate", "deb", input=answers)
     assert res.returncode == 0, res.stderr
     assert "cores 'abc' is not a whole number" in res.stderr
-    assert "memory '2' needs a number and a unit" in res.stderr
-    assert "disk size '10' needs a number and a unit" in res.stderr
+    assert "memory '2' is too small (at least 32M) - try again" in res.stderr
+    assert "disk size '10 gigs' is not a size (e.g. 2G, 512M" in res.stderr
+    assert "deb: memory '512MB' read as 512M" in res.stderr
     values = json.loads(cmd(install, env, "vminfo", "deb", "--json").stdout)
     assert values["loader"]["kind"] == "grub" and values["boot"] == "hd0,msdos1"
     assert values["cores"] == 2 and values["mem"] == "512M" and values["com"]
@@ -52,11 +53,32 @@ def test_vmcreate_closed_stdin_fails_cleanly(install, env, pool):
     assert f"{pool}/kvm/vm/x1" not in datasets(pool)
 
 
+@pytest.mark.parametrize("mem, written, said", [
+    ("2G", "2G", None), ("2GB", "2G", "memory '2GB' read as 2G"), ("2GiB", "2G", "memory '2GiB' read as 2G"),
+    ("0.5G", "512M", "memory '0.5G' read as 512M"), ("512M", "512M", None),
+    ("512", "512M", "memory '512' read as 512M (MiB: a number without a unit)"), ("2048m", "2048m", None),
+])
+def test_vmcreate_reads_sizes_as_admins_type_them(install, env, mem, written, said):
+    """One rule for --mem, --disk-size and vmset's Mem: what set.conf gets is what bhyve's -m takes."""
+    res = cmd(install, env, "vmcreate", "web", "-y", "--mem", mem, "--disk-size", "1.5G", "--no-network")
+    assert res.returncode == 0, res.stderr
+    assert f'Mem="{written}"' in (install / "vm" / "web" / "set.conf").read_text()
+    assert (install / "vm" / "web" / "disk").stat().st_size == 1536 << 20
+    assert "web: disk size '1.5G' read as 1536M" in res.stderr
+    assert (f"web: {said}" in res.stderr) if said else ("memory" not in res.stderr), res.stderr
+    info = cmd(install, env, "vminfo", "web", "--json")
+    assert info.returncode == 0 and '"mem": "%s"' % written in info.stdout
+
+
 @pytest.mark.parametrize("args, needle, status", [
     (["bad name"], "invalid VM name 'bad name'", 2),
     (["a" * 32], "longer than 31 characters", 2),
     (["-x"], "unrecognized arguments", 2),
-    (["ok1", "--mem", "12"], "memory '12' needs a number and a unit", 2),
+    (["ok1", "--mem", "12"], "memory '12' is too small (at least 32M)", 2),
+    (["ok1", "--mem", "2 gigs"], "memory '2 gigs' is not a size (e.g. 2G, 512M, 0.5G, 2GB or 2GiB; a number alone is MiB)", 2),
+    (["ok1", "--mem", "0.3G"], "memory '0.3G' is not a whole number of KiB", 2),
+    (["ok1", "--disk-size", "20X"], "disk size '20X' is not a size (e.g. 2G", 2),
+    (["ok1", "--disk-size", "0G"], "disk size '0G' is zero (--no-disk: no disk)", 2),
     (["ok1", "--loader", "bios"], "loader 'bios' is not uefi, grub", 2),
     (["ok1", "--options", "AQ"], "bhyve options 'AQ' has letters bhyve does not take as flags: 'Q'", 2),
     (["ok1", "--cores", "\u0663"], "cores '\u0663' is not a whole number", 2),
