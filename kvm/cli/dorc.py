@@ -48,7 +48,8 @@ def answer(args, flag, question, default):
         return given
     if args.yes:
         return default
-    got = common.ask(f"{question} [{default}]: ", default)
+    got = common.ask(f"{question} [{default}]: ", default,
+                     flag=f"--{flag} answers it, -y takes the defaults")
     return got if got is not None else default
 
 
@@ -78,7 +79,9 @@ def options(args, vm):
         raise UsageError(f"timeout {timeout} is out of range (1..3600)", vm=vm.name)
     enable = args.enable
     if enable is None:
-        enable = False if args.yes else (common.ask("Enable it at boot (y/N)? ", "n") or "n").lower().startswith("y")
+        enable = False if args.yes else (common.ask(
+            "Enable it at boot (y/N)? ", "n", flag="--enable or --no-enable answers it, -y takes the defaults")
+            or "n").lower().startswith("y")
     return Options(require, before, keyword, timeout), enable
 
 

@@ -45,7 +45,7 @@ def choose_pool():
         common.info(f"  {name}\t{health}")
     default = pools[0][0] if len(pools) == 1 else None
     hint = f" [{default}]" if default else ""
-    answer = common.ask(f"Install kvm on which pool{hint}? ", default)
+    answer = common.ask(f"Install kvm on which pool{hint}? ", default, flag="-p POOL names it")
     if not answer:
         raise UsageError("no pool chosen")
     return answer

@@ -61,8 +61,9 @@ class Asker:
             return given
         if self.args.yes:
             return default
+        hint = f"--{flag.replace('_', '-')} answers it, -y takes the defaults"
         while True:
-            answer = common.ask(question, default)
+            answer = common.ask(question, default, flag=hint)
             try:
                 if check and answer:
                     check(answer)
@@ -152,8 +153,9 @@ def gather_network(args, q, a):
         return
     wanted = args.yes or args.bridge is not None or args.tap is not None or args.uplink is not None
     if not wanted:
-        wanted = (common.ask("Basic network: a tap on a bridge, given as virtio-net (Y/n)? ", "y") or "y") \
-            .lower().startswith("y")
+        wanted = (common.ask("Basic network: a tap on a bridge, given as virtio-net (Y/n)? ", "y",
+                             flag="--bridge BRIDGE or --no-network answers it, -y takes the defaults")
+                  or "y").lower().startswith("y")
     if not wanted:
         return
     a.network = True
@@ -206,7 +208,7 @@ def confirmed(root, name, a):
     unreachable = reach.warning(bool(a.vnc or a.com or grub), ["virtio-net"] if a.network else [])
     if unreachable:
         common.warn(PROG, unreachable, vm=name)
-    answer = common.ask("Create it (Y/n)? ", "y") or "y"
+    answer = common.ask("Create it (Y/n)? ", "y", flag="-y creates it without asking") or "y"
     return answer.lower().startswith("y")
 
 
@@ -215,8 +217,8 @@ def body(args):
     root = common.get_root(args)
     name = args.name
     if not name:
-        if args.yes:
-            raise UsageError("give the VM name")
+        if args.yes or not common.is_terminal():  # the name is positional: asked only at a terminal
+            raise UsageError("the VM name is missing: vmcreate NAME [-y] [flags]")
         name = common.ask("VM name: ", "")
     vmmod.check_name(name)
     try:

@@ -49,8 +49,26 @@ def test_vmcreate_interactive_asks_in_order_and_again_on_bad_answers(install, en
 
 def test_vmcreate_closed_stdin_fails_cleanly(install, env, pool):
     res = cmd(install, env, "vmcreate", "x1", input="")
-    one_line_error(res, "no answer", status=2)
+    one_line_error(res, "no answer to 'Loader (uefi, grub or a loader's full path) [uefi]:' (stdin closed): "
+                        "--loader answers it, -y takes the defaults", status=2)
     assert f"{pool}/kvm/vm/x1" not in datasets(pool)
+    res = cmd(install, env, "vmcreate", "x1", "--loader", "uefi", "--cores", "1", "--mem", "1G", "--options", "",
+              "--disk-size", "1G", input="")
+    one_line_error(res, "(stdin closed): --bridge BRIDGE or --no-network answers it, -y takes the defaults", status=2)
+    res = cmd(install, env, "vmcreate", "x1", "--loader", "uefi", "--cores", "1", "--mem", "1G", "--options", "",
+              "--disk-size", "1G", "--no-network", "--vnc", "yes", "--com", "no", input="")
+    assert res.returncode == 2 and res.stderr.rstrip().endswith(
+        "no answer to 'Create it (Y/n)?' (stdin closed): -y creates it without asking"), res.stderr
+    assert f"{pool}/kvm/vm/x1" not in datasets(pool)
+
+
+@pytest.mark.parametrize("flags", [[], ["-y"]])
+def test_vmcreate_without_a_name_is_a_usage_error(install, env, pool, flags):
+    before = datasets(pool)
+    res = cmd(install, env, "vmcreate", *flags, input="")
+    line = one_line_error(res, "the VM name is missing: vmcreate NAME [-y] [flags]", status=2)
+    assert line.startswith("vmcreate: ") and "VM name:" not in line
+    assert datasets(pool) == before
 
 
 @pytest.mark.parametrize("mem, written, said", [
@@ -396,6 +414,12 @@ def test_vmdestroy_needs_confirmation(install, env, pool):
     res = cmd(install, env, "vmdestroy", "web", input="n\n")
     assert res.returncode == 1 and "Nothing done" in res.stderr
     assert f"{pool}/kvm/vm/web" in datasets(pool)
+    res = cmd(install, env, "vmdestroy", "web", input="")
+    assert res.returncode == 2 and res.stderr.rstrip().endswith(
+        "no answer to 'Destroy VM web (y/N)?' (stdin closed): -y answers yes"), res.stderr
+    res = cmd(install, env, "vmclone", "web", "web2", input="")
+    assert res.returncode == 2 and res.stderr.rstrip().endswith("(stdin closed): -y answers yes"), res.stderr
+    assert f"{pool}/kvm/vm/web" in datasets(pool) and f"{pool}/kvm/vm/web2" not in datasets(pool)
 
 
 def test_vmdestroy_keeps_a_foreign_rc_script(install, env, pool, sysroot):
