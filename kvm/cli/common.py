@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-from kvm import host
+from kvm import host, hypervisor
 from kvm import vm as vmmod
 from kvm.errors import KvmError, PermissionDenied, UsageError, one_line
 from kvm.vm import NAME_RE
@@ -35,6 +35,15 @@ def parser(prog, description, *, root=True, dry_run=False, intermixed=False):
         p.add_argument("-n", "--dry-run", action="store_true",
                        help="print the commands and writes it would do, change nothing")
     return p
+
+
+def hypervisor_text(attribute, otherwise):
+    """A text of the hypervisor in use for a parser's help (its name, its power button ...), or
+    `otherwise` when the environment names no known one (the command itself then says so)."""
+    try:
+        return getattr(hypervisor.current(), attribute)
+    except KvmError:
+        return otherwise
 
 
 def run(prog, build_parser, body, argv, launcher_dir=None):

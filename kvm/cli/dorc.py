@@ -2,9 +2,10 @@
 
 import re
 
+from kvm import platform
 from kvm import vm as vmmod
 from kvm.cli import common
-from kvm.errors import UsageError
+from kvm.errors import KvmError, UsageError
 from kvm.manage import rcinstall
 from kvm.manage.rcinstall import Options
 from kvm.platform import rcd
@@ -14,13 +15,30 @@ PROG = "dorc"
 WORDS = re.compile(r"^[A-Za-z0-9_ ]*\Z")
 
 
+# what dorc writes, by the service manager in use (KVM_INIT, else the platform's)
+DESCRIPTIONS = {
+    "rc.d": "Write an rc.d script for the VM into the rc.d folder (KVM_RCDIR, default "
+            "/usr/local/etc/rc.d) and a copy NAME.rc in the VM folder, so that "
+            "`service NAME start|stop|status|console` work and the VM can start at boot. "
+            "On a Linux (qemu) host it writes the systemd unit NAME.service into KVM_UNITDIR "
+            "(default /etc/systemd/system) instead. "
+            "Asks REQUIRE, BEFORE, KEYWORD and whether to enable it.",
+    "systemd": "Write a systemd unit NAME.service for the VM into the unit folder (KVM_UNITDIR, default "
+               "/etc/systemd/system) and a copy in the VM folder, so that `service NAME start|stop|status` "
+               "(systemctl) work and the VM can start at boot, after its pool is mounted. "
+               "Asks REQUIRE (After= and Requires=), BEFORE, KEYWORD and whether to enable it.",
+}
+
+
+def _service():
+    try:
+        return platform.current().service
+    except KvmError:
+        return None  # an unknown KVM_PLATFORM or KVM_INIT: the command itself says so
+
+
 def build_parser():
-    p = common.parser(PROG, "Write an rc.d script for the VM into the rc.d folder (KVM_RCDIR, default "
-                            "/usr/local/etc/rc.d) and a copy NAME.rc in the VM folder, so that "
-                            "`service NAME start|stop|status|console` work and the VM can start at boot. "
-                            "On a Linux (qemu) host it writes the systemd unit NAME.service into KVM_UNITDIR "
-                            "(default /etc/systemd/system) instead. "
-                            "Asks REQUIRE, BEFORE, KEYWORD and whether to enable it.", dry_run=True)
+    p = common.parser(PROG, DESCRIPTIONS.get(_service(), DESCRIPTIONS["rc.d"]), dry_run=True)
     p.add_argument("name", help="VM name")
     p.add_argument("-r", "--remove", action="store_true", help="remove our script and its rc.conf variable")
     p.add_argument("--require", help="REQUIRE: (default NETWORKING)")
@@ -89,7 +107,7 @@ def write(args, vm, at):
     rcinstall.check_slot(vm.name, at)  # before asking anything
     opts, enable = options(args, vm)
     path = rcinstall.install(vm, opts, enable, at)
-    common.said(args, f"wrote {path}", f"{vm.name}: would install the rc.d script {path}"
+    common.said(args, f"wrote {path}", f"{vm.name}: would install the {platform.current().service_noun} {path}"
                 + (" and enable it" if enable else ""))
     if args.dry_run:
         return 0

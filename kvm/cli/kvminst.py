@@ -3,7 +3,7 @@ on a pool, or upgrade it."""
 
 from pathlib import Path
 
-from kvm import __version__, zfs
+from kvm import __version__, platform, zfs
 from kvm.cli import PATH_COMMANDS, common, completion
 from kvm.errors import NotFound, UsageError
 from kvm.manage.commands import ALL
@@ -86,8 +86,7 @@ def body(args):
     if not args.dry_run:
         common.info(f"shell completion: . {report.path}/completion/kvm.bash (zsh: kvm.zsh) in ~/.bashrc")
         print(f"next: cd {report.path} && ./vmcreate myVM")
-    common.info(f"Host-wide service (optional): cp {report.path}/rc.d/kvm /usr/local/etc/rc.d/kvm && "
-                f"sysrc kvm_enable=YES kvm_list=\"vm1 vm2\"")
+    common.info(platform.current().boot_hint(report.path))
     return 0
 
 

@@ -18,7 +18,8 @@ WOULD = {"acpi": "stop it: the ACPI power button, then the power forced off afte
 
 
 def build_parser():
-    p = common.parser(PROG, "Stop the VM: press the ACPI power button (SIGTERM to bhyve), wait for the "
+    button = common.hypervisor_text("power_button_text", "the hypervisor's")
+    p = common.parser(PROG, f"Stop the VM: press the ACPI power button ({button}), wait for the "
                             "guest up to the timeout, then force the power off. postRun runs. Exit 0 "
                             "once the VM is off.", dry_run=True)
     p.add_argument("-f", "--force", action="store_true", help="force the power off at once")

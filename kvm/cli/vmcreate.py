@@ -5,6 +5,7 @@ from kvm.cli import common
 from kvm.cli.cloudinit import add_seed_args, seed_from_args
 from kvm.conf import config, reach, shconf
 from kvm.errors import KvmError, UsageError
+from kvm.hypervisor import current as hypervisor
 from kvm.manage.create import DEFAULT_BRIDGE, DEFAULT_DISK_SIZE, Answers, check_ifname, create, disk_size, summary
 from kvm.storage import images
 
@@ -24,7 +25,7 @@ def build_parser():
     p.add_argument("--boot", help="grub root device, e.g. cd0 or hd0,msdos1")
     p.add_argument("--cores", help="vCPUs (default 1)")
     p.add_argument("--mem", help="memory, e.g. 2G, 2GB, 0.5G or 512 (MiB) (default 1G)")
-    p.add_argument("--options", help="bhyve flags without dash, e.g. AHP")
+    p.add_argument("--options", help=common.hypervisor_text("options_help", "VMoptions letters without dash"))
     p.add_argument("--disk-size", help=f"size of the sparse disk file, e.g. 40G or 40GB (default {DEFAULT_DISK_SIZE}; "
                                        "with --from: the image's)")
     p.add_argument("--no-disk", action="store_true", help="no disk")
@@ -109,7 +110,7 @@ def gather(args, notes=None):
     a.mem = q.get("mem", "Memory, with a unit (M, G) [1G]: ", _check_mem)
     if a.mem:
         a.mem = _as_written("memory", a.mem, config.typed_memory(a.mem), notes)
-    a.options = q.get("options", "bhyve options without dash (e.g. AHP) [none]: ", _check_options)
+    a.options = q.get("options", hypervisor().options_prompt, _check_options)
     a.disk_size = gather_disk(args, q)
     if a.disk_size:
         a.disk_size = _as_written("disk size", a.disk_size, disk_size(a.disk_size), notes)

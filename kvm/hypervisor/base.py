@@ -52,3 +52,9 @@ METHODS = ("plan", "prepare_host", "prepare_host_text", "start", "wait", "classi
            "force_off", "destroy", "destroy_text", "cleanup_hint", "is_allocated", "allocated",
            "is_own_process", "find_process", "console_command", "console_device", "shown",
            "accelerator", "uefi_vars", "console_socket", "firmware_warning", "firmware_here")
+
+# every text a backend gives for what commands and files say (class attributes, console_comment(name)):
+# stop's help (power_button_text), set.conf's comment on Boot, vmcreate's --options help, question, set.conf's comments on
+# VMoptions and COM, run's on postRun's VMexit and VMreason
+TEXTS = ("power_button_text", "boot_comment", "options_help", "options_prompt", "options_comment", "options_example",
+         "exit_status_text", "reasons_text", "console_comment")

@@ -93,12 +93,15 @@ def render_files(name, a, root_path):
             check_ifname(a.uplink, "uplink interface")
         pre, post = host_os.network_hooks(a.bridge, tap, a.uplink)
         devices = f"3,virtio-net,{tap}"
+    hv = hypervisor.current()  # its words in the comments (options, console, exit)
     conf = render("set.conf.j2", root_path, name=name, vmrom=a.loader, boot=a.boot, cores=a.cores,
                   mem=a.mem, options=a.options, disk=DISK_FILE if a.disk_size or a.image else "",
                   disk_driver=a.disk_driver, devices=devices, vnc=a.vnc, vnc_addr=a.vnc_addr,
-                  com=a.com and config.loader_kind(a.loader) != "grub", iso=a.iso)
-    run = render("run.j2", root_path, name=name, pre=pre, post=post, hv=hypervisor.current().name,
-                 helpers=host_os.helpers)
+                  com=a.com and config.loader_kind(a.loader) != "grub", iso=a.iso,
+                  boot_comment=hv.boot_comment, options_comment=hv.options_comment, options_example=hv.options_example,
+                  console_comment=hv.console_comment(name))
+    run = render("run.j2", root_path, name=name, pre=pre, post=post, hv=hv.name, helpers=host_os.helpers,
+                 exit_status=hv.exit_status_text, reasons=hv.reasons_text)
     values = config.parse_text(conf)
     cfg = config.validate(name, "/nonexistent", values)
     return conf, run, cfg
