@@ -6,6 +6,7 @@ from kvm import platform
 from kvm import vm as vmmod
 from kvm.cli import common
 from kvm.errors import KvmError, UsageError
+from kvm.host import paths
 from kvm.manage import rcinstall
 from kvm.manage.rcinstall import Options
 from kvm.platform import rcd
@@ -109,10 +110,17 @@ def write(args, vm, at):
     path = rcinstall.install(vm, opts, enable, at)
     common.said(args, f"wrote {path}", f"{vm.name}: would install the {platform.current().service_noun} {path}"
                 + (" and enable it" if enable else ""))
+    rcname = rcd.rc_name(vm.name)
+    unit = rcinstall.systemd.in_use()
+    if unit and not rcinstall.systemd.running():
+        common.warn(PROG, f"systemd is not this host's init ({paths.current().systemd_run} is missing): "
+                          f"nothing runs the unit, at boot or for `service {rcname} start`; start the VM "
+                          f"with {vm.root.path}/start -b {vm.name}", vm=vm.name)
     if args.dry_run:
         return 0
-    rcname = rcd.rc_name(vm.name)
-    if rcinstall.systemd.in_use():
+    if unit and not rcinstall.systemd.running():
+        return 0
+    if unit:
         common.info(f"service {rcname} start|stop|status (systemctl start {rcname}); console: "
                     f"{vm.root.path}/console {vm.name}"
                     + ("" if enable else f"   (enable at boot: dorc {vm.name} --enable, or systemctl enable {rcname})"))
