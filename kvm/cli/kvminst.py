@@ -79,8 +79,8 @@ def body(args):
     common.info(f"the commands run {report.python}")
     risk = moved_python_risk(report.python)
     if risk:
-        common.warn(PROG, f"the commands' interpreter {report.python}: {risk}; kvminst --python PATH "
-                          "names another (e.g. the system's python3 with kvm installed)")
+        common.warn(PROG, f"the commands' interpreter {report.python}: {risk}; "
+                          f"{platform.current().moved_python_hint}")
     common.said(args, f"kvm {done} in {report.path} (dataset {report.dataset})",
                 f"would {verb} kvm in {report.path} (dataset {report.dataset})")
     if not args.dry_run:

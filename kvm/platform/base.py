@@ -16,6 +16,8 @@ class Platform:
     native_service = ""     # "rc.d" or "systemd"
     scheduler = ""          # "periodic" or "cron"
     helpers = ""            # the network helpers of `functions` vmcreate writes: "ifconfig" or "iproute2"
+    # kvminst's advice when the commands' interpreter is a virtualenv or a checkout that may move
+    moved_python_hint = "kvminst --python PATH names another (e.g. the system's python3 with kvm installed)"
 
     @property
     def service(self):
