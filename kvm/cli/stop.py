@@ -1,5 +1,7 @@
 """stop [-f] [-t SECONDS] NAME: power the VM off, gracefully by default."""
 
+import sys
+
 from kvm import vm as vmmod
 from kvm.cli import common
 from kvm.errors import UsageError
@@ -34,7 +36,9 @@ def body(args):
     if args.timeout is not None and not 1 <= args.timeout <= MAX_TIMEOUT:
         raise UsageError(f"timeout {args.timeout} is out of range (1..{MAX_TIMEOUT} seconds)", vm=args.name)
     vm = common.get_vm(args, root_user=True)
-    how = stop_vm(vm, timeout=args.timeout, force=args.force)
+    # on a terminal, say what it waits for (up to the timeout: a minute by default)
+    how = stop_vm(vm, timeout=args.timeout, force=args.force,
+                  progress=common.info if common.is_terminal(sys.stderr) else None)
     if args.dry_run:
         seconds = args.timeout if args.timeout is not None else vm_timeout(vm)
         print(f"{vm.name}: would " + WOULD["cleaned" if how == "cleaned" else "forced" if args.force else "acpi"]

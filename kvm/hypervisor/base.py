@@ -54,7 +54,9 @@ METHODS = ("plan", "prepare_host", "prepare_host_text", "start", "wait", "classi
            "accelerator", "uefi_vars", "console_socket", "firmware_warning", "firmware_here")
 
 # every text a backend gives for what commands and files say (class attributes, console_comment(name)):
+# the exit reasons its log calls crashes (crash_reasons), whether vminfo's text names the
+# hypervisor and its accelerator (shows_accelerator),
 # stop's help (power_button_text), set.conf's comment on Boot, vmcreate's --options help, question, set.conf's comments on
 # VMoptions and COM, run's on postRun's VMexit and VMreason
-TEXTS = ("power_button_text", "boot_comment", "options_help", "options_prompt", "options_comment", "options_example",
+TEXTS = ("crash_reasons", "shows_accelerator", "power_button_text", "boot_comment", "options_help", "options_prompt", "options_comment", "options_example",
          "exit_status_text", "reasons_text", "console_comment")

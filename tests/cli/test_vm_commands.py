@@ -527,6 +527,30 @@ class Terminal:
         return os.waitstatus_to_exitcode(status)
 
 
+def test_vmcreate_on_a_terminal_asks_the_name(install, env, pool):
+    """Only at a terminal is a missing name asked for (elsewhere it is a usage error)."""
+    term = Terminal(["./vmcreate"], env, install)
+    term.expect("VM name: ")
+    term.type("\x04")  # Ctrl-D: no answer
+    assert term.wait() == 2 and "no answer to 'VM name:'" in term.seen
+    assert f"{pool}/kvm/vm" in datasets(pool) and sorted((install / "vm").iterdir()) == []
+
+
+def test_stop_on_a_terminal_says_what_it_waits_for(install, env):
+    from tests.cli.test_run import guest_up, make, wait_for
+    make(install, env)
+    assert cmd(install, env, "start", "-b", "web").returncode == 0
+    wait_for(lambda: guest_up(install, env), what="the guest")
+    term = Terminal(["./stop", "-t", "30", "web"], env, install)
+    term.expect("web: ACPI power button pressed; waiting up to 30 s for the guest to shut down, "
+                "then forcing the power off")
+    assert term.wait() == 0 and "web: shut down by the guest (ACPI power button)" in term.seen
+    assert cmd(install, env, "start", "-b", "web").returncode == 0
+    wait_for(lambda: guest_up(install, env, boots=2), what="the guest again")
+    res = cmd(install, env, "stop", "web")  # no terminal: the output stays the one result line
+    assert res.returncode == 0 and res.stderr == "" and res.stdout == "web: shut down by the guest (ACPI power button)\n"
+
+
 def test_vmcreate_on_a_terminal_asks_again_then_ctrl_c_leaves_nothing(install, env, pool, tmp_path):
     """A person at a terminal: a wrong answer is asked again; Ctrl-C while the dataset exists
     (a slow `zfs` right after the create) rolls everything back."""

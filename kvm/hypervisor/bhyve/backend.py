@@ -81,6 +81,9 @@ class Bhyve:
                       ("grub-bhyve", "grub", "grub2-bhyve"))
 
     # what commands, set.conf and run say of this hypervisor (TEXTS in kvm/hypervisor/base.py)
+    # the exit reasons the log calls a crash (vmlist, vminfo, status: `crashed` once the supervisor ended)
+    crash_reasons = tuple(r for r, text in EXIT_TEXT.items() if text.startswith("crashed"))
+    shows_accelerator = False  # vminfo's text: always vmm(4), nothing to tell
     power_button_text = "SIGTERM to bhyve"
     boot_comment = "grub only (mandatory there): the root device grub-bhyve boots from."
     options_help = "bhyve flags without dash, e.g. AHP"

@@ -89,6 +89,9 @@ class Qemu:
     PACKAGES = {"linux": ("qemu-system-x86", "ovmf"), "freebsd": ("qemu", "edk2-qemu-x64")}
 
     # what commands, set.conf and run say of this hypervisor (TEXTS in kvm/hypervisor/base.py)
+    # the exit reasons the log calls a crash (vmlist, vminfo, status: `crashed` once the supervisor ended)
+    crash_reasons = tuple(r for r, text in EXIT_TEXT.items() if text.startswith("crashed"))
+    shows_accelerator = True  # vminfo's text: kvm, or tcg (slow) when /dev/kvm does not work
     power_button_text = "QMP system_powerdown"
     boot_comment = "grub only (mandatory there): cd... boots the ISO, any other the disk (SeaBIOS)."
     options_help = "VMoptions letters without dash: S locks the memory, u keeps the RTC in UTC"
