@@ -33,6 +33,17 @@ def sh(*argv, env=None):
     return subprocess.run(list(map(str, argv)), env=env, capture_output=True, text=True, check=True)
 
 
+def create(name, tries=5):
+    """zfs create -p, again after a moment when zfs-fuse refuses one under load."""
+    for attempt in range(tries):
+        res = subprocess.run(["zfs", "create", "-p", name], capture_output=True, text=True)
+        if res.returncode == 0 or attempt == tries - 1:
+            break
+        time.sleep(0.5)
+    if res.returncode != 0:
+        raise RuntimeError(f"zfs create -p {name}: {res.stderr.strip()}")
+
+
 def label(checkout):
     res = subprocess.run(["git", "-C", str(checkout), "log", "-1", "--format=%h %s"], capture_output=True, text=True)
     return res.stdout.strip()[:60] or str(checkout)
@@ -49,10 +60,15 @@ class SnapBed:
             fh.truncate(2 << 30)
         sh("zpool", "create", "-f", self.pool, self.img)
         t = time.monotonic()
-        for i in range(datasets):  # foreign: not under the install, as a host's other datasets are
-            sh("zfs", "create", "-p", f"{self.pool}/other/g{i // 100:02d}/d{i:04d}")
+        try:
+            for i in range(datasets):  # foreign: not under the install, as a host's other datasets are
+                create(f"{self.pool}/other/g{i // 100:02d}/d{i:04d}")
+        except BaseException:
+            self.close()
+            raise
         self.made_in = time.monotonic() - t
         self.datasets = int(sh("zfs", "list", "-H", "-o", "name").stdout.count("\n"))
+        self.root = Path(f"/{self.pool}/kvm")
         counter = self.work / "count"
         counter.mkdir()
         (counter / "zfs").write_text(f'#!/bin/sh\necho "$*" >> "{self.work}/zfs.calls"\nexec {shutil.which("zfs")} "$@"\n')
@@ -67,7 +83,6 @@ class SnapBed:
                         KVM_PLATFORM="freebsd", KVM_HYPERVISOR="bhyve")
         self.env.pop("KVM_ROOT", None)
         self.counter = counter
-        self.root = Path(f"/{self.pool}/kvm")
 
     def use(self, checkout):
         """Install (or upgrade) the root with `checkout`'s kvm; the VMs are made once."""
