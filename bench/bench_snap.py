@@ -78,7 +78,8 @@ class SnapBed:
         self.root = Path(f"/{self.pool}/kvm")
         counter = self.work / "count"
         counter.mkdir()
-        (counter / "zfs").write_text(f'#!/bin/sh\necho "$*" >> "{self.work}/zfs.calls"\nexec {shutil.which("zfs")} "$@"\n')
+        real = shutil.which("zfs")
+        (counter / "zfs").write_text(f'#!/bin/sh\necho "$*" >> "{self.work}/zfs.calls"\nexec {real} "$@"\n')
         (counter / "zfs").chmod(0o755)
         for sub in ("run", "rc.d", "cron.d", "fw"):
             (self.work / sub).mkdir()

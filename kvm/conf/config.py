@@ -143,7 +143,8 @@ def typed_size(text):
     if size.denominator != 1 or size % 1024:
         raise Invalid("is not a whole number of KiB")
     size = int(size)
-    written = "0M" if not size else next(f"{size >> shift}{letter}" for letter, shift in UNIT_SHIFTS if size % (1 << shift) == 0)
+    written = "0M" if not size else next(f"{size >> shift}{letter}" for letter, shift in UNIT_SHIFTS
+                                         if size % (1 << shift) == 0)
     return size, written, f"read as {written}{why}"
 
 

@@ -55,8 +55,10 @@ METHODS = ("plan", "prepare_host", "prepare_host_text", "start", "wait", "classi
 
 # every text a backend gives for what commands and files say (class attributes, console_comment(name)):
 # the exit reasons its log calls crashes (crash_reasons), whether vminfo's text names the
-# hypervisor and its accelerator (shows_accelerator),
-# stop's help (power_button_text), set.conf's comment on Boot, vmcreate's --options help, question, set.conf's comments on
-# VMoptions and COM, run's on postRun's VMexit and VMreason
-TEXTS = ("crash_reasons", "shows_accelerator", "power_button_text", "boot_comment", "options_help", "options_prompt", "options_comment", "options_example",
-         "exit_status_text", "reasons_text", "console_comment")
+# hypervisor and its accelerator (shows_accelerator), stop's help (power_button_text), set.conf's
+# comments on Boot, VMoptions and COM (boot_comment, options_comment, options_example,
+# console_comment), vmcreate's --options help and question (options_help, options_prompt), and
+# run's on postRun's VMexit and VMreason (exit_status_text, reasons_text)
+TEXTS = ("crash_reasons", "shows_accelerator", "power_button_text", "boot_comment", "options_help",
+         "options_prompt", "options_comment", "options_example", "exit_status_text", "reasons_text",
+         "console_comment")

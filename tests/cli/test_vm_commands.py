@@ -93,7 +93,8 @@ def test_vmcreate_reads_sizes_as_admins_type_them(install, env, mem, written, sa
     (["a" * 32], "longer than 31 characters", 2),
     (["-x"], "unrecognized arguments", 2),
     (["ok1", "--mem", "12"], "memory '12' is too small (at least 32M)", 2),
-    (["ok1", "--mem", "2 gigs"], "memory '2 gigs' is not a size (e.g. 2G, 512M, 0.5G, 2GB or 2GiB; a number alone is MiB)", 2),
+    (["ok1", "--mem", "2 gigs"],
+     "memory '2 gigs' is not a size (e.g. 2G, 512M, 0.5G, 2GB or 2GiB; a number alone is MiB)", 2),
     (["ok1", "--mem", "0.3G"], "memory '0.3G' is not a whole number of KiB", 2),
     (["ok1", "--disk-size", "20X"], "disk size '20X' is not a size (e.g. 2G", 2),
     (["ok1", "--disk-size", "0G"], "disk size '0G' is zero (--no-disk: no disk)", 2),
@@ -548,7 +549,8 @@ def test_stop_on_a_terminal_says_what_it_waits_for(install, env):
     assert cmd(install, env, "start", "-b", "web").returncode == 0
     wait_for(lambda: guest_up(install, env, boots=2), what="the guest again")
     res = cmd(install, env, "stop", "web")  # no terminal: the output stays the one result line
-    assert res.returncode == 0 and res.stderr == "" and res.stdout == "web: shut down by the guest (ACPI power button)\n"
+    assert res.returncode == 0 and res.stderr == ""
+    assert res.stdout == "web: shut down by the guest (ACPI power button)\n"
 
 
 def test_vmcreate_on_a_terminal_asks_again_then_ctrl_c_leaves_nothing(install, env, pool, tmp_path):

@@ -18,7 +18,8 @@ def show_function():
 
 @pytest.mark.parametrize("argv, shown", [
     (["sh", "-c", "echo a | tr a b"], "sh -c 'echo a | tr a b'"),
-    (["sh", "-c", "echo ./console --log guest | grep -a console"], "sh -c 'echo ./console --log guest | grep -a console'"),
+    (["sh", "-c", "echo ./console --log guest | grep -a console"],
+     "sh -c 'echo ./console --log guest | grep -a console'"),
     (["echo", "it's", "", "plain-word", "x=1", "/a/b.c"], "echo 'it'\\''s' '' plain-word x=1 /a/b.c"),
 ])
 def test_shown_lines_run_again_as_they_ran(argv, shown):
