@@ -137,6 +137,8 @@ def test_vmrename_moves_the_unit_enabled_and_vmdestroy_removes_it(install, env, 
     assert sorted(p.name for p in units.rglob("*")) == ["multi-user.target.wants", "www.service", "www.service"]
     res = cmd(install, env, "vmdestroy", "www", "-y")
     assert res.returncode == 0, res.stderr
+    assert f"It also removes the systemd unit {units}/www.service and its link." in res.stderr
+    assert "rc.conf" not in res.stderr  # a unit has no rc.conf variable
     assert list(units.rglob("*.service")) == []
 
 
