@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-from kvm import host
+from kvm import host, hypervisor
 from kvm import vm as vmmod
 from kvm.errors import KvmError, PermissionDenied, UsageError, one_line
 from kvm.vm import NAME_RE
@@ -36,6 +36,15 @@ def parser(prog, description, *, root=True, dry_run=False, intermixed=False):
         p.add_argument("-n", "--dry-run", action="store_true",
                        help="print the commands and writes it would do, change nothing")
     return p
+
+
+def hypervisor_text(attribute, otherwise):
+    """A text of the hypervisor in use for a parser's help (its name, its power button ...), or
+    `otherwise` when the environment names no known one (the command itself then says so)."""
+    try:
+        return getattr(hypervisor.current(), attribute)
+    except KvmError:
+        return otherwise
 
 
 def run(prog, build_parser, body, argv, launcher_dir=None):
@@ -146,23 +155,34 @@ def info(message):
     print(message, file=sys.stderr, flush=True)
 
 
-def ask(question, default=None, stream_in=None):
-    """Prompt on stderr, read one line from stdin; EOF is a usage error (no input to answer)."""
+def ask(question, default=None, stream_in=None, flag=None):
+    """Prompt on stderr, read one line from stdin; EOF is a usage error (no input to answer)
+    naming `flag`, the option that answers the question instead."""
     stream_in = stream_in or sys.stdin
     print(question, end="", file=sys.stderr, flush=True)
     line = stream_in.readline()
     if not line:
-        raise UsageError(f"no answer to '{question.strip()}' (stdin closed): give the answers as flags")
+        raise UsageError(f"no answer to '{question.strip()}' (stdin closed): "
+                         f"{flag or 'give the answers as flags'}")
     answer = line.strip()
     return answer if answer else default
 
 
-def confirm(question, assume_yes):
+def confirm(question, assume_yes, flag="-y answers yes"):
     """y/N question; True with -y."""
     if assume_yes:
         return True
-    answer = ask(f"{question} (y/N)? ", "n")
+    answer = ask(f"{question} (y/N)? ", "n", flag=flag)
     return answer.lower().startswith("y")
+
+
+def is_terminal(stream=None):
+    """True when `stream` (stdin) is a terminal: someone is there to answer."""
+    stream = stream or sys.stdin
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def print_table(header, rows, scripted=False):

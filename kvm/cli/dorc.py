@@ -2,9 +2,11 @@
 
 import re
 
+from kvm import platform
 from kvm import vm as vmmod
 from kvm.cli import common
-from kvm.errors import UsageError
+from kvm.errors import KvmError, UsageError
+from kvm.host import paths
 from kvm.manage import rcinstall
 from kvm.manage.rcinstall import Options
 from kvm.platform import rcd
@@ -14,13 +16,30 @@ PROG = "dorc"
 WORDS = re.compile(r"^[A-Za-z0-9_ ]*\Z")
 
 
+# what dorc writes, by the service manager in use (KVM_INIT, else the platform's)
+DESCRIPTIONS = {
+    "rc.d": "Write an rc.d script for the VM into the rc.d folder (KVM_RCDIR, default "
+            "/usr/local/etc/rc.d) and a copy NAME.rc in the VM folder, so that "
+            "`service NAME start|stop|status|console` work and the VM can start at boot. "
+            "On a Linux (qemu) host it writes the systemd unit NAME.service into KVM_UNITDIR "
+            "(default /etc/systemd/system) instead. "
+            "Asks REQUIRE, BEFORE, KEYWORD and whether to enable it.",
+    "systemd": "Write a systemd unit NAME.service for the VM into the unit folder (KVM_UNITDIR, default "
+               "/etc/systemd/system) and a copy in the VM folder, so that `service NAME start|stop|status` "
+               "(systemctl) work and the VM can start at boot, after its pool is mounted. "
+               "Asks REQUIRE (After= and Requires=), BEFORE, KEYWORD and whether to enable it.",
+}
+
+
+def _service():
+    try:
+        return platform.current().service
+    except KvmError:
+        return None  # an unknown KVM_PLATFORM or KVM_INIT: the command itself says so
+
+
 def build_parser():
-    p = common.parser(PROG, "Write an rc.d script for the VM into the rc.d folder (KVM_RCDIR, default "
-                            "/usr/local/etc/rc.d) and a copy NAME.rc in the VM folder, so that "
-                            "`service NAME start|stop|status|console` work and the VM can start at boot. "
-                            "On a Linux (qemu) host it writes the systemd unit NAME.service into KVM_UNITDIR "
-                            "(default /etc/systemd/system) instead. "
-                            "Asks REQUIRE, BEFORE, KEYWORD and whether to enable it.", dry_run=True)
+    p = common.parser(PROG, DESCRIPTIONS.get(_service(), DESCRIPTIONS["rc.d"]), dry_run=True)
     p.add_argument("name", help="VM name")
     p.add_argument("-r", "--remove", action="store_true", help="remove our script and its rc.conf variable")
     p.add_argument("--require", help="REQUIRE: (default NETWORKING)")
@@ -48,7 +67,8 @@ def answer(args, flag, question, default):
         return given
     if args.yes:
         return default
-    got = common.ask(f"{question} [{default}]: ", default)
+    got = common.ask(f"{question} [{default}]: ", default,
+                     flag=f"--{flag} answers it, -y takes the defaults")
     return got if got is not None else default
 
 
@@ -82,7 +102,9 @@ def options(args, vm):
         raise UsageError(f"timeout {timeout} is out of range (1..3600)", vm=vm.name)
     enable = args.enable
     if enable is None:
-        enable = False if args.yes else (common.ask("Enable it at boot (y/N)? ", "n") or "n").lower().startswith("y")
+        enable = False if args.yes else (common.ask(
+            "Enable it at boot (y/N)? ", "n", flag="--enable or --no-enable answers it, -y takes the defaults")
+            or "n").lower().startswith("y")
     return Options(require, before, keyword, timeout), enable
 
 
@@ -92,12 +114,19 @@ def write(args, vm, at):
     rcinstall.check_slot(vm.name, at)  # before asking anything
     opts, enable = options(args, vm)
     path = rcinstall.install(vm, opts, enable, at)
-    common.said(args, f"wrote {path}", f"{vm.name}: would install the rc.d script {path}"
+    common.said(args, f"wrote {path}", f"{vm.name}: would install the {platform.current().service_noun} {path}"
                 + (" and enable it" if enable else ""))
+    rcname = rcd.rc_name(vm.name)
+    unit = rcinstall.systemd.in_use()
+    if unit and not rcinstall.systemd.running():
+        common.warn(PROG, f"systemd is not this host's init ({paths.current().systemd_run} is missing): "
+                          f"nothing runs the unit, at boot or for `service {rcname} start`; start the VM "
+                          f"with {vm.root.path}/start -b {vm.name}", vm=vm.name)
     if args.dry_run:
         return 0
-    rcname = rcd.rc_name(vm.name)
-    if rcinstall.systemd.in_use():
+    if unit and not rcinstall.systemd.running():
+        return 0
+    if unit:
         common.info(f"service {rcname} start|stop|status (systemctl start {rcname}); console: "
                     f"{vm.root.path}/console {vm.name}"
                     + ("" if enable else f"   (enable at boot: dorc {vm.name} --enable, or systemctl enable {rcname})"))

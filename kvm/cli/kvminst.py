@@ -3,7 +3,7 @@ on a pool, or upgrade it."""
 
 from pathlib import Path
 
-from kvm import __version__, zfs
+from kvm import __version__, platform, zfs
 from kvm.cli import PATH_COMMANDS, common, completion
 from kvm.errors import NotFound, UsageError
 from kvm.manage.commands import ALL
@@ -45,7 +45,7 @@ def choose_pool():
         common.info(f"  {name}\t{health}")
     default = pools[0][0] if len(pools) == 1 else None
     hint = f" [{default}]" if default else ""
-    answer = common.ask(f"Install kvm on which pool{hint}? ", default)
+    answer = common.ask(f"Install kvm on which pool{hint}? ", default, flag="-p POOL names it")
     if not answer:
         raise UsageError("no pool chosen")
     return answer
@@ -79,15 +79,14 @@ def body(args):
     common.info(f"the commands run {report.python}")
     risk = moved_python_risk(report.python)
     if risk:
-        common.warn(PROG, f"the commands' interpreter {report.python}: {risk}; kvminst --python PATH "
-                          "names another (e.g. the system's python3 with kvm installed)")
+        common.warn(PROG, f"the commands' interpreter {report.python}: {risk}; "
+                          f"{platform.current().moved_python_hint}")
     common.said(args, f"kvm {done} in {report.path} (dataset {report.dataset})",
                 f"would {verb} kvm in {report.path} (dataset {report.dataset})")
     if not args.dry_run:
         common.info(f"shell completion: . {report.path}/completion/kvm.bash (zsh: kvm.zsh) in ~/.bashrc")
         print(f"next: cd {report.path} && ./vmcreate myVM")
-    common.info(f"Host-wide service (optional): cp {report.path}/rc.d/kvm /usr/local/etc/rc.d/kvm && "
-                f"sysrc kvm_enable=YES kvm_list=\"vm1 vm2\"")
+    common.info(platform.current().boot_hint(report.path))
     return 0
 
 

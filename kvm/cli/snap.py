@@ -1,4 +1,5 @@
-"""snap create|destroy|rollback|list|prune|auto NAME [SNAP]: only the first letter of the verb counts."""
+"""snap create|destroy|rollback|list|prune|auto NAME [SNAP]: the verb exactly, or its one-letter alias
+(c, d, r, l as the shell kvm had them; p, a)."""
 
 import json
 
@@ -11,6 +12,8 @@ from kvm.manage.destroy import check_free, destroy_dependents
 from kvm.storage import snap
 
 PROG = "snap"
+# the one-letter aliases (the shell kvm's `snap c|d|r|l`, and p, a) -> the verbs; nothing else is
+# taken: a verb matched by its first letter turned `snap remove web s1` into a rollback
 VERBS = {"c": "create", "d": "destroy", "r": "rollback", "l": "list", "p": "prune", "a": "auto"}
 
 
@@ -20,10 +23,10 @@ def build_parser():
                             "points at, taken together). Verbs: create NAME [SNAP] (default: a "
                             "timestamp), destroy NAME SNAP|A%B, rollback NAME [SNAP], list NAME, "
                             "prune NAME --keep N, auto NAME|--all [--keep-hourly N ...] (the scheduled "
-                            "auto-YYYYmmdd-HHMM sets, pruned by the keep rules). Only the first letter "
-                            "counts: snap c myVM s1.",
+                            "auto-YYYYmmdd-HHMM sets, pruned by the keep rules). Each verb also goes by its "
+                            "first letter, as in the shell kvm: snap c myVM s1; any other word is refused.",
                       dry_run=True, intermixed=True)  # `snap r -r web s1`: NAME is optional (auto --all)
-    p.add_argument("verb", help="create, destroy, rollback, list, prune or auto (first letter is enough)")
+    p.add_argument("verb", help="create, destroy, rollback, list, prune or auto (or c, d, r, l, p, a)")
     p.add_argument("name", nargs="?", help="VM name (auto: or --all)")
     p.add_argument("snap", nargs="?", help="snapshot name (destroy: also a range A%%B, %%B, A%%)")
     p.add_argument("-r", dest="older", action="store_true",
@@ -40,15 +43,24 @@ def build_parser():
 
 
 def body(args):
-    verb = VERBS.get(args.verb[:1].lower())
-    if verb is None:
-        raise UsageError(f"unknown verb '{args.verb}' (create, destroy, rollback, list, prune, auto)")
+    verb = verb_of(args.verb)
     if verb == "auto":
         return do_auto(args)
     if args.all or not args.name:
         raise UsageError(f"{verb} needs one VM name" + (" (--all is for auto only)" if args.all else ""))
     vm = common.get_vm(args, root_user=verb != "list")
     return DO[verb](vm, args)
+
+
+def verb_of(word):
+    """The verb a word names: a verb itself or its one-letter alias, exactly; else a usage error."""
+    if word in VERBS.values():
+        return word
+    if word in VERBS:
+        return VERBS[word]
+    shown = word.encode("unicode_escape").decode()
+    raise UsageError(f"unknown verb '{shown}' (verbs: {', '.join(VERBS.values())}; "
+                     f"or {', '.join(VERBS)})")
 
 
 def do_create(vm, args):

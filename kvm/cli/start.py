@@ -23,7 +23,8 @@ POLL = 0.05             # seconds between looks at the detached supervisor
 
 
 def build_parser():
-    p = common.parser(PROG, "Start the VM and keep it running across guest reboots: preRun, bhyve, "
+    hv = common.hypervisor_text("name", "the hypervisor")
+    p = common.parser(PROG, f"Start the VM and keep it running across guest reboots: preRun, {hv}, "
                             "postRun, again on reboot. Runs in the foreground (Ctrl-C stops the guest "
                             "gracefully); -b detaches, logging to NAME.log in the VM folder and syslog.",
                       dry_run=True)

@@ -1,5 +1,7 @@
 """stop [-f] [-t SECONDS] NAME: power the VM off, gracefully by default."""
 
+import sys
+
 from kvm import vm as vmmod
 from kvm.cli import common
 from kvm.errors import UsageError
@@ -18,7 +20,8 @@ WOULD = {"acpi": "stop it: the ACPI power button, then the power forced off afte
 
 
 def build_parser():
-    p = common.parser(PROG, "Stop the VM: press the ACPI power button (SIGTERM to bhyve), wait for the "
+    button = common.hypervisor_text("power_button_text", "the hypervisor's")
+    p = common.parser(PROG, f"Stop the VM: press the ACPI power button ({button}), wait for the "
                             "guest up to the timeout, then force the power off. postRun runs. Exit 0 "
                             "once the VM is off.", dry_run=True)
     p.add_argument("-f", "--force", action="store_true", help="force the power off at once")
@@ -33,7 +36,9 @@ def body(args):
     if args.timeout is not None and not 1 <= args.timeout <= MAX_TIMEOUT:
         raise UsageError(f"timeout {args.timeout} is out of range (1..{MAX_TIMEOUT} seconds)", vm=args.name)
     vm = common.get_vm(args, root_user=True)
-    how = stop_vm(vm, timeout=args.timeout, force=args.force)
+    # on a terminal, say what it waits for (up to the timeout: a minute by default)
+    how = stop_vm(vm, timeout=args.timeout, force=args.force,
+                  progress=common.info if common.is_terminal(sys.stderr) else None)
     if args.dry_run:
         seconds = args.timeout if args.timeout is not None else vm_timeout(vm)
         print(f"{vm.name}: would " + WOULD["cleaned" if how == "cleaned" else "forced" if args.force else "acpi"]

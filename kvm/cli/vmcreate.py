@@ -6,7 +6,8 @@ from kvm.cli import common
 from kvm.cli.cloudinit import add_seed_args, seed_from_args
 from kvm.conf import config, reach, shconf
 from kvm.errors import KvmError, UsageError
-from kvm.manage.create import DEFAULT_BRIDGE, DEFAULT_DISK_SIZE, Answers, check_ifname, create, size_bytes, summary
+from kvm.hypervisor import current as hypervisor
+from kvm.manage.create import DEFAULT_BRIDGE, DEFAULT_DISK_SIZE, Answers, check_ifname, create, disk_size, summary
 from kvm.storage import images
 
 PROG = "vmcreate"
@@ -24,9 +25,9 @@ def build_parser():
     p.add_argument("--loader", help="uefi, grub, or an absolute loader path")
     p.add_argument("--boot", help="grub root device, e.g. cd0 or hd0,msdos1")
     p.add_argument("--cores", help="vCPUs (default 1)")
-    p.add_argument("--mem", help="memory with unit, e.g. 2G (default 1G)")
-    p.add_argument("--options", help="bhyve flags without dash, e.g. AHP")
-    p.add_argument("--disk-size", help=f"size of the sparse disk file, e.g. 40G (default {DEFAULT_DISK_SIZE}; "
+    p.add_argument("--mem", help="memory, e.g. 2G, 2GB, 0.5G or 512 (MiB) (default 1G)")
+    p.add_argument("--options", help=common.hypervisor_text("options_help", "VMoptions letters without dash"))
+    p.add_argument("--disk-size", help=f"size of the sparse disk file, e.g. 40G or 40GB (default {DEFAULT_DISK_SIZE}; "
                                        "with --from: the image's)")
     p.add_argument("--no-disk", action="store_true", help="no disk")
     p.add_argument("--disk-driver", help="nvme (default), virtio-blk, ahci-hd")
@@ -62,8 +63,9 @@ class Asker:
             return given
         if self.args.yes:
             return default
+        hint = f"--{flag.replace('_', '-')} answers it, -y takes the defaults"
         while True:
-            answer = common.ask(question, default)
+            answer = common.ask(question, default, flag=hint)
             try:
                 if check and answer:
                     check(answer)
@@ -86,12 +88,7 @@ _check_loader = _checked("loader", config.loader)
 _check_cores = _checked("cores", config.whole_number, "Cores")
 _check_options = _checked("bhyve options", config.bhyve_options)
 _check_driver = _checked("disk driver", config.disk_driver)
-_check_memory = _checked("memory", config.memory)
-
-
-def _check_mem(v):
-    size_bytes(v, "memory")  # vmcreate wants the unit written out
-    _check_memory(v)
+_check_mem = _checked("memory", config.typed_memory)  # 2G, 2GB, 0.5G, 512 (MiB): config.typed_size
 
 
 def _yes_no(v):
@@ -99,8 +96,10 @@ def _yes_no(v):
         raise UsageError(f"answer '{v}' is not y or n")
 
 
-def gather(args):
-    """The answers, from flags and prompts."""
+def gather(args, notes=None):
+    """The answers, from flags and prompts; a size typed otherwise than bhyve writes it is
+    converted (config.typed_size), and how it was read is added to `notes`."""
+    notes = [] if notes is None else notes
     q = Asker(args)
     a = Answers()
     a.loader = q.get("loader", "Loader (uefi, grub or a loader's full path) [uefi]: ", _check_loader, "uefi")
@@ -110,8 +109,12 @@ def gather(args):
                        None, "cd0")
     a.cores = q.get("cores", "Cores [1]: ", _check_cores)
     a.mem = q.get("mem", "Memory, with a unit (M, G) [1G]: ", _check_mem)
-    a.options = q.get("options", "bhyve options without dash (e.g. AHP) [none]: ", _check_options)
+    if a.mem:
+        a.mem = _as_written("memory", a.mem, config.typed_memory(a.mem), notes)
+    a.options = q.get("options", hypervisor().options_prompt, _check_options)
     a.disk_size = gather_disk(args, q)
+    if a.disk_size:
+        a.disk_size = _as_written("disk size", a.disk_size, disk_size(a.disk_size), notes)
     if args.disk_driver:
         _check_driver(args.disk_driver)
         a.disk_driver = args.disk_driver
@@ -124,6 +127,14 @@ def gather(args):
     return a
 
 
+def _as_written(what, typed, read, notes):
+    """The text to write of a size read as (bytes, text, how); how it was read goes to notes."""
+    _, written, how = read
+    if how:
+        notes.append(f"{what} '{typed}' {how}")
+    return written
+
+
 def gather_disk(args, q):
     """The disk size: DEFAULT_DISK_SIZE unless told (--no-disk, or `none` at the prompt); with
     --from the image's disk as it is unless --disk-size grows it."""
@@ -134,7 +145,7 @@ def gather_disk(args, q):
     default = "" if args.image else DEFAULT_DISK_SIZE
     shown = "Enter = the image's" if args.image else f"{default}; none = no disk"
     size = q.get("disk_size", f"Disk size with a unit (e.g. 40G) [{shown}]: ",
-                 lambda v: None if v.lower() == "none" else size_bytes(v, "disk size"), default)
+                 lambda v: None if v.lower() == "none" else disk_size(v), default)
     return "" if size.lower() == "none" else size
 
 
@@ -144,8 +155,9 @@ def gather_network(args, q, a):
         return
     wanted = args.yes or args.bridge is not None or args.tap is not None or args.uplink is not None
     if not wanted:
-        wanted = (common.ask("Basic network: a tap on a bridge, given as virtio-net (Y/n)? ", "y") or "y") \
-            .lower().startswith("y")
+        wanted = (common.ask("Basic network: a tap on a bridge, given as virtio-net (Y/n)? ", "y",
+                             flag="--bridge BRIDGE or --no-network answers it, -y takes the defaults")
+                  or "y").lower().startswith("y")
     if not wanted:
         return
     a.network = True
@@ -198,7 +210,7 @@ def confirmed(root, name, a):
     unreachable = reach.warning(bool(a.vnc or a.com or grub), ["virtio-net"] if a.network else [])
     if unreachable:
         common.warn(PROG, unreachable, vm=name)
-    answer = common.ask("Create it (Y/n)? ", "y") or "y"
+    answer = common.ask("Create it (Y/n)? ", "y", flag="-y creates it without asking") or "y"
     return answer.lower().startswith("y")
 
 
@@ -207,13 +219,16 @@ def body(args):
     root = common.get_root(args)
     name = args.name
     if not name:
-        if args.yes:
-            raise UsageError("give the VM name")
+        if args.yes or not common.is_terminal():  # the name is positional: asked only at a terminal
+            raise UsageError("the VM name is missing: vmcreate NAME [-y] [flags]")
         name = common.ask("VM name: ", "")
     vmmod.check_name(name)
     try:
         image_defaults(args, root)
-        answers = gather(args)
+        notes = []
+        answers = gather(args, notes)
+        for note in notes:
+            common.info(f"{name}: {note}")
     except UsageError as exc:
         exc.vm = exc.vm or name
         raise

@@ -36,7 +36,8 @@ def body(args):
     if users:
         common.info(f"With -R it first destroys its clones too: {', '.join(users)}.")
     if script:
-        common.info(f"It also removes {script.path} and {script.rcvar} from rc.conf.")
+        common.info(f"It also removes the systemd unit {script.path} and its link." if script.unit else
+                    f"It also removes {script.path} and {script.rcvar} from rc.conf.")
     if not common.confirm(f"Destroy VM {vm.name}", args.yes or args.dry_run):
         common.info("Nothing done.")
         return 1

@@ -1,5 +1,6 @@
 """vmedit NAME: edit set.conf with $EDITOR on a copy, validated before it replaces the file."""
 
+import argparse
 import re
 import sys
 
@@ -17,11 +18,17 @@ def build_parser():
                             "a valid file replaces set.conf (atomically; the old one is kept as "
                             "set.conf.sav). A running VM uses it from its next guest reboot.", dry_run=True)
     p.add_argument("name", help="VM name")
+    p.add_argument("--edit-again", action=argparse.BooleanOptionalAction, default=None,
+                   help="when the edited file does not validate, run the editor again without asking "
+                        "(--no-edit-again: give up at once, nothing changed); default: ask")
     return p
 
 
-def edit_until_valid(vm, copy):
-    """Run the editor until the copy validates; None when unchanged or the user gives up."""
+def edit_until_valid(vm, copy, again=None):
+    """Run the editor until the copy validates; None when unchanged or the user gives up.
+    again: edit an invalid result again without asking (True), give up at once (False), or ask
+    (None). Without asking, an editor that leaves an invalid file as it was is given up on."""
+    refused = None
     while True:
         edit.run_editor(vm, copy.path)
         text = copy.text()
@@ -32,13 +39,21 @@ def edit_until_valid(vm, copy):
             cfg = edit.check_text(vm, text)
         except KvmError as exc:
             print(exc.line(PROG), file=sys.stderr)
-            if not common.ask("edit again? [Y/n] ", "y").lower().startswith("y"):
+            if again is None and _ask_again():
+                continue
+            if not again or text == refused:
                 common.info(f"{vm.name}: nothing changed")
                 raise GaveUp() from None
+            refused = text
             continue
         for line in cfg.warnings:
             common.warn(PROG, line, vm=vm.name)
         return text
+
+
+def _ask_again():
+    return common.ask("edit again? [Y/n] ", "y",
+                      flag="--edit-again or --no-edit-again answers it").lower().startswith("y")
 
 
 class GaveUp(Exception):
@@ -49,7 +64,7 @@ def body(args):
     vm = common.get_vm(args, root_user=True)
     with edit.Copy(vm) as copy:
         try:
-            text = edit_until_valid(vm, copy)
+            text = edit_until_valid(vm, copy, args.edit_again)
         except GaveUp:
             return 1
         if text is None:

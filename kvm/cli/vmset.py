@@ -36,15 +36,24 @@ def parse_assignments(vm, words):
 
 
 def check_args(vm, sets, unsets, force):
-    """Usage errors before set.conf is read: keys, values, a key both set and removed."""
+    """Usage errors before set.conf is read: keys, values, a key both set and removed. Returns
+    the pairs to write: a size typed otherwise than bhyve takes it converted (Mem=2GB -> 2G,
+    config.typed_value), each conversion said on stderr."""
     if not sets and not unsets:
         raise UsageError("nothing to change: give KEY=VALUE or -u KEY", vm=vm.name)
     edit.check_keys(vm, [k for k, _ in sets] + list(unsets), force)
+    written = []
     for key, value in sets:
         edit.check_value(vm, key, value)
+        typed = value
+        value, how = edit.typed_value(key, value)
+        if how:
+            common.info(f"{vm.name}: {key} '{typed}' {how}")
+        written.append((key, value))
     both = sorted({k for k, _ in sets} & set(unsets))
     if both:
         raise UsageError(f"{both[0]} is both set and removed (-u)", vm=vm.name)
+    return written
 
 
 def shown(key, value):
@@ -56,8 +65,7 @@ def shown(key, value):
 
 def body(args):
     vm = common.get_vm(args, root_user=True)
-    sets = parse_assignments(vm, args.assignments)
-    check_args(vm, sets, args.unset, args.force)
+    sets = check_args(vm, parse_assignments(vm, args.assignments), args.unset, args.force)
     changes = edit.set_values(vm, sets, args.unset)
     if not changes:
         common.info(f"{vm.name}: set.conf already says so; nothing changed")

@@ -116,6 +116,42 @@ def mem_bytes(text):
     return number << 20 if number < (1 << 20) else number
 
 
+# A size as admins type it (vmcreate --mem and --disk-size, vmset Mem=): a whole or decimal number,
+# then K, M, G or T, alone or as KB/KiB ... (any case; binary units, as bhyve and truncate count).
+TYPED_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(?:([KMGT])(?:I?B)?|(B))?\s*\Z", re.I)
+UNIT_SHIFTS = (("T", 40), ("G", 30), ("M", 20), ("K", 10))
+SIZE_EXAMPLES = "e.g. 2G, 512M, 0.5G, 2GB or 2GiB; a number alone is MiB"
+
+
+def typed_size(text):
+    """(bytes, text to write, how it was read or None) of a size as admins type it: the one rule
+    for every command's sizes (Mem, --mem, --disk-size). What is written is what bhyve's -m, the
+    shell toolkit and truncate take: a whole number with one unit letter. A text already so
+    (2G, 512M, 2048m) is written as typed; any other is converted and says how it was read:
+    2GB, 2GiB -> 2G; 0.5G -> 512M; a number alone is MiB as set.conf has always meant (bhyve's
+    -m: below 1048576 MiB, from there bytes): 512 -> 512M. Invalid when it is no size."""
+    m = MEM_RE.match(text or "")
+    if m and m.group(2):
+        return mem_bytes(text), text, None
+    m = TYPED_SIZE_RE.match(text or "")
+    if not m:
+        raise Invalid(f"is not a size ({SIZE_EXAMPLES})")
+    from fractions import Fraction
+    number, unit, byte = Fraction(m.group(1)), (m.group(2) or "").upper(), m.group(3)
+    if unit:
+        size, why = number * (1 << dict(UNIT_SHIFTS)[unit]), ""
+    elif byte or number >= (1 << 20):
+        size, why = number, " (bytes)"
+    else:
+        size, why = number * (1 << 20), " (MiB: a number without a unit)"
+    if size.denominator != 1 or size % 1024:
+        raise Invalid("is not a whole number of KiB")
+    size = int(size)
+    written = "0M" if not size else next(f"{size >> shift}{letter}" for letter, shift in UNIT_SHIFTS
+                                         if size % (1 << shift) == 0)
+    return size, written, f"read as {written}{why}"
+
+
 def host_memory():
     """Physical memory of the host in bytes (0 when unknown)."""
     try:
@@ -141,15 +177,36 @@ def whole_number(key, text):
 
 
 def memory(text):
-    """Mem's size in bytes (bhyve's rules), at least MIN_MEM."""
+    """Mem's size in bytes (bhyve's rules: set.conf is read as bhyve reads -m), at least MIN_MEM."""
     size = mem_bytes(text)
     if size is None:
-        raise Invalid("is not a size (a number with K, M, G or T, e.g. 2G)")
+        try:
+            written = typed_size(text)[1]
+        except Invalid:
+            raise Invalid("is not a size (a number with K, M, G or T, e.g. 2G)") from None
+        raise Invalid(f"is not a size bhyve takes: write {written}")
     if size < MIN_MEM:
         raise Invalid(f"is too small (at least {MIN_MEM >> 20}M)")
     if size > MAX_MEM:
         raise Invalid("is more than bhyve can take (a 64-bit count of bytes: below 16384P)")
     return size
+
+
+def typed_memory(text):
+    """(bytes, text to write, how it was read or None) of a memory size as typed (typed_size),
+    at least MIN_MEM."""
+    size, written, how = typed_size(text)
+    memory(written)
+    return size, written, how
+
+
+def typed_value(key, text):
+    """(text to write, how it was read or None) of a value given for set.conf key `key` (vmset):
+    a size as admins type it becomes what bhyve takes (Mem=2GB -> 2G); other keys as given."""
+    if key == "Mem":
+        _, written, how = typed_memory(text)
+        return written, how
+    return text, None
 
 
 def loader(text):

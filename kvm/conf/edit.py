@@ -111,6 +111,16 @@ def check_value(vm, key, value):
         raise UsageError(f"{key}={value!r} holds a control character (a newline?)", vm=vm.name)
 
 
+def typed_value(key, value):
+    """(value to write, how it was read or None): a size typed otherwise than bhyve takes it is
+    converted by the one rule (config.typed_value: Mem=2GB -> 2G, Mem=512 -> 512M); a value
+    that is no size is left for the validation to refuse, naming it as given."""
+    try:
+        return config.typed_value(key, value)
+    except config.Invalid:
+        return value, None
+
+
 def set_values(vm, sets, unsets=(), what="vmset"):
     """Set (key, value) pairs and remove keys in one validated, atomic edit (edit.apply: the
     config lock, set.conf.sav, the old file kept on any error). Returns the changes as

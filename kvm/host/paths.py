@@ -16,6 +16,7 @@
 | KVM_UNITDIR       | /etc/systemd/system     | where systemd units go (Linux)         |
 | KVM_BASE_UNITDIRS | /lib/systemd/system:/usr/lib/systemd/system | the host's units (names VMs must not take) |
 | KVM_SYSFS         | /sys                    | Linux's sysfs (PCI devices, interfaces) |
+| KVM_SYSTEMD_RUN   | /run/systemd/system     | there when systemd is the init (sd_booted(3)) |
 """
 
 import os
@@ -32,7 +33,7 @@ class Paths:
 
     def __init__(self, **values):
         for key in ("rcdir", "base_rcdir", "rcconf", "vmm_dir", "dev_dir", "run_dir", "firmware_dirs", "grub_bhyve",
-                    "periodic_dir", "cron_dir", "unitdir", "base_unitdirs", "sysfs"):
+                    "periodic_dir", "cron_dir", "unitdir", "base_unitdirs", "sysfs", "systemd_run"):
             setattr(self, key, values[key])
 
     def share_dirs(self):
@@ -79,4 +80,5 @@ def current():
         base_unitdirs=tuple(Path(p) for p in (os.environ.get("KVM_BASE_UNITDIRS")
                                               or "/lib/systemd/system:/usr/lib/systemd/system").split(":") if p),
         sysfs=_env_path("KVM_SYSFS", "/sys"),
+        systemd_run=_env_path("KVM_SYSTEMD_RUN", "/run/systemd/system"),
     )

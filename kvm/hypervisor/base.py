@@ -52,3 +52,13 @@ METHODS = ("plan", "prepare_host", "prepare_host_text", "start", "wait", "classi
            "force_off", "destroy", "destroy_text", "cleanup_hint", "is_allocated", "allocated",
            "is_own_process", "find_process", "console_command", "console_device", "shown",
            "accelerator", "uefi_vars", "console_socket", "firmware_warning", "firmware_here")
+
+# every text a backend gives for what commands and files say (class attributes, console_comment(name)):
+# the exit reasons its log calls crashes (crash_reasons), whether vminfo's text names the
+# hypervisor and its accelerator (shows_accelerator), stop's help (power_button_text), set.conf's
+# comments on Boot, VMoptions and COM (boot_comment, options_comment, options_example,
+# console_comment), vmcreate's --options help and question (options_help, options_prompt), and
+# run's on postRun's VMexit and VMreason (exit_status_text, reasons_text)
+TEXTS = ("crash_reasons", "shows_accelerator", "power_button_text", "boot_comment", "options_help",
+         "options_prompt", "options_comment", "options_example", "exit_status_text", "reasons_text",
+         "console_comment")

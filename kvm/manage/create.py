@@ -45,12 +45,16 @@ class Answers:
     warnings: list = field(default_factory=list)
 
 
-def size_bytes(text, what):
-    """A size with a unit (K, M, G, T), as truncate takes it."""
-    m = config.MEM_RE.match(text or "")
-    if not m or not m.group(2):
-        raise UsageError(f"{what} '{text}' needs a number and a unit (K, M, G or T), e.g. 20G")
-    return config.mem_bytes(text)
+def disk_size(text, what="disk size"):
+    """(bytes, text to show, how it was read or None) of a disk size as typed (config.typed_size:
+    20G, 20GB, 0.5G, 512 = MiB); a zero size is refused (--no-disk makes no disk)."""
+    try:
+        size, written, how = config.typed_size(text)
+    except config.Invalid as exc:
+        raise UsageError(f"{what} '{text}' {exc}") from None
+    if not size:
+        raise UsageError(f"{what} '{text}' is zero (--no-disk: no disk)")
+    return size, written, how
 
 
 def default_tap(name):
@@ -92,12 +96,15 @@ def render_files(name, a, root_path):
             check_ifname(a.uplink, "uplink interface")
         pre, post = host_os.network_hooks(a.bridge, tap, a.uplink)
         devices = f"3,virtio-net,{tap}"
+    hv = hypervisor.current()  # its words in the comments (options, console, exit)
     conf = render("set.conf.j2", root_path, name=name, vmrom=a.loader, boot=a.boot, cores=a.cores,
                   mem=a.mem, options=a.options, disk=DISK_FILE if a.disk_size or a.image else "",
                   disk_driver=a.disk_driver, devices=devices, vnc=a.vnc, vnc_addr=a.vnc_addr,
-                  com=a.com and config.loader_kind(a.loader) != "grub", iso=a.iso)
-    run = render("run.j2", root_path, name=name, pre=pre, post=post, hv=hypervisor.current().name,
-                 helpers=host_os.helpers)
+                  com=a.com and config.loader_kind(a.loader) != "grub", iso=a.iso,
+                  boot_comment=hv.boot_comment, options_comment=hv.options_comment, options_example=hv.options_example,
+                  console_comment=hv.console_comment(name))
+    run = render("run.j2", root_path, name=name, pre=pre, post=post, hv=hv.name, helpers=host_os.helpers,
+                 exit_status=hv.exit_status_text, reasons=hv.reasons_text)
     if a.cloud_init is not None:
         conf = cloudinit.attached(conf)   # validated with the seed's CD, as any edit of it
     values = config.parse_text(conf)
@@ -149,7 +156,7 @@ def create(root, name, a):
     except ConfigError as exc:
         exc.vm = name
         raise
-    disk = size_bytes(a.disk_size, "disk size") if a.disk_size else 0
+    disk = disk_size(a.disk_size)[0] if a.disk_size else 0
     origin = image_origin(root, name, a.image, disk, a.disk_size) if a.image else None
     vars_src = vars_name = None
     if cfg.loader == "uefi":

@@ -74,7 +74,7 @@ def collect(vm):
         "cloud_init": (vm.dir / "seed.iso").is_file() and
         any(d.slot == cloudinit.CD_SLOT and d.kind in ("cdrom", "disk") for d in cfg.devices),
         "state": rt.state, "pid": rt.bhyve, "supervisor": rt.supervisor, "allocated": rt.allocated,
-        "started": int(rt.started) or None,
+        "crashed": rt.crashed or None, "started": int(rt.started) or None,
         "uptime": int(now - rt.started) if rt.started and rt.bhyve else None,
         "boots": rt.boots,
         "loader": {"VMrom": cfg.vmrom or None, "kind": cfg.loader or None, "firmware": str(fw) if fw else None},
@@ -128,6 +128,8 @@ def state_line(info):
         return f"starting (supervisor pid {info['supervisor']}, bhyve not launched yet)"
     if st == "allocated":
         return f"not running, but left allocated: clean with {hypervisor().cleanup_hint(info['name'])}"
+    if st == "crashed":
+        return f"crashed ({info['crashed']}), not running"
     return "not running"
 
 
@@ -140,6 +142,8 @@ def lines(info):
     """vminfo's text output, `key: value` lines."""
     out = [("name", info["name"]), ("state", state_line(info).replace("NAME", info["name"])),
            ("dataset", f"{info['dataset'] or '-'} (used {human_size(info['used'])})"), ("folder", info["dir"])]
+    if hypervisor().shows_accelerator:  # qemu: kvm, or tcg (as kvm(8) says vminfo shows)
+        out.append(("hypervisor", f"{info['hypervisor']}, accelerator {info['accelerator']}"))
     o = info.get("origin")
     if o:
         what = f"image {o['image']}" if "image" in o else f"VM {o['vm']}" if "vm" in o else "dataset"

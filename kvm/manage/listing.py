@@ -24,7 +24,7 @@ from kvm.platform import rcd, systemd
 COLUMNS = ("name", "state", "pid", "cpu", "memory", "loader", "disk", "vnc", "auto", "uptime", "started")
 DEFAULT = ("name", "state", "cpu", "memory", "loader", "disk", "vnc", "auto", "uptime")
 NUMERIC = frozenset({"pid", "cpu", "memory", "disk", "vnc", "uptime", "started"})
-STATE_ORDER = {"running": 0, "orphaned": 1, "starting": 2, "allocated": 3, "stopped": 4}
+STATE_ORDER = {"running": 0, "orphaned": 1, "starting": 2, "allocated": 3, "crashed": 4, "stopped": 5}
 ZVOL_PREFIX = "/dev/zvol/"
 
 # A plain set.conf line: KEY="..." / KEY='...' / KEY=word, an optional comment after a blank.

@@ -5,6 +5,8 @@ import os
 from kvm.errors import UsageError
 
 SERVICE_MANAGERS = ("rc.d", "systemd")
+# what a VM's service file is called in what commands print, by service manager
+SERVICE_NOUNS = {"rc.d": "rc.d script", "systemd": "systemd unit"}
 
 
 class Platform:
@@ -14,6 +16,8 @@ class Platform:
     native_service = ""     # "rc.d" or "systemd"
     scheduler = ""          # "periodic" or "cron"
     helpers = ""            # the network helpers of `functions` vmcreate writes: "ifconfig" or "iproute2"
+    # kvminst's advice when the commands' interpreter is a virtualenv or a checkout that may move
+    moved_python_hint = "kvminst --python PATH names another (e.g. the system's python3 with kvm installed)"
 
     @property
     def service(self):
@@ -24,6 +28,20 @@ class Platform:
         if chosen not in SERVICE_MANAGERS:
             raise UsageError(f"KVM_INIT={chosen}: unknown service manager (known: {', '.join(SERVICE_MANAGERS)})")
         return chosen
+
+    @property
+    def service_noun(self):
+        """What dorc writes for a VM, as commands name it: "rc.d script" or "systemd unit"."""
+        return SERVICE_NOUNS[self.service]
+
+    def boot_hint(self, root):
+        """kvminst's line on starting VMs at boot with the service manager in use: rc.d's host-wide
+        rc.d/kvm, or systemd's unit per VM (dorc --enable)."""
+        if self.service == "rc.d":
+            return (f"Host-wide service (optional): cp {root}/rc.d/kvm /usr/local/etc/rc.d/kvm && "
+                    f"sysrc kvm_enable=YES kvm_list=\"vm1 vm2\"")
+        return (f"VMs at boot (optional): {root}/dorc NAME --enable (a systemd unit each, started in the "
+                f"order --require gives)")
 
     def network_hooks(self, bridge, tap, uplink):
         """(preRun lines, postRun lines) that put `tap` on `bridge` (with `uplink` as a member)."""

@@ -16,6 +16,10 @@ class Linux(Platform):
     native_service = "systemd"
     scheduler = "cron"
     helpers = "iproute2"
+    # Debian 12 refuses `pip install` into its python3 (PEP 668): a virtualenv is the way there
+    moved_python_hint = ("keep it in place, and after a move run its kvminst again (Debian's python3 takes no "
+                         "pip install (PEP 668): a lasting virtualenv is the way, python3 -m venv /opt/kvm && "
+                         "/opt/kvm/bin/pip install . && /opt/kvm/bin/kvminst -p POOL, or pipx install .)")
 
     @staticmethod
     def link_up(ifname):

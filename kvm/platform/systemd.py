@@ -32,6 +32,22 @@ TARGETS = {"NETWORKING": "network-online.target", "NETWORK": "network.target",
            "FILESYSTEMS": "local-fs.target", "DAEMON": "basic.target", "SERVERS": "basic.target"}
 
 
+# the units that mount ZFS datasets at boot (OpenZFS's, zfs-fuse's): a VM starts after them
+ZFS_UNITS = ("zfs-mount.service", "zfs-fuse.service")
+
+
+def running():
+    """True when systemd is this host's init (sd_booted(3): /run/systemd/system, KVM_SYSTEMD_RUN)."""
+    return paths.current().systemd_run.is_dir()
+
+
+def zfs_units(at=None):
+    """The ZFS mounting units this host has (in its unit folders or the admin's), in ZFS_UNITS' order."""
+    where = at or paths.current()
+    folders = (*where.base_unitdirs, where.unitdir)
+    return [u for u in ZFS_UNITS if any((folder / u).exists() for folder in folders)]
+
+
 def in_use():
     """True when dorc writes systemd units here rather than rc.d scripts."""
     return platform.current().service == "systemd"
@@ -55,12 +71,15 @@ def quote(value):
 
 
 def render(vm_name, rcname, root_path, require, before, keyword, timeout, version):
-    """The unit text for a VM."""
+    """The unit text for a VM: after the mounts of its folder (RequiresMountsFor=) and after the
+    host's ZFS mounting units, so that it never starts before its pool is mounted."""
     from kvm.conf.templating import render as render_template
+    folder = Path(root_path) / "vm" / vm_name
     return render_template("unit.j2", root_path, vm=vm_name, rcname=rcname, root=quote(root_path),
                            vmarg=quote(vm_name), require=require, before=before, keyword=keyword,
                            after_units=units(require), before_units=units(before), timeout=timeout,
-                           stop_timeout=timeout + STOP_GRACE, wanted_by=WANTED_BY, version=version)
+                           stop_timeout=timeout + STOP_GRACE, wanted_by=WANTED_BY, version=version,
+                           folder=quote(folder), zfs_units=" ".join(zfs_units()))
 
 
 def wants_link(path):
@@ -101,5 +120,5 @@ def base_unit(rcname, at=None):
 
 def reload(folder):
     """systemctl daemon-reload when systemd runs and reads `folder` (a test's folder it never reads)."""
-    if Path(folder) == SYSTEM_UNITDIR and Path("/run/systemd/system").is_dir() and shutil.which("systemctl"):
+    if Path(folder) == SYSTEM_UNITDIR and running() and shutil.which("systemctl"):
         host.run(["systemctl", "daemon-reload"], check=False)

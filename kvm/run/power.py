@@ -76,33 +76,48 @@ def _wait(predicate, seconds):
     return predicate()
 
 
-def stop_vm(vm, timeout=None, force=False):
-    """Power the VM off; returns how: acpi, forced, killed, cleaned. StateError when not running."""
+def waiting_text(name, timeout, force):
+    """What a stop waits for, in one line (stop says it on a terminal)."""
+    if force:
+        return f"{name}: forcing the power off; waiting for it to end"
+    return (f"{name}: ACPI power button pressed; waiting up to {timeout} s for the guest to shut down, "
+            f"then forcing the power off")
+
+
+def stop_vm(vm, timeout=None, force=False, progress=None):
+    """Power the VM off; returns how: acpi, forced, killed, cleaned. StateError when not running.
+    progress(line), when given, is told what the stop waits for before it waits."""
     rt = vmmod.runtime(vm)
     timeout = vm_timeout(vm) if timeout is None else timeout
+    said = None
+    if progress:
+        def said():
+            progress(waiting_text(vm.name, timeout, force))
     if rt.supervisor:
-        return _stop_supervised(vm, rt, timeout, force)
+        return _stop_supervised(vm, rt, timeout, force, said)
     if rt.bhyve:
-        return _stop_orphan(vm, rt, timeout, force)
+        return _stop_orphan(vm, rt, timeout, force, said)
     if rt.allocated:
         hypervisor().destroy(vm.name)
         return "cleaned"
     raise StateError("is not running", vm=vm.name)
 
 
-def _stop_supervised(vm, rt, timeout, force):
+def _stop_supervised(vm, rt, timeout, force, progress=None):
     request(vm.name, timeout, force)
     host.send_signal(rt.supervisor, signal.SIGTERM)
     if host.dry_run():
         plan_stopped(vm.name)  # what follows in this dry run sees the VM stopped
         return "requested"
+    if progress:
+        progress()
     budget = (0 if force else timeout) + FORCE_GRACE + HOOK_GRACE + SUPERVISOR_SLACK
     if not _wait(lambda: not vmmod.lock_held(vm.name), budget):
         raise StateError(f"supervisor pid {rt.supervisor} did not finish within {budget}s", vm=vm.name)
     return vmmod.read_state(vm.name).get("stop_method") or "stopped"
 
 
-def _stop_orphan(vm, rt, timeout, force):
+def _stop_orphan(vm, rt, timeout, force, progress=None):
     hv, pid = hypervisor(), rt.bhyve
     how = "forced" if force else "acpi"
     for how, seconds, _ in sequence(hv, vm.name, pid, timeout, force):
@@ -110,6 +125,9 @@ def _stop_orphan(vm, rt, timeout, force):
             if how == "acpi":
                 hv.force_off(vm.name, pid)
             break
+        if progress:
+            progress()
+            progress = None
         if _wait(lambda: not host.pid_alive(pid), seconds):
             break
     hv.destroy(vm.name)

@@ -176,7 +176,7 @@ class Supervisor:
         if status == 0 and not self.stop:
             return None
         why = f"preRun failed (exit {status})" if status else "stop requested during preRun"
-        self.log(f"{why}: not launching bhyve", syslog.LOG_ERR if status else syslog.LOG_NOTICE)
+        self.log(f"{why}: not launching {self.hv.name}", syslog.LOG_ERR if status else syslog.LOG_NOTICE)
         self.hook("postRun", {"VMexit": "", "VMreason": "prerun-failed" if status else "stopped"})
         return 1 if status else 0
 
@@ -189,7 +189,7 @@ class Supervisor:
         if again is None:
             found = lockmod.holder(self.lock.path) or (0, "")
             self.log(f"lock file {self.lock.path} was removed and {lockmod.describe_holder(found)} holds a new "
-                     f"one: not launching a second bhyve", syslog.LOG_ERR)
+                     f"one: not launching a second {self.hv.name}", syslog.LOG_ERR)
             return False
         self.lock.release()
         self.lock.fd = again.fd

@@ -40,11 +40,6 @@ def default_name():
     return time.strftime("%Y-%m-%d_%H.%M.%S")
 
 
-def _mounts(rows):
-    return sorted(((p.get("mountpoint") or "", n) for n, p in rows.items()
-                   if (p.get("mountpoint") or "").startswith("/")), reverse=True)
-
-
 def _block_paths(cfg):
     paths = [cfg.disk] if cfg.disk else []
     for dev in cfg.devices:
@@ -54,18 +49,17 @@ def _block_paths(cfg):
 
 
 def datasets_of(vm, cfg):
-    """The VM's dataset first, then the other datasets/zvols its disk, ISO excluded, and Devices use."""
+    """The VM's dataset first, then the other datasets/zvols its disk, ISO excluded, and Devices use.
+    ZFS is asked about these only (zfs.filesystems_of), never about every dataset of the host."""
     out = [vm.dataset()]
-    rows = None
-    for path in _block_paths(cfg):
-        name = None
+    paths = _block_paths(cfg)
+    outside = [p for p in paths if not p.startswith("/dev/zvol/") and not p.startswith(str(vm.dir) + "/")]
+    holders = zfs.filesystems_of(outside) if outside else {}
+    for path in paths:
         if path.startswith("/dev/zvol/"):
             name = path[len("/dev/zvol/"):]
-        elif not path.startswith(str(vm.dir) + "/"):
-            if rows is None:
-                rows = zfs.get_props([vm.root.dataset().split("/")[0]], ["mountpoint"], recursive=True)
-            name = next((n for mnt, n in _mounts(rows)
-                         if path == mnt or path.startswith(mnt.rstrip("/") + "/")), None)
+        else:
+            name = holders.get(path, (None,))[0]
         if name and name not in out:
             out.append(name)
     return out

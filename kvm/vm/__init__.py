@@ -204,6 +204,7 @@ class Runtime:
         self.booted = 0.0         # when the current bhyve was launched
         self.vnc_port = 0
         self.boots = 0
+        self.crashed = ""         # with nothing running: the crash its last run ended with (reason)
 
     @property
     def active(self):
@@ -212,12 +213,14 @@ class Runtime:
 
     @property
     def state(self):
-        """running | orphaned | starting | allocated | stopped."""
+        """running | orphaned | starting | allocated | crashed | stopped."""
         if self.bhyve:
             return "running" if self.supervisor else "orphaned"
         if self.supervisor:
             return "starting"
-        return "allocated" if self.allocated else "stopped"
+        if self.allocated:
+            return "allocated"
+        return "crashed" if self.crashed else "stopped"
 
 
 def runtimes(vms):
@@ -265,6 +268,9 @@ def runtime(vm_or_name, scan=True):
             rt.supervisor = parent
     if rt.supervisor and not rt.bhyve:
         rt.started, rt.vnc_port = float(st.get("started") or 0), int(st.get("vnc_port") or 0)
+    if not rt.active and not st.get("stop_method") and st.get("last_code") is not None \
+            and st.get("last_exit") in hv.crash_reasons:
+        rt.crashed = st["last_exit"]  # the supervisor ended on a crash (a stop would have said so)
     return rt
 
 

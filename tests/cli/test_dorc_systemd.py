@@ -20,7 +20,9 @@ def units(sysroot, env):
     d.mkdir()
     base.mkdir()
     (base / "ssh.service").write_text("[Unit]\nDescription=OpenSSH\n[Service]\nExecStart=/usr/sbin/sshd -D\n")
-    env.update(KVM_INIT="systemd", KVM_UNITDIR=str(d), KVM_BASE_UNITDIRS=str(base))
+    (sysroot / "systemd-booted").mkdir()  # systemd is the init there (a stand-in for /run/systemd/system)
+    env.update(KVM_INIT="systemd", KVM_UNITDIR=str(d), KVM_BASE_UNITDIRS=str(base),
+               KVM_SYSTEMD_RUN=str(sysroot / "systemd-booted"))
     return d
 
 
@@ -57,6 +59,40 @@ def test_dorc_writes_a_unit_mapping_the_rc_answers(install, env, sysroot, units)
     assert not (units / "multi-user.target.wants").exists()  # not enabled unless asked
     res = analyze(path)
     assert res.returncode == 0 and "web_1.service" not in res.stderr, res.stderr
+
+
+def test_the_unit_waits_for_its_pool_mounted(install, env, sysroot, units):
+    """RequiresMountsFor= the VM's folder, After= the host's ZFS mounting units (those it has)."""
+    create_vm(install, env, "web")
+    assert cmd(install, env, "dorc", "web", "-y").returncode == 0
+    text = (units / "web.service").read_text()
+    assert f"RequiresMountsFor={install}/vm/web\n" in text
+    assert "zfs" not in text.split("[Service]")[0].replace("# its folder", "")  # no ZFS unit on this stand-in
+    for unit in ("zfs-mount.service", "zfs-fuse.service"):
+        (sysroot / "lib-units" / unit).write_text("[Unit]\nDescription=ZFS\n[Service]\nExecStart=/bin/true\n")
+    assert cmd(install, env, "dorc", "web", "-y").returncode == 0
+    text = (units / "web.service").read_text()
+    lines = text.split("[Service]")[0].splitlines()
+    assert "After=zfs-mount.service zfs-fuse.service" in lines and f"RequiresMountsFor={install}/vm/web" in lines
+    assert lines.index(f"RequiresMountsFor={install}/vm/web") < lines.index("After=zfs-mount.service zfs-fuse.service")
+    res = analyze(units / "web.service")
+    assert res.returncode == 0 and "web.service" not in res.stderr, res.stderr
+
+
+def test_without_systemd_as_init_dorc_warns(install, env, sysroot, units):
+    """A container or another init: the unit is written, but nothing would run it: say so."""
+    create_vm(install, env, "web")
+    env["KVM_SYSTEMD_RUN"] = str(sysroot / "no-systemd")
+    res = cmd(install, env, "dorc", "web", "-y")
+    assert res.returncode == 0 and res.stdout == f"wrote {units / 'web.service'}\n", res.stderr
+    assert res.stderr == (f"dorc: web: warning: systemd is not this host's init ({sysroot}/no-systemd is "
+                          f"missing): nothing runs the unit, at boot or for `service web start`; start the VM "
+                          f"with {install}/start -b web\n")
+    res = cmd(install, env, "dorc", "web", "-y", "-n")
+    assert res.returncode == 0 and "warning: systemd is not this host's init" in res.stderr
+    env["KVM_SYSTEMD_RUN"] = str(sysroot / "systemd-booted")
+    res = cmd(install, env, "dorc", "web", "-y")
+    assert res.returncode == 0 and "warning" not in res.stderr and "service web start" in res.stderr, res.stderr
 
 
 def test_enable_is_the_wants_link_and_remove_takes_it_all(install, env, units):
@@ -102,6 +138,8 @@ def test_vmrename_moves_the_unit_enabled_and_vmdestroy_removes_it(install, env, 
     assert sorted(p.name for p in units.rglob("*")) == ["multi-user.target.wants", "www.service", "www.service"]
     res = cmd(install, env, "vmdestroy", "www", "-y")
     assert res.returncode == 0, res.stderr
+    assert f"It also removes the systemd unit {units}/www.service and its link." in res.stderr
+    assert "rc.conf" not in res.stderr  # a unit has no rc.conf variable
     assert list(units.rglob("*.service")) == []
 
 

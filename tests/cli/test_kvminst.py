@@ -132,7 +132,11 @@ def test_pool_prompt_lists_pools(pool, env):
     assert pool in res.stderr
     res = kvm(env, "kvminst", input="")
     assert res.returncode == 2
-    assert "no answer" in res.stderr
+    assert res.stderr.rstrip().endswith("(stdin closed): -p POOL names it"), res.stderr
+    res = kvm(env, "kvminst", "-p", pool, input="")
+    assert res.returncode == 2 and res.stderr.rstrip().endswith(
+        f"no answer to 'Install kvm into {pool}/kvm (y/N)?' (stdin closed): -y answers yes"), res.stderr
+    assert f"{pool}/kvm" not in datasets(pool)
 
 
 def test_dry_run_prints_and_changes_nothing(pool, env):

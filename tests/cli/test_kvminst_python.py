@@ -23,6 +23,16 @@ def test_kvminst_says_which_interpreter_the_commands_run(install, pool, env):
     assert shebang(install) == f"#!{sys.executable}"
 
 
+def test_on_linux_the_virtualenv_warning_says_what_to_do_on_debian(install, pool, env):
+    """Debian's python3 takes no pip install (PEP 668): the system's python3 is no way out there."""
+    res = kvm({**env, "KVM_PLATFORM": "linux"}, "kvminst", "-p", pool, "-y")
+    assert res.returncode == 0, res.stderr
+    warning = next(line for line in res.stderr.splitlines() if "warning: the commands' interpreter" in line)
+    assert "the system's python3 with kvm installed" not in warning
+    assert "PEP 668" in warning and "python3 -m venv /opt/kvm && /opt/kvm/bin/pip install ." in warning
+    assert "after a move run its kvminst again" in warning
+
+
 @pytest.mark.skipif(not os.access(SYSTEM_PYTHON, os.X_OK), reason="no /usr/bin/python3")
 def test_python_names_the_launchers_interpreter_and_they_run(install, pool, env):
     # the system interpreter imports kvm through PYTHONPATH (env has the checkout in it)

@@ -194,6 +194,24 @@ def test_fault_without_restart_ends_with_its_code(install, env):
     assert "crashed: bhyve error" in res.stdout
 
 
+def test_a_crash_is_shown_as_crashed_until_the_next_run(install, env):
+    """vmlist, vminfo and status say `crashed` (as the log does) after a crash left it stopped."""
+    import json
+    make(install, env)
+    script(env, "web", "triple after=0.05", "poweroff after=0.05")
+    res = cmd(install, env, "start", "web")
+    assert res.returncode == 3 and "crashed: triple fault" in res.stdout
+    rows = cmd(install, env, "vmlist", "-H", "-o", "name,state").stdout
+    assert rows == "web\tcrashed\n", rows
+    assert "state:   crashed (triplefault), not running" in cmd(install, env, "vminfo", "web").stdout
+    info = json.loads(cmd(install, env, "vminfo", "web", "--json").stdout)
+    assert (info["state"], info["crashed"]) == ("crashed", "triplefault")
+    res = cmd(install, env, "status", "--json", "web")
+    assert res.returncode == 1 and json.loads(res.stdout)["state"] == "crashed"
+    assert cmd(install, env, "start", "web").returncode == 0  # powers off by itself this time
+    assert cmd(install, env, "vmlist", "-H", "-o", "name,state").stdout == "web\tstopped\n"
+
+
 def test_bhyve_dying_by_signal(install, env):
     d = make(install, env)
     script(env, "web", "abort after=0.05")

@@ -40,14 +40,33 @@ def test_create_write_rollback_restores_the_disk(install, env, pool):
     assert read_disk(d, 14) == b"before-upgrade"
 
 
-def test_only_the_first_letter_counts_and_default_names(install, env, pool):
+def test_verbs_are_exact_or_their_one_letter_alias_and_default_names(install, env, pool):
     create_vm(install, env, "web")
-    assert cmd(install, env, "snap", "crash", "web", "one").returncode == 0
+    assert cmd(install, env, "snap", "create", "web", "one").returncode == 0
     assert cmd(install, env, "snap", "c", "web").returncode == 0
     names = snaps(pool)
     assert names[0] == "one" and re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d\.\d\d\.\d\d", names[1])
-    res = cmd(install, env, "snap", "xyz", "web")
-    one_line_error(res, "unknown verb 'xyz'", status=2)
+    for word in ("xyz", "crash", "C", "cr"):
+        res = cmd(install, env, "snap", word, "web", "two")
+        one_line_error(res, f"unknown verb '{word}' (verbs: create, destroy, rollback, list, prune, auto; "
+                            "or c, d, r, l, p, a)", status=2)
+    assert snaps(pool) == names
+
+
+def test_a_word_that_is_no_verb_never_rolls_back_or_destroys(install, env, pool):
+    """`snap remove web s1` was a rollback (r...) and `snap add` an auto run (a...): data lost."""
+    d = create_vm(install, env, "web", "--disk-size", "64M")
+    write_disk(d, b"kept-snapshot!")
+    assert cmd(install, env, "snap", "c", "web", "s1").returncode == 0
+    write_disk(d, b"LATEST-WRITES!")
+    before = snapshot_tree(d)
+    for argv in (("remove", "web", "s1"), ("rm", "web", "s1"), ("add", "web", "s3"), ("delete", "web", "s1"),
+                 ("roll", "web"), ("lst", "web"), ("purge", "web", "--keep", "0")):
+        res = cmd(install, env, "snap", *argv)
+        assert res.returncode == 2 and f"unknown verb '{argv[0]}'" in res.stderr, (argv, res.stderr)
+        assert res.stdout == ""
+    assert read_disk(d, 14) == b"LATEST-WRITES!"
+    assert snaps(pool) == ["s1"] and snapshot_tree(d) == before
 
 
 def test_list_formats(install, env, pool):
@@ -123,6 +142,31 @@ def test_disk_on_another_dataset_is_snapshotted_and_rolled_back_together(install
         assert ext.read_bytes() == b"ext-v1" and not (d / "note").exists()
     finally:
         destroy_dataset(f"{pool}/ext")
+
+
+def test_snap_asks_zfs_about_the_vms_datasets_only(install, env, pool):
+    """Every snap command ran `zfs get mountpoint` over every dataset of the host (0.54 s at 693):
+    now each zfs call names what it asks about, and no foreign dataset is listed."""
+    d = create_vm(install, env, "web")
+    for name in ("ext", "foreign", "foreign/a", "foreign/b"):
+        subprocess.run(["zfs", "create", f"{pool}/{name}"], check=True)
+    try:
+        (Path(f"/{pool}/ext") / "disk").write_bytes(b"ext-v1")
+        with open(d / "set.conf", "a") as fh:
+            fh.write(f'Disk="/{pool}/ext/disk"\nDevices="4,virtio-blk,/{pool}/ext/gone/second"\n')
+        for argv in (("c", "web", "s1"), ("list", "web"), ("d", "web", "s1"), ("c", "web", "s2"), ("r", "web")):
+            res = cmd(install, env, "snap", *argv, "--debug")
+            assert res.returncode == 0, res.stderr
+            calls = [line[2:].split() for line in res.stderr.splitlines() if line.startswith("+ zfs ")]
+            assert calls, res.stderr
+            for call in calls:
+                operands = [w for w in call[2:] if w.startswith((pool, "/"))]
+                assert operands, f"zfs asked about everything: {' '.join(call)}"
+                assert not [w for w in operands if "foreign" in w], call
+        assert snaps(pool, "ext") == ["s2"] and snaps(pool) == ["s2"]
+    finally:
+        destroy_dataset(f"{pool}/ext")
+        destroy_dataset(f"{pool}/foreign")
 
 
 @pytest.mark.parametrize("name", ["a@b", "a/b", "a b", "a%b", "", "x;rm -rf /", "s1\n"])

@@ -33,12 +33,13 @@ def test_vmcreate_with_flags_makes_a_complete_vm(install, env, pool):
 
 
 def test_vmcreate_interactive_asks_in_order_and_again_on_bad_answers(install, env):
-    answers = "\n".join(["grub", "hd0,msdos1", "abc", "2", "2", "512M", "", "10", "1G", "y", "", "", ""]) + "\n"
+    answers = "\n".join(["grub", "hd0,msdos1", "abc", "2", "2", "512MB", "", "10 gigs", "1G", "y", "", "", ""]) + "\n"
     res = cmd(install, env, "vmcreate", "deb", input=answers)
     assert res.returncode == 0, res.stderr
     assert "cores 'abc' is not a whole number" in res.stderr
-    assert "memory '2' needs a number and a unit" in res.stderr
-    assert "disk size '10' needs a number and a unit" in res.stderr
+    assert "memory '2' is too small (at least 32M) - try again" in res.stderr
+    assert "disk size '10 gigs' is not a size (e.g. 2G, 512M" in res.stderr
+    assert "deb: memory '512MB' read as 512M" in res.stderr
     values = json.loads(cmd(install, env, "vminfo", "deb", "--json").stdout)
     assert values["loader"]["kind"] == "grub" and values["boot"] == "hd0,msdos1"
     assert values["cores"] == 2 and values["mem"] == "512M" and values["com"]
@@ -48,15 +49,55 @@ def test_vmcreate_interactive_asks_in_order_and_again_on_bad_answers(install, en
 
 def test_vmcreate_closed_stdin_fails_cleanly(install, env, pool):
     res = cmd(install, env, "vmcreate", "x1", input="")
-    one_line_error(res, "no answer", status=2)
+    one_line_error(res, "no answer to 'Loader (uefi, grub or a loader's full path) [uefi]:' (stdin closed): "
+                        "--loader answers it, -y takes the defaults", status=2)
     assert f"{pool}/kvm/vm/x1" not in datasets(pool)
+    res = cmd(install, env, "vmcreate", "x1", "--loader", "uefi", "--cores", "1", "--mem", "1G", "--options", "",
+              "--disk-size", "1G", input="")
+    one_line_error(res, "(stdin closed): --bridge BRIDGE or --no-network answers it, -y takes the defaults", status=2)
+    res = cmd(install, env, "vmcreate", "x1", "--loader", "uefi", "--cores", "1", "--mem", "1G", "--options", "",
+              "--disk-size", "1G", "--no-network", "--vnc", "yes", "--com", "no", input="")
+    assert res.returncode == 2 and res.stderr.rstrip().endswith(
+        "no answer to 'Create it (Y/n)?' (stdin closed): -y creates it without asking"), res.stderr
+    assert f"{pool}/kvm/vm/x1" not in datasets(pool)
+
+
+@pytest.mark.parametrize("flags", [[], ["-y"]])
+def test_vmcreate_without_a_name_is_a_usage_error(install, env, pool, flags):
+    before = datasets(pool)
+    res = cmd(install, env, "vmcreate", *flags, input="")
+    line = one_line_error(res, "the VM name is missing: vmcreate NAME [-y] [flags]", status=2)
+    assert line.startswith("vmcreate: ") and "VM name:" not in line
+    assert datasets(pool) == before
+
+
+@pytest.mark.parametrize("mem, written, said", [
+    ("2G", "2G", None), ("2GB", "2G", "memory '2GB' read as 2G"), ("2GiB", "2G", "memory '2GiB' read as 2G"),
+    ("0.5G", "512M", "memory '0.5G' read as 512M"), ("512M", "512M", None),
+    ("512", "512M", "memory '512' read as 512M (MiB: a number without a unit)"), ("2048m", "2048m", None),
+])
+def test_vmcreate_reads_sizes_as_admins_type_them(install, env, mem, written, said):
+    """One rule for --mem, --disk-size and vmset's Mem: what set.conf gets is what bhyve's -m takes."""
+    res = cmd(install, env, "vmcreate", "web", "-y", "--mem", mem, "--disk-size", "1.5G", "--no-network")
+    assert res.returncode == 0, res.stderr
+    assert f'Mem="{written}"' in (install / "vm" / "web" / "set.conf").read_text()
+    assert (install / "vm" / "web" / "disk").stat().st_size == 1536 << 20
+    assert "web: disk size '1.5G' read as 1536M" in res.stderr
+    assert (f"web: {said}" in res.stderr) if said else ("memory" not in res.stderr), res.stderr
+    info = cmd(install, env, "vminfo", "web", "--json")
+    assert info.returncode == 0 and '"mem": "%s"' % written in info.stdout
 
 
 @pytest.mark.parametrize("args, needle, status", [
     (["bad name"], "invalid VM name 'bad name'", 2),
     (["a" * 32], "longer than 31 characters", 2),
     (["-x"], "unrecognized arguments", 2),
-    (["ok1", "--mem", "12"], "memory '12' needs a number and a unit", 2),
+    (["ok1", "--mem", "12"], "memory '12' is too small (at least 32M)", 2),
+    (["ok1", "--mem", "2 gigs"],
+     "memory '2 gigs' is not a size (e.g. 2G, 512M, 0.5G, 2GB or 2GiB; a number alone is MiB)", 2),
+    (["ok1", "--mem", "0.3G"], "memory '0.3G' is not a whole number of KiB", 2),
+    (["ok1", "--disk-size", "20X"], "disk size '20X' is not a size (e.g. 2G", 2),
+    (["ok1", "--disk-size", "0G"], "disk size '0G' is zero (--no-disk: no disk)", 2),
     (["ok1", "--loader", "bios"], "loader 'bios' is not uefi, grub", 2),
     (["ok1", "--options", "AQ"], "bhyve options 'AQ' has letters bhyve does not take as flags: 'Q'", 2),
     (["ok1", "--cores", "\u0663"], "cores '\u0663' is not a whole number", 2),
@@ -374,6 +415,12 @@ def test_vmdestroy_needs_confirmation(install, env, pool):
     res = cmd(install, env, "vmdestroy", "web", input="n\n")
     assert res.returncode == 1 and "Nothing done" in res.stderr
     assert f"{pool}/kvm/vm/web" in datasets(pool)
+    res = cmd(install, env, "vmdestroy", "web", input="")
+    assert res.returncode == 2 and res.stderr.rstrip().endswith(
+        "no answer to 'Destroy VM web (y/N)?' (stdin closed): -y answers yes"), res.stderr
+    res = cmd(install, env, "vmclone", "web", "web2", input="")
+    assert res.returncode == 2 and res.stderr.rstrip().endswith("(stdin closed): -y answers yes"), res.stderr
+    assert f"{pool}/kvm/vm/web" in datasets(pool) and f"{pool}/kvm/vm/web2" not in datasets(pool)
 
 
 def test_vmdestroy_keeps_a_foreign_rc_script(install, env, pool, sysroot):
@@ -479,6 +526,31 @@ class Terminal:
         _, status = os.waitpid(self.pid, 0)
         os.close(self.fd)
         return os.waitstatus_to_exitcode(status)
+
+
+def test_vmcreate_on_a_terminal_asks_the_name(install, env, pool):
+    """Only at a terminal is a missing name asked for (elsewhere it is a usage error)."""
+    term = Terminal(["./vmcreate"], env, install)
+    term.expect("VM name: ")
+    term.type("\x04")  # Ctrl-D: no answer
+    assert term.wait() == 2 and "no answer to 'VM name:'" in term.seen
+    assert f"{pool}/kvm/vm" in datasets(pool) and sorted((install / "vm").iterdir()) == []
+
+
+def test_stop_on_a_terminal_says_what_it_waits_for(install, env):
+    from tests.cli.test_run import guest_up, make, wait_for
+    make(install, env)
+    assert cmd(install, env, "start", "-b", "web").returncode == 0
+    wait_for(lambda: guest_up(install, env), what="the guest")
+    term = Terminal(["./stop", "-t", "30", "web"], env, install)
+    term.expect("web: ACPI power button pressed; waiting up to 30 s for the guest to shut down, "
+                "then forcing the power off")
+    assert term.wait() == 0 and "web: shut down by the guest (ACPI power button)" in term.seen
+    assert cmd(install, env, "start", "-b", "web").returncode == 0
+    wait_for(lambda: guest_up(install, env, boots=2), what="the guest again")
+    res = cmd(install, env, "stop", "web")  # no terminal: the output stays the one result line
+    assert res.returncode == 0 and res.stderr == ""
+    assert res.stdout == "web: shut down by the guest (ACPI power button)\n"
 
 
 def test_vmcreate_on_a_terminal_asks_again_then_ctrl_c_leaves_nothing(install, env, pool, tmp_path):

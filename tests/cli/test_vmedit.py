@@ -64,6 +64,35 @@ def test_no_to_edit_again_changes_nothing(install, env, web, tmp_path):
     assert (web / "set.conf").read_bytes() == before and not (web / "set.conf.sav").exists()
 
 
+def test_edit_again_flags_answer_the_question_without_a_terminal(install, env, web, tmp_path):
+    before = (web / "set.conf").read_bytes()
+    env["EDITOR"] = editor(tmp_path, 's/^Cores=.*/Cores="lots"/', 's/^Cores=.*/Cores="3"/')
+    res = cmd(install, env, "vmedit", "web", "--no-edit-again", input="")
+    assert res.returncode == 1 and "Cores='lots'" in res.stderr and "edit again?" not in res.stderr, res.stderr
+    assert (web / "set.conf").read_bytes() == before and runs(tmp_path) == 1
+    (tmp_path / "n").unlink()
+    res = cmd(install, env, "vmedit", "web", "--edit-again", input="")
+    assert res.returncode == 0 and "edit again?" not in res.stderr and runs(tmp_path) == 2, res.stderr
+    assert 'Cores="3"' in (web / "set.conf").read_text()
+
+
+def test_edit_again_gives_up_when_the_editor_leaves_it_invalid(install, env, web, tmp_path):
+    before = (web / "set.conf").read_bytes()
+    env["EDITOR"] = editor(tmp_path, 's/^Cores=.*/Cores="lots"/')   # then leaves the file as it is
+    res = cmd(install, env, "vmedit", "web", "--edit-again", input="", timeout=30)
+    assert res.returncode == 1 and "nothing changed" in res.stderr and runs(tmp_path) == 2, res.stderr
+    assert (web / "set.conf").read_bytes() == before
+
+
+def test_without_a_terminal_the_question_names_its_flags(install, env, web, tmp_path):
+    env["EDITOR"] = editor(tmp_path, 's/^Cores=.*/Cores="lots"/')
+    res = cmd(install, env, "vmedit", "web", input="")
+    assert res.returncode == 2
+    assert ("no answer to 'edit again? [Y/n]' (stdin closed): --edit-again or --no-edit-again answers it "
+            "(your edit is kept in ") in res.stderr, res.stderr
+    shutil.rmtree(os.path.dirname(res.stderr.rsplit("kept in ", 1)[1].strip().rstrip(")")))
+
+
 def test_editor_order_a_failing_editor_and_an_unchanged_file(install, env, web, tmp_path):
     before = (web / "set.conf").read_bytes()
     env.pop("EDITOR", None)

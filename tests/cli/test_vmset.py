@@ -69,6 +69,17 @@ def test_a_bad_change_is_one_line_and_leaves_set_conf_byte_for_byte(install, env
     assert not (web / "set.conf.sav").exists()
 
 
+@pytest.mark.parametrize("typed, written, said", [
+    ("2GB", "2G", "web: Mem '2GB' read as 2G"), ("0.5G", "512M", "web: Mem '0.5G' read as 512M"),
+    ("512", "512M", "web: Mem '512' read as 512M (MiB: a number without a unit)"), ("3g", "3g", None),
+])
+def test_mem_is_read_by_the_rule_vmcreate_uses(install, env, web, typed, written, said):
+    res = cmd(install, env, "vmset", "web", f"Mem={typed}")
+    assert res.returncode == 0, res.stderr
+    assert f"Mem={written}" in (web / "set.conf").read_text().replace('"', "")
+    assert (said in res.stderr) if said else res.stderr == "", res.stderr
+
+
 def test_force_sets_your_own_variable_and_a_missing_vm_is_named(install, env, web):
     res = cmd(install, env, "vmset", "web", "--force", "MYVAR=x y", "LAN=tap9")
     assert res.returncode == 0, res.stderr

@@ -8,9 +8,11 @@ import json
 import os
 import pty
 import select
+import shutil
 import socket
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,24 @@ def env(env):
     PATH, so that a command reaching for a FreeBSD tool fails here as it would there."""
     path = ":".join(p for p in env["PATH"].split(":") if Path(p) != SIM_BIN)
     return {**env, "KVM_HYPERVISOR": "qemu", "KVM_ACCEL": "tcg", "KVM_PLATFORM": "linux", "PATH": path}
+
+
+@pytest.fixture
+def netns():
+    """A network namespace of the test's own (commands enter it with `nsenter --net`)."""
+    if not (shutil.which("ip") and shutil.which("nsenter")):
+        pytest.skip("iproute2 or nsenter (util-linux) is missing")
+    name = f"kvmb{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    yield name
+    subprocess.run(["ip", "netns", "delete", name], check=True)
+
+
+def links(ns=None):
+    """{interface name: ip's JSON of it} in a namespace (None: the host's)."""
+    where = ["-n", ns] if ns else []
+    out = subprocess.run(["ip", *where, "-j", "link", "show"], check=True, capture_output=True, text=True)
+    return {link["ifname"]: link for link in json.loads(out.stdout)}
 
 
 class Vm:

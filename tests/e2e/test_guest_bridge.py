@@ -7,34 +7,15 @@ which enters the network namespace only. `ip netns exec` would also give them a 
 of their own, holding copies of the zfs-fuse mounts the VMs run from; those copies outlive our
 view of them, and zfs-fuse is fragile about mounts going away under it."""
 
-import json
-import shutil
 import subprocess
 import time
-import uuid
 
 import pytest
 
-from tests.e2e.conftest import Terminal, Vm
+from tests.e2e.conftest import Terminal, Vm, links, netns  # noqa: F401 (fixture)
 from tests.guest import guestdisk
 
 pytestmark = pytest.mark.guest
-
-
-@pytest.fixture
-def netns():
-    if not (shutil.which("ip") and shutil.which("nsenter")):
-        pytest.skip("iproute2 or nsenter (util-linux) is missing")
-    name = f"kvmb{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    yield name
-    subprocess.run(["ip", "netns", "delete", name], check=True)
-
-
-def links(ns=None):
-    where = ["-n", ns] if ns else []
-    out = subprocess.run(["ip", *where, "-j", "link", "show"], check=True, capture_output=True, text=True)
-    return {link["ifname"]: link for link in json.loads(out.stdout)}
 
 
 def test_two_vms_on_a_bridge_ping_each_other(netns, install, env, guest_iso):

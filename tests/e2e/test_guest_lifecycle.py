@@ -138,6 +138,8 @@ def test_a_guest_panic_is_a_fault_for_the_hooks_and_the_exit_table(make_vm):
     assert vm.state()["last_exit"] == "fault", vm.explain(str(vm.state()))
     assert hooks(vm) == ["pre boot", "post 0 fault"], vm.explain(f"hooks {hooks(vm)}")
     assert "crashed: guest panic (SHUTDOWN guest-panic, exit 0)" in vm.supervisor_log()
+    assert vm.run("vmlist", "-H", "-o", "name,state").stdout == "g4\tcrashed\n"  # as the log says
+    assert vm.info()["state"] == "crashed" and vm.info()["crashed"] == "fault"
 
 
 def test_a_guest_reads_its_cloud_init_seed(make_vm, tmp_path):

@@ -47,6 +47,8 @@ def test_vmcreate_copies_ovmf_vars_and_dry_run_shows_the_qemu_plan(install, env)
     assert f"logfile={vmdir}/console.log" in argv
     assert lines[-1] == "# hypervisor qemu, accelerator tcg"
     assert not (Path(env["KVM_RUN_DIR"]) / "q1.state").exists()
+    info = cmd(install, env, "vminfo", "q1").stdout.splitlines()  # the text shows it too, as kvm(8) says
+    assert info[4] == "hypervisor: qemu, accelerator tcg", info
 
     (vmdir / "OVMF_VARS.fd").unlink()
     res = cmd(install, env, "start", "q1")

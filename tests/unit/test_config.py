@@ -155,7 +155,8 @@ def test_defaults_and_paths():
     ({"Cores": "two"}, "Cores='two' is not a whole number"),
     ({"Cores": "0"}, "out of range"),
     ({"Mem": "2"}, "too small"),
-    ({"Mem": "2GB"}, "is not a size"),
+    ({"Mem": "2GB"}, "Mem='2GB' is not a size bhyve takes: write 2G"),
+    ({"Mem": "0.5G"}, "Mem='0.5G' is not a size bhyve takes: write 512M"),
     ({"VMoptions": "AHPZ"}, "letters bhyve does not take as flags: 'Z'"),
     ({"VMrom": "bios"}, "is not uefi, grub"),
     ({"VMrom": "grub"}, "Boot is required"),
@@ -252,3 +253,25 @@ def test_sh_q_is_safe_in_sh():
     out = subprocess.run(["sh", "-c", f"X={config.sh_quote('$(touch /tmp/pwned); `id`')}; printf %s \"$X\""],
                          capture_output=True, text=True).stdout
     assert out == "$(touch /tmp/pwned); `id`"
+
+
+@pytest.mark.parametrize("typed, size, written, how", [
+    ("2G", 2 << 30, "2G", None), ("2g", 2 << 30, "2g", None), ("2048M", 2 << 30, "2048M", None),
+    ("2GB", 2 << 30, "2G", "read as 2G"), ("2GiB", 2 << 30, "2G", "read as 2G"), ("2 gb", 2 << 30, "2G", "read as 2G"),
+    ("0.5G", 512 << 20, "512M", "read as 512M"), (".5G", 512 << 20, "512M", "read as 512M"),
+    ("1.5T", 1536 << 30, "1536G", "read as 1536G"), ("1024KB", 1 << 20, "1M", "read as 1M"),
+    ("512", 512 << 20, "512M", "read as 512M (MiB: a number without a unit)"),
+    ("2147483648", 2 << 30, "2G", "read as 2G (bytes)"), ("4096B", 4096, "4K", "read as 4K (bytes)"),
+])
+def test_typed_sizes_one_rule(typed, size, written, how):
+    assert config.typed_size(typed) == (size, written, how)
+    assert config.mem_bytes(written) == size  # what is written reads back as bhyve reads -m
+
+
+@pytest.mark.parametrize("typed, why", [
+    ("lots", "is not a size"), ("2X", "is not a size"), ("-1G", "is not a size"), ("1e3M", "is not a size"),
+    ("0.3G", "is not a whole number of KiB"), ("100B", "is not a whole number of KiB"), ("", "is not a size"),
+])
+def test_typed_sizes_refused(typed, why):
+    with pytest.raises(config.Invalid, match=why):
+        config.typed_size(typed)

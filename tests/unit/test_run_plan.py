@@ -102,3 +102,13 @@ def test_bhyve_fills_in_the_whole_interface():
     from kvm.hypervisor import METHODS
     hv = current()
     assert [m for m in METHODS if not callable(getattr(hv, m, None))] == []
+
+
+def test_both_backends_give_every_text():
+    """What commands and files say of the hypervisor comes from the backend (hypervisor/base.py TEXTS)."""
+    from kvm.hypervisor.base import TEXTS
+    from kvm.hypervisor.bhyve.backend import Bhyve
+    from kvm.hypervisor.qemu.backend import Qemu
+    for backend in (Bhyve, Qemu):
+        assert [t for t in TEXTS if not hasattr(backend, t)] == [], backend
+        assert "web" in " ".join(backend.console_comment("web"))

@@ -137,6 +137,28 @@ def test_marked_mountpoints_ignores_inherited_and_gives_the_mountpoint(ds):
     assert zfs.marked_mountpoints(prop) == {ds: f"/{ds}"}
 
 
+def test_filesystems_of_paths_asks_about_them_only(ds, monkeypatch):
+    """Which filesystem holds each path, in one zfs call naming the paths (no host-wide listing)."""
+    zfs.lzc_create(ds)
+    zfs.lzc_create(ds + "/a")
+    zfs.lzc_create(ds + "/a/b")
+    with open(f"/{ds}/a/b/disk", "wb") as fh:
+        fh.write(b"x")
+    calls = []
+    from kvm import host
+    real = host.run
+    monkeypatch.setattr(host, "run", lambda argv, **kw: calls.append(argv) or real(argv, **kw))
+    paths = [f"/{ds}/a/b/disk", f"/{ds}/a/gone/file", f"/{ds}/top", f"/{ds}/a/b"]
+    found = zfs.filesystems_of(paths)
+    assert len(calls) == 1 and all(p.startswith("/") for p in calls[0][5:]), calls
+    assert found == {paths[0]: (ds + "/a/b", f"/{ds}/a/b"), paths[1]: (ds + "/a", f"/{ds}/a"),
+                     paths[2]: (ds, f"/{ds}"), paths[3]: (ds + "/a/b", f"/{ds}/a/b")}
+    assert zfs.dataset_of_path(f"/{ds}/a") == ds + "/a"
+    assert zfs.dataset_of_path(f"/{ds}/a/b/disk") is None  # a file in it, not its mountpoint
+    assert zfs.filesystems_of(["/proc/self/status"]) == {}  # not on ZFS
+    assert zfs.dataset_of_path("/proc") is None
+
+
 def test_dry_run_skips_mutations_but_reads_run(ds, capsys):
     from kvm import host
     host.set_dry_run(True)

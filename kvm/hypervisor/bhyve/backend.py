@@ -80,6 +80,26 @@ class Bhyve:
     firmware_files = (("BHYVE_UEFI.fd", "uefi", "edk2-bhyve"), ("BHYVE_UEFI_VARS.fd", "uefi", "edk2-bhyve"),
                       ("grub-bhyve", "grub", "grub2-bhyve"))
 
+    # what commands, set.conf and run say of this hypervisor (TEXTS in kvm/hypervisor/base.py)
+    # the exit reasons the log calls a crash (vmlist, vminfo, status: `crashed` once the supervisor ended)
+    crash_reasons = tuple(r for r, text in EXIT_TEXT.items() if text.startswith("crashed"))
+    shows_accelerator = False  # vminfo's text: always vmm(4), nothing to tell
+    power_button_text = "SIGTERM to bhyve"
+    boot_comment = "grub only (mandatory there): the root device grub-bhyve boots from."
+    options_help = "bhyve flags without dash, e.g. AHP"
+    options_prompt = "bhyve options without dash (e.g. AHP) [none]: "
+    options_comment = ("bhyve one-letter flags, without the dash (default none). A: ACPI tables,",
+                       "H: yield on HLT, P: exit on PAUSE, S: wire memory (needed for passthru),",
+                       "u: RTC in UTC, w: ignore unknown MSRs.")
+    options_example = "AHP"
+    exit_status_text = "bhyve's exit status"
+    reasons_text = "reboot, poweroff, halt,\ntriplefault, error, unknown"
+
+    @staticmethod
+    def console_comment(name):
+        return (f"Serial console on /dev/nmdm{name}A (always on with grub).",
+                f"Attach with: cu -l /dev/nmdm{name}B   (or ./console {name}; quit with ~.)")
+
     def firmware_warning(self, missing, host_os):
         """kvminst's line when packages of firmware_files are missing, else None; host_os (the
         Platform) says how packages are installed there."""

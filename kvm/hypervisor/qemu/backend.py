@@ -88,6 +88,26 @@ class Qemu:
     # the packages that install qemu and OVMF, by platform name
     PACKAGES = {"linux": ("qemu-system-x86", "ovmf"), "freebsd": ("qemu", "edk2-qemu-x64")}
 
+    # what commands, set.conf and run say of this hypervisor (TEXTS in kvm/hypervisor/base.py)
+    # the exit reasons the log calls a crash (vmlist, vminfo, status: `crashed` once the supervisor ended)
+    crash_reasons = tuple(r for r, text in EXIT_TEXT.items() if text.startswith("crashed"))
+    shows_accelerator = True  # vminfo's text: kvm, or tcg (slow) when /dev/kvm does not work
+    power_button_text = "QMP system_powerdown"
+    boot_comment = "grub only (mandatory there): cd... boots the ISO, any other the disk (SeaBIOS)."
+    options_help = "VMoptions letters without dash: S locks the memory, u keeps the RTC in UTC"
+    options_prompt = "Options without dash (S: locked memory, u: RTC in UTC) [none]: "
+    options_comment = ("One-letter flags, without the dash (default none). qemu reads two:",
+                       "S: locked memory (-overcommit mem-lock=on), u: RTC in UTC (else local",
+                       "time). The others (A, H, P, w ...) mean nothing to qemu and are ignored.")
+    options_example = "u"
+    exit_status_text = "qemu's exit status"
+    reasons_text = "reboot, poweroff, fault\n(a guest panic), error, signal, unknown"
+
+    @staticmethod
+    def console_comment(name):
+        return ("Serial console (always on with grub): ./console " + name + " (quit with ~.);",
+                f"what the guest printed: ./console --log {name} (console.log in this folder).")
+
     def firmware_warning(self, missing, host_os):
         """kvminst's line when OVMF or qemu itself is missing, else None; host_os (the Platform)
         says how packages are installed there."""

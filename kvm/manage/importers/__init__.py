@@ -54,8 +54,9 @@ def _texts(root, vm, plan):
     from kvm import hypervisor, platform
     conf = conf_text(plan)
     cfg = config.validate(plan.name, str(vm.dir), config.parse_text(conf), startable=True)
-    run = render("run.j2", root.path, name=plan.name, pre=plan.pre, post=plan.post,
-                 hv=hypervisor.current().name, helpers=platform.current().helpers)
+    hv = hypervisor.current()
+    run = render("run.j2", root.path, name=plan.name, pre=plan.pre, post=plan.post, hv=hv.name,
+                 helpers=platform.current().helpers, exit_status=hv.exit_status_text, reasons=hv.reasons_text)
     return conf, run, cfg
 
 
