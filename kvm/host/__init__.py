@@ -9,7 +9,18 @@ mode.py (dry run, --debug), process.py (commands, processes, signals), files.py 
 writes, copies, sparse files) and relay.py (streams between processes).
 """
 
-from kvm.host.files import WriteFailed, copy_file, grow_file, make_dirs, make_sparse, remove_file, write_file  # noqa: F401
+from kvm.host.files import (  # noqa: F401
+    ReadRefused,
+    WriteFailed,
+    copy_file,
+    grow_file,
+    make_dirs,
+    make_sparse,
+    read_bounded,
+    remove_file,
+    tighten_mode,
+    write_file,
+)
 from kvm.host.mode import _debug, _plan, dry_run, plan, set_debug, set_dry_run  # noqa: F401
 from kvm.host.process import (  # noqa: F401
                               PIPE,
