@@ -180,8 +180,8 @@ def image_defaults(args, root):
         return
     _, where = images.get(root, args.image)
     try:
-        values = shconf.read_plain((where / "set.conf").read_text()).values
-    except OSError:
+        values = shconf.read_plain(shconf.read_text(str(where / "set.conf"))).values
+    except KvmError:
         return
     for flag, key in (("loader", "VMrom"), ("cores", "Cores"), ("mem", "Mem"), ("options", "VMoptions"),
                       ("disk_driver", "DiskDriver")):

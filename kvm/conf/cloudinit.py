@@ -14,6 +14,7 @@ import time
 
 from kvm import host
 from kvm.conf.devices import Device
+from kvm.conf.shconf import read_text
 from kvm.errors import UsageError
 from kvm.host.record import field, fields, record
 
@@ -183,7 +184,7 @@ def write_seed(vm, seed):
     host.write_file(vm.dir / STATE, json.dumps({name: getattr(seed, name) for name in fields(seed)}, indent=2) + "\n", mode=MODE)
     host.write_file(vm.dir / SEED, build_iso(files(vm.name, seed)), mode=MODE)
     if not host.dry_run():
-        text = vm.conf_path.read_text()
+        text = read_text(str(vm.conf_path))
         kept = [a.value for a in confedit._plain(text, "CloudInit")][-1:] == ["virtio-blk"]
         new = text if kept else confedit.set_value(text, "CloudInit", "1")
         if new != text:

@@ -107,7 +107,7 @@ def write_file(path, text, mode=0o644, *, backup=None):
 
 
 def _write_file(path, text, mode, backup):
-    data = text.encode() if isinstance(text, str) else text  # bytes too (seed.iso)
+    data = text.encode(errors="surrogateescape") if isinstance(text, str) else text  # bytes too (seed.iso)
     if dry_run():
         if backup is not None and path.exists():
             _plan(shlex.join(["cp", "-p", str(path), str(backup)]))

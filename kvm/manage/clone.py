@@ -13,6 +13,7 @@ import time
 
 from kvm import host, zfs
 from kvm.conf import cloudinit
+from kvm.conf.shconf import read_text
 from kvm.errors import NotFound, UsageError
 from kvm.host import lock
 from kvm.hypervisor import current as hypervisor
@@ -101,7 +102,7 @@ def new_identity(src, target, template):
             host.remove_file(target.dir / entry)
     rename.rewrite_files(target, src.name, taps=True)
     conf = target.conf_path
-    text = conf.read_text()
+    text = read_text(str(conf))
     if _MAC_RE.search(text):
         host.write_file(conf, fresh_macs(text), mode=conf.stat().st_mode & 0o7777)
     if template is not None:

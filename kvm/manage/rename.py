@@ -12,6 +12,8 @@ import re
 
 from kvm import host, zfs
 from kvm import vm as vmmod
+from kvm.conf.hooks import HOOKS_MAX
+from kvm.conf.shconf import read_text
 from kvm.errors import KvmError, NotFound, StateError
 from kvm.host import lock
 from kvm.manage import create, rcinstall
@@ -43,7 +45,8 @@ def rewrite_files(target, old, taps=False):
     """rewrite_names on the target's set.conf and run, each written only when it changes."""
     for path in (target.conf_path, target.run_path):
         if path.exists():
-            text = path.read_text()
+            text = read_text(str(path)) if path == target.conf_path else \
+                host.read_bounded(path, HOOKS_MAX, "run", follow=False).decode(errors="surrogateescape")
             new_text = rewrite_names(text, old, target.name, taps)
             if new_text != text:
                 host.write_file(path, new_text, mode=path.stat().st_mode & 0o7777)

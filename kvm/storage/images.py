@@ -15,7 +15,7 @@ import time
 from kvm import host, zfs
 from kvm import vm as vmmod
 from kvm.conf.confedit import sh_quote
-from kvm.conf.shconf import read_plain
+from kvm.conf.shconf import read_plain, read_text
 from kvm.errors import NotFound, StateError, UsageError
 from kvm.zfs.deps import clones_by_origin, clones_of
 from kvm.zfs.txn import Transaction
@@ -183,7 +183,7 @@ def publish(root, vm, name, snap=None):
                 if entry in PRIVATE or entry.endswith(".log"):
                     host.remove_file(where / entry)
             conf = where / vmmod.CONF_FILE
-            host.write_file(conf, strip_macs(conf.read_text()), mode=0o644)
+            host.write_file(conf, strip_macs(read_text(str(conf))), mode=0o644)
         disk = where / DISK
         values = {"source": f"vm {vm.name}@{snap}", "format": "raw",
                   "sha256": "" if host.dry_run() else sha256_of(disk), "size": 0 if host.dry_run()
