@@ -12,7 +12,7 @@ import stat
 
 from kvm import host
 from kvm.conf import config, shconf
-from kvm.errors import CommandFailed, KvmError, StateError, UsageError
+from kvm.errors import CommandFailed, ConfigError, KvmError, StateError, UsageError
 from kvm.host import lock
 
 BACKUP = "set.conf.sav"
@@ -37,7 +37,9 @@ def _apply(vm, change):
             return False
         old_mode = stat.S_IMODE(os.stat(path, follow_symlinks=False).st_mode)
         cfg = _validate(vm, new)
-        backup_mode = config.file_mode(_validate(vm, text, quiet=True) or cfg, old_mode)
+        old_cfg = _validate(vm, text, quiet=True)
+        check_new_paths(cfg, old_cfg)
+        backup_mode = config.file_mode(old_cfg or cfg, old_mode)
     except KvmError as exc:
         exc.vm = vm.name
         raise
@@ -48,6 +50,15 @@ def _apply(vm, change):
     host.write_file(path, new, mode=mode)
     vm.forget_config()  # what this command read of set.conf before is no longer the file
     return True
+
+
+def check_new_paths(cfg, old_cfg=None):
+    """An edit may not bring in a disk or ISO that a start would refuse for where it lies (one it
+    leaves as it was is the start's business)."""
+    old = set(config.check_paths(old_cfg)[0]) if old_cfg else set()
+    for line in config.check_paths(cfg)[0]:
+        if line not in old:
+            raise ConfigError(line)
 
 
 def _validate(vm, text, quiet=False):

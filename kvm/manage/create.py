@@ -157,6 +157,10 @@ def create(root, name, a):
             raise UsageError(f"ISO '{a.iso}' must be an absolute path", vm=name)
         if not os.path.isfile(a.iso):
             raise NotFound(f"ISO '{a.iso}' does not exist", vm=name)
+        refused = config.check_paths(config.validate(name, str(vm.dir), config.parse_text(conf)))[0]
+        if refused:
+            raise UsageError(f"{refused[0]}; insert it once the VM exists: insert --allow-path {name} ISO",
+                             vm=name)
     with Transaction(vm.dataset(), origin=origin) as txn:
         if not host.dry_run() and not vm.dir.is_dir():
             raise StateError(f"dataset {vm.dataset()} is not mounted at {vm.dir}", vm=name)

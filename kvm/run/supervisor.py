@@ -208,6 +208,8 @@ class Supervisor:
 
     def prepare(self, cfg):
         """Check files, prepare the host, choose the VNC port; the launch plan."""
+        for line in launchmod.check_files(cfg):  # a refusal is the start's one error line
+            self.log(f"warning: {line}", syslog.LOG_WARNING)
         port = None
         if cfg.vnc:
             port = self.state.get("vnc_port") or ports.reserve(self.name, lambda p: self.save(vnc_port=p))

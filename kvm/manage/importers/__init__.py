@@ -87,12 +87,12 @@ def copy_into(src, dst):
 def check_created(vm):
     """The new VM as a start would read it: set.conf valid there, its disks there."""
     cfg = vm.config()
-    launch.check_files(cfg)
+    warnings = launch.check_files(cfg)
     for dev in cfg.devices:
         if dev.kind in ("disk", "cdrom") and not os.path.exists(dev.path):
             raise NotFound(f"Devices item '{dev.arg()}': {dev.path} does not exist", vm=vm.name)
     launch.plan(vm, cfg, strict=False)
-    return list(cfg.warnings)
+    return list(cfg.warnings) + warnings
 
 
 def _fill(vm, plan, texts, template):
