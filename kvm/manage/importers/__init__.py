@@ -14,6 +14,7 @@ import time
 
 from kvm import host, platform
 from kvm.conf import config
+from kvm.conf.shconf import read_text
 from kvm.conf.templating import render
 from kvm.errors import NotFound, StateError
 from kvm.host import lock
@@ -29,7 +30,7 @@ from kvm.zfs.txn import Transaction
 
 REPORT = "vmimport.txt"
 ORDER = ("VMrom", "Boot", "Cores", "Mem", "VMoptions", "Disk", "DiskDriver", "Devices", "VNC", "wVNC",
-         "hVNC", "Tablet", "VNCaddr", "VNCpassword", "COM", "RestartOnFault")
+         "hVNC", "Tablet", "VNCaddr", "VNCpassword", "COM", "RestartOnFault", "AllowPath")
 
 
 def conf_text(plan):
@@ -102,6 +103,12 @@ def _fill(vm, plan, texts, template):
         host.write_file(vm.run_path, run, mode=0o644)
     for src, name, _remove in plan.files:
         copy_into(src, vm.dir / name)
+    for name, (data, mode) in plan.texts.items():
+        host.write_file(vm.dir / name, data, mode=mode)
+    if plan.settings is None and plan.allow_paths and not host.dry_run():  # shell kvm: its own set.conf
+        text = read_text(str(vm.conf_path))
+        host.write_file(vm.conf_path, config.set_value(text, "AllowPath", " ".join(plan.allow_paths)),
+                        mode=vm.conf_path.stat().st_mode & 0o7777)
     if template:
         host.copy_file(template[0], vm.dir / template[1], mode=0o644)
     if plan.rename_from and not host.dry_run():
@@ -132,9 +139,10 @@ def create(root, plan):
     return vm, warnings
 
 
-def import_vm(root, source, folder, name=None, move=False):
+def import_vm(root, source, folder, name=None, move=False, allow_paths=()):
     """Import the `source` VM in `folder` (vm-bhyve or shell-kvm) as NAME (default: the folder's
-    name); returns (Vm, Plan, warnings)."""
+    name); allow_paths: the paths outside the folder the command line named (--allow-path), the only
+    ones the VM may keep using in place. Returns (Vm, Plan, warnings)."""
     from kvm.hypervisor import current as hypervisor
     name = name or os.path.basename(os.path.normpath(folder))
     check_name(name)
@@ -146,8 +154,9 @@ def import_vm(root, source, folder, name=None, move=False):
                          f"first", vm=name)
     vars_name = hv.uefi_vars(root.path)[1]
     if source == "vm-bhyve":
-        plan = vmbhyve.plan(vm, folder, move, host_os=platform.current(), vars_name=vars_name)
+        plan = vmbhyve.plan(vm, folder, move, host_os=platform.current(), vars_name=vars_name,
+                            allow_paths=allow_paths)
     else:
-        plan = shellkvm.plan(vm, folder, move, vars_name=vars_name)
+        plan = shellkvm.plan(vm, folder, move, vars_name=vars_name, allow_paths=allow_paths)
     vm, warnings = create(root, plan)
     return vm, plan, warnings
