@@ -188,7 +188,7 @@ def write_seed(vm, seed):
         kept = [a.value for a in confedit._plain(text, "CloudInit")][-1:] == ["virtio-blk"]
         new = text if kept else confedit.set_value(text, "CloudInit", "1")
         if new != text:
-            host.write_file(vm.conf_path, new, mode=vm.conf_path.stat().st_mode & 0o7777)
+            host.write_file(vm.conf_path, new, mode=confedit.mode_for(new, vm.conf_path.stat().st_mode & 0o7777))
             vm.forget_config()
 
 

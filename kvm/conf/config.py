@@ -9,7 +9,15 @@ import os
 import re
 
 from kvm.conf.cloudinit import seed_devices
-from kvm.conf.confedit import remove_value, set_value, sh_quote  # noqa: F401
+from kvm.conf.confedit import (  # noqa: F401
+    SECRET_MODE,
+    SECRETS,
+    holds_secret,
+    mode_for,
+    remove_value,
+    set_value,
+    sh_quote,
+)
 from kvm.conf.devices import EMULATIONS, NEEDS_SOURCE, RESERVED_SLOTS, Device, parse_devices  # noqa: F401
 from kvm.conf.shconf import (  # noqa: F401
     CONF,
@@ -49,8 +57,6 @@ MIN_MEM = 32 * 1024 * 1024
 # whole-number settings: (default, lowest, highest)
 RANGES = {"Cores": (1, 1, 255), "RestartMax": (3, 1, 1000), "RestartWindow": (600, 1, 86400 * 7),
           "StopTimeout": (60, 1, 3600), "wVNC": (1024, 640, 3840), "hVNC": (768, 480, 2160)}
-SECRET_MODE = 0o640   # set.conf holding a VNCpassword: no reading by others
-SECRETS = ("VNCpassword",)   # settings whose value is a secret
 SHARED_FOLDERS = ("iso", "images")   # ROOT's folders whose files every VM may use as disks and ISOs
 ISO_MAGIC_AT = 32769  # ISO 9660's first volume descriptor (sector 16) names its standard here
 ISO_MAGICS = (b"CD001", b"BEA01", b"NSR02", b"NSR03")  # ISO 9660, UDF
@@ -486,9 +492,15 @@ def load(name, vmdir, cpus=None, *, evaluate):
     return validate(name, vmdir, reading.values, cpus, reading)
 
 
+def has_secret(cfg):
+    """The VmConfig holds a password (evaluated, or set in a line only sh evaluates)."""
+    return bool(cfg.vnc_password) or any(key in cfg.unevaluated for key in SECRETS)
+
+
 def file_mode(cfg, current=0o644):
     """The mode for a set.conf: as it was, but never readable by others when it holds a password."""
-    return current & SECRET_MODE if cfg.vnc_password else current
+    return current & SECRET_MODE if has_secret(cfg) else current
+
 
 
 def list_facts(values, unevaluated=()):

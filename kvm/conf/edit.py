@@ -39,13 +39,13 @@ def _apply(vm, change):
         cfg = _validate(vm, new)
         old_cfg = _validate(vm, text, quiet=True)
         check_new_paths(cfg, old_cfg)
-        backup_mode = config.file_mode(old_cfg or cfg, old_mode)
+        backup_mode = config.mode_for(text, old_mode)
     except KvmError as exc:
         exc.vm = vm.name
         raise
     # A copy holding a password is never readable by others, and the new file is never more
     # readable than the old one was.
-    mode = config.file_mode(cfg, old_mode) & backup_mode
+    mode = config.mode_for(new, old_mode) & backup_mode
     host.write_file(vm.dir / BACKUP, text, mode=backup_mode)
     host.write_file(path, new, mode=mode)
     vm.forget_config()  # what this command read of set.conf before is no longer the file
@@ -70,6 +70,22 @@ def _validate(vm, text, quiet=False):
         if quiet:
             return None
         raise
+
+
+def tighten_secrets(vm, cfg):
+    """set.conf (as `cfg` read it) and set.conf.sav made 0640 at most when they hold a secret,
+    whoever wrote them (an editor, the shell toolkit); returns the paths changed."""
+    changed = []
+    if config.has_secret(cfg) and host.tighten_mode(vm.conf_path, config.SECRET_MODE):
+        changed.append(vm.conf_path)
+    backup = vm.dir / BACKUP
+    try:
+        text = shconf.read_text(str(backup))
+    except KvmError:
+        return changed  # none (or no settings file): nothing to keep private
+    if config.holds_secret(text) and host.tighten_mode(backup, config.SECRET_MODE):
+        changed.append(backup)
+    return changed
 
 
 def remove_leftovers(vm):

@@ -12,7 +12,7 @@ import re
 import time
 
 from kvm import host, zfs
-from kvm.conf import cloudinit
+from kvm.conf import cloudinit, config
 from kvm.conf.shconf import read_text
 from kvm.errors import NotFound, UsageError
 from kvm.host import lock
@@ -104,7 +104,10 @@ def new_identity(src, target, template):
     conf = target.conf_path
     text = read_text(str(conf))
     if _MAC_RE.search(text):
-        host.write_file(conf, fresh_macs(text), mode=conf.stat().st_mode & 0o7777)
+        host.write_file(conf, fresh_macs(text), mode=config.mode_for(text, conf.stat().st_mode & 0o7777))
+    for _key, path, kind in config.media(target.config(fresh=True)):
+        if kind == "disk" and config.under(os.path.realpath(path), os.path.realpath(target.dir)):
+            host.tighten_mode(path, images.DISK_MODE)  # the source's may be 0644 (the shell toolkit's)
     if template is not None:
         host.copy_file(template[0], target.dir / template[1], mode=0o644)
     if (target.dir / cloudinit.STATE).exists():  # a seed of its own: new instance-id, its own name

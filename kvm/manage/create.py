@@ -164,12 +164,13 @@ def create(root, name, a):
     with Transaction(vm.dataset(), origin=origin) as txn:
         if not host.dry_run() and not vm.dir.is_dir():
             raise StateError(f"dataset {vm.dataset()} is not mounted at {vm.dir}", vm=name)
-        host.write_file(vm.conf_path, conf, mode=config.file_mode(cfg))  # 0640 with a password
+        host.write_file(vm.conf_path, conf, mode=config.mode_for(conf))  # 0640 with a password
         host.write_file(vm.run_path, run, mode=0o644)
         if vars_src is not None:
             host.copy_file(vars_src, vm.dir / vars_name, mode=0o644)
         if origin:
             host.remove_file(vm.dir / "image.conf")
+            host.tighten_mode(vm.dir / DISK_FILE, images.DISK_MODE)  # an image made by an earlier kvm: 0644
             if disk:
                 host.grow_file(vm.dir / DISK_FILE, disk)
         elif disk:

@@ -13,6 +13,7 @@ import re
 from kvm import host, zfs
 from kvm import vm as vmmod
 from kvm.conf.hooks import HOOKS_MAX
+from kvm.conf.config import mode_for
 from kvm.conf.shconf import read_text
 from kvm.errors import KvmError, NotFound, StateError
 from kvm.host import lock
@@ -49,7 +50,8 @@ def rewrite_files(target, old, taps=False):
                 host.read_bounded(path, HOOKS_MAX, "run", follow=False).decode(errors="surrogateescape")
             new_text = rewrite_names(text, old, target.name, taps)
             if new_text != text:
-                host.write_file(path, new_text, mode=path.stat().st_mode & 0o7777)
+                mode = path.stat().st_mode & 0o7777
+                host.write_file(path, new_text, mode=mode_for(new_text, mode) if path == target.conf_path else mode)
 
 
 def unfinished(root, old, new):

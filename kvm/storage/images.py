@@ -16,7 +16,8 @@ import time
 
 from kvm import host, zfs
 from kvm import vm as vmmod
-from kvm.conf.confedit import sh_quote
+from kvm.conf.config import SECRETS, holds_secret
+from kvm.conf.confedit import remove_value, sh_quote
 from kvm.conf.shconf import read_plain, read_text
 from kvm.errors import KvmError, NotFound, StateError, UsageError
 from kvm.host.files import WriteFailed, file_kind
@@ -35,8 +36,10 @@ TEXT_PROBE = 4096          # a file whose first bytes are text (no NUL, UTF-8) i
 QCOW2_DATA_FILE = 1 << 2   # qcow2's incompatible feature bit: the data lives in another file
 SOURCE_COPY = ".source"    # the private copy of a file qemu-img converts (in the new image's dataset)
 DISK_MODE = 0o600          # a disk: root's alone
-# files a publish leaves out: per-VM identity, logs and run-time state
-PRIVATE = ("UEFI_VARS.fd", "OVMF_VARS.fd", "run", "console.log", ".kvm-rename", "seed.iso", "cloud-init.json", CONF)
+# files a publish leaves out: per-VM identity and secrets (set.conf.sav may hold a VNC password),
+# hooks, logs, reports and run-time state
+PRIVATE = ("UEFI_VARS.fd", "OVMF_VARS.fd", "run", "prestart", "console.log", "console.log.0", ".kvm-rename",
+           "seed.iso", "cloud-init.json", "set.conf.sav", "vmimport.txt", "device.map", CONF)
 
 
 def dataset(root, name):
@@ -260,6 +263,16 @@ def strip_macs(text):
     return re.sub(r",mac=[0-9A-Fa-f:]{17}", "", text)
 
 
+def strip_secrets(text):
+    """set.conf without its secrets (VNCpassword): an image is readable by all."""
+    for key in SECRETS:
+        text = remove_value(text, key)
+    if holds_secret(text):  # a line the editor cannot take apart: refuse rather than publish it
+        raise StateError(f"set.conf sets {'/'.join(SECRETS)} in a way kvm cannot remove: remove it from the VM's "
+                         f"set.conf (or publish a snapshot without it)")
+    return text
+
+
 def publish(root, vm, name, snap=None):
     """image publish: a clone of the VM's snapshot (a new one, publish-NAME-..., by default)
     without its identity; the VM's disk must be its folder's `disk`."""
@@ -281,10 +294,11 @@ def publish(root, vm, name, snap=None):
     with Transaction(ds, origin=zfs.snapshot_name(src, snap), own_snap=own) as txn:
         if not host.dry_run():
             for entry in os.listdir(where):
-                if entry in PRIVATE or entry.endswith(".log"):
+                if entry in PRIVATE or entry.endswith((".log", ".rc", ".tmp")):
                     host.remove_file(where / entry)
             conf = where / vmmod.CONF_FILE
-            host.write_file(conf, strip_macs(read_text(str(conf))), mode=0o644)
+            host.write_file(conf, strip_secrets(strip_macs(read_text(str(conf)))), mode=0o644)
+            host.tighten_mode(where / DISK, DISK_MODE)
         disk = where / DISK
         values = {"source": f"vm {vm.name}@{snap}", "format": "raw",
                   "sha256": "" if host.dry_run() else sha256_of(disk), "size": 0 if host.dry_run()

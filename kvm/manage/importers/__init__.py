@@ -24,7 +24,7 @@ from kvm.manage.importers import shellkvm, vmbhyve
 from kvm.manage.importers.plan import Plan  # noqa: F401 - the importers' result, handed on
 from kvm.manage.rename import rewrite_files
 from kvm.run import launch
-from kvm.storage.images import copy_hashing
+from kvm.storage.images import DISK_MODE, copy_hashing
 from kvm.vm import Vm, check_name
 from kvm.zfs.txn import Transaction
 
@@ -73,16 +73,28 @@ def _vars_template(root, plan, names):
     return source, name
 
 
-def copy_into(src, dst):
-    """Copy a file sparsely (a disk's holes stay holes), keeping its mode."""
+def copy_into(src, dst, mode=None):
+    """Copy a file sparsely (a disk's holes stay holes), 0600 while it is written, then `mode`
+    (default: the source's)."""
     if host.dry_run():
         host.plan(f"cp {src} {dst}")
         return
     try:
         copy_hashing(src, dst)
-        os.chmod(dst, os.stat(src).st_mode & 0o7777)
+        os.chmod(dst, os.stat(src).st_mode & 0o7777 if mode is None else mode)
     except OSError as exc:
         raise WriteFailed(f"cannot copy {src} to {dst}: {exc.strerror or exc}") from None
+
+
+def _mode(src, name, plan):
+    """A copied file's mode: a disk 0600; the shell kvm's set.conf 0640 at most with a password;
+    anything else the source's."""
+    if name in plan.disks:
+        return DISK_MODE
+    current = os.stat(src).st_mode & 0o7777
+    if name == config.CONF and plan.settings is None:
+        return config.mode_for(read_text(str(src)), current)
+    return current
 
 
 def check_created(vm):
@@ -102,7 +114,7 @@ def _fill(vm, plan, texts, template):
         host.write_file(vm.conf_path, conf, mode=config.file_mode(cfg))
         host.write_file(vm.run_path, run, mode=0o644)
     for src, name, _remove in plan.files:
-        copy_into(src, vm.dir / name)
+        copy_into(src, vm.dir / name, None if host.dry_run() else _mode(src, name, plan))
     for name, (data, mode) in plan.texts.items():
         host.write_file(vm.dir / name, data, mode=mode)
     if plan.settings is None and plan.allow_paths and not host.dry_run():  # shell kvm: its own set.conf

@@ -75,6 +75,8 @@ def plan(vm, folder, move=False, vars_name="UEFI_VARS.fd", allow_paths=()):
         report.append(f"(renamed from {folder.name}): tap and bridge names in set.conf and run left as they were")
     if cfg.iso and not os.path.exists(cfg.iso):
         report.append(f"ISO={cfg.iso}: does not exist: eject it or put it there before a start")
+    disks = [os.path.basename(path) for _key, path, kind in config.media(cfg)
+             if kind == "disk" and os.path.dirname(os.path.realpath(path)) == os.path.realpath(folder)]
     return Plan(name=vm.name, origin=f"shell-kvm {folder}", files=[(p, p.name, move) for p in files],
-                report=report, allow_paths=allow, fresh_vars=cfg.loader == "uefi" and not (folder / vars_name).exists(),
+                report=report, allow_paths=allow, disks=disks, fresh_vars=cfg.loader == "uefi" and not (folder / vars_name).exists(),
                 rename_from=folder.name if folder.name != vm.name else "")

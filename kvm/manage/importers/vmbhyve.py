@@ -65,7 +65,7 @@ class Mapping:
         self.guest_dir = self.conf.parent
         self.used, self.report, self.settings = set(), [], {}
         self.pre, self.post, self.devices, self.files = [], [], [], []
-        self.texts, self.allow_paths = {}, []
+        self.texts, self.allow_paths, self.disks = {}, [], []
         self.kind, self.dataset = "", ""
         self.system = None  # vm-bhyve's system.conf, read when a NIC names a switch
         self.named_paths = {os.path.realpath(p) for p in named}  # --allow-path: what may stay outside
@@ -275,5 +275,5 @@ def plan(vm, guest_dir, move=False, host_os=None, vars_name="UEFI_VARS.fd", allo
     if m.allow_paths:
         m.settings["AllowPath"] = " ".join(m.allow_paths)
     return Plan(name=name, origin=f"vm-bhyve {conf}", settings=m.settings, pre=m.pre, post=m.post,
-                files=m.files, texts=m.texts, report=m.report, fresh_vars=m.kind == "uefi",
+                files=m.files, texts=m.texts, disks=m.disks, report=m.report, fresh_vars=m.kind == "uefi",
                 allow_paths=list(m.allow_paths))

@@ -119,6 +119,7 @@ def disk_path(m, n, move):
     if any(f[1] == src.name for f in m.files):
         m.bad(key, "has the file name of another disk: both cannot move into one folder")
     m.files.append((src, src.name, True))
+    m.disks.append(src.name)
     return src.name if n == 0 else str(m.vmdir / src.name)
 
 
