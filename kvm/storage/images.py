@@ -63,13 +63,20 @@ def detect_format(path):
     for magic, fmt in MAGIC.items():
         if head.startswith(magic):
             return fmt
-    if b"\0" not in head:
-        try:
-            head.decode("utf-8")
-            return "text"
-        except UnicodeDecodeError:
-            pass
+    if _is_text(head):
+        return "text"
     return "raw"
+
+
+def _is_text(head):
+    """UTF-8 text: no control character but tab, line ends and form feed (a disk's first bytes have
+    NULs and others)."""
+    import codecs
+    try:
+        text = codecs.getincrementaldecoder("utf-8")().decode(head, final=False)  # a cut last character is fine
+    except UnicodeDecodeError:
+        return False
+    return not any(ord(c) < 32 and c not in "\t\n\r\f" or ord(c) == 127 for c in text)
 
 
 def check_source(path):
