@@ -54,7 +54,20 @@ def size_bytes(text, what):
 
 
 def default_tap(name):
+    """tapNAME: the shell toolkit's tap of a VM (NAME upper-cased, '.' and '-' as '_')."""
     return "tap" + name.upper().replace(".", "_").replace("-", "_")
+
+
+def derived_tap(name, suffix=""):
+    """The tap a VM named `name` gets (default_tap, then `suffix`), checked as every interface name
+    kvm writes: vmcreate, vmclone and vmimport all derive taps here (a VM name may have 31
+    characters, an interface name 15)."""
+    tap = default_tap(name) + suffix
+    if len(tap) > IFNAME_MAX:
+        raise UsageError(f"its tap '{tap}' is longer than {IFNAME_MAX} characters (the interface name limit): "
+                         f"choose a shorter VM name", vm=name)
+    check_ifname(tap, "tap name")
+    return tap
 
 
 def check_derived_names(root, name, exclude=None):
@@ -82,7 +95,7 @@ def render_files(name, a, root_path):
     devices = ""
     host_os = platform.current()
     if a.network:
-        tap = a.tap or default_tap(name)
+        tap = a.tap or derived_tap(name)
         check_ifname(tap, "tap name")
         check_ifname(a.bridge, "bridge name")
         if a.uplink:

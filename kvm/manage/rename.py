@@ -32,14 +32,37 @@ def rename_comments(text, old, new):
     return "".join(out)
 
 
+def _tap_pattern(old):
+    return re.compile(rf"(?<![A-Za-z0-9_]){re.escape(create.default_tap(old))}(?![A-Za-z0-9_])")
+
+
 def rewrite_names(text, old, new, taps=False):
     """A VM's set.conf or run for its new name: the name on comment lines (vmrename); with taps
-    (vmclone, whose copy must not share the original's interfaces), its default tap name too."""
+    (vmclone, whose copy must not share the original's interfaces), its default tap name too,
+    derived and checked as vmcreate derives it (create.derived_tap)."""
     text = rename_comments(text, old, new)
-    if taps:
-        pattern = re.compile(rf"(?<![A-Za-z0-9_]){re.escape(create.default_tap(old))}(?![A-Za-z0-9_])")
-        text = pattern.sub(create.default_tap(new), text)
+    if taps and _tap_pattern(old).search(text):
+        tap = create.derived_tap(new) if uses_tap(text, old) else create.default_tap(new)  # comments only
+        text = _tap_pattern(old).sub(tap, text)
     return text
+
+
+def uses_tap(text, old):
+    """A line that is no comment names the default tap of VM `old`."""
+    return any(_tap_pattern(old).search(line) for line in text.splitlines() if not line.lstrip().startswith("#"))
+
+
+def check_taps(src, new):
+    """Before anything is made: the tap a copy of `src` named `new` would get, when src's set.conf
+    or run uses its own default tap (UsageError naming the copy when it is no interface name)."""
+    for path in (src.conf_path, src.run_path):
+        try:
+            text = read_text(str(path)) if path == src.conf_path else \
+                host.read_bounded(path, HOOKS_MAX, "run", follow=False).decode(errors="surrogateescape")
+        except KvmError:
+            continue
+        if uses_tap(text, src.name):
+            create.derived_tap(new)
 
 
 def rewrite_files(target, old, taps=False):

@@ -266,3 +266,18 @@ def test_a_full_pool_mid_copy_is_one_line_and_leaves_nothing(env, scratch_pool, 
     res = cmd(root, env, "image", "import", "big", big, timeout=180)
     one_line_error(res, "image: cannot copy", "No space left on device")
     assert not exists(f"{pool}/kvm/images/big")
+
+
+def test_vmclone_derives_its_tap_as_vmcreate_does(install, env, pool, web):
+    """vmclone wrote tapABCDEFGHIJKLMNOPQRSTU (over 15 characters), which vmcreate refuses (issue 19.10)."""
+    before = subprocess.run(["zfs", "list", "-H", "-o", "name", "-t", "all", "-r", pool], capture_output=True,
+                            text=True).stdout
+    long = "abcdefghijklmnopqrstu"
+    for argv in (["vmclone", "web", long, "-y"], ["vmcreate", long, "-y", "--bridge", "bridgeLOCAL"]):
+        one_line_error(cmd(install, env, *argv), f": {long}:", "'tapABCDEFGHIJKLMNOPQRSTU' is longer than 15",
+                       status=2)
+    after = subprocess.run(["zfs", "list", "-H", "-o", "name", "-t", "all", "-r", pool], capture_output=True,
+                           text=True).stdout
+    assert after == before and not (install / "vm" / long).exists()
+    create_vm(install, env, "plain")  # no tap of its own: any valid name will do
+    assert cmd(install, env, "vmclone", "plain", long, "-y").returncode == 0

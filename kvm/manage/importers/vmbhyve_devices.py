@@ -7,10 +7,10 @@ import stat
 from pathlib import Path
 
 from kvm import zfs
-from kvm.errors import ConfigError
+from kvm.errors import ConfigError, UsageError
 from kvm.conf.config import under
 from kvm.conf.devices import NIC_EMULATIONS
-from kvm.manage.create import default_tap
+from kvm.manage.create import derived_tap
 from kvm.manage.importers import trust
 
 BLOCK = ("nvme", "virtio-blk", "ahci-hd", "ahci-cd")  # vm-bhyve's disk types kvm maps
@@ -158,11 +158,11 @@ def _tap(m, n):
             m.bad(key, "is not an interface name (1-15 of letters, digits, '.', '_', '-')")
         return tap, not own
     # a lower-case n never occurs in a default tap name (tapNAME is upper-case): no clash
-    tap = default_tap(m.name) + (f"n{n}" if n else "")
-    if len(tap) > 15:
-        m.bad(f"network{n}_type", f"needs a tap, and '{tap}' is longer than 15 characters: "
-                                  "import it under a shorter NAME")
-    return tap, True
+    try:
+        return derived_tap(m.name, f"n{n}" if n else ""), True
+    except UsageError as exc:
+        raise ConfigError(f"{m.conf.name}: network{n}_type={m.values.get(f'network{n}_type', '')!r} needs a tap: "
+                          f"{exc.message}", vm=m.name) from None
 
 
 def _nics(m, s):
