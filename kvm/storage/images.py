@@ -21,7 +21,7 @@ from kvm.conf.confedit import remove_value, sh_quote
 from kvm.conf.shconf import read_plain, read_text
 from kvm.errors import KvmError, NotFound, StateError, UsageError
 from kvm.host.files import WriteFailed, file_kind
-from kvm.zfs.deps import clones_by_origin, clones_of
+from kvm.zfs.deps import clones_by_origin, clones_of, origin_of, release_origin
 from kvm.zfs.txn import Transaction
 
 DISK = "disk"
@@ -351,5 +351,7 @@ def destroy(root, name):
     if users:
         raise StateError(f"image '{name}' has clones: {', '.join(users)}; destroy them first "
                          f"(or vmclone --independent)")
+    origin = origin_of(ds)
     zfs.destroy_recursive(ds)
+    release_origin(origin)  # VM@publish-NAME-... that publish took for it
     return ds

@@ -281,3 +281,29 @@ def test_vmclone_derives_its_tap_as_vmcreate_does(install, env, pool, web):
     assert after == before and not (install / "vm" / long).exists()
     create_vm(install, env, "plain")  # no tap of its own: any valid name will do
     assert cmd(install, env, "vmclone", "plain", long, "-y").returncode == 0
+
+
+def snapshots_of(ds):
+    res = subprocess.run(["zfs", "list", "-H", "-o", "name", "-t", "snapshot"], capture_output=True, text=True)
+    return sorted(s.split("@")[1] for s in res.stdout.split() if s.startswith(ds + "@"))
+
+
+def test_the_snapshot_taken_for_a_clone_goes_with_its_last_clone(install, env, pool, web):
+    """vmdestroy of a clone left SRC@clone-DST-TIMESTAMP on the source forever (issue 19 Low);
+    image destroy left VM@publish-NAME-... likewise. A snapshot of the user's always stays."""
+    ds = f"{pool}/kvm/vm/web"
+    assert cmd(install, env, "vmclone", "web", "c1", "-y").returncode == 0
+    own = [s for s in snapshots_of(ds) if s.startswith("clone-c1-")]
+    assert len(own) == 1
+    assert cmd(install, env, "vmclone", "web", "c2", "--snapshot", own[0], "-y").returncode == 0
+    assert cmd(install, env, "vmdestroy", "c1", "-y").returncode == 0
+    assert own[0] in snapshots_of(ds)  # c2 still depends on it
+    assert cmd(install, env, "vmdestroy", "c2", "-y").returncode == 0
+    assert snapshots_of(ds) == []
+    assert cmd(install, env, "snap", "create", "web", "gold").returncode == 0
+    assert cmd(install, env, "vmclone", "web", "c3", "--snapshot", "gold", "-y").returncode == 0
+    assert cmd(install, env, "vmdestroy", "c3", "-y").returncode == 0
+    assert snapshots_of(ds) == ["gold"]
+    assert cmd(install, env, "image", "publish", "web", "tmpl").returncode == 0
+    assert cmd(install, env, "image", "destroy", "tmpl").returncode == 0
+    assert snapshots_of(ds) == ["gold"]
