@@ -387,15 +387,16 @@ def under(path, folder):
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
-def allowed(cfg, path, real):
-    """'file' when AllowPath names the path (as written or resolved), 'folder' when it names a
-    folder holding it, else None."""
+def allowed(cfg, real):
+    """'file' when AllowPath names the file `real` (resolved: an entry that is a link names where it
+    leads), 'folder' when it names a folder holding it, else None. Entries are resolved too, so a
+    link under an allowed folder leading out of it is not allowed by it."""
     for entry in cfg.allow_paths:
-        if entry.endswith("/") and len(entry) > 1:
-            if under(path, entry.rstrip("/")) or under(real, os.path.realpath(entry)):
+        if entry.endswith("/") or entry == "/":
+            if under(real, os.path.realpath(entry)):
                 return "folder"
-        elif entry in (path, real) or os.path.realpath(entry) == real:
-            return "file" if entry != "/" else "folder"
+        elif os.path.realpath(entry) == real:
+            return "file"
     return None
 
 
@@ -437,7 +438,7 @@ def check_paths(cfg):
             continue  # a missing file is the launch's "not found"
         shown = f"{key}={path!r}" if key in ("Disk", "ISO") else key
         shown += f" (resolving to {real})" if real != os.path.normpath(path) else ""
-        named = allowed(cfg, path, real)
+        named = allowed(cfg, real)
         if under(real, os.path.join(root, "vm")):
             other = os.path.relpath(real, os.path.join(root, "vm")).split(os.sep)[0]
             if named != "file":

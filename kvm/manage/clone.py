@@ -43,7 +43,7 @@ def plan(root, src, dst, snap=None):
     """(origin snapshot, snapshot to take or None, vars template or None); checks first."""
     target = check_new(root, dst)
     cfg = src.config()
-    rename.check_taps(src, dst)  # tapSRC becomes tapDST: refused here when that is too long
+    rename.check_taps(src, cfg, dst)  # tapSRC becomes tapDST: refused here when that is too long
     ds = src.dataset()
     others = [d for d in snapmod.datasets_of(src, cfg) if d != ds]
     if others:  # a clone would share that disk with SRC, and the copy would not have it

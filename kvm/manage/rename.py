@@ -52,17 +52,17 @@ def uses_tap(text, old):
     return any(_tap_pattern(old).search(line) for line in text.splitlines() if not line.lstrip().startswith("#"))
 
 
-def check_taps(src, new):
-    """Before anything is made: the tap a copy of `src` named `new` would get, when src's set.conf
-    or run uses its own default tap (UsageError naming the copy when it is no interface name)."""
-    for path in (src.conf_path, src.run_path):
-        try:
-            text = read_text(str(path)) if path == src.conf_path else \
-                host.read_bounded(path, HOOKS_MAX, "run", follow=False).decode(errors="surrogateescape")
-        except KvmError:
-            continue
-        if uses_tap(text, src.name):
-            create.derived_tap(new)
+def check_taps(src, cfg, new):
+    """Before anything is made: the tap a copy of `src` named `new` would get, when src's settings
+    (`cfg`, as read: set.conf is read once) or its run use its own default tap (UsageError naming
+    the copy when that is no interface name)."""
+    texts = [str(value) for value in cfg.variables.values()]
+    try:
+        texts.append(host.read_bounded(src.run_path, HOOKS_MAX, "run", follow=False).decode(errors="surrogateescape"))
+    except KvmError:
+        pass
+    if any(uses_tap(text, src.name) for text in texts):
+        create.derived_tap(new)
 
 
 def rewrite_files(target, old, taps=False):
