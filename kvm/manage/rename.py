@@ -12,8 +12,8 @@ import re
 
 from kvm import host, zfs
 from kvm import vm as vmmod
-from kvm.conf.hooks import HOOKS_MAX
 from kvm.conf.config import mode_for
+from kvm.conf.hooks import HOOKS_MAX
 from kvm.conf.shconf import read_text
 from kvm.errors import KvmError, NotFound, StateError
 from kvm.host import lock

@@ -69,7 +69,8 @@ class FreeBSD(Platform):
     def swaps(self):
         """Swap devices (swapctl -l)."""
         res = host.run(["swapctl", "-l"], mutating=False, check=False)
-        return [(f[0], "swap") for f in (ln.split() for ln in res.stdout.splitlines()[1:]) if f and f[0].startswith("/")]
+        rows = (line.split() for line in res.stdout.splitlines()[1:])
+        return [(f[0], "swap") for f in rows if f and f[0].startswith("/")]
 
     def partition_of(self, used_rdev, disk_path, disk_st, used_path=None):
         """GEOM's names: ada0p2 and ada0s1a lie on ada0 (labels under /dev/gpt are not followed)."""

@@ -78,5 +78,6 @@ def plan(vm, folder, move=False, vars_name="UEFI_VARS.fd", allow_paths=()):
     disks = [os.path.basename(path) for _key, path, kind in config.media(cfg)
              if kind == "disk" and os.path.dirname(os.path.realpath(path)) == os.path.realpath(folder)]
     return Plan(name=vm.name, origin=f"shell-kvm {folder}", files=[(p, p.name, move) for p in files],
-                report=report, allow_paths=allow, disks=disks, fresh_vars=cfg.loader == "uefi" and not (folder / vars_name).exists(),
+                report=report, allow_paths=allow, disks=disks,
+                fresh_vars=cfg.loader == "uefi" and not (folder / vars_name).exists(),
                 rename_from=folder.name if folder.name != vm.name else "")

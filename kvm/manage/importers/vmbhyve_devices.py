@@ -7,9 +7,9 @@ import stat
 from pathlib import Path
 
 from kvm import zfs
-from kvm.errors import ConfigError, UsageError
 from kvm.conf.config import under
 from kvm.conf.devices import NIC_EMULATIONS
+from kvm.errors import ConfigError, UsageError
 from kvm.manage.create import derived_tap
 from kvm.manage.importers import trust
 
