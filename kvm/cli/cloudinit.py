@@ -1,5 +1,6 @@
 """cloudinit NAME [flags]: write (or rewrite) the VM's cloud-init NoCloud seed.iso."""
 
+from kvm import host
 from kvm.cli import common
 from kvm.conf import cloudinit, edit
 from kvm.errors import KvmError, UsageError
@@ -22,13 +23,13 @@ def add_seed_args(p):
     p.add_argument("--network-config", metavar="FILE", help="cloud-init: a whole network-config (version 2)")
 
 
-def _read(path, what, vm):
-    """A file's text; cloud-init reads its seed as UTF-8, so other bytes are refused, by offset."""
+def _read(path, what, vm, limit):
+    """The text of a file the user named: a regular file within `limit`, UTF-8 (cloud-init reads its
+    seed as UTF-8, so other bytes are refused, by offset); usage errors."""
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        raise UsageError(f"{what} '{path}': {exc.strerror}", vm=vm) from None
+        data = host.read_bounded(path, limit, what)
+    except KvmError as exc:
+        raise UsageError(exc.message, vm=vm) from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -45,11 +46,13 @@ def seed_from_args(args, vm_name, base=None):
     if args.dns:
         seed.dns = list(args.dns)
     if args.ssh_key:
-        seed.ssh_keys = [_read(f, "SSH key file", vm_name).strip() for f in args.ssh_key]
+        seed.ssh_keys = [key for f in args.ssh_key for key in
+                         cloudinit.parse_keys(_read(f, "SSH key file", vm_name, cloudinit.KEY_FILE_MAX), f, vm_name)]
     if args.user_data:
-        seed.user_data = _read(args.user_data, "user-data file", vm_name)
+        seed.user_data = _read(args.user_data, "user-data file", vm_name, cloudinit.USER_DATA_MAX)
     if args.network_config:
-        seed.network_config = _read(args.network_config, "network-config file", vm_name)
+        seed.network_config = _read(args.network_config, "network-config file", vm_name,
+                                    cloudinit.NETWORK_CONFIG_MAX)
     try:
         cloudinit.check(seed, vm_name)
     except KvmError as exc:

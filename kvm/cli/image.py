@@ -20,7 +20,7 @@ def build_parser():
                             "import NAME FILE [--os HINT] (raw as is; qcow2, vmdk... converted with "
                             "qemu-img), publish VM NAME [--snapshot S] (a VM's snapshot, without its "
                             "MACs, UEFI vars and logs), list, destroy NAME (refused while clones exist).",
-                      dry_run=True)
+                      dry_run=True, intermixed=True)
     p.add_argument("verb", choices=VERBS)
     p.add_argument("args", nargs="*", help="import: NAME FILE; publish: VM NAME; destroy: NAME")
     p.add_argument("--os", default="", help="import: a hint of the image's OS (shown by list)")

@@ -39,7 +39,7 @@ def build_parser():
 def body(args):
     vm = common.get_vm(args)
     if args.dry_run:
-        for line in dry_run_lines(vm):
+        for line in dry_run_lines(vm, lambda line: common.warn(PROG, line, vm=vm.name)):
             print(line)
         warn_unreachable(vm.config())
         return 0

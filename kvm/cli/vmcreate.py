@@ -1,6 +1,5 @@
 """vmcreate [NAME] [flags]: create a VM (asks what the flags do not say)."""
 
-from kvm import host
 from kvm import vm as vmmod
 from kvm.cli import common
 from kvm.cli.cloudinit import add_seed_args, seed_from_args
@@ -193,8 +192,8 @@ def image_defaults(args, root):
         return
     _, where = images.get(root, args.image)
     try:
-        values = shconf.read_plain(host.read_text(where / "set.conf")).values
-    except OSError:
+        values = shconf.read_plain(shconf.read_text(str(where / "set.conf"))).values
+    except KvmError:
         return
     for flag, key in (("loader", "VMrom"), ("cores", "Cores"), ("mem", "Mem"), ("options", "VMoptions"),
                       ("disk_driver", "DiskDriver")):

@@ -23,6 +23,10 @@ def build_parser():
     p.add_argument("--move", action="store_true",
                    help="move the disk files (vm-bhyve) or every file (shell-kvm) into the VM's dataset "
                         "instead of referencing or copying them; removed only once the VM exists")
+    p.add_argument("--allow-path", action="append", default=[], metavar="PATH",
+                   help="a disk outside the guest's folder (an absolute or '..' path in its settings, or a "
+                        "link leading out) that the VM may use in place: never copied, moved or removed; "
+                        "written to AllowPath (repeatable)")
     return p
 
 
@@ -30,7 +34,7 @@ def body(args):
     args.name = args.name or os.path.basename(os.path.normpath(args.dir))  # errors name the VM
     common.need_root_user(args.name)
     vm, plan, warnings = importers.import_vm(common.get_root(args), args.source, args.dir, args.name,
-                                             args.move)
+                                             args.move, args.allow_path)
     for line in warnings:
         common.warn(PROG, line, vm=vm.name)
     dry = args.dry_run  # a dry run says what it would do, report included

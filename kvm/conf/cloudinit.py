@@ -22,6 +22,12 @@ STATE = "cloud-init.json"
 CD_SLOT = "28"      # the last user slot: Devices items rarely reach it; a clash is refused
 LABEL = "cidata"
 MODE = 0o600
+# what is read of the files a user names (a device or a FIFO is never read: host.read_bounded)
+KEY_FILE_MAX = 64 << 10
+USER_DATA_MAX = 1 << 20
+NETWORK_CONFIG_MAX = 64 << 10
+HOSTNAME_MAX = 253         # a DNS name's length
+KEY_TYPE_RE = re.compile(r"(ssh-[a-z0-9-]+|ecdsa-sha2-nistp(256|384|521)|sk-[a-z0-9@.-]+)\Z")
 
 
 @record()
@@ -43,23 +49,74 @@ def check(seed, vm):
         raise UsageError(f"user name '{seed.user}' is not a valid login name", vm=vm)
     if seed.hostname and not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9-]{1,63})*", seed.hostname):
         raise UsageError(f"hostname '{seed.hostname}' is not a host name", vm=vm)
-    if seed.password_hash and not seed.password_hash.startswith("$"):
+    if len(seed.hostname) > HOSTNAME_MAX:
+        raise UsageError(f"hostname '{seed.hostname}' is longer than {HOSTNAME_MAX} characters", vm=vm)
+    _check_hash(seed.password_hash, vm)
+    _check_network(seed, vm)
+    for number, key in enumerate(seed.ssh_keys, 1):
+        if not is_key(key):  # the text is never shown: it may be any file's line
+            raise UsageError(f"SSH key {number} of the seed is not an SSH public key", vm=vm)
+
+
+def _check_hash(value, vm):
+    if value and not value.startswith("$"):
         raise UsageError("--password-hash wants a crypt hash ($6$...), never a plain-text password", vm=vm)
+    if value and not (value.isascii() and value.isprintable()) or " " in value or ":" in value:
+        # a newline would end the YAML line, a ':' the shadow field: nothing else of a hash has them
+        raise UsageError("--password-hash holds a control character, a space or ':': give the crypt hash "
+                         "alone, on one line", vm=vm)
+
+
+def _check_network(seed, vm):
     if seed.ip and "/" not in seed.ip:
         raise UsageError(f"--ip '{seed.ip}' needs the prefix length, e.g. {seed.ip}/24", vm=vm)
     import ipaddress  # here: config.validate imports this module for every VM (seed_devices)
     try:
-        if seed.ip:
-            ipaddress.ip_interface(seed.ip)
-        for addr in ([seed.gateway] if seed.gateway else []) + seed.dns:
+        ip = ipaddress.ip_interface(seed.ip) if seed.ip else None
+        gateway = ipaddress.ip_address(seed.gateway) if seed.gateway else None
+        for addr in seed.dns:
             ipaddress.ip_address(addr)
     except ValueError as exc:
         raise UsageError(f"network address: {exc}", vm=vm) from None
     if (seed.gateway or seed.dns) and not seed.ip:
         raise UsageError("--gateway and --dns need --ip ADDR/LEN", vm=vm)
-    for key in seed.ssh_keys:
-        if not key.split() or not key.split()[0].startswith(("ssh-", "ecdsa-", "sk-")):
-            raise UsageError(f"'{key[:40]}' is not an SSH public key", vm=vm)
+    if gateway and gateway.version != ip.version:
+        raise UsageError(f"--gateway {seed.gateway} is IPv{gateway.version} and --ip {seed.ip} IPv{ip.version}: "
+                         f"give a gateway of the address's family", vm=vm)
+
+
+def is_key(line):
+    """One public key line: TYPE BASE64 [comment], whose blob opens with that type's name (no
+    options before it; the rest of the blob is the guest's sshd's to judge)."""
+    import base64
+    import binascii
+    words = line.split()
+    if len(words) < 2 or not KEY_TYPE_RE.match(words[0]) or not re.fullmatch(r"[A-Za-z0-9+/]+={0,2}", words[1]):
+        return False
+    head = words[1][:-(-(4 + len(words[0])) // 3) * 4]  # the base64 of the length and the type's name
+    try:
+        blob = base64.b64decode(head + "=" * (-len(head) % 4))
+    except (binascii.Error, ValueError):
+        return False
+    return blob[:4] == len(words[0]).to_bytes(4, "big") and blob[4:4 + len(words[0])] == words[0].encode()
+
+
+def parse_keys(text, source, vm):
+    """The keys of a public key file: one a line, blank and # lines skipped; a line that is no key
+    (authorized_keys options such as command= included) is an error naming the file and the line,
+    never its text."""
+    keys = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if not is_key(line):
+            raise UsageError(f"SSH key file '{source}' line {number} is not an SSH public key (one key a line: "
+                             f"TYPE KEY [comment], no options such as command=)", vm=vm)
+        keys.append(line)
+    if not keys:
+        raise UsageError(f"SSH key file '{source}' holds no SSH public key", vm=vm)
+    return keys
 
 
 def user_data(seed):

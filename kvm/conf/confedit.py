@@ -5,6 +5,21 @@ import re
 from kvm.conf.shconf import CONF, Assignment, NeedsShell, assignments
 from kvm.errors import ConfigError
 
+SECRETS = ("VNCpassword",)   # settings whose value is a secret
+SECRET_MODE = 0o640          # a set.conf holding one: no reading by others
+SECRET_RE = re.compile(rf"^[ \t]*(?:export[ \t]+)?(?:{'|'.join(SECRETS)})=", re.M)
+
+
+def holds_secret(text):
+    """The text assigns a secret (VNCpassword), plainly or in a way only sh evaluates."""
+    return bool(SECRET_RE.search(text))
+
+
+def mode_for(text, current=0o644):
+    """The mode for a set.conf text, whoever wrote it: as it was, but never readable by others when
+    it holds a secret."""
+    return current & SECRET_MODE if holds_secret(text) else current
+
 
 def sh_quote(value):
     """A double-quoted sh word for value."""

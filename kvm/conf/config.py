@@ -9,7 +9,15 @@ import os
 import re
 
 from kvm.conf.cloudinit import seed_devices
-from kvm.conf.confedit import remove_value, set_value, sh_quote  # noqa: F401
+from kvm.conf.confedit import (  # noqa: F401
+    SECRET_MODE,
+    SECRETS,
+    holds_secret,
+    mode_for,
+    remove_value,
+    set_value,
+    sh_quote,
+)
 from kvm.conf.devices import EMULATIONS, NEEDS_SOURCE, RESERVED_SLOTS, Device, parse_devices  # noqa: F401
 from kvm.conf.shconf import (  # noqa: F401
     CONF,
@@ -40,6 +48,7 @@ KNOWN = {
     "VNCaddr": "VNC listen address", "VNCpassword": "VNC password",
     "RestartOnFault": "1 = restart after a fault", "RestartMax": "restarts allowed in the window",
     "RestartWindow": "seconds of the restart window", "StopTimeout": "seconds for a graceful stop",
+    "AllowPath": "disks and ISOs allowed outside the VM folder",
 }
 # names set.conf may not assign: the hooks' own variables (`. "$VMdir/run"` follows set.conf) and
 # what changes which programs sh and the hooks run
@@ -52,7 +61,9 @@ MAX_MEM = (1 << 64) - 1   # bhyve reads -m into 64 bits (expand_number(3): ERANG
 # whole-number settings: (default, lowest, highest)
 RANGES = {"Cores": (1, 1, 255), "RestartMax": (3, 1, 1000), "RestartWindow": (600, 1, 86400 * 7),
           "StopTimeout": (60, 1, 3600), "wVNC": (1024, 640, 3840), "hVNC": (768, 480, 2160)}
-SECRET_MODE = 0o640   # set.conf holding a VNCpassword: no reading by others
+SHARED_FOLDERS = ("iso", "images")   # ROOT's folders whose files every VM may use as disks and ISOs
+ISO_MAGIC_AT = 32769  # ISO 9660's first volume descriptor (sector 16) names its standard here
+ISO_MAGICS = (b"CD001", b"BEA01", b"NSR02", b"NSR03")  # ISO 9660, UDF
 
 
 class Invalid(ValueError):
@@ -86,6 +97,7 @@ class VmConfig:
     restart_max: int = 3
     restart_window: int = 600
     stop_timeout: int = 60
+    allow_paths: tuple = ()      # AllowPath: absolute paths (a trailing / names a folder)
     variables: dict = field(default_factory=dict, compare=False)  # every set.conf value
     warnings: tuple = ()
     unevaluated: dict = field(default_factory=dict, compare=False)  # key -> "line N not evaluated: why"
@@ -371,6 +383,16 @@ def _vnc_password(c):
     return {"vnc_password": password}
 
 
+def _allow_path(c):
+    entries = tuple(c.check("AllowPath", one_line).split())
+    for entry in entries:
+        if not entry.startswith("/"):
+            c.bad("AllowPath", f"holds '{entry}', which is not an absolute path")
+        if ".." in entry.split("/"):
+            c.bad("AllowPath", f"holds '{entry}', whose '..' hides where it leads: name the path itself")
+    return {"allow_paths": entries}
+
+
 def _devices(c):
     return {"devices": seed_devices(c, parse_devices(c.name, c.get("Devices"), c.options))}
 
@@ -401,7 +423,7 @@ def _reserved(c):
 
 # In order: later checkers use what earlier ones decided (the loader kind, the options).
 CHECKERS = (_reserved, _vmrom, _boot, _cores, _mem, _options, _disk, _iso, _vnc, _com, _vnc_addr, _vnc_password,
-            _devices, _restart)
+            _allow_path, _devices, _restart)
 
 
 def _near_misses(values):
@@ -435,6 +457,96 @@ def validate(name, vmdir, values, cpus=None, reading=None, *, startable=False):
     notes += [f"{CONF} {note}" for note in (reading.skipped if reading else ())]
     return VmConfig(name=name, vmdir=str(vmdir), **fields, variables=dict(values),
                     warnings=tuple(c.warnings), unevaluated=unevaluated, not_evaluated=tuple(notes))
+
+
+# ------------------------------------------------------------ where disks and ISOs may lie
+
+def media(cfg):
+    """(setting as errors name it, path, 'disk' or 'cdrom') of every disk and ISO the VM opens."""
+    out = [("Disk", cfg.disk, "disk")] if cfg.disk else []
+    out += [("ISO", cfg.iso, "cdrom")] if cfg.iso else []
+    for dev in cfg.devices:
+        if dev.kind in ("disk", "cdrom") and dev.path:
+            out.append((f"Devices item '{dev.arg()}'", os.path.join(cfg.vmdir, dev.path), dev.kind))
+    return out
+
+
+def under(path, folder):
+    """path is folder or lies below it (both resolved)."""
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def allowed(cfg, real):
+    """'file' when AllowPath names the file `real` (resolved: an entry that is a link names where it
+    leads), 'folder' when it names a folder holding it, else None. Entries are resolved too, so a
+    link under an allowed folder leading out of it is not allowed by it."""
+    for entry in cfg.allow_paths:
+        if entry.endswith("/") or entry == "/":
+            if under(real, os.path.realpath(entry)):
+                return "folder"
+        elif os.path.realpath(entry) == real:
+            return "file"
+    return None
+
+
+def is_iso_image(path):
+    """True for a regular file holding an ISO 9660 or UDF image, False for any other file, None
+    when it cannot be read (vminfo run by a user)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except PermissionError:
+        return None
+    except OSError:
+        return False
+    try:
+        import stat
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        return os.pread(fd, 5, ISO_MAGIC_AT) in ISO_MAGICS
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def check_paths(cfg):
+    """(refusals, warnings) about where the VM's disks and ISOs lie, one line each naming the
+    setting and the path. Anywhere in the VM folder, ROOT/iso and ROOT/images is fine; another
+    VM's file only when AllowPath names that very file (shared on purpose); elsewhere only what
+    AllowPath names, except what the shell toolkit's own layout put there: an ISO image anywhere
+    (its insert took any path) and a zvol as Disk, which are warned about. Paths are resolved:
+    a link in the VM folder pointing out of it counts as outside; a path that does not exist is
+    left to the launch's "not found". What the host itself uses
+    (mounted, swap, a pool's vdev) is the launch's check (run/launch.py), not this one."""
+    refused, warned = [], []
+    vmdir = os.path.realpath(cfg.vmdir)
+    root = os.path.dirname(os.path.dirname(vmdir))
+    for key, path, kind in media(cfg):
+        real = os.path.realpath(path)
+        if under(real, vmdir) or not os.path.exists(real):
+            continue  # a missing file is the launch's "not found"
+        shown = f"{key}={path!r}" if key in ("Disk", "ISO") else key
+        shown += f" (resolving to {real})" if real != os.path.normpath(path) else ""
+        named = allowed(cfg, real)
+        if under(real, os.path.join(root, "vm")):
+            other = os.path.relpath(real, os.path.join(root, "vm")).split(os.sep)[0]
+            if named != "file":
+                refused.append(f"{shown} is a file of VM {other}: refusing to share it (a file shared on purpose "
+                               f"is named in AllowPath)")
+            continue
+        if named or any(under(real, os.path.join(root, f)) for f in SHARED_FOLDERS):
+            continue
+        image = is_iso_image(real) if kind == "cdrom" else None
+        if image or (kind == "disk" and path.startswith("/dev/zvol/")):
+            warned.append(f"{shown} lies outside the VM folder and {root}/{'iso' if image else 'images'}: used as "
+                          f"the shell toolkit did; name it in AllowPath to say it is meant")
+        elif image is None and kind == "cdrom":
+            warned.append(f"{shown} cannot be read by this user to tell whether it is an ISO image")
+        else:
+            what = "is no ISO 9660 or UDF image and " if kind == "cdrom" else ""
+            refused.append(f"{shown} {what}lies outside the VM folder, {root}/iso and {root}/images: refusing it "
+                           f"(a disk or ISO elsewhere must be named in AllowPath)")
+    return refused, warned
 
 
 def check_folder(folder):
@@ -471,9 +583,15 @@ def load(name, vmdir, cpus=None, *, evaluate, startable=None):
     return validate(name, vmdir, reading.values, cpus, reading, startable=evaluate if startable is None else startable)
 
 
+def has_secret(cfg):
+    """The VmConfig holds a password (evaluated, or set in a line only sh evaluates)."""
+    return bool(cfg.vnc_password) or any(key in cfg.unevaluated for key in SECRETS)
+
+
 def file_mode(cfg, current=0o644):
     """The mode for a set.conf: as it was, but never readable by others when it holds a password."""
-    return current & SECRET_MODE if cfg.vnc_password else current
+    return current & SECRET_MODE if has_secret(cfg) else current
+
 
 
 def list_facts(values, unevaluated=()):

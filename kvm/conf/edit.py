@@ -12,7 +12,7 @@ import stat
 
 from kvm import host
 from kvm.conf import config, shconf
-from kvm.errors import CommandFailed, KvmError, StateError, UsageError
+from kvm.errors import CommandFailed, ConfigError, KvmError, StateError, UsageError
 from kvm.host import lock
 
 BACKUP = "set.conf.sav"
@@ -37,17 +37,28 @@ def _apply(vm, change):
             return False
         old_mode = stat.S_IMODE(os.stat(path, follow_symlinks=False).st_mode)
         cfg = _validate(vm, new, startable=True)   # what an edit writes, a VM can start from
-        backup_mode = config.file_mode(_validate(vm, text, quiet=True) or cfg, old_mode)
+        old_cfg = _validate(vm, text, quiet=True)
+        check_new_paths(cfg, old_cfg)
+        backup_mode = config.mode_for(text, old_mode)
     except KvmError as exc:
         exc.vm = vm.name
         raise
     # A copy holding a password is never readable by others, and the new file is never more
     # readable than the old one was.
-    mode = config.file_mode(cfg, old_mode) & backup_mode
+    mode = config.mode_for(new, old_mode) & backup_mode
     host.write_file(vm.dir / BACKUP, text, mode=backup_mode)
     host.write_file(path, new, mode=mode)
     vm.forget_config()  # what this command read of set.conf before is no longer the file
     return True
+
+
+def check_new_paths(cfg, old_cfg=None):
+    """An edit may not bring in a disk or ISO that a start would refuse for where it lies (one it
+    leaves as it was is the start's business)."""
+    old = set(config.check_paths(old_cfg)[0]) if old_cfg else set()
+    for line in config.check_paths(cfg)[0]:
+        if line not in old:
+            raise ConfigError(line)
 
 
 def _validate(vm, text, quiet=False, startable=False):
@@ -68,6 +79,20 @@ def current_text(vm):
     except KvmError as exc:
         exc.vm = vm.name
         raise
+def tighten_secrets(vm, cfg):
+    """set.conf (as `cfg` read it) and set.conf.sav made 0640 at most when they hold a secret,
+    whoever wrote them (an editor, the shell toolkit); returns the paths changed."""
+    changed = []
+    if config.has_secret(cfg) and host.tighten_mode(vm.conf_path, config.SECRET_MODE):
+        changed.append(vm.conf_path)
+    backup = vm.dir / BACKUP
+    try:
+        text = shconf.read_text(str(backup))
+    except KvmError:
+        return changed  # none (or no settings file): nothing to keep private
+    if config.holds_secret(text) and host.tighten_mode(backup, config.SECRET_MODE):
+        changed.append(backup)
+    return changed
 
 
 def remove_leftovers(vm):

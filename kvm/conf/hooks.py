@@ -18,6 +18,7 @@ from kvm.errors import PermissionDenied
 from kvm.host import lock
 
 FUNCTIONS = "functions"
+HOOKS_MAX = 1 << 20   # bytes of run or functions: sh source, never larger
 LOCK_FD = 9   # where a hook's sh finds the config lock it holds while sourcing
 # The hook's sh holds the config lock it inherits (descriptor LOCK_FD) while it sources the
 # files, then closes it: an edit's rename never races that open of set.conf.
@@ -49,6 +50,9 @@ def check_safe(vm):
         if not stat.S_ISREG(st.st_mode):
             raise PermissionDenied(f"{path} is not a regular file: refusing to run it", vm=vm.name)
         _refuse(vm, check_owner, path, st)
+        if path != vm.conf_path and st.st_size > HOOKS_MAX:  # set.conf has its own limit (shconf)
+            raise PermissionDenied(f"{path} is larger than {HOOKS_MAX >> 20} MiB: not a hooks file, refusing "
+                                   f"to run it", vm=vm.name)
 
 
 def _refuse(vm, check, *args):

@@ -23,6 +23,7 @@ from kvm import host
 from kvm.errors import ConfigError, PermissionDenied
 
 CONF = "set.conf"
+CONF_MAX = 256 << 10  # bytes: set.conf is a page of settings; anything larger is no set.conf
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 ENOENT_TRIES = 40   # zfs-fuse: an open racing a rename-over may see no file at all (see read_text)
 
@@ -380,7 +381,10 @@ def read_text(path, trusted=False):
             raise ConfigError(f"{CONF} ({path}) is not a regular file")
         if trusted:
             check_owner(path, st)
-        return fh.read().decode("utf-8", errors="surrogateescape")
+        data = fh.read(CONF_MAX + 1) if st.st_size <= CONF_MAX else b""
+        if st.st_size > CONF_MAX or len(data) > CONF_MAX:
+            raise ConfigError(f"{CONF} ({path}) is larger than {CONF_MAX >> 10} KiB: not a settings file")
+        return data.decode("utf-8", errors="surrogateescape")
 
 
 def check_owner(path, st):

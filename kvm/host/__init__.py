@@ -10,13 +10,16 @@ writes, copies, sparse files) and relay.py (streams between processes).
 """
 
 from kvm.host.files import (  # noqa: F401
+    ReadRefused,
     WriteFailed,
     copy_file,
     grow_file,
     make_dirs,
     make_sparse,
+    read_bounded,
     read_text,
     remove_file,
+    tighten_mode,
     write_file,
 )
 from kvm.host.mode import _debug, _plan, dry_run, plan, set_debug, set_dry_run  # noqa: F401

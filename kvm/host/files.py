@@ -4,9 +4,10 @@ file, fsync, rename, fsync of the folder), copies, sparse files; dry-run prints 
 import errno
 import os
 import shlex
+import stat
 from pathlib import Path
 
-from kvm.errors import KvmError
+from kvm.errors import KvmError, NotFound
 from kvm.host.mode import _debug, _plan, dry_run
 
 
@@ -19,6 +20,85 @@ def read_text(path):
     kept as a surrogate escape, so that write_file writes it back byte for byte."""
     with open(path, "rb") as fh:
         return fh.read().decode("utf-8", errors="surrogateescape")
+
+
+class ReadRefused(KvmError):
+    """A file a user named is no file kvm reads: not a regular file, too large, unreadable."""
+
+
+def size_text(limit):
+    """1 MiB, 64 KiB, 300 bytes: a limit as errors name it."""
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if limit >= 1 << shift and limit % (1 << shift) == 0:
+            return f"{limit >> shift} {unit}"
+    return f"{limit} bytes"
+
+
+def read_bounded(path, limit, what, *, follow=True, check=None):
+    """The bytes of a file a user named (a key, user-data, an imported conf): a regular file of at
+    most `limit` bytes, read from one descriptor (a device, FIFO or folder is refused before a
+    byte is read, and a file growing meanwhile never past the limit). follow=False refuses a
+    symbolic link; check(path, fstat) runs on the opened file (an owner check). Errors are one
+    line naming `what` and the path: NotFound, or ReadRefused."""
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise NotFound(f"{what} '{path}' does not exist") from None
+    except OSError as exc:
+        why = "is a symbolic link: refusing it" if exc.errno == errno.ELOOP and not follow else \
+            f"cannot be read: {exc.strerror}"
+        raise ReadRefused(f"{what} '{path}' {why}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise ReadRefused(f"{what} '{path}' is not a regular file ({file_kind(st.st_mode)})")
+    with os.fdopen(fd, "rb") as fh:
+        if st.st_size > limit:
+            raise ReadRefused(f"{what} '{path}' is larger than {size_text(limit)}: not a file kvm reads")
+        if check is not None:
+            check(path, st)
+        try:
+            data = fh.read(limit + 1)
+        except OSError as exc:
+            raise ReadRefused(f"{what} '{path}' cannot be read: {exc.strerror}") from None
+    if len(data) > limit:
+        raise ReadRefused(f"{what} '{path}' is larger than {size_text(limit)}: not a file kvm reads")
+    return data
+
+
+def file_kind(mode):
+    """What a file that is not a regular one is, for errors."""
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISBLK, "a block device"), (stat.S_ISCHR, "a device"),
+                       (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link")):
+        if test(mode):
+            return name
+    return "a regular file" if stat.S_ISREG(mode) else "special"
+
+
+def tighten_mode(path, mode):
+    """chmod the file down to at most `mode` (bits it has beyond `mode` are dropped, never added);
+    True when it changed. A dry run prints the chmod."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(st.st_mode):
+        return False
+    new = stat.S_IMODE(st.st_mode) & mode
+    if new == stat.S_IMODE(st.st_mode):
+        return False
+    if dry_run():
+        _plan(shlex.join(["chmod", f"{new:o}", str(path)]))
+        return True
+    _debug("chmod %o %s", new, path)
+    try:
+        os.chmod(path, new, follow_symlinks=False)
+    except NotImplementedError:  # Linux cannot chmod without following: the lstat said it is no link
+        os.chmod(path, new)
+    except OSError as exc:
+        raise WriteFailed(f"cannot chmod {path}: {exc.strerror or exc}") from None
+    return True
 
 
 def write_file(path, text, mode=0o644, *, backup=None):

@@ -13,6 +13,7 @@ import time
 
 from kvm import host, zfs
 from kvm.conf import cloudinit, config
+from kvm.conf.shconf import read_text
 from kvm.errors import NotFound, UsageError
 from kvm.host import lock
 from kvm.hypervisor import current as hypervisor
@@ -45,6 +46,7 @@ def plan(root, src, dst, snap=None):
     # the copy's set.conf is SRC's: it must be one a VM can start from, as any set.conf kvm writes
     config.validate(src.name, str(src.dir), cfg.variables, reading=config.Reading(cfg.variables, cfg.unevaluated),
                     startable=True)
+    rename.check_taps(src, cfg, dst)  # tapSRC becomes tapDST: refused here when that is too long
     ds = src.dataset()
     others = [d for d in snapmod.datasets_of(src, cfg) if d != ds]
     if others:  # a clone would share that disk with SRC, and the copy would not have it
@@ -105,9 +107,12 @@ def new_identity(src, target, template):
             host.remove_file(target.dir / entry)
     rename.rewrite_files(target, src.name, taps=True)
     conf = target.conf_path
-    text = host.read_text(conf)
+    text = read_text(str(conf))
     if _MAC_RE.search(text):
-        host.write_file(conf, fresh_macs(text), mode=conf.stat().st_mode & 0o7777)
+        host.write_file(conf, fresh_macs(text), mode=config.mode_for(text, conf.stat().st_mode & 0o7777))
+    for _key, path, kind in config.media(target.config(fresh=True)):
+        if kind == "disk" and config.under(os.path.realpath(path), os.path.realpath(target.dir)):
+            host.tighten_mode(path, images.DISK_MODE)  # the source's may be 0644 (the shell toolkit's)
     if template is not None:
         host.copy_file(template[0], target.dir / template[1], mode=0o644)
     if (target.dir / cloudinit.STATE).exists():  # a seed of its own: new instance-id, its own name

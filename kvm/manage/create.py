@@ -58,7 +58,20 @@ def disk_size(text, what="disk size"):
 
 
 def default_tap(name):
+    """tapNAME: the shell toolkit's tap of a VM (NAME upper-cased, '.' and '-' as '_')."""
     return "tap" + name.upper().replace(".", "_").replace("-", "_")
+
+
+def derived_tap(name, suffix=""):
+    """The tap a VM named `name` gets (default_tap, then `suffix`), checked as every interface name
+    kvm writes: vmcreate, vmclone and vmimport all derive taps here (a VM name may have 31
+    characters, an interface name 15)."""
+    tap = default_tap(name) + suffix
+    if len(tap) > IFNAME_MAX:
+        raise UsageError(f"its tap '{tap}' is longer than {IFNAME_MAX} characters (the interface name limit): "
+                         f"choose a shorter VM name", vm=name)
+    check_ifname(tap, "tap name")
+    return tap
 
 
 def check_derived_names(root, name, exclude=None):
@@ -89,7 +102,7 @@ def render_files(name, a, root_path):
     devices = ""
     host_os = platform.current()
     if a.network:
-        tap = a.tap or default_tap(name)
+        tap = a.tap or derived_tap(name)
         check_ifname(tap, "tap name")
         check_ifname(a.bridge, "bridge name")
         if a.uplink:
@@ -169,15 +182,20 @@ def create(root, name, a):
             raise UsageError(f"ISO '{a.iso}' must be an absolute path", vm=name)
         if not os.path.isfile(a.iso):
             raise NotFound(f"ISO '{a.iso}' does not exist", vm=name)
+        refused = config.check_paths(config.validate(name, str(vm.dir), config.parse_text(conf)))[0]
+        if refused:
+            raise UsageError(f"{refused[0]}; insert it once the VM exists: insert --allow-path {name} ISO",
+                             vm=name)
     with Transaction(vm.dataset(), origin=origin) as txn:
         if not host.dry_run() and not vm.dir.is_dir():
             raise StateError(f"dataset {vm.dataset()} is not mounted at {vm.dir}", vm=name)
-        host.write_file(vm.conf_path, conf, mode=config.file_mode(cfg))  # 0640 with a password
+        host.write_file(vm.conf_path, conf, mode=config.mode_for(conf))  # 0640 with a password
         host.write_file(vm.run_path, run, mode=0o644)
         if vars_src is not None:
             host.copy_file(vars_src, vm.dir / vars_name, mode=0o644)
         if origin:
             host.remove_file(vm.dir / "image.conf")
+            host.tighten_mode(vm.dir / DISK_FILE, images.DISK_MODE)  # an image made by an earlier kvm: 0644
             if disk:
                 host.grow_file(vm.dir / DISK_FILE, disk)
         elif disk:

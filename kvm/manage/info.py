@@ -5,7 +5,7 @@ import time
 
 from kvm import platform, zfs
 from kvm import vm as vmmod
-from kvm.conf import cloudinit
+from kvm.conf import cloudinit, config
 from kvm.hypervisor import current as hypervisor
 from kvm.manage.listing import human_size  # noqa: F401 - vminfo, snap and image lists show sizes alike
 from kvm.run import launch, ports
@@ -68,6 +68,7 @@ def collect(vm):
     # the launch plan names the firmware; a running VM's port, else any (vminfo does not choose one)
     plan = launch.plan(vm, cfg, vnc_port=rt.vnc_port or ports.FIRST, strict=False, hv=hv) if cfg.loader else None
     fw = plan.firmware if plan and not _placeholder(plan.firmware) else None
+    refused, placed = config.check_paths(cfg)
     return {
         "name": vm.name, "hypervisor": hv.name, "accelerator": hv.accelerator(), "dir": str(vm.dir),
         "dataset": dataset, "used": used, "origin": origin_info(origin),
@@ -89,7 +90,9 @@ def collect(vm):
         "devices": [{"slot": d.slot, "emulation": d.emulation, "conf": d.conf, "info": device_info(d)}
                     for d in cfg.devices],
         "restart_on_fault": cfg.restart_on_fault,
-        "warnings": list(cfg.warnings) + list(cfg.not_evaluated),
+        "allow_paths": list(cfg.allow_paths),
+        "warnings": list(cfg.warnings) + list(cfg.not_evaluated) + [f"start will refuse: {line}" for line in refused]
+        + placed,
         "unevaluated": dict(cfg.unevaluated),  # setting -> "line N not evaluated: why" (never run)
     }
 
@@ -174,6 +177,8 @@ def lines(info):
         out.append(("cloud-init", f"{info['dir']}/seed.iso (slot 28; cloudinit {info['name']} to change it)"))
     for dev in info["devices"]:
         out.append((f"slot {dev['slot']}", f"{dev['emulation']} {dev['conf']}".rstrip() + _dev_extra(dev)))
+    if info.get("allow_paths"):
+        out.append(("allowed paths", " ".join(info["allow_paths"]) + " (AllowPath: disks and ISOs outside the folder)"))
     notes = info.get("unevaluated") or {}
     return [(k, f"{v} ({notes[ROW_SETTINGS[k]]})" if ROW_SETTINGS.get(k) in notes else v) for k, v in out]
 

@@ -225,6 +225,9 @@ def _install_files(report, repin):
     rc_text = p.share_file("rc.d/kvm").read_text().replace("@KVM_ROOT@", str(root))
     host.write_file(root / "rc.d" / "kvm", rc_text, mode=0o755)
     report.installed.append("rc.d/kvm")
+    if not (root / "iso").is_dir():
+        host.make_dirs(root / "iso")  # where ISOs go that any VM may use (kvm.conf(5) AllowPath)
+        report.installed.append("iso/")
     pin_firmware(root, report, repin)
     report.schedule = schedule.install(root, platform.current())
     host.write_file(root / MARKER, f"{report.dataset}\n")

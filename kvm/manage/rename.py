@@ -12,6 +12,9 @@ import re
 
 from kvm import host, zfs
 from kvm import vm as vmmod
+from kvm.conf.config import mode_for
+from kvm.conf.hooks import HOOKS_MAX
+from kvm.conf.shconf import read_text
 from kvm.errors import KvmError, NotFound, StateError
 from kvm.host import lock
 from kvm.manage import create, rcinstall
@@ -29,24 +32,49 @@ def rename_comments(text, old, new):
     return "".join(out)
 
 
+def _tap_pattern(old):
+    return re.compile(rf"(?<![A-Za-z0-9_]){re.escape(create.default_tap(old))}(?![A-Za-z0-9_])")
+
+
 def rewrite_names(text, old, new, taps=False):
     """A VM's set.conf or run for its new name: the name on comment lines (vmrename); with taps
-    (vmclone, whose copy must not share the original's interfaces), its default tap name too."""
+    (vmclone, whose copy must not share the original's interfaces), its default tap name too,
+    derived and checked as vmcreate derives it (create.derived_tap)."""
     text = rename_comments(text, old, new)
-    if taps:
-        pattern = re.compile(rf"(?<![A-Za-z0-9_]){re.escape(create.default_tap(old))}(?![A-Za-z0-9_])")
-        text = pattern.sub(create.default_tap(new), text)
+    if taps and _tap_pattern(old).search(text):
+        tap = create.derived_tap(new) if uses_tap(text, old) else create.default_tap(new)  # comments only
+        text = _tap_pattern(old).sub(tap, text)
     return text
+
+
+def uses_tap(text, old):
+    """A line that is no comment names the default tap of VM `old`."""
+    return any(_tap_pattern(old).search(line) for line in text.splitlines() if not line.lstrip().startswith("#"))
+
+
+def check_taps(src, cfg, new):
+    """Before anything is made: the tap a copy of `src` named `new` would get, when src's settings
+    (`cfg`, as read: set.conf is read once) or its run use its own default tap (UsageError naming
+    the copy when that is no interface name)."""
+    texts = [str(value) for value in cfg.variables.values()]
+    try:
+        texts.append(host.read_bounded(src.run_path, HOOKS_MAX, "run", follow=False).decode(errors="surrogateescape"))
+    except KvmError:
+        pass
+    if any(uses_tap(text, src.name) for text in texts):
+        create.derived_tap(new)
 
 
 def rewrite_files(target, old, taps=False):
     """rewrite_names on the target's set.conf and run, each written only when it changes."""
     for path in (target.conf_path, target.run_path):
         if path.exists():
-            text = host.read_text(path)   # any bytes: a Latin-1 comment goes back as it was
+            text = read_text(str(path)) if path == target.conf_path else \
+                host.read_bounded(path, HOOKS_MAX, "run", follow=False).decode(errors="surrogateescape")
             new_text = rewrite_names(text, old, target.name, taps)
             if new_text != text:
-                host.write_file(path, new_text, mode=path.stat().st_mode & 0o7777)
+                mode = path.stat().st_mode & 0o7777
+                host.write_file(path, new_text, mode=mode_for(new_text, mode) if path == target.conf_path else mode)
 
 
 def unfinished(root, old, new):

@@ -1,6 +1,7 @@
 """What both platforms share: the choice of service manager (KVM_INIT overrides the platform's)."""
 
 import os
+import stat
 
 from kvm.errors import UsageError
 
@@ -51,3 +52,55 @@ class Platform:
             pre.append(f"{addm(bridge, uplink)} 2>/dev/null  # already a member is fine")
         pre.append(up(bridge))
         return pre, [f"DestroyIF {tap}"]
+
+    # ------------------------------------------------------------ what the host itself uses
+
+    def host_use(self, path):
+        """Why the host itself uses the file or device `path` (mounted, swap, a ZFS pool's vdev,
+        or a disk one of whose partitions is), or None: such a path is never a VM's disk."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        from kvm import zfs
+        users = self.mounted() + self.swaps() + [(p, f"a vdev of ZFS pool {pool}") for pool, p in zfs.pool_devices()]
+        for used, why in users:
+            if isinstance(used, int):  # a device number (Linux's mountinfo gives them)
+                found = stat.S_ISBLK(st.st_mode) and used == st.st_rdev
+                part = stat.S_ISBLK(st.st_mode) and not found and self.partition_of(used, path, st)
+            else:
+                try:
+                    ust = os.stat(used)
+                except OSError:
+                    continue
+                found = _same(st, ust)
+                part = not found and _is_device(st) and _is_device(ust) and self.partition_of(ust.st_rdev, path, st,
+                                                                                             used)
+            if found:
+                return why
+            if part:
+                return f"its partition {part} is {why}" if isinstance(part, str) else f"a partition of it is {why}"
+        return None
+
+    def mounted(self):
+        """[(device path or number, 'mounted at DIR')] of the mounted filesystems."""
+        return []
+
+    def swaps(self):
+        """[(path, 'swap')] of the swap devices and files in use."""
+        return []
+
+    def partition_of(self, used_rdev, disk_path, disk_st, used_path=None):
+        """The name of the partition `used_rdev` (or used_path) when it lies on the disk `disk_path`, else None."""
+        return None
+
+
+def _is_device(st):
+    return stat.S_ISBLK(st.st_mode) or stat.S_ISCHR(st.st_mode)
+
+
+def _same(a, b):
+    """The same file, or the same device (under two names)."""
+    if _is_device(a) and _is_device(b):
+        return a.st_rdev == b.st_rdev and stat.S_IFMT(a.st_mode) == stat.S_IFMT(b.st_mode)
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)

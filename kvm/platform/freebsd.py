@@ -1,5 +1,6 @@
 """FreeBSD: rc.d scripts and rc.conf (sysrc), periodic(8), ifconfig, sockstat, pciconf, pkg."""
 
+import os
 import re
 
 from kvm import host
@@ -58,6 +59,26 @@ class FreeBSD(Platform):
         driver = res.stdout.split("@", 1)[0].strip() if "@" in res.stdout else None
         return {"selector": selector, "found": True, "driver": driver, **fields}
 
+
+    def mounted(self):
+        """Mounted filesystems' sources (mount -p: fstab lines)."""
+        res = host.run(["mount", "-p"], mutating=False, check=False)
+        return [(f[0], f"mounted at {f[1]}") for f in (ln.split() for ln in res.stdout.splitlines())
+                if len(f) >= 2 and f[0].startswith("/")]
+
+    def swaps(self):
+        """Swap devices (swapctl -l)."""
+        res = host.run(["swapctl", "-l"], mutating=False, check=False)
+        rows = (line.split() for line in res.stdout.splitlines()[1:])
+        return [(f[0], "swap") for f in rows if f and f[0].startswith("/")]
+
+    def partition_of(self, used_rdev, disk_path, disk_st, used_path=None):
+        """GEOM's names: ada0p2 and ada0s1a lie on ada0 (labels under /dev/gpt are not followed)."""
+        if not used_path:
+            return None
+        disk = os.path.realpath(disk_path)
+        used = os.path.realpath(used_path)
+        return used if re.fullmatch(re.escape(disk) + r"[ps][0-9]+[a-h]?", used) else None
 
     @staticmethod
     def install_command(packages):

@@ -69,10 +69,59 @@ class Linux(Platform):
                 "vendor": _read(folder / "vendor"), "device": _read(folder / "device"),
                 "class": _read(folder / "class")}
 
+    def mounted(self):
+        """Mounted filesystems from /proc/self/mountinfo: their device numbers (a block device under
+        any of its names) and sources."""
+        try:
+            lines = Path("/proc/self/mountinfo").read_text().splitlines()
+        except OSError:
+            return []
+        out = []
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 10 or "-" not in fields:
+                continue
+            where = f"mounted at {_unescape(fields[4])}"
+            major, _, minor = fields[2].partition(":")
+            if major.isdigit() and minor.isdigit() and int(major):
+                out.append((os.makedev(int(major), int(minor)), where))
+            source = _unescape(fields[fields.index("-") + 2])
+            if source.startswith("/"):
+                out.append((source, where))
+        return out
+
+    def swaps(self):
+        """Swap devices and files from /proc/swaps."""
+        try:
+            lines = Path("/proc/swaps").read_text().splitlines()[1:]
+        except OSError:
+            return []
+        return [(_unescape(line.split()[0]), "swap") for line in lines if line.split()]
+
+    def partition_of(self, used_rdev, disk_path, disk_st, used_path=None):
+        """sysfs (KVM_SYSFS) tells a partition's disk: /sys/dev/block/MAJ:MIN/partition, beside the disk's dev."""
+        folder = paths.current().sysfs / "dev/block" / f"{os.major(used_rdev)}:{os.minor(used_rdev)}"
+        try:
+            real = Path(os.path.realpath(folder))
+            if not (real / "partition").exists():
+                return None
+            major, _, minor = (real.parent / "dev").read_text().strip().partition(":")
+        except OSError:
+            return None
+        if os.makedev(int(major), int(minor)) == disk_st.st_rdev:
+            return f"/dev/{real.name}"
+        return None
+
     @staticmethod
     def install_command(packages):
         """The command that installs `packages` (Debian package names)."""
         return f"apt-get install {' '.join(packages)}"
+
+
+def _unescape(text):
+    """A mountinfo or swaps field: spaces and the like are octal escapes (\\040)."""
+    import re
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
 
 
 def _read(path):

@@ -4,26 +4,52 @@ with the files checked and the VNC port chosen (reserved for a run, only looked 
 import os
 import re
 
-from kvm.errors import NotFound
+from kvm import platform
+from kvm.conf import config
+from kvm.errors import ConfigError, NotFound, StateError
 from kvm.hypervisor import Context
 from kvm.hypervisor import current as hypervisor
 from kvm.run import ports
 
 
 def check_files(cfg):
-    """The disk and ISO must exist before a launch."""
+    """Before a launch: the disk and ISO exist, every disk and ISO lies where it may
+    (config.check_paths), and none outside the VM folder is used by the host itself (mounted,
+    swap, a pool's vdev: refused whatever AllowPath says). Returns the warnings."""
     if cfg.disk and not os.path.exists(cfg.disk):
         raise NotFound(f"disk {cfg.disk} not found", vm=cfg.name)
     if cfg.iso and not os.path.exists(cfg.iso):
         raise NotFound(f"ISO {cfg.iso} not found (eject it, or insert another)", vm=cfg.name)
+    refused, warnings = config.check_paths(cfg)
+    if refused:
+        raise ConfigError(refused[0], vm=cfg.name)
+    problem = host_use(cfg)
+    if problem:
+        raise StateError(problem, vm=cfg.name)
+    return warnings
+
+
+def host_use(cfg):
+    """The line refusing a disk or ISO outside the VM folder that the host itself uses, or None
+    (paths in the VM folder are the VM's own: no pool or mount is asked about them)."""
+    vmdir = os.path.realpath(cfg.vmdir)
+    host_os = platform.current()
+    for key, path, _kind in config.media(cfg):
+        real = os.path.realpath(path)
+        if config.under(real, vmdir):
+            continue
+        why = host_os.host_use(real)
+        if why:
+            shown = f"{key}={path!r}" if key in ("Disk", "ISO") else key
+            return f"{shown} is used by the host ({why}): never given to a VM"
+    return None
 
 
 def plan(vm, cfg, vnc_port=None, strict=True, hv=None):
-    """The plan of one launch. strict (a real launch): firmware must exist; else placeholders.
-    Without a vnc_port, a VM with VNC gets the port a start would choose now (not reserved)."""
+    """The plan of one launch. strict (a real launch, after check_files): firmware must exist; else
+    placeholders. Without a vnc_port, a VM with VNC gets the port a start would choose now (not
+    reserved)."""
     hv = hv or hypervisor()
-    if strict:
-        check_files(cfg)
     if cfg.vnc and vnc_port is None:
         vnc_port = ports.first_free(vm.name)
     return hv.plan(cfg, Context(root=vm.root.path, vnc_port=vnc_port, strict=strict))
@@ -34,11 +60,13 @@ def masked(line):
     return re.sub(r"(password=).*", r"\1***", line)
 
 
-def dry_run_lines(vm):
-    """Every step a start would take, as lines; changes nothing."""
+def dry_run_lines(vm, warn=None):
+    """Every step a start would take, as lines; changes nothing. warn(line) gets each warning."""
     hv = hypervisor()
     cfg = vm.config()
-    check_files(cfg)
+    for line in check_files(cfg):
+        if warn:
+            warn(line)
     p = plan(vm, cfg, strict=False, hv=hv)
     out = [f"would start {vm.name} with these steps (preRun to postRun again at each guest reboot):"]
     out += [hv.destroy_text(vm.name)] if hv.is_allocated(vm.name) else []

@@ -17,7 +17,7 @@ import time
 
 from kvm import host
 from kvm import vm as vmmod
-from kvm.conf import hooks
+from kvm.conf import edit, hooks
 from kvm.errors import KvmError, StateError
 from kvm.host import lock as lockmod
 from kvm.hypervisor import Exit, LaunchFailed
@@ -201,13 +201,18 @@ class Supervisor:
     # -------------------------------------------------------------- per launch
     def load_config(self):
         try:
-            return self.vm.config(evaluate=True)
+            cfg = self.vm.config(evaluate=True)
         except KvmError as exc:
             self.log(f"cannot launch: {exc.message}", syslog.LOG_ERR)
             raise
+        for path in edit.tighten_secrets(self.vm, cfg):  # a password written by hand, readable by all
+            self.log(f"{path.name} holds a VNC password: made it 0640", syslog.LOG_WARNING)
+        return cfg
 
     def prepare(self, cfg):
         """Check files, prepare the host, choose the VNC port; the launch plan."""
+        for line in launchmod.check_files(cfg):  # a refusal is the start's one error line
+            self.log(f"warning: {line}", syslog.LOG_WARNING)
         port = None
         if cfg.vnc:
             port = self.state.get("vnc_port") or ports.reserve(self.name, lambda p: self.save(vnc_port=p))

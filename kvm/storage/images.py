@@ -7,17 +7,21 @@ refuse, naming it). Both run under the creation transaction: nothing is left on 
 """
 
 import hashlib
+import json
 import os
 import re
 import shutil
+import stat
 import time
 
 from kvm import host, zfs
 from kvm import vm as vmmod
-from kvm.conf.confedit import sh_quote
-from kvm.conf.shconf import read_plain
-from kvm.errors import NotFound, StateError, UsageError
-from kvm.zfs.deps import clones_by_origin, clones_of
+from kvm.conf.confedit import remove_value, sh_quote
+from kvm.conf.config import SECRETS, holds_secret
+from kvm.conf.shconf import read_plain, read_text
+from kvm.errors import KvmError, NotFound, StateError, UsageError
+from kvm.host.files import WriteFailed, file_kind
+from kvm.zfs.deps import clones_by_origin, clones_of, origin_of, release_origin
 from kvm.zfs.txn import Transaction
 
 DISK = "disk"
@@ -28,8 +32,14 @@ HOLE = 64 << 10            # the unit of holes when copying (ZFS records are 128
 PROGRESS_MIN = 100 << 20   # files larger than this report progress
 # first bytes of the formats qemu-img converts; anything else is taken as raw
 MAGIC = {b"QFI\xfb": "qcow2", b"KDMV": "vmdk", b"vhdxfile": "vhdx", b"conectix": "vpc"}
-# files a publish leaves out: per-VM identity, logs and run-time state
-PRIVATE = ("UEFI_VARS.fd", "OVMF_VARS.fd", "run", "console.log", ".kvm-rename", "seed.iso", "cloud-init.json", CONF)
+TEXT_PROBE = 4096          # a file whose first bytes are text (no NUL, UTF-8) is no disk image
+QCOW2_DATA_FILE = 1 << 2   # qcow2's incompatible feature bit: the data lives in another file
+SOURCE_COPY = ".source"    # the private copy of a file qemu-img converts (in the new image's dataset)
+DISK_MODE = 0o600          # a disk: root's alone
+# files a publish leaves out: per-VM identity and secrets (set.conf.sav may hold a VNC password),
+# hooks, logs, reports and run-time state
+PRIVATE = ("UEFI_VARS.fd", "OVMF_VARS.fd", "run", "prestart", "console.log", "console.log.0", ".kvm-rename",
+           "seed.iso", "cloud-init.json", "set.conf.sav", "vmimport.txt", "device.map", CONF)
 
 
 def dataset(root, name):
@@ -47,22 +57,98 @@ def check_name(name):
 def detect_format(path):
     """raw, or the format qemu-img must convert from (by the file's first bytes)."""
     with open(path, "rb") as fh:
-        head = fh.read(8)
+        head = fh.read(TEXT_PROBE)
     if head.startswith(b"VDI") or head[:4] == b"<<< ":
         return "vdi"
     for magic, fmt in MAGIC.items():
         if head.startswith(magic):
             return fmt
+    if _is_text(head):
+        return "text"
     return "raw"
 
 
-def copy_hashing(src, dst, progress=None):
-    """Copy src to dst sparsely (zero blocks become holes) and return its SHA-256: one pass."""
+def _is_text(head):
+    """UTF-8 text: no control character but tab, line ends and form feed (a disk's first bytes have
+    NULs and others)."""
+    import codecs
+    try:
+        text = codecs.getincrementaldecoder("utf-8")().decode(head, final=False)  # a cut last character is fine
+    except UnicodeDecodeError:
+        return False
+    return not any(ord(c) < 32 and c not in "\t\n\r\f" or ord(c) == 127 for c in text)
+
+
+def check_source(path):
+    """The file an import reads: a regular, non-empty file that is a disk image; its format."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise NotFound(f"image file '{path}' does not exist") from None
+    except OSError as exc:
+        raise KvmError(f"image file '{path}': {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise KvmError(f"image file '{path}' is not a regular file ({file_kind(st.st_mode)}): image import takes a "
+                       f"disk image file (copy a device to a file first)")
+    if st.st_size == 0:
+        raise KvmError(f"image file '{path}' is empty: not a disk image")
+    fmt = detect_format(path)
+    if fmt == "text":
+        raise KvmError(f"image file '{path}' is text, not a disk image (a vmdk descriptor? convert it to one "
+                       f"file first: qemu-img convert -O raw)")
+    if fmt == "qcow2":
+        check_qcow2_header(path)
+    return fmt
+
+
+def check_qcow2_header(path, shown=None):
+    """Refuse a qcow2 whose header names another file, before qemu-img opens it: a backing file
+    (its data would be pulled into the image) or an external data file."""
+    import struct
+    shown = shown or path
+    with open(path, "rb") as fh:
+        head = fh.read(80)
+    if len(head) < 32:
+        raise KvmError(f"image file '{shown}' is a qcow2 image too short to have a header")
+    version, backing_offset = struct.unpack(">IQ", head[4:16])
+    if backing_offset:
+        raise KvmError(f"image file '{shown}' is a qcow2 image with a backing file: refusing it (its data would "
+                       f"come from that other file); make it standalone first (qemu-img convert -O qcow2)")
+    if version >= 3 and len(head) >= 80 and struct.unpack(">Q", head[72:80])[0] & QCOW2_DATA_FILE:
+        raise KvmError(f"image file '{shown}' is a qcow2 image with an external data file: refusing it (its "
+                       f"data is another file); make it standalone first (qemu-img convert -O qcow2)")
+
+
+def check_info(path, fmt, shown):
+    """qemu-img info (which never opens a backing file) on the private copy: refuse a backing file,
+    an external data file, or an extent in another file (vmdk)."""
+    res = host.run(["qemu-img", "info", "--output=json", "-f", fmt, str(path)], mutating=False)
+    try:
+        info = json.loads(res.stdout)
+    except ValueError:
+        raise KvmError(f"image file '{shown}': qemu-img info gave no answer kvm can read") from None
+    data = (info.get("format-specific") or {}).get("data") or {}
+    if info.get("backing-filename") or info.get("full-backing-filename"):
+        why = "a backing file"
+    elif data.get("data-file"):
+        why = "an external data file"
+    elif any(os.path.realpath(os.path.join(os.path.dirname(path), e.get("filename") or "")) !=
+             os.path.realpath(path) for e in data.get("extents") or []):
+        why = "an extent in another file"
+    else:
+        return
+    raise KvmError(f"image file '{shown}' is a {fmt} image with {why}: refusing it (its data would come from "
+                   f"another file); make it standalone first (qemu-img convert)")
+
+
+def copy_hashing(src, dst, progress=None, mode=DISK_MODE):
+    """Copy src to dst sparsely (zero blocks become holes) and return its SHA-256: one pass. The
+    copy is made `mode` (a disk's 0600) from its first byte."""
     digest = hashlib.sha256()
     size = os.path.getsize(src)
     done = 0
     with open(src, "rb") as fin, open(dst, "wb") as fout:
-        os.fchmod(fout.fileno(), 0o644)
+        os.fchmod(fout.fileno(), mode)
         while True:
             block = fin.read(CHUNK)
             if not block:
@@ -127,11 +213,14 @@ def _finish(ds):
 
 
 def import_file(root, name, path, os_hint="", progress=None):
-    """image import: a raw file copied as is, others converted by qemu-img; returns image.conf's values."""
+    """image import: a raw file copied as is, others converted by qemu-img; returns image.conf's values.
+
+    A file qemu-img converts is first copied into the new image's dataset (its SHA-256 taken in
+    the same pass) and only that private copy is inspected (qcow2's header, then qemu-img info)
+    and converted: an image naming another file (a backing file, an external data file) is
+    refused, and what is converted is what was inspected, whoever can write the file named."""
     _check_new(root, name)
-    if not os.path.isfile(path):
-        raise NotFound(f"image file '{path}' does not exist")
-    fmt = detect_format(path)
+    fmt = check_source(path)
     if fmt != "raw" and not shutil.which("qemu-img"):
         raise NotFound(f"'{path}' is {fmt}: converting needs qemu-img (pkg install qemu-tools / "
                        f"apt-get install qemu-utils)")
@@ -143,10 +232,9 @@ def import_file(root, name, path, os_hint="", progress=None):
         if host.dry_run():
             host.plan(f"would copy {path} -> {where / DISK} (raw, SHA-256 while copying)")
         elif fmt == "raw":
-            values["sha256"] = copy_hashing(path, where / DISK, progress)
+            values["sha256"] = _copy(path, where / DISK, progress)
         else:
-            values["sha256"] = sha256_of(path)
-            host.run(["qemu-img", "convert", "-f", fmt, "-O", "raw", path, where / DISK])
+            values["sha256"] = _convert(path, fmt, where, progress)
         values["size"] = os.path.getsize(where / DISK) if not host.dry_run() else os.path.getsize(path)
         write_conf(where / CONF, values)
         _finish(ds)
@@ -154,9 +242,42 @@ def import_file(root, name, path, os_hint="", progress=None):
     return values
 
 
+def _copy(src, dst, progress=None):
+    """copy_hashing with a full pool (or any write error) as one line."""
+    try:
+        return copy_hashing(src, dst, progress)
+    except OSError as exc:
+        raise WriteFailed(f"cannot copy {src} to {dst}: {exc.strerror or exc}") from None
+
+
+def _convert(path, fmt, where, progress):
+    """The private copy, inspected, converted to `disk` (0600), then removed; its SHA-256."""
+    copy = where / SOURCE_COPY
+    digest = _copy(path, copy, progress)
+    if detect_format(copy) != fmt:
+        raise KvmError(f"image file '{path}' changed while it was copied: import it again")
+    if fmt == "qcow2":
+        check_qcow2_header(copy, path)
+    check_info(copy, fmt, path)
+    host.run(["qemu-img", "convert", "-f", fmt, "-O", "raw", str(copy), str(where / DISK)])
+    os.chmod(where / DISK, DISK_MODE)
+    host.remove_file(copy)
+    return digest
+
+
 def strip_macs(text):
     """set.conf without its mac=... device options (an image has no identity)."""
     return re.sub(r",mac=[0-9A-Fa-f:]{17}", "", text)
+
+
+def strip_secrets(text):
+    """set.conf without its secrets (VNCpassword): an image is readable by all."""
+    for key in SECRETS:
+        text = remove_value(text, key)
+    if holds_secret(text):  # a line the editor cannot take apart: refuse rather than publish it
+        raise StateError(f"set.conf sets {'/'.join(SECRETS)} in a way kvm cannot remove: remove it from the VM's "
+                         f"set.conf (or publish a snapshot without it)")
+    return text
 
 
 def publish(root, vm, name, snap=None):
@@ -180,10 +301,11 @@ def publish(root, vm, name, snap=None):
     with Transaction(ds, origin=zfs.snapshot_name(src, snap), own_snap=own) as txn:
         if not host.dry_run():
             for entry in os.listdir(where):
-                if entry in PRIVATE or entry.endswith(".log"):
+                if entry in PRIVATE or entry.endswith((".log", ".rc", ".tmp")):
                     host.remove_file(where / entry)
             conf = where / vmmod.CONF_FILE
-            host.write_file(conf, strip_macs(host.read_text(conf)), mode=0o644)
+            host.write_file(conf, strip_secrets(strip_macs(read_text(str(conf)))), mode=0o644)
+            host.tighten_mode(where / DISK, DISK_MODE)
         disk = where / DISK
         values = {"source": f"vm {vm.name}@{snap}", "format": "raw",
                   "sha256": "" if host.dry_run() else sha256_of(disk), "size": 0 if host.dry_run()
@@ -232,5 +354,7 @@ def destroy(root, name):
     if users:
         raise StateError(f"image '{name}' has clones: {', '.join(users)}; destroy them first "
                          f"(or vmclone --independent)")
+    origin = origin_of(ds)
     zfs.destroy_recursive(ds)
+    release_origin(origin)  # VM@publish-NAME-... that publish took for it
     return ds

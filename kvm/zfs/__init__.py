@@ -152,6 +152,33 @@ def pools():
     return [tuple(line.split("\t")[:2]) for line in res.stdout.splitlines() if "\t" in line]
 
 
+VDEV_GROUPS = ("mirror", "raidz", "draid", "spare", "replacing", "logs", "cache", "spares", "special", "dedup")
+
+
+def pool_devices():
+    """[(pool, vdev path)] of every imported pool: the devices and files ZFS itself uses (a VM must
+    never get one as a disk). `zpool status -P` names them by full path; zfs-fuse has no -P and
+    names a file under /dev relative to /dev (shm/x.img), others by their full path."""
+    res = host.run(["zpool", "status", "-P"], mutating=False, check=False)
+    if res.status != 0:
+        res = host.run(["zpool", "status"], mutating=False, check=False)
+    out, pool, in_config = [], None, False
+    for line in res.stdout.splitlines():
+        head = line.strip()
+        if head.startswith("pool:"):
+            pool, in_config = head.split(":", 1)[1].strip(), False
+        elif head.startswith("config:"):
+            in_config = True
+        elif head.startswith("errors:"):
+            in_config = False
+        elif in_config and head and pool and not head.startswith("NAME"):
+            name = head.split()[0]
+            if name == pool or name.split("-")[0] in VDEV_GROUPS:
+                continue
+            out.append((pool, name if name.startswith("/") else f"/dev/{name}"))
+    return out
+
+
 def dataset_of_path(path):
     """The mounted filesystem whose mountpoint is exactly `path`, or None (asked about that path only,
     see filesystems_of)."""

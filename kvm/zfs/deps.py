@@ -1,7 +1,12 @@
 """Who depends on whom: ZFS clones, found by their `origin` (zfs-fuse has no `clones` property),
 in one zfs call over the pool. vmdestroy, snap destroy and image destroy refuse with the names."""
 
+import re
+
 from kvm import zfs
+
+# the snapshots kvm takes for a dependent: vmclone's clone-DST-..., image publish's publish-NAME-...
+OWN_SNAPSHOT_RE = re.compile(r"(clone|publish)-[A-Za-z0-9._-]+-[0-9]{14}\Z")
 
 
 def clones_by_origin(pool):
@@ -33,3 +38,24 @@ def dependents(dataset, table=None):
                 out.append(clone)
                 todo.append(clone)
     return list(reversed(out))
+
+
+def origin_of(dataset):
+    """The snapshot `dataset` is a clone of, or None."""
+    origin = zfs.get_prop(dataset, "origin")
+    return origin if origin and origin != "-" and zfs.is_snapshot(origin) else None
+
+
+def release_origin(origin):
+    """After a clone was destroyed: its origin snapshot goes too when kvm took it for a clone
+    (vmclone's, publish's) and nothing is cloned from it any more; a snapshot of the user's stays.
+    True when it went."""
+    if not origin or not OWN_SNAPSHOT_RE.match(zfs.split_snapshot(origin)[1]):
+        return False
+    if clones_by_origin(origin.split("/")[0]).get(origin):
+        return False
+    try:
+        zfs.lzc_destroy_snaps([origin])
+    except zfs.ZFSError:
+        return False  # gone already, or cloned meanwhile: left as it is
+    return True

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import cmd
+from tests.conftest import cmd, fake_iso
 from tests.cli.test_run import guest_up, make, script, wait_for
 
 # Prints the count on stderr's last line, whatever the command did.
@@ -42,7 +42,7 @@ def opens(install, env, *argv, status=0):
 def web(install, env, tmp_path):
     make(install, env, "web", "--com", "yes")
     iso = tmp_path / "x.iso"
-    iso.write_bytes(b"iso")
+    fake_iso(iso)
     return iso
 
 

@@ -13,7 +13,7 @@ import time
 import pytest
 from pathlib import Path
 
-from tests.conftest import REPO, calls, cmd, create_vm, one_line_error
+from tests.conftest import REPO, calls, cmd, create_vm, fake_iso, one_line_error
 from tests.cli.test_run import boots, make, wait_for
 
 NOBODY = 65534
@@ -100,6 +100,22 @@ def test_start_refuses_unsafe_files_before_running_any(install, env, tmp_path, u
     assert boots(env) == [] and not (d / "hooks.log").exists()
 
 
+def test_an_oversized_set_conf_or_run_is_refused_in_one_line(install, env):
+    """Files kvm reads have a size limit (issue 19.6): a set.conf over 256 KiB is no settings file
+    (every reader says so in one line), a run over 1 MiB is not run."""
+    d = make(install, env)
+    text = (d / "set.conf").read_text()
+    (d / "set.conf").write_text(text + ("# padding" + " " * 90 + "\n") * 3000)
+    one_line_error(cmd(install, env, "vminfo", "web"), "vminfo: web:", "set.conf", "larger than 256 KiB")
+    one_line_error(cmd(install, env, "vmset", "web", "Cores=2"), "vmset: web:", "larger than 256 KiB")
+    (d / "set.conf").write_text(text)
+    run = (d / "run").read_text()
+    (d / "run").write_text(run + ("# padding" + " " * 90 + "\n") * 12000)
+    res = cmd(install, env, "start", "web")
+    assert res.returncode != 0 and "larger than 1 MiB" in res.stdout + res.stderr, res.stdout + res.stderr
+    assert boots(env) == [] and not (d / "hooks.log").exists()
+
+
 # ------------------------------------------------------------------------- passwords
 
 def test_a_password_makes_every_write_0640(install, env, tmp_path):
@@ -108,7 +124,7 @@ def test_a_password_makes_every_write_0640(install, env, tmp_path):
     with open(d / "set.conf", "a") as fh:
         fh.write('VNCpassword="s3cret"\n')
     iso = tmp_path / "x.iso"
-    iso.write_bytes(b"iso")
+    fake_iso(iso)
     assert cmd(install, env, "insert", "web", iso).returncode == 0
     assert stat.S_IMODE((d / "set.conf").stat().st_mode) == 0o640
     assert stat.S_IMODE((d / "set.conf.sav").stat().st_mode) == 0o640  # the old copy has it too
@@ -119,12 +135,12 @@ def test_a_password_makes_every_write_0640(install, env, tmp_path):
 
 # ------------------------------------------------------------------------- leftovers
 
-def test_an_edit_removes_temp_files_of_a_killed_write(install, env):
+def test_an_edit_removes_temp_files_of_a_killed_write(install, env, tmp_path):
     d = create_vm(install, env, "web")
     for name in (".set.conf.abc123.tmp", ".set.conf.sav.x1y2.tmp"):
         (d / name).write_text("half")
     (d / ".other.tmp").write_text("not ours")
-    assert cmd(install, env, "insert", "web", "/etc/hostname").returncode == 0
+    assert cmd(install, env, "insert", "web", fake_iso(tmp_path / "x.iso")).returncode == 0
     assert sorted(p.name for p in d.glob(".*")) == [".other.tmp"]
 
 
@@ -148,7 +164,7 @@ print(n, len(bad), bad[:3])
 def test_readers_always_see_a_set_conf_while_insert_and_eject_replace_it(install, env, tmp_path):
     d = create_vm(install, env, "web")
     iso = tmp_path / "x.iso"
-    iso.write_bytes(b"iso")
+    fake_iso(iso)
     reader = subprocess.Popen([sys.executable, "-c", READER, str(d), "20"], env=env, text=True,
                               stdout=subprocess.PIPE)
     rounds = 0
@@ -173,14 +189,14 @@ with lock.hold_config("web", "test"):
 """
 
 
-def test_an_edit_waits_for_the_config_lock(install, env):
+def test_an_edit_waits_for_the_config_lock(install, env, tmp_path):
     """Edits, and the supervisor's read before a launch, hold RUN_DIR/NAME.conf.lock: an insert
     started while another holder has it waits for it, then succeeds (it never refuses)."""
     create_vm(install, env, "web")
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, "1.5"], env=env, text=True, stdout=subprocess.PIPE)
     assert holder.stdout.readline().strip() == "held"
     start = time.time()
-    res = cmd(install, env, "insert", "web", "/etc/hostname")
+    res = cmd(install, env, "insert", "web", fake_iso(tmp_path / "x.iso"))
     assert res.returncode == 0, res.stderr
     assert time.time() - start > 1.0, "the insert did not wait for the config lock"
     holder.wait(timeout=10)
@@ -198,7 +214,7 @@ def test_reboots_survive_insert_and_eject_hammering(install, env, tmp_path):
     from tests.cli.test_run import guest_up, script
     d = make(install, env)
     iso = tmp_path / "x.iso"
-    iso.write_bytes(b"iso")
+    fake_iso(iso)
     reboots = 25
     script(env, "web", *["reboot after=0.05"] * reboots, "run")
     assert cmd(install, env, "start", "-b", "web").returncode == 0

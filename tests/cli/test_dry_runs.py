@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import cmd, create_vm, datasets, kvm, snapshot_tree
+from tests.conftest import cmd, create_vm, datasets, fake_iso, kvm, snapshot_tree
 from tests.cli.test_run import guest_up, script, wait_for
 from tests.images.test_images import raw_image
 
@@ -76,7 +76,7 @@ def test_vmcreate_and_vmcreate_from(install, env, pool, tmp_path):
 def test_insert_eject_and_cloudinit(install, env, pool, tmp_path):
     d = create_vm(install, env, "web")
     iso = tmp_path / "x.iso"
-    iso.write_bytes(b"iso")
+    fake_iso(iso)
     with nothing_changes(pool, env, install):
         lines = dry(install, env, "insert", "web", iso)
         assert lines == [f"would write {d}/set.conf.sav ({(d / 'set.conf').stat().st_size} bytes, mode 644)",

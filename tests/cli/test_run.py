@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import calls, cmd, create_vm, one_line_error
+from tests.conftest import calls, cmd, create_vm, fake_iso, one_line_error
 
 HOOKS = """# VM: {name}
 preRun()
@@ -283,7 +283,7 @@ def test_a_shell_kvm_grub_vm_with_vnc_starts_without_it_and_says_so(install, env
 def test_insert_while_running_applies_at_the_next_reboot(install, env, tmp_path):
     make(install, env)
     iso = tmp_path / "x.iso"
-    iso.write_bytes(b"iso")
+    fake_iso(iso)
     script(env, "web", "reboot after=1.5", "run")
     assert cmd(install, env, "start", "-b", "web").returncode == 0
     wait_for(lambda: guest_up(install, env), what="the guest")

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.conftest import (as_nobody, cmd, create_vm, datasets, one_line_error, snapshot_tree)
+from tests.conftest import (as_nobody, cmd, create_vm, datasets, fake_iso, one_line_error, snapshot_tree)
 
 
 def test_vmcreate_with_flags_makes_a_complete_vm(install, env, pool):
@@ -338,7 +338,7 @@ def test_missing_vm_is_one_line_for_every_command(install, env):
 def test_insert_and_eject_keep_the_rest_and_a_backup(install, env, tmp_path):
     d = create_vm(install, env, "web")
     iso = tmp_path / "install image.iso"
-    iso.write_bytes(b"iso")
+    fake_iso(iso)
     original = (d / "set.conf").read_text()
     res = cmd(install, env, "insert", "web", iso)
     assert res.returncode == 0, res.stderr
@@ -354,7 +354,7 @@ def test_insert_and_eject_keep_the_rest_and_a_backup(install, env, tmp_path):
 
 @pytest.mark.parametrize("iso, needle", [("/nonexistent.iso", "does not exist"),
                                          ("/etc/hosts,ro", "does not exist"),
-                                         ("/tmp", "does not exist")])
+                                         ("/tmp", "is not a regular file")])
 def test_insert_bad_iso_changes_nothing(install, env, iso, needle):
     d = create_vm(install, env, "web")
     before = snapshot_tree(d)
@@ -378,7 +378,7 @@ def test_insert_not_root_changes_nothing(install, env):
     assert snapshot_tree(d) == before
 
 
-def test_insert_on_read_only_dataset_is_one_line(install, env, pool):
+def test_insert_on_read_only_dataset_is_one_line(install, env, pool, tmp_path):
     d = create_vm(install, env, "ro1")
     subprocess.run(["zfs", "set", "readonly=on", f"{pool}/kvm/vm/ro1"], check=True)
     subprocess.run(["zfs", "unmount", f"{pool}/kvm/vm/ro1"], capture_output=True)
@@ -391,7 +391,7 @@ def test_insert_on_read_only_dataset_is_one_line(install, env, pool):
         pytest.skip("zfs-fuse did not honour readonly=on for this mount (it reports it as temporary)")
     except OSError:
         pass
-    res = cmd(install, env, "insert", "ro1", "/etc/hostname")
+    res = cmd(install, env, "insert", "ro1", fake_iso(tmp_path / "x.iso"))
     one_line_error(res, "insert: ro1:", "Read-only file system")
     assert (d / "set.conf").read_text() == before
 

@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from tests.conftest import cmd, create_vm, one_line_error
+from tests.conftest import cmd, create_vm, fake_iso, one_line_error
 
 
 def editor(tmp_path, *edits):
@@ -110,7 +110,7 @@ def test_editor_order_a_failing_editor_and_an_unchanged_file(install, env, web, 
 
 def test_a_change_made_meanwhile_is_not_overwritten(install, env, web, tmp_path):
     iso = tmp_path / "x.iso"
-    iso.write_bytes(b"iso")
+    fake_iso(iso)
     script = tmp_path / "meanwhile.sh"   # another command writes set.conf while the editor runs
     script.write_text(f"#!/bin/sh\n{install}/insert web {iso} >/dev/null 2>&1\nsed -i 's/^Cores=.*/Cores=\"2\"/' \"$1\"\n")
     script.chmod(0o755)

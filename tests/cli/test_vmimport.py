@@ -79,7 +79,7 @@ def test_a_uefi_guest_keeps_its_layout_mac_vars_and_bridge(install, env, store):
     assert settings(vmdir / "set.conf") == [
         'VMrom="uefi"', 'Cores="2"', 'Mem="2G"', 'VMoptions="AHPwu"', f'Disk="{g}/disk0.img"',
         'DiskDriver="virtio-blk"', 'Devices="5,virtio-net,tapWEB,mac=58:9c:fc:0a:0b:0c"', 'VNC="1"',
-        'wVNC="1280"', 'hVNC="720"', 'COM="1"']
+        'wVNC="1280"', 'hVNC="720"', 'COM="1"', f'AllowPath="{g}/disk0.img"']  # referenced in place
     run = (vmdir / "run").read_text()
     for line in ("CreateIF bridge vm-public", "CreateIF tap tapWEB", "ifconfig vm-public addm tapWEB",
                  "ifconfig vm-public addm em0 2>/dev/null", "DestroyIF tapWEB"):
@@ -297,3 +297,106 @@ def test_a_kill_during_the_copy_leaves_no_vm_and_the_source_whole(install, env, 
     assert proc.returncode == -9, proc.stderr.read()  # killed while it copied, not after
     assert datasets(pool) == before and not (install / "vm" / "big").exists()
     assert (folder / "disk").stat().st_size == 128 << 20 and (folder / "set.conf").exists()
+
+
+# ------------------------------------------------ what an import may touch (issue 19.1, 19.2)
+
+MINIMAL = 'loader="uefi"\ncpu=1\nmemory=1G\ndisk0_type="nvme"\n'
+
+
+def test_a_disk_outside_the_guest_folder_is_never_copied_or_removed_unless_named(install, env, pool, store,
+                                                                                  tmp_path):
+    """disk0_name="../../x" and disk_dev="custom" with an absolute path were copied into the VM
+    and then removed at the source by --move (/etc/shadow would be lost)."""
+    victim = tmp_path / "victim.img"
+    disk_file(victim)
+    data = victim.read_bytes()
+    before = datasets(pool)
+    for i, (conf, disks) in enumerate([
+            (MINIMAL + f'disk0_name="{os.path.relpath(victim, store / "c0" / "web")}"\n', ()),
+            (MINIMAL + f'disk0_name="{victim}"\ndisk0_dev="custom"\n', ()),
+            (MINIMAL + 'disk0_name="disk0.img"\n', ("link",))]):
+        g = store / f"c{i}" / "web"
+        g.mkdir(parents=True)
+        (g / "web.conf").write_text(conf)
+        if disks:
+            (g / "disk0.img").symlink_to(victim)  # a link leading out of the folder
+        for move in (["--move"], []):
+            res = cmd(install, env, "vmimport", "--from", "vm-bhyve", g, *move)
+            one_line_error(res, "vmimport: web:", "disk0_name=", str(victim), "outside the guest folder",
+                           f"--allow-path {victim}")
+            assert datasets(pool) == before and victim.read_bytes() == data
+    # named on the command line: referenced in place, in AllowPath, never moved
+    g = store / "c1" / "web"
+    res = cmd(install, env, "vmimport", "--from", "vm-bhyve", g, "--move", "--allow-path", victim)
+    assert res.returncode == 0, res.stderr
+    conf = (install / "vm" / "web" / "set.conf").read_text()
+    assert f'Disk="{victim}"' in conf and f'AllowPath="{victim}"' in conf
+    assert victim.read_bytes() == data and "kept in place" in res.stdout
+    assert f"-s 1,nvme,{victim}" in bhyve_line(install, env, "web")
+
+
+def _nobody(path):
+    os.chown(path, 65534, 65534)
+
+
+UNTRUSTED = {
+    "conf owned by nobody": (lambda g: _nobody(g / "web.conf"), "not owned by root"),
+    "guest folder 0777": (lambda g: g.chmod(0o777), "writable by group or others"),
+    "guest folder owned by nobody": (lambda g: _nobody(g), "not owned by root"),
+    "prestart owned by nobody, 0777": (lambda g: (_nobody(g / "hook.sh"), (g / "hook.sh").chmod(0o777)),
+                                       "not owned by root"),
+    "prestart a link": (lambda g: ((g / "hook.sh").unlink(), (g / "hook.sh").symlink_to("/bin/true")),
+                        "symbolic link"),
+    "system.conf owned by nobody": (lambda g: _nobody(g.parent / ".config" / "system.conf"), "not owned by root"),
+    "conf larger than 256 KiB": (lambda g: (g / "web.conf").write_text(UEFI_CONF + "# x\n" * 70000),
+                                 "larger than 256 KiB"),
+    "conf a FIFO": (lambda g: ((g / "web.conf").unlink(), os.mkfifo(g / "web.conf")), "not a regular file"),
+    "a switch port that is no interface": (lambda g: (g.parent / ".config" / "system.conf").write_text(
+        'switch_list="public"\nports_public="em0;reboot"\n'), "'em0;reboot' is not an interface name"),
+}
+
+
+@pytest.mark.parametrize("case", list(UNTRUSTED))
+def test_what_an_import_reads_must_be_roots(install, env, pool, store, case):
+    """prestart was mapped into preRun with no ownership check (run as root at every start)."""
+    g = guest(store, UEFI_CONF.replace('uuid=', 'prestart="hook.sh"\nuuid='))
+    (g / "hook.sh").write_text("#!/bin/sh\necho prestart \"$@\" >> /tmp/kvm-prestart-ran\n")
+    (g / "hook.sh").chmod(0o755)
+    change, needle = UNTRUSTED[case]
+    change(g)
+    before = datasets(pool)
+    res = cmd(install, env, "vmimport", "--from", "vm-bhyve", g, timeout=30)
+    one_line_error(res, "vmimport: web:", needle)
+    assert datasets(pool) == before and (g / "disk0.img").exists()
+
+
+def test_a_trusted_prestart_is_copied_and_run_from_the_vm_folder(install, env, store):
+    g = guest(store, UEFI_CONF.replace('uuid=', 'prestart="hook.sh"\nuuid='))
+    (g / "hook.sh").write_text("#!/bin/sh\necho prestart \"$@\"\n")
+    (g / "hook.sh").chmod(0o755)
+    res = cmd(install, env, "vmimport", "--from", "vm-bhyve", g)
+    assert res.returncode == 0, res.stderr
+    copy = install / "vm" / "web" / "prestart"
+    assert copy.read_bytes() == (g / "hook.sh").read_bytes() and copy.stat().st_mode & 0o777 == 0o700
+    run = (install / "vm" / "web" / "run").read_text()
+    assert '"$VMdir/prestart" "$VMname"' in run and "hook.sh" not in run
+    assert "copied into the VM folder as prestart" in (install / "vm" / "web" / "vmimport.txt").read_text()
+
+
+def test_a_shell_kvm_disk_elsewhere_and_an_open_folder_are_refused(install, env, pool, store, tmp_path):
+    folder = shell_vm(install, env, store)
+    before = datasets(pool)
+    folder.chmod(0o777)
+    one_line_error(cmd(install, env, "vmimport", "--from", "shell-kvm", folder), "old1: ",
+                   "writable by group or others")
+    folder.chmod(0o755)
+    outside = disk_file(tmp_path / "outside.img")
+    text = (folder / "set.conf").read_text()
+    (folder / "set.conf").write_text(text.replace('Disk="disk"', f'Disk="{outside}"'))
+    one_line_error(cmd(install, env, "vmimport", "--from", "shell-kvm", folder, "--move"), "old1: ",
+                   str(outside), f"--allow-path {outside}")
+    assert datasets(pool) == before and outside.exists()
+    res = cmd(install, env, "vmimport", "--from", "shell-kvm", folder, "--move", "--allow-path", outside)
+    assert res.returncode == 0, res.stderr
+    assert f'AllowPath="{outside}"' in (install / "vm" / "old1" / "set.conf").read_text() and outside.exists()

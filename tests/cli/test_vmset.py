@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import cmd, create_vm, one_line_error
+from tests.conftest import cmd, create_vm, fake_iso, one_line_error
 from tests.cli.test_conf_safety import HOLDER
 
 EXTRA = '# my own notes: keep me\nLAN="tapWEB"   # the tap\nif true; then : ; fi\n'
@@ -26,7 +26,7 @@ def test_sets_and_removes_keeping_every_other_line_and_the_old_file(install, env
     conf = web / "set.conf"
     before = conf.read_bytes()
     iso = tmp_path / "x.iso"
-    iso.write_bytes(b"iso")
+    fake_iso(iso)
     assert cmd(install, env, "insert", "web", iso).returncode == 0
     inserted = conf.read_bytes()
     res = cmd(install, env, "vmset", "web", "Cores=2", "-u", "ISO", "Mem=2G", "VNCpassword=s3cret")

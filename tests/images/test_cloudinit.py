@@ -4,6 +4,7 @@ The real-guest check (a guest mounting cidata and printing its hostname and key)
 guest tests' owner: not here."""
 
 import json
+import os
 import shutil
 import subprocess
 
@@ -76,6 +77,71 @@ def test_vmcreate_cloud_init_writes_a_seed_a_second_reader_reads(install, env, t
     (["--ssh-key", "/nonexistent/k.pub"], ["/nonexistent/k.pub"]),
 ])
 def test_bad_seed_flags_are_one_line_errors_and_make_nothing(install, env, pool, flags, words):
+    res = cmd(install, env, "vmcreate", "ci", "-y", "--cloud-init", *flags)
+    one_line_error(res, "vmcreate: ci:", *words, status=2)
+    assert not (install / "vm" / "ci").exists()
+
+
+@pytest.fixture
+def fifo(tmp_path):
+    path = tmp_path / "fifo"
+    os.mkfifo(path)
+    return path
+
+
+def big_file(tmp_path, size=2 << 20, name="big"):
+    path = tmp_path / name
+    path.write_text(KEY + "\n" + "#" * size + "\n")
+    return path
+
+
+@pytest.mark.parametrize("flag", ["--ssh-key", "--user-data", "--network-config"])
+def test_seed_files_must_be_small_regular_files(install, env, pool, tmp_path, fifo, flag):
+    """cloudinit --ssh-key /dev/zero grew without end (issue 19.6): a device, a FIFO, a folder or a
+    file over the limit is one line, read no further than the limit."""
+    for path, words in (("/dev/zero", ["/dev/zero", "is not a regular file (a device)"]),
+                        (str(fifo), ["is not a regular file (a FIFO)"]),
+                        (str(tmp_path), ["is not a regular file (a folder)"]),
+                        (str(big_file(tmp_path)), ["is larger than"])):
+        res = cmd(install, env, "vmcreate", "ci", "-y", "--cloud-init", flag, path, timeout=30)
+        one_line_error(res, "vmcreate: ci:", *words, status=2)
+        assert not (install / "vm" / "ci").exists()
+
+
+SHADOW_LINE = "root:$6$saltsalt$0123456789abcdefghijklmnopqrstuvwxyzABCDEFGH:19000:0:99999:7:::"
+
+
+def test_a_bad_key_file_is_named_never_shown(install, env, tmp_path):
+    """The first 40 characters of a file that is no key were printed (an /etc/shadow line)."""
+    bad = tmp_path / "shadow"
+    bad.write_text(SHADOW_LINE + "\n")
+    res = cmd(install, env, "vmcreate", "ci", "-y", "--cloud-init", "--ssh-key", bad)
+    line = one_line_error(res, "vmcreate: ci:", str(bad), "line 1", "not an SSH public key", status=2)
+    assert "root" not in line.replace(str(bad), "") and "$6$" not in line
+
+
+def test_a_key_file_holds_one_key_a_line_and_no_options(install, env, tmp_path):
+    """A multi-line key file was taken as one key, command= lines included."""
+    two = tmp_path / "two.pub"
+    other = KEY.replace("admin@host", "ops@host")
+    two.write_text(f"# my keys\n{KEY}\n\n{other}\n")
+    res = cmd(install, env, "vmcreate", "ci", "-y", "--cloud-init", "--user", "u", "--ssh-key", two)
+    assert res.returncode == 0, res.stderr
+    state = json.loads((install / "vm" / "ci" / "cloud-init.json").read_text())
+    assert state["ssh_keys"] == [KEY, other]
+    forced = tmp_path / "forced.pub"
+    forced.write_text(f"{KEY}\ncommand=\"/bin/sh -c 'id'\" {other}\n")
+    one_line_error(cmd(install, env, "cloudinit", "ci", "--ssh-key", forced), "cloudinit: ci:", str(forced),
+                   "line 2", status=2)
+    assert json.loads((install / "vm" / "ci" / "cloud-init.json").read_text()) == state
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--password-hash", "$6$salt$hash\nroot::0:0::/:/bin/sh"], ["--password-hash", "control character"]),
+    (["--hostname", ".".join(["a" * 63] * 5)], ["longer than 253"]),
+    (["--ip", "2001:db8::5/64", "--gateway", "192.0.2.1"], ["--gateway", "192.0.2.1", "IPv4", "IPv6"]),
+])
+def test_more_bad_seed_values_are_one_line_errors(install, env, pool, flags, words):
     res = cmd(install, env, "vmcreate", "ci", "-y", "--cloud-init", *flags)
     one_line_error(res, "vmcreate: ci:", *words, status=2)
     assert not (install / "vm" / "ci").exists()

@@ -55,7 +55,7 @@ def rounds(install, env, tmp_path, pool, argv, made, seed, undo):
 
 def test_image_import_killed_anywhere(install, env, pool, tmp_path):
     src = tmp_path / "img.raw"
-    src.write_bytes(b"IMAGE" * 1000)
+    src.write_bytes(b"IMAGE\0" * 1000)  # binary: a text file is no image
     cmd(install, env, "image", "import", "seedimg", src)  # the images dataset exists from here on
     cmd(install, env, "image", "destroy", "seedimg")
     made = f"{pool}/kvm/images/deb"
@@ -74,7 +74,7 @@ def test_vmclone_killed_anywhere(install, env, pool, tmp_path):
 def test_image_publish_killed_anywhere(install, env, pool, tmp_path):
     create_vm(install, env, "web", "--disk-size", "4M")
     src = tmp_path / "img.raw"
-    src.write_bytes(b"x")
+    src.write_bytes(b"\0x")
     cmd(install, env, "image", "import", "seedimg", src)
     cmd(install, env, "image", "destroy", "seedimg")
     rounds(install, env, tmp_path, pool, ["image", "publish", "web", "tmpl"], f"{pool}/kvm/images/tmpl", 13,

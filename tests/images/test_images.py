@@ -211,3 +211,99 @@ def test_a_large_import_shows_progress_on_stderr_and_stays_sparse(install, env, 
     assert res.returncode == 0, res.stderr
     assert "copied 128 of 128 MiB" in res.stderr and res.stdout.startswith("imported big (raw, sha256 ")
     assert os.stat(install / "images" / "big" / "disk").st_blocks * 512 < 1 << 20
+
+
+# ------------------------------------------------------- what an import reads (issue 19.3, 19 Low)
+
+def test_a_qcow2_naming_another_file_is_refused_before_qemu_img_reads_it(install, env, pool, tmp_path):
+    """qemu-img create -f qcow2 -b /etc/shadow -F raw evil.qcow2 pulled the backing file into the image."""
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"root:$6$secret-hash:19000::::::\n" + b"\0" * 65536)
+    evil = tmp_path / "evil.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(secret), "-F", "raw", str(evil)], check=True)
+    data = tmp_path / "data.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", f"data_file={tmp_path / 'd.raw'}", str(data),
+                    "1M"], check=True)
+    before = subprocess.run(["zfs", "list", "-H", "-o", "name", "-r", pool], capture_output=True, text=True).stdout
+    one_line_error(cmd(install, env, "image", "import", "evil", evil), str(evil), "backing file")
+    one_line_error(cmd(install, env, "image", "import", "data", data), str(data), "external data file")
+    one_line_error(cmd(install, env, "image", "import", "-n", "evil", evil), str(evil), "backing file")
+    after = subprocess.run(["zfs", "list", "-H", "-o", "name", "-r", pool], capture_output=True, text=True).stdout
+    assert after == before and not (install / "images" / "evil").exists()
+
+
+def test_what_is_no_image_file_is_named_as_such(install, env, pool, tmp_path):
+    (tmp_path / "empty").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("just some notes\n" * 100)
+    for path, words in (("/dev/null", ["is not a regular file (a device)"]),
+                        (str(tmp_path), ["is not a regular file (a folder)"]),
+                        (str(tmp_path / "empty"), ["is empty"]),
+                        (str(tmp_path / "notes.txt"), ["is text, not a disk image"]),
+                        (str(tmp_path / "nope"), ["does not exist"])):
+        one_line_error(cmd(install, env, "image", "import", "x", path), f"'{path}'", *words)
+    assert not exists(f"{pool}/kvm/images/x")
+
+
+def test_options_go_anywhere_as_documented(install, env, pool, tmp_path, web):
+    src = raw_image(tmp_path)
+    for argv in (["import", "-n", "a", src], ["import", "--os", "x", "a", src], ["publish", "-n", "web", "p"]):
+        res = cmd(install, env, "image", *argv)
+        assert res.returncode == 0, (argv, res.stderr)
+    assert cmd(install, env, "image", "import", "b", src, "--os", "y").returncode == 0
+    res = cmd(install, env, "image", "destroy", "-n", "b")
+    assert res.returncode == 0 and exists(f"{pool}/kvm/images/b"), res.stderr
+    assert json.loads(cmd(install, env, "image", "list", "--json").stdout)[0]["os"] == "x"
+
+
+def test_a_full_pool_mid_copy_is_one_line_and_leaves_nothing(env, scratch_pool, tmp_path):
+    from tests.conftest import kvm
+    pool = scratch_pool(160)
+    assert kvm(env, "kvminst", "-p", pool, "-y").returncode == 0
+    root = Path(f"/{pool}/kvm")
+    big = tmp_path / "big.raw"
+    with open(big, "wb") as fh:  # no zeros: nothing of it can be a hole
+        fh.write(b"\xab" * (160 << 20))
+    res = cmd(root, env, "image", "import", "big", big, timeout=180)
+    one_line_error(res, "image: cannot copy", "No space left on device")
+    assert not exists(f"{pool}/kvm/images/big")
+
+
+def test_vmclone_derives_its_tap_as_vmcreate_does(install, env, pool, web):
+    """vmclone wrote tapABCDEFGHIJKLMNOPQRSTU (over 15 characters), which vmcreate refuses (issue 19.10)."""
+    before = subprocess.run(["zfs", "list", "-H", "-o", "name", "-t", "all", "-r", pool], capture_output=True,
+                            text=True).stdout
+    long = "abcdefghijklmnopqrstu"
+    for argv in (["vmclone", "web", long, "-y"], ["vmcreate", long, "-y", "--bridge", "bridgeLOCAL"]):
+        one_line_error(cmd(install, env, *argv), f": {long}:", "'tapABCDEFGHIJKLMNOPQRSTU' is longer than 15",
+                       status=2)
+    after = subprocess.run(["zfs", "list", "-H", "-o", "name", "-t", "all", "-r", pool], capture_output=True,
+                           text=True).stdout
+    assert after == before and not (install / "vm" / long).exists()
+    create_vm(install, env, "plain")  # no tap of its own: any valid name will do
+    assert cmd(install, env, "vmclone", "plain", long, "-y").returncode == 0
+
+
+def snapshots_of(ds):
+    res = subprocess.run(["zfs", "list", "-H", "-o", "name", "-t", "snapshot"], capture_output=True, text=True)
+    return sorted(s.split("@")[1] for s in res.stdout.split() if s.startswith(ds + "@"))
+
+
+def test_the_snapshot_taken_for_a_clone_goes_with_its_last_clone(install, env, pool, web):
+    """vmdestroy of a clone left SRC@clone-DST-TIMESTAMP on the source forever (issue 19 Low);
+    image destroy left VM@publish-NAME-... likewise. A snapshot of the user's always stays."""
+    ds = f"{pool}/kvm/vm/web"
+    assert cmd(install, env, "vmclone", "web", "c1", "-y").returncode == 0
+    own = [s for s in snapshots_of(ds) if s.startswith("clone-c1-")]
+    assert len(own) == 1
+    assert cmd(install, env, "vmclone", "web", "c2", "--snapshot", own[0], "-y").returncode == 0
+    assert cmd(install, env, "vmdestroy", "c1", "-y").returncode == 0
+    assert own[0] in snapshots_of(ds)  # c2 still depends on it
+    assert cmd(install, env, "vmdestroy", "c2", "-y").returncode == 0
+    assert snapshots_of(ds) == []
+    assert cmd(install, env, "snap", "create", "web", "gold").returncode == 0
+    assert cmd(install, env, "vmclone", "web", "c3", "--snapshot", "gold", "-y").returncode == 0
+    assert cmd(install, env, "vmdestroy", "c3", "-y").returncode == 0
+    assert snapshots_of(ds) == ["gold"]
+    assert cmd(install, env, "image", "publish", "web", "tmpl").returncode == 0
+    assert cmd(install, env, "image", "destroy", "tmpl").returncode == 0
+    assert snapshots_of(ds) == ["gold"]

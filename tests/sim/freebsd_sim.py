@@ -750,9 +750,36 @@ def cu(argv):
     print("Connected")
 
 
+# ------------------------------------------------------------------- mount -p, swapctl -l
+
+def _proc_table(path):
+    try:
+        return [line.split() for line in Path(path).read_text().splitlines() if line.split()]
+    except OSError:
+        return []
+
+
+def mount(argv):
+    """mount -p only (fstab lines of what is mounted, from this host's own table); anything else
+    kvm never runs, so the simulator refuses it rather than mount something."""
+    if argv != ["-p"]:
+        die("mount: the simulator takes -p only", 1)
+    for f in _proc_table("/proc/self/mounts"):
+        print(f"{f[0]}\t\t{f[1]}\t{f[2]}\t{f[3].split(',')[0]}\t0 0")
+
+
+def swapctl(argv):
+    """swapctl -l only: the swap devices (this host's /proc/swaps)."""
+    if argv != ["-l"]:
+        die("usage: swapctl -l [-ghkmS]", 1)
+    print("Device:       1024-blocks     Used:")
+    for f in _proc_table("/proc/swaps")[1:]:
+        print(f"{f[0]}\t{f[2]}\t{f[3]}")
+
+
 TOOLS = {"bhyve": bhyve, "bhyvectl": bhyvectl, "grub-bhyve": grub_bhyve, "ifconfig": ifconfig,
          "kldstat": kldstat, "kldload": kldload, "sockstat": sockstat, "pciconf": pciconf,
-         "sysrc": sysrc, "cu": cu}
+         "sysrc": sysrc, "cu": cu, "mount": mount, "swapctl": swapctl}
 
 
 def main(tool):

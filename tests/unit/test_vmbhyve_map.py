@@ -29,7 +29,7 @@ def plan(tmp_path, text, disks=(), name="g1", **kw):
 def test_the_conf_is_read_as_vm_bhyve_reads_it(tmp_path):
     p = tmp_path / "x.conf"
     p.write_text('cpu="2"  # two\n  memory=8G\nMemory=9G\nmemory="1G"\ncpu=4\nvnc_password="a#b"\nloader=\'uefi\'\n')
-    assert vmbhyve.read_conf(p) == {"cpu": "2", "memory": "1G", "vnc_password": "a", "loader": "'uefi'"}
+    assert vmbhyve.read_conf("x", p) == {"cpu": "2", "memory": "1G", "vnc_password": "a", "loader": "'uefi'"}
 
 
 def test_uefi_disks_take_a_slot_each_and_nics_share_one(tmp_path):

@@ -20,7 +20,7 @@ from pathlib import Path
 from kvm import host
 from kvm.conf import firmware
 from kvm.errors import NotFound
-from kvm.host import paths
+from kvm.host import lock, paths
 from kvm.hypervisor.base import Exit, LaunchFailed, Plan
 from kvm.hypervisor.qemu import accel
 from kvm.hypervisor.qemu import argv as qemu
@@ -68,12 +68,25 @@ def find_code(cfg, root, strict):
     return str(code)
 
 
+LOG_MODE = 0o640   # console.log: what the guest printed is for root and its group only
+
+
+def open_console_log(path):
+    """console.log as qemu will append to it: made 0640 before qemu creates it with its umask's
+    0644 (never through a link), and an older one made 0640 at most."""
+    try:
+        os.close(lock.open_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, LOG_MODE))
+    except OSError as exc:
+        raise LaunchFailed(f"cannot open {path}: {exc.strerror}") from None
+    host.tighten_mode(path, LOG_MODE)
+
+
 def rotate_log(path, cap=LOG_CAP):
     """Keep console.log under its cap: copy it to console.log.0, then truncate it in place."""
     try:
         if os.path.getsize(path) <= cap:
             return
-        host.copy_file(path, f"{path}.0", mode=0o640)
+        host.copy_file(path, f"{path}.0", mode=LOG_MODE)
         os.truncate(path, 0)
     except (OSError, host.WriteFailed):
         pass  # a full pool must not end the VM: the log just stays as it is
@@ -153,6 +166,8 @@ class Qemu:
         shown = self.shown(plan_.argv)
         if announce:
             announce(shown)
+        if detail.log:
+            open_console_log(detail.log)
         proc = host.spawn_quiet(plan_.argv, shown=shown)
         try:
             qmp = Qmp.connect(detail.qmp, timeout=QMP_CONNECT)

@@ -14,6 +14,7 @@ import time
 
 from kvm import host, platform
 from kvm.conf import config
+from kvm.conf.shconf import read_text
 from kvm.conf.templating import render
 from kvm.errors import NotFound, StateError
 from kvm.host import lock
@@ -23,13 +24,13 @@ from kvm.manage.importers import shellkvm, vmbhyve
 from kvm.manage.importers.plan import Plan  # noqa: F401 - the importers' result, handed on
 from kvm.manage.rename import rewrite_files
 from kvm.run import launch
-from kvm.storage.images import copy_hashing
+from kvm.storage.images import DISK_MODE, copy_hashing
 from kvm.vm import Vm, check_name
 from kvm.zfs.txn import Transaction
 
 REPORT = "vmimport.txt"
 ORDER = ("VMrom", "Boot", "Cores", "Mem", "VMoptions", "Disk", "DiskDriver", "Devices", "VNC", "wVNC",
-         "hVNC", "Tablet", "VNCaddr", "VNCpassword", "COM", "RestartOnFault")
+         "hVNC", "Tablet", "VNCaddr", "VNCpassword", "COM", "RestartOnFault", "AllowPath")
 
 
 def conf_text(plan):
@@ -73,27 +74,39 @@ def _vars_template(root, plan, names):
     return source, name
 
 
-def copy_into(src, dst):
-    """Copy a file sparsely (a disk's holes stay holes), keeping its mode."""
+def copy_into(src, dst, mode=None):
+    """Copy a file sparsely (a disk's holes stay holes), 0600 while it is written, then `mode`
+    (default: the source's)."""
     if host.dry_run():
         host.plan(f"cp {src} {dst}")
         return
     try:
         copy_hashing(src, dst)
-        os.chmod(dst, os.stat(src).st_mode & 0o7777)
+        os.chmod(dst, os.stat(src).st_mode & 0o7777 if mode is None else mode)
     except OSError as exc:
         raise WriteFailed(f"cannot copy {src} to {dst}: {exc.strerror or exc}") from None
+
+
+def _mode(src, name, plan):
+    """A copied file's mode: a disk 0600; the shell kvm's set.conf 0640 at most with a password;
+    anything else the source's."""
+    if name in plan.disks:
+        return DISK_MODE
+    current = os.stat(src).st_mode & 0o7777
+    if name == config.CONF and plan.settings is None:
+        return config.mode_for(read_text(str(src)), current)
+    return current
 
 
 def check_created(vm):
     """The new VM as a start would read it: set.conf valid there, its disks there."""
     cfg = vm.config()
-    launch.check_files(cfg)
+    warnings = launch.check_files(cfg)
     for dev in cfg.devices:
         if dev.kind in ("disk", "cdrom") and not os.path.exists(dev.path):
             raise NotFound(f"Devices item '{dev.arg()}': {dev.path} does not exist", vm=vm.name)
     launch.plan(vm, cfg, strict=False)
-    return list(cfg.warnings)
+    return list(cfg.warnings) + warnings
 
 
 def _fill(vm, plan, texts, template):
@@ -102,7 +115,13 @@ def _fill(vm, plan, texts, template):
         host.write_file(vm.conf_path, conf, mode=config.file_mode(cfg))
         host.write_file(vm.run_path, run, mode=0o644)
     for src, name, _remove in plan.files:
-        copy_into(src, vm.dir / name)
+        copy_into(src, vm.dir / name, None if host.dry_run() else _mode(src, name, plan))
+    for name, (data, mode) in plan.texts.items():
+        host.write_file(vm.dir / name, data, mode=mode)
+    if plan.settings is None and plan.allow_paths and not host.dry_run():  # shell kvm: its own set.conf
+        text = read_text(str(vm.conf_path))
+        host.write_file(vm.conf_path, config.set_value(text, "AllowPath", " ".join(plan.allow_paths)),
+                        mode=vm.conf_path.stat().st_mode & 0o7777)
     if template:
         host.copy_file(template[0], vm.dir / template[1], mode=0o644)
     if plan.rename_from and not host.dry_run():
@@ -133,9 +152,10 @@ def create(root, plan):
     return vm, warnings
 
 
-def import_vm(root, source, folder, name=None, move=False):
+def import_vm(root, source, folder, name=None, move=False, allow_paths=()):
     """Import the `source` VM in `folder` (vm-bhyve or shell-kvm) as NAME (default: the folder's
-    name); returns (Vm, Plan, warnings)."""
+    name); allow_paths: the paths outside the folder the command line named (--allow-path), the only
+    ones the VM may keep using in place. Returns (Vm, Plan, warnings)."""
     from kvm.hypervisor import current as hypervisor
     name = name or os.path.basename(os.path.normpath(folder))
     check_name(name)
@@ -147,8 +167,9 @@ def import_vm(root, source, folder, name=None, move=False):
                          f"first", vm=name)
     vars_name = hv.uefi_vars(root.path)[1]
     if source == "vm-bhyve":
-        plan = vmbhyve.plan(vm, folder, move, host_os=platform.current(), vars_name=vars_name)
+        plan = vmbhyve.plan(vm, folder, move, host_os=platform.current(), vars_name=vars_name,
+                            allow_paths=allow_paths)
     else:
-        plan = shellkvm.plan(vm, folder, move, vars_name=vars_name)
+        plan = shellkvm.plan(vm, folder, move, vars_name=vars_name, allow_paths=allow_paths)
     vm, warnings = create(root, plan)
     return vm, plan, warnings

@@ -13,11 +13,13 @@ needs; the frame buffer and tablet go to kvm's own slots 30 and 29.
 """
 
 import os
+import stat
 from pathlib import Path
 
 from kvm import platform
 from kvm.conf import config
 from kvm.errors import ConfigError, NotFound, StateError
+from kvm.manage.importers import trust
 from kvm.manage.importers import vmbhyve_devices as devs
 from kvm.manage.importers.plan import Plan
 from kvm.manage.importers.vmbhyve_devices import read_conf
@@ -27,6 +29,7 @@ FIRMWARE = "/usr/local/share/uefi-firmware"
 # vm-bhyve's own firmware files for its loader names (vm::uefi)
 ROMS = {"uefi-csm": f"{FIRMWARE}/BHYVE_UEFI_CSM.fd", "uefi-devel": f"{FIRMWARE}/BHYVE_UEFI_CODE-devel.fd"}
 DEFAULT_OPTIONS = "AHPw"   # vm-bhyve always runs bhyve -AHPw
+PRESTART = "prestart"      # the copy of vm-bhyve's prestart script in the VM folder
 # keys that only mean something when vm-bhyve creates a guest from a template
 TEMPLATE_ONLY = ("zfs_dataset_opts", "zfs_zvol_opts")
 # keys kvm has no counterpart for, and what the guest or the admin will notice
@@ -57,13 +60,25 @@ def yesno(value):
 class Mapping:
     """The conf's values, what has been used, and what goes into set.conf, run and the report."""
 
-    def __init__(self, name, conf, values, vmdir, host_os):
+    def __init__(self, name, conf, values, vmdir, host_os, named=()):
         self.name, self.conf, self.values, self.vmdir, self.host_os = name, Path(conf), values, vmdir, host_os
         self.guest_dir = self.conf.parent
         self.used, self.report, self.settings = set(), [], {}
         self.pre, self.post, self.devices, self.files = [], [], [], []
+        self.texts, self.allow_paths, self.disks = {}, [], []
         self.kind, self.dataset = "", ""
         self.system = None  # vm-bhyve's system.conf, read when a NIC names a switch
+        self.named_paths = {os.path.realpath(p) for p in named}  # --allow-path: what may stay outside
+
+    def named(self, path):
+        """The command line named this path (--allow-path), as it is written or where it leads."""
+        return os.path.realpath(path) in self.named_paths
+
+    def allow(self, path):
+        """A path kept in place, outside the new VM folder: AllowPath names it; returns it."""
+        if str(path) not in self.allow_paths:
+            self.allow_paths.append(str(path))
+        return str(path)
 
     def get(self, key, default=""):
         self.used.add(key)
@@ -188,14 +203,25 @@ def _behaviour(m):
         m.skip("on_restart", "kvm always boots again after a guest reboot")
     script = m.get("prestart")
     if script:
-        path = script if script.startswith("/") else str(m.guest_dir / script)
-        folder = config.sh_quote(str(m.guest_dir))
-        # vm-bhyve runs it in the guest folder with the name and dataset; its status is ignored
-        dataset = config.sh_quote(m.dataset)
-        m.pre.append(f'(cd {folder} && exec {config.sh_quote(path)} "$VMname" {dataset}) || :')
-        m.report.append(f"prestart={script}: runs from preRun (in place), given the kvm dataset")
+        _prestart(m, script)
     if m.yes("debug"):
         m.skip("debug", "kvm logs every run to NAME.log already")
+
+
+def _prestart(m, script):
+    """vm-bhyve's prestart script, which root runs at every start: read only when it is root's and
+    writable by root only, in a folder of root's (as set.conf and run: importers/trust.py), and
+    copied into the VM folder (0700), which every start checks, so that what runs is what was
+    checked; run from preRun in the guest folder with the name and dataset, status ignored."""
+    path = Path(script if script.startswith("/") else m.guest_dir / script)
+    trust.check_folder(m.name, os.path.dirname(os.path.abspath(path)))
+    text = trust.read(m.name, path, "prestart script", trust.HOOK_MAX)
+    m.texts[PRESTART] = (text, 0o700)
+    folder = config.sh_quote(str(m.guest_dir))
+    m.pre.append(f'(cd {folder} && exec "$VMdir/{PRESTART}" "$VMname" {config.sh_quote(m.dataset)}) || :')
+    lines = text.count(b"\n")
+    m.report.append(f"prestart={script}: copied into the VM folder as {PRESTART} ({lines} lines: read it), run "
+                    f"from preRun at every start, given the kvm dataset")
 
 
 def _uefi_vars(m, vars_name):
@@ -203,8 +229,10 @@ def _uefi_vars(m, vars_name):
     if m.kind != "uefi" or not m.yes("uefi_vars"):
         return
     old = m.guest_dir / "uefi-vars.fd"
-    if not old.is_file() or not old.is_file():
+    if not os.path.lexists(old):
         return  # vm-bhyve ran without persistent vars: a fresh copy of the template does the same
+    if not stat.S_ISREG(os.lstat(old).st_mode):  # a link would copy any file of the host into the VM
+        return m.skip("uefi_vars", f"{old} is not a regular file (a link?): fresh ones")
     if vars_name != "UEFI_VARS.fd":
         return m.skip("uefi_vars", "bhyve's UEFI variables do not fit this host's firmware: fresh ones")
     m.files.append((old, vars_name, False))
@@ -220,27 +248,32 @@ def _leftovers(m):
             m.skip(key, "kvm does not map it")
 
 
-def plan(vm, guest_dir, move=False, host_os=None, vars_name="UEFI_VARS.fd"):
-    """The Plan that imports the vm-bhyve guest in guest_dir as the new Vm `vm`."""
+def plan(vm, guest_dir, move=False, host_os=None, vars_name="UEFI_VARS.fd", allow_paths=()):
+    """The Plan that imports the vm-bhyve guest in guest_dir as the new Vm `vm`; allow_paths: what
+    the command line named (--allow-path), the only disks outside the guest folder it may use."""
     name = vm.name
     guest_dir = Path(guest_dir).absolute()  # every path set.conf gets from it is absolute
     conf = guest_dir / f"{guest_dir.name}.conf"
-    if not conf.is_file():
+    if not os.path.lexists(conf):
         raise NotFound(f"no vm-bhyve guest in {guest_dir}: {conf} does not exist", vm=name)
     if (guest_dir / "run.lock").exists():  # vm-bhyve's own lock, held while its guest runs
         raise StateError(f"vm-bhyve runs it ({guest_dir / 'run.lock'} exists): stop it first "
                          f"(vm stop {guest_dir.name})", vm=name)
-    values = read_conf(conf)
+    trust.check_folder(name, guest_dir)
+    values = read_conf(name, conf)
     for key, value in values.items():
         if any(ord(ch) < 32 for ch in value):
             raise ConfigError(f"{conf.name}: {key}={value!r} holds a control character (a DOS line end?)",
                               vm=name)
-    m = Mapping(name, conf, values, vm.dir, host_os or platform.current())
+    m = Mapping(name, conf, values, vm.dir, host_os or platform.current(), allow_paths)
     m.dataset = vm.dataset()
     for step in (_loader, _cpu_mem, _options, _console, _behaviour):
         step(m)
     devs.layout(m, move)
     _uefi_vars(m, vars_name)
     _leftovers(m)
+    if m.allow_paths:
+        m.settings["AllowPath"] = " ".join(m.allow_paths)
     return Plan(name=name, origin=f"vm-bhyve {conf}", settings=m.settings, pre=m.pre, post=m.post,
-                files=m.files, report=m.report, fresh_vars=m.kind == "uefi")
+                files=m.files, texts=m.texts, disks=m.disks, report=m.report, fresh_vars=m.kind == "uefi",
+                allow_paths=list(m.allow_paths))

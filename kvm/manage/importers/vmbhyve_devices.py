@@ -1,12 +1,17 @@
 """vm-bhyve's PCI layout (lib/vm-run's bhyve_device_* order) as set.conf Disk and Devices items,
 and its switches (lib/vm-switch-*) as the bridge lines of the run hooks."""
 
+import os
 import re
+import stat
 from pathlib import Path
 
 from kvm import zfs
+from kvm.conf.config import under
 from kvm.conf.devices import NIC_EMULATIONS
-from kvm.manage.create import default_tap
+from kvm.errors import ConfigError, UsageError
+from kvm.manage.create import derived_tap
+from kvm.manage.importers import trust
 
 BLOCK = ("nvme", "virtio-blk", "ahci-hd", "ahci-cd")  # vm-bhyve's disk types kvm maps
 MAIN = ("nvme", "virtio-blk", "ahci-hd")     # what kvm's DiskDriver takes
@@ -30,11 +35,17 @@ class Slots:
 
 
 
-def read_conf(path):
-    """{key: value} of a vm-bhyve conf file, read exactly as config::load reads it."""
+def read_conf(name, path, what="vm-bhyve conf"):
+    """{key: value} of a vm-bhyve conf file (root's, writable by root only, at most
+    trust.CONF_MAX: importers/trust.py), read exactly as config::load reads it."""
+    return parse_conf(trust.read(name, path, what).decode(errors="replace"))
+
+
+def parse_conf(text):
+    """{key: value} of a vm-bhyve conf text, as config::load reads it."""
     values = {}
     # split on \n only, as grep does: a DOS line end stays in the value (and is refused)
-    for line in Path(path).read_bytes().decode(errors="replace").split("\n"):
+    for line in text.split("\n"):
         if not ("a" <= line[:1] <= "z"):
             continue
         line = line.split("#", 1)[0].rstrip(" ").replace('"', "")
@@ -59,36 +70,56 @@ def _guest_dataset(m, key):
 
 
 def _disk_source(m, n):
-    """(path, movable) of disk N, resolved as vm::get_disk_path does."""
+    """(path, the guest's own?) of disk N, resolved as vm::get_disk_path does. The guest's own:
+    a file in its folder (no '..' leading out, no link leading out) or a zvol of its dataset."""
     key, dev_key = f"disk{n}_name", f"disk{n}_dev"
     name, dev = m.get(key), m.get(dev_key) or "file"
     if dev == "file":
-        return m.guest_dir / name, True
+        src = m.guest_dir / name
+        return src, not name.startswith("/") and ".." not in Path(name).parts and _inside(m, src)
     if dev in ("zvol", "sparse-zvol"):
-        return Path(f"/dev/zvol/{_guest_dataset(m, dev_key)}/{name}"), False
+        if name.startswith("/") or ".." in Path(name).parts:
+            m.bad(key, "must name a zvol of the guest's dataset (no '/' at the start, no '..')")
+        return Path(f"/dev/zvol/{_guest_dataset(m, dev_key)}/{name}"), True
     if dev == "custom":
         if not name.startswith("/"):
             m.bad(key, "must be an absolute path with disk_dev=custom")
-        return Path(name), Path(name).is_file()
+        return Path(name), _inside(m, Path(name))
     m.bad(dev_key, "cannot be imported (file, zvol, sparse-zvol or custom)")
 
 
+def _inside(m, src):
+    return under(os.path.realpath(src), os.path.realpath(m.guest_dir))
+
+
 def disk_path(m, n, move):
-    """The disk's path in set.conf: kept in place, or (--move) a file of the new VM folder."""
+    """The disk's path in set.conf: kept in place (its path then in AllowPath), or (--move) a file
+    of the new VM folder. A disk outside the guest folder is never copied, moved or removed, and
+    referenced in place only when the command line names it (--allow-path)."""
     key = f"disk{n}_name"
-    src, movable = _disk_source(m, n)
+    src, own = _disk_source(m, n)
     if any(ch in str(src) for ch in ", \t\n"):
         m.bad(key, "holds a comma or a space, which bhyve's -s cannot take")
     if not src.exists():
         m.missing(key, f"disk {src} does not exist")
+    if not own:
+        real = os.path.realpath(src)
+        if not m.named(src):
+            m.bad(key, f"leads to {real}, outside the guest folder {m.guest_dir}: never copied, moved or removed; "
+                       f"to use it in place, name it: --allow-path {real}")
+        m.report.append(f"{key}={m.values[key]}: kept in place ({real} is outside the guest folder; named by "
+                        f"--allow-path)")
+        return m.allow(src)
     if not move:
-        return str(src)
-    if not movable:
+        return m.allow(src)
+    st = os.lstat(src)
+    if not stat.S_ISREG(st.st_mode):
         m.report.append(f"{key}={m.values[key]}: kept in place ({src} is not a file)")
-        return str(src)
+        return m.allow(src)
     if any(f[1] == src.name for f in m.files):
         m.bad(key, "has the file name of another disk: both cannot move into one folder")
     m.files.append((src, src.name, True))
+    m.disks.append(src.name)
     return src.name if n == 0 else str(m.vmdir / src.name)
 
 
@@ -127,11 +158,11 @@ def _tap(m, n):
             m.bad(key, "is not an interface name (1-15 of letters, digits, '.', '_', '-')")
         return tap, not own
     # a lower-case n never occurs in a default tap name (tapNAME is upper-case): no clash
-    tap = default_tap(m.name) + (f"n{n}" if n else "")
-    if len(tap) > 15:
-        m.bad(f"network{n}_type", f"needs a tap, and '{tap}' is longer than 15 characters: "
-                                  "import it under a shorter NAME")
-    return tap, True
+    try:
+        return derived_tap(m.name, f"n{n}" if n else ""), True
+    except UsageError as exc:
+        raise ConfigError(f"{m.conf.name}: network{n}_type={m.values.get(f'network{n}_type', '')!r} needs a tap: "
+                          f"{exc.message}", vm=m.name) from None
 
 
 def _nics(m, s):
@@ -161,7 +192,11 @@ def system_conf(m):
     """vm-bhyve's switches: VM_DIR/.config/system.conf beside the guest folder ({} when absent)."""
     if m.system is None:
         path = m.guest_dir.parent / ".config" / "system.conf"
-        m.system = read_conf(path) if path.is_file() else {}
+        if os.path.lexists(path):
+            trust.check_folder(m.name, path.parent)
+            m.system = read_conf(m.name, path, "vm-bhyve system.conf")
+        else:
+            m.system = {}
         if not m.system:
             m.report.append(f"{path}: not found: the switches' uplink ports are not known")
     return m.system
@@ -187,6 +222,10 @@ def bridge_of(m, n):
     if not bridge or not IFNAME_RE.match(bridge):
         m.skip(key, f"a {kind} switch without a bridge name kvm can create: the tap is on no bridge")
         return None, []
+    for port in ports:  # they go into preRun, which root runs
+        if not IFNAME_RE.match(port):
+            raise ConfigError(f"system.conf: ports_{switch}={' '.join(ports)!r}: '{port}' is not an interface "
+                              f"name (1-15 of letters, digits, '.', '_', '-')", vm=m.name)
     for opt in ("vlan", "mtu", "addr", "addr6", "private"):
         line = f"switch {switch}: {opt}_{switch}={sysconf.get(f'{opt}_{switch}')}: not set up by kvm's hooks"
         if sysconf.get(f"{opt}_{switch}") and line not in m.report:
