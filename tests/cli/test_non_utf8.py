@@ -4,7 +4,7 @@ file cloud-init could not read is refused in one line (issue 19.7)."""
 
 import subprocess
 
-from tests.conftest import cmd, create_vm, one_line_error
+from tests.conftest import cmd, create_vm, fake_iso, one_line_error
 
 LATIN1 = b"# caf\xe9 de web: \xe0 garder\nLAN=\"tap\xe9\"\n"
 
@@ -29,8 +29,7 @@ def test_edits_clone_and_rename_keep_the_bytes_and_finish(install, env, sysroot,
     res = raw(install, env, "vmset", "web", "Cores=2", "--force", "LAN=tap0")   # the old value: its bytes
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines()[-1] == b'web: set LAN="tap0" (was "tap\xe9")'
-    iso = tmp_path / "x.iso"
-    iso.write_bytes(b"iso")
+    iso = fake_iso(tmp_path / "x.iso")
     for argv in (["insert", "web", iso], ["vmset", "web", "--force", "LAN=tap\udce9"], ["eject", "web"]):
         res = raw(install, env, *argv)
         assert res.returncode == 0, (argv, res.stderr)
