@@ -211,7 +211,7 @@ def process_args(pid):
         except OSError:
             return None
         return [a.decode(errors="replace") for a in raw.split(b"\0") if a] or None
-    res = run(["ps", "-o", "args=", "-p", str(pid)], mutating=False, check=False)
+    res = run(["ps", "-ww", "-o", "args=", "-p", str(pid)], mutating=False, check=False)
     text = res.stdout.strip()
     return text.split() if res.status == 0 and text else None
 
@@ -231,8 +231,10 @@ def parent_pid(pid):
 
 
 def list_processes():
-    """(pid, args) for every process: one `ps` call (used only as a fallback)."""
-    res = run(["ps", "-ax", "-o", "pid=,args="], mutating=False, check=False)
+    """(pid, args) for every process: one `ps` call (used only as a fallback). -ww: whole command
+    lines, whatever COLUMNS says (ps cuts them to its width otherwise, and a long path pushes the
+    dataset a `zfs destroy` works on out of sight)."""
+    res = run(["ps", "-ax", "-ww", "-o", "pid=,args="], mutating=False, check=False)
     out = []
     for line in res.stdout.splitlines():
         pid, _, args = line.strip().partition(" ")
