@@ -23,6 +23,8 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # the checkout'
 import bench_images  # noqa: E402 - bench/ is no package
 import qemu_bench  # noqa: E402 - beside this file: the real-guest figures
 
+from tests import testpools  # noqa: E402 - the checkout's: the pools the tooling may destroy
+
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
 TARGETS = {"status": 40, "vminfo": 40, "vmlist@500": 150, "start_to_exec": 150, "reboot_turnaround": 50,
@@ -71,9 +73,7 @@ class Bed:
         self.pool = f"kvmbench{uuid.uuid4().hex[:6]}"
         self.img = Path(f"/var/tmp/{self.pool}.img")
         self.work = Path(tempfile.mkdtemp(prefix="kvmbench", dir="/var/tmp"))
-        with open(self.img, "wb") as fh:
-            fh.truncate(4 << 30)
-        sh("zpool", "create", "-f", self.pool, self.img)
+        testpools.create(self.pool, self.img, 4 << 30)  # recorded first: the one pool close() destroys
         fake = self.work / "bin"
         fake.mkdir()
         for name, text in (("bhyve", FAKE_BHYVE), ("bhyvectl", FAKE_BHYVECTL), ("kldstat", FAKE_OK),
@@ -138,10 +138,9 @@ class Bed:
                   f"remove it with zpool destroy {self.pool} && rm {self.img}", file=sys.stderr)
             return
         for _ in range(20):
-            if subprocess.run(["zpool", "destroy", "-f", self.pool], capture_output=True).returncode == 0:
+            if testpools.destroy(self.pool, self.img):
                 break
             time.sleep(0.5)
-        self.img.unlink(missing_ok=True)
         shutil.rmtree(self.work, ignore_errors=True)
 
 

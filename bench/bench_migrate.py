@@ -19,6 +19,9 @@ import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from tests import testpools  # noqa: E402 - the checkout's: the pools the bench may destroy
+
 SIM_BIN = REPO / "tests" / "sim" / "bin"
 POOL_DIR = Path("/dev/shm" if os.path.isdir("/dev/shm") else "/var/tmp")
 DISK_MIB, CHANGED_MIB = 512, 8
@@ -57,9 +60,7 @@ def make_env(sysroot):
 def make_pool(size_gib=2):
     name = f"kvmb{uuid.uuid4().hex[:8]}"
     img = POOL_DIR / f"{name}.img"
-    with open(img, "wb") as fh:
-        fh.truncate(size_gib << 30)
-    sh("zpool", "create", "-f", name, img)
+    testpools.create(name, img, size_gib << 30)  # recorded first: the only pools the bench destroys
     return name, img
 
 
@@ -171,8 +172,7 @@ def main():
         for pool, img in made:
             sh(sys.executable, "-m", "kvm", "--root", f"/{pool}/kvm", "stop", "-f", "web", check=False)
             for _ in range(40):
-                if sh("zpool", "destroy", "-f", pool, check=False).returncode == 0:
-                    img.unlink(missing_ok=True)
+                if testpools.destroy(pool, img):
                     break
                 time.sleep(0.5)
         subprocess.run(["rm", "-rf", str(sysroot)])

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import testpools
+
 REPO = Path(__file__).resolve().parent.parent
 SIM_BIN = REPO / "tests" / "sim" / "bin"
 IN_CI = os.environ.get("CI") == "true"
@@ -39,23 +41,21 @@ def pool():
         pytest.skip(why)
     name = f"kvmt{uuid.uuid4().hex[:8]}"
     img = POOL_DIR / f"{name}.img"
-    with open(img, "wb") as fh:
-        fh.truncate(2 << 30)
-    subprocess.run(["zpool", "create", "-f", name, str(img)], check=True, capture_output=True)
+    testpools.create(name, img, 2 << 30)  # recorded first: the only pools the suite ever destroys
     yield name
     destroy_pool(name, img)
 
 
 def destroy_pool(name, img, seconds=20):
-    """zpool destroy -f with patience; the backing file goes only with the pool (a pool whose file
-    is gone while it is still imported makes zfs-fuse fault it)."""
+    """zpool destroy -f with patience of a pool this run made (tests/testpools.py refuses any
+    other); the backing file goes only with the pool (a pool whose file is gone while it is still
+    imported makes zfs-fuse fault it)."""
     end = time.time() + seconds
-    while subprocess.run(["zpool", "destroy", "-f", name], capture_output=True).returncode != 0:
+    while not testpools.destroy(name, img):
         if time.time() > end:
             print(f"conftest: pool {name} could not be destroyed; its file {img} is kept", file=sys.stderr)
             return
         time.sleep(0.5)
-    img.unlink(missing_ok=True)
 
 
 @pytest.fixture(autouse=True)
@@ -213,10 +213,8 @@ def scratch_pool(pool):
     def make(size_mb=128):
         name = f"kvms{uuid.uuid4().hex[:8]}"
         img = POOL_DIR / f"{name}.img"
-        with open(img, "wb") as fh:
-            fh.truncate(size_mb << 20)
-        subprocess.run(["zpool", "create", "-f", name, str(img)], check=True, capture_output=True)
         made.append((name, img))
+        testpools.create(name, img, size_mb << 20)
         return name
     yield make
     for name, img in made:
@@ -278,3 +276,22 @@ def fake_iso(path, size=64 << 10):
 def as_nobody(env, argv, cwd):
     """Run argv as an unprivileged user."""
     return subprocess.run(nobody_env(env) + list(argv), env=env, capture_output=True, text=True, cwd=cwd)
+
+
+SUMMARY_KINDS = ("failed", "passed", "skipped", "xfailed", "xpassed", "error")
+
+
+def pytest_sessionstart(session):
+    session.config._kvm_started = time.time()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """The run's counts as pytest's last line says them, into the file KVM_TEST_SUMMARY names
+    (tests/run prints them again at its very end, after a re-run's own summary)."""
+    path = os.environ.get("KVM_TEST_SUMMARY")
+    if not path:
+        return
+    stats = terminalreporter.stats
+    parts = [f"{len(stats[k])} {k if k != 'error' else 'errors'}" for k in SUMMARY_KINDS if stats.get(k)]
+    took = time.time() - getattr(config, "_kvm_started", time.time())
+    Path(path).write_text(f"{', '.join(parts) or 'no tests ran'} in {took:.0f}s (exit {int(exitstatus)})\n")

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Prepares a Debian machine for kvm's tests and demo: zfs-fuse (real ZFS in user
 # space) with its daemon running, and a virtualenv .venv with kvm installed.
-# Sourced by tests/run and tests/demo; safe to run again.
+# Run by tests/run and tests/demo; safe to run again. What it does to the host: installs the
+# missing Debian packages below (apt-get), starts zfs-fuse when none runs, destroys the test
+# pools an earlier run recorded and left broken (tests/testpools.sh; no other pool), and makes
+# .venv in the checkout.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -36,30 +39,35 @@ if [ "${#need_pkgs[@]}" -gt 0 ]; then
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
 fi
 
-# The zfs-fuse daemon: started here, since nothing started earlier survives.
+# The zfs-fuse daemon: started here when none runs (a machine just booted). One that runs is the
+# host's, and is left alone. The pid of the one started here goes into KVM_TEST_STARTED_DAEMON
+# when set (tests/run sets it: its watcher may restart only that daemon, see tests/zfs-fuse-watch).
 if ! zpool list >/dev/null 2>&1; then
 	[ -e /dev/fuse ] || { echo "tests/setup.sh: /dev/fuse is missing: zfs-fuse cannot run" >&2; exit 1; }
 	# A daemon still exiting makes a new one quit silently: wait for it to be gone.
 	for _ in $(seq 50); do pgrep -x zfs-fuse >/dev/null || break; sleep 0.2; done
+	started=0
 	if ! pgrep -x zfs-fuse >/dev/null; then
-		# A daemon killed without its clean-up (a machine stopped, kill -9) leaves its
-		# pid file behind, and zfs-fuse then exits 1 without a word: remove it.
+		# A daemon killed without its clean-up (a machine stopped, kill -9) leaves its pid
+		# file behind, and zfs-fuse then exits 1 without a word: remove it (none runs).
 		rm -f /run/zfs-fuse.pid
+		echo "== starting zfs-fuse (none runs)"
 		zfs-fuse --pidfile /run/zfs-fuse.pid || {
 			echo "tests/setup.sh: zfs-fuse would not start (exit $?)" >&2; exit 1; }
+		started=1
 	fi
+	# (a zfs-fuse that runs without answering is not ours: it is waited for, never restarted)
 	for _ in $(seq 150); do zpool list >/dev/null 2>&1 && break; sleep 0.2; done
 	zpool list >/dev/null 2>&1 || { echo "tests/setup.sh: zfs-fuse did not come up" >&2; exit 1; }
+	if [ "$started" = 1 ] && [ -n "${KVM_TEST_STARTED_DAEMON:-}" ]; then
+		pgrep -xo zfs-fuse > "$KVM_TEST_STARTED_DAEMON" || true
+	fi
 fi
-# Test pools whose backing files are gone come back FAULTED from the daemon's cache.
-zpool list -H -o name,health 2>/dev/null | while IFS="$(printf '\t')" read -r name health; do
-	case "$name" in
-	kvmt*|kvms*|kvmdemo*|kvmbench*)
-		if [ "$health" != ONLINE ] || { [ ! -e "/var/tmp/$name.img" ] && [ ! -e "/dev/shm/$name.img" ]; }; then
-			zpool destroy -f "$name" || true
-		fi;;
-	esac
-done
+# Test pools an earlier run left FAULTED or without their backing file (a machine restarted:
+# /dev/shm is empty, zfs-fuse brings them back from its cache), as recorded by the run that made
+# them (tests/testpools.sh): no other pool is ever touched, whatever its name.
+. tests/testpools.sh
+testpools_clean_stale
 
 if [ ! -x .venv/bin/python ]; then
 	echo "== creating .venv"

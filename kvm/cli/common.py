@@ -31,7 +31,7 @@ def parser(prog, description, *, root=True, dry_run=False, intermixed=False):
     p.add_argument("--debug", action="store_true", help="log every command run, show tracebacks")
     if root:
         p.add_argument("--root", metavar="DIR", help="install root (default: KVM_ROOT, the launcher's folder, "
-                                                     "or the dataset marked kvm:root)")
+                                                     "or the dataset marked kvm:root holding the current folder)")
     if dry_run:
         p.add_argument("-n", "--dry-run", action="store_true",
                        help="print the commands and writes it would do, change nothing")

@@ -1,4 +1,5 @@
-"""Finding the install root: --root, else KVM_ROOT, else the launcher's folder, else the marked dataset."""
+"""Finding the install root: --root, else KVM_ROOT, else the launcher's folder, else the marked
+dataset (with several, the one holding the current folder)."""
 
 import os
 from pathlib import Path
@@ -64,6 +65,20 @@ def _marked_root():
     if not roots:
         raise NotFound("no kvm install found: run kvminst, or give --root DIR or KVM_ROOT")
     if len(roots) > 1:
+        here = _holding_cwd(roots)
+        if here is not None:
+            return here
         where = ", ".join(str(r.path) for r in roots)
-        raise UsageError(f"several kvm installs found ({where}): choose one with --root DIR")
+        raise UsageError(f"several kvm installs found ({where}): choose one with --root DIR or KVM_ROOT, "
+                         f"or run the command inside one")
     return roots[0]
+
+
+def _holding_cwd(roots):
+    """The root the current folder lies in (the deepest, should roots nest), or None."""
+    try:
+        cwd = Path.cwd().resolve()
+    except OSError:
+        return None  # the current folder was removed
+    inside = [r for r in roots if cwd == r.path.resolve() or r.path.resolve() in cwd.parents]
+    return max(inside, key=lambda r: len(r.path.resolve().parts), default=None)

@@ -1,0 +1,78 @@
+# The pools the tests, the demo and the benchmarks make, and only those (sourced by tests/setup.sh,
+# tests/demo and tests/zfs-fuse-watch; tests/testpools.py is the same for Python): each is
+# recorded, before it is created, in a file of its own under /var/tmp/kvm-test-pools
+# (KVM_TEST_POOL_RECORDS to choose) holding `PID IMAGE`: the process that made it and its backing
+# file. The folder must be root's, writable by root only, and no link: its names say which
+# pools may be destroyed. A pool without a record there is never touched.
+
+testpools_dir()
+{
+	local d=${KVM_TEST_POOL_RECORDS:-/var/tmp/kvm-test-pools}
+	[ -e "$d" ] || [ -L "$d" ] || mkdir -m 0700 "$d" 2>/dev/null || true
+	if [ -L "$d" ] || [ ! -d "$d" ] || [ "$(stat -c %u "$d")" != "$(id -u)" ] ||
+	    [ $((0$(stat -c %a "$d") & 022)) -ne 0 ]; then
+		echo "testpools: $d is not a folder of ours writable by us only (a link? another user's?): not using it" >&2
+		return 1
+	fi
+	echo "$d"
+}
+
+# testpools_record NAME IMAGE: before `zpool create NAME IMAGE`
+testpools_record()
+{
+	local d
+	d=$(testpools_dir) || return 1
+	echo "$$ $2" > "$d/$1"
+}
+
+# testpools_forget NAME: after the pool is destroyed
+testpools_forget()
+{
+	local d
+	d=$(testpools_dir) || return 1
+	rm -f "$d/$1"
+}
+
+# testpools_recorded NAME: true when the test tooling made the pool
+testpools_recorded()
+{
+	local d
+	d=$(testpools_dir) || return 1
+	[ -f "$d/$1" ] && [ ! -L "$d/$1" ]
+}
+
+# testpools_names: the recorded pool names, one a line
+testpools_names()
+{
+	local d f
+	d=$(testpools_dir) || return 0
+	for f in "$d"/*; do
+		[ -f "$f" ] && [ ! -L "$f" ] && echo "${f##*/}"
+	done
+	return 0
+}
+
+# testpools_clean_stale: destroy the recorded pools a run that is over left FAULTED or without
+# their backing file (a machine restarted: /dev/shm is empty, zfs-fuse brings them back from its
+# cache), with their records; a recorded pool whose maker still runs (a parallel run) or that is
+# ONLINE with its file is left alone, and so is every pool without a record.
+testpools_clean_stale()
+{
+	local d name pid img health
+	d=$(testpools_dir) || return 0
+	for name in $(testpools_names); do
+		read -r pid img < "$d/$name" || continue
+		if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+			continue
+		fi
+		if ! health=$(zpool list -H -o health "$name" 2>/dev/null); then
+			rm -f "$d/$name"   # gone already
+			continue
+		fi
+		if [ "$health" != ONLINE ] || [ ! -e "$img" ]; then
+			echo "testpools: destroying $name, a test pool left $health by an earlier run (its file $img)" >&2
+			zpool destroy -f "$name" && rm -f "$d/$name" "$img"
+		fi
+	done
+	return 0
+}
