@@ -1,7 +1,8 @@
 """Locks in the run dir: the per-VM lock the supervisor holds for a VM's life (and every
 command that changes a VM's data or definition holds while it works), and host-wide locks.
 
-Name spaces: per-VM files are `RUN_DIR/NAME.lock|.conf.lock|.state|.stop`; host-wide files live in
+Name spaces: per-VM files are `RUN_DIR/NAME.lock|@conf.lock|.state|.stop` (the config lock's '@' is
+no character of a VM name, so VM `cx.conf`'s lock is never VM `cx`'s config lock); host-wide files live in
 `RUN_DIR/host/` (a VM name cannot hold '/', so a VM called `vnc` or `host` collides with
 nothing).
 
@@ -277,8 +278,9 @@ CONF_TRIES = 200           # x 50 ms: an edit of set.conf holds the config lock 
 
 
 def conf_lock_path(name):
-    """The per-VM config lock: RUN_DIR/NAME.conf.lock."""
-    return paths.current().run_dir / f"{name}.conf.lock"
+    """The per-VM config lock: RUN_DIR/NAME@conf.lock ('@' is in no VM name: `NAME.conf.lock` was
+    the supervisor lock of a VM called NAME.conf)."""
+    return paths.current().run_dir / f"{name}@conf.lock"
 
 
 def hold_config(name, what):

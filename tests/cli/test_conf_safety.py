@@ -190,7 +190,7 @@ with lock.hold_config("web", "test"):
 
 
 def test_an_edit_waits_for_the_config_lock(install, env, tmp_path):
-    """Edits, and the supervisor's read before a launch, hold RUN_DIR/NAME.conf.lock: an insert
+    """Edits, and the supervisor's read before a launch, hold RUN_DIR/NAME@conf.lock: an insert
     started while another holder has it waits for it, then succeeds (it never refuses)."""
     create_vm(install, env, "web")
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, "1.5"], env=env, text=True, stdout=subprocess.PIPE)
@@ -200,7 +200,7 @@ def test_an_edit_waits_for_the_config_lock(install, env, tmp_path):
     assert res.returncode == 0, res.stderr
     assert time.time() - start > 1.0, "the insert did not wait for the config lock"
     holder.wait(timeout=10)
-    assert (Path(env["KVM_RUN_DIR"]) / "web.conf.lock").is_file()
+    assert (Path(env["KVM_RUN_DIR"]) / "web@conf.lock").is_file()
 
 
 def _ended(d):

@@ -97,7 +97,7 @@ def test_dry_run_says_what_it_would_change_and_changes_nothing(install, env, web
     assert any(line.startswith(f"would write {web}/set.conf ") for line in lines), lines
     assert not any(line.startswith(("web: set", "web: unset")) for line in lines)
     assert (web / "set.conf").read_bytes() == before and not (web / "set.conf.sav").exists()
-    assert not (Path(env["KVM_RUN_DIR"]) / "web.conf.lock").exists()
+    assert not (Path(env["KVM_RUN_DIR"]) / "web@conf.lock").exists()
 
 
 def test_vmset_waits_for_the_config_lock(install, env, web):
@@ -106,3 +106,29 @@ def test_vmset_waits_for_the_config_lock(install, env, web):
     start, res = time.time(), cmd(install, env, "vmset", "web", "Cores=3")
     assert res.returncode == 0 and time.time() - start > 1.0, ("did not wait for the config lock", res.stderr)
     assert holder.wait(timeout=10) == 0 and 'Cores="3"' in (web / "set.conf").read_text()
+
+
+LOCK_HOLDER = """
+import sys, time
+from kvm.host import lock
+with lock.hold_vm(sys.argv[1], "test"):
+    print("held", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_a_vm_named_like_another_ones_config_lock_does_not_block_its_edits(install, env, web):
+    """VM `web.conf` running (its lock RUN_DIR/web.conf.lock held) is no edit of VM `web` under way:
+    vmset web goes through at once (issue 19.5: the config lock was RUN_DIR/web.conf.lock)."""
+    create_vm(install, env, "web.conf")
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, "web.conf", "15"], env=env, text=True,
+                              stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        start, res = time.time(), cmd(install, env, "vmset", "web", "Cores=2")
+        assert res.returncode == 0, res.stderr
+        assert time.time() - start < 5, "vmset waited for another VM's lock"
+        assert 'Cores="2"' in (web / "set.conf").read_text()
+    finally:
+        holder.kill()
+
