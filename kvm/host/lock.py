@@ -274,13 +274,14 @@ class NotTaken:
         return False
 
 
+CONF_LOCK_SUFFIX = "@conf.lock"  # '@' is in no VM name: no other VM's file can be called so
 CONF_TRIES = 200           # x 50 ms: an edit of set.conf holds the config lock for milliseconds
 
 
 def conf_lock_path(name):
     """The per-VM config lock: RUN_DIR/NAME@conf.lock ('@' is in no VM name: `NAME.conf.lock` was
     the supervisor lock of a VM called NAME.conf)."""
-    return paths.current().run_dir / f"{name}@conf.lock"
+    return paths.current().run_dir / f"{name}{CONF_LOCK_SUFFIX}"
 
 
 def hold_config(name, what):
