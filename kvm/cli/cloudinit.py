@@ -65,7 +65,7 @@ def build_parser():
 def body(args):
     vm = common.get_vm(args, root_user=True)
     seed = seed_from_args(args, vm.name, cloudinit.saved(vm))
-    with lock.hold_vm(vm.name, "cloudinit"):
+    with lock.hold_vm(vm.run, "cloudinit"):
         cloudinit.write_seed(vm, seed)
     common.said(args, f"wrote {vm.dir / cloudinit.SEED} (attached at slot {cloudinit.CD_SLOT} from the next start)",
                 f"{vm.name}: would write a new seed with a new instance-id (attached at slot {cloudinit.CD_SLOT} "
