@@ -11,7 +11,6 @@ import threading
 import time
 
 import pytest
-from pathlib import Path
 
 from tests.conftest import REPO, calls, cmd, create_vm, one_line_error, run_folder
 from tests.cli.test_run import boots, make, wait_for

@@ -132,3 +132,57 @@ def test_vm_cx_conf_shares_no_file_with_vm_cx(install, env):
     wait_for(lambda: guest_up(install, env, "cx"), what="cx")
     for name in ("cx", "cx.conf"):
         assert cmd(install, env, "stop", "-f", name).returncode == 0
+
+
+def test_commands_on_path_work_on_the_root_holding_the_current_folder(install, env, second):
+    """Issue 20.8: with several roots, `kvm vminfo NAME` inside one (or below it) works on that one."""
+    other, _ = second
+    create_vm(install, env, "web")
+    create_vm(other, env, "db")
+    for where, name, root in ((install, "web", install), (install / "vm" / "web", "web", install),
+                              (other / "vm", "db", other)):
+        res = kvm(env, "vminfo", "--json", name, cwd=where)
+        assert res.returncode == 0, (where, res.stderr)
+        assert json.loads(res.stdout)["dir"] == str(root / "vm" / name)
+    one_line_error(kvm(env, "vminfo", "db", cwd=install), "vminfo: db: no such VM")
+
+
+UPGRADED = """
+import sys
+from kvm import vm as vmmod
+from kvm.host import runfiles
+from kvm.run.supervisor import Supervisor, write_line
+from kvm.vm.root import Root
+# a supervisor of an earlier version: its run files in RUN_DIR/NAME.*
+vm = vmmod.Vm(Root(sys.argv[1]), sys.argv[2], run=runfiles.legacy(sys.argv[2]))
+sys.exit(Supervisor(vm, write_line).run())
+"""
+
+
+def test_a_vm_an_earlier_version_started_is_still_found_and_stopped(install, env):
+    """kvm upgraded while a VM runs: its supervisor keeps RUN_DIR/web.lock and web.state."""
+    make(install, env, "web")
+    script(env, "web", "run")
+    run = Path(env["KVM_RUN_DIR"])
+    old = subprocess.Popen([sys.executable, "-c", UPGRADED, str(install), "web"], env=env, cwd=install,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: guest_up(install, env, "web"), what="the guest of the earlier supervisor")
+        state = json.loads((run / "web.state").read_text())
+        assert status(install, env, "web") == state["bhyve"]
+        assert not (run_folder(env, install, "web") / "state").exists()
+        one_line_error(cmd(install, env, "start", "-b", "web"), "start: web: already running", str(run / "web.lock"))
+        assert cmd(install, env, "vmset", "web", "Cores=2").returncode == 0  # its config lock: the old one
+        assert cmd(install, env, "vmlist", "-H", "-o", "name,state").stdout == "web\trunning\n"
+        res = cmd(install, env, "stop", "web")
+        assert res.returncode == 0, res.stderr
+        assert old.wait(30) == 0 and status(install, env, "web") == 0
+    finally:
+        if old.poll() is None:
+            old.kill()
+            old.wait()
+    res = cmd(install, env, "start", "-b", "web")  # its next start: the root's own folder
+    assert res.returncode == 0, res.stderr
+    wait_for(lambda: guest_up(install, env, "web", boots=2), what="the new start")
+    assert json.loads((run_folder(env, install, "web") / "state").read_text())["supervisor"] > 0
+    assert cmd(install, env, "stop", "-f", "web").returncode == 0

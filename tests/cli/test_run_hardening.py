@@ -9,7 +9,6 @@ import os
 import pty
 import signal
 import time
-from pathlib import Path
 
 import sys
 

@@ -4,7 +4,6 @@ every refusal is one line and leaves set.conf byte for byte as it was."""
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
