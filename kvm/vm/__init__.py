@@ -314,7 +314,8 @@ def elsewhere(vm):
         if there == str(vm.root.path) or (there is None and run.legacy):
             continue
         found = lock.holder(run.lock)  # a supervisor's holds no text, a command's says what it is
-        if (found is not None and not found[1]) or host.pid_alive(int(run.read_state().get("bhyve") or 0)):
+        pid = int(run.read_state().get("bhyve") or 0)  # an orphan's, if that pid is still its bhyve
+        if (found is not None and not found[1]) or (host.pid_alive(pid) and _runs(run, pid)):
             vm._elsewhere = there or str(run.folder)
             break
     return vm._elsewhere
