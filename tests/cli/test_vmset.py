@@ -4,11 +4,10 @@ every refusal is one line and leaves set.conf byte for byte as it was."""
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import cmd, create_vm, fake_iso, one_line_error
+from tests.conftest import cmd, create_vm, fake_iso, one_line_error, run_folder
 from tests.cli.test_conf_safety import HOLDER
 
 EXTRA = '# my own notes: keep me\nLAN="tapWEB"   # the tap\nif true; then : ; fi\n'
@@ -97,11 +96,12 @@ def test_dry_run_says_what_it_would_change_and_changes_nothing(install, env, web
     assert any(line.startswith(f"would write {web}/set.conf ") for line in lines), lines
     assert not any(line.startswith(("web: set", "web: unset")) for line in lines)
     assert (web / "set.conf").read_bytes() == before and not (web / "set.conf.sav").exists()
-    assert not (Path(env["KVM_RUN_DIR"]) / "web@conf.lock").exists()
+    assert not (run_folder(env, install, "web") / "conf.lock").exists()
 
 
 def test_vmset_waits_for_the_config_lock(install, env, web):
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, "1.5"], env=env, text=True, stdout=subprocess.PIPE)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, "1.5", str(install)], env=env, text=True,
+                              stdout=subprocess.PIPE)
     assert holder.stdout.readline().strip() == "held"
     start, res = time.time(), cmd(install, env, "vmset", "web", "Cores=3")
     assert res.returncode == 0 and time.time() - start > 1.0, ("did not wait for the config lock", res.stderr)
