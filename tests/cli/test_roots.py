@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.test_run import guest_up, guests, make, script, status, wait_for
-from tests.conftest import cmd, create_vm, datasets, destroy_dataset, kvm, one_line_error, run_folder
+from tests.conftest import cmd, create_vm, datasets, destroy_dataset, fake_iso, kvm, one_line_error, run_folder
 
 
 @pytest.fixture
@@ -124,7 +124,8 @@ def test_vm_cx_conf_shares_no_file_with_vm_cx(install, env):
     script(env, "cx", "run")
     assert cmd(install, env, "start", "-b", "cx.conf").returncode == 0
     wait_for(lambda: guest_up(install, env, "cx.conf"), what="cx.conf")
-    for argv in (["insert", "cx", "/etc/hostname"], ["vmset", "cx", "Cores=2"]):
+    iso = fake_iso(install / "iso" / "cx.iso")
+    for argv in (["insert", "cx", str(iso)], ["vmset", "cx", "Cores=2"]):
         res = cmd(install, env, *argv, timeout=30)
         assert res.returncode == 0, (argv, res.stderr)
     res = cmd(install, env, "start", "-b", "cx", timeout=30)

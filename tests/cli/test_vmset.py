@@ -110,18 +110,18 @@ def test_vmset_waits_for_the_config_lock(install, env, web):
 
 LOCK_HOLDER = """
 import sys, time
-from kvm.host import lock
-with lock.hold_vm(sys.argv[1], "test"):
+from kvm.host import lock, runfiles
+with lock.hold_vm(runfiles.for_vm(sys.argv[1], sys.argv[2]), "test"):
     print("held", flush=True)
-    time.sleep(float(sys.argv[2]))
+    time.sleep(float(sys.argv[3]))
 """
 
 
 def test_a_vm_named_like_another_ones_config_lock_does_not_block_its_edits(install, env, web):
-    """VM `web.conf` running (its lock RUN_DIR/web.conf.lock held) is no edit of VM `web` under way:
-    vmset web goes through at once (issue 19.5: the config lock was RUN_DIR/web.conf.lock)."""
+    """VM `web.conf` running (its lock held) is no edit of VM `web` under way: vmset web goes
+    through at once (issue 19.5: VM web.conf's lock RUN_DIR/web.conf.lock was VM web's config lock)."""
     create_vm(install, env, "web.conf")
-    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, "web.conf", "15"], env=env, text=True,
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(install), "web.conf", "15"], env=env, text=True,
                               stdout=subprocess.PIPE)
     try:
         assert holder.stdout.readline().strip() == "held"
