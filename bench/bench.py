@@ -92,7 +92,7 @@ class Bed:
         # timings run with the real zfs first on PATH; only zfs_calls puts the counting wrapper
         # (a /bin/sh per call) in front of it
         self.env = dict(os.environ, PATH=f"{fake}:{os.environ['PATH']}", BENCH_DIR=str(self.work),
-                        KVM_RUN_DIR=str(self.work / "run"), KVM_VMM_DIR=str(self.work / "vmm"),
+                        KVM_RUN_DIR=str(self.work / "run"), KVM_ROOTS="", KVM_VMM_DIR=str(self.work / "vmm"),
                         KVM_DEV_DIR=str(self.work / "dev"), KVM_RCDIR=str(self.work / "rc.d"),
                         KVM_RCCONF=str(self.work / "rc.conf"), KVM_FIRMWARE_DIRS=str(self.work / "fw"),
                         KVM_PERIODIC_DIR=str(self.work / "periodic"), KVM_CRON_DIR=str(self.work / "cron.d"),

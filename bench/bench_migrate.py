@@ -54,7 +54,7 @@ def make_env(sysroot):
                KVM_SIM_HOME=str(SIM_BIN.parent), PYTHONPATH=str(REPO),
                # the simulator's bhyve: without this a Linux host runs qemu, which boots nothing
                # from the random disk, ignores the power button and is forced off after 60 s
-               KVM_HYPERVISOR="bhyve",
+               KVM_HYPERVISOR="bhyve", KVM_ROOTS="",  # the bench's roots only: not a test run's VM names
                PATH=f"{SIM_BIN}:{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
     env.pop("KVM_ROOT", None)
     (sysroot / "sim" / "script").mkdir(exist_ok=True)

@@ -85,7 +85,7 @@ class SnapBed:
             (self.work / sub).mkdir()
         (self.work / "fw" / "BHYVE_UEFI.fd").write_bytes(b"\0" * 4096)
         (self.work / "fw" / "BHYVE_UEFI_VARS.fd").write_bytes(b"\0" * 4096)
-        self.env = dict(os.environ, KVM_RUN_DIR=str(self.work / "run"), KVM_RCDIR=str(self.work / "rc.d"),
+        self.env = dict(os.environ, KVM_RUN_DIR=str(self.work / "run"), KVM_ROOTS="", KVM_RCDIR=str(self.work / "rc.d"),
                         KVM_RCCONF=str(self.work / "rc.conf"), KVM_CRON_DIR=str(self.work / "cron.d"),
                         KVM_PERIODIC_DIR=str(self.work / "periodic"), KVM_FIRMWARE_DIRS=str(self.work / "fw"),
                         KVM_PLATFORM="freebsd", KVM_HYPERVISOR="bhyve")

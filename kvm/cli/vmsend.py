@@ -39,11 +39,17 @@ def build_parser():
     return p
 
 
+def _here(command, argv):
+    """A kvm command run in this process (vmsend --local forks it for vmrecv)."""
+    from kvm import cli
+    return cli.main(command, argv)
+
+
 def body(args):
     check_name(args.name)
     if bool(args.dest) == bool(args.local):
         raise UsageError("give DEST or --local ROOT (one of them)", vm=args.name)
-    dest = Dest(args.dest, args.local, args.ssh_opt, args.remote_kvm)
+    dest = Dest(args.dest, args.local, args.ssh_opt, args.remote_kvm, here=_here)
     peer = dest.peer(args.name)  # vmrecv there boots while we look at the VM here
     sender = None
     try:

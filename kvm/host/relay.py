@@ -14,11 +14,18 @@ from kvm.host import process as host
 class Peer:
     """A command we talk to over its stdin and stdout; its stderr is kept for the error line."""
 
-    def __init__(self, argv):
+    def __init__(self, argv, here=None):
+        """here: a function that does what argv would, run in a forked copy of this process
+        instead (no interpreter to start when argv is this very Python: vmsend --local's vmrecv);
+        it returns the exit status. argv then only names it in messages and logs."""
         import tempfile
         self.argv = [str(a) for a in argv]
         self._err = tempfile.TemporaryFile()
-        self.proc = host.spawn(self.argv, stdin=host.PIPE, stdout=host.PIPE, stderr=self._err)
+        if here is None:
+            self.proc = host.spawn(self.argv, stdin=host.PIPE, stdout=host.PIPE, stderr=self._err)
+        else:
+            mode._debug("%s &    # forked", shlex.join(self.argv))
+            self.proc = Forked(here, self._err.fileno())
         self.result = None
         self.asked = False  # a request was written: from then on it is only waited for
 
@@ -57,6 +64,66 @@ class Peer:
             self._err.close()
             self.result = host.Result(self.argv, status, out.decode(errors="replace"), err)
         return self.result
+
+
+class Forked:
+    """A forked child running a function as if it were a command of its own: its stdin and stdout
+    are pipes to us (`stdin`, `stdout` as Popen has them), its stderr `err_fd`; `pid`, `wait()`."""
+
+    def __init__(self, function, err_fd):
+        import sys
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()  # what we buffered is ours to write, not the child's
+        self.pid = os.fork()
+        if self.pid == 0:
+            _child(function, in_r, out_w, err_fd)  # never returns
+        os.close(in_r)
+        os.close(out_w)
+        self.stdin, self.stdout = os.fdopen(in_w, "wb"), os.fdopen(out_r, "rb")
+        self.returncode = None
+
+    def wait(self):
+        if self.returncode is None:
+            _, status = os.waitpid(self.pid, 0)
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+
+def _child(function, in_r, out_w, err_fd):
+    """The forked side of Forked: fds 0, 1, 2 are the pipes and err_fd, nothing else of ours stays
+    open (no lock of the parent's), the signals and streams are a new command's; exits with
+    function()'s status."""
+    import gc
+    import sys
+    status = 1
+    try:
+        gc.disable()  # no finalizer of the parent's objects may close an fd number we reuse
+        os.dup2(in_r, 0)
+        os.dup2(out_w, 1)
+        os.dup2(err_fd, 2)
+        os.closerange(3, max(os.sysconf("SC_OPEN_MAX"), in_r + 1, out_w + 1, err_fd + 1))
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        sys.stdin = open(0, "r", closefd=False)
+        sys.stdout = open(1, "w", closefd=False)
+        sys.stderr = open(2, "w", buffering=1, closefd=False)
+        mode.set_dry_run(False)
+        mode.set_debug(False)
+        status = function()
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # noqa: BLE001 - the child must never go back into the parent's code
+        import traceback
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except BaseException:  # noqa: BLE001
+            pass
+        os._exit(status if isinstance(status, int) else 1)
 
 
 def _widen_pipes(inp, out, size):

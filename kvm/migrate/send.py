@@ -32,8 +32,11 @@ PROGRESS_EVERY = 1.0   # seconds between progress lines
 class Dest:
     """Where a VM goes: argv of a kvm command there (ssh, or this Python for --local)."""
 
-    def __init__(self, spec=None, local=None, ssh_opts=(), remote_kvm="kvm"):
+    def __init__(self, spec=None, local=None, ssh_opts=(), remote_kvm="kvm", here=None):
+        """here(command, args): runs a kvm command in this process (the CLI's main): with --local,
+        vmrecv runs in a forked copy of vmsend instead of a new interpreter."""
         self.local = local
+        self._here = here
         if local:
             path = os.path.realpath(local)
             if not is_root_dir(path):
@@ -62,6 +65,9 @@ class Dest:
     def peer(self, vm_name):
         """Start vmrecv there: it answers what DEST holds of the VM, then waits for a request."""
         # --local too takes DEST's own lock of the VM: locks are per install root
+        if self.local and self._here:
+            return host.Peer(self.argv("vmrecv", vm_name),
+                             here=lambda: self._here("vmrecv", ["--root", self.root, vm_name]))
         return host.Peer(self.argv("vmrecv", vm_name))
 
     def answer(self, vm_name, peer):
