@@ -262,7 +262,7 @@ def down(root, cfg, done=None):
         pid = dnsmasq_pid(cfg.name)
         if pid:
             _stop_dnsmasq(cfg.name, pid, done)
-        if cfg.nat or shutil.which(n.nat_tool):
+        if shutil.which(n.nat_tool):
             try:
                 _run(n.nat_remove_steps(cfg), done)
             except KvmError:

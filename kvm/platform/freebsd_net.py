@@ -233,7 +233,10 @@ class FreeBsdNet:
         return [step("pfctl", "-a", self.anchor(sw), "-f", "-", input=text, why="NAT rules, replaced at once")]
 
     def nat_remove_steps(self, sw):
-        return [step("pfctl", "-a", self.anchor(sw), "-Fa")]
+        """Flush sw's anchor when it holds rules (read first: a switch without NAT has none)."""
+        held = any(host.run(["pfctl", "-a", self.anchor(sw), flag], mutating=False, check=False).stdout.strip()
+                   for flag in ("-sn", "-sr"))
+        return [step("pfctl", "-a", self.anchor(sw), "-Fa")] if held else []
 
     # ---------------------------------------------------------------- check
     def check(self, sw, seen, facts):
