@@ -158,11 +158,19 @@ def hold():
 
 
 def _run(steps, done):
+    from kvm.errors import CommandFailed
     for s in steps:
         if host.dry_run():
             host.plan(s.shown())
         else:
-            host.run(list(s.argv), input=s.input)
+            try:
+                host.run(list(s.argv), input=s.input)
+            except CommandFailed as exc:
+                if exc.status == 127:
+                    raise NotFound(f"{s.argv[0]} is not installed ({net().package(s.argv[0])})") from None
+                if s.why:
+                    raise CommandFailed(s.argv, exc.status, f"{s.why}: {exc.stderr.strip()}") from None
+                raise
         done.append(s)
 
 

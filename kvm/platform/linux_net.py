@@ -1,8 +1,9 @@
 """Linux's switches: bridges, taps and VLANs through iproute2 (`ip`, `bridge`), NAT in kvm's own
 nftables table (`table ip kvm`: a switch's chains replaced at once by one `nft -f` transaction).
 
-Bridges are made with `vlan_filtering 1`: every port is in VLAN 1 untagged by default (so a switch
-without VLANs behaves as a plain bridge), a NIC with a VLAN is an access port of it (`bridge vlan
+A bridge gets `vlan_filtering 1` when a NIC with a VLAN comes (as FreeBSD's vlanfilter): every port
+is then in VLAN 1 untagged by default (the NICs without a VLAN keep talking), a NIC with a VLAN is
+an access port of it (`bridge vlan
 add dev TAP vid N pvid untagged`, VLAN 1 removed), the uplinks trunks of it (`bridge vlan add dev
 IF vid N`). Linux bridges do not re-initialise members for offloads (FreeBSD's link flap), so
 offloads are left as they are here.
@@ -117,8 +118,7 @@ class LinuxNet:
             return out
         bridge = seen.get(sw.bridge)
         if not bridge:
-            out.append(step("ip", "link", "add", "name", sw.bridge, "type", "bridge", "vlan_filtering", "1",
-                            why="make the bridge"))
+            out.append(step("ip", "link", "add", "name", sw.bridge, "type", "bridge", why="make the bridge"))
             bridge = {"mtu": 1500, "members": {}, "addrs": [], "up": False}
         if sw.mtu and bridge["mtu"] != sw.mtu:
             out.append(step("ip", "link", "set", "dev", sw.bridge, "mtu", sw.mtu))
@@ -164,6 +164,10 @@ class LinuxNet:
         mtu = ["mtu", str(sw.mtu)] if sw.mtu else []
         out.append(step("ip", "link", "set", "dev", nic.tap, *mtu, "master", sw.bridge, "up"))
         if nic.vlan:
+            if not bridge.get("vlanfilter"):
+                out.append(step("ip", "link", "set", "dev", sw.bridge, "type", "bridge", "vlan_filtering", "1",
+                                why=f"VLAN filtering on bridge {sw.bridge} (a kernel built without "
+                                    f"CONFIG_BRIDGE_VLAN_FILTERING refuses it)"))
             member = bridge["members"].get(nic.tap, {})
             if member.get("untagged") != nic.vlan:
                 out.append(step("bridge", "vlan", "add", "dev", nic.tap, "vid", nic.vlan, "pvid", "untagged"))
