@@ -170,7 +170,10 @@ def validate(name, values):
     if get("Dhcp"):
         if not address:
             raise ConfigError(f"{FOLDER}/{name}{SUFFIX}: Dhcp needs an Address (the subnet it hands out)")
-        dhcp = dhcp_range(get("Dhcp"), address)
+        try:
+            dhcp = dhcp_range(get("Dhcp"), address)
+        except ConfigError as exc:
+            raise ConfigError(f"{FOLDER}/{name}{SUFFIX}: {exc.message}") from None
     manual = get("Manual") or ""
     if manual:
         try:
