@@ -92,14 +92,22 @@ def body(args):
         names = _want(args, 0)
         if args.all == bool(names):
             raise UsageError(f"usage: switch {verb} {USAGE[verb]}")
+        status = 0
         for name in names or net.names(root):
-            cfg = net.load(root, name)
-            steps = net.up(root, cfg) if verb == "up" else net.down(root, cfg)
+            try:
+                cfg = net.load(root, name)
+                steps = net.up(root, cfg) if verb == "up" else net.down(root, cfg)
+            except KvmError as exc:
+                if not args.all:
+                    raise
+                status = exc.exit_status  # --all (at boot): one broken switch leaves the others up
+                print(exc.line(PROG), file=sys.stderr)
+                continue
             _steps(args, steps)
             state = "up" if verb == "up" else "down"
             common.said(args, f"switch {name} is {state}" + ("" if steps else " (nothing to do)"),
                         f"would bring switch {name} {state}" + ("" if steps else " (nothing to do)"))
-        return 0
+        return status
     if verb == "destroy":
         (name,) = _want(args, 1, 1)
         _steps(args, net.destroy(root, name))

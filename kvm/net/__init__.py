@@ -316,22 +316,30 @@ def attach(root, nics, vm_name=None):
         return []
     n = net()
     made = []
-    with hold():
-        for nic in nics:
-            try:
-                sw = load(root, nic.switch)
-            except KvmError as exc:
-                raise ConfigError(f"Switch names {nic.switch}: {exc.message}", vm=vm_name) from None
-            done = []
-            seen = n.observe(vlans=bool(nic.vlan)) if n.name == "linux" else n.observe()
-            _up_locked(root, sw, seen, done)
-            if done:
-                seen = n.observe(vlans=bool(nic.vlan)) if n.name == "linux" else n.observe()
-            steps = n.attach_steps(sw, nic, seen, n.facts())
-            if nic.tap not in seen:
-                made.append(nic.tap)
-            _run(steps, [])
+    try:
+        with hold():
+            _attach_locked(root, nics, vm_name, n, made)
+    except BaseException:
+        detach(made)  # a failed start leaves no tap of its own behind
+        raise
     return made
+
+
+def _attach_locked(root, nics, vm_name, n, made):
+    for nic in nics:
+        try:
+            sw = load(root, nic.switch)
+        except KvmError as exc:
+            raise ConfigError(f"Switch names {nic.switch}: {exc.message}", vm=vm_name) from None
+        done = []
+        seen = n.observe(vlans=bool(nic.vlan))
+        _up_locked(root, sw, seen, done)
+        if done:
+            seen = n.observe(vlans=bool(nic.vlan))
+        steps = n.attach_steps(sw, nic, seen, n.facts())
+        if nic.tap not in seen:
+            made.append(nic.tap)
+        _run(steps, [])
 
 
 def detach(taps):

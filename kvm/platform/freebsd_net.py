@@ -77,8 +77,8 @@ class FreeBsdNet:
     nat_tool = "pfctl"
 
     # ---------------------------------------------------------------- reading the host
-    def observe(self):
-        """Every interface, from one `ifconfig -a`."""
+    def observe(self, vlans=False):
+        """Every interface, from one `ifconfig -a` (which shows the members' VLANs too)."""
         res = host.run(["ifconfig", "-a"], mutating=False, check=False)
         return parse_ifconfig(res.stdout)
 
