@@ -133,7 +133,7 @@ class FreeBsdNet:
             return out
         bridge = seen.get(sw.bridge)
         if not bridge:
-            out.append(step("ifconfig", "bridge", "create", "name", sw.bridge, why="make the bridge"))
+            out.append(step("ifconfig", "bridge", "create", "name", sw.bridge, why=f"switch {sw.name}'s bridge"))
             bridge = {"mtu": 1500, "members": {}, "addrs": [], "up": False, "vlanfilter": False}
         if sw.mtu and bridge["mtu"] != sw.mtu:
             out.append(step("ifconfig", sw.bridge, "mtu", sw.mtu))
@@ -144,7 +144,8 @@ class FreeBsdNet:
                                     why=f"the uplink {uplink} carrying VLAN {sw.vlan}"))
             if member not in bridge["members"]:
                 opts = ["mtu", str(sw.mtu)] if sw.mtu and seen.get(member, {}).get("mtu") != sw.mtu else []
-                out.append(step("ifconfig", member, *opts, *OFFLOADS, "up", why="offloads off: no link flap"))
+                out.append(step("ifconfig", member, *opts, *OFFLOADS, "up",
+                                why=f"member {member} (offloads off, then up)"))
                 out.append(step("ifconfig", sw.bridge, "addm", member))
             elif not seen.get(member, {}).get("up"):
                 out.append(step("ifconfig", member, "up"))
@@ -230,7 +231,8 @@ class FreeBsdNet:
         return res.status == 0 and f'label "{label}"' in res.stdout
 
     def nat_steps(self, sw, text):
-        return [step("pfctl", "-a", self.anchor(sw), "-f", "-", input=text, why="NAT rules, replaced at once")]
+        return [step("pfctl", "-a", self.anchor(sw), "-f", "-", input=text,
+                     why=f"switch {sw.name}'s NAT rules (pf anchor {self.anchor(sw)})")]
 
     def nat_remove_steps(self, sw):
         """Flush sw's anchor when it holds rules (read first: a switch without NAT has none)."""

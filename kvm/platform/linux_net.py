@@ -118,7 +118,7 @@ class LinuxNet:
             return out
         bridge = seen.get(sw.bridge)
         if not bridge:
-            out.append(step("ip", "link", "add", "name", sw.bridge, "type", "bridge", why="make the bridge"))
+            out.append(step("ip", "link", "add", "name", sw.bridge, "type", "bridge", why=f"switch {sw.name}'s bridge"))
             bridge = {"mtu": 1500, "members": {}, "addrs": [], "up": False}
         if sw.mtu and bridge["mtu"] != sw.mtu:
             out.append(step("ip", "link", "set", "dev", sw.bridge, "mtu", sw.mtu))
@@ -210,7 +210,7 @@ class LinuxNet:
         return res.status == 0 and f'comment "{label}"' in res.stdout
 
     def nat_steps(self, sw, text):
-        return [step("nft", "-f", "-", input=text, why="NAT rules, replaced at once")]
+        return [step("nft", "-f", "-", input=text, why=f"switch {sw.name}'s NAT rules (nftables table ip {TABLE})")]
 
     def nat_remove_steps(self, sw):
         res = host.run(["nft", "list", "table", "ip", TABLE], mutating=False, check=False)

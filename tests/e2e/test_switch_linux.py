@@ -15,7 +15,6 @@ import uuid
 
 import pytest
 
-from tests.conftest import cmd
 from tests.e2e.conftest import Terminal, Vm, links
 from tests.guest import guestdisk
 
@@ -63,7 +62,8 @@ def kvm_in(lab, root, env, *args, timeout=120):
 
 def commands(stderr):
     """The commands a --debug run logged ('+ ip link add ...'), as lists."""
-    return [line[2:].split() for line in stderr.splitlines() if line.startswith("+ ") and not line.startswith("+ wrote")]
+    return [line[2:].split() for line in stderr.splitlines()
+            if line.startswith("+ ") and not line.startswith("+ wrote")]
 
 
 READS = (["ip", "-j", "-d", "addr", "show"], ["ip", "-j", "route", "show", "default"])

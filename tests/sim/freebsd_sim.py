@@ -1007,8 +1007,8 @@ def swapctl(argv):
 
 def sysctl(argv):
     """sysctl [-i] [-n] name[=value] ...: the OIDs kvm reads and sets (state in sysctl.json)."""
-    opts, rest = getopt(argv, set("inqbdehNoTWx"), set("f"), usage="usage: sysctl [-bdehiNnoqTtWx] [ -B <bufsize> ] "
-                                                                    "[-f filename] name[=value] ...")
+    opts, rest = getopt(argv, set("inqbdehNoTWx"), set("f"),
+                        usage="usage: sysctl [-bdehiNnoqTtWx] [ -B <bufsize> ] [-f filename] name[=value] ...")
     o = dict(opts)
     if not rest:
         die("usage: sysctl [-bdehiNnoqTtWx] [ -B <bufsize> ] [-f filename] name[=value] ...", 1)
@@ -1130,7 +1130,8 @@ def pfctl(argv):
             if what is None:
                 die(f"pfctl: Unknown show modifier '{o['s']}'\n{PF_USAGE}", 1)
             if what == "info":
-                print(f"Status: {'Enabled' if pf['enabled'] else 'Disabled'} for 0 days 00:00:01           Debug: Urgent")
+                state = "Enabled" if pf["enabled"] else "Disabled"
+                print(f"Status: {state} for 0 days 00:00:01           Debug: Urgent")
             elif what == "Anchors":
                 prefix = f"{anchor}/" if anchor else ""
                 for name in sorted(pf["anchors"]):
@@ -1141,7 +1142,8 @@ def pfctl(argv):
                     print(line)
 
 
-TOOLS = {"sysctl": sysctl, "route": route, "pfctl": pfctl, "bhyve": bhyve, "bhyvectl": bhyvectl, "grub-bhyve": grub_bhyve, "ifconfig": ifconfig,
+TOOLS = {"sysctl": sysctl, "route": route, "pfctl": pfctl,
+         "bhyve": bhyve, "bhyvectl": bhyvectl, "grub-bhyve": grub_bhyve, "ifconfig": ifconfig,
          "kldstat": kldstat, "kldload": kldload, "sockstat": sockstat, "pciconf": pciconf,
          "sysrc": sysrc, "cu": cu, "mount": mount, "swapctl": swapctl}
 
