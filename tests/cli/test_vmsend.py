@@ -590,7 +590,11 @@ def test_dest_without_the_vms_switches_is_named_and_refused(install, env, far):
     one_line_error(send(install, env, "web", "--local", root, "--copy"), "DEST has no switch lan",
                    "kvm switch create")
     assert datasets(fpool) == before
-    assert subprocess.run([sys.executable, "-m", "kvm", "--root", str(root), "switch", "create", "lan"],
-                          env=env, capture_output=True).returncode == 0
+    # one host, two roots: DEST's switch of that name uses the bridge the first root made
+    res = subprocess.run([sys.executable, "-m", "kvm", "--root", str(root), "switch", "create", "lan"],
+                         env=env, capture_output=True, text=True)
+    assert res.returncode == 1 and "--manual lan" in res.stderr
+    assert subprocess.run([sys.executable, "-m", "kvm", "--root", str(root), "switch", "create", "lan",
+                           "--manual", "lan"], env=env, capture_output=True).returncode == 0
     res = send(install, env, "web", "--local", root, "--copy")
     assert res.returncode == 0, res.stderr
