@@ -213,3 +213,25 @@ def test_two_guests_on_a_private_switch_reach_the_host_not_each_other(lab, insta
     finally:
         for vm in vms.values():
             vm.run("stop", "-f", vm.name, ok=False, timeout=90)
+
+
+def test_an_up_killed_half_way_is_completed_by_the_next(lab, install, env, tmp_path):
+    """kill -9 of `switch create` at its nft step (an `nft` on PATH that kills its parent, kvm, when
+    asked to load rules): the bridge and address are there, NAT and DHCP not; the next `up` makes
+    only those."""
+    killer = tmp_path / "bin"
+    killer.mkdir()
+    (killer / "nft").write_text('#!/bin/sh\n[ "$1" = -f ] && kill -9 $PPID && sleep 5\nexec /usr/sbin/nft "$@"\n')
+    (killer / "nft").chmod(0o755)
+    killing = {**env, "PATH": f"{killer}:{env['PATH']}"}
+    res = kvm_in(lab, install, killing, "switch", "create", "lan", "--address", "10.0.5.1/24", "--nat", "--out",
+                 "wan0", "--dhcp", "10.0.5.10-10.0.5.99")
+    assert res.returncode == -9, res.stderr
+    assert "lan" in links(lab["host"]) and (install / "switches" / "lan.conf").exists()
+    assert "lan_nat" not in nft(lab, "list", "ruleset").stdout
+    res = kvm_in(lab, install, env, "switch", "up", "lan", "--debug")
+    assert res.returncode == 0, res.stderr
+    assert writes(res.stderr) == [["nft", "-f", "-"],
+                                  ["dnsmasq", f"--conf-file={env['KVM_RUN_DIR']}/switch/lan/dnsmasq.conf"]]
+    assert kvm_in(lab, install, env, "switch", "check", "lan").stdout == "lan: ok\n"
+    assert kvm_in(lab, install, env, "switch", "destroy", "lan").returncode == 0
