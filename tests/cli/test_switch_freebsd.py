@@ -344,3 +344,15 @@ def test_set_add_remove_list(install, fbsd):
     assert [(r["name"], r["state"], r["mtu"], r["address"]) for r in rows] == [("lan", "up", 9000, "10.0.5.1/24")]
     res = switch(root, env, "list", "-H")
     assert res.stdout == "lan\tlan\tup\t10.0.5.1/24\tno\t-\t-\t-\n"
+
+
+def test_a_clone_gets_taps_of_its_own_on_the_same_switches(install, fbsd):
+    env, root = fbsd, install
+    assert switch(root, env, "create", "lan").returncode == 0
+    create_vm(root, env, "web", "--switch", "lan", "--switch", "lan", "--vlan", "20")
+    res = cmd(root, env, "vmclone", "web", "web2", "-y")
+    assert res.returncode == 0, res.stderr
+    conf = (root / "vm" / "web2" / "set.conf").read_text()
+    assert 'Devices="3,virtio-net,tapWEB2 4,virtio-net,tapWEB2n1"' in conf
+    assert 'Switch="tapWEB2=lan tapWEB2n1=lan:20"' in conf
+    assert json.loads(switch(root, env, "info", "lan", "--json").stdout)["vms"] == ["web", "web2"]
