@@ -203,6 +203,8 @@ def _up_locked(root, cfg, seen, done):
 def _nat(cfg, done):
     n = net()
     if not cfg.nat:
+        if shutil.which(n.nat_tool):
+            _run(n.nat_remove_steps(cfg), done)  # Nat=0 since the last up: its rules go
         return
     out_if = cfg.nat_out or n.default_route_interface()
     if not out_if:
@@ -215,6 +217,9 @@ def _nat(cfg, done):
 
 def _dhcp(cfg, done):
     if not cfg.dhcp:
+        pid = dnsmasq_pid(cfg.name)
+        if pid:  # Dhcp removed since the last up
+            _stop_dnsmasq(cfg.name, pid, done)
         return
     from kvm.host.files import make_dirs, write_file
     from kvm.platform.netbase import step

@@ -149,6 +149,9 @@ class FreeBsdNet:
                 out.append(step("ifconfig", sw.bridge, "addm", member))
             elif not seen.get(member, {}).get("up"):
                 out.append(step("ifconfig", member, "up"))
+        for addr in bridge["addrs"]:  # the bridge is kvm's: an address the switch no longer has goes
+            if addr != str(sw.address or ""):
+                out.append(step("ifconfig", sw.bridge, "inet", addr, "-alias"))
         if sw.address and str(sw.address) not in bridge["addrs"]:
             out.append(step("ifconfig", sw.bridge, "inet", str(sw.address)))
         if not bridge["up"]:

@@ -129,6 +129,9 @@ class LinuxNet:
             if member not in bridge["members"] or not seen.get(member, {}).get("up"):
                 mtu = ["mtu", str(sw.mtu)] if sw.mtu and seen.get(member, {}).get("mtu") != sw.mtu else []
                 out.append(step("ip", "link", "set", "dev", member, *mtu, "master", sw.bridge, "up"))
+        for addr in bridge["addrs"]:  # the bridge is kvm's: an address the switch no longer has goes
+            if addr != str(sw.address or ""):
+                out.append(step("ip", "addr", "del", addr, "dev", sw.bridge))
         if sw.address and str(sw.address) not in bridge["addrs"]:
             out.append(step("ip", "addr", "add", str(sw.address), "dev", sw.bridge))
         if not bridge["up"]:

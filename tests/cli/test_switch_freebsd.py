@@ -339,6 +339,15 @@ def test_set_add_remove_list(install, fbsd):
     assert mutating(env, n) == [["ifconfig", "lan", "deletem", "em0"]]
     assert switch(root, env, "set", "lan", "Mtu=9000").returncode == 0
     assert sim(env, "ifaces.json")["lan"]["mtu"] == 9000
+    n = len(calls(env))
+    assert switch(root, env, "set", "lan", "Address=10.0.9.1/24", "Nat=1", "NatOut=em0").returncode == 0
+    assert mutating(env, n) == [["ifconfig", "lan", "inet", "10.0.5.1/24", "-alias"],
+                                ["ifconfig", "lan", "inet", "10.0.9.1/24"], ["pfctl", "-a", "kvm/lan", "-f", "-"]]
+    n = len(calls(env))
+    assert switch(root, env, "set", "lan", "Nat=", "NatOut=", "Address=10.0.5.1/24").returncode == 0
+    assert mutating(env, n) == [["ifconfig", "lan", "inet", "10.0.9.1/24", "-alias"],
+                                ["ifconfig", "lan", "inet", "10.0.5.1/24"], ["pfctl", "-a", "kvm/lan", "-Fa"]]
+    assert sim(env, "ifaces.json")["lan"]["addrs"] == ["10.0.5.1/24"]
     one_line_error(switch(root, env, "set", "lan", "Colour=blue"), "'Colour' is not a switch setting", status=2)
     rows = json.loads(switch(root, env, "list", "--json").stdout)
     assert [(r["name"], r["state"], r["mtu"], r["address"]) for r in rows] == [("lan", "up", 9000, "10.0.5.1/24")]
