@@ -242,7 +242,7 @@ def bare_flags(flags):
     tests/cli/test_vmcreate_defaults.py tests those defaults)."""
     given = set(flags)
     bare = [] if given & {"--disk-size", "--no-disk", "--from"} else ["--no-disk"]
-    bare += [] if given & {"--bridge", "--tap", "--uplink", "--no-network"} else ["--no-network"]
+    bare += [] if given & {"--bridge", "--tap", "--uplink", "--no-network", "--switch"} else ["--no-network"]
     bare += [] if "--vnc" in given else ["--vnc", "no"]
     return bare + ([] if "--com" in given else ["--com", "no"])
 

@@ -29,6 +29,9 @@ command -v mformat >/dev/null 2>&1 || need_pkgs+=(mtools)
 command -v cpio >/dev/null 2>&1 || need_pkgs+=(cpio)
 command -v qemu-img >/dev/null 2>&1 || need_pkgs+=(qemu-utils)
 command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
+# kvm switch: its own dnsmasq per switch (DHCP) and its own nftables table (NAT), proven in namespaces
+command -v dnsmasq >/dev/null 2>&1 || need_pkgs+=(dnsmasq-base)
+command -v nft >/dev/null 2>&1 || need_pkgs+=(nftables)
 [ -x /usr/sbin/sshd ] || need_pkgs+=(openssh-server)   # vmsend tests run their own sshd
 command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)   # dorc's units are verified
 command -v zsh >/dev/null 2>&1 || need_pkgs+=(zsh)   # the zsh completion is run

@@ -1,11 +1,12 @@
 """vmcreate [NAME] [flags]: create a VM (asks what the flags do not say)."""
 
+import argparse
 import os
 
 from kvm import vm as vmmod
 from kvm.cli import common
 from kvm.cli.cloudinit import add_seed_args, seed_from_args
-from kvm.conf import config, reach, shconf
+from kvm.conf import config, reach, shconf, switchconf
 from kvm.errors import KvmError, UsageError
 from kvm.hypervisor import current as hypervisor
 from kvm.manage.create import DEFAULT_BRIDGE, DEFAULT_DISK_SIZE, Answers, check_ifname, create, disk_size, summary
@@ -36,6 +37,10 @@ def build_parser():
     p.add_argument("--tap", help="tap name for the basic network (default tapNAME)")
     p.add_argument("--uplink", help="host interface to add to the bridge")
     p.add_argument("--no-network", action="store_true", help="no basic network")
+    p.add_argument("--switch", action=SwitchNic, dest="switch", metavar="NAME",
+                   help="a NIC on kvm switch NAME (kvm switch list; repeat for several NICs): no preRun lines")
+    p.add_argument("--vlan", action=SwitchVlan, dest="switch", metavar="N",
+                   help="the VLAN (1-4094) of the NIC the --switch before it gives")
     p.add_argument("--vnc", choices=["yes", "wait", "no"],
                    help="VNC screen (uefi only; default yes unless --com yes gives a console)")
     p.add_argument("--vnc-addr", help="VNC listen address (default 127.0.0.1)")
@@ -48,6 +53,30 @@ def build_parser():
     add_seed_args(p)
     p.add_argument("-y", "--yes", action="store_true", help="ask nothing: defaults for what flags omit")
     return p
+
+
+class SwitchNic(argparse.Action):
+    """--switch NAME: one more NIC, [name, vlan] in args.switch."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        nics = list(getattr(namespace, self.dest) or [])
+        nics.append([value, 0])
+        setattr(namespace, self.dest, nics)
+
+
+class SwitchVlan(argparse.Action):
+    """--vlan N: the VLAN of the NIC the --switch just before gives."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        nics = getattr(namespace, self.dest) or []
+        if not nics:
+            raise argparse.ArgumentError(self, "follows the --switch NAME it applies to")
+        if nics[-1][1]:
+            raise argparse.ArgumentError(self, f"given twice for --switch {nics[-1][0]}")
+        try:
+            nics[-1][1] = switchconf.vlan_id(value, "VLAN")
+        except ValueError as exc:
+            raise argparse.ArgumentError(self, str(exc)) from None
 
 
 class Asker:
@@ -152,6 +181,15 @@ def gather_disk(args, q):
 
 def gather_network(args, q, a):
     """The basic network: on by default (a tap on DEFAULT_BRIDGE, as the shell kvm proposes)."""
+    if args.switch:
+        given = [f for f, v in (("--bridge", args.bridge), ("--tap", args.tap), ("--uplink", args.uplink),
+                                ("--no-network", args.no_network)) if v]
+        if given:
+            raise UsageError(f"{given[0]} is the basic network's; --switch puts the NIC on a kvm switch instead")
+        for switch, _vlan in args.switch:
+            switchconf.check_name(switch)
+        a.nics = [tuple(n) for n in args.switch]
+        return
     if args.no_network:
         return
     wanted = args.yes or args.bridge is not None or args.tap is not None or args.uplink is not None
@@ -213,7 +251,7 @@ def confirmed(root, name, a):
     for line in summary(name, a, root.path / "vm" / name):
         common.info(line)
     grub = config.loader_kind(a.loader) == "grub"
-    unreachable = reach.warning(bool(a.vnc or a.com or grub), ["virtio-net"] if a.network else [])
+    unreachable = reach.warning(bool(a.vnc or a.com or grub), ["virtio-net"] if a.network or a.nics else [])
     if unreachable:
         common.warn(PROG, unreachable, vm=name)
     answer = common.ask("Create it (Y/n)? ", "y", flag="-y creates it without asking") or "y"

@@ -33,6 +33,7 @@ from kvm.conf.shconf import (  # noqa: F401
     read_plain,
     read_text,
 )
+from kvm.conf.switchconf import parse_nics
 from kvm.errors import ConfigError, KvmError
 from kvm.host.lock import lstat_folder
 from kvm.host.record import field, record
@@ -49,6 +50,7 @@ KNOWN = {
     "RestartOnFault": "1 = restart after a fault", "RestartMax": "restarts allowed in the window",
     "RestartWindow": "seconds of the restart window", "StopTimeout": "seconds for a graceful stop",
     "AllowPath": "disks and ISOs allowed outside the VM folder",
+    "Switch": "NICs on kvm switches: TAP=SWITCH[:VLAN] ...",
 }
 # names set.conf may not assign: the hooks' own variables (`. "$VMdir/run"` follows set.conf) and
 # what changes which programs sh and the hooks run
@@ -98,6 +100,7 @@ class VmConfig:
     restart_window: int = 600
     stop_timeout: int = 60
     allow_paths: tuple = ()      # AllowPath: absolute paths (a trailing / names a folder)
+    nics: tuple = ()             # Switch: switchconf.Nic (tap, switch, vlan) of the NICs kvm attaches
     variables: dict = field(default_factory=dict, compare=False)  # every set.conf value
     warnings: tuple = ()
     unevaluated: dict = field(default_factory=dict, compare=False)  # key -> "line N not evaluated: why"
@@ -394,7 +397,22 @@ def _allow_path(c):
 
 
 def _devices(c):
-    return {"devices": seed_devices(c, parse_devices(c.name, c.get("Devices"), c.options))}
+    devices = seed_devices(c, parse_devices(c.name, c.get("Devices"), c.options))
+    return {"devices": devices, **_switch(c, devices)}
+
+
+def _switch(c, devices):
+    """Switch="TAP=SWITCH[:VLAN] ...": each TAP is the source of a NIC in Devices (kvm creates it at
+    the start, puts it on the switch, removes it at the end)."""
+    try:
+        nics = parse_nics(c.get("Switch"))
+    except ValueError as exc:
+        c.bad("Switch", str(exc))
+    taps = {d.source for d in devices if d.kind == "nic"}
+    for nic in nics:
+        if nic.tap not in taps:
+            c.bad("Switch", f"names tap {nic.tap}, which no virtio-net or e1000 item of Devices uses")
+    return {"nics": nics}
 
 
 def _restart(c):

@@ -5,7 +5,7 @@ import re
 
 from kvm import host, hypervisor, platform, zfs
 from kvm import vm as vmmod
-from kvm.conf import cloudinit, config
+from kvm.conf import cloudinit, config, switchconf
 from kvm.conf.templating import render
 from kvm.errors import ConfigError, NotFound, StateError, UsageError
 from kvm.host.record import field, record
@@ -36,6 +36,7 @@ class Answers:
     bridge: str = DEFAULT_BRIDGE
     tap: str = ""
     uplink: str = ""
+    nics: list = field(default_factory=list)  # [(switch, vlan)]: NICs on kvm switches (vmcreate --switch)
     vnc: str = ""          # "", "1", "wait"
     vnc_addr: str = ""
     com: bool = False
@@ -90,6 +91,21 @@ def check_derived_names(root, name, exclude=None):
                                  f"choose another name", vm=name)
 
 
+def switch_taps(name, count):
+    """The taps of a VM's NICs on switches: tapNAME, then tapNAMEn1, tapNAMEn2 (as vmimport names them)."""
+    return [derived_tap(name, f"n{k}" if k else "") for k in range(count)]
+
+
+def check_switches(root, name, nics):
+    """Every switch --switch names exists in the root."""
+    from kvm import net
+    for switch, _vlan in nics:
+        try:
+            net.load(root, switch)
+        except (NotFound, UsageError) as exc:
+            raise exc.__class__(f"--switch {switch}: {exc.message}", vm=name) from None
+
+
 def check_ifname(value, what):
     """Interface names: 1-15 characters, letters, digits and _ (ifconfig's limits)."""
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,14}", value or ""):
@@ -109,10 +125,15 @@ def render_files(name, a, root_path):
             check_ifname(a.uplink, "uplink interface")
         pre, post = host_os.network_hooks(a.bridge, tap, a.uplink)
         devices = f"3,virtio-net,{tap}"
+    switch = ""
+    if a.nics:
+        taps = switch_taps(name, len(a.nics))
+        devices = " ".join(f"{3 + k},virtio-net,{tap}" for k, tap in enumerate(taps))
+        switch = switchconf.nics_text(switchconf.Nic(tap, sw, vlan) for tap, (sw, vlan) in zip(taps, a.nics))
     hv = hypervisor.current()  # its words in the comments (options, console, exit)
     conf = render("set.conf.j2", root_path, name=name, vmrom=a.loader, boot=a.boot, cores=a.cores,
                   mem=a.mem, options=a.options, disk=DISK_FILE if a.disk_size or a.image else "",
-                  disk_driver=a.disk_driver, devices=devices, vnc=a.vnc, vnc_addr=a.vnc_addr,
+                  disk_driver=a.disk_driver, devices=devices, switch=switch, vnc=a.vnc, vnc_addr=a.vnc_addr,
                   com=a.com and config.loader_kind(a.loader) != "grub", iso=a.iso,
                   boot_comment=hv.boot_comment, options_comment=hv.options_comment, options_example=hv.options_example,
                   console_comment=hv.console_comment(name))
@@ -166,6 +187,7 @@ def image_origin(root, name, image, disk, text=""):
 def create(root, name, a):
     """Create the VM; any failure (or kill) leaves nothing behind. Returns the Vm."""
     vm = check_new(root, name)
+    check_switches(root, name, a.nics)
     try:
         conf, run, cfg = render_files(name, a, root.path)
     except ConfigError as exc:
@@ -219,7 +241,10 @@ def summary(name, a, vm_dir):
     if disk != "none":
         disk += f" ({a.disk_driver or 'nvme'})"
     net = "none"
-    if a.network:
+    if a.nics:
+        net = ", ".join(f"{tap} (virtio-net) on switch {sw}" + (f" VLAN {vlan}" if vlan else "")
+                        for tap, (sw, vlan) in zip(switch_taps(name, len(a.nics)), a.nics))
+    elif a.network:
         net = f"{a.tap or default_tap(name)} (virtio-net) on bridge {a.bridge}" + \
             (f", uplink {a.uplink}" if a.uplink else "")
     consoles = []

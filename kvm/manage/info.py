@@ -90,6 +90,7 @@ def collect(vm):
         "devices": [{"slot": d.slot, "emulation": d.emulation, "conf": d.conf, "info": device_info(d)}
                     for d in cfg.devices],
         "restart_on_fault": cfg.restart_on_fault,
+        "switches": [{"tap": n.tap, "switch": n.switch, "vlan": n.vlan or None} for n in cfg.nics],
         "allow_paths": list(cfg.allow_paths),
         "warnings": list(cfg.warnings) + list(cfg.not_evaluated) + [f"start will refuse: {line}" for line in refused]
         + placed,
@@ -177,6 +178,9 @@ def lines(info, cleanup=None):
         out.append(("cloud-init", f"{info['dir']}/seed.iso (slot 28; cloudinit {info['name']} to change it)"))
     for dev in info["devices"]:
         out.append((f"slot {dev['slot']}", f"{dev['emulation']} {dev['conf']}".rstrip() + _dev_extra(dev)))
+    for nic in info.get("switches") or []:
+        out.append(("switch", f"{nic['tap']} on {nic['switch']}" + (f", VLAN {nic['vlan']}" if nic["vlan"] else "")
+                    + " (made at start, removed at stop; kvm switch info " + nic["switch"] + ")"))
     if info.get("allow_paths"):
         out.append(("allowed paths", " ".join(info["allow_paths"]) + " (AllowPath: disks and ISOs outside the folder)"))
     notes = info.get("unevaluated") or {}

@@ -16,7 +16,7 @@ import contextlib
 import os
 
 from kvm import host
-from kvm.errors import PermissionDenied, StateError
+from kvm.errors import KvmError, PermissionDenied, StateError
 from kvm.host import lock
 from kvm.host.record import record
 from kvm.platform import rcd, systemd
@@ -84,8 +84,18 @@ def copy_name(vm_name):
 def _write(vm, opts, path):
     """The script at path and its copy in the VM folder (what `dorc` shows it wrote)."""
     unit = systemd.in_use()
+    try:
+        switches = bool(vm.config().nics)
+    except KvmError:
+        switches = False
     text = rcd.render(vm.name, vm.root.path, require=opts.require, before=opts.before,
-                      keyword=opts.keyword, timeout=opts.timeout, rcdir=path.parent, unit=unit)
+                      keyword=opts.keyword, timeout=opts.timeout, rcdir=path.parent, unit=unit,
+                      switches=switches and unit)
+    if unit and switches:  # the unit bringing the root's switches up at boot, before this VM
+        sw_path = path.parent / systemd.SWITCHES_UNIT
+        sw_text = systemd.switches_unit(vm.root.path)
+        if not sw_path.exists() or sw_path.read_text(errors="replace") != sw_text:
+            host.write_file(sw_path, sw_text, mode=0o444)
     host.write_file(path, text, mode=0o444 if unit else 0o555)  # a unit is read, never run
     host.write_file(vm.dir / copy_name(vm.name), text, mode=0o444)
 

@@ -33,7 +33,9 @@ def rename_comments(text, old, new):
 
 
 def _tap_pattern(old):
-    return re.compile(rf"(?<![A-Za-z0-9_]){re.escape(create.default_tap(old))}(?![A-Za-z0-9_])")
+    """The VM's default tap, and the taps of its further NICs (tapNAMEn1, tapNAMEn2: vmcreate --switch,
+    vmimport), as whole words."""
+    return re.compile(rf"(?<![A-Za-z0-9_]){re.escape(create.default_tap(old))}(n[0-9]+)?(?![A-Za-z0-9_])")
 
 
 def rewrite_names(text, old, new, taps=False):
@@ -42,8 +44,9 @@ def rewrite_names(text, old, new, taps=False):
     derived and checked as vmcreate derives it (create.derived_tap)."""
     text = rename_comments(text, old, new)
     if taps and _tap_pattern(old).search(text):
-        tap = create.derived_tap(new) if uses_tap(text, old) else create.default_tap(new)  # comments only
-        text = _tap_pattern(old).sub(tap, text)
+        used = uses_tap(text, old)  # else on comments only: not checked as an interface name
+        text = _tap_pattern(old).sub(lambda m: create.derived_tap(new, m.group(1) or "") if used
+                                     else create.default_tap(new) + (m.group(1) or ""), text)
     return text
 
 

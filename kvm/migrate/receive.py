@@ -9,7 +9,7 @@ a name that exists here without the same kvm:source is not ours to overwrite.
 import os
 import time
 
-from kvm import host, hypervisor, zfs
+from kvm import host, hypervisor, net, zfs
 from kvm.errors import KvmError, NotFound, StateError, UsageError
 from kvm.host import lock
 from kvm.run import launch
@@ -42,6 +42,7 @@ def probe(root, name):
             "folder": str(folder) if not exists and folder.exists() else None,
             "snaps": snaps,
             "firmware": firmware_here(root.path),
+            "switches": net.names(root),  # the sender checks DEST has the switches the VM's NICs use
             "resumable": zfs_stream.can_resume(),
             "token": zfs_stream.resume_token(ds) if exists else None}
 
@@ -328,6 +329,17 @@ def firmware_here(root):
     grub-bhyve; qemu boots UEFI with OVMF (pinned, else the host's, as its launch does) and
     grub VMs with its own SeaBIOS. A qemu DEST has no bhyve firmware and needs none."""
     return hypervisor.current().firmware_here(root)
+
+
+def check_switches(name, cfg, have, force=False):
+    """Refuse a VM whose NICs are on switches DEST lacks (`have`: DEST's switch names; None from a
+    DEST that predates switches: not checked); --force sends it all the same."""
+    if have is None or force:
+        return
+    missing = sorted({nic.switch for nic in cfg.nics} - set(have))
+    if missing:
+        raise NotFound(f"DEST has no switch {', '.join(missing)}, which the VM's NICs use (Switch): create "
+                       f"{'it' if len(missing) == 1 else 'them'} there first (kvm switch create), or --force", vm=name)
 
 
 def check_firmware(name, cfg, have):

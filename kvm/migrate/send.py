@@ -212,6 +212,7 @@ class Sender:
         if why:
             raise StateError(why, vm=self.vm.name)
         receive.check_firmware(self.vm.name, self.cfg, self.info["firmware"])
+        receive.check_switches(self.vm.name, self.cfg, self.info.get("switches"), self.force)
         self.common = common_snapshot(self.ds, self.info["snaps"], self.snaps())
         self.partial = self.resumable(self.info.get("token"))
         if self.info["exists"] and self.common is None and not self.partial:

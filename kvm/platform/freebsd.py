@@ -81,6 +81,12 @@ class FreeBSD(Platform):
         return used if re.fullmatch(re.escape(disk) + r"[ps][0-9]+[a-h]?", used) else None
 
     @staticmethod
+    def network():
+        """The switch code of this platform (kvm switch, a VM's NICs on switches)."""
+        from kvm.platform.freebsd_net import NET
+        return NET
+
+    @staticmethod
     def install_command(packages):
         """The command that installs `packages` (FreeBSD package names)."""
         return f"pkg install {' '.join(packages)}"

@@ -113,6 +113,12 @@ class Linux(Platform):
         return None
 
     @staticmethod
+    def network():
+        """The switch code of this platform (kvm switch, a VM's NICs on switches)."""
+        from kvm.platform.linux_net import NET
+        return NET
+
+    @staticmethod
     def install_command(packages):
         """The command that installs `packages` (Debian package names)."""
         return f"apt-get install {' '.join(packages)}"

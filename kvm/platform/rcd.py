@@ -51,7 +51,7 @@ class Script:
 
 
 def render(vm_name, root_path, require=None, before=None, keyword=None, timeout=STOP_TIMEOUT, rcdir=None,
-           unit=False):
+           unit=False, switches=False):
     """The rc.d script text for a VM (unit: the systemd unit); rcdir: the folder it goes in (its
     fellows are pressed at shutdown together)."""
     require = DEFAULTS["require"] if require is None else require
@@ -59,7 +59,7 @@ def render(vm_name, root_path, require=None, before=None, keyword=None, timeout=
     keyword = DEFAULTS["keyword"] if keyword is None else keyword
     if unit:
         return systemd.render(vm_name, rc_name(vm_name), root_path, require, before, keyword, timeout,
-                              __version__)
+                              __version__, switches)
     from kvm.conf.templating import render as render_template
     rcdir = paths.current().rcdir if rcdir is None else rcdir
     return render_template("rc.j2", root_path, vm=vm_name, rcname=rc_name(vm_name), root=str(root_path),

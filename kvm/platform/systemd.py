@@ -70,7 +70,27 @@ def quote(value):
     return value
 
 
-def render(vm_name, rcname, root_path, require, before, keyword, timeout, version):
+SWITCHES_UNIT = "kvm-switches.service"
+SWITCHES_MARKER = "# kvm-switches-unit: "
+
+
+def switches_unit(root_path):
+    """The unit that brings every kvm switch of the root up at boot, before the VMs that use them
+    (their units have Wants= and After= it): after the network and nftables.service (whose `flush
+    ruleset` would wipe kvm's table), and again whenever nftables.service restarts (PartOf=)."""
+    root = quote(root_path)
+    zfs = " ".join(zfs_units())
+    return (f"{SWITCHES_MARKER}{root_path}\n"
+            f"# written by dorc for the VMs whose NICs are on kvm switches; `switch up --all` is idempotent\n"
+            f"[Unit]\nDescription=kvm switches of {root_path}\n"
+            f"Wants=network-online.target\n"
+            f"After=network-online.target nftables.service{' ' + zfs if zfs else ''}\n"
+            f"PartOf=nftables.service\nRequiresMountsFor={root}\n\n"
+            f"[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart={root}/switch up --all\n\n"
+            f"[Install]\nWantedBy={WANTED_BY}\n")
+
+
+def render(vm_name, rcname, root_path, require, before, keyword, timeout, version, switches=False):
     """The unit text for a VM: after the mounts of its folder (RequiresMountsFor=) and after the
     host's ZFS mounting units, so that it never starts before its pool is mounted."""
     from kvm.conf.templating import render as render_template
@@ -79,7 +99,7 @@ def render(vm_name, rcname, root_path, require, before, keyword, timeout, versio
                            vmarg=quote(vm_name), require=require, before=before, keyword=keyword,
                            after_units=units(require), before_units=units(before), timeout=timeout,
                            stop_timeout=timeout + STOP_GRACE, wanted_by=WANTED_BY, version=version,
-                           folder=quote(folder), zfs_units=" ".join(zfs_units()))
+                           folder=quote(folder), zfs_units=" ".join(zfs_units()), switches=switches)
 
 
 def wants_link(path):

@@ -73,6 +73,9 @@ def dry_run_lines(vm, warn=None):
     out = [f"would start {vm.name} with these steps (preRun to postRun again at each guest reboot):"]
     out += [hv.destroy_text(vm.run)] if hv.is_allocated(vm.run) else []
     out += hv.prepare_host_text(p)
+    for nic in cfg.nics:  # Switch: made once per start, before the first preRun (kvm/net attach)
+        out.append(f"switch    {nic.tap} on switch {nic.switch}" + (f", VLAN {nic.vlan}" if nic.vlan else "")
+                   + f" (the switch brought up when down; the tap removed at the end)")
     out.append(f"preRun    (sh: . {vm.root.path}/functions; . {vm.conf_path}; . {vm.run_path}; preRun)")
     for path, text, mode in p.files:
         out.append(f"would write {path}:")

@@ -15,7 +15,7 @@ import signal
 import syslog
 import time
 
-from kvm import host
+from kvm import host, net
 from kvm import vm as vmmod
 from kvm.conf import edit, hooks
 from kvm.errors import KvmError, StateError
@@ -82,6 +82,7 @@ class Supervisor:
         self.host_ready = False
         self.stop_method = None
         self.lock = lock          # the VM's lock when the caller took it already
+        self.nics_attached = False
 
     # ------------------------------------------------------------------ output
     def log(self, message, level=syslog.LOG_NOTICE):
@@ -137,6 +138,7 @@ class Supervisor:
         for sig in STOP_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
         power.clear_request(self.vm)
+        self.detach_nics()
         if "started" in self.state:
             self.save(supervisor=0, bhyve=0, vnc_port=0, ended=time.time(), stop_method=self.stop_method)
         else:  # refused before taking over (an orphan runs): leave its record, add only why
@@ -150,6 +152,7 @@ class Supervisor:
                 self.log("stop requested before the launch: not starting")
                 return 0
             cfg = self.load_config()
+            self.attach_nics(cfg)
             plan = self.prepare(cfg)
             refused = self.pre_run()
             if refused is not None:
@@ -170,6 +173,26 @@ class Supervisor:
                 return 0
             if not self.may_restart(cfg):
                 return EXIT_STATUS.get(ended.reason, 5)
+
+    def attach_nics(self, cfg):
+        """Once per supervisor: the NICs set.conf puts on switches (Switch): each switch brought up
+        when down, the tap made and put on it; the taps made are kept in the state, removed at the end."""
+        if self.nics_attached or not cfg.nics:
+            return
+        self.nics_attached = True
+        taps = net.attach(self.vm.root, cfg.nics, self.name)
+        self.save(taps=taps)
+        for nic in cfg.nics:
+            self.log(f"NIC {nic.tap} on switch {nic.switch}" + (f" (VLAN {nic.vlan})" if nic.vlan else ""))
+
+    def detach_nics(self):
+        taps = self.state.get("taps") or []
+        if taps:
+            try:
+                net.detach(taps)
+            except KvmError as exc:
+                self.log(f"cannot remove taps {' '.join(taps)}: {exc.message}", syslog.LOG_WARNING)
+            self.state["taps"] = []
 
     def pre_run(self):
         """preRun; None to go on, else (after postRun) the exit status: it failed, or a stop came."""

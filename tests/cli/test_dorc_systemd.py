@@ -216,3 +216,22 @@ def test_vmlist_auto_follows_the_units_wants_link(install, env, units):
     assert auto() == {"db": "no", "web": "yes"}
     os.unlink(units / "multi-user.target.wants" / "web.service")  # systemctl disable
     assert auto() == {"db": "no", "web": "no"}
+
+
+def test_a_vm_on_a_switch_waits_for_kvm_switches_unit(install, env, sysroot, units):
+    """Issue 21: a VM whose NIC is on a kvm switch gets Wants=/After= kvm-switches.service, which
+    dorc writes (switch up --all, after nftables.service, PartOf= it); a VM without one is unchanged."""
+    assert cmd(install, env, "switch", "create", "lan").returncode == 0
+    create_vm(install, env, "web", "--switch", "lan")
+    create_vm(install, env, "db")
+    assert cmd(install, env, "dorc", "db", "-y").returncode == 0
+    assert not (units / "kvm-switches.service").exists() and "kvm-switches" not in (units / "db.service").read_text()
+    assert cmd(install, env, "dorc", "web", "-y").returncode == 0
+    lines = (units / "web.service").read_text().splitlines()
+    assert "Wants=kvm-switches.service" in lines and "After=kvm-switches.service" in lines
+    sw = (units / "kvm-switches.service").read_text()
+    k = keys(sw)
+    assert k["ExecStart"] == f"{install}/switch up --all" and k["Type"] == "oneshot"
+    assert k["After"].startswith("network-online.target nftables.service") and k["PartOf"] == "nftables.service"
+    res = analyze(units / "kvm-switches.service")
+    assert res.returncode == 0 and "kvm-switches.service" not in res.stderr, res.stderr

@@ -78,12 +78,13 @@ def test_a_uefi_guest_keeps_its_layout_mac_vars_and_bridge(install, env, store):
     vmdir = install / "vm" / "web"
     assert settings(vmdir / "set.conf") == [
         'VMrom="uefi"', 'Cores="2"', 'Mem="2G"', 'VMoptions="AHPwu"', f'Disk="{g}/disk0.img"',
-        'DiskDriver="virtio-blk"', 'Devices="5,virtio-net,tapWEB,mac=58:9c:fc:0a:0b:0c"', 'VNC="1"',
-        'wVNC="1280"', 'hVNC="720"', 'COM="1"', f'AllowPath="{g}/disk0.img"']  # referenced in place
+        'DiskDriver="virtio-blk"', 'Devices="5,virtio-net,tapWEB,mac=58:9c:fc:0a:0b:0c"', 'Switch="tapWEB=public"',
+        'VNC="1"', 'wVNC="1280"', 'hVNC="720"', 'COM="1"', f'AllowPath="{g}/disk0.img"']  # referenced in place
+    # issue 21: vm-bhyve's switch became a kvm switch (its file written; up at the VM's first start)
+    assert settings(install / "switches" / "public.conf") == ['Uplinks="em0"']
     run = (vmdir / "run").read_text()
-    for line in ("CreateIF bridge vm-public", "CreateIF tap tapWEB", "ifconfig vm-public addm tapWEB",
-                 "ifconfig vm-public addm em0 2>/dev/null", "DestroyIF tapWEB"):
-        assert line in run, line
+    assert "CreateIF" not in run.split("preRun()", 1)[1] and "DestroyIF" not in run.split("preRun()", 1)[1]
+    assert "the NIC is on kvm switch public (Uplinks=em0)" in res.stdout
     assert (vmdir / "UEFI_VARS.fd").read_bytes() == b"GUEST-VARS" * 100  # the guest's boot entries
     assert (g / "disk0.img").exists()  # referenced in place
     report = (vmdir / "vmimport.txt").read_text()
@@ -128,13 +129,13 @@ def test_a_grub_guest_moved_into_the_dataset_keeps_its_function_slots(install, e
         'VMrom="grub"', 'Boot="hd0,msdos1"', 'Cores="1"', 'Mem="512M"', 'VMoptions="AHPw"',
         'Disk="disk0.img"', 'DiskDriver="virtio-blk"',
         f'Devices="4:1,ahci-hd,{vmdir}/data.img,nocache 5,e1000,tapDB 5:1,virtio-net,tap9 '
-        '5:2,virtio-net,tapDBn2"', 'COM="1"']
+        '5:2,virtio-net,tapDBn2"', 'Switch="tapDB=lan"', 'COM="1"']
     for d, data in before.items():  # moved: here, whole and still sparse; gone from vm-bhyve
         assert (vmdir / d).read_bytes() == data and os.stat(vmdir / d).st_blocks * 512 < 1 << 20
         assert not (g / d).exists()
     run = (vmdir / "run").read_text()
     assert "CreateIF tap tap9" not in run and "DestroyIF tap9" not in run  # a given device stays
-    assert "ifconfig vm-lan addm tapDB" in run
+    assert "vm-lan" not in run and (install / "switches" / "lan.conf").exists()  # a kvm switch now (issue 21)
     report = (vmdir / "vmimport.txt").read_text()
     assert "ifconfig vm-nosuch" not in run and "ifconfig tapDBn2 up" in run
     for key in ("comports=com1 com2", "graphics=yes", "priority=10", "mystery=1", "network2_switch=nosuch"):

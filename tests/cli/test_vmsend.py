@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import cmd, datasets, destroy_dataset, kvm, one_line_error
+from tests.conftest import cmd, create_vm, datasets, destroy_dataset, kvm, one_line_error
 from tests.cli.test_run import make, script, status, wait_for, guest_up
 
 
@@ -578,3 +578,23 @@ def test_a_clone_arrives_whole_and_a_cloned_send_snapshot_is_kept(install, env, 
         assert (root / "vm/web2/set.conf").is_file()
     finally:
         destroy_dataset(f"{pool}/kvm/vm/web2")
+
+
+def test_dest_without_the_vms_switches_is_named_and_refused(install, env, far):
+    """Issue 21: the VM's NICs are on switch lan; DEST has none: refused, naming it, before anything
+    is sent; once DEST has it (or with --force) the copy goes."""
+    root, fpool = far
+    assert cmd(install, env, "switch", "create", "lan").returncode == 0
+    create_vm(install, env, "web", "--disk-size", "16M", "--switch", "lan")
+    before = datasets(fpool)
+    one_line_error(send(install, env, "web", "--local", root, "--copy"), "DEST has no switch lan",
+                   "kvm switch create")
+    assert datasets(fpool) == before
+    # one host, two roots: DEST's switch of that name uses the bridge the first root made
+    res = subprocess.run([sys.executable, "-m", "kvm", "--root", str(root), "switch", "create", "lan"],
+                         env=env, capture_output=True, text=True)
+    assert res.returncode == 1 and "--manual lan" in res.stderr
+    assert subprocess.run([sys.executable, "-m", "kvm", "--root", str(root), "switch", "create", "lan",
+                           "--manual", "lan"], env=env, capture_output=True).returncode == 0
+    res = send(install, env, "web", "--local", root, "--copy")
+    assert res.returncode == 0, res.stderr

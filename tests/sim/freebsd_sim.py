@@ -28,6 +28,9 @@ SIM = Path(os.environ.get("KVM_SIM_DIR") or "/tmp/kvm-sim")
 VMM = Path(os.environ.get("KVM_VMM_DIR") or SIM / "vmm")
 DEFAULT_IFACES = {"lo0": {"type": "lo", "up": True, "members": []},
                   "em0": {"type": "em", "up": True, "members": []}}
+# FreeBSD 15.0 by default; a test of 14 writes kern.osreldate=1403000 and drops member_ifaddrs
+SYSCTL_DEFAULTS = {"kern.osreldate": "1500068", "net.link.bridge.member_ifaddrs": "0",
+                   "net.inet.ip.forwarding": "0"}
 DEFAULT_PCI = {"3:0:0": {"driver": "ppt0", "vendor": "Realtek Semiconductor Co., Ltd.",
                          "device": "RTL8111/8168/8211/8411 PCI Express Gigabit Ethernet Controller",
                          "class": "network", "subclass": "ethernet"}}
@@ -533,13 +536,93 @@ def grub_bhyve(argv):
 
 # ----------------------------------------------------------------------------- ifconfig
 
+IF_CAPS = ("txcsum", "rxcsum", "tso", "lro", "txcsum6", "rxcsum6", "vlanhwtso", "vlanhwtag", "vlanhwfilter",
+           "tso4", "tso6")
+CLONERS = ("tap", "bridge", "vmnet", "epair", "lagg", "vlan")
+DOT1Q_VID_MIN, DOT1Q_VID_MAX = 1, 4094  # sys/net/ethernet.h; 0 and 4095 are reserved
+
+
 def if_text(name, i):
-    lines = [f"{name}: flags=8843<{'UP,' if i.get('up') else ''}BROADCAST,RUNNING> metric 0 mtu 1500"]
+    """What `ifconfig NAME` prints (the lines kvm reads: flags, mtu, ether, inet, bridge flags,
+    members with their port line; ifbridge.c's bridge_status)."""
+    flags = ("UP," if i.get("up") else "") + "BROADCAST,RUNNING,SIMPLEX,MULTICAST"
+    lines = [f"{name}: flags=8843<{flags}> metric 0 mtu {i.get('mtu', 1500)}"]
+    if i.get("caps") is not None and i["type"] not in ("bridge", "lo"):
+        lines.append(f"\toptions=0<{','.join(c.upper() for c in i['caps'])}>")
     lines.append(f"\tether {i.get('mac') or '58:9c:fc:10:%02x:%02x' % (len(name), sum(map(ord, name)) % 256)}")
-    for m in i.get("members", []):
-        lines.append(f"\tmember: {m} flags=143<LEARNING,DISCOVER,AUTOEDGE,AUTOPTP>")
+    for addr in i.get("addrs", []):
+        ip, _, prefix = addr.partition("/")
+        mask = (0xffffffff << (32 - int(prefix))) & 0xffffffff
+        lines.append(f"\tinet {ip} netmask 0x{mask:08x}")
+    if i["type"] == "bridge":
+        lines.append("\tid 58:9c:fc:10:ff:01 priority 32768 hellotime 2 fwddelay 15")
+        lines.append(f"\tbridge flags={1 if i.get('vlanfilter') else 0}<{'VLANFILTER' if i.get('vlanfilter') else ''}>")
+        for port, m in enumerate(i.get("members", []), 1):
+            o = i.get("member_opts", {}).get(m, {})
+            mflags = "LEARNING,DISCOVER,AUTOEDGE,AUTOPTP" + (",PRIVATE" if o.get("private") else "")
+            lines.append(f"\tmember: {m} flags=143<{mflags}>")
+            port_line = f"\t        port {port} priority 128 path cost 2000000"
+            if o.get("untagged"):
+                port_line += f" untagged {o['untagged']}"
+            if o.get("tagged"):
+                port_line += " tagged " + vlan_set_text(o["tagged"])
+            lines.append(port_line)
+    if i["type"] == "vlan":
+        lines.append(f"\tvlan: {i.get('vlan')} vlanproto: 802.1q vlanpcp: 0 parent interface: {i.get('vlandev')}")
     lines.append(f"\tgroups: {i['type']}")
     return "\n".join(lines)
+
+
+def vlan_set_text(vlans):
+    out, vlans = [], sorted(set(vlans))
+    k = 0
+    while k < len(vlans):
+        last = k
+        while last + 1 < len(vlans) and vlans[last + 1] == vlans[last] + 1:
+            last += 1
+        out.append(str(vlans[k]) if last == k else f"{vlans[k]}-{vlans[last]}")
+        k = last + 1
+    return ",".join(out)
+
+
+def parse_vlan_set(text):
+    """ifbridge.c parse_vlans: none, all (1-4094), or a comma list of N and N-M within 1-4094."""
+    if text == "none":
+        return []
+    if text == "all":
+        return list(range(DOT1Q_VID_MIN, DOT1Q_VID_MAX + 1))
+    out = []
+    for token in text.split(","):
+        first, dash, last = token.partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()):
+            return None
+        a, b = int(first), int(last) if dash else int(first)
+        if not DOT1Q_VID_MIN <= a <= DOT1Q_VID_MAX or not DOT1Q_VID_MIN <= b <= DOT1Q_VID_MAX or b < a:
+            return None
+        out += list(range(a, b + 1))
+    return out
+
+
+def vlan_id(text):
+    """ifbridge.c get_vlan_id: strtoul base 0, within 1-4094."""
+    try:
+        value = int(text, 0)
+    except ValueError:
+        return None
+    return value if DOT1Q_VID_MIN <= value <= DOT1Q_VID_MAX else None
+
+
+def bridge_of(ifs, name):
+    for n, i in ifs.items():
+        if name in i.get("members", []):
+            return n
+    return None
+
+
+def member_ifaddrs():
+    """net.link.bridge.member_ifaddrs (absent on 14: members may carry addresses)."""
+    value = load("sysctl.json", SYSCTL_DEFAULTS).get("net.link.bridge.member_ifaddrs")
+    return 1 if value is None else int(value)
 
 
 def ifconfig(argv):
@@ -547,6 +630,10 @@ def ifconfig(argv):
         ifs = load("ifaces.json", DEFAULT_IFACES)
         if argv == ["-l"]:
             print(" ".join(ifs))
+            return
+        if argv == ["-a"]:
+            for n, i in ifs.items():
+                print(if_text(n, i))
             return
         if len(argv) == 2 and argv[0] == "-g":
             for n, i in ifs.items():
@@ -558,7 +645,14 @@ def ifconfig(argv):
         name, ops = argv[0], argv[1:]
         if ops[:1] == ["create"]:
             base = name.rstrip("0123456789")
-            if base not in ("tap", "bridge", "vmnet", "epair", "lagg", "vlan"):
+            parent = name.partition(".")[0] if "." in name else None
+            if parent is not None:
+                # vlan(4)'s cloner takes PARENT.TAG names (if_vlan.c vlan_clone_match_ethervid)
+                tag = vlan_id(name.partition(".")[2]) if name.partition(".")[2].isdigit() else None
+                if parent not in ifs or tag is None:
+                    die(f"ifconfig: SIOCIFCREATE2 ({name}): Invalid argument", 1)
+                base = "vlan"
+            elif base not in CLONERS:
                 die(f"ifconfig: SIOCIFCREATE2 ({name}): Invalid argument", 1)
             if name == base:
                 n = 0
@@ -567,58 +661,189 @@ def ifconfig(argv):
                 name = f"{base}{n}"
             if name in ifs:
                 die(f"ifconfig: SIOCIFCREATE2 ({name}): File exists", 1)
-            ifs[name] = {"type": base, "up": False, "members": []}
+            ifs[name] = {"type": base, "up": False, "members": [], "mtu": 1500, "addrs": []}
+            if parent is not None:
+                ifs[name].update(vlan=int(name.partition(".")[2]), vlandev=parent)
             ops = ops[1:]
             created = name
         else:
             created = None
             if name not in ifs:
                 die(f"ifconfig: interface {name} does not exist", 1)
+
+        def fail(msg):
+            save("ifaces.json", ifs)  # what earlier operations of the line did stays done, as ifconfig's
+            die(msg, 1)
+
+        def arg(k):
+            if k >= len(ops):
+                fail(f"ifconfig: {ops[k - 1]}: missing argument")
+            return ops[k]
+
+        def bridge_only(op):
+            if ifs[name]["type"] != "bridge":
+                fail(f"ifconfig: {op}: Invalid argument")
+
+        def member(op, m):
+            if m not in ifs[name].get("members", []):
+                fail(f"ifconfig: {op} {m}: No such file or directory")
+            return ifs[name].setdefault("member_opts", {}).setdefault(m, {})
+
+        def need_vlanfilter(what):
+            if not ifs[name].get("vlanfilter"):
+                fail(f"ifconfig: {what}: Invalid argument (extended error VLAN filtering not enabled)")
+
         i = 0
         while i < len(ops):
             op = ops[i]
+            me = ifs[name]
             if op == "name":
                 new = ops[i + 1] if i + 1 < len(ops) else ""
                 if not new or len(new) > 15:
-                    save("ifaces.json", ifs)  # the interface was created; only the rename failed
-                    die("ifconfig: ioctl SIOCSIFNAME (set name): Invalid argument", 1)
+                    fail("ifconfig: ioctl SIOCSIFNAME (set name): Invalid argument")
                 if new in ifs:
-                    save("ifaces.json", ifs)
-                    die("ifconfig: ioctl SIOCSIFNAME (set name): File exists", 1)
+                    fail("ifconfig: ioctl SIOCSIFNAME (set name): File exists")
                 ifs[new] = ifs.pop(name)
                 name = created = new
                 i += 2
-            elif op in ("addm", "deletem"):
-                m = ops[i + 1] if i + 1 < len(ops) else ""
-                if ifs[name]["type"] != "bridge":
-                    die(f"ifconfig: {op} {m}: Invalid argument", 1)
-                if m not in ifs:
-                    die(f"ifconfig: {op} {m}: No such file or directory", 1)
-                members = ifs[name]["members"]
-                if op == "addm":
-                    if m in members:
-                        die(f"ifconfig: BRDGADD {m}: File exists", 1)
-                    members.append(m)
-                else:
-                    if m not in members:
-                        die(f"ifconfig: BRDGDEL {m}: Invalid argument", 1)
-                    members.remove(m)
+            elif op == "addm":
+                bridge_only(op)
+                m = arg(i + 1)
                 i += 2
+                pvid, tagged = 0, None
+                while i < len(ops) and ops[i] in ("untagged", "tagged"):
+                    if ops[i] == "untagged":
+                        pvid = vlan_id(arg(i + 1))
+                        if pvid is None:
+                            fail(f"ifconfig: invalid VLAN identifier: {ops[i + 1]}")
+                    else:
+                        tagged = parse_vlan_set(arg(i + 1))
+                        if tagged is None:
+                            fail(f"ifconfig: invalid vlan set: {ops[i + 1]}")
+                    i += 2
+                if m not in ifs:
+                    fail(f"ifconfig: BRDGADD {m}: No such file or directory")
+                if m in me["members"]:
+                    fail(f"ifconfig: BRDGADD {m}: File exists")
+                if bridge_of(ifs, m) or ifs[m]["type"] == "bridge":
+                    fail(f"ifconfig: BRDGADD {m}: Device busy")
+                if ifs[m].get("addrs") and member_ifaddrs() == 0:
+                    # FreeBSD 15: a member may not carry an IP address (bridge(4), member_ifaddrs)
+                    fail(f"ifconfig: BRDGADD {m}: Invalid argument")
+                if me["members"]:
+                    ifs[m]["mtu"] = me.get("mtu", 1500)  # later members are set to the bridge's MTU
+                else:
+                    me["mtu"] = ifs[m].get("mtu", 1500)  # the first member's MTU becomes the bridge's
+                me["members"].append(m)
+                opts = me.setdefault("member_opts", {}).setdefault(m, {})
+                if pvid:
+                    need_vlanfilter(f"BRDGSIFPVID {m} {pvid}")
+                    opts["untagged"] = pvid
+                if tagged is not None:
+                    need_vlanfilter(f"BRDGSIFVLANSET {m}")
+                    opts["tagged"] = tagged
+            elif op == "deletem":
+                bridge_only(op)
+                m = arg(i + 1)
+                if m not in ifs:
+                    fail(f"ifconfig: BRDGDEL {m}: No such file or directory")
+                if m not in me["members"]:
+                    fail(f"ifconfig: BRDGDEL {m}: Invalid argument")
+                me["members"].remove(m)
+                me.get("member_opts", {}).pop(m, None)
+                i += 2
+            elif op in ("vlanfilter", "-vlanfilter"):
+                bridge_only(op)
+                me["vlanfilter"] = op == "vlanfilter"
+                i += 1
+            elif op in ("ifuntagged", "-ifuntagged", "iftagged", "+iftagged", "-iftagged", "private", "-private"):
+                bridge_only(op)
+                m = arg(i + 1)
+                if op in ("-ifuntagged", "private", "-private"):
+                    opts = member(op, m)
+                    if op == "-ifuntagged":
+                        opts["untagged"] = 0
+                    else:
+                        opts["private"] = op == "private"
+                    i += 2
+                    continue
+                value = arg(i + 2)
+                if op == "ifuntagged":
+                    pvid = vlan_id(value)
+                    if pvid is None:
+                        fail(f"ifconfig: invalid VLAN identifier: {value}")
+                    opts = member(f"BRDGSIFPVID {value}", m)
+                    need_vlanfilter(f"BRDGSIFPVID {value}")
+                    opts["untagged"] = pvid
+                else:
+                    vlans = parse_vlan_set(value)
+                    if vlans is None:
+                        fail(f"ifconfig: invalid vlan set: {value}")
+                    opts = member(f"BRDGSIFVLANSET {value}", m)
+                    need_vlanfilter(f"BRDGSIFVLANSET {value}")
+                    have = set(opts.get("tagged", []))
+                    opts["tagged"] = sorted(vlans if op == "iftagged" else
+                                            have | set(vlans) if op == "+iftagged" else have - set(vlans))
+                i += 3
+            elif op == "mtu":
+                value = arg(i + 1)
+                if not value.isdigit() or not 72 <= int(value) <= 65535:
+                    fail("ifconfig: ioctl SIOCSIFMTU (set mtu): Invalid argument")
+                me["mtu"] = int(value)
+                if me["type"] == "bridge":
+                    for m in me["members"]:
+                        ifs[m]["mtu"] = int(value)  # a bridge's MTU is its members' (bridge(4))
+                i += 2
+            elif op in ("vlan", "vlandev"):
+                value = arg(i + 1)
+                if me["type"] != "vlan":
+                    fail(f"ifconfig: {op}: Invalid argument")
+                if op == "vlan" and (vlan_id(value) is None or vlan_id(value) != me.get("vlan", vlan_id(value))):
+                    fail(f"ifconfig: SIOCSETVLAN: Invalid argument")
+                if op == "vlandev" and (value not in ifs or value != me.get("vlandev", value)):
+                    fail(f"ifconfig: SIOCSETVLAN: Invalid argument")
+                me[op] = vlan_id(value) if op == "vlan" else value
+                i += 2
+            elif op.lstrip("-") in IF_CAPS:
+                caps = set(me.get("caps", ["txcsum", "rxcsum", "tso", "lro"] if me["type"] not in ("tap", "bridge")
+                                  else []))
+                (caps.discard if op.startswith("-") else caps.add)(op.lstrip("-"))
+                me["caps"] = sorted(caps)
+                i += 1
             elif op in ("up", "down"):
-                ifs[name]["up"] = op == "up"
+                me["up"] = op == "up"
                 i += 1
             elif op == "destroy":
                 ifs.pop(name)
                 for other in ifs.values():
                     if name in other.get("members", []):
                         other["members"].remove(name)
+                        other.get("member_opts", {}).pop(name, None)
                 i += 1
             elif op in ("inet", "inet6"):
-                i += 3 if i + 2 < len(ops) and ops[i + 2] in ("netmask", "prefixlen") else 2
+                value = arg(i + 1)
+                step = 3 if i + 2 < len(ops) and ops[i + 2] in ("netmask", "prefixlen") else 2
+                if op == "inet":
+                    if not re.fullmatch(r"\d+\.\d+\.\d+\.\d+/\d+", value):
+                        fail(f"ifconfig: {value}: bad value")
+                    if bridge_of(ifs, name) and member_ifaddrs() == 0:
+                        fail("ifconfig: ioctl (SIOCAIFADDR): Invalid argument")
+                    if i + 2 < len(ops) and ops[i + 2] in ("-alias", "delete"):
+                        if value not in me.get("addrs", []):
+                            fail("ifconfig: ioctl (SIOCDIFADDR): Can't assign requested address")
+                        me["addrs"].remove(value)
+                        step = 3
+                    elif value not in me.setdefault("addrs", []):
+                        if not (i + 2 < len(ops) and ops[i + 2] == "alias") and me["addrs"]:
+                            me["addrs"][0] = value   # the first address is replaced, as ifconfig does
+                        else:
+                            me["addrs"].append(value)
+                        step = 3 if i + 2 < len(ops) and ops[i + 2] == "alias" else step
+                i += step
             else:
-                die(f"ifconfig: {op}: bad value", 1)
+                fail(f"ifconfig: {op}: bad value")
         save("ifaces.json", ifs)
-        if created and ops[:0] == [] and argv[1:2] == ["create"]:
+        if created and argv[1:2] == ["create"]:
             print(created)
         if not ops and created is None:
             print(if_text(name, ifs[name]))
@@ -777,7 +1002,148 @@ def swapctl(argv):
         print(f"{f[0]}\t{f[2]}\t{f[3]}")
 
 
-TOOLS = {"bhyve": bhyve, "bhyvectl": bhyvectl, "grub-bhyve": grub_bhyve, "ifconfig": ifconfig,
+
+# --------------------------------------------------------------------- sysctl, route -n get
+
+def sysctl(argv):
+    """sysctl [-i] [-n] name[=value] ...: the OIDs kvm reads and sets (state in sysctl.json)."""
+    opts, rest = getopt(argv, set("inqbdehNoTWx"), set("f"),
+                        usage="usage: sysctl [-bdehiNnoqTtWx] [ -B <bufsize> ] [-f filename] name[=value] ...")
+    o = dict(opts)
+    if not rest:
+        die("usage: sysctl [-bdehiNnoqTtWx] [ -B <bufsize> ] [-f filename] name[=value] ...", 1)
+    with locked():
+        values = load("sysctl.json", SYSCTL_DEFAULTS)
+        status = 0
+        for item in rest:
+            oid, eq, value = item.partition("=")
+            if oid not in values:
+                if "i" not in o:
+                    print(f"sysctl: unknown oid '{oid}'", file=sys.stderr)
+                    status = 1
+                continue
+            if eq:
+                if not value.lstrip("-").isdigit():
+                    print(f"sysctl: invalid integer '{value}'", file=sys.stderr)
+                    status = 1
+                    continue
+                print(f"{oid}: {values[oid]} -> {value}")
+                values[oid] = value
+                continue
+            print(values[oid] if "n" in o else f"{oid}: {values[oid]}")
+        save("sysctl.json", values)
+    sys.exit(status)
+
+
+def route(argv):
+    """route -n get default only (the default route's interface: routes.json)."""
+    if argv[:1] == ["-n"]:
+        argv = argv[1:]
+    if argv != ["get", "default"]:
+        die("route: the simulator takes -n get default only", 1)
+    r = load("routes.json", {"default": {"gateway": "192.168.1.1", "interface": "em0"}}).get("default")
+    if not r:
+        die("route: route has not been found", 1)
+    print(f"   route to: default\ndestination: default\n       mask: default\n    gateway: {r['gateway']}\n"
+          f"        fib: 0\n  interface: {r['interface']}\n      flags: <UP,GATEWAY,DONE,STATIC>")
+
+
+# ------------------------------------------------------------------------------ pfctl
+
+PF_NAT = ("nat", "rdr", "binat", "nat-anchor", "rdr-anchor", "binat-anchor")
+PF_FILTER = ("pass", "block", "match", "anchor", "antispoof")
+PF_OTHER = ("set", "scrub", "table", "load")
+PF_USAGE = ("usage: pfctl [-AdeghMmNnOPqRSrvz] [-a anchor] [-D macro=value] [-F modifier]\n"
+            "\t[-f file] [-i interface] [-K host | network]\n\t[-k host | network | gateway | label | id] "
+            "[-o level] [-p device]\n\t[-s modifier] [-t table -T command [address ...]] [-x level]")
+SHOW = {"r": "rules", "rules": "rules", "n": "nat", "nat": "nat", "i": "info", "info": "info",
+        "A": "Anchors", "Anchors": "Anchors"}
+FLUSH = {"a": "all", "all": "all", "r": "rules", "rules": "rules", "n": "nat", "nat": "nat"}
+
+
+def pf_parse(text, source):
+    """(nat rules, filter rules) of a ruleset, or exit 1 as pfctl does on a syntax error."""
+    nat, rules = [], []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip() if not line.strip().startswith("#") else ""
+        if not line:
+            continue
+        word = line.split()[0]
+        ok = word in PF_NAT + PF_FILTER + PF_OTHER and line.count('"') % 2 == 0
+        if word == "nat" and (" -> " not in line or not line.startswith("nat on ")):
+            ok = False
+        if not ok:
+            print(f"{source}:{number}: syntax error", file=sys.stderr)
+            die("pfctl: Syntax error in config file: pf rules not loaded", 1)
+        if word in PF_NAT:
+            nat.append(line)
+        elif word in PF_FILTER:
+            rules.append(line)
+    return nat, rules
+
+
+def pfctl(argv):
+    """pfctl: -e, -d, -s info|rules|nat|Anchors, -f FILE|- (into -a ANCHOR or the main ruleset),
+    -F all|rules|nat; pf must be loaded (kldload pf). State: pf.json."""
+    opts, rest = getopt(argv, set("AdeghMmNnOPqRrvz"), set("aDfFiKkopstTx"), usage=PF_USAGE)
+    if rest:
+        die(PF_USAGE, 1)
+    o = dict(opts)
+    if not kld_loaded("pf"):
+        die("pfctl: /dev/pf: No such file or directory", 1)
+    with locked():
+        pf = load("pf.json", {"enabled": False, "main": {"nat": [], "rules": []}, "anchors": {}})
+        anchor = o.get("a")
+        if anchor is not None and (not anchor or anchor.startswith("/") or "//" in anchor):
+            die(f"pfctl: anchor name '{anchor}' is not valid", 1)
+        where = pf["anchors"].setdefault(anchor, {"nat": [], "rules": []}) if anchor else pf["main"]
+        if "e" in o:
+            if pf["enabled"]:
+                die("pfctl: pf already enabled", 1)
+            pf["enabled"] = True
+            print("pf enabled", file=sys.stderr)
+        if "d" in o:
+            if not pf["enabled"]:
+                die("pfctl: pf not enabled", 1)
+            pf["enabled"] = False
+            print("pf disabled", file=sys.stderr)
+        if "F" in o:
+            what = FLUSH.get(o["F"])
+            if what is None:
+                die(f"pfctl: Unknown flush modifier '{o['F']}'\n{PF_USAGE}", 1)
+            if what in ("all", "nat"):
+                where["nat"] = []
+                print("nat cleared", file=sys.stderr)
+            if what in ("all", "rules"):
+                where["rules"] = []
+                print("rules cleared", file=sys.stderr)
+        if "f" in o:
+            source = o["f"]
+            text = sys.stdin.read() if source == "-" else Path(source).read_text()
+            nat, rules = pf_parse(text, "stdin" if source == "-" else source)
+            where["nat"], where["rules"] = nat, rules   # a load replaces the ruleset at once
+        if anchor and not where["nat"] and not where["rules"]:
+            pf["anchors"].pop(anchor, None)
+        save("pf.json", pf)
+        if "s" in o:
+            what = SHOW.get(o["s"])
+            if what is None:
+                die(f"pfctl: Unknown show modifier '{o['s']}'\n{PF_USAGE}", 1)
+            if what == "info":
+                state = "Enabled" if pf["enabled"] else "Disabled"
+                print(f"Status: {state} for 0 days 00:00:01           Debug: Urgent")
+            elif what == "Anchors":
+                prefix = f"{anchor}/" if anchor else ""
+                for name in sorted(pf["anchors"]):
+                    if name.startswith(prefix):
+                        print(f"  {name}")
+            else:
+                for line in where[what]:
+                    print(line)
+
+
+TOOLS = {"sysctl": sysctl, "route": route, "pfctl": pfctl,
+         "bhyve": bhyve, "bhyvectl": bhyvectl, "grub-bhyve": grub_bhyve, "ifconfig": ifconfig,
          "kldstat": kldstat, "kldload": kldload, "sockstat": sockstat, "pciconf": pciconf,
          "sysrc": sysrc, "cu": cu, "mount": mount, "swapctl": swapctl}
 

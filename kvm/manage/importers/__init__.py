@@ -29,7 +29,7 @@ from kvm.vm import Vm, check_name
 from kvm.zfs.txn import Transaction
 
 REPORT = "vmimport.txt"
-ORDER = ("VMrom", "Boot", "Cores", "Mem", "VMoptions", "Disk", "DiskDriver", "Devices", "VNC", "wVNC",
+ORDER = ("VMrom", "Boot", "Cores", "Mem", "VMoptions", "Disk", "DiskDriver", "Devices", "Switch", "VNC", "wVNC",
          "hVNC", "Tablet", "VNCaddr", "VNCpassword", "COM", "RestartOnFault", "AllowPath")
 
 
@@ -144,6 +144,12 @@ def create(root, plan, spare=None):
             if not host.dry_run():
                 warnings = check_created(vm)
             txn.commit()
+    for name, cfg in plan.switches.items():  # the kvm switches its NICs are on, when the root lacks them
+        from kvm import net
+        if not net.conf_path(root, name).exists():
+            net.save(root, cfg)
+        elif net.load(root, name) != cfg:
+            warnings.append(f"switch {name} exists in the root with other settings than vm-bhyve's: used as it is")
     for src, _name, remove in plan.files:
         if remove:  # only now: the VM holds its copy
             try:

@@ -18,4 +18,5 @@ class Plan:
     allow_paths: list = field(default_factory=list)  # AllowPath entries: what stays outside the VM folder
     report: list = field(default_factory=list)  # "key=value: why" for what was not mapped
     fresh_vars: bool = False          # a UEFI guest without vars of its own gets the template's
+    switches: dict = field(default_factory=dict)  # kvm switches to write (name -> SwitchConfig) when missing
     rename_from: str = ""             # shell kvm: the folder's own name, when NAME differs

@@ -68,6 +68,7 @@ class Mapping:
         self.texts, self.allow_paths, self.disks = {}, [], []
         self.kind, self.dataset = "", ""
         self.system = None  # vm-bhyve's system.conf, read when a NIC names a switch
+        self.nics, self.switches = [], {}  # Switch entries (TAP=SWITCH); kvm switches made from system.conf
         self.named_paths = {os.path.realpath(p) for p in named}  # --allow-path: what may stay outside
 
     def named(self, path):
@@ -276,4 +277,4 @@ def plan(vm, guest_dir, move=False, host_os=None, vars_name="UEFI_VARS.fd", allo
         m.settings["AllowPath"] = " ".join(m.allow_paths)
     return Plan(name=name, origin=f"vm-bhyve {conf}", settings=m.settings, pre=m.pre, post=m.post,
                 files=m.files, texts=m.texts, disks=m.disks, report=m.report, fresh_vars=m.kind == "uefi",
-                allow_paths=list(m.allow_paths))
+                allow_paths=list(m.allow_paths), switches=dict(m.switches))

@@ -9,7 +9,7 @@ from pathlib import Path
 from kvm import zfs
 from kvm.conf.config import under
 from kvm.conf.devices import NIC_EMULATIONS
-from kvm.errors import ConfigError, UsageError
+from kvm.errors import ConfigError, KvmError, UsageError
 from kvm.manage.create import derived_tap
 from kvm.manage.importers import trust
 
@@ -178,8 +178,12 @@ def _nics(m, s):
         if mac and not MAC_RE.match(mac):
             m.bad(f"network{n}_mac", "is not a MAC address (like 58:9c:fc:01:02:03)")
         m.devices.append(f"{at(m, key, s.slot, s.func)},{kind},{tap}" + (f",mac={mac}" if mac else ""))
-        bridge, ports = bridge_of(m, n)
-        hooks(m, tap, bridge, ports, ours)
+        sw = kvm_switch(m, n) if ours else None
+        if sw:
+            m.nics.append(f"{tap}={sw.name}")
+        else:
+            bridge, ports = bridge_of(m, n)
+            hooks(m, tap, bridge, ports, ours)
         if m.yes(f"network{n}_span"):
             m.skip(f"network{n}_span", "kvm adds the tap as an ordinary bridge member")
         s.func += 1
@@ -200,6 +204,41 @@ def system_conf(m):
         if not m.system:
             m.report.append(f"{path}: not found: the switches' uplink ports are not known")
     return m.system
+
+
+def kvm_switch(m, n):
+    """NIC N's vm-bhyve switch as a kvm switch (a SwitchConfig), or None when kvm's switches cannot
+    say it (a type other than standard or manual, a name kvm refuses, values it refuses): that NIC
+    then gets preRun lines as before. Maps system.conf's ports_X (Uplinks), vlan_X, mtu_X, addr_X
+    (Address), private_X and, for a manual switch, bridge_X (Manual)."""
+    from kvm.conf import switchconf
+    switch = m.values.get(f"network{n}_switch", "")
+    sysconf = system_conf(m) if switch else {}
+    if not switch or not sysconf or switch not in sysconf.get("switch_list", "").split():
+        return None
+    kind = sysconf.get(f"type_{switch}", "standard")
+    if kind == "manual":
+        values = {"Manual": sysconf.get(f"bridge_{switch}", "")}
+    elif kind == "standard":
+        values = {"Uplinks": sysconf.get(f"ports_{switch}", ""), "Vlan": sysconf.get(f"vlan_{switch}", ""),
+                  "Mtu": sysconf.get(f"mtu_{switch}", ""), "Address": sysconf.get(f"addr_{switch}", ""),
+                  "Private": "1" if sysconf.get(f"private_{switch}", "").lower() in ("yes", "on", "true", "1") else ""}
+    else:
+        return None
+    try:
+        cfg = switchconf.validate(switch, {k: v for k, v in values.items() if v})
+    except (KvmError, ValueError) as exc:
+        m.report.append(f"switch {switch}: not made a kvm switch ({getattr(exc, 'message', exc)}): preRun lines "
+                        f"instead")
+        return None
+    m.used.add(f"network{n}_switch")
+    if switch not in m.switches:
+        m.switches[switch] = cfg
+        shown = " ".join(f"{k}={v}" for k, v in cfg.values().items() if v) or "no uplink"
+        m.report.append(f"network{n}_switch={switch}: the NIC is on kvm switch {switch} ({shown}), written to "
+                        f"ROOT/switches/{switch}.conf unless the root has it; it comes up at the VM's first start "
+                        f"(vm-bhyve's bridge vm-{switch} must be gone by then: vm switch destroy {switch})")
+    return cfg
 
 
 def bridge_of(m, n):
@@ -308,3 +347,5 @@ def layout(m, move):
     _extras(m, s, uefi)
     if m.devices:
         m.settings["Devices"] = " ".join(m.devices)
+    if m.nics:
+        m.settings["Switch"] = " ".join(m.nics)
