@@ -50,9 +50,18 @@ def run_file(run, what):
     return run.path(qemu.SOCKETS[what])
 
 
-def check_socket_paths(run, name):
+OWN_SOCKETS = ("qmp", "console", "agent")   # made by qemu, removed once it is gone (swtpm's: by its runner)
+
+
+def used_sockets(cfg):
+    """The run-dir sockets a launch of cfg uses."""
+    return ["qmp", "console"] + (["tpm"] if cfg.tpm and cfg.tpm.kind == "swtpm" else []) + \
+        (["agent"] if cfg.agent else [])
+
+
+def check_socket_paths(run, name, kinds=("qmp", "console")):
     """A unix socket's path takes at most 107 bytes: refuse a launch whose would not fit."""
-    for what in qemu.SOCKETS:
+    for what in kinds:
         path = str(run_file(run, what))
         if len(path.encode()) > qemu.SOCKET_MAX:
             raise ConfigError(f"qemu's {what} socket {path} is {len(path.encode())} bytes long, over the "
@@ -161,10 +170,11 @@ class Qemu:
     def plan(self, cfg, ctx):
         code = find_code(cfg, ctx.root, ctx.strict) if cfg.loader == "uefi" else None
         if ctx.strict:
-            check_socket_paths(ctx.run, cfg.name)
+            check_socket_paths(ctx.run, cfg.name, used_sockets(cfg))
         sockets = (run_file(ctx.run, "qmp"), run_file(ctx.run, "console"))
         detail = qemu.plan(cfg, sockets=sockets, code=code, accel=self.accelerator(),
-                           vnc_port=ctx.vnc_port, console_log=console_log(cfg.vmdir) if cfg.com else None)
+                           vnc_port=ctx.vnc_port, console_log=console_log(cfg.vmdir) if cfg.com else None,
+                           guest=(run_file(ctx.run, "tpm"), run_file(ctx.run, "agent")))
         if ctx.strict:  # a launch: the host must be ready (a dry run and vminfo show the plan all the same)
             check_passthru(cfg)
         return Plan(argv=detail.argv, firmware=code if cfg.loader == "uefi" else "SeaBIOS",
@@ -268,12 +278,12 @@ class Qemu:
 
     def destroy(self, run):
         """Remove the sockets a qemu that is gone left behind."""
-        for what in qemu.SOCKETS:
+        for what in OWN_SOCKETS:
             if os.path.lexists(run_file(run, what)):
                 host.remove_file(run_file(run, what))
 
     def destroy_text(self, run):
-        return shlex.join(["rm", "-f", *(str(run_file(run, w)) for w in qemu.SOCKETS)])
+        return shlex.join(["rm", "-f", *(str(run_file(run, w)) for w in OWN_SOCKETS)])
 
     def cleanup_hint(self, run):
         return self.destroy_text(run)
