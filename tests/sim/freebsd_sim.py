@@ -260,9 +260,78 @@ def check_fbuf(conf, running_ports):
     return port
 
 
+# What this "binary" has, as FreeBSD's bhyve tells it: `-l help` lists `tpm` from 14.0 on
+# (passthrough), and the swtpm emulation (14.2) names itself in the binary. The simulated binary
+# is bin/bhyve: its `# features:` line says what it has (a test copies it with fewer to play an
+# older bhyve); kvm probes it as it probes the real one, and the simulator obeys the same line.
+LPC_HELP = ["bootrom", "com1", "com2", "com3", "com4", "tpm", "pc-testdev"]
+
+
+def features():
+    try:
+        text = Path(sys.argv[0]).read_text(errors="replace")
+    except OSError:
+        return set()
+    m = re.search(r"^# features:(.*)$", text, re.M)
+    return set(m.group(1).split()) if m else set()
+
+
+def check_tpm(conf, lpcs, value):
+    """-l tpm,TYPE,PATH[,opts] (pci_lpc.c lpc_device_parse, tpm_device.c): a missing type or
+    path is exit 4 at parse time; an emulation the binary lacks, a device that cannot be opened
+    or a swtpm socket nobody listens on fail the TPM's init (exit 4)."""
+    if "tpm-passthru" not in features():
+        die(f"bhyve: invalid lpc device configuration '{value}'", 64)
+    kind, sep, rest = conf.partition(",")
+    if not conf:
+        die(f'invalid tpm type "{value}"', 4)
+    path = rest.split(",")[0]
+    if not sep or not path and "," not in rest:
+        die(f'invalid tpm path "{value}"', 4)
+    if kind not in ("passthru",) + (("swtpm",) if "tpm-swtpm" in features() else ()):
+        die(f"tpm_device_create: unknown emulation {kind}\nFailed to init TPM device", 4)
+    if kind == "passthru" and not os.path.exists(path):
+        die(f"tpm_passthru_init: unable to open {path}\nFailed to init TPM device", 4)
+    if kind == "swtpm":
+        import socket
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(path)
+        except OSError:
+            die(f'tpm_swtpm_init: unable to connect to tpm socket "{path}"\nFailed to init TPM device', 4)
+        finally:
+            sock.close()
+    if "tpm" in lpcs:
+        die(f"bhyve: invalid lpc device configuration '{value}'", 64)
+    lpcs["tpm"] = conf
+
+
+def check_pin(value, pins):
+    """-p VCPU:HOSTCPU (bhyverun.c pincpu_parse: sscanf "%d:%d", vcpu >= 0, hostcpu below
+    CPU_SETSIZE, 1024 on FreeBSD 14); anything else: "invalid vcpu pinning configuration", 64."""
+    m = re.match(r"\s*([+-]?[0-9]+):\s*([+-]?[0-9]+)", value)
+    if not m:
+        print(f"invalid format: {value}", file=sys.stderr)
+        die(f"bhyve: invalid vcpu pinning configuration '{value}'", 64)
+    vcpu, pcpu = int(m.group(1)), int(m.group(2))
+    if vcpu < 0:
+        print(f"invalid vcpu '{vcpu}'", file=sys.stderr)
+        die(f"bhyve: invalid vcpu pinning configuration '{value}'", 64)
+    if not 0 <= pcpu < 1024:
+        print(f"hostcpu '{pcpu}' outside valid range from 0 to 1023", file=sys.stderr)
+        die(f"bhyve: invalid vcpu pinning configuration '{value}'", 64)
+    pins.setdefault(vcpu, []).append(pcpu)
+
+
 def check_lpc(value, lpcs):
     dev, _, conf = value.partition(",")
     dev_l = dev.lower()
+    if value and "help".startswith(value):   # strncmp(optarg, "help", strlen(optarg))
+        print("\n".join(LPC_HELP if "tpm-passthru" in features() else [d for d in LPC_HELP if d != "tpm"]))
+        sys.exit(0)
+    if dev_l == "tpm":
+        check_tpm(conf, lpcs, value)
+        return
     if re.fullmatch(r"com[1-4]", dev_l):
         if conf == "stdio":
             pass
@@ -312,10 +381,13 @@ def bhyve(argv):
     if "h" in flags:
         print(USAGE, file=sys.stderr)
         sys.exit(0)
+    for c, v in opts:   # `-l help` prints and exits as getopt meets it, before the vmname is wanted
+        if c == "l" and v and "help".startswith(v):
+            check_lpc(v, {})
     if len(rest) != 1:
         die(USAGE, 1)
     name = rest[0]
-    mem, cpus, slots, lpcs, fbuf_port, taps = 256 << 20, 1, {}, {}, None, []
+    mem, cpus, slots, lpcs, fbuf_port, taps, pins = 256 << 20, 1, {}, {}, None, [], {}
     others = [vmm_get(p.name) for p in VMM.glob("*")] if VMM.is_dir() else []
     running_ports = {o.get("vnc_port") for o in others if o and alive(o.get("pid"))}
     taps_in_use = {t for o in others if o and alive(o.get("pid")) for t in o.get("taps", [])}
@@ -334,6 +406,8 @@ def bhyve(argv):
                 die(f"invalid cpu topology '{v}'", 64)
         elif c == "l":
             check_lpc(v, lpcs)
+        elif c == "p":
+            check_pin(v, pins)
         elif c == "s":
             slot_text, _, rest_s = v.partition(",")
             emul, _, conf = rest_s.partition(",")
@@ -375,10 +449,26 @@ def bhyve(argv):
     if "bootrom" in lpcs and "lpc" not in slots.values():
         die("bootrom: no lpc device, the boot ROM cannot be loaded", 4)
     password = config.get("pci.0.30.0.password") if slots.get((0, 30, 0)) == "fbuf" else None
+    for vcpu, hosts in pins.items():
+        bad = [h for h in hosts if h not in online_cpus()]
+        if bad:   # pthread_setaffinity_np of the vCPU's thread fails: bhyverun.c asserts (SIGABRT)
+            print("Assertion failed: (error == 0), function fbsdrun_start_thread, file bhyverun.c.",
+                  file=sys.stderr, flush=True)
+            signal.signal(signal.SIGABRT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGABRT)
     allocate(name, mem, 4, {"pid": os.getpid(), "cpus": cpus, "vnc_port": fbuf_port, "taps": taps,
-                            "vnc_password": password})
+                            "vnc_password": password, "pins": {str(k): v for k, v in pins.items()},
+                            "tpm": lpcs.get("tpm")})
     set_title(name)
     run_guest(name, "D" in flags)
+
+
+def online_cpus():
+    """The simulated host's CPUs (hw.ncpu): $KVM_SIM_DIR/ncpu, 4 by default."""
+    try:
+        return range(int((SIM / "ncpu").read_text()))
+    except (OSError, ValueError):
+        return range(4)
 
 
 def set_title(name):
