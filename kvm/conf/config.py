@@ -646,3 +646,22 @@ def list_facts(values, unevaluated=()):
     kind = checked("VMrom", loader, "")
     disk = "" if "Disk" in unevaluated else values.get("Disk") or ""
     return cores, mem, kind, disk, problems
+
+
+def guest_facts(values, unevaluated=()):
+    """[tpm, limits, pin, agent] for vmlist's columns, as set.conf writes them (None when unset
+    or refused: a refusal is vminfo's to explain, and vmlist's warning comes from list_facts)."""
+    def checked(key, check):
+        text = values.get(key) or ""
+        if key in unevaluated or not text:
+            return None
+        try:
+            return check(text)
+        except Invalid:
+            return None
+    tpm = checked("TPM", guestconf.tpm)
+    limits = checked("Limits", lambda t: guestconf.limits(t, os.cpu_count() or 1))
+    pin = checked("CPUPin", lambda t: guestconf.cpu_pin(t, RANGES["Cores"][2]))
+    agent = checked("Agent", guestconf.agent)
+    return [tpm.text() if tpm else None, guestconf.limits_text(limits) if limits else None,
+            guestconf.cpu_pin_text(pin) if pin else None, bool(agent)]

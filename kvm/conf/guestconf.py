@@ -26,6 +26,8 @@ LIMITS = {
     "vmem": ("memory of the hypervisor process (bytes)", "size", 32 << 20, (1 << 64) - 1),
 }
 MAX_HOST_CPU = 1023   # bhyve's CPU_SETSIZE - 1 (sched_setaffinity takes as many on Linux)
+TPM_DIR = "tpm"       # VM_FOLDER/tpm: swtpm's state, in the VM's dataset (snapshots, clones, vmsend carry it)
+TPM_DIR_MODE = 0o700
 AGENT_WORDS = {"yes": True, "1": True, "no": False, "0": False, "": False}
 
 

@@ -55,6 +55,10 @@ class Platform:
 
     # ------------------------------------------------------------ what the host itself uses
 
+    def online_cpus(self):
+        """The host CPUs online (a frozenset of numbers), or None when unknown."""
+        return None
+
     def host_use(self, path):
         """Why the host itself uses the file or device `path` (mounted, swap, a ZFS pool's vdev,
         or a disk one of whose partitions is), or None: such a path is never a VM's disk."""

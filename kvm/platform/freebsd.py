@@ -14,6 +14,13 @@ class FreeBSD(Platform):
     helpers = "ifconfig"
 
     @staticmethod
+    def online_cpus():
+        """The host CPUs a vCPU may be pinned to: 0 .. hw.ncpu - 1 (a CPU disabled at boot is not
+        counted in hw.ncpu; os.cpu_count asks exactly that sysctl)."""
+        count = os.cpu_count()
+        return frozenset(range(count)) if count else None
+
+    @staticmethod
     def link_up(ifname):
         return f"ifconfig {ifname} up"
 

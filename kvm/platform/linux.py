@@ -112,6 +112,16 @@ class Linux(Platform):
             return f"/dev/{real.name}"
         return None
 
+    def online_cpus(self):
+        """The host CPUs a vCPU may be pinned to: SYSFS/devices/system/cpu/online (0-3,6); None
+        when it cannot be read."""
+        from kvm.conf.guestconf import parse_cpu_list
+        text = _read(paths.current().sysfs / "devices" / "system" / "cpu" / "online")
+        try:
+            return parse_cpu_list(text) if text else None
+        except ValueError:
+            return None
+
     @staticmethod
     def install_command(packages):
         """The command that installs `packages` (Debian package names)."""

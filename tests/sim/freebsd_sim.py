@@ -464,11 +464,11 @@ def bhyve(argv):
 
 
 def online_cpus():
-    """The simulated host's CPUs (hw.ncpu): $KVM_SIM_DIR/ncpu, 4 by default."""
+    """The simulated host's CPUs (hw.ncpu): $KVM_SIM_DIR/ncpu, by default this machine's count."""
     try:
         return range(int((SIM / "ncpu").read_text()))
     except (OSError, ValueError):
-        return range(4)
+        return range(os.cpu_count() or 1)
 
 
 def set_title(name):

@@ -40,6 +40,7 @@ def test_p_rejects_as_pincpu_parse(env, pin, message):
 
 def test_p_pins_recorded_and_an_offline_host_cpu_aborts(env):
     script(env, "vm", "poweroff after=0")
+    (Path(env["KVM_SIM_DIR"]) / "ncpu").write_text("4")
     assert run(env, *BASE[:2], "2", *BASE[3:], "-p", "0:1", "-p", "1:3", "vm").returncode == 1
     assert json.loads((Path(env["KVM_VMM_DIR"]) / "vm").read_text())["pins"] == {"0": [1], "1": [3]}
     (Path(env["KVM_SIM_DIR"]) / "ncpu").write_text("2")
