@@ -39,6 +39,7 @@ from kvm.host.process import (  # noqa: F401
                               run_later,
                               run_limited,
                               send_signal,
+                              set_affinity,
                               spawn,
                               spawn_quiet,
                               wait_process,

@@ -23,7 +23,7 @@ from kvm.host import lock as lockmod
 from kvm.hypervisor import Exit, LaunchFailed
 from kvm.hypervisor import current as hypervisor
 from kvm.run import launch as launchmod
-from kvm.run import ports, power
+from kvm.run import ports, power, swtpm
 from kvm.run.power import HOOK_GRACE
 
 EXIT_STATUS = {"poweroff": 0, "halt": 0, "stopped": 0, "triplefault": 3, "fault": 3, "error": 4, "unknown": 5,
@@ -156,7 +156,7 @@ class Supervisor:
                 return refused
             if not self.lock_kept():
                 return 1
-            ended = self.launch(plan)
+            ended = self.launch(plan, cfg)
             self.hv.destroy(self.vm.run)
             self.save(bhyve=0, last_exit=ended.reason, last_code=ended.code)
             self.hook("postRun", {"VMexit": "" if ended.code is None else str(ended.code),
@@ -225,10 +225,25 @@ class Supervisor:
             self.log(f"VNC on {cfg.vnc_addr}:{port}")
         return plan
 
-    def launch(self, plan):
-        """The loader if any, then the VM's process; how it ended (an Exit)."""
+    def launch(self, plan, cfg):
+        """swtpm (TPM=swtpm), the loader if any, then the VM's process; how it ended (an Exit).
+        swtpm is stopped once the hypervisor ended, whatever happened."""
+        tpm = None
         try:
-            proc = self.hv.start(plan, announce=self.write)
+            if cfg.tpm and cfg.tpm.kind == "swtpm":
+                tpm = swtpm.Swtpm(self.vm, self.hv)
+                self.log(f"swtpm pid {tpm.start()} (TPM state in {swtpm.state_dir(self.vm)})")
+            return self.launch_hypervisor(plan, cfg)
+        except KvmError as exc:
+            self.log(exc.message, syslog.LOG_ERR)
+            return Exit(code=None, reason="error", text=exc.message)
+        finally:
+            if tpm is not None:
+                tpm.stop()
+
+    def launch_hypervisor(self, plan, cfg):
+        try:
+            proc = self.hv.start(plan, announce=self.write, ready=self.ready(cfg))
         except LaunchFailed as exc:
             self.log(exc.message, syslog.LOG_ERR)
             return Exit(code=None, reason="error", text=exc.message)
@@ -241,6 +256,10 @@ class Supervisor:
         self.log(ended.text, syslog.LOG_NOTICE if ended.reason in ("reboot", "poweroff", "halt")
                  else syslog.LOG_CRIT)
         return ended
+
+    def ready(self, cfg):
+        """What runs on the hypervisor's pid before its guest runs: the host's limits (Limits)."""
+        return None
 
     def wait_vm(self, proc):
         """Wait for the VM's process, carrying out a stop request (power.sequence) meanwhile."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from kvm import host
 from kvm.conf import firmware
-from kvm.errors import ConfigError, NotFound
+from kvm.errors import ConfigError, KvmError, NotFound
 from kvm.host import paths
 from kvm.host.runfiles import AGENT, TPM_SOCKET, helper_file
 from kvm.hypervisor.base import Exit, LaunchFailed
@@ -179,6 +179,12 @@ class Bhyve:
         return plan(cfg, rom=rom, grub=grub, vnc_port=ctx.vnc_port, dev_dir=str(paths.current().dev_dir),
                     run_dir=str(paths.current().run_dir), guest=guest)
 
+    @staticmethod
+    def tpm_channel(socket):
+        """swtpm's arguments for bhyve's `-l tpm,swtpm,SOCKET`: bhyve sends TPM commands on the data
+        socket and sends no CMD_INIT, so swtpm starts the TPM itself."""
+        return ["--server", f"type=unixio,path={socket}", "--flags", "not-need-init,startup-clear"]
+
     def prepare_host(self, plan_):
         """kldstat -qm nmdm || kldload nmdm."""
         for module in plan_.needs:
@@ -188,7 +194,20 @@ class Bhyve:
     def prepare_host_text(self, plan_):
         return [f"kldstat -qm {m} || kldload {m}" for m in plan_.needs]
 
-    def start(self, plan_, announce=None):
+    def start(self, plan_, announce=None, ready=None):
+        """grub-bhyve when the loader is grub, then bhyve; ready(pid) once bhyve is spawned (the
+        host's limits on its exact pid: bhyve has no paused start, so it runs as early as can be)."""
+        proc = self._spawn(plan_, announce)
+        if ready:
+            try:
+                ready(proc.pid)
+            except KvmError as exc:
+                host.send_signal(proc.pid, signal.SIGKILL)
+                host.wait_process(proc)
+                raise LaunchFailed(exc.message) from None
+        return proc
+
+    def _spawn(self, plan_, announce=None):
         for path, text, mode in plan_.files:
             host.write_file(path, text, mode=mode)
         if plan_.loader:

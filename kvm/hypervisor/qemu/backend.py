@@ -20,7 +20,7 @@ from pathlib import Path
 
 from kvm import host
 from kvm.conf import firmware
-from kvm.errors import ConfigError, NotFound
+from kvm.errors import ConfigError, KvmError, NotFound
 from kvm.host import lock, paths
 from kvm.hypervisor.base import Exit, LaunchFailed, Plan
 from kvm.hypervisor.qemu import accel
@@ -67,6 +67,23 @@ def check_socket_paths(run, name, kinds=("qmp", "console")):
             raise ConfigError(f"qemu's {what} socket {path} is {len(path.encode())} bytes long, over the "
                               f"{qemu.SOCKET_MAX} a unix socket's path takes: set KVM_RUN_DIR to a shorter "
                               f"folder", vm=name)
+
+
+def vcpu_threads(qmp):
+    """{vCPU index: host thread id} from QMP query-cpus-fast."""
+    return {cpu["cpu-index"]: cpu["thread-id"] for cpu in qmp.execute(protocol.QUERY_CPUS)}
+
+
+def pin_vcpus(qmp, pins):
+    """CPUPin: each pinned vCPU's thread runs only on its host CPU (sched_setaffinity), at each
+    boot, before the guest runs."""
+    if not pins:
+        return
+    threads = vcpu_threads(qmp)
+    for vcpu, host_cpu in pins:
+        if vcpu not in threads:
+            raise LaunchFailed(f"CPUPin names vCPU {vcpu}, which qemu does not have")
+        host.set_affinity(threads[vcpu], {host_cpu})
 
 
 def console_log(vmdir):
@@ -183,10 +200,18 @@ class Qemu:
     def prepare_host(self, plan_):
         pass
 
+    @staticmethod
+    def tpm_channel(socket):
+        """swtpm's arguments for qemu's `emulator` TPM backend: qemu connects to the control socket
+        (and hands swtpm the data channel over it)."""
+        return ["--ctrl", f"type=unixio,path={socket}"]
+
     def prepare_host_text(self, plan_):
         return []
 
-    def start(self, plan_, announce=None):
+    def start(self, plan_, announce=None, ready=None):
+        """Spawn qemu; before the guest runs (paused with -S when there is anything to do): the
+        VNC password, each vCPU thread pinned (CPUPin), ready(pid) (the host's limits)."""
         detail = plan_.detail
         shown = self.shown(plan_.argv)
         if announce:
@@ -198,12 +223,16 @@ class Qemu:
             qmp = Qmp.connect(detail.qmp, timeout=QMP_CONNECT)
             if detail.vnc_password:
                 qmp.execute(protocol.SET_VNC_PASSWORD, {"password": detail.vnc_password})
+            pin_vcpus(qmp, detail.cpu_pin)
+            if ready:
+                ready(proc.pid)
             if detail.paused and not detail.wait_vnc:
                 qmp.execute(protocol.CONT)
-        except QmpError as exc:
+        except (QmpError, KvmError, OSError) as exc:
             host.send_signal(proc.pid, signal.SIGKILL)
             code = host.wait_process(proc)
-            raise LaunchFailed(f"qemu did not start (exit {code}): {exc.message}") from None
+            why = exc.message if isinstance(exc, KvmError) else str(exc)
+            raise LaunchFailed(f"qemu did not start (exit {code}): {why}") from None
         run = Running(proc, qmp, detail.log, detail.wait_vnc)
         self._live[detail.name] = run
         return run

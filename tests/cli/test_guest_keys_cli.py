@@ -1,0 +1,102 @@
+"""TPM, Limits, CPUPin and Agent through the commands, as a user types them (bhyve simulator):
+vmset refuses a bad value in one line and leaves set.conf as it was, vmcreate's flags and its
+--windows preset, vminfo and vmlist -o show them, start's command line carries them, and a pin
+to a host CPU that does not exist is refused before anything runs."""
+
+import json
+import os
+
+import pytest
+
+from tests.conftest import calls, cmd, create_vm, one_line_error
+
+HOST_CPUS = os.cpu_count() or 1   # the simulated FreeBSD's hw.ncpu is this machine's count
+
+
+@pytest.fixture
+def web(install, env):
+    return create_vm(install, env, "web", "--cores", "2", "--mem", "1G")
+
+
+@pytest.mark.parametrize("assignment, needle", [
+    ("TPM=tpm2", "vmset: web: set.conf: TPM='tpm2' is not swtpm or passthru:/dev/tpmN"),
+    ("Limits=pcpu=-1", "Limits='pcpu=-1' holds pcpu='-1', which is not a whole number"),
+    ("Limits=cpu=50", "Limits='cpu=50' holds the unknown limit 'cpu'"),
+    ("Limits=rbps=5P", "Limits='rbps=5P' holds rbps='5P', which is not a number with K, M, G or T"),
+    ("Limits=vmem=64M", "below the guest's own memory (Mem)"),
+    ("CPUPin=0:0 2:0", "CPUPin='0:0 2:0' pins vCPU 2, but the VM has 2 (Cores)"),
+    (f"CPUPin=0:{HOST_CPUS + 3}", f"set.conf: CPUPin pins vCPU 0 to host CPU {HOST_CPUS + 3}, which does not exist "
+                                  f"or is offline (online: 0"),
+    ("Agent=perhaps", "Agent='perhaps' must be yes or no"),
+])
+def test_vmset_refuses_in_one_line_and_changes_nothing(install, env, web, assignment, needle):
+    before = (web / "set.conf").read_bytes()
+    one_line_error(cmd(install, env, "vmset", "web", assignment), needle)
+    assert (web / "set.conf").read_bytes() == before
+    assert not (web / "set.conf.sav").exists()
+
+
+def test_vmset_vminfo_vmlist_show_every_key(install, env, web):
+    res = cmd(install, env, "vmset", "web", "TPM=swtpm", "Limits=pcpu=50 rbps=100M", "CPUPin=0:0 1:0", "Agent=yes")
+    assert res.returncode == 0, res.stderr
+    info = json.loads(cmd(install, env, "vminfo", "web", "--json").stdout)
+    assert info["tpm"] == {"kind": "swtpm", "device": None, "state": str(web / "tpm"), "state_exists": False}
+    assert info["limits"] == {"pcpu": 50, "rbps": 100 << 20}
+    assert info["cpu_pin"] == [{"vcpu": 0, "host_cpu": 0}, {"vcpu": 1, "host_cpu": 0}]
+    assert info["agent"]["socket"].endswith("/web/agent") and info["agent"]["answer"] is None
+    text = cmd(install, env, "vminfo", "web").stdout
+    assert f"tpm: swtpm (state in {web}/tpm, made at the first start)" in text
+    assert "limits: pcpu=50 rbps=100M" in text and "cpu pinning: 0:0 1:0 (vCPU:host CPU)" in text
+    assert "\nagent: yes" in text
+    res = cmd(install, env, "vmlist", "-H", "-o", "name,tpm,limits,pin,agent")
+    assert res.stdout.splitlines() == ["web\tswtpm\tpcpu=50 rbps=100M\t0:0 1:0\tyes"], res.stdout
+    row = json.loads(cmd(install, env, "vmlist", "--json").stdout)[0]
+    assert (row["tpm"], row["limits"], row["pin"], row["agent"]) == ("swtpm", "pcpu=50 rbps=100M", "0:0 1:0", True)
+
+
+def test_start_carries_pins_and_refuses_an_offline_cpu(install, env, web):
+    from tests.cli.test_run import script
+    assert cmd(install, env, "vmset", "web", "CPUPin=1:0 0:0").returncode == 0
+    script(env, "web", "poweroff after=0")
+    res = cmd(install, env, "start", "web")
+    assert res.returncode == 0, res.stderr
+    argv = [a for t, a in calls(env, "bhyve") if a and a[-1] == "web"][-1]
+    assert argv[:9] == ["bhyve", "-c", "2", "-m", "1G", "-p", "1:0", "-p", "0:0"]
+    # the CPU went offline since (the set.conf was edited by hand): the start refuses, bhyve never runs
+    text = (web / "set.conf").read_text().replace('CPUPin="1:0 0:0"', f'CPUPin="1:0 0:{HOST_CPUS}"')
+    (web / "set.conf").write_text(text)
+    count = len(calls(env, "bhyve"))
+    one_line_error(cmd(install, env, "start", "web"),
+                   f"start: web: CPUPin pins vCPU 0 to host CPU {HOST_CPUS}, which does not exist or is offline")
+    assert len(calls(env, "bhyve")) == count
+
+
+def test_vmcreate_flags_and_the_windows_preset(install, env):
+    res = cmd(install, env, "vmcreate", "win", "-y", "--windows", "--bridge", "bridge0", "--limits", "pcpu=100",
+              "--agent", "no")
+    assert res.returncode == 0, res.stderr
+    values = (install / "vm" / "win" / "set.conf").read_text()
+    for line in ('VMrom="uefi"', 'Cores="2"', 'Mem="4G"', 'TPM="swtpm"', 'Limits="pcpu=100"',
+                 'Devices="3,e1000,tapWIN"', 'VNC="1"'):
+        assert f"\n{line}\n" in values, line
+    assert "Agent=" not in values.replace("## Agent=", "")
+    assert os.path.getsize(install / "vm" / "win" / "disk") == 64 << 30
+    res = cmd(install, env, "vmcreate", "pin", "-y", "--no-disk", "--no-network", "--cpu-pin", "0:0", "--agent",
+              "yes", "--tpm", "passthru:/dev/tpm0")
+    assert res.returncode == 0, res.stderr
+    values = (install / "vm" / "pin" / "set.conf").read_text()
+    assert '\nCPUPin="0:0"\n' in values and '\nAgent="yes"\n' in values and '\nTPM="passthru:/dev/tpm0"\n' in values
+
+
+@pytest.mark.parametrize("flags, needle, status", [
+    (["--windows", "--loader", "grub"], "--windows needs the uefi loader", 2),
+    (["--windows", "--tpm", "no"], "--windows needs a TPM", 2),
+    (["--windows", "--mem", "2G"], "--windows needs at least 4G of memory", 2),
+    (["--cpu-pin", f"0:{HOST_CPUS + 1}"], f"--cpu-pin: CPUPin pins vCPU 0 to host CPU {HOST_CPUS + 1}", 2),
+    (["--limits", "iops=5"], "Limits='iops=5' holds the unknown limit 'iops'", 1),
+    (["--tpm", "yes"], "TPM='yes' is not swtpm or passthru:/dev/tpmN", 1),
+])
+def test_vmcreate_refuses_and_creates_nothing(install, env, flags, needle, status):
+    one_line_error(cmd(install, env, "vmcreate", "bad", "-y", "--no-network", "--no-disk", *flags), needle,
+                   status=status)
+    assert not (install / "vm" / "bad").exists()
