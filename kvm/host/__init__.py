@@ -19,6 +19,7 @@ from kvm.host.files import (  # noqa: F401
     read_bounded,
     read_text,
     remove_file,
+    tighten_folder,
     tighten_mode,
     write_file,
 )

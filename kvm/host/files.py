@@ -76,6 +76,20 @@ def file_kind(mode):
     return "a regular file" if stat.S_ISREG(mode) else "special"
 
 
+def tighten_folder(path, mode):
+    """tighten_mode for a folder (never through a link); True when it changed."""
+    st = os.lstat(path)
+    new = stat.S_IMODE(st.st_mode) & mode
+    if not stat.S_ISDIR(st.st_mode) or new == stat.S_IMODE(st.st_mode):
+        return False
+    if dry_run():
+        _plan(shlex.join(["chmod", f"{new:o}", str(path)]))
+        return True
+    _debug("chmod %o %s", new, path)
+    os.chmod(path, new)
+    return True
+
+
 def tighten_mode(path, mode):
     """chmod the file down to at most `mode` (bits it has beyond `mode` are dropped, never added);
     True when it changed. A dry run prints the chmod."""

@@ -47,7 +47,7 @@ def check_state_dir(vm):
         raise PermissionDenied(f"TPM state folder {folder} is owned by uid {st.st_uid}, not by uid {os.geteuid()}: "
                                f"refusing to use its keys (chown -R {os.geteuid()} {folder})", vm=vm.name)
     if stat.S_IMODE(st.st_mode) != TPM_DIR_MODE:
-        host.tighten_mode(folder, TPM_DIR_MODE)
+        host.tighten_folder(folder, TPM_DIR_MODE)
     return folder
 
 
