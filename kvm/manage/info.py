@@ -1,5 +1,6 @@
 """Everything vminfo shows about one VM, as a plain dict (the --json schema)."""
 
+import os
 import shlex
 import time
 
@@ -10,6 +11,7 @@ from kvm.conf.guestconf import TPM_DIR
 from kvm.host.runfiles import AGENT, helper_file
 from kvm.hypervisor import current as hypervisor
 from kvm.manage.listing import human_size  # noqa: F401 - vminfo, snap and image lists show sizes alike
+from kvm.run import agent as agentmod
 from kvm.run import launch, ports
 from kvm.vm import root as rootmod
 
@@ -109,7 +111,8 @@ def guest_info(vm, cfg, rt):
                "state_exists": (vm.dir / TPM_DIR).is_dir() if cfg.tpm.kind == "swtpm" else None}
     agent = None
     if cfg.agent:
-        agent = {"socket": str(helper_file(vm.run, AGENT)), "answer": rt.agent if rt.bhyve else None}
+        answer = agentmod.facts(vm.run) if rt.bhyve and os.access(helper_file(vm.run, AGENT), os.W_OK) else None
+        agent = {"socket": str(helper_file(vm.run, AGENT)), "answer": answer}
     return {"tpm": tpm, "limits": {name: number for name, number in cfg.limits} or None,
             "cpu_pin": [{"vcpu": v, "host_cpu": h} for v, h in cfg.cpu_pin], "agent": agent}
 
