@@ -19,8 +19,10 @@ from kvm.host.files import (  # noqa: F401
     read_bounded,
     read_text,
     remove_file,
+    remove_folder,
     tighten_folder,
     tighten_mode,
+    write_control,
     write_file,
 )
 from kvm.host.mode import _debug, _plan, dry_run, plan, set_debug, set_dry_run  # noqa: F401

@@ -205,6 +205,36 @@ def remove_file(path, *, missing_ok=True):
             raise
 
 
+def write_control(path, text):
+    """Write a kernel control file in place (a cgroup's cpu.max, cgroup.procs...: no temp file, no
+    rename, which such files take no part in); WriteFailed naming the file and why."""
+    if dry_run():
+        _plan(f"echo {shlex.quote(text)} > {shlex.quote(str(path))}")
+        return
+    _debug("echo %s > %s", text, path)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise WriteFailed(f"cannot write {text!r} to {path}: {exc.strerror or exc}") from None
+
+
+def remove_folder(path):
+    """rmdir (an empty folder: a cgroup); False when it was not there."""
+    if dry_run():
+        _plan(shlex.join(["rmdir", str(path)]))
+        return True
+    _debug("rmdir %s", path)
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def make_dirs(path, mode=0o755):
     """mkdir -p (printed only in dry-run)."""
     if dry_run():

@@ -112,6 +112,17 @@ class Linux(Platform):
             return f"/dev/{real.name}"
         return None
 
+    @staticmethod
+    def apply_limits(name, key, pid, limits):
+        """Limits on the hypervisor's pid: a cgroup per VM (kvm/platform/cgroups.py); log lines."""
+        from kvm.platform import cgroups
+        return cgroups.apply(name, key, pid, limits)
+
+    @staticmethod
+    def remove_limits(name, key, pid, limits):
+        from kvm.platform import cgroups
+        cgroups.remove(key, limits)
+
     def online_cpus(self):
         """The host CPUs a vCPU may be pinned to: SYSFS/devices/system/cpu/online (0-3,6); None
         when it cannot be read."""

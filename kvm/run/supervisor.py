@@ -15,7 +15,7 @@ import signal
 import syslog
 import time
 
-from kvm import host
+from kvm import host, platform
 from kvm import vm as vmmod
 from kvm.conf import edit, hooks
 from kvm.errors import KvmError, StateError
@@ -82,6 +82,7 @@ class Supervisor:
         self.host_ready = False
         self.stop_method = None
         self.lock = lock          # the VM's lock when the caller took it already
+        self.limited = None       # (hypervisor pid, limits) while Limits are applied
 
     # ------------------------------------------------------------------ output
     def log(self, message, level=syslog.LOG_NOTICE):
@@ -250,16 +251,38 @@ class Supervisor:
         boots = self.state.get("boots", 0) + 1
         self.save(bhyve=proc.pid, booted=time.time(), boots=boots)
         self.log(f"launched {self.hv.name} pid {proc.pid} (boot {boots})")
-        ended = self.wait_vm(proc)
+        try:
+            ended = self.wait_vm(proc)
+        finally:
+            self.unlimit()
         if ended.code is not None and ended.code < 0 and self.stop_method == "acpi":
             self.stop_method = "terminated"  # SIGTERM ended bhyve before the guest had ACPI up
         self.log(ended.text, syslog.LOG_NOTICE if ended.reason in ("reboot", "poweroff", "halt")
                  else syslog.LOG_CRIT)
         return ended
 
+    def limits_key(self):
+        """The VM's name in host-wide places (its cgroup): ROOT_ID.NAME, unique on the host."""
+        folder = self.vm.run.root_folder
+        return f"{folder.name}.{self.name}" if folder is not None else self.name
+
     def ready(self, cfg):
         """What runs on the hypervisor's pid before its guest runs: the host's limits (Limits)."""
-        return None
+        if not cfg.limits:
+            return None
+
+        def apply(pid):
+            for line in platform.current().apply_limits(self.name, self.limits_key(), pid, cfg.limits):
+                self.log(f"limits: {line}")
+            self.limited = (pid, cfg.limits)
+        return apply
+
+    def unlimit(self):
+        """The limits undone once the hypervisor ended (its cgroup removed)."""
+        if self.limited:
+            pid, limits = self.limited
+            self.limited = None
+            platform.current().remove_limits(self.name, self.limits_key(), pid, limits)
 
     def wait_vm(self, proc):
         """Wait for the VM's process, carrying out a stop request (power.sequence) meanwhile."""

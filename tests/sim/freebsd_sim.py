@@ -867,9 +867,112 @@ def swapctl(argv):
         print(f"{f[0]}\t{f[2]}\t{f[3]}")
 
 
+# ------------------------------------------------------------------------------- rctl
+
+RCTL_USAGE = "usage: rctl [ -h ] [-a rule | -l filter | -r filter | -u filter | filter]"
+RCTL_SUBJECTS = {"u": "user", "g": "group", "p": "process", "l": "loginclass", "c": "loginclass",
+                 "class": "loginclass", "j": "jail"}
+RCTL_RESOURCES = {"cputime", "datasize", "stacksize", "coredumpsize", "memoryuse", "memorylocked", "maxproc",
+                  "openfiles", "vmemoryuse", "pseudoterminals", "swapuse", "nthr", "msgqqueued", "msgqsize",
+                  "nmsgq", "nsem", "nsemop", "nshm", "shmsize", "wallclock", "pcpu", "readbps", "writebps",
+                  "readiops", "writeiops"}
+RCTL_DECAYING = {"pcpu", "readbps", "writebps", "readiops", "writeiops"}   # throttle only for these...
+RCTL_UNDENIABLE = {"cputime", "wallclock", "readbps", "writebps", "readiops", "writeiops"}  # ...deny not these
+RCTL_ACTIONS = {"deny", "log", "devctl", "throttle"}
+SUFFIX = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}
+
+
+def rctl_expand(rule):
+    """rctl.c expand_rule: subject aliases, the amount through expand_number(3); None (warned) when
+    malformed."""
+    parts = rule.split(":", 2)
+    if len(parts) < 2:
+        print(f"rctl: malformed rule '{rule}': missing subject", file=sys.stderr)
+        return None
+    subject = RCTL_SUBJECTS.get(parts[0].lower(), parts[0])
+    rest = parts[2] if len(parts) > 2 else ""
+    resource, _, tail = rest.partition(":")
+    # action=amount[/per] (strsep on "=/", then "/")
+    m = re.match(r"([^=/]*)(?:=([^/]*))?(?:/(.*))?\Z", tail)
+    action, amount, per = m.group(1), m.group(2) or "", m.group(3) or ""
+    if amount:
+        m = re.fullmatch(r"([0-9]+)([kKmMgGtTpPeE]?)[bB]?", amount)
+        if not m:
+            print(f"rctl: malformed rule '{rule}': invalid numeric value '{amount}'", file=sys.stderr)
+            return None
+        amount = str(int(m.group(1)) << SUFFIX[m.group(2).lower()])
+    text = f"{subject}:{parts[1]}:{resource}"
+    if action:
+        text += f":{action}" + (f"={amount}" if amount else "") + (f"/{per}" if per else "")
+    return text
+
+
+def rctl_kernel(rule, adding):
+    """kern_rctl.c: the error number a rule (or filter) gets, or None."""
+    subject, sid, rest = (rule.split(":", 2) + ["", ""])[:3]
+    resource, _, tail = rest.partition(":")
+    action, _, amount = tail.partition("=")
+    amount = amount.split("/")[0]
+    if subject not in ("process", "user", "loginclass", "jail") or (resource and resource not in RCTL_RESOURCES):
+        return "Invalid argument"
+    if action and action not in RCTL_ACTIONS and not action.startswith("sig"):
+        return "Invalid argument"
+    if subject == "process" and sid:
+        if not sid.isdigit():
+            return "Invalid argument"
+        if not alive(int(sid)):
+            return "No such process"
+    if adding:
+        if not (sid and resource and action and amount):
+            return "Invalid argument"   # an added rule is fully specified
+        if action == "deny" and resource in RCTL_UNDENIABLE:
+            return "Operation not supported"
+        if action == "throttle" and (resource not in RCTL_DECAYING or resource == "pcpu"):
+            return "Operation not supported"
+    return None
+
+
+def rctl(argv):
+    opts, rest = getopt(argv, set("ahlnru"), set(), usage=RCTL_USAGE)
+    flags = {c for c, _ in opts}
+    if len(flags & set("alru")) > 1:
+        die("rctl: at most one of -a, -l, -r, or -u may be specified", 1)
+    if not rest:
+        if not flags & set("alru"):
+            rules = load("rctl.json", [])
+            print("\n".join(rules))
+            return
+        die(RCTL_USAGE, 1)
+    if load("racct.json", {"enable": 1}).get("enable") != 1:
+        die("rctl: RACCT/RCTL present, but disabled; enable using kern.racct.enable=1 tunable", 1)
+    errors = 0
+    with locked():
+        # a process's rules go with it (racct_proc_exit)
+        rules = [r for r in load("rctl.json", []) if not r.startswith("process:") or alive(int(r.split(":")[1]))]
+        for arg in rest:
+            rule = rctl_expand(arg)
+            if rule is None:
+                errors += 1
+                continue
+            why = rctl_kernel(rule, "a" in flags)
+            if why:
+                verb = "add" if "a" in flags else "remove" if "r" in flags else "show"
+                print(f"rctl: failed to {verb} rule '{arg}': {why}", file=sys.stderr)
+                errors += 1
+                continue
+            if "a" in flags:
+                if rule not in rules:
+                    rules.append(rule)
+            elif "r" in flags:
+                prefix = [p for p in rule.split(":") if p]
+                rules = [r for r in rules if r.split(":")[:len(prefix)] != prefix]
+        save("rctl.json", rules)
+    sys.exit(errors)
+
+
 TOOLS = {"bhyve": bhyve, "bhyvectl": bhyvectl, "grub-bhyve": grub_bhyve, "ifconfig": ifconfig,
          "kldstat": kldstat, "kldload": kldload, "sockstat": sockstat, "pciconf": pciconf,
-         "sysrc": sysrc, "cu": cu, "mount": mount, "swapctl": swapctl}
+         "sysrc": sysrc, "cu": cu, "mount": mount, "swapctl": swapctl, "rctl": rctl}
 
 
 def main(tool):

@@ -185,7 +185,17 @@ def pci(slot):
     return f"bus=pcie.0,addr={int(number):#x}" + (f".{int(function)}" if function else "")
 
 
-def _drive(ident, path, *, cdrom=False, readonly=False, direct=False):
+# Limits' disk names -> qemu's drive throttling (per disk: qemu throttles each drive itself, on any
+# filesystem; a cgroup's io.max needs a block device, which a disk file on ZFS has not)
+THROTTLE = {"rbps": "bps-read", "wbps": "bps-write", "riops": "iops-read", "wiops": "iops-write"}
+
+
+def throttling(limits):
+    """,throttling.X=N for Limits' rbps/wbps/riops/wiops."""
+    return "".join(f",throttling.{THROTTLE[name]}={number}" for name, number in limits if name in THROTTLE)
+
+
+def _drive(ident, path, *, cdrom=False, readonly=False, direct=False, limits=()):
     spec = f"if=none,id={ident},format=raw,file={path}"
     if cdrom:
         spec += ",media=cdrom,readonly=on"
@@ -193,6 +203,8 @@ def _drive(ident, path, *, cdrom=False, readonly=False, direct=False):
         spec += ",readonly=on"
     if direct:
         spec += ",cache.direct=on"
+    if not cdrom:
+        spec += throttling(limits)
     return ["-drive", spec]
 
 
@@ -206,16 +218,16 @@ def disk_device(cfg, slot, kind, path, ident, *, readonly=False, direct=False, e
     path = _qemu_path(path)
     where = pci(slot)
     if kind == "nvme":
-        return _drive(ident, path, readonly=readonly, direct=direct) + [
+        return _drive(ident, path, readonly=readonly, direct=direct, limits=cfg.limits) + [
             "-device", f"nvme,drive={ident},serial={ident},{where}{extra}"]
     if kind == "virtio-blk":
-        return _drive(ident, path, readonly=readonly, direct=direct) + [
+        return _drive(ident, path, readonly=readonly, direct=direct, limits=cfg.limits) + [
             "-device", f"virtio-blk-pci,drive={ident},{where}{extra}"]
     if kind in ("ahci-hd", "ahci-cd"):
         controller = f"ahci{str(slot).replace(':', '_')}"
         cd = kind == "ahci-cd"
         return ["-device", f"ahci,id={controller},{where}"] + _drive(
-            ident, path, cdrom=cd, readonly=readonly, direct=direct) + [
+            ident, path, cdrom=cd, readonly=readonly, direct=direct, limits=cfg.limits) + [
             "-device", f"{'ide-cd' if cd else 'ide-hd'},drive={ident},bus={controller}.0{extra}"]
     raise ConfigError(f"DiskDriver={kind!r} cannot be mapped on qemu (use nvme, virtio-blk or ahci-hd)",
                       vm=cfg.name)
