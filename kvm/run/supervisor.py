@@ -249,7 +249,9 @@ class Supervisor:
             self.log(exc.message, syslog.LOG_ERR)
             return Exit(code=None, reason="error", text=exc.message)
         boots = self.state.get("boots", 0) + 1
-        self.save(bhyve=proc.pid, booted=time.time(), boots=boots)
+        pinned = getattr(proc, "pinned", None) or {}   # qemu: {vcpu: thread id} (bhyve pins its own)
+        self.save(bhyve=proc.pid, booted=time.time(), boots=boots,
+                  vcpu_threads={str(v): t for v, t in pinned.items()})
         self.log(f"launched {self.hv.name} pid {proc.pid} (boot {boots})")
         try:
             ended = self.wait_vm(proc)

@@ -100,3 +100,29 @@ def test_vmcreate_refuses_and_creates_nothing(install, env, flags, needle, statu
     one_line_error(cmd(install, env, "vmcreate", "bad", "-y", "--no-network", "--no-disk", *flags), needle,
                    status=status)
     assert not (install / "vm" / "bad").exists()
+
+
+def test_limits_are_rctl_rules_on_the_exact_bhyve_pid(install, env, web):
+    from tests.cli.test_run import guest_up, status, wait_for
+    assert cmd(install, env, "vmset", "web", "Limits=pcpu=50 rbps=100M wbps=1G riops=1000 wiops=2000 vmem=2G"
+               ).returncode == 0
+    assert cmd(install, env, "start", "-b", "web").returncode == 0
+    wait_for(lambda: guest_up(install, env), what="the guest")
+    pid = status(install, env)
+    assert [a for t, a in calls(env, "rctl")] == [[
+        "-a", f"process:{pid}:pcpu:deny=50", f"process:{pid}:readbps:throttle=104857600",
+        f"process:{pid}:writebps:throttle=1073741824", f"process:{pid}:readiops:throttle=1000",
+        f"process:{pid}:writeiops:throttle=2000", f"process:{pid}:vmemoryuse:deny=2147483648"]]
+    assert cmd(install, env, "stop", "web").returncode == 0
+
+
+def test_racct_off_is_said_with_the_loader_conf_line(install, env, web):
+    from pathlib import Path
+    (Path(env["KVM_SIM_DIR"]) / "racct.json").write_text('{"enable": 0}')
+    assert cmd(install, env, "vmset", "web", "Limits=pcpu=50").returncode == 0
+    res = cmd(install, env, "start", "web")
+    assert res.returncode == 4, (res.stdout, res.stderr)
+    assert ("Limits need RACCT/RCTL, which is off: add kern.racct.enable=1 to /boot/loader.conf and reboot "
+            "(rctl: RACCT/RCTL present, but disabled") in res.stdout
+    assert [a[0] for t, a in calls(env, "rctl")] == ["-a", "-r"]
+    assert cmd(install, env, "status", "web").stdout.strip() == "0"   # bhyve did not go on without its limits

@@ -43,6 +43,7 @@ class Running:
     def __init__(self, proc, qmp, log, wait_vnc):
         self.proc, self.pid, self.qmp, self.log = proc, proc.pid, qmp, log
         self.reason, self.wait_vnc = "", wait_vnc
+        self.pinned = {}   # {vcpu: host thread id} pinned by CPUPin
 
 
 def run_file(run, what):
@@ -76,14 +77,15 @@ def vcpu_threads(qmp):
 
 def pin_vcpus(qmp, pins):
     """CPUPin: each pinned vCPU's thread runs only on its host CPU (sched_setaffinity), at each
-    boot, before the guest runs."""
+    boot, before the guest runs. Returns {vcpu: thread id} of the pinned ones."""
     if not pins:
-        return
+        return {}
     threads = vcpu_threads(qmp)
     for vcpu, host_cpu in pins:
         if vcpu not in threads:
             raise LaunchFailed(f"CPUPin names vCPU {vcpu}, which qemu does not have")
         host.set_affinity(threads[vcpu], {host_cpu})
+    return {vcpu: threads[vcpu] for vcpu, _ in pins}
 
 
 def console_log(vmdir):
@@ -223,7 +225,7 @@ class Qemu:
             qmp = Qmp.connect(detail.qmp, timeout=QMP_CONNECT)
             if detail.vnc_password:
                 qmp.execute(protocol.SET_VNC_PASSWORD, {"password": detail.vnc_password})
-            pin_vcpus(qmp, detail.cpu_pin)
+            pinned = pin_vcpus(qmp, detail.cpu_pin)
             if ready:
                 ready(proc.pid)
             if detail.paused and not detail.wait_vnc:
@@ -234,6 +236,7 @@ class Qemu:
             why = exc.message if isinstance(exc, KvmError) else str(exc)
             raise LaunchFailed(f"qemu did not start (exit {code}): {why}") from None
         run = Running(proc, qmp, detail.log, detail.wait_vnc)
+        run.pinned = pinned
         self._live[detail.name] = run
         return run
 
