@@ -126,3 +126,21 @@ def test_racct_off_is_said_with_the_loader_conf_line(install, env, web):
             "(rctl: RACCT/RCTL present, but disabled") in res.stdout
     assert [a[0] for t, a in calls(env, "rctl")] == ["-a", "-r"]
     assert cmd(install, env, "status", "web").stdout.strip() == "0"   # bhyve did not go on without its limits
+
+
+def test_tpm_state_rides_snapshots_and_a_clone_gets_a_fresh_one(install, env, web):
+    """VM_FOLDER/tpm is in the VM's dataset: a rollback brings its state back; vmclone's copy
+    starts empty (its own TPM is made at its first start), the source's is untouched."""
+    state = web / "tpm"
+    state.mkdir(mode=0o700)
+    (state / "tpm2-00.permall").write_bytes(b"first TPM state")
+    assert cmd(install, env, "snap", "create", "web", "s1").returncode == 0
+    (state / "tpm2-00.permall").write_bytes(b"changed afterwards")
+    res = cmd(install, env, "snap", "rollback", "web", "s1", "-y")
+    assert res.returncode == 0, res.stderr
+    assert (state / "tpm2-00.permall").read_bytes() == b"first TPM state"
+    res = cmd(install, env, "vmclone", "web", "web2", "-y")
+    assert res.returncode == 0, res.stderr
+    clone = install / "vm" / "web2" / "tpm"
+    assert clone.is_dir() and list(clone.iterdir()) == []
+    assert (state / "tpm2-00.permall").read_bytes() == b"first TPM state"
