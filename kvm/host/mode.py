@@ -11,6 +11,11 @@ def set_debug(enabled):
     _state["debug"] = bool(enabled)
 
 
+def debug_line(text):
+    """One line of --debug's log (a step that is no command line, e.g. a forked helper)."""
+    _debug("%s", text)
+
+
 def _debug(fmt, *args):
     if _state["debug"]:
         print("+ " + (fmt % args), file=sys.stderr, flush=True)
