@@ -144,3 +144,25 @@ def test_tpm_state_rides_snapshots_and_a_clone_gets_a_fresh_one(install, env, we
     clone = install / "vm" / "web2" / "tpm"
     assert clone.is_dir() and list(clone.iterdir()) == []
     assert (state / "tpm2-00.permall").read_bytes() == b"first TPM state"
+
+
+@pytest.mark.skipif(__import__("shutil").which("swtpm") is None, reason="swtpm is not installed")
+def test_bhyve_gets_swtpm_started_before_it_and_an_older_bhyve_is_refused(install, env, web, tmp_path):
+    from tests.cli.test_run import script
+    from tests.sim.test_sim_guests import older_bhyve
+    assert cmd(install, env, "vmset", "web", "TPM=swtpm").returncode == 0
+    script(env, "web", "poweroff after=0.2")
+    res = cmd(install, env, "start", "web")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "swtpm pid" in res.stdout and f"(TPM state in {web}/tpm)" in res.stdout
+    argv = [a for t, a in calls(env, "bhyve") if a and a[-1] == "web"][-1]
+    socket = argv[argv.index("-l", argv.index("-l") + 1) + 1]
+    assert socket.startswith("tpm,swtpm,") and socket.endswith("/web/tpm.sock")
+    assert (web / "tpm").stat().st_mode & 0o777 == 0o700 and (web / "tpm" / "tpm2-00.permall").is_file()
+    assert not __import__("os").path.exists(socket.split(",", 2)[2])     # removed once bhyve ended
+    old = dict(env, PATH=f"{older_bhyve(tmp_path, 'tpm-passthru')}:{env['PATH']}")
+    launches = lambda: [a for t, a in calls(env, "bhyve") if a and a[-1] == "web"]  # noqa: E731
+    count = len(launches())
+    one_line_error(cmd(install, old, "start", "web"), "start: web: TPM=swtpm but this host's bhyve has only TPM "
+                   "passthrough (swtpm came with FreeBSD 14.2): use TPM=\"passthru:/dev/tpm0\" or upgrade")
+    assert len(launches()) == count and calls(env, "bhyve")[-1][1] == ["-l", "help"]   # probed, not launched
