@@ -98,6 +98,10 @@ def dry_run_lines(vm, warn=None):
         out.append(f"would write {path}:")
         # a file only root reads holds a secret (the VNC password): shown masked
         out += [f"    {masked(line) if not mode & 0o077 else line}" for line in text.splitlines()]
+    if cfg.tpm and cfg.tpm.kind == "swtpm":   # started before the hypervisor, stopped after it
+        from kvm.host.runfiles import TPM_SOCKET, helper_file
+        from kvm.run import swtpm
+        out.append(hv.shown(swtpm.argv(vm, hv.tpm_channel(str(helper_file(vm.run, TPM_SOCKET))))) + " &")
     if p.loader:
         out.append(hv.shown(p.loader))
     out.append(hv.shown(p.argv))

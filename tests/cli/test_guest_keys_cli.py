@@ -166,3 +166,15 @@ def test_bhyve_gets_swtpm_started_before_it_and_an_older_bhyve_is_refused(instal
     one_line_error(cmd(install, old, "start", "web"), "start: web: TPM=swtpm but this host's bhyve has only TPM "
                    "passthrough (swtpm came with FreeBSD 14.2): use TPM=\"passthru:/dev/tpm0\" or upgrade")
     assert len(launches()) == count and calls(env, "bhyve")[-1][1] == ["-l", "help"]   # probed, not launched
+
+
+def test_start_dry_run_shows_swtpm_before_bhyve(install, env, web):
+    assert cmd(install, env, "vmset", "web", "TPM=swtpm").returncode == 0
+    res = cmd(install, env, "start", "-n", "web")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    tpm = next(i for i, line in enumerate(lines) if line.startswith("swtpm socket --tpm2"))
+    assert f"--tpmstate dir={web}/tpm,mode=0600 --server type=unixio,path=" in lines[tpm]
+    assert "--flags not-need-init,startup-clear" in lines[tpm] and lines[tpm].endswith("--terminate &")
+    assert lines[tpm + 1].startswith("bhyve ") and "-l tpm,swtpm," in lines[tpm + 1]
+    assert not (web / "tpm").exists()   # a dry run makes nothing
