@@ -230,14 +230,16 @@ class Supervisor:
         """swtpm (TPM=swtpm), the loader if any, then the VM's process; how it ended (an Exit).
         swtpm is stopped once the hypervisor ended, whatever happened."""
         tpm = None
-        try:
-            if cfg.tpm and cfg.tpm.kind == "swtpm":
-                tpm = swtpm.Swtpm(self.vm, self.hv)
+        if cfg.tpm and cfg.tpm.kind == "swtpm":
+            tpm = swtpm.Swtpm(self.vm, self.hv)
+            try:
                 self.log(f"swtpm pid {tpm.start()} (TPM state in {swtpm.state_dir(self.vm)})")
+            except KvmError as exc:
+                tpm.stop()
+                self.log(exc.message, syslog.LOG_ERR)
+                return Exit(code=None, reason="error", text=exc.message)
+        try:
             return self.launch_hypervisor(plan, cfg)
-        except KvmError as exc:
-            self.log(exc.message, syslog.LOG_ERR)
-            return Exit(code=None, reason="error", text=exc.message)
         finally:
             if tpm is not None:
                 tpm.stop()

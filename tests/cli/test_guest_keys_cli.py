@@ -178,3 +178,14 @@ def test_start_dry_run_shows_swtpm_before_bhyve(install, env, web):
     assert "--flags not-need-init,startup-clear" in lines[tpm] and lines[tpm].endswith("--terminate &")
     assert lines[tpm + 1].startswith("bhyve ") and "-l tpm,swtpm," in lines[tpm + 1]
     assert not (web / "tpm").exists()   # a dry run makes nothing
+
+
+def test_a_tpm_state_folder_of_someone_else_stops_the_start(install, env, web):
+    assert cmd(install, env, "vmset", "web", "TPM=swtpm").returncode == 0
+    (web / "tpm").mkdir(mode=0o700)
+    os.chown(web / "tpm", 65534, 65534)
+    res = cmd(install, env, "start", "web")
+    assert res.returncode == 4, res.stdout + res.stderr
+    assert (f"web: TPM state folder {web}/tpm is owned by uid 65534, not by uid 0: refusing to use its keys "
+            f"(chown -R 0 {web}/tpm)") in res.stdout
+    assert not [a for t, a in calls(env, "bhyve") if a and a[-1] == "web"]   # bhyve never ran
