@@ -74,8 +74,12 @@ def fork_watchdog(dataset, own_snap):
     the pipe (as its stdin) and the standard output and error: no lock or other file of the creator."""
     creator = os.getpid()
     r, w = os.pipe()
+    # a Ctrl-C between the fork and the child's setsid must not kill the watchdog: held back
+    # in both until the child left the terminal's process group and ignores it
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
     pid = os.fork()
     if pid:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
         os.close(r)
         return pid, w
     code = 0
@@ -84,9 +88,10 @@ def fork_watchdog(dataset, own_snap):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
         os.close(w)
         os.dup2(r, 0)
-        os.closerange(3, os.sysconf("SC_OPEN_MAX") if r < 1024 else r + 1)
+        os.closerange(3, max(os.sysconf("SC_OPEN_MAX"), r + 1))  # close_range(2) where there is one
         _title()
         watchdog(dataset, str(creator), own_snap, fd=0)
     except BaseException:

@@ -33,7 +33,8 @@ def settle(name, seconds=30):
 
 def watchdogs(name):
     """Pids of the creation watchdogs (process name kvm-txn, forked from the command: its command
-    line is the command's) of a command naming the last part of dataset `name`."""
+    line is the command's) of a command naming the last part of dataset `name` (or a folder of that
+    name: vmimport's)."""
     last, out = name.rsplit("/", 1)[-1], []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -41,7 +42,7 @@ def watchdogs(name):
             args = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace").split("\0")
         except OSError:
             continue
-        if comm == TITLE and last in args:
+        if comm == TITLE and any(os.path.basename(a.rstrip("/")) == last for a in args):
             out.append(int(pid))
     return out
 
