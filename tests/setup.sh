@@ -36,6 +36,7 @@ command -v nft >/dev/null 2>&1 || need_pkgs+=(nftables)
 command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)   # dorc's units are verified
 command -v zsh >/dev/null 2>&1 || need_pkgs+=(zsh)   # the zsh completion is run
 command -v mandoc >/dev/null 2>&1 || need_pkgs+=(mandoc)          # the man pages are linted (tests/unit/test_manpages.py)
+command -v swtpm >/dev/null 2>&1 || need_pkgs+=(swtpm swtpm-tools)   # TPM="swtpm" (tests/unit/test_swtpm.py, the TPM guest test)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
 	echo "== installing ${need_pkgs[*]}"
 	apt-get update -qq

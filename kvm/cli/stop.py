@@ -8,7 +8,8 @@ from kvm.errors import UsageError
 from kvm.run.power import MAX_TIMEOUT, stop_vm, vm_timeout
 
 PROG = "stop"
-HOW = {"acpi": "shut down by the guest (ACPI power button)",
+HOW = {"agent": "shut down by the guest (asked through the guest agent)",
+       "acpi": "shut down by the guest (ACPI power button)",
        "forced": "forced off (the guest did not shut down in time)",
        "killed": "killed (bhyve ignored the forced power-off)",
        "terminated": "terminated (bhyve ended on SIGTERM before the guest had ACPI up)",

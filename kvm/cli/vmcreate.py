@@ -13,6 +13,10 @@ from kvm.manage.create import DEFAULT_BRIDGE, DEFAULT_DISK_SIZE, Answers, check_
 from kvm.storage import images
 
 PROG = "vmcreate"
+# vmcreate --windows: what Windows 11 asks of a machine (UEFI, TPM 2.0, 4G memory, a 64G disk) and
+# devices its installer has drivers for (nvme, e1000: no virtio without a driver disk)
+WINDOWS = {"loader": "uefi", "tpm": "swtpm", "cores": "2", "mem": "4G", "disk_size": "64G", "disk_driver": "nvme",
+           "vnc": "yes"}
 
 
 def build_parser():
@@ -49,6 +53,13 @@ def build_parser():
     p.add_argument("--iso", help="absolute path of an ISO to insert")
     p.add_argument("--from", dest="image", metavar="IMAGE",
                    help="the dataset is a clone of this image (image list): instant; --disk-size grows it")
+    p.add_argument("--tpm", help="TPM: swtpm (a software TPM 2.0 per VM), passthru:/dev/tpmN, or no (default)")
+    p.add_argument("--limits", help='resource limits, e.g. "pcpu=50 rbps=100M wbps=100M riops=1000 wiops=1000 vmem=8G"')
+    p.add_argument("--cpu-pin", help='vCPU:host CPU pins, e.g. "0:2 1:3"')
+    p.add_argument("--agent", choices=["yes", "no"], help="a guest-agent channel (stop asks the agent first)")
+    p.add_argument("--windows", action="store_true",
+                   help=f"Windows 11 preset for what the flags omit: uefi, TPM swtpm, 2 cores, {WINDOWS['mem']} "
+                        f"memory, a {WINDOWS['disk_size']} disk (nvme) and an e1000 NIC its installer sees, VNC")
     p.add_argument("--cloud-init", action="store_true", help="write a cloud-init seed.iso (flags below)")
     add_seed_args(p)
     p.add_argument("-y", "--yes", action="store_true", help="ask nothing: defaults for what flags omit")
@@ -126,10 +137,44 @@ def _yes_no(v):
         raise UsageError(f"answer '{v}' is not y or n")
 
 
+def windows_preset(args):
+    """--windows: the flags not given take WINDOWS's values; what Windows 11 cannot run with is
+    refused (a grub loader, no TPM, less than 4G)."""
+    if not args.windows:
+        return
+    for flag, value in WINDOWS.items():
+        if getattr(args, flag) is None:
+            setattr(args, flag, value)
+    if config.loader_kind(args.loader) != "uefi":
+        raise UsageError(f"--windows needs the uefi loader (Windows 11 boots only with UEFI), not '{args.loader}'")
+    if args.tpm in ("no", ""):
+        raise UsageError("--windows needs a TPM (Windows 11 refuses to install without TPM 2.0): "
+                         "--tpm swtpm or passthru:/dev/tpmN")
+    if (config.typed_memory(args.mem)[0] if config.mem_bytes(args.mem) is None else config.mem_bytes(args.mem)) \
+            < 4 << 30:
+        raise UsageError(f"--windows needs at least 4G of memory (Windows 11's minimum), not '{args.mem}'")
+
+
+def gather_guest(args, a):
+    """--tpm, --limits, --cpu-pin, --agent: checked by set.conf's own checkers when written;
+    an offline host CPU refused here (run/launch.py's check)."""
+    a.tpm = "" if args.tpm in (None, "no") else args.tpm
+    a.limits = args.limits or ""
+    a.cpu_pin = args.cpu_pin or ""
+    a.agent = args.agent == "yes"
+    if args.windows:
+        a.nic = "e1000"
+    from kvm.run import launch
+    problem = launch.offline_pin_text(a.cpu_pin)
+    if problem:
+        raise UsageError(f"--cpu-pin: {problem}")
+
+
 def gather(args, notes=None):
     """The answers, from flags and prompts; a size typed otherwise than bhyve writes it is
     converted (config.typed_size), and how it was read is added to `notes`."""
     notes = [] if notes is None else notes
+    windows_preset(args)
     q = Asker(args)
     a = Answers()
     a.loader = q.get("loader", "Loader (uefi, grub or a loader's full path) [uefi]: ", _check_loader, "uefi")
@@ -154,6 +199,7 @@ def gather(args, notes=None):
         a.iso = args.iso
     if args.vnc_addr:
         a.vnc_addr = args.vnc_addr
+    gather_guest(args, a)
     return a
 
 

@@ -4,7 +4,8 @@ from kvm import vm as vmmod
 from kvm.cli import common
 from kvm.conf import edit
 from kvm.conf.config import sh_quote
-from kvm.errors import UsageError
+from kvm.errors import ConfigError, UsageError
+from kvm.run import launch
 
 PROG = "vmset"
 SECRETS = ("VNCpassword",)   # never printed: the report shows *** instead
@@ -45,6 +46,8 @@ def check_args(vm, sets, unsets, force):
     written = []
     for key, value in sets:
         edit.check_value(vm, key, value)
+        if key == "CPUPin" and launch.offline_pin_text(value):
+            raise ConfigError(f"set.conf: {launch.offline_pin_text(value)}", vm=vm.name)
         typed = value
         value, how = edit.typed_value(key, value)
         if how:

@@ -18,6 +18,7 @@ from kvm.conf.confedit import (  # noqa: F401
     set_value,
     sh_quote,
 )
+from kvm.conf import guestconf
 from kvm.conf.devices import EMULATIONS, NEEDS_SOURCE, RESERVED_SLOTS, Device, parse_devices  # noqa: F401
 from kvm.conf.shconf import (  # noqa: F401
     CONF,
@@ -33,6 +34,7 @@ from kvm.conf.shconf import (  # noqa: F401
     read_plain,
     read_text,
 )
+from kvm.conf.guestconf import Invalid
 from kvm.conf.switchconf import parse_nics
 from kvm.errors import ConfigError, KvmError
 from kvm.host.lock import lstat_folder
@@ -51,6 +53,8 @@ KNOWN = {
     "RestartWindow": "seconds of the restart window", "StopTimeout": "seconds for a graceful stop",
     "AllowPath": "disks and ISOs allowed outside the VM folder",
     "Switch": "NICs on kvm switches: TAP=SWITCH[:VLAN] ...",
+    "TPM": "swtpm or passthru:/dev/tpmN", "Limits": "resource limits (pcpu= rbps= wbps= riops= wiops= vmem=)",
+    "CPUPin": "vCPU:hostCPU pins", "Agent": "yes = guest-agent channel",
 }
 # names set.conf may not assign: the hooks' own variables (`. "$VMdir/run"` follows set.conf) and
 # what changes which programs sh and the hooks run
@@ -68,8 +72,7 @@ ISO_MAGIC_AT = 32769  # ISO 9660's first volume descriptor (sector 16) names its
 ISO_MAGICS = (b"CD001", b"BEA01", b"NSR02", b"NSR03")  # ISO 9660, UDF
 
 
-class Invalid(ValueError):
-    """Why a value is wrong; the caller names the setting and the value."""
+# Invalid: why a value is wrong; the caller names the setting and the value (one class for every checker)
 
 
 @record(frozen=True)
@@ -101,6 +104,10 @@ class VmConfig:
     stop_timeout: int = 60
     allow_paths: tuple = ()      # AllowPath: absolute paths (a trailing / names a folder)
     nics: tuple = ()             # Switch: switchconf.Nic (tap, switch, vlan) of the NICs kvm attaches
+    tpm: object = None           # TPM: None, or a guestconf.Tpm (swtpm, passthru:PATH)
+    limits: tuple = ()           # Limits: ((name, number), ...) in the order written
+    cpu_pin: tuple = ()          # CPUPin: ((vcpu, host cpu), ...)
+    agent: bool = False          # Agent=yes: the guest-agent channel
     variables: dict = field(default_factory=dict, compare=False)  # every set.conf value
     warnings: tuple = ()
     unevaluated: dict = field(default_factory=dict, compare=False)  # key -> "line N not evaluated: why"
@@ -439,6 +446,28 @@ def _reserved(c):
     return {}
 
 
+def _guest(c, cores, mem):
+    """TPM, Limits, CPUPin, Agent (kvm/conf/guestconf.py); the agent's channel takes slot AGENT_SLOT."""
+    cpus = c.cpus or os.cpu_count() or 1
+    return {"tpm": c.check("TPM", guestconf.tpm),
+            "limits": c.check("Limits", lambda text: guestconf.limits(text, cpus, mem)),
+            "cpu_pin": c.check("CPUPin", lambda text: guestconf.cpu_pin(text, cores)),
+            "agent": c.check("Agent", guestconf.agent)}
+
+
+AGENT_SLOT = "27"   # the guest agent's virtio channel (bhyve virtio-console, qemu virtio-serial)
+
+
+def _agent_slot(c, fields):
+    """Agent=yes takes slot AGENT_SLOT: a Devices item there is refused."""
+    if not fields["agent"]:
+        return
+    taken = [d for d in fields["devices"] if d.slot.split(":")[0] == AGENT_SLOT]
+    if taken:
+        c.bad("Agent", f"needs slot {AGENT_SLOT} for the guest agent's channel, which Devices item "
+                       f"'{taken[0].arg()}' uses")
+
+
 # In order: later checkers use what earlier ones decided (the loader kind, the options).
 CHECKERS = (_reserved, _vmrom, _boot, _cores, _mem, _options, _disk, _iso, _vnc, _com, _vnc_addr, _vnc_password,
             _allow_path, _devices, _restart)
@@ -470,6 +499,8 @@ def validate(name, vmdir, values, cpus=None, reading=None, *, startable=False):
     fields = {}
     for checker in CHECKERS:
         fields.update(checker(c))
+    fields.update(_guest(c, fields["cores"], fields["mem_bytes"]))
+    _agent_slot(c, fields)
     unevaluated = dict(reading.unevaluated) if reading else {}
     notes = [f"{CONF}: {key} {note} (shown as kvm reads it without sh)" for key, note in unevaluated.items()]
     notes += [f"{CONF} {note}" for note in (reading.skipped if reading else ())]
@@ -633,3 +664,22 @@ def list_facts(values, unevaluated=()):
     kind = checked("VMrom", loader, "")
     disk = "" if "Disk" in unevaluated else values.get("Disk") or ""
     return cores, mem, kind, disk, problems
+
+
+def guest_facts(values, unevaluated=()):
+    """[tpm, limits, pin, agent] for vmlist's columns, as set.conf writes them (None when unset
+    or refused: a refusal is vminfo's to explain, and vmlist's warning comes from list_facts)."""
+    def checked(key, check):
+        text = values.get(key) or ""
+        if key in unevaluated or not text:
+            return None
+        try:
+            return check(text)
+        except Invalid:
+            return None
+    tpm = checked("TPM", guestconf.tpm)
+    limits = checked("Limits", lambda t: guestconf.limits(t, os.cpu_count() or 1))
+    pin = checked("CPUPin", lambda t: guestconf.cpu_pin(t, RANGES["Cores"][2]))
+    agent = checked("Agent", guestconf.agent)
+    return [tpm.text() if tpm else None, guestconf.limits_text(limits) if limits else None,
+            guestconf.cpu_pin_text(pin) if pin else None, bool(agent)]

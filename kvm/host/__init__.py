@@ -19,7 +19,10 @@ from kvm.host.files import (  # noqa: F401
     read_bounded,
     read_text,
     remove_file,
+    remove_folder,
+    tighten_folder,
     tighten_mode,
+    write_control,
     write_file,
 )
 from kvm.host.mode import _debug, _plan, debug_line, dry_run, plan, set_debug, set_dry_run  # noqa: F401
@@ -39,6 +42,7 @@ from kvm.host.process import (  # noqa: F401
                               run_later,
                               run_limited,
                               send_signal,
+                              set_affinity,
                               spawn,
                               spawn_quiet,
                               wait_process,

@@ -76,6 +76,20 @@ def file_kind(mode):
     return "a regular file" if stat.S_ISREG(mode) else "special"
 
 
+def tighten_folder(path, mode):
+    """tighten_mode for a folder (never through a link); True when it changed."""
+    st = os.lstat(path)
+    new = stat.S_IMODE(st.st_mode) & mode
+    if not stat.S_ISDIR(st.st_mode) or new == stat.S_IMODE(st.st_mode):
+        return False
+    if dry_run():
+        _plan(shlex.join(["chmod", f"{new:o}", str(path)]))
+        return True
+    _debug("chmod %o %s", new, path)
+    os.chmod(path, new)
+    return True
+
+
 def tighten_mode(path, mode):
     """chmod the file down to at most `mode` (bits it has beyond `mode` are dropped, never added);
     True when it changed. A dry run prints the chmod."""
@@ -189,6 +203,36 @@ def remove_file(path, *, missing_ok=True):
     except FileNotFoundError:
         if not missing_ok:
             raise
+
+
+def write_control(path, text):
+    """Write a kernel control file in place (a cgroup's cpu.max, cgroup.procs...: no temp file, no
+    rename, which such files take no part in); WriteFailed naming the file and why."""
+    if dry_run():
+        _plan(f"echo {shlex.quote(text)} > {shlex.quote(str(path))}")
+        return
+    _debug("echo %s > %s", text, path)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise WriteFailed(f"cannot write {text!r} to {path}: {exc.strerror or exc}") from None
+
+
+def remove_folder(path):
+    """rmdir (an empty folder: a cgroup); False when it was not there."""
+    if dry_run():
+        _plan(shlex.join(["rmdir", str(path)]))
+        return True
+    _debug("rmdir %s", path)
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def make_dirs(path, mode=0o755):

@@ -17,6 +17,7 @@
 | KVM_BASE_UNITDIRS | /lib/systemd/system:/usr/lib/systemd/system | the host's units (names VMs must not take) |
 | KVM_SYSFS         | /sys                    | Linux's sysfs (PCI devices, interfaces) |
 | KVM_SYSTEMD_RUN   | /run/systemd/system     | there when systemd is the init (sd_booted(3)) |
+| KVM_CGROUP_PARENT | kvm.slice               | the cgroup VMs' cgroups are made in (Linux, Limits) |
 """
 
 import os
@@ -33,7 +34,7 @@ class Paths:
 
     def __init__(self, **values):
         for key in ("rcdir", "base_rcdir", "rcconf", "vmm_dir", "dev_dir", "run_dir", "firmware_dirs", "grub_bhyve",
-                    "periodic_dir", "cron_dir", "unitdir", "base_unitdirs", "sysfs", "systemd_run"):
+                    "periodic_dir", "cron_dir", "unitdir", "base_unitdirs", "sysfs", "systemd_run", "cgroup_parent"):
             setattr(self, key, values[key])
 
     def share_dirs(self):
@@ -81,4 +82,5 @@ def current():
                                               or "/lib/systemd/system:/usr/lib/systemd/system").split(":") if p),
         sysfs=_env_path("KVM_SYSFS", "/sys"),
         systemd_run=_env_path("KVM_SYSTEMD_RUN", "/run/systemd/system"),
+        cgroup_parent=os.environ.get("KVM_CGROUP_PARENT") or "kvm.slice",
     )

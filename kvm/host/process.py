@@ -174,6 +174,12 @@ def send_signal(pid, sig, *, mutating=True):
     return True
 
 
+def set_affinity(tid, cpus):
+    """Let thread (or process) `tid` run only on the host CPUs `cpus` (sched_setaffinity)."""
+    _debug("taskset -pc %s %s", ",".join(str(c) for c in sorted(cpus)), tid)
+    os.sched_setaffinity(tid, set(cpus))
+
+
 def kill_group(pgid):
     """SIGKILL a whole process group (a hook and what it started); False when already gone."""
     _debug("kill -KILL -%s", pgid)

@@ -5,6 +5,8 @@
     RUN_DIR/ROOT_ID/NAME/state      what runs: pids, VNC port, boots, the last exit (JSON)
     RUN_DIR/ROOT_ID/NAME/stop       a stop request for the supervisor: timeout, force
     RUN_DIR/ROOT_ID/NAME/qmp        qemu's QMP socket; .../console: its COM1 socket
+    RUN_DIR/ROOT_ID/NAME/tpm.sock   swtpm's socket (tpm.pid, tpm.log its pid and log); .../agent:
+                                    the guest agent's socket (helper_file gives each)
     RUN_DIR/ROOT_ID/.root           the root's path, for whoever reads the run dir
     RUN_DIR/host/                   host-wide files: vnc.lock (choosing a VNC port), kvminst.lock...
     VM_FOLDER/NAME.log              a detached supervisor's output
@@ -31,7 +33,9 @@ from kvm.host.lock import FILE_MODE, holder, make_safe_dirs, open_file
 from kvm.host.process import pid_alive
 
 LOCK, CONF_LOCK, STATE, STOP, QMP, CONSOLE = "lock", "conf.lock", "state", "stop", "qmp", "console"
-KINDS = (LOCK, CONF_LOCK, STATE, STOP, QMP, CONSOLE)
+# a VM's helpers (issue 22): swtpm's socket, pid file and log; the guest agent's socket
+TPM_SOCKET, TPM_PID, TPM_LOG, AGENT = "tpm.sock", "tpm.pid", "tpm.log", "agent"
+KINDS = (LOCK, CONF_LOCK, STATE, STOP, QMP, CONSOLE, TPM_SOCKET, TPM_PID, TPM_LOG, AGENT)
 ROOT_FILE = ".root"    # RUN_DIR/ROOT_ID/.root: no VM name starts with a dot
 HOST_DIR = "host"      # RUN_DIR/host: a ROOT_ID always ends in _ and 8 hex digits
 LOG_SUFFIX = ".log"
@@ -247,3 +251,11 @@ def vnc_lock_name():
 def log_path(vm):
     """VM_FOLDER/NAME.log: a detached supervisor's output."""
     return vm.dir / f"{vm.name}{LOG_SUFFIX}"
+
+
+def helper_file(run, kind):
+    """The run file of one of a VM's helpers: TPM_SOCKET, TPM_PID, TPM_LOG or AGENT (issue 22's
+    files, all through here: a later layout changes this function only)."""
+    if kind not in (TPM_SOCKET, TPM_PID, TPM_LOG, AGENT):
+        raise ValueError(f"not a helper's run file: {kind}")
+    return run.path(kind)

@@ -13,12 +13,14 @@ import time
 
 from kvm import host, zfs
 from kvm.conf import cloudinit, config
+from kvm.conf.guestconf import TPM_DIR
 from kvm.conf.shconf import read_text
 from kvm.errors import NotFound, UsageError
 from kvm.host import lock
 from kvm.hypervisor import current as hypervisor
 from kvm.manage import rename
 from kvm.manage.create import check_new
+from kvm.run import swtpm
 from kvm.storage import images
 from kvm.storage import snap as snapmod
 from kvm.zfs.txn import Transaction
@@ -115,6 +117,7 @@ def new_identity(src, target, template):
             host.tighten_mode(path, images.DISK_MODE)  # the source's may be 0644 (the shell toolkit's)
     if template is not None:
         host.copy_file(template[0], target.dir / template[1], mode=0o644)
+    swtpm.fresh_identity(target.dir / TPM_DIR)   # a TPM of its own, made at its first start
     if (target.dir / cloudinit.STATE).exists():  # a seed of its own: new instance-id, its own name
         seed = cloudinit.saved(target)
         if seed.hostname in ("", src.name):

@@ -43,6 +43,11 @@ class Answers:
     iso: str = ""
     image: str = ""        # vmcreate --from: the dataset is a clone of this image's @base
     cloud_init: object = None  # a cloudinit.Seed to write as seed.iso, or None
+    tpm: str = ""          # TPM, Limits, CPUPin as set.conf writes them; Agent=yes
+    limits: str = ""
+    cpu_pin: str = ""
+    agent: bool = False
+    nic: str = "virtio-net"   # the basic network's emulation (vmcreate --windows: e1000)
     warnings: list = field(default_factory=list)
 
 
@@ -124,11 +129,11 @@ def render_files(name, a, root_path):
         if a.uplink:
             check_ifname(a.uplink, "uplink interface")
         pre, post = host_os.network_hooks(a.bridge, tap, a.uplink)
-        devices = f"3,virtio-net,{tap}"
+        devices = f"3,{a.nic},{tap}"
     switch = ""
     if a.nics:
         taps = switch_taps(name, len(a.nics))
-        devices = " ".join(f"{3 + k},virtio-net,{tap}" for k, tap in enumerate(taps))
+        devices = " ".join(f"{3 + k},{a.nic},{tap}" for k, tap in enumerate(taps))
         switch = switchconf.nics_text(switchconf.Nic(tap, sw, vlan) for tap, (sw, vlan) in zip(taps, a.nics))
     hv = hypervisor.current()  # its words in the comments (options, console, exit)
     conf = render("set.conf.j2", root_path, name=name, vmrom=a.loader, boot=a.boot, cores=a.cores,
@@ -136,7 +141,8 @@ def render_files(name, a, root_path):
                   disk_driver=a.disk_driver, devices=devices, switch=switch, vnc=a.vnc, vnc_addr=a.vnc_addr,
                   com=a.com and config.loader_kind(a.loader) != "grub", iso=a.iso,
                   boot_comment=hv.boot_comment, options_comment=hv.options_comment, options_example=hv.options_example,
-                  console_comment=hv.console_comment(name))
+                  console_comment=hv.console_comment(name), tpm=a.tpm, limits=a.limits, cpu_pin=a.cpu_pin,
+                  agent=a.agent)
     run = render("run.j2", root_path, name=name, pre=pre, post=post, hv=hv.name, helpers=host_os.helpers,
                  exit_status=hv.exit_status_text, reasons=hv.reasons_text)
     if a.cloud_init is not None:
@@ -242,10 +248,10 @@ def summary(name, a, vm_dir):
         disk += f" ({a.disk_driver or 'nvme'})"
     net = "none"
     if a.nics:
-        net = ", ".join(f"{tap} (virtio-net) on switch {sw}" + (f" VLAN {vlan}" if vlan else "")
+        net = ", ".join(f"{tap} ({a.nic}) on switch {sw}" + (f" VLAN {vlan}" if vlan else "")
                         for tap, (sw, vlan) in zip(switch_taps(name, len(a.nics)), a.nics))
     elif a.network:
-        net = f"{a.tap or default_tap(name)} (virtio-net) on bridge {a.bridge}" + \
+        net = f"{a.tap or default_tap(name)} ({a.nic}) on bridge {a.bridge}" + \
             (f", uplink {a.uplink}" if a.uplink else "")
     consoles = []
     if a.vnc:
@@ -258,6 +264,8 @@ def summary(name, a, vm_dir):
             ("disk", disk), ("network", net), ("console", ", ".join(consoles) or "none")]
     if a.iso:
         rows.append(("ISO", a.iso))
+    rows += [(key, value) for key, value in (("TPM", a.tpm), ("limits", a.limits), ("CPU pins", a.cpu_pin),
+                                             ("agent", "yes" if a.agent else "")) if value]
     if a.cloud_init is not None:
         rows.append(("cloud-init", "seed.iso"))
     return [f"VM {name} will be created:"] + [f"  {k + ':':<9} {v}" for k, v in rows]

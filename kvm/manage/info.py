@@ -1,13 +1,17 @@
 """Everything vminfo shows about one VM, as a plain dict (the --json schema)."""
 
+import os
 import shlex
 import time
 
 from kvm import platform, zfs
 from kvm import vm as vmmod
-from kvm.conf import cloudinit, config
+from kvm.conf import cloudinit, config, guestconf
+from kvm.conf.guestconf import TPM_DIR
+from kvm.host.runfiles import AGENT, helper_file
 from kvm.hypervisor import current as hypervisor
 from kvm.manage.listing import human_size  # noqa: F401 - vminfo, snap and image lists show sizes alike
+from kvm.run import agent as agentmod
 from kvm.run import launch, ports
 from kvm.vm import root as rootmod
 
@@ -91,11 +95,27 @@ def collect(vm):
                     for d in cfg.devices],
         "restart_on_fault": cfg.restart_on_fault,
         "switches": [{"tap": n.tap, "switch": n.switch, "vlan": n.vlan or None} for n in cfg.nics],
+        **guest_info(vm, cfg, rt),
         "allow_paths": list(cfg.allow_paths),
         "warnings": list(cfg.warnings) + list(cfg.not_evaluated) + [f"start will refuse: {line}" for line in refused]
         + placed,
         "unevaluated": dict(cfg.unevaluated),  # setting -> "line N not evaluated: why" (never run)
     }
+
+
+def guest_info(vm, cfg, rt):
+    """TPM, Limits, CPUPin, Agent as vminfo --json gives them (None / [] when unset)."""
+    tpm = None
+    if cfg.tpm:
+        tpm = {"kind": cfg.tpm.kind, "device": cfg.tpm.path or None,
+               "state": str(vm.dir / TPM_DIR) if cfg.tpm.kind == "swtpm" else None,
+               "state_exists": (vm.dir / TPM_DIR).is_dir() if cfg.tpm.kind == "swtpm" else None}
+    agent = None
+    if cfg.agent:
+        answer = agentmod.facts(vm.run) if rt.bhyve and os.access(helper_file(vm.run, AGENT), os.W_OK) else None
+        agent = {"socket": str(helper_file(vm.run, AGENT)), "answer": answer}
+    return {"tpm": tpm, "limits": {name: number for name, number in cfg.limits} or None,
+            "cpu_pin": [{"vcpu": v, "host_cpu": h} for v, h in cfg.cpu_pin], "agent": agent}
 
 
 def origin_info(origin):
@@ -181,10 +201,42 @@ def lines(info, cleanup=None):
     for nic in info.get("switches") or []:
         out.append(("switch", f"{nic['tap']} on {nic['switch']}" + (f", VLAN {nic['vlan']}" if nic["vlan"] else "")
                     + " (made at start, removed at stop; kvm switch info " + nic["switch"] + ")"))
+    out += guest_lines(info)
     if info.get("allow_paths"):
         out.append(("allowed paths", " ".join(info["allow_paths"]) + " (AllowPath: disks and ISOs outside the folder)"))
     notes = info.get("unevaluated") or {}
     return [(k, f"{v} ({notes[ROW_SETTINGS[k]]})" if ROW_SETTINGS.get(k) in notes else v) for k, v in out]
+
+
+def guest_lines(info):
+    """vminfo's rows for TPM, Limits, CPUPin and Agent, each only when set."""
+    out = []
+    t = info.get("tpm")
+    if t:
+        where = (f"state in {t['state']}" + ("" if t["state_exists"] else ", made at the first start")
+                 if t["kind"] == "swtpm" else t["device"])
+        out.append(("tpm", f"{t['kind']} ({where})"))
+    if info.get("limits"):
+        pairs = tuple(info["limits"].items())
+        out.append(("limits", guestconf.limits_text(pairs)))
+    if info.get("cpu_pin"):
+        out.append(("cpu pinning", " ".join(f"{p['vcpu']}:{p['host_cpu']}" for p in info["cpu_pin"])
+                    + " (vCPU:host CPU)"))
+    a = info.get("agent")
+    if a:
+        answer = a.get("answer")
+        out.append(("agent", "yes" + (f" ({agent_text(answer)})" if answer else "")))
+    return out
+
+
+def agent_text(answer):
+    """The agent's answer in a few words: the guest OS, its addresses."""
+    words = []
+    if answer.get("os"):
+        words.append(answer["os"])
+    if answer.get("addresses"):
+        words.append(" ".join(answer["addresses"]))
+    return ", ".join(words) or "answers"
 
 
 def _dev_extra(dev):

@@ -17,7 +17,7 @@ from kvm.errors import KvmError
 from kvm.host import lock, paths
 
 FILE = "vmlist.cache"
-VERSION = 1
+VERSION = 2   # 2: the facts end with [tpm, limits, pin, agent]
 SETTLE = 2  # seconds: a file changed since is read again next time (see cacheable)
 
 

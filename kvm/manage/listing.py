@@ -21,7 +21,8 @@ from kvm.host import paths
 from kvm.platform import rcd, systemd
 
 # every column, in the order `-o` documents them; the default set is what `vmlist` prints
-COLUMNS = ("name", "state", "pid", "cpu", "memory", "loader", "disk", "vnc", "auto", "uptime", "started")
+COLUMNS = ("name", "state", "pid", "cpu", "memory", "loader", "disk", "vnc", "auto", "uptime", "started",
+           "tpm", "limits", "pin", "agent")
 DEFAULT = ("name", "state", "cpu", "memory", "loader", "disk", "vnc", "auto", "uptime")
 NUMERIC = frozenset({"pid", "cpu", "memory", "disk", "vnc", "uptime", "started"})
 STATE_ORDER = {"running": 0, "orphaned": 1, "starting": 2, "allocated": 3, "crashed": 4, "stopped": 5}
@@ -47,6 +48,8 @@ class Row:
         self.pid = self.supervisor = self.vnc = self.uptime = self.started = None
         self.cpu = self.memory = self.loader = self.disk = None
         self.auto = False
+        self.tpm = self.limits = self.pin = None   # TPM, Limits, CPUPin as set.conf writes them
+        self.agent = False
 
     def value(self, column):
         return getattr(self, column)
@@ -81,9 +84,10 @@ def conf_facts(folder):
     try:
         values, unevaluated = read_values(f"{folder}/{shconf.CONF}")
     except KvmError as exc:
-        return [None, None, None, "", [str(exc)]]
+        return [None, None, None, "", [str(exc)], [None, None, None, False]]
     cores, memory, loader, disk, problems = config.list_facts(values, unevaluated)
-    return [cores, memory, loader, os.path.join(folder, disk) if disk else "", problems]
+    return [cores, memory, loader, os.path.join(folder, disk) if disk else "", problems,
+            config.guest_facts(values, unevaluated)]
 
 
 def disk_sizes(disks):
@@ -206,7 +210,8 @@ def rows(root, now=None):
         facts = entry[1] if entry and entry[0] == identity else conf_facts(folder)
         if listcache.cacheable(st, now):
             fresh[conf] = [identity, facts]
-        row.cpu, row.memory, row.loader, disks[name], problems = facts
+        row.cpu, row.memory, row.loader, disks[name], problems, guest = facts
+        row.tpm, row.limits, row.pin, row.agent = guest
         row.auto = auto.enabled(name)
         if problems:
             warnings.append((name, f"{problems[0]} (shown as '-')"))
@@ -254,17 +259,17 @@ def _sort_key(row, column):
     value = row.value(column)
     if column == "state":
         return STATE_ORDER[value]
-    return value if column in NUMERIC or column == "auto" else str(value)
+    return value if column in NUMERIC or column in ("auto", "agent") else str(value)
 
 
 def cell(row, column, parsable=False):
     """The text of one cell: `-` for nothing; with parsable, numbers exact (bytes, seconds)."""
     value = row.value(column)
-    if column == "auto":
+    if column in ("auto", "agent"):
         return "yes" if value else "no"
     if value is None:
         return "-"
-    if parsable or column in ("name", "state", "loader", "pid", "cpu", "vnc"):
+    if parsable or column in ("name", "state", "loader", "pid", "cpu", "vnc", "tpm", "limits", "pin"):
         return str(value)
     if column in ("memory", "disk"):
         return human_size(value)

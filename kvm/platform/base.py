@@ -55,6 +55,20 @@ class Platform:
 
     # ------------------------------------------------------------ what the host itself uses
 
+    def apply_limits(self, name, key, pid, limits):
+        """Limits on the hypervisor's pid, before its guest runs (key: the VM's run-folder name,
+        unique on the host); the lines to log. ConfigError (one line, with the fix) when they
+        cannot be applied."""
+        raise NotImplementedError
+
+    def remove_limits(self, name, key, pid, limits):
+        """Undo apply_limits once the hypervisor ended."""
+        raise NotImplementedError
+
+    def online_cpus(self):
+        """The host CPUs online (a frozenset of numbers), or None when unknown."""
+        return None
+
     def host_use(self, path):
         """Why the host itself uses the file or device `path` (mounted, swap, a ZFS pool's vdev,
         or a disk one of whose partitions is), or None: such a path is never a VM's disk."""

@@ -4,7 +4,19 @@ import os
 import re
 
 from kvm import host
+from kvm.errors import ConfigError
 from kvm.platform.base import Platform
+
+
+# Limits' names -> rctl's resource and action (deny for pcpu and vmemoryuse, throttle for the
+# disk rates, the only actions the kernel takes for them)
+RCTL = {"pcpu": "pcpu:deny", "rbps": "readbps:throttle", "wbps": "writebps:throttle",
+        "riops": "readiops:throttle", "wiops": "writeiops:throttle", "vmem": "vmemoryuse:deny"}
+
+
+def rctl_rules(pid, limits):
+    """The rctl rules of Limits on process `pid`, in the order written."""
+    return [f"process:{pid}:{RCTL[name]}={number}" for name, number in limits]
 
 
 class FreeBSD(Platform):
@@ -12,6 +24,34 @@ class FreeBSD(Platform):
     native_service = "rc.d"
     scheduler = "periodic"
     helpers = "ifconfig"
+
+    @staticmethod
+    def apply_limits(name, key, pid, limits):
+        """Limits on the hypervisor's exact pid: rctl(8) rules (process:PID:...), added in one call;
+        the kernel drops them when the process exits. Log lines."""
+        rules = rctl_rules(pid, limits)
+        if not rules:
+            return []
+        res = host.run(["rctl", "-a", *rules], check=False)
+        if res.status != 0:
+            why = (res.stderr.strip().splitlines() or [f"exit {res.status}"])[-1]
+            host.run(["rctl", "-r", f"process:{pid}"], check=False)   # what was added before the failure
+            if "kern.racct.enable" in why or "not present in kernel" in why:
+                raise ConfigError(f"Limits need RACCT/RCTL, which is off: add kern.racct.enable=1 to "
+                                  f"/boot/loader.conf and reboot ({why})", vm=name)
+            raise ConfigError(f"Limits: {why}", vm=name)
+        return [f"rctl {' '.join(rules)}"]
+
+    @staticmethod
+    def remove_limits(name, key, pid, limits):
+        """Nothing: rctl's rules on a process go with it."""
+
+    @staticmethod
+    def online_cpus():
+        """The host CPUs a vCPU may be pinned to: 0 .. hw.ncpu - 1 (a CPU disabled at boot is not
+        counted in hw.ncpu; os.cpu_count asks exactly that sysctl)."""
+        count = os.cpu_count()
+        return frozenset(range(count)) if count else None
 
     @staticmethod
     def link_up(ifname):

@@ -118,6 +118,26 @@ class Linux(Platform):
         from kvm.platform.linux_net import NET
         return NET
 
+    def apply_limits(name, key, pid, limits):
+        """Limits on the hypervisor's pid: a cgroup per VM (kvm/platform/cgroups.py); log lines."""
+        from kvm.platform import cgroups
+        return cgroups.apply(name, key, pid, limits)
+
+    @staticmethod
+    def remove_limits(name, key, pid, limits):
+        from kvm.platform import cgroups
+        cgroups.remove(key, limits)
+
+    def online_cpus(self):
+        """The host CPUs a vCPU may be pinned to: SYSFS/devices/system/cpu/online (0-3,6); None
+        when it cannot be read."""
+        from kvm.conf.guestconf import parse_cpu_list
+        text = _read(paths.current().sysfs / "devices" / "system" / "cpu" / "online")
+        try:
+            return parse_cpu_list(text) if text else None
+        except ValueError:
+            return None
+
     @staticmethod
     def install_command(packages):
         """The command that installs `packages` (Debian package names)."""

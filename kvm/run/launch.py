@@ -5,7 +5,7 @@ import os
 import re
 
 from kvm import platform
-from kvm.conf import config
+from kvm.conf import config, guestconf
 from kvm.errors import ConfigError, NotFound, StateError
 from kvm.hypervisor import Context
 from kvm.hypervisor import current as hypervisor
@@ -24,10 +24,30 @@ def check_files(cfg):
     refused, warnings = config.check_paths(cfg)
     if refused:
         raise ConfigError(refused[0], vm=cfg.name)
+    problem = offline_pin(cfg)
+    if problem:
+        raise ConfigError(problem, vm=cfg.name)
     problem = host_use(cfg)
     if problem:
         raise StateError(problem, vm=cfg.name)
     return warnings
+
+
+def offline_pin(cfg):
+    """The line refusing a CPUPin to a host CPU that does not exist or is offline, or None."""
+    if not cfg.cpu_pin:
+        return None
+    online = platform.current().online_cpus()
+    return guestconf.offline_pins(cfg.cpu_pin, online) if online is not None else None
+
+
+def offline_pin_text(text):
+    """offline_pin for a CPUPin value as typed (vmset, vmcreate --cpu-pin): the pairs it holds in
+    the VCPU:HOSTCPU form; a malformed value is the validation's to refuse."""
+    import re
+    pairs = tuple((int(v), int(h)) for v, h in re.findall(r"(?<!\S)([0-9]+):([0-9]+)(?!\S)", text))
+    online = platform.current().online_cpus() if pairs else None
+    return guestconf.offline_pins(pairs, online) if online is not None else None
 
 
 def host_use(cfg):
@@ -81,6 +101,10 @@ def dry_run_lines(vm, warn=None):
         out.append(f"would write {path}:")
         # a file only root reads holds a secret (the VNC password): shown masked
         out += [f"    {masked(line) if not mode & 0o077 else line}" for line in text.splitlines()]
+    if cfg.tpm and cfg.tpm.kind == "swtpm":   # started before the hypervisor, stopped after it
+        from kvm.host.runfiles import TPM_SOCKET, helper_file
+        from kvm.run import swtpm
+        out.append(hv.shown(swtpm.argv(vm, hv.tpm_channel(str(helper_file(vm.run, TPM_SOCKET))))) + " &")
     if p.loader:
         out.append(hv.shown(p.loader))
     out.append(hv.shown(p.argv))

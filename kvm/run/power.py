@@ -17,6 +17,7 @@ from kvm import vm as vmmod
 from kvm.errors import KvmError, StateError
 from kvm.host.lock import plan_stopped
 from kvm.hypervisor import current as hypervisor
+from kvm.run import agent as agentmod
 
 DEFAULT_TIMEOUT = 60   # seconds for the guest to shut down when set.conf gives no StopTimeout
 MAX_TIMEOUT = 3600     # the longest wait `stop -t` accepts: past an hour a guest is not shutting down
@@ -57,10 +58,17 @@ def vm_timeout(vm, fresh=False):
         return DEFAULT_TIMEOUT
 
 
-def sequence(hv, run, pid, timeout, force):
+def sequence(hv, run, pid, timeout, force, agent=False):
     """The stop, step by step: after each action yields (method, seconds to wait for the exit,
     what to log). The caller waits, and asks for the next step when the time ran out. run: the
-    VM's run files (RunFiles)."""
+    VM's run files (RunFiles). agent (Agent=yes): the guest agent is asked first (guest-shutdown),
+    for guests that ignore or cancel the ACPI button; then ACPI, then the forced power-off, each
+    given the timeout."""
+    if not force and agent:
+        if agentmod.shutdown(run):
+            yield "agent", timeout, f"stopping: asked the guest agent to shut down, waiting up to {timeout}s"
+        else:
+            yield "agent", 0, "stopping: the guest agent did not answer"
     if not force:
         hv.power_button(run, pid)
         yield "acpi", timeout, f"stopping: ACPI power button, waiting up to {timeout}s"
@@ -117,16 +125,25 @@ def _stop_supervised(vm, rt, timeout, force, progress=None):
         return "requested"
     if progress:
         progress()
-    budget = (0 if force else timeout) + FORCE_GRACE + HOOK_GRACE + SUPERVISOR_SLACK
+    steps = 2 if vm_agent(vm) else 1   # the guest agent's wait, then ACPI's, each the timeout
+    budget = (0 if force else steps * timeout) + FORCE_GRACE + HOOK_GRACE + SUPERVISOR_SLACK
     if not _wait(lambda: not vmmod.lock_held(vm), budget):
         raise StateError(f"supervisor pid {rt.supervisor} did not finish within {budget}s", vm=vm.name)
     return vmmod.read_state(vm).get("stop_method") or "stopped"
 
 
+def vm_agent(vm):
+    """Agent=yes in set.conf (False when it cannot be read: a stop must not fail on it)."""
+    try:
+        return vm.config(fresh=True).agent
+    except KvmError:
+        return False
+
+
 def _stop_orphan(vm, rt, timeout, force, progress=None):
     hv, pid = hypervisor(), rt.bhyve
     how = "forced" if force else "acpi"
-    for how, seconds, _ in sequence(hv, vm.run, pid, timeout, force):
+    for how, seconds, _ in sequence(hv, vm.run, pid, timeout, force, agent=vm_agent(vm) and not host.dry_run()):
         if host.dry_run():
             if how == "acpi":
                 hv.force_off(vm.run, pid)

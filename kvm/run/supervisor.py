@@ -15,7 +15,7 @@ import signal
 import syslog
 import time
 
-from kvm import host, net
+from kvm import host, net, platform
 from kvm import vm as vmmod
 from kvm.conf import edit, hooks
 from kvm.errors import KvmError, StateError
@@ -23,7 +23,7 @@ from kvm.host import lock as lockmod
 from kvm.hypervisor import Exit, LaunchFailed
 from kvm.hypervisor import current as hypervisor
 from kvm.run import launch as launchmod
-from kvm.run import ports, power
+from kvm.run import ports, power, swtpm
 from kvm.run.power import HOOK_GRACE
 
 EXIT_STATUS = {"poweroff": 0, "halt": 0, "stopped": 0, "triplefault": 3, "fault": 3, "error": 4, "unknown": 5,
@@ -83,6 +83,7 @@ class Supervisor:
         self.stop_method = None
         self.lock = lock          # the VM's lock when the caller took it already
         self.nics_attached = False
+        self.limited = None       # (hypervisor pid, limits) while Limits are applied
 
     # ------------------------------------------------------------------ output
     def log(self, message, level=syslog.LOG_NOTICE):
@@ -159,7 +160,7 @@ class Supervisor:
                 return refused
             if not self.lock_kept():
                 return 1
-            ended = self.launch(plan)
+            ended = self.launch(plan, cfg)
             self.hv.destroy(self.vm.run)
             self.save(bhyve=0, last_exit=ended.reason, last_code=ended.code)
             self.hook("postRun", {"VMexit": "" if ended.code is None else str(ended.code),
@@ -248,22 +249,67 @@ class Supervisor:
             self.log(f"VNC on {cfg.vnc_addr}:{port}")
         return plan
 
-    def launch(self, plan):
-        """The loader if any, then the VM's process; how it ended (an Exit)."""
+    def launch(self, plan, cfg):
+        """swtpm (TPM=swtpm), the loader if any, then the VM's process; how it ended (an Exit).
+        swtpm is stopped once the hypervisor ended, whatever happened."""
+        tpm = None
+        if cfg.tpm and cfg.tpm.kind == "swtpm":
+            tpm = swtpm.Swtpm(self.vm, self.hv)
+            try:
+                self.log(f"swtpm pid {tpm.start()} (TPM state in {swtpm.state_dir(self.vm)})")
+            except KvmError as exc:
+                tpm.stop()
+                self.log(exc.message, syslog.LOG_ERR)
+                return Exit(code=None, reason="error", text=exc.message)
         try:
-            proc = self.hv.start(plan, announce=self.write)
+            return self.launch_hypervisor(plan, cfg)
+        finally:
+            if tpm is not None:
+                tpm.stop()
+
+    def launch_hypervisor(self, plan, cfg):
+        try:
+            proc = self.hv.start(plan, announce=self.write, ready=self.ready(cfg))
         except LaunchFailed as exc:
             self.log(exc.message, syslog.LOG_ERR)
             return Exit(code=None, reason="error", text=exc.message)
         boots = self.state.get("boots", 0) + 1
-        self.save(bhyve=proc.pid, booted=time.time(), boots=boots)
+        pinned = getattr(proc, "pinned", None) or {}   # qemu: {vcpu: thread id} (bhyve pins its own)
+        self.save(bhyve=proc.pid, booted=time.time(), boots=boots,
+                  vcpu_threads={str(v): t for v, t in pinned.items()})
         self.log(f"launched {self.hv.name} pid {proc.pid} (boot {boots})")
-        ended = self.wait_vm(proc)
+        try:
+            ended = self.wait_vm(proc)
+        finally:
+            self.unlimit()
         if ended.code is not None and ended.code < 0 and self.stop_method == "acpi":
             self.stop_method = "terminated"  # SIGTERM ended bhyve before the guest had ACPI up
         self.log(ended.text, syslog.LOG_NOTICE if ended.reason in ("reboot", "poweroff", "halt")
                  else syslog.LOG_CRIT)
         return ended
+
+    def limits_key(self):
+        """The VM's name in host-wide places (its cgroup): ROOT_ID.NAME, unique on the host."""
+        folder = self.vm.run.root_folder
+        return f"{folder.name}.{self.name}" if folder is not None else self.name
+
+    def ready(self, cfg):
+        """What runs on the hypervisor's pid before its guest runs: the host's limits (Limits)."""
+        if not cfg.limits:
+            return None
+
+        def apply(pid):
+            for line in platform.current().apply_limits(self.name, self.limits_key(), pid, cfg.limits):
+                self.log(f"limits: {line}")
+            self.limited = (pid, cfg.limits)
+        return apply
+
+    def unlimit(self):
+        """The limits undone once the hypervisor ended (its cgroup removed)."""
+        if self.limited:
+            pid, limits = self.limited
+            self.limited = None
+            platform.current().remove_limits(self.name, self.limits_key(), pid, limits)
 
     def wait_vm(self, proc):
         """Wait for the VM's process, carrying out a stop request (power.sequence) meanwhile."""
@@ -272,7 +318,7 @@ class Supervisor:
             if self.stop and steps is None:
                 steps = power.sequence(self.hv, self.vm.run, proc.pid,
                                        self.stop.get("timeout") or power.vm_timeout(self.vm, fresh=True),
-                                       self.stop.get("force"))
+                                       self.stop.get("force"), agent=power.vm_agent(self.vm))
                 deadline = self.next_step(steps)
             self.in_wait = True
             try:

@@ -228,6 +228,7 @@ class Runtime:
         self.boots = 0
         self.crashed = ""         # with nothing running: the crash its last run ended with (reason)
         self.elsewhere = None     # bhyve: the other root whose VM of this name runs (names are host-wide)
+        self.agent = None         # the guest agent's last answer (Agent=yes): {"os", "addresses"}
 
     @property
     def active(self):
@@ -288,6 +289,7 @@ def runtime(vm, scan=True):
         rt.bhyve = pid
         rt.started, rt.booted = float(st.get("started") or 0), float(st.get("booted") or 0)
         rt.vnc_port, rt.boots = int(st.get("vnc_port") or 0), int(st.get("boots") or 0)
+        rt.agent = st.get("agent") if isinstance(st.get("agent"), dict) else None
     elif rt.allocated and not rt.supervisor and hv.host_wide_names and elsewhere(vm):
         # bhyve's names are host-wide: what is allocated under this name is another root's VM
         rt.allocated, rt.elsewhere = False, elsewhere(vm)

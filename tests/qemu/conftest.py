@@ -114,7 +114,8 @@ class Guest:
         conf.update(values)
         self.cfg = config.validate(vmdir.name, vmdir, conf)
         (run_dir / vmdir.name).mkdir(exist_ok=True)  # the VM's run folder: its qmp and console sockets
-        self.plan = qemu.plan(self.cfg, sockets=qemu.run_files(run_dir / vmdir.name), code=str(OVMF_CODE))
+        self.plan = qemu.plan(self.cfg, sockets=qemu.run_files(run_dir / vmdir.name), code=str(OVMF_CODE),
+                              guest=qemu.guest_files(run_dir / vmdir.name))   # swtpm's and the agent's
         self.started = time.monotonic()
         self.proc = subprocess.Popen([*prefix, *self.plan.argv], stdin=subprocess.DEVNULL,
                                      stdout=open(vmdir / "qemu.out", "wb"), stderr=subprocess.STDOUT)

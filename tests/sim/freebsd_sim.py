@@ -263,9 +263,78 @@ def check_fbuf(conf, running_ports):
     return port
 
 
+# What this "binary" has, as FreeBSD's bhyve tells it: `-l help` lists `tpm` from 14.0 on
+# (passthrough), and the swtpm emulation (14.2) names itself in the binary. The simulated binary
+# is bin/bhyve: its `# features:` line says what it has (a test copies it with fewer to play an
+# older bhyve); kvm probes it as it probes the real one, and the simulator obeys the same line.
+LPC_HELP = ["bootrom", "com1", "com2", "com3", "com4", "tpm", "pc-testdev"]
+
+
+def features():
+    try:
+        text = Path(sys.argv[0]).read_text(errors="replace")
+    except OSError:
+        return set()
+    m = re.search(r"^# features:(.*)$", text, re.M)
+    return set(m.group(1).split()) if m else set()
+
+
+def check_tpm(conf, lpcs, value):
+    """-l tpm,TYPE,PATH[,opts] (pci_lpc.c lpc_device_parse, tpm_device.c): a missing type or
+    path is exit 4 at parse time; an emulation the binary lacks, a device that cannot be opened
+    or a swtpm socket nobody listens on fail the TPM's init (exit 4)."""
+    if "tpm-passthru" not in features():
+        die(f"bhyve: invalid lpc device configuration '{value}'", 64)
+    kind, sep, rest = conf.partition(",")
+    if not conf:
+        die(f'invalid tpm type "{value}"', 4)
+    path = rest.split(",")[0]
+    if not sep or not path and "," not in rest:
+        die(f'invalid tpm path "{value}"', 4)
+    if kind not in ("passthru",) + (("swtpm",) if "tpm-swtpm" in features() else ()):
+        die(f"tpm_device_create: unknown emulation {kind}\nFailed to init TPM device", 4)
+    if kind == "passthru" and not os.path.exists(path):
+        die(f"tpm_passthru_init: unable to open {path}\nFailed to init TPM device", 4)
+    if kind == "swtpm":
+        import socket
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(path)
+        except OSError:
+            die(f'tpm_swtpm_init: unable to connect to tpm socket "{path}"\nFailed to init TPM device', 4)
+        finally:
+            sock.close()
+    if "tpm" in lpcs:
+        die(f"bhyve: invalid lpc device configuration '{value}'", 64)
+    lpcs["tpm"] = conf
+
+
+def check_pin(value, pins):
+    """-p VCPU:HOSTCPU (bhyverun.c pincpu_parse: sscanf "%d:%d", vcpu >= 0, hostcpu below
+    CPU_SETSIZE, 1024 on FreeBSD 14); anything else: "invalid vcpu pinning configuration", 64."""
+    m = re.match(r"\s*([+-]?[0-9]+):\s*([+-]?[0-9]+)", value)
+    if not m:
+        print(f"invalid format: {value}", file=sys.stderr)
+        die(f"bhyve: invalid vcpu pinning configuration '{value}'", 64)
+    vcpu, pcpu = int(m.group(1)), int(m.group(2))
+    if vcpu < 0:
+        print(f"invalid vcpu '{vcpu}'", file=sys.stderr)
+        die(f"bhyve: invalid vcpu pinning configuration '{value}'", 64)
+    if not 0 <= pcpu < 1024:
+        print(f"hostcpu '{pcpu}' outside valid range from 0 to 1023", file=sys.stderr)
+        die(f"bhyve: invalid vcpu pinning configuration '{value}'", 64)
+    pins.setdefault(vcpu, []).append(pcpu)
+
+
 def check_lpc(value, lpcs):
     dev, _, conf = value.partition(",")
     dev_l = dev.lower()
+    if value and "help".startswith(value):   # strncmp(optarg, "help", strlen(optarg))
+        print("\n".join(LPC_HELP if "tpm-passthru" in features() else [d for d in LPC_HELP if d != "tpm"]))
+        sys.exit(0)
+    if dev_l == "tpm":
+        check_tpm(conf, lpcs, value)
+        return
     if re.fullmatch(r"com[1-4]", dev_l):
         if conf == "stdio":
             pass
@@ -315,10 +384,13 @@ def bhyve(argv):
     if "h" in flags:
         print(USAGE, file=sys.stderr)
         sys.exit(0)
+    for c, v in opts:   # `-l help` prints and exits as getopt meets it, before the vmname is wanted
+        if c == "l" and v and "help".startswith(v):
+            check_lpc(v, {})
     if len(rest) != 1:
         die(USAGE, 1)
     name = rest[0]
-    mem, cpus, slots, lpcs, fbuf_port, taps = 256 << 20, 1, {}, {}, None, []
+    mem, cpus, slots, lpcs, fbuf_port, taps, pins = 256 << 20, 1, {}, {}, None, [], {}
     others = [vmm_get(p.name) for p in VMM.glob("*")] if VMM.is_dir() else []
     running_ports = {o.get("vnc_port") for o in others if o and alive(o.get("pid"))}
     taps_in_use = {t for o in others if o and alive(o.get("pid")) for t in o.get("taps", [])}
@@ -337,6 +409,8 @@ def bhyve(argv):
                 die(f"invalid cpu topology '{v}'", 64)
         elif c == "l":
             check_lpc(v, lpcs)
+        elif c == "p":
+            check_pin(v, pins)
         elif c == "s":
             slot_text, _, rest_s = v.partition(",")
             emul, _, conf = rest_s.partition(",")
@@ -378,10 +452,26 @@ def bhyve(argv):
     if "bootrom" in lpcs and "lpc" not in slots.values():
         die("bootrom: no lpc device, the boot ROM cannot be loaded", 4)
     password = config.get("pci.0.30.0.password") if slots.get((0, 30, 0)) == "fbuf" else None
+    for vcpu, hosts in pins.items():
+        bad = [h for h in hosts if h not in online_cpus()]
+        if bad:   # pthread_setaffinity_np of the vCPU's thread fails: bhyverun.c asserts (SIGABRT)
+            print("Assertion failed: (error == 0), function fbsdrun_start_thread, file bhyverun.c.",
+                  file=sys.stderr, flush=True)
+            signal.signal(signal.SIGABRT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGABRT)
     allocate(name, mem, 4, {"pid": os.getpid(), "cpus": cpus, "vnc_port": fbuf_port, "taps": taps,
-                            "vnc_password": password})
+                            "vnc_password": password, "pins": {str(k): v for k, v in pins.items()},
+                            "tpm": lpcs.get("tpm")})
     set_title(name)
     run_guest(name, "D" in flags)
+
+
+def online_cpus():
+    """The simulated host's CPUs (hw.ncpu): $KVM_SIM_DIR/ncpu, by default this machine's count."""
+    try:
+        return range(int((SIM / "ncpu").read_text()))
+    except (OSError, ValueError):
+        return range(os.cpu_count() or 1)
 
 
 def set_title(name):
@@ -1142,10 +1232,113 @@ def pfctl(argv):
                     print(line)
 
 
-TOOLS = {"sysctl": sysctl, "route": route, "pfctl": pfctl,
-         "bhyve": bhyve, "bhyvectl": bhyvectl, "grub-bhyve": grub_bhyve, "ifconfig": ifconfig,
+# ------------------------------------------------------------------------------- rctl
+
+RCTL_USAGE = "usage: rctl [ -h ] [-a rule | -l filter | -r filter | -u filter | filter]"
+RCTL_SUBJECTS = {"u": "user", "g": "group", "p": "process", "l": "loginclass", "c": "loginclass",
+                 "class": "loginclass", "j": "jail"}
+RCTL_RESOURCES = {"cputime", "datasize", "stacksize", "coredumpsize", "memoryuse", "memorylocked", "maxproc",
+                  "openfiles", "vmemoryuse", "pseudoterminals", "swapuse", "nthr", "msgqqueued", "msgqsize",
+                  "nmsgq", "nsem", "nsemop", "nshm", "shmsize", "wallclock", "pcpu", "readbps", "writebps",
+                  "readiops", "writeiops"}
+RCTL_DECAYING = {"pcpu", "readbps", "writebps", "readiops", "writeiops"}   # throttle only for these...
+RCTL_UNDENIABLE = {"cputime", "wallclock", "readbps", "writebps", "readiops", "writeiops"}  # ...deny not these
+RCTL_ACTIONS = {"deny", "log", "devctl", "throttle"}
+SUFFIX = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}
+
+
+def rctl_expand(rule):
+    """rctl.c expand_rule: subject aliases, the amount through expand_number(3); None (warned) when
+    malformed."""
+    parts = rule.split(":", 2)
+    if len(parts) < 2:
+        print(f"rctl: malformed rule '{rule}': missing subject", file=sys.stderr)
+        return None
+    subject = RCTL_SUBJECTS.get(parts[0].lower(), parts[0])
+    rest = parts[2] if len(parts) > 2 else ""
+    resource, _, tail = rest.partition(":")
+    # action=amount[/per] (strsep on "=/", then "/")
+    m = re.match(r"([^=/]*)(?:=([^/]*))?(?:/(.*))?\Z", tail)
+    action, amount, per = m.group(1), m.group(2) or "", m.group(3) or ""
+    if amount:
+        m = re.fullmatch(r"([0-9]+)([kKmMgGtTpPeE]?)[bB]?", amount)
+        if not m:
+            print(f"rctl: malformed rule '{rule}': invalid numeric value '{amount}'", file=sys.stderr)
+            return None
+        amount = str(int(m.group(1)) << SUFFIX[m.group(2).lower()])
+    text = f"{subject}:{parts[1]}:{resource}"
+    if action:
+        text += f":{action}" + (f"={amount}" if amount else "") + (f"/{per}" if per else "")
+    return text
+
+
+def rctl_kernel(rule, adding):
+    """kern_rctl.c: the error number a rule (or filter) gets, or None."""
+    subject, sid, rest = (rule.split(":", 2) + ["", ""])[:3]
+    resource, _, tail = rest.partition(":")
+    action, _, amount = tail.partition("=")
+    amount = amount.split("/")[0]
+    if subject not in ("process", "user", "loginclass", "jail") or (resource and resource not in RCTL_RESOURCES):
+        return "Invalid argument"
+    if action and action not in RCTL_ACTIONS and not action.startswith("sig"):
+        return "Invalid argument"
+    if subject == "process" and sid:
+        if not sid.isdigit():
+            return "Invalid argument"
+        if not alive(int(sid)):
+            return "No such process"
+    if adding:
+        if not (sid and resource and action and amount):
+            return "Invalid argument"   # an added rule is fully specified
+        if action == "deny" and resource in RCTL_UNDENIABLE:
+            return "Operation not supported"
+        if action == "throttle" and (resource not in RCTL_DECAYING or resource == "pcpu"):
+            return "Operation not supported"
+    return None
+
+
+def rctl(argv):
+    opts, rest = getopt(argv, set("ahlnru"), set(), usage=RCTL_USAGE)
+    flags = {c for c, _ in opts}
+    if len(flags & set("alru")) > 1:
+        die("rctl: at most one of -a, -l, -r, or -u may be specified", 1)
+    if not rest:
+        if not flags & set("alru"):
+            rules = load("rctl.json", [])
+            print("\n".join(rules))
+            return
+        die(RCTL_USAGE, 1)
+    if load("racct.json", {"enable": 1}).get("enable") != 1:
+        die("rctl: RACCT/RCTL present, but disabled; enable using kern.racct.enable=1 tunable", 1)
+    errors = 0
+    with locked():
+        # a process's rules go with it (racct_proc_exit)
+        rules = [r for r in load("rctl.json", []) if not r.startswith("process:") or alive(int(r.split(":")[1]))]
+        for arg in rest:
+            rule = rctl_expand(arg)
+            if rule is None:
+                errors += 1
+                continue
+            why = rctl_kernel(rule, "a" in flags)
+            if why:
+                verb = "add" if "a" in flags else "remove" if "r" in flags else "show"
+                print(f"rctl: failed to {verb} rule '{arg}': {why}", file=sys.stderr)
+                errors += 1
+                continue
+            if "a" in flags:
+                if rule not in rules:
+                    rules.append(rule)
+            elif "r" in flags:
+                prefix = [p for p in rule.split(":") if p]
+                rules = [r for r in rules if r.split(":")[:len(prefix)] != prefix]
+        save("rctl.json", rules)
+    sys.exit(errors)
+
+
+TOOLS = {"bhyve": bhyve, "bhyvectl": bhyvectl, "grub-bhyve": grub_bhyve, "ifconfig": ifconfig,
          "kldstat": kldstat, "kldload": kldload, "sockstat": sockstat, "pciconf": pciconf,
-         "sysrc": sysrc, "cu": cu, "mount": mount, "swapctl": swapctl}
+         "sysrc": sysrc, "cu": cu, "mount": mount, "swapctl": swapctl, "rctl": rctl,
+         "sysctl": sysctl, "route": route, "pfctl": pfctl}
 
 
 def main(tool):

@@ -72,3 +72,12 @@ def test_bad_values_name_the_key_and_the_value(tmp_path, text, needle):
     with pytest.raises(ConfigError) as err:
         plan(tmp_path, text, disks=("a",))
     assert needle in str(err.value) and err.value.vm == "g1"
+
+
+def test_vm_bhyve_limits_become_limits(tmp_path):
+    text = 'loader="uefi"\ncpu=1\nmemory=1G\nlimit_pcpu=50\nlimit_rbps=100M\nlimit_wiops=1000\n'
+    p, _ = plan(tmp_path, text)
+    assert p.settings["Limits"] == "pcpu=50 rbps=100M wiops=1000"
+    assert not any(line.startswith("limit_") for line in p.report)
+    with pytest.raises(ConfigError, match=r"g2.conf: limits 'pcpu=-3' holds pcpu='-3', which is not a whole number"):
+        plan(tmp_path, 'loader="uefi"\ncpu=1\nmemory=1G\nlimit_pcpu=-3\n', name="g2")

@@ -3,9 +3,11 @@ device.map), with the names bhyve gives a VM's files and consoles. No process, n
 backend.py runs them.
 
 The order of bhyve's arguments is the shell toolkit's, item for item:
-  bhyve -OPTS -c CORES -m MEM -s 0,hostbridge [-s 1,DRIVER,DISK] [-s 2,ahci-cd,ISO]
+  bhyve -OPTS -c CORES -m MEM [-p VCPU:HOSTCPU ...] -s 0,hostbridge [-s 1,DRIVER,DISK] [-s 2,ahci-cd,ISO]
         -s 31,lpc [-l com1,/dev/nmdmNAMEA] [-s 29,xhci,tablet] [-s 30,fbuf,...]
-        [-s DEVICE ...] [-l bootrom,ROM,VARS] [-k SECRETS] NAME
+        [-s DEVICE ...] [-s 27,virtio-console,org.qemu.guest_agent.0=AGENT] [-l bootrom,ROM,VARS]
+        [-l tpm,swtpm|passthru,PATH] [-k SECRETS] NAME
+(-p, the agent's -s and -l tpm are kvm's own: CPUPin, Agent and TPM, issue 22.)
 Slots: 0 hostbridge, 1 main disk, 2 ISO, 3-28 user devices, 29 tablet, 30 fbuf, 31 lpc.
 The VNC password is never on the command line (ps shows it): it goes in SECRETS, a 0600 bhyve
 config file (`-k`: `pci.0.30.0.password=...`), after the -s that makes slot 30 (bhyve refuses an
@@ -90,14 +92,50 @@ def bootrom_args(cfg, rom):
     return ["-l", f"bootrom,{rom},{Path(cfg.vmdir) / VARS_FILE}"]
 
 
-def bhyve_argv(cfg, rom=None, vnc_port=None, dev_dir="/dev", secrets=None):
-    """The bhyve command line for a config (secrets: the -k file, with a VNC password)."""
+AGENT_SLOT = 27   # config.AGENT_SLOT
+AGENT_PORT = "org.qemu.guest_agent.0"   # the port name a guest agent looks for
+
+
+def pin_args(cfg):
+    """CPUPin: one -p VCPU:HOSTCPU each."""
+    out = []
+    for vcpu, host_cpu in cfg.cpu_pin:
+        out += ["-p", f"{vcpu}:{host_cpu}"]
+    return out
+
+
+def agent_args(cfg, agent):
+    """Agent=yes: a virtio-console at slot 27 whose port org.qemu.guest_agent.0 is a unix socket
+    bhyve makes (kvm connects to it)."""
+    if not cfg.agent:
+        return []
+    if not agent:
+        raise ConfigError("Agent=yes but no socket was given for the guest agent", vm=cfg.name)
+    return ["-s", f"{AGENT_SLOT},virtio-console,{AGENT_PORT}={agent}"]
+
+
+def tpm_args(cfg, tpm_socket):
+    """TPM: -l tpm,swtpm,SOCKET (swtpm's socket) or -l tpm,passthru,/dev/tpmN."""
+    if not cfg.tpm:
+        return []
+    if cfg.tpm.kind == "passthru":
+        return ["-l", f"tpm,passthru,{cfg.tpm.path}"]
+    if not tpm_socket:
+        raise ConfigError("TPM=swtpm but no socket was given for swtpm", vm=cfg.name)
+    return ["-l", f"tpm,swtpm,{tpm_socket}"]
+
+
+def bhyve_argv(cfg, rom=None, vnc_port=None, dev_dir="/dev", secrets=None, guest=None):
+    """The bhyve command line for a config (secrets: the -k file, with a VNC password; guest:
+    (swtpm socket, agent socket), with TPM=swtpm or Agent=yes)."""
+    tpm_socket, agent = guest or (None, None)
     argv = ["bhyve"]
     if cfg.options:
         argv.append(f"-{cfg.options}")
-    argv += ["-c", str(cfg.cores), "-m", cfg.mem, "-s", "0,hostbridge"]
+    argv += ["-c", str(cfg.cores), "-m", cfg.mem] + pin_args(cfg) + ["-s", "0,hostbridge"]
     argv += disk_args(cfg) + iso_args(cfg) + ["-s", "31,lpc"] + com_args(cfg, dev_dir)
-    argv += vnc_args(cfg, vnc_port) + device_args(cfg) + bootrom_args(cfg, rom)
+    argv += vnc_args(cfg, vnc_port) + device_args(cfg) + agent_args(cfg, agent) + bootrom_args(cfg, rom)
+    argv += tpm_args(cfg, tpm_socket)
     if cfg.vnc and cfg.vnc_password and not secrets:
         raise ConfigError("VNCpassword is set but no file was given to pass it to bhyve", vm=cfg.name)
     return argv + secrets_args(cfg, secrets) + [cfg.name]
@@ -123,18 +161,19 @@ def grub_argv(cfg, grub, dev_dir="/dev"):
     return argv
 
 
-def plan(cfg, rom=None, grub=None, vnc_port=None, dev_dir="/dev", run_dir="/var/run/kvm"):
+def plan(cfg, rom=None, grub=None, vnc_port=None, dev_dir="/dev", run_dir="/var/run/kvm", guest=None):
     """Everything one launch runs, for a validated config and the firmware found. Plan.files:
-    (path, text, mode) written before the launch (the -k file with the VNC password, 0600)."""
+    (path, text, mode) written before the launch (the -k file with the VNC password, 0600);
+    guest: (swtpm socket, agent socket) in the VM's run folder."""
     if not cfg.loader:
         raise ConfigError("VMrom is not set in set.conf (uefi, grub or a loader path)", vm=cfg.name)
     nmdm = nmdm_a(cfg.name, dev_dir)
     secrets = secrets_file(run_dir, cfg.name) if cfg.vnc and cfg.vnc_password else None
     files = ((secrets, secrets_text(cfg), SECRETS_MODE),) if secrets else ()
     if cfg.loader == "grub":
-        return Plan(argv=bhyve_argv(cfg, None, vnc_port, dev_dir, secrets), loader=grub_argv(cfg, grub, dev_dir),
+        return Plan(argv=bhyve_argv(cfg, None, vnc_port, dev_dir, secrets, guest), loader=grub_argv(cfg, grub, dev_dir),
                     files=((str(Path(cfg.vmdir) / DEVICE_MAP), device_map(cfg), 0o644),) + files,
                     firmware=str(grub), console=nmdm, needs=(NMDM_MODULE,))
-    return Plan(argv=bhyve_argv(cfg, rom, vnc_port, dev_dir, secrets), files=files,
+    return Plan(argv=bhyve_argv(cfg, rom, vnc_port, dev_dir, secrets, guest), files=files,
                 firmware=str(rom) if rom else None,
                 console=nmdm if cfg.com else None, needs=(NMDM_MODULE,) if cfg.com else ())

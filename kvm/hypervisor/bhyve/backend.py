@@ -10,8 +10,9 @@ from pathlib import Path
 
 from kvm import host
 from kvm.conf import firmware
-from kvm.errors import NotFound
+from kvm.errors import ConfigError, KvmError, NotFound
 from kvm.host import paths
+from kvm.host.runfiles import AGENT, TPM_SOCKET, helper_file
 from kvm.hypervisor.base import Exit, LaunchFailed
 from kvm.hypervisor.bhyve.argv import VARS_FILE, nmdm_a, nmdm_b, plan
 
@@ -66,6 +67,45 @@ def find_grub(cfg, root, strict):
         raise NotFound(f"grub-bhyve {grub or ''} not found: pkg install grub2-bhyve and run kvminst",
                        vm=cfg.name)
     return grub
+
+
+SUN_PATH_MAX = 103   # FreeBSD's sun_path holds 104 bytes, its NUL included
+
+
+def tpm_support(binary="bhyve"):
+    """The TPM backends this host's bhyve has, probed from the binary itself (not its version):
+    `bhyve -l help` lists `tpm` where it has TPM at all (passthru, FreeBSD 14.0 on); its swtpm
+    emulation names itself `swtpm` inside the binary (14.2 on). A set of "passthru", "swtpm"."""
+    import shutil
+    path = shutil.which(binary)
+    if path is None:
+        return set()
+    res = host.run([path, "-l", "help"], mutating=False, check=False)
+    if res.status != 0 or "tpm" not in res.stdout.split():
+        return set()
+    try:
+        with open(path, "rb") as fh:
+            has_swtpm = b"swtpm" in fh.read()
+    except OSError:
+        has_swtpm = False
+    return {"passthru", "swtpm"} if has_swtpm else {"passthru"}
+
+
+def check_tpm(cfg, have):
+    """A clear refusal when this bhyve lacks the TPM the VM asks for."""
+    if not cfg.tpm or cfg.tpm.kind in have:
+        return
+    if cfg.tpm.kind == "swtpm" and "passthru" in have:
+        raise ConfigError("TPM=swtpm but this host's bhyve has only TPM passthrough (swtpm came with "
+                          "FreeBSD 14.2): use TPM=\"passthru:/dev/tpm0\" or upgrade", vm=cfg.name)
+    raise ConfigError(f"TPM={cfg.tpm.text()} but this host's bhyve has no TPM support (`bhyve -l help` lists "
+                      f"no tpm): upgrade FreeBSD (14.0 for passthrough, 14.2 for swtpm) or unset TPM", vm=cfg.name)
+
+
+def check_socket_path(cfg, path, what):
+    if len(str(path).encode()) > SUN_PATH_MAX:
+        raise ConfigError(f"the {what} socket {path} is over the {SUN_PATH_MAX} bytes a unix socket's path "
+                          f"takes: set KVM_RUN_DIR to a shorter folder", vm=cfg.name)
 
 
 def _bhyvectl(name, op):
@@ -129,8 +169,21 @@ class Bhyve:
     def plan(self, cfg, ctx):
         rom = find_rom(cfg, ctx.root, ctx.strict) if cfg.loader == "uefi" else None
         grub = find_grub(cfg, ctx.root, ctx.strict) if cfg.loader == "grub" else None
+        guest = (str(helper_file(ctx.run, TPM_SOCKET)), str(helper_file(ctx.run, AGENT))) if ctx.run else None
+        if ctx.strict:
+            check_tpm(cfg, tpm_support() if cfg.tpm else set())
+            if cfg.tpm and cfg.tpm.kind == "swtpm":
+                check_socket_path(cfg, guest[0], "swtpm")
+            if cfg.agent:
+                check_socket_path(cfg, guest[1], "guest agent")
         return plan(cfg, rom=rom, grub=grub, vnc_port=ctx.vnc_port, dev_dir=str(paths.current().dev_dir),
-                    run_dir=str(paths.current().run_dir))
+                    run_dir=str(paths.current().run_dir), guest=guest)
+
+    @staticmethod
+    def tpm_channel(socket):
+        """swtpm's arguments for bhyve's `-l tpm,swtpm,SOCKET`: bhyve sends TPM commands on the data
+        socket and sends no CMD_INIT, so swtpm starts the TPM itself."""
+        return ["--server", f"type=unixio,path={socket}", "--flags", "not-need-init,startup-clear"]
 
     def prepare_host(self, plan_):
         """kldstat -qm nmdm || kldload nmdm."""
@@ -141,7 +194,20 @@ class Bhyve:
     def prepare_host_text(self, plan_):
         return [f"kldstat -qm {m} || kldload {m}" for m in plan_.needs]
 
-    def start(self, plan_, announce=None):
+    def start(self, plan_, announce=None, ready=None):
+        """grub-bhyve when the loader is grub, then bhyve; ready(pid) once bhyve is spawned (the
+        host's limits on its exact pid: bhyve has no paused start, so it runs as early as can be)."""
+        proc = self._spawn(plan_, announce)
+        if ready:
+            try:
+                ready(proc.pid)
+            except KvmError as exc:
+                host.send_signal(proc.pid, signal.SIGKILL)
+                host.wait_process(proc)
+                raise LaunchFailed(exc.message) from None
+        return proc
+
+    def _spawn(self, plan_, announce=None):
         for path, text, mode in plan_.files:
             host.write_file(path, text, mode=mode)
         if plan_.loader:

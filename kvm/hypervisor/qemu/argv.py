@@ -19,7 +19,7 @@ from pathlib import Path
 
 from kvm.errors import ConfigError
 from kvm.host.record import record
-from kvm.host.runfiles import CONSOLE, QMP
+from kvm.host.runfiles import AGENT, CONSOLE, QMP, TPM_SOCKET
 from kvm.hypervisor.qemu import qmp
 
 BINARY = "qemu-system-x86_64"
@@ -41,9 +41,11 @@ SHUTDOWN_REASONS = {
 
 
 # The run files of a VM, in its run folder: its QMP socket and its COM1 socket (runfiles' kinds).
-SOCKETS = {"qmp": QMP, "console": CONSOLE}
+SOCKETS = {"qmp": QMP, "console": CONSOLE, "tpm": TPM_SOCKET, "agent": AGENT}
 SOCKET_MAX = 107  # bytes of a unix socket's path (sun_path, less its NUL)
 COM_ID = "com1"  # the chardev COM1 is on
+AGENT_NAME = "org.qemu.guest_agent.0"   # the virtio-serial port name qemu-guest-agent looks for
+AGENT_SLOT = 27   # config.AGENT_SLOT: the virtio-serial controller of the agent's port
 
 # What one qemu launch runs and what the supervisor must do around it: argv; qmp, the QMP socket
 # path; console, the COM1 socket path, when COM is on; vnc_password, to set through QMP
@@ -62,11 +64,20 @@ class Plan:
     notes: tuple = ()
     name: object = None
     log: object = None
+    tpm: object = None       # the swtpm control socket qemu connects to (TPM=swtpm), else None
+    agent: object = None     # the guest agent's socket (Agent=yes), else None
+    cpu_pin: tuple = ()      # ((vcpu, host cpu), ...): pinned while paused, before `cont`
+    limits: tuple = ()       # ((name, number), ...): the host applies them while paused
 
 
 def run_files(run_folder):
     """(qmp socket, console socket) in a VM's run folder."""
     return str(Path(run_folder) / SOCKETS["qmp"]), str(Path(run_folder) / SOCKETS["console"])
+
+
+def guest_files(run_folder):
+    """(swtpm socket, agent socket) in a VM's run folder."""
+    return str(Path(run_folder) / SOCKETS["tpm"]), str(Path(run_folder) / SOCKETS["agent"])
 
 
 def process_name(name):
@@ -75,10 +86,11 @@ def process_name(name):
     return f"{name},process=qemu:{name}"
 
 
-def plan(cfg, *, sockets, code=None, accel="tcg", vnc_port=None, binary=BINARY, console_log=None):
+def plan(cfg, *, sockets, code=None, accel="tcg", vnc_port=None, binary=BINARY, console_log=None, guest=None):
     """The launch plan of a validated config; sockets: (QMP socket, COM1 socket) paths, in the
     VM's run folder (run_files); `code` is the OVMF code file (VMrom=uefi); console_log: where
-    qemu appends all the guest prints on COM1 (also with nobody attached)."""
+    qemu appends all the guest prints on COM1 (also with nobody attached); guest: (swtpm
+    socket, agent socket) paths (guest_files), needed with TPM=swtpm or Agent=yes."""
     if not cfg.loader:
         raise ConfigError("VMrom is not set in set.conf (uefi, grub or a loader path)", vm=cfg.name)
     qmp_socket, console = map(str, sockets)
@@ -88,15 +100,45 @@ def plan(cfg, *, sockets, code=None, accel="tcg", vnc_port=None, binary=BINARY, 
     argv += ["-smp", str(cfg.cores), "-m", mem_arg(cfg)] + option_args(cfg, notes)
     argv += ["-action", "reboot=shutdown", "-action", "panic=shutdown", "-device", "pvpanic"]
     argv += firmware_args(cfg, code) + disk_args(cfg) + iso_args(cfg) + com_args(cfg, console, console_log)
-    argv += vnc_args(cfg, vnc_port) + device_args(cfg)
+    tpm_socket, agent_socket = map(str, guest) if guest else (None, None)
+    argv += vnc_args(cfg, vnc_port) + device_args(cfg) + tpm_args(cfg, tpm_socket) + agent_args(cfg, agent_socket)
     argv += ["-qmp", f"unix:{qmp_socket},server=on,wait=off"]
-    paused = cfg.vnc == "wait" or bool(cfg.vnc and cfg.vnc_password)
+    # paused until `cont`: the VNC password set, a VNC client come, vCPUs pinned, limits applied
+    paused = cfg.vnc == "wait" or bool(cfg.vnc and cfg.vnc_password) or bool(cfg.cpu_pin or cfg.limits)
     if paused:
         argv.append("-S")
     return Plan(argv=argv, qmp=qmp_socket, console=console if cfg.com else None,
                 vnc_password=(cfg.vnc_password or None) if cfg.vnc else None, paused=paused,
                 wait_vnc=cfg.vnc == "wait", notes=tuple(notes), name=cfg.name,
-                log=str(console_log) if cfg.com and console_log else None)
+                log=str(console_log) if cfg.com and console_log else None,
+                tpm=tpm_socket if cfg.tpm and cfg.tpm.kind == "swtpm" else None,
+                agent=agent_socket if cfg.agent else None, cpu_pin=cfg.cpu_pin, limits=cfg.limits)
+
+
+def tpm_args(cfg, socket):
+    """TPM 2.0 on q35's CRB interface: swtpm's control socket (qemu's `emulator` backend), or the
+    host's device (`passthrough`)."""
+    if not cfg.tpm:
+        return []
+    if cfg.tpm.kind == "passthru":
+        backend = f"passthrough,id=tpm0,path={_qemu_path(cfg.tpm.path)}"
+        return ["-tpmdev", backend, "-device", "tpm-crb,tpmdev=tpm0"]
+    if not socket:
+        raise ConfigError("TPM=swtpm but no socket was given for swtpm", vm=cfg.name)
+    return ["-chardev", f"socket,id=chrtpm,path={socket}", "-tpmdev", "emulator,id=tpm0,chardev=chrtpm",
+            "-device", "tpm-crb,tpmdev=tpm0"]
+
+
+def agent_args(cfg, socket):
+    """The guest agent's port: a virtio-serial controller at slot 27, its port named
+    org.qemu.guest_agent.0 on a unix socket the host side (kvm) connects to."""
+    if not cfg.agent:
+        return []
+    if not socket:
+        raise ConfigError("Agent=yes but no socket was given for the guest agent", vm=cfg.name)
+    return ["-chardev", f"socket,id=qga0,path={socket},server=on,wait=off",
+            "-device", f"virtio-serial-pci,id=vser0,{pci(AGENT_SLOT)}",
+            "-device", f"virtserialport,bus=vser0.0,chardev=qga0,name={AGENT_NAME}"]
 
 
 def mem_arg(cfg):
@@ -143,7 +185,17 @@ def pci(slot):
     return f"bus=pcie.0,addr={int(number):#x}" + (f".{int(function)}" if function else "")
 
 
-def _drive(ident, path, *, cdrom=False, readonly=False, direct=False):
+# Limits' disk names -> qemu's drive throttling (per disk: qemu throttles each drive itself, on any
+# filesystem; a cgroup's io.max needs a block device, which a disk file on ZFS has not)
+THROTTLE = {"rbps": "bps-read", "wbps": "bps-write", "riops": "iops-read", "wiops": "iops-write"}
+
+
+def throttling(limits):
+    """,throttling.X=N for Limits' rbps/wbps/riops/wiops."""
+    return "".join(f",throttling.{THROTTLE[name]}={number}" for name, number in limits if name in THROTTLE)
+
+
+def _drive(ident, path, *, cdrom=False, readonly=False, direct=False, limits=()):
     spec = f"if=none,id={ident},format=raw,file={path}"
     if cdrom:
         spec += ",media=cdrom,readonly=on"
@@ -151,6 +203,8 @@ def _drive(ident, path, *, cdrom=False, readonly=False, direct=False):
         spec += ",readonly=on"
     if direct:
         spec += ",cache.direct=on"
+    if not cdrom:
+        spec += throttling(limits)
     return ["-drive", spec]
 
 
@@ -164,16 +218,16 @@ def disk_device(cfg, slot, kind, path, ident, *, readonly=False, direct=False, e
     path = _qemu_path(path)
     where = pci(slot)
     if kind == "nvme":
-        return _drive(ident, path, readonly=readonly, direct=direct) + [
+        return _drive(ident, path, readonly=readonly, direct=direct, limits=cfg.limits) + [
             "-device", f"nvme,drive={ident},serial={ident},{where}{extra}"]
     if kind == "virtio-blk":
-        return _drive(ident, path, readonly=readonly, direct=direct) + [
+        return _drive(ident, path, readonly=readonly, direct=direct, limits=cfg.limits) + [
             "-device", f"virtio-blk-pci,drive={ident},{where}{extra}"]
     if kind in ("ahci-hd", "ahci-cd"):
         controller = f"ahci{str(slot).replace(':', '_')}"
         cd = kind == "ahci-cd"
         return ["-device", f"ahci,id={controller},{where}"] + _drive(
-            ident, path, cdrom=cd, readonly=readonly, direct=direct) + [
+            ident, path, cdrom=cd, readonly=readonly, direct=direct, limits=cfg.limits) + [
             "-device", f"{'ide-cd' if cd else 'ide-hd'},drive={ident},bus={controller}.0{extra}"]
     raise ConfigError(f"DiskDriver={kind!r} cannot be mapped on qemu (use nvme, virtio-blk or ahci-hd)",
                       vm=cfg.name)

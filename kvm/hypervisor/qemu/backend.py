@@ -20,7 +20,7 @@ from pathlib import Path
 
 from kvm import host
 from kvm.conf import firmware
-from kvm.errors import ConfigError, NotFound
+from kvm.errors import ConfigError, KvmError, NotFound
 from kvm.host import lock, paths
 from kvm.hypervisor.base import Exit, LaunchFailed, Plan
 from kvm.hypervisor.qemu import accel
@@ -43,6 +43,7 @@ class Running:
     def __init__(self, proc, qmp, log, wait_vnc):
         self.proc, self.pid, self.qmp, self.log = proc, proc.pid, qmp, log
         self.reason, self.wait_vnc = "", wait_vnc
+        self.pinned = {}   # {vcpu: host thread id} pinned by CPUPin
 
 
 def run_file(run, what):
@@ -50,14 +51,41 @@ def run_file(run, what):
     return run.path(qemu.SOCKETS[what])
 
 
-def check_socket_paths(run, name):
+OWN_SOCKETS = ("qmp", "console", "agent")   # made by qemu, removed once it is gone (swtpm's: by its runner)
+
+
+def used_sockets(cfg):
+    """The run-dir sockets a launch of cfg uses."""
+    return ["qmp", "console"] + (["tpm"] if cfg.tpm and cfg.tpm.kind == "swtpm" else []) + \
+        (["agent"] if cfg.agent else [])
+
+
+def check_socket_paths(run, name, kinds=("qmp", "console")):
     """A unix socket's path takes at most 107 bytes: refuse a launch whose would not fit."""
-    for what in qemu.SOCKETS:
+    for what in kinds:
         path = str(run_file(run, what))
         if len(path.encode()) > qemu.SOCKET_MAX:
             raise ConfigError(f"qemu's {what} socket {path} is {len(path.encode())} bytes long, over the "
                               f"{qemu.SOCKET_MAX} a unix socket's path takes: set KVM_RUN_DIR to a shorter "
                               f"folder", vm=name)
+
+
+def vcpu_threads(qmp):
+    """{vCPU index: host thread id} from QMP query-cpus-fast."""
+    return {cpu["cpu-index"]: cpu["thread-id"] for cpu in qmp.execute(protocol.QUERY_CPUS)}
+
+
+def pin_vcpus(qmp, pins):
+    """CPUPin: each pinned vCPU's thread runs only on its host CPU (sched_setaffinity), at each
+    boot, before the guest runs. Returns {vcpu: thread id} of the pinned ones."""
+    if not pins:
+        return {}
+    threads = vcpu_threads(qmp)
+    for vcpu, host_cpu in pins:
+        if vcpu not in threads:
+            raise LaunchFailed(f"CPUPin names vCPU {vcpu}, which qemu does not have")
+        host.set_affinity(threads[vcpu], {host_cpu})
+    return {vcpu: threads[vcpu] for vcpu, _ in pins}
 
 
 def console_log(vmdir):
@@ -161,10 +189,11 @@ class Qemu:
     def plan(self, cfg, ctx):
         code = find_code(cfg, ctx.root, ctx.strict) if cfg.loader == "uefi" else None
         if ctx.strict:
-            check_socket_paths(ctx.run, cfg.name)
+            check_socket_paths(ctx.run, cfg.name, used_sockets(cfg))
         sockets = (run_file(ctx.run, "qmp"), run_file(ctx.run, "console"))
         detail = qemu.plan(cfg, sockets=sockets, code=code, accel=self.accelerator(),
-                           vnc_port=ctx.vnc_port, console_log=console_log(cfg.vmdir) if cfg.com else None)
+                           vnc_port=ctx.vnc_port, console_log=console_log(cfg.vmdir) if cfg.com else None,
+                           guest=(run_file(ctx.run, "tpm"), run_file(ctx.run, "agent")))
         if ctx.strict:  # a launch: the host must be ready (a dry run and vminfo show the plan all the same)
             check_passthru(cfg)
         return Plan(argv=detail.argv, firmware=code if cfg.loader == "uefi" else "SeaBIOS",
@@ -173,10 +202,18 @@ class Qemu:
     def prepare_host(self, plan_):
         pass
 
+    @staticmethod
+    def tpm_channel(socket):
+        """swtpm's arguments for qemu's `emulator` TPM backend: qemu connects to the control socket
+        (and hands swtpm the data channel over it)."""
+        return ["--ctrl", f"type=unixio,path={socket}"]
+
     def prepare_host_text(self, plan_):
         return []
 
-    def start(self, plan_, announce=None):
+    def start(self, plan_, announce=None, ready=None):
+        """Spawn qemu; before the guest runs (paused with -S when there is anything to do): the
+        VNC password, each vCPU thread pinned (CPUPin), ready(pid) (the host's limits)."""
         detail = plan_.detail
         shown = self.shown(plan_.argv)
         if announce:
@@ -188,13 +225,18 @@ class Qemu:
             qmp = Qmp.connect(detail.qmp, timeout=QMP_CONNECT)
             if detail.vnc_password:
                 qmp.execute(protocol.SET_VNC_PASSWORD, {"password": detail.vnc_password})
+            pinned = pin_vcpus(qmp, detail.cpu_pin)
+            if ready:
+                ready(proc.pid)
             if detail.paused and not detail.wait_vnc:
                 qmp.execute(protocol.CONT)
-        except QmpError as exc:
+        except (QmpError, KvmError, OSError) as exc:
             host.send_signal(proc.pid, signal.SIGKILL)
             code = host.wait_process(proc)
-            raise LaunchFailed(f"qemu did not start (exit {code}): {exc.message}") from None
+            why = exc.message if isinstance(exc, KvmError) else str(exc)
+            raise LaunchFailed(f"qemu did not start (exit {code}): {why}") from None
         run = Running(proc, qmp, detail.log, detail.wait_vnc)
+        run.pinned = pinned
         self._live[detail.name] = run
         return run
 
@@ -268,12 +310,12 @@ class Qemu:
 
     def destroy(self, run):
         """Remove the sockets a qemu that is gone left behind."""
-        for what in qemu.SOCKETS:
+        for what in OWN_SOCKETS:
             if os.path.lexists(run_file(run, what)):
                 host.remove_file(run_file(run, what))
 
     def destroy_text(self, run):
-        return shlex.join(["rm", "-f", *(str(run_file(run, w)) for w in qemu.SOCKETS)])
+        return shlex.join(["rm", "-f", *(str(run_file(run, w)) for w in OWN_SOCKETS)])
 
     def cleanup_hint(self, run):
         return self.destroy_text(run)

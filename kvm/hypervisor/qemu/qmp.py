@@ -24,6 +24,7 @@ CONT = "cont"                         # runs a guest started with -S
 POWERDOWN = "system_powerdown"        # the ACPI power button
 QUIT = "quit"                         # qemu ends at once
 SET_VNC_PASSWORD = "change-vnc-password"
+QUERY_CPUS = "query-cpus-fast"        # each vCPU's cpu-index and host thread-id
 # Events:
 SHUTDOWN = "SHUTDOWN"                 # the guest or the host ended it: data.reason says why
 VNC_CONNECTED = "VNC_CONNECTED"       # a VNC client came

@@ -17,7 +17,7 @@ import stat
 from pathlib import Path
 
 from kvm import platform
-from kvm.conf import config
+from kvm.conf import config, guestconf
 from kvm.errors import ConfigError, NotFound, StateError
 from kvm.manage.importers import trust
 from kvm.manage.importers import vmbhyve_devices as devs
@@ -43,9 +43,7 @@ NO_COUNTERPART = {
     "grub_run_dir": "kvm runs grub-bhyve without -d: write a grub.cfg in the guest instead",
     "grub_run_file": "kvm runs grub-bhyve without -g: write a grub.cfg in the guest instead",
     "bhyveload_args": "kvm has no bhyveload loader", "bhyveload_loader": "kvm has no bhyveload loader",
-    "priority": "kvm sets no nice value", "limit_pcpu": "kvm sets no rctl limits",
-    "limit_rbps": "kvm sets no rctl limits", "limit_wbps": "kvm sets no rctl limits",
-    "limit_riops": "kvm sets no rctl limits", "limit_wiops": "kvm sets no rctl limits",
+    "priority": "kvm sets no nice value",
     "nulliso_fix": "kvm attaches no null.iso", "fwcfg": "kvm sets no lpc fwcfg",
     "ahci_device_limit": "kvm gives each ahci disk a slot of its own",
     "guest": "an old vm-bhyve key kvm does not use",
@@ -209,6 +207,21 @@ def _behaviour(m):
         m.skip("debug", "kvm logs every run to NAME.log already")
 
 
+LIMIT_KEYS = ("pcpu", "rbps", "wbps", "riops", "wiops")   # vm-bhyve's limit_NAME: Limits' NAME=
+
+
+def _limits(m):
+    """vm-bhyve's limit_pcpu, limit_rbps ... (its lib/vm-rctl) -> Limits, checked as set.conf's."""
+    words = [f"{name}={m.get(f'limit_{name}')}" for name in LIMIT_KEYS if m.get(f"limit_{name}")]
+    if not words:
+        return
+    try:
+        guestconf.limits(" ".join(words), os.cpu_count() or 1)
+    except config.Invalid as exc:
+        raise ConfigError(f"{m.conf.name}: limits {' '.join(words)!r} {exc}", vm=m.name) from None
+    m.settings["Limits"] = " ".join(words)
+
+
 def _prestart(m, script):
     """vm-bhyve's prestart script, which root runs at every start: read only when it is root's and
     writable by root only, in a folder of root's (as set.conf and run: importers/trust.py), and
@@ -268,7 +281,7 @@ def plan(vm, guest_dir, move=False, host_os=None, vars_name="UEFI_VARS.fd", allo
                               vm=name)
     m = Mapping(name, conf, values, vm.dir, host_os or platform.current(), allow_paths)
     m.dataset = vm.dataset()
-    for step in (_loader, _cpu_mem, _options, _console, _behaviour):
+    for step in (_loader, _cpu_mem, _options, _console, _behaviour, _limits):
         step(m)
     devs.layout(m, move)
     _uefi_vars(m, vars_name)
