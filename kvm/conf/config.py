@@ -49,6 +49,7 @@ KNOWN = {
     "RestartOnFault": "1 = restart after a fault", "RestartMax": "restarts allowed in the window",
     "RestartWindow": "seconds of the restart window", "StopTimeout": "seconds for a graceful stop",
     "AllowPath": "disks and ISOs allowed outside the VM folder",
+    "Hotplug": "qemu: disks vmdisk may add while the VM runs (ports at slot 27)",
 }
 # names set.conf may not assign: the hooks' own variables (`. "$VMdir/run"` follows set.conf) and
 # what changes which programs sh and the hooks run
@@ -60,7 +61,7 @@ MIN_MEM = 32 * 1024 * 1024
 MAX_MEM = (1 << 64) - 1   # bhyve reads -m into 64 bits (expand_number(3): ERANGE beyond)
 # whole-number settings: (default, lowest, highest)
 RANGES = {"Cores": (1, 1, 255), "RestartMax": (3, 1, 1000), "RestartWindow": (600, 1, 86400 * 7),
-          "StopTimeout": (60, 1, 3600), "wVNC": (1024, 640, 3840), "hVNC": (768, 480, 2160)}
+          "StopTimeout": (60, 1, 3600), "Hotplug": (0, 0, 8), "wVNC": (1024, 640, 3840), "hVNC": (768, 480, 2160)}
 SHARED_FOLDERS = ("iso", "images")   # ROOT's folders whose files every VM may use as disks and ISOs
 ISO_MAGIC_AT = 32769  # ISO 9660's first volume descriptor (sector 16) names its standard here
 ISO_MAGICS = (b"CD001", b"BEA01", b"NSR02", b"NSR03")  # ISO 9660, UDF
@@ -98,6 +99,7 @@ class VmConfig:
     restart_window: int = 600
     stop_timeout: int = 60
     allow_paths: tuple = ()      # AllowPath: absolute paths (a trailing / names a folder)
+    hotplug: int = 0             # Hotplug: qemu's hot-plug ports for disks, at HOTPLUG_SLOT
     variables: dict = field(default_factory=dict, compare=False)  # every set.conf value
     warnings: tuple = ()
     unevaluated: dict = field(default_factory=dict, compare=False)  # key -> "line N not evaluated: why"
@@ -397,6 +399,21 @@ def _devices(c):
     return {"devices": seed_devices(c, parse_devices(c.name, c.get("Devices"), c.options))}
 
 
+HOTPLUG_SLOT = "27"   # Hotplug's PCIe root ports (qemu): functions 0..N-1 of this slot
+
+
+def _hotplug(c, fields):
+    """Hotplug=N: N PCIe root ports at slot 27 (qemu hot-plugs disks into them; bhyve has no
+    hot-plug and ignores it); a Devices item there is refused, as bhyve refuses a slot twice."""
+    count = c.check("Hotplug", whole_number, "Hotplug")
+    if count:
+        taken = [d for d in fields["devices"] if d.slot.split(":")[0] == HOTPLUG_SLOT]
+        if taken:
+            c.bad("Hotplug", f"needs slot {HOTPLUG_SLOT} for its hot-plug ports, which Devices item "
+                             f"'{taken[0].arg()}' uses")
+    return {"hotplug": count}
+
+
 def _restart(c):
     return {"restart_on_fault": _flag(c, "RestartOnFault"),
             "restart_max": c.check("RestartMax", whole_number, "RestartMax"),
@@ -452,6 +469,7 @@ def validate(name, vmdir, values, cpus=None, reading=None, *, startable=False):
     fields = {}
     for checker in CHECKERS:
         fields.update(checker(c))
+    fields.update(_hotplug(c, fields))
     unevaluated = dict(reading.unevaluated) if reading else {}
     notes = [f"{CONF}: {key} {note} (shown as kvm reads it without sh)" for key, note in unevaluated.items()]
     notes += [f"{CONF} {note}" for note in (reading.skipped if reading else ())]

@@ -38,8 +38,11 @@ SHUTDOWN_REASONS = {
     qmp.GUEST_PANIC: "fault", qmp.HOST_ERROR: "error"}
 
 
-# The run files of a VM, RUN_DIR/NAME + suffix: its QMP socket and its COM1 socket.
-RUN_FILES = {"qmp": ".qmp", "console": ".console"}
+# The run files of a VM, RUN_DIR/NAME + suffix: its QMP socket (the supervisor's session), its
+# COM1 socket, and a second QMP socket for commands while the supervisor holds the first (vmdisk:
+# hot-plug, block_resize; qemu serves one client per monitor).
+RUN_FILES = {"qmp": ".qmp", "console": ".console", "control": ".ctl"}
+HOTPLUG_PORT = "hotplug{}"   # id of hot-plug port N (Hotplug=): a pcie-root-port at slot 27, function N
 COM_ID = "com1"  # the chardev COM1 is on
 
 # What one qemu launch runs and what the supervisor must do around it: argv; qmp, the QMP socket
@@ -89,8 +92,9 @@ def plan(cfg, *, run_dir, code=None, accel="tcg", vnc_port=None, binary=BINARY, 
     argv += ["-smp", str(cfg.cores), "-m", mem_arg(cfg)] + option_args(cfg, notes)
     argv += ["-action", "reboot=shutdown", "-action", "panic=shutdown", "-device", "pvpanic"]
     argv += firmware_args(cfg, code) + disk_args(cfg) + iso_args(cfg) + com_args(cfg, console, console_log)
-    argv += vnc_args(cfg, vnc_port) + device_args(cfg)
+    argv += vnc_args(cfg, vnc_port) + device_args(cfg) + hotplug_args(cfg)
     argv += ["-qmp", f"unix:{qmp_socket},server=on,wait=off"]
+    argv += ["-qmp", f"unix:{run_file(run_dir, cfg.name, 'control')},server=on,wait=off"]
     paused = cfg.vnc == "wait" or bool(cfg.vnc and cfg.vnc_password)
     if paused:
         argv.append("-S")
@@ -180,10 +184,20 @@ def disk_device(cfg, slot, kind, path, ident, *, readonly=False, direct=False, e
                       vm=cfg.name)
 
 
+MAIN_DISK_ID = "disk0"
+
+
+def drive_id(slot):
+    """The id of the drive (and of its device) at a bhyve slot: disk0 for the main disk (slot 1),
+    devN (devN_F for N:F) for a Devices item: what QMP's block_resize and device_add name."""
+    slot = str(slot)
+    return MAIN_DISK_ID if slot == "1" else "dev" + slot.replace(":", "_")
+
+
 def disk_args(cfg):
     if not cfg.disk:
         return []
-    return disk_device(cfg, 1, cfg.disk_driver, cfg.disk, "disk0", extra=_bootindex(cfg, "hd"))
+    return disk_device(cfg, 1, cfg.disk_driver, cfg.disk, MAIN_DISK_ID, extra=_bootindex(cfg, "hd"))
 
 
 def iso_args(cfg):
@@ -219,6 +233,24 @@ def vnc_args(cfg, port):
     return out
 
 
+def hotplug_args(cfg):
+    """Hotplug=N: N PCIe root ports at slot 27, functions 0..N-1 (q35's root bus pcie.0 takes
+    no hot-plug: a disk vmdisk adds while the VM runs goes behind a free port; at the next
+    boot it sits at its own Devices slot like any other)."""
+    from kvm.conf.config import HOTPLUG_SLOT
+    out = []
+    for n in range(cfg.hotplug):
+        multi = ",multifunction=on" if n == 0 and cfg.hotplug > 1 else ""
+        out += ["-device", f"pcie-root-port,id={HOTPLUG_PORT.format(n)},chassis={n + 1},"
+                           f"{pci(f'{HOTPLUG_SLOT}:{n}')}{multi}"]
+    return out
+
+
+def hotplug_ports(count):
+    """The ids of the hot-plug ports of a VM with Hotplug=count, in the order they are filled."""
+    return [HOTPLUG_PORT.format(n) for n in range(count)]
+
+
 def device_args(cfg):
     out = []
     for dev in cfg.devices:
@@ -228,7 +260,7 @@ def device_args(cfg):
 
 def device(cfg, dev):
     """One Devices item -> qemu arguments, or a ConfigError naming the item."""
-    ident = "dev" + dev.slot.replace(":", "_")
+    ident = drive_id(dev.slot)
     if dev.emulation in ("virtio-net", "e1000"):
         return nic_args(cfg, dev, ident)
     if dev.emulation == "virtio-rnd":

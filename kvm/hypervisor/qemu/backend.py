@@ -237,6 +237,58 @@ class Qemu:
         with Qmp.connect(run_file(name, "qmp"), timeout=2) as session:
             return session.execute(command)
 
+    # ---------------------------------------------------------------- disks while the VM runs
+    HOTPLUG_DRIVERS = {"nvme": "nvme", "virtio-blk": "virtio-blk-pci"}
+
+    def _control(self, name):
+        """A QMP session on the VM's control socket (the supervisor holds the first one)."""
+        path = run_file(name, "control")
+        if not os.path.exists(path):
+            raise QmpError(f"no QMP control socket {path} (the VM was started by an older kvm: "
+                           f"it applies at the next start)", vm=name)
+        return Qmp.connect(path, timeout=5)
+
+    def disk_add_online(self, name, cfg, slot, driver, path):
+        """Hot-plug a disk file behind the first free hot-plug port (Hotplug=N): blockdev-add,
+        then device_add. None when the guest has it now, else why it waits for the next boot."""
+        if not cfg.hotplug:
+            return "the VM has no hot-plug ports (Hotplug=N in set.conf, from the next start)"
+        model = self.HOTPLUG_DRIVERS.get(driver)
+        if model is None:
+            return f"qemu hot-plugs nvme and virtio-blk disks, not {driver}"
+        ident = qemu.drive_id(slot)
+        with self._control(name) as session:
+            session.execute(protocol.BLOCKDEV_ADD, {"driver": "raw", "node-name": ident,
+                                                    "file": {"driver": "file", "filename": str(path)}})
+            extra = {"serial": ident} if driver == "nvme" else {}
+            for port in qemu.hotplug_ports(cfg.hotplug):
+                try:
+                    session.execute(protocol.DEVICE_ADD, {"driver": model, "id": ident, "drive": ident,
+                                                          "bus": port, **extra})
+                    return None
+                except QmpError as exc:
+                    last = exc.message
+                    if "not available" not in last and "in use" not in last and "occupied" not in last:
+                        break
+            try:
+                session.execute(protocol.BLOCKDEV_DEL, {"node-name": ident})
+            except QmpError:
+                pass
+        if "not available" in last or "in use" in last or "occupied" in last:
+            return f"its {cfg.hotplug} hot-plug port(s) are taken (Hotplug={cfg.hotplug})"
+        raise QmpError(last, vm=name)
+
+    def disk_grow_online(self, name, cfg, slot, driver, path, size):
+        """QMP block_resize of the drive at `slot` (qemu grows the raw file itself and tells the
+        guest). None when done, else why it cannot be done while the VM runs."""
+        ident = qemu.drive_id(slot)
+        with self._control(name) as session:
+            try:
+                session.execute(protocol.BLOCK_RESIZE, {"device": ident, "size": size})
+            except QmpError:   # a hot-plugged disk has no drive of that name, only its node
+                session.execute(protocol.BLOCK_RESIZE, {"node-name": ident, "size": size})
+        return None
+
     def power_button(self, name, pid):
         """QMP system_powerdown: the ACPI power button."""
         try:
