@@ -278,9 +278,16 @@ class Qemu:
             return f"its {cfg.hotplug} hot-plug port(s) are taken (Hotplug={cfg.hotplug})"
         raise QmpError(last, vm=name)
 
+    # what block_resize can grow under a running guest: virtio-blk tells the guest (a config
+    # change). qemu 7.2's nvme refuses it (its controller and namespace both hold the node and
+    # do not share 'resize'), and ide-hd (ahci-hd) has no way to tell the guest.
+    RESIZE_ONLINE = ("virtio-blk",)
+
     def disk_grow_online(self, name, cfg, slot, driver, path, size):
         """QMP block_resize of the drive at `slot` (qemu grows the raw file itself and tells the
         guest). None when done, else why it cannot be done while the VM runs."""
+        if driver not in self.RESIZE_ONLINE:
+            return f"qemu resizes virtio-blk disks online, not {driver}"
         ident = qemu.drive_id(slot)
         with self._control(name) as session:
             try:
