@@ -29,7 +29,9 @@ def build_parser():
     how = p.add_mutually_exclusive_group()
     how.add_argument("--sparse", action="store_true", help="add: a sparse file (the default)")
     how.add_argument("--thick", action="store_true", help="add: every block written now (zeros)")
-    p.add_argument("--destroy", action="store_true", help="detach: remove the file too")
+    p.add_argument("--zvol", action="store_true",
+                   help="add: a zvol ROOT/vm/NAME/diskN (volmode=dev) instead of a file; not on zfs-fuse")
+    p.add_argument("--destroy", action="store_true", help="detach: remove the file (or zvol) too")
     p.add_argument("-H", dest="scripted", action="store_true", help="list: no header, tab-separated")
     p.add_argument("-p", dest="parsable", action="store_true", help="list: exact numbers (bytes)")
     p.add_argument("--json", action="store_true", help="list: JSON")
@@ -58,7 +60,7 @@ def do_list(vm, args):
 
 def do_add(vm, args):
     size = disks.parse_size(vm, args.words[0])
-    done = disks.add(vm, size, args.driver, thick=args.thick)
+    done = disks.add(vm, size, args.driver, thick=args.thick, zvol=args.zvol)
     what = f"disk {done.file} ({disks.human(size)}, {done.driver}) at slot {done.slot}"
     common.said(args, f"{vm.name}: added {what}", f"{vm.name}: would add {what}")
     if done.online:

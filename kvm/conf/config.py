@@ -541,6 +541,8 @@ def check_paths(cfg):
     root = os.path.dirname(os.path.dirname(vmdir))
     for key, path, kind in media(cfg):
         real = os.path.realpath(path)
+        if path.startswith("/dev/zvol/") and under(path[len("/dev/zvol"):], vmdir):
+            continue  # a zvol below the VM's own dataset (vmdisk add --zvol, vmcreate --disk-zvol)
         if under(real, vmdir) or not os.path.exists(real):
             continue  # a missing file is the launch's "not found"
         shown = f"{key}={path!r}" if key in ("Disk", "ISO") else key

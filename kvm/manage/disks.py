@@ -105,22 +105,34 @@ def _measure(path):
 def disks(vm, cfg=None):
     """Every disk of the VM: the main Disk, then each Devices disk in slot order."""
     cfg = cfg or vm.config(fresh=True)
-    out = []
+    found = []
     if cfg.disk:
-        value = cfg.variables.get("Disk", cfg.disk)
-        out.append(_disk(vm, value, "1", cfg.disk_driver, cfg.disk, main=True))
+        found.append((cfg.variables.get("Disk", cfg.disk), "1", cfg.disk_driver, cfg.disk, True, ""))
     for dev in cfg.devices:
         if dev.kind != "disk" or not dev.path:
             continue
         path = dev.path if dev.path.startswith("/") else os.path.join(vm.dir, dev.path)
-        out.append(_disk(vm, dev.path, dev.slot, dev.emulation, path, item=dev.arg()))
-    return out
+        found.append((dev.path, dev.slot, dev.emulation, path, False, dev.arg()))
+    zvols = [zvol_name(f[3]) for f in found if zvol_name(f[3])]
+    volsizes = zfs.volume_sizes(zvols) if zvols else {}
+    return [_disk(vm, *f, volsizes=volsizes) for f in found]
 
 
-def _disk(vm, ident, slot, driver, path, main=False, item=""):
-    kind, size, used = _measure(path)
+def zvol_name(path):
+    """The zvol a /dev/zvol/ path names, else None."""
+    return path[len(zfs.ZVOL_DEVICES):] if str(path).startswith(zfs.ZVOL_DEVICES) else None
+
+
+def _disk(vm, ident, slot, driver, path, main=False, item="", volsizes=None):
+    zvol = zvol_name(path)
+    if zvol:
+        size = (volsizes or {}).get(zvol)
+        kind, used = ("zvol" if size is not None else "missing"), None
+        inside = zvol.startswith(vm.dataset() + "/")
+    else:
+        (kind, size, used), inside = _measure(path), _inside(vm, path)
     return Disk(id=ident, slot=str(slot), driver=driver, path=str(path), kind=kind, size=size, used=used,
-                main=main, inside=_inside(vm, path), item=item)
+                main=main, inside=inside, item=item)
 
 
 def find(vm, name, cfg=None):
@@ -196,35 +208,50 @@ class Added:
     later: str = ""
 
 
-def add(vm, size, driver="nvme", thick=False):
-    """A new disk file of `size` bytes in the VM folder at a free slot (see the module's text)."""
+ZVOL_PROPS = {"volmode": "dev"}   # a zvol is the guest's disk only: the host does not taste its partitions
+
+
+def add(vm, size, driver="nvme", thick=False, zvol=False):
+    """A new disk of `size` bytes at a free slot: a file diskN in the VM folder, or (zvol) a
+    volume ROOT/vm/NAME/diskN, volmode=dev, sparse unless thick (see the module's text)."""
     if driver not in DRIVERS:
         raise UsageError(f"driver '{driver}' is not one of {', '.join(DRIVERS)}", vm=vm.name)
+    if zvol and size % (1 << 20):
+        raise UsageError(f"size {size} bytes: a zvol's size must be a whole number of MiB", vm=vm.name)
     cfg = vm.config(fresh=True)
     running = _running(vm)
     if running:
-        return _add(vm, cfg, size, driver, thick, running=True)
+        return _add(vm, cfg, size, driver, thick, zvol, running=True)
     with lock.hold_vm(vm.name, "vmdisk add"):
-        return _add(vm, cfg, size, driver, thick, running=False)
+        return _add(vm, cfg, size, driver, thick, zvol, running=False)
 
 
-def _add(vm, cfg, size, driver, thick, running):
+def _add(vm, cfg, size, driver, thick, zvol, running):
     name = new_file(vm, cfg)
     slot = free_slot(vm, cfg)   # chosen again under the config lock below; checked here for a dry run
     check_room(vm, size, f"a new {human(size)} disk")
-    path = vm.dir / name
-    (host.make_thick if thick else host.make_sparse)(path, size)
+    if zvol:
+        dataset = f"{vm.dataset()}/{name}"
+        if zfs.lzc_exists(dataset):
+            raise StateError(f"dataset {dataset} exists already: not a new disk", vm=vm.name)
+        zfs.create_volume(dataset, size, sparse=not thick, props=ZVOL_PROPS)
+        path = value = zfs.zvol_device(dataset)
+        undo = lambda: zfs.destroy_recursive(dataset)   # noqa: E731
+    else:
+        path, value = vm.dir / name, name
+        (host.make_thick if thick else host.make_sparse)(path, size)
+        undo = lambda: host.remove_file(path)   # noqa: E731
     chosen = []
 
     def change(text):
         current = config.validate(vm.name, str(vm.dir), config.read_plain(text).values)
         chosen[:] = [free_slot(vm, current)]
-        return confedit.add_item(text, "Devices", f"{chosen[0]},{driver},{name}")
+        return confedit.add_item(text, "Devices", f"{chosen[0]},{driver},{value}")
     try:
         edit.apply(vm, change, "vmdisk add")
     except BaseException:
         if not host.dry_run():
-            host.remove_file(path)   # set.conf refused it: the file goes too
+            undo()   # set.conf refused it: the disk goes too
         raise
     slot = chosen[0] if chosen else slot
     if not running:
@@ -251,15 +278,22 @@ def grow(vm, name, size):
     if not disk.inside:
         raise StateError(f"disk {disk.id} ({disk.path}) lies outside the VM's dataset {vm.dataset()}: "
                          f"refusing to grow it (grow it where it lives)", vm=vm.name)
-    if disk.kind != "file":
-        raise StateError(f"disk {disk.id} ({disk.path}) is a {disk.kind}, not a file: "
-                         f"vmdisk grows file disks", vm=vm.name)
+    if disk.kind not in ("file", "zvol"):
+        raise StateError(f"disk {disk.id} ({disk.path}) is a {disk.kind}: vmdisk grows files and zvols", vm=vm.name)
     if size < disk.size:
         raise UsageError(f"disk {disk.id} is {human(disk.size)} ({disk.size} bytes): {human(size)} would "
                          f"shrink it, and a disk never shrinks", vm=vm.name)
     if size == disk.size:
         return Grown(disk, size)
     check_room(vm, size - disk.size, f"disk {disk.id} grown to {human(size)}")
+    if disk.kind == "zvol":
+        if size % (1 << 20):
+            raise UsageError(f"size {size} bytes: a zvol's size must be a whole number of MiB", vm=vm.name)
+        if _running(vm):
+            raise StateError(f"is running: stop it first to grow zvol disk {disk.id}", vm=vm.name)
+        with lock.hold_vm(vm.name, "vmdisk grow"):
+            zfs.set_volsize(zvol_name(disk.path), size)
+        return Grown(disk, size)
     if _running(vm):
         why = hypervisor().disk_grow_online(vm.name, cfg, disk.slot, disk.driver, disk.path, size)
         if why:
@@ -279,8 +313,8 @@ def detach(vm, name, destroy=False):
     if destroy and not disk.inside:
         raise StateError(f"disk {disk.id} ({disk.path}) lies outside the VM's dataset {vm.dataset()}: "
                          f"refusing to destroy it (detach it without --destroy)", vm=vm.name)
-    if destroy and disk.kind not in ("file", "missing"):
-        raise StateError(f"disk {disk.id} ({disk.path}) is a {disk.kind}: --destroy removes files only",
+    if destroy and disk.kind not in ("file", "zvol", "missing"):
+        raise StateError(f"disk {disk.id} ({disk.path}) is a {disk.kind}: --destroy removes files and zvols",
                          vm=vm.name)
     if _running(vm):
         raise StateError(f"is running: stop it first to detach disk {disk.id} (no hypervisor here "
@@ -293,4 +327,6 @@ def detach(vm, name, destroy=False):
         edit.apply(vm, change, "vmdisk detach")
         if destroy and disk.kind == "file":
             host.remove_file(disk.path)
+        elif destroy and zvol_name(disk.path):
+            zfs.destroy_recursive(zvol_name(disk.path))
     return disk

@@ -171,3 +171,50 @@ def test_hotplug_ports_keep_slot_27_and_are_refused_over_a_device(install, env, 
     assert state(web) == before
     one_line_error(cmd(install, env, "vmset", "web", f"Devices={devs} 27,virtio-rnd"),
                    "Hotplug='2' needs slot 27 for its hot-plug ports, which Devices item '27,virtio-rnd' uses")
+
+
+def test_zvol_disks_argv_in_a_dry_run_and_zfs_fuse_refusing_them_leaves_nothing(install, env, web, pool):
+    """zfs-fuse has no zvols: the argv is tested by the dry run, and the real run's refusal for real."""
+    before = state(web)
+    res = cmd(install, env, "vmdisk", "-n", "add", "web", "1G", "--zvol")
+    assert res.returncode == 0, res.stderr
+    assert f"zfs create -s -V 1073741824 -o volmode=dev {pool}/kvm/vm/web/disk1" in res.stdout
+    assert "would add disk disk1 (1G, nvme) at slot 4" in res.stdout
+    res = cmd(install, env, "vmdisk", "-n", "add", "web", "1G", "--zvol", "--thick")
+    assert f"zfs create -V 1073741824 -o volmode=dev {pool}/kvm/vm/web/disk1" in res.stdout
+    one_line_error(cmd(install, env, "vmdisk", "add", "web", "1.5M", "--zvol"),
+                   "a zvol's size must be a whole number of MiB", status=2)
+    if f" /{pool} fuse.zfs " not in open("/proc/self/mounts").read():
+        pytest.skip("the pool is not zfs-fuse's: the refusal below is zfs-fuse's")
+    one_line_error(cmd(install, env, "vmdisk", "add", "web", "64M", "--zvol"),
+                   "vmdisk: web:", "this ZFS makes no zvols (zfs-fuse has none", "use a file disk")
+    assert state(web) == before
+    assert subprocess.run(["zfs", "list", f"{pool}/kvm/vm/web/disk1"], capture_output=True).returncode != 0
+
+
+def test_a_zvol_named_in_set_conf_is_listed_as_one_and_destroy_asks_zfs(install, env, web, pool):
+    """A zvol below the VM's dataset (as vmdisk add --zvol writes it) is inside; listed with its kind."""
+    zvol = f"/dev/zvol/{pool}/kvm/vm/web/disk1"
+    assert cmd(install, env, "vmset", "web", f"Devices=3,virtio-rnd 4,virtio-blk,{zvol}").returncode == 0
+    d = listed(install, env)[zvol]
+    assert (d["slot"], d["inside"], d["kind"]) == ("4", True, "missing")   # zfs-fuse: no such volume
+    res = cmd(install, env, "vmdisk", "-n", "detach", "web", "4", "--destroy")
+    assert res.returncode == 0 and f"zfs destroy -r {pool}/kvm/vm/web/disk1" in res.stdout, res.stdout
+
+
+def test_vmcreate_disk_zvol_argv_and_zfs_fuse_refusal_leave_no_vm(install, env, pool):
+    res = cmd(install, env, "vmcreate", "zv", "-y", "--no-network", "--vnc", "no", "--com", "no", "--disk-size", "2G",
+              "--disk-zvol", "-n")
+    assert res.returncode == 0, res.stderr
+    assert f"zfs create -s -V 2147483648 -o volmode=dev {pool}/kvm/vm/zv/disk" in res.stdout
+    from kvm.manage.create import Answers, render_files
+    conf = render_files("zv", Answers(loader="uefi", disk_size="2G", disk_zvol=True), install)[0]
+    assert f'Disk="/dev/zvol/{pool}/kvm/vm/zv/disk"' in conf   # inside the VM's dataset: no AllowPath needed
+    one_line_error(cmd(install, env, "vmcreate", "zv", "-y", "--no-disk", "--disk-zvol"),
+                   "--disk-zvol cannot be used with --no-disk or --from", status=2)
+    if f" /{pool} fuse.zfs " not in open("/proc/self/mounts").read():
+        pytest.skip("the pool is not zfs-fuse's: the refusal below is zfs-fuse's")
+    one_line_error(cmd(install, env, "vmcreate", "zv", "-y", "--no-network", "--vnc", "no", "--com", "no",
+                       "--disk-size", "64M", "--disk-zvol"), "this ZFS makes no zvols")
+    assert subprocess.run(["zfs", "list", f"{pool}/kvm/vm/zv"], capture_output=True).returncode != 0
+    assert not (install / "vm" / "zv").exists()

@@ -259,7 +259,8 @@ class Qemu:
         ident = qemu.drive_id(slot)
         with self._control(name) as session:
             session.execute(protocol.BLOCKDEV_ADD, {"driver": "raw", "node-name": ident,
-                                                    "file": {"driver": "file", "filename": str(path)}})
+                                                    "file": {"driver": "host_device" if str(path).startswith("/dev/") else "file",
+                                                             "filename": str(path)}})
             extra = {"serial": ident} if driver == "nvme" else {}
             for port in qemu.hotplug_ports(cfg.hotplug):
                 try:
