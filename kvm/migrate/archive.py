@@ -236,6 +236,29 @@ def _check(vm, results, what):
                              f"{why}".replace("  ", " "), vm=vm.name)
 
 
+# ------------------------------------------------------------------ snap auto --export-to
+
+AUTO_SUFFIX = ".kvmexport"
+
+
+def auto_file(name, snap):
+    """The file name `snap auto --export-to` gives an export: NAME-auto-YYYYmmdd-HHMM.kvmexport."""
+    return f"{name}-{snap}{AUTO_SUFFIX}"
+
+
+def prune_exports(folder, name, keep, dry_run=False):
+    """Remove all but the newest `keep` NAME-auto-*.kvmexport files of FOLDER (names sort by
+    time); returns the paths removed (or, dry, that would be). Other files are never touched."""
+    prefix = f"{name}-auto-"
+    mine = sorted(e for e in os.listdir(folder) if e.startswith(prefix) and e.endswith(AUTO_SUFFIX)
+                  and e[len(prefix):-len(AUTO_SUFFIX)].replace("-", "").isdigit())
+    doomed = [os.path.join(folder, e) for e in mine[:max(0, len(mine) - keep)]]
+    if not dry_run:
+        for path in doomed:
+            host.remove_file(path)
+    return doomed
+
+
 # ------------------------------------------------------------------ reading a file
 
 class Export:

@@ -198,3 +198,25 @@ def test_kill_9_during_vmrestore_leaves_nothing_the_next_run_does_not_clean(inst
     assert (said in res.stderr) == and_watchdog, res.stderr
     assert sha(install / "vm" / "copy" / "disk") == sha(web / "disk")
     assert not [d for d in datasets(pool) if "vmrestore-" in d]
+
+
+def test_snap_auto_exports_to_a_folder_keeping_the_newest_n_files(install, env, web, tmp_path):
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    old = [backups / f"web-auto-2025010{d}-0000.kvmexport" for d in (1, 2, 3)]
+    for path in old:
+        path.write_text("an older backup")
+    (backups / "web-notes.txt").write_text("mine")
+    res = cmd(install, env, "snap", "auto", "web", "--export-to", backups, "--keep", "2")
+    assert res.returncode == 0, res.stderr
+    made = [p for p in backups.iterdir() if p.name.startswith("web-auto-2") and p not in old]
+    assert len(made) == 1 and f"exported web@{made[0].name[4:-10]} to {made[0]}" in res.stdout
+    assert sorted(p.name for p in backups.iterdir()) == sorted([old[2].name, made[0].name, "web-notes.txt"])
+    assert f"removed {old[0]}" in res.stdout and f"removed {old[1]}" in res.stdout
+    # the file is a whole export: it restores to the disk of the snapshot
+    assert cmd(install, env, "vmrestore", made[0], "back").returncode == 0
+    assert sha(install / "vm" / "back" / "disk") == sha(web / "disk")
+    for args, needle in ((["--export-to", backups], "--export-to needs --keep N"),
+                         (["--keep", "2"], "--keep N counts export files: give it with --export-to DIR"),
+                         (["--export-to", tmp_path / "nosuch", "--keep", "1"], "no such folder")):
+        one_line_error(cmd(install, env, "snap", "auto", "web", *args), needle, status=2)
