@@ -3,6 +3,7 @@
 import json
 
 from kvm.cli import common
+from kvm.hypervisor import current as hypervisor
 from kvm.conf.reach import of_info
 from kvm.manage import info
 
@@ -26,7 +27,7 @@ def body(args):
     if args.json:
         print(json.dumps(data, indent=1, sort_keys=True))
         return 0
-    rows = info.lines(data)
+    rows = info.lines(data, cleanup=hypervisor().cleanup_hint(vm.run))
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key + ':':<{width + 1}} {value}")

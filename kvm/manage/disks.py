@@ -222,7 +222,7 @@ def add(vm, size, driver="nvme", thick=False, zvol=False):
     running = _running(vm)
     if running:
         return _add(vm, cfg, size, driver, thick, zvol, running=True)
-    with lock.hold_vm(vm.name, "vmdisk add"):
+    with lock.hold_vm(vm.run, "vmdisk add"):
         return _add(vm, cfg, size, driver, thick, zvol, running=False)
 
 
@@ -256,7 +256,7 @@ def _add(vm, cfg, size, driver, thick, zvol, running):
     slot = chosen[0] if chosen else slot
     if not running:
         return Added(name, slot, driver, size)
-    later = hypervisor().disk_add_online(vm.name, vm.config(fresh=True), slot, driver, str(path))
+    later = hypervisor().disk_add_online(vm.run, vm.config(fresh=True), slot, driver, str(path))
     return Added(name, slot, driver, size, online=later is None, later=later or "")
 
 
@@ -291,15 +291,15 @@ def grow(vm, name, size):
             raise UsageError(f"size {size} bytes: a zvol's size must be a whole number of MiB", vm=vm.name)
         if _running(vm):
             raise StateError(f"is running: stop it first to grow zvol disk {disk.id}", vm=vm.name)
-        with lock.hold_vm(vm.name, "vmdisk grow"):
+        with lock.hold_vm(vm.run, "vmdisk grow"):
             zfs.set_volsize(zvol_name(disk.path), size)
         return Grown(disk, size)
     if _running(vm):
-        why = hypervisor().disk_grow_online(vm.name, cfg, disk.slot, disk.driver, disk.path, size)
+        why = hypervisor().disk_grow_online(vm.run, cfg, disk.slot, disk.driver, disk.path, size)
         if why:
             raise StateError(f"is running and {why}: stop it first to grow disk {disk.id}", vm=vm.name)
         return Grown(disk, size, online=True)
-    with lock.hold_vm(vm.name, "vmdisk grow"):
+    with lock.hold_vm(vm.run, "vmdisk grow"):
         host.grow_file(disk.path, size)
     return Grown(disk, size)
 
@@ -319,7 +319,7 @@ def detach(vm, name, destroy=False):
     if _running(vm):
         raise StateError(f"is running: stop it first to detach disk {disk.id} (no hypervisor here "
                          f"unplugs a disk safely)", vm=vm.name)
-    with lock.hold_vm(vm.name, "vmdisk detach"):
+    with lock.hold_vm(vm.run, "vmdisk detach"):
         def change(text):
             if disk.main:
                 return confedit.remove_value(confedit.remove_value(text, "Disk"), "DiskDriver")

@@ -383,7 +383,7 @@ def restore(root, exp, name, force=False, progress=None, say=None):
     info = exp.info
     vmmod.check_name(name)
     target = f"{root.vm_dataset()}/{name}"
-    with lock.hold_vm(name, "vmrestore"):
+    with lock.hold_vm(vmmod.Vm(root, name).run, "vmrestore"):
         if info.get("base"):
             _incremental(root, exp, name, target, progress)
         else:
@@ -408,7 +408,7 @@ def _full(root, exp, name, target, force, progress):
     exists = zfs.lzc_exists(target)
     if exists and not force:
         raise StateError(f"exists: not overwritten (vmrestore --force replaces it, or give another NAME)", vm=name)
-    if exists and vmmod.runtime(name).active:
+    if exists and vmmod.runtime(vmmod.Vm(root, name)).active:
         raise StateError("is running: stop it before vmrestore --force replaces it", vm=name)
     staging = f"{root.dataset()}/{STAGING}{os.getpid()}"
     with txn.Transaction(staging):
@@ -436,7 +436,7 @@ def _incremental(root, exp, name, target, progress):
     base = info["base"]
     if not zfs.lzc_exists(target):
         raise NotFound(f"no VM to apply the increment on {base} to (restore the full export first)", vm=name)
-    if vmmod.runtime(name).active:
+    if vmmod.runtime(vmmod.Vm(root, name)).active:
         raise StateError("is running: stop it before an incremental vmrestore", vm=name)
     plan = []
     for item in info["streams"]:
