@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,26 +62,27 @@ def main():
         env = make_env(sysroot)
         root = f"/{pool}/kvm"
         sh(sys.executable, "-m", "kvm", "kvminst", "-p", pool, "-y", env=env)
-        res = kvm(env, root, "vmcreate", "web", "-y", "--disk-size", f"{args.mib}M", "--no-network",
+        vm = f"bx{uuid.uuid4().hex[:8]}"   # bhyve's names are host-wide: never another root's VM
+        res = kvm(env, root, "vmcreate", vm, "-y", "--disk-size", f"{args.mib}M", "--no-network",
                   "--vnc", "no", "--com", "yes")
         if res.returncode != 0:
             raise SystemExit(f"bench: vmcreate: {res.stderr.strip()}")
-        disk = Path(root) / "vm" / "web" / "disk"
+        disk = Path(root) / "vm" / vm / "disk"
         write_random(disk, args.mib)
-        sh("zfs", "snapshot", f"{pool}/kvm/vm/web@s1")
+        sh("zfs", "snapshot", f"{pool}/kvm/vm/{vm}@s1")
         times = {"zfs send > file": [], "vmexport": [], "zfs receive < file": [], "vmrestore": []}
         for _ in range(args.turns):
-            bare, ours = work / "bare.zs", work / "web.kvmexport"
+            bare, ours = work / "bare.zs", work / f"{vm}.kvmexport"
             with open(bare, "wb") as out:
-                times["zfs send > file"].append(timed(["zfs", "send", f"{pool}/kvm/vm/web@s1"], stdout=out))
-            times["vmexport"].append(timed([sys.executable, "-m", "kvm", "--root", root, "vmexport", "web", ours,
+                times["zfs send > file"].append(timed(["zfs", "send", f"{pool}/kvm/vm/{vm}@s1"], stdout=out))
+            times["vmexport"].append(timed([sys.executable, "-m", "kvm", "--root", root, "vmexport", vm, ours,
                                             "--snapshot", "s1"], env=env))
             with open(bare, "rb") as inp:
                 times["zfs receive < file"].append(timed(["zfs", "receive", f"{pool}/kvm/r"], stdin=inp))
             destroy(f"{pool}/kvm/r")
             times["vmrestore"].append(timed([sys.executable, "-m", "kvm", "--root", root, "vmrestore", ours,
-                                             "copy"], env=env))
-            destroy(f"{pool}/kvm/vm/copy")
+                                             f"{vm}c"], env=env))
+            destroy(f"{pool}/kvm/vm/{vm}c")
             sizes = (bare.stat().st_size, ours.stat().st_size)
             bare.unlink()
             ours.unlink()
