@@ -60,15 +60,57 @@ class Pipeline:
                 process.send_signal(proc.pid, signal.SIGKILL, mutating=False)
 
 
+def _widen(fd, size=CHUNK):
+    """A Linux pipe holds 64 KiB: a wider one means fewer wake-ups (elsewhere, or refused: as is)."""
+    import fcntl
+    try:
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ"), size)
+    except (AttributeError, OSError):
+        pass
+
+
+class Hasher:
+    """sha256 in a thread of its own (hashlib lets go of the GIL on large buffers), so hashing a
+    chunk overlaps writing it and reading the next: one chunk in flight at a time."""
+
+    def __init__(self):
+        from concurrent.futures import ThreadPoolExecutor
+        self.digest, self.pool, self.pending = hashlib.sha256(), ThreadPoolExecutor(1), None
+
+    def update(self, data):
+        if self.pending is not None:
+            self.pending.result()
+        self.pending = self.pool.submit(self.digest.update, data)
+
+    def hexdigest(self):
+        if self.pending is not None:
+            self.pending.result()
+        self.pool.shutdown()
+        return self.digest.hexdigest()
+
+
+def _read_full(fd, size):
+    """Up to `size` bytes from a pipe: reads until that much came or EOF (fewer, larger writes)."""
+    parts, got = [], 0
+    while got < size:
+        data = os.read(fd, size - got)
+        if not data:
+            break
+        parts.append(data)
+        got += len(data)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 def pump_out(argvs, fd, progress=None):
     """The pipeline's output written to fd: (bytes, sha256 hex, [(argv, status, stderr)]).
     An OSError of the write (a full pool) is raised after the pipeline is stopped."""
     pipe = Pipeline(argvs, feed=False)
-    digest, total = hashlib.sha256(), 0
+    digest, total = Hasher(), 0
     try:
         src = pipe.stdout.fileno()
+        _widen(src)
         while True:
-            data = os.read(src, CHUNK)
+            data = _read_full(src, CHUNK)
             if not data:
                 break
             digest.update(data)
@@ -79,6 +121,7 @@ def pump_out(argvs, fd, progress=None):
             if progress:
                 progress(total)
     except BaseException:
+        digest.hexdigest()
         pipe.kill()
         pipe.finish()
         raise
@@ -94,6 +137,7 @@ def pump_in(path, offset, size, argvs, progress=None):
         with open(path, "rb") as fh:
             fh.seek(offset)
             dst = pipe.stdin.fileno()
+            _widen(dst)
             while sent < size:
                 data = fh.read(min(CHUNK, size - sent))
                 if not data:
@@ -115,8 +159,9 @@ def pump_in(path, offset, size, argvs, progress=None):
 
 
 def hash_range(fh, offset, size, progress=None, done=0):
-    """(sha256 hex, bytes read) of [offset, offset+size) of an open binary file."""
-    digest, read = hashlib.sha256(), 0
+    """(sha256 hex, bytes read) of [offset, offset+size) of an open binary file (the next chunk
+    is read while the last one is hashed)."""
+    digest, read = Hasher(), 0
     fh.seek(offset)
     while read < size:
         data = fh.read(min(CHUNK, size - read))

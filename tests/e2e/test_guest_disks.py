@@ -54,3 +54,25 @@ def test_a_disk_added_and_grown_while_the_guest_runs_is_seen_by_it(make_vm):
     assert res.returncode == 1 and "is running and qemu resizes virtio-blk disks online, not nvme" in res.stderr
     assert (vm.dir / "disk").stat().st_size == 64 * MIB and grown["nvme0n1"] == 64 * MIB
     vm.run("stop", "hot", timeout=90)
+
+
+@pytest.mark.slow  # two TCG boots: 40-60 s under load
+def test_an_export_of_a_running_guest_restored_under_another_name_boots_with_what_it_wrote(make_vm, tmp_path):
+    from tests.e2e.conftest import Vm
+    from tests.e2e.test_guest_migrate import MARK, disk_mark, write_through_the_console
+    vm = make_vm("live", "")
+    vm.run("start", "-b", "live")
+    vm.wait_console("KVMGUEST up boot=1")
+    write_through_the_console(vm)                       # the guest writes MARK on its disk, synced
+    out = tmp_path / "live.kvmexport"
+    res = vm.run("vmexport", "live", str(out))
+    assert "the VM keeps running: crash-consistent" in res.stderr
+    assert vm.run("status", "live").stdout.strip() not in ("0", "-1")   # never stopped
+    vm.run("stop", "live", timeout=90)
+    vm.run("vmrestore", str(out), "back")
+    back = Vm(vm.root, vm.env, "back", vm.iso)
+    assert disk_mark(back.disk) == MARK
+    back.run("start", "-b", "back")
+    # the guest's own boot counter, read from the restored disk: its second boot
+    back.wait_console("KVMGUEST up boot=2")
+    back.run("stop", "back", timeout=90)
