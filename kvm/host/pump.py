@@ -174,7 +174,11 @@ def pump_to_file(argvs, fd, progress=None, tick=0.05):
 
 def pump_in(path, offset, size, argvs, progress=None):
     """Bytes [offset, offset+size) of the file at path into the pipeline: [(argv, status, stderr)].
-    A pipeline that ends early (a refused stream) is not an error here: its status says so."""
+    A pipeline that ends early (a refused stream) is not an error here: its status says so.
+    One command alone (`zfs receive`, which reads a stream to its END record and no further) reads
+    the file itself from offset: no copy through this process."""
+    if len(argvs) == 1:
+        return _direct_in(path, offset, argvs[0], progress)
     pipe = Pipeline(argvs, feed=True)
     sent = 0
     try:
@@ -200,6 +204,25 @@ def pump_in(path, offset, size, argvs, progress=None):
         pipe.finish()
         raise
     return pipe.finish()
+
+
+def _direct_in(path, offset, argv, progress, tick=0.05):
+    import time
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        err = tempfile.TemporaryFile()
+        proc = process.spawn(argv, stdin=fh, stderr=err)
+        while proc.poll() is None:
+            time.sleep(tick)
+            if progress:
+                try:
+                    progress(os.lseek(fh.fileno(), 0, os.SEEK_CUR) - offset)
+                except OSError:
+                    pass
+        err.seek(0)
+        out = [(proc.args, proc.returncode, err.read().decode(errors="replace"))]
+        err.close()
+    return out
 
 
 def hash_range(fh, offset, size, progress=None, done=0):
