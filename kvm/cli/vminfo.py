@@ -3,8 +3,8 @@
 import json
 
 from kvm.cli import common
-from kvm.hypervisor import current as hypervisor
 from kvm.conf.reach import of_info
+from kvm.hypervisor import current as hypervisor
 from kvm.manage import info
 
 PROG = "vminfo"
