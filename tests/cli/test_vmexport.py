@@ -165,14 +165,15 @@ def _kill_mid_restore(install, env, out, name, and_watchdog):
         time.sleep(0.02)
     assert os.path.isdir(install / staging), "vmrestore never reached its receive"
     watchdogs = []
-    if and_watchdog:
+    if and_watchdog:   # the staging dataset's watchdog: vmrestore's forked child, named kvm-txn
         for p in os.listdir("/proc"):
             if p.isdigit():
                 try:
-                    args = open(f"/proc/{p}/cmdline", "rb").read().split(b"\0")
+                    stat = open(f"/proc/{p}/stat").read()
                 except OSError:
                     continue
-                if b"kvm.zfs.txn" in args and str(proc.pid).encode() in args:
+                comm, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+                if comm == "kvm-txn" and int(rest[1]) == proc.pid:
                     watchdogs.append(int(p))
         for pid in watchdogs:
             os.kill(pid, signal.SIGKILL)
