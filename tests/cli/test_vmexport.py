@@ -221,3 +221,26 @@ def test_snap_auto_exports_to_a_folder_keeping_the_newest_n_files(install, env, 
                          (["--keep", "2"], "--keep N counts export files: give it with --export-to DIR"),
                          (["--export-to", tmp_path / "nosuch", "--keep", "1"], "no such folder")):
         one_line_error(cmd(install, env, "snap", "auto", "web", *args), needle, status=2)
+
+
+def test_kill_9_during_an_incremental_vmrestore_is_rolled_back_by_the_next_run(install, env, web, tmp_path, pool):
+    full, inc = tmp_path / "full", tmp_path / "inc"
+    assert cmd(install, env, "snap", "create", "web", "s1").returncode == 0
+    export(install, env, "web", full, "--snapshot", "s1")
+    with open(web / "disk", "r+b") as fh:
+        fh.write(os.urandom(64 * MIB))   # an increment that takes a moment
+    export(install, env, "web", inc, "--incremental-from", "s1")
+    assert cmd(install, env, "vmrestore", full, "copy").returncode == 0
+    base = sha(install / "vm" / "copy" / "disk")
+    proc = subprocess.Popen(["./vmrestore", str(inc), "copy"], env=env, cwd=install, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    marked = lambda: subprocess.run(["zfs", "get", "-H", "-o", "source", "kvm:restoring", f"{pool}/kvm/vm/copy"],  # noqa
+                                    capture_output=True, text=True).stdout.strip() == "local"
+    wait_for(marked, what="the increment's receive")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    res = cmd(install, env, "vmrestore", inc, "copy")
+    assert res.returncode == 0, res.stderr
+    assert "copy: rolled back to s1, where a killed incremental vmrestore had left it half-applied" in res.stderr
+    assert sha(install / "vm" / "copy" / "disk") == sha(web / "disk") != base
+    assert not marked()
