@@ -37,7 +37,8 @@ def build_parser():
     p.add_argument("-H", dest="scripted", action="store_true", help="list: no header, tab-separated")
     p.add_argument("-p", dest="parsable", action="store_true", help="list: exact numbers")
     p.add_argument("--json", action="store_true", help="list: JSON")
-    p.add_argument("--keep", type=int, metavar="N", help="prune: how many of the newest snapshots to keep")
+    p.add_argument("--keep", type=int, metavar="N", help="prune: how many of the newest snapshots to keep; "
+                                                         "auto --export-to: how many export files of each VM")
     add_args(p)
     return p
 

@@ -36,6 +36,8 @@ def build_parser():
     p.add_argument("--disk-size", help=f"size of the sparse disk file, e.g. 40G or 40GB (default {DEFAULT_DISK_SIZE}; "
                                        "with --from: the image's)")
     p.add_argument("--no-disk", action="store_true", help="no disk")
+    p.add_argument("--disk-zvol", action="store_true",
+                   help="the disk is a sparse zvol ROOT/vm/NAME/disk (volmode=dev), not a file; not on zfs-fuse")
     p.add_argument("--disk-driver", help="nvme (default), virtio-blk, ahci-hd")
     p.add_argument("--bridge", help=f"the basic network's bridge (default {DEFAULT_BRIDGE})")
     p.add_argument("--tap", help="tap name for the basic network (default tapNAME)")
@@ -190,6 +192,10 @@ def gather(args, notes=None):
     a.disk_size = gather_disk(args, q)
     if a.disk_size:
         a.disk_size = _as_written("disk size", a.disk_size, disk_size(a.disk_size), notes)
+    if getattr(args, "disk_zvol", False):
+        if args.no_disk or args.image:
+            raise UsageError("--disk-zvol cannot be used with --no-disk or --from")
+        a.disk_zvol = True
     if args.disk_driver:
         _check_driver(args.disk_driver)
         a.disk_driver = args.disk_driver

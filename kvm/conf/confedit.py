@@ -74,3 +74,46 @@ def remove_value(text, name):
         else:
             text = text[:line_start] + text[line_end:]
     return text
+
+
+# ------------------------------------------------------------------ Devices items (vmdisk)
+
+_WORD_RE = re.compile(r"""[^\s'"$`\\]*\Z""")
+
+
+def add_item(text, name, item):
+    """Text with `item` appended to the space-separated list NAME (Devices), in the last plain
+    assignment's own quoting, so that `$LAN` and the like stay as written."""
+    found = _plain(text, name)
+    if not found:
+        return set_value(text, name, item)
+    last = found[-1]
+    raw = text[last.start:last.end]
+    head, value = raw[:len(name) + 1], raw[len(name) + 1:]
+    sep = " " if last.value.strip() else ""
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        new = head + value[:-1].rstrip() + sep + item + value[-1]
+    elif _WORD_RE.match(value):
+        new = f"{head}\"{value}{sep}{item}\""
+    else:
+        raise ConfigError(f"{CONF} line {last.line}: cannot add to {name}: not a plain quoted value")
+    return text[:last.start] + new + text[last.end:]
+
+
+def remove_item(text, name, item):
+    """Text without the word `item` in the list NAME (the assignment that holds it literally)."""
+    pattern = re.compile(r"(^|(?<=[\s\"'=]))" + re.escape(item) + r"(?=$|[\s\"'])")
+    for a in reversed(_plain(text, name)):
+        raw = text[a.start:a.end]
+        body = raw[len(name) + 1:]
+        m = pattern.search(body)
+        if not m:
+            continue
+        before, after = body[:m.start()], body[m.end():]
+        if before.endswith(" ") or before.endswith("\t"):
+            before = before.rstrip(" \t")
+        elif after[:1] in (" ", "\t"):
+            after = after.lstrip(" \t")
+        return text[:a.start] + raw[:len(name) + 1] + before + after + text[a.end:]
+    raise ConfigError(f"{CONF}: {name} item '{item}' is not written as such in any plain {name}= line "
+                      f"(it comes from a variable?): edit it with vmedit")

@@ -55,6 +55,7 @@ KNOWN = {
     "Switch": "NICs on kvm switches: TAP=SWITCH[:VLAN] ...",
     "TPM": "swtpm or passthru:/dev/tpmN", "Limits": "resource limits (pcpu= rbps= wbps= riops= wiops= vmem=)",
     "CPUPin": "vCPU:hostCPU pins", "Agent": "yes = guest-agent channel",
+    "Hotplug": "qemu: disks vmdisk may add while the VM runs (ports at slot 27)",
 }
 # names set.conf may not assign: the hooks' own variables (`. "$VMdir/run"` follows set.conf) and
 # what changes which programs sh and the hooks run
@@ -66,7 +67,7 @@ MIN_MEM = 32 * 1024 * 1024
 MAX_MEM = (1 << 64) - 1   # bhyve reads -m into 64 bits (expand_number(3): ERANGE beyond)
 # whole-number settings: (default, lowest, highest)
 RANGES = {"Cores": (1, 1, 255), "RestartMax": (3, 1, 1000), "RestartWindow": (600, 1, 86400 * 7),
-          "StopTimeout": (60, 1, 3600), "wVNC": (1024, 640, 3840), "hVNC": (768, 480, 2160)}
+          "StopTimeout": (60, 1, 3600), "Hotplug": (0, 0, 8), "wVNC": (1024, 640, 3840), "hVNC": (768, 480, 2160)}
 SHARED_FOLDERS = ("iso", "images")   # ROOT's folders whose files every VM may use as disks and ISOs
 ISO_MAGIC_AT = 32769  # ISO 9660's first volume descriptor (sector 16) names its standard here
 ISO_MAGICS = (b"CD001", b"BEA01", b"NSR02", b"NSR03")  # ISO 9660, UDF
@@ -108,6 +109,7 @@ class VmConfig:
     limits: tuple = ()           # Limits: ((name, number), ...) in the order written
     cpu_pin: tuple = ()          # CPUPin: ((vcpu, host cpu), ...)
     agent: bool = False          # Agent=yes: the guest-agent channel
+    hotplug: int = 0             # Hotplug: qemu's hot-plug ports for disks, at HOTPLUG_SLOT
     variables: dict = field(default_factory=dict, compare=False)  # every set.conf value
     warnings: tuple = ()
     unevaluated: dict = field(default_factory=dict, compare=False)  # key -> "line N not evaluated: why"
@@ -422,6 +424,24 @@ def _switch(c, devices):
     return {"nics": nics}
 
 
+HOTPLUG_SLOT = "27"   # Hotplug's PCIe root ports (qemu): functions 0..N-1 of this slot
+
+
+def _hotplug(c, fields):
+    """Hotplug=N: N PCIe root ports at slot 27 (qemu hot-plugs disks into them; bhyve has no
+    hot-plug and ignores it); a Devices item there is refused, as bhyve refuses a slot twice."""
+    count = c.check("Hotplug", whole_number, "Hotplug")
+    if count and fields.get("agent"):
+        c.bad("Hotplug", f"needs slot {HOTPLUG_SLOT} for its hot-plug ports, which Agent=yes takes for the guest "
+                         f"agent's channel: use one of them")
+    if count:
+        taken = [d for d in fields["devices"] if d.slot.split(":")[0] == HOTPLUG_SLOT]
+        if taken:
+            c.bad("Hotplug", f"needs slot {HOTPLUG_SLOT} for its hot-plug ports, which Devices item "
+                             f"'{taken[0].arg()}' uses")
+    return {"hotplug": count}
+
+
 def _restart(c):
     return {"restart_on_fault": _flag(c, "RestartOnFault"),
             "restart_max": c.check("RestartMax", whole_number, "RestartMax"),
@@ -501,6 +521,7 @@ def validate(name, vmdir, values, cpus=None, reading=None, *, startable=False):
         fields.update(checker(c))
     fields.update(_guest(c, fields["cores"], fields["mem_bytes"]))
     _agent_slot(c, fields)
+    fields.update(_hotplug(c, fields))
     unevaluated = dict(reading.unevaluated) if reading else {}
     notes = [f"{CONF}: {key} {note} (shown as kvm reads it without sh)" for key, note in unevaluated.items()]
     notes += [f"{CONF} {note}" for note in (reading.skipped if reading else ())]
@@ -572,6 +593,8 @@ def check_paths(cfg):
     root = os.path.dirname(os.path.dirname(vmdir))
     for key, path, kind in media(cfg):
         real = os.path.realpath(path)
+        if path.startswith("/dev/zvol/") and under(path[len("/dev/zvol"):], vmdir):
+            continue  # a zvol below the VM's own dataset (vmdisk add --zvol, vmcreate --disk-zvol)
         if under(real, vmdir) or not os.path.exists(real):
             continue  # a missing file is the launch's "not found"
         shown = f"{key}={path!r}" if key in ("Disk", "ISO") else key

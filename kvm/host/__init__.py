@@ -16,6 +16,7 @@ from kvm.host.files import (  # noqa: F401
     grow_file,
     make_dirs,
     make_sparse,
+    make_thick,
     read_bounded,
     read_text,
     remove_file,

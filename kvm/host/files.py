@@ -259,6 +259,28 @@ def make_sparse(path, size_bytes):
         raise WriteFailed(f"cannot create {path}: {exc.strerror or exc}") from None
 
 
+def make_thick(path, size_bytes, chunk=1 << 20):
+    """Create a file of the given size with every block written (zeros), refusing to overwrite;
+    a failure (a full pool) removes it. On a compressing filesystem zeros still take no room."""
+    if dry_run():
+        _plan(shlex.join(["dd", "if=/dev/zero", f"of={path}", "bs=1M", f"count={-(-size_bytes // chunk)}"]))
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise WriteFailed(f"cannot create {path}: {exc.strerror or exc}") from None
+    try:
+        zeros, left = bytes(chunk), size_bytes
+        while left > 0:
+            left -= os.write(fd, zeros[:min(chunk, left)])
+        os.fsync(fd)
+    except OSError as exc:
+        os.close(fd)
+        os.unlink(path)
+        raise WriteFailed(f"cannot write {path}: {exc.strerror or exc}") from None
+    os.close(fd)
+
+
 def grow_file(path, size_bytes):
     """Make a file larger, sparsely (never smaller: a shorter size is left alone)."""
     if dry_run():

@@ -7,6 +7,7 @@
     RUN_DIR/ROOT_ID/NAME/qmp        qemu's QMP socket; .../console: its COM1 socket
     RUN_DIR/ROOT_ID/NAME/tpm.sock   swtpm's socket (tpm.pid, tpm.log its pid and log); .../agent:
                                     the guest agent's socket (helper_file gives each)
+    RUN_DIR/ROOT_ID/NAME/ctl        qemu's second QMP socket, for vmdisk while the supervisor holds qmp
     RUN_DIR/ROOT_ID/.root           the root's path, for whoever reads the run dir
     RUN_DIR/host/                   host-wide files: vnc.lock (choosing a VNC port), kvminst.lock...
     VM_FOLDER/NAME.log              a detached supervisor's output
@@ -35,7 +36,8 @@ from kvm.host.process import pid_alive
 LOCK, CONF_LOCK, STATE, STOP, QMP, CONSOLE = "lock", "conf.lock", "state", "stop", "qmp", "console"
 # a VM's helpers (issue 22): swtpm's socket, pid file and log; the guest agent's socket
 TPM_SOCKET, TPM_PID, TPM_LOG, AGENT = "tpm.sock", "tpm.pid", "tpm.log", "agent"
-KINDS = (LOCK, CONF_LOCK, STATE, STOP, QMP, CONSOLE, TPM_SOCKET, TPM_PID, TPM_LOG, AGENT)
+CONTROL = "ctl"   # qemu's second QMP socket (vmdisk, while the supervisor holds the first)
+KINDS = (LOCK, CONF_LOCK, STATE, STOP, QMP, CONSOLE, TPM_SOCKET, TPM_PID, TPM_LOG, AGENT, CONTROL)
 ROOT_FILE = ".root"    # RUN_DIR/ROOT_ID/.root: no VM name starts with a dot
 HOST_DIR = "host"      # RUN_DIR/host: a ROOT_ID always ends in _ and 8 hex digits
 LOG_SUFFIX = ".log"

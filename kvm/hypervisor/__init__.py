@@ -47,6 +47,11 @@ nmdm B side); `console_device(run)` is the guest's side, shown by vminfo.
 new VM, and what to say when there is none. `console_socket(run)` is the unix socket the
 `console` command relays a terminal to (qemu), or None when console_command is exec'd (bhyve).
 
+`disk_add_online(run, cfg, slot, driver, path)` gives a running VM a disk file at once (qemu:
+blockdev-add and device_add behind a Hotplug port); `disk_grow_online(run, cfg, slot, driver, path,
+size)` grows a disk of a running VM (qemu: block_resize; bhyve: the file, which bhyve watches
+for nvme and virtio-blk). Each returns None when done, else the reason it cannot be done now.
+
 `shown(argv) -> str` is a command line as it may be printed or logged: secrets (a VNC password)
 masked. The real process still gets them.
 

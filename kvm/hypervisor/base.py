@@ -53,7 +53,8 @@ class Exit:
 METHODS = ("plan", "prepare_host", "prepare_host_text", "start", "wait", "classify", "power_button",
            "force_off", "destroy", "destroy_text", "cleanup_hint", "is_allocated", "allocated",
            "is_own_process", "find_process", "console_command", "console_device", "shown",
-           "accelerator", "uefi_vars", "console_socket", "firmware_warning", "firmware_here", "tpm_channel")
+           "accelerator", "uefi_vars", "console_socket", "firmware_warning", "firmware_here", "tpm_channel",
+           "disk_add_online", "disk_grow_online")
 
 # every text a backend gives for what commands and files say (class attributes, console_comment(name)):
 # the exit reasons its log calls crashes (crash_reasons), whether vminfo's text names the

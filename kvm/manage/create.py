@@ -42,6 +42,7 @@ class Answers:
     com: bool = False
     iso: str = ""
     image: str = ""        # vmcreate --from: the dataset is a clone of this image's @base
+    disk_zvol: bool = False  # vmcreate --disk-zvol: the main disk is the zvol ROOT/vm/NAME/disk
     cloud_init: object = None  # a cloudinit.Seed to write as seed.iso, or None
     tpm: str = ""          # TPM, Limits, CPUPin as set.conf writes them; Agent=yes
     limits: str = ""
@@ -137,7 +138,7 @@ def render_files(name, a, root_path):
         switch = switchconf.nics_text(switchconf.Nic(tap, sw, vlan) for tap, (sw, vlan) in zip(taps, a.nics))
     hv = hypervisor.current()  # its words in the comments (options, console, exit)
     conf = render("set.conf.j2", root_path, name=name, vmrom=a.loader, boot=a.boot, cores=a.cores,
-                  mem=a.mem, options=a.options, disk=DISK_FILE if a.disk_size or a.image else "",
+                  mem=a.mem, options=a.options, disk=disk_value(name, a, root_path),
                   disk_driver=a.disk_driver, devices=devices, switch=switch, vnc=a.vnc, vnc_addr=a.vnc_addr,
                   com=a.com and config.loader_kind(a.loader) != "grub", iso=a.iso,
                   boot_comment=hv.boot_comment, options_comment=hv.options_comment, options_example=hv.options_example,
@@ -228,6 +229,11 @@ def create(root, name, a):
             host.tighten_mode(vm.dir / DISK_FILE, images.DISK_MODE)  # an image made by an earlier kvm: 0644
             if disk:
                 host.grow_file(vm.dir / DISK_FILE, disk)
+        elif disk and a.disk_zvol:
+            from kvm.manage.disks import ZVOL_PROPS
+            if disk % (1 << 20):
+                raise UsageError(f"disk size '{a.disk_size}': a zvol's size must be a whole number of MiB", vm=name)
+            zfs.create_volume(f"{vm.dataset()}/{DISK_FILE}", disk, props=ZVOL_PROPS)
         elif disk:
             host.make_sparse(vm.dir / DISK_FILE, disk)
         if a.cloud_init is not None:
@@ -236,12 +242,29 @@ def create(root, name, a):
     return vm, cfg
 
 
+def disk_value(name, a, root_path):
+    """Disk= of a new VM: the file `disk`, or the device of its zvol ROOT/vm/NAME/disk."""
+    if not (a.disk_size or a.image):
+        return ""
+    if a.disk_zvol:
+        return zfs.zvol_device(zvol_dataset(root_path, name))
+    return DISK_FILE
+
+
+def zvol_dataset(root_path, name):
+    """ROOT/vm/NAME/disk: the zvol of --disk-zvol, by the root's dataset (its mountpoint's)."""
+    from kvm.vm.root import Root
+    return f"{Root(root_path).vm_dataset()}/{name}/{DISK_FILE}"
+
+
 def summary(name, a, vm_dir):
     """The lines telling what create() will make of these answers (vmcreate shows them and asks)."""
     kind = config.loader_kind(a.loader) or a.loader
     disk = "none"
     if a.image:
         disk = f"clone of image {a.image}" + (f", grown to {a.disk_size}" if a.disk_size else "")
+    elif a.disk_size and a.disk_zvol:
+        disk = f"{a.disk_size}, sparse zvol {DISK_FILE} (volmode=dev)"
     elif a.disk_size:
         disk = f"{a.disk_size}, sparse file {DISK_FILE}"
     if disk != "none":

@@ -112,6 +112,40 @@ def inherit_prop(name, prop):
     run(["inherit", prop, name], name)
 
 
+ZVOL_DEVICES = "/dev/zvol/"   # where a zvol's device is, on FreeBSD and (udev) Linux
+
+
+class NoZvols(ZFSError):
+    """This ZFS makes no volumes (zfs-fuse has none)."""
+
+
+def create_volume(name, size, sparse=True, props=None):
+    """zfs create [-s] -V SIZE [-o PROP=VALUE]... NAME: a zvol (sparse: no refreservation).
+    NoZvols when this ZFS cannot make one (zfs-fuse)."""
+    check_name(name)
+    opts = [x for key, value in (props or {}).items() for x in ("-o", f"{key}={value}")]
+    try:
+        run(["create", *(["-s"] if sparse else []), "-V", str(size), *opts, name], name)
+    except ZFSError as exc:
+        low = str(exc).lower()
+        # zfs-fuse: "invalid property 'volmode'" (every ZFS with zvols knows volmode), and
+        # without it an abort, "Function not implemented"
+        if isinstance(exc, PropertyInvalid) or "not implemented" in low or "not supported" in low:
+            raise NoZvols(f"this ZFS makes no zvols (zfs-fuse has none: zfs create -V said "
+                          f"'{exc.message.split(': ', 1)[-1]}'); use a file disk", name) from None
+        raise
+
+
+def zvol_device(name):
+    """The device path of zvol `name`."""
+    return ZVOL_DEVICES + name
+
+
+def set_volsize(name, size):
+    """zfs set volsize=SIZE NAME (a zvol grows; ZFS refuses a shrink below what is written too)."""
+    run(["set", f"volsize={size}", name], name)
+
+
 def destroy_recursive(name, tries=5):
     """zfs destroy -r name: the dataset, its children and snapshots (see _retry_busy)."""
     _retry_busy(lambda: run(["destroy", "-r", name], name), name, tries)

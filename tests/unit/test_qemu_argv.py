@@ -23,7 +23,8 @@ def plan(name, text, **kw):
 
 
 def qmp(name):
-    return ["-qmp", f"unix:{RUN}/{name}/qmp,server=on,wait=off"]
+    """The supervisor's QMP socket, then the control socket vmdisk uses while the VM runs."""
+    return ["-qmp", f"unix:{RUN}/{name}/qmp,server=on,wait=off", "-qmp", f"unix:{RUN}/{name}/ctl,server=on,wait=off"]
 
 
 def test_uefi_nvme_disk_com():
@@ -86,7 +87,7 @@ def test_devices_nics_rng_disks_passthru_at_their_slots():
     p = plan("pf", 'VMrom="uefi"\nVMoptions="S"\nDevices="3,virtio-net,tap0,mac=58:9c:fc:01:02:03 '
                    '4,e1000,tap1 5,virtio-rnd 6,ahci-cd,/iso/a.iso 7,virtio-blk,data.img,ro '
                    '8:1,nvme,/dev/zvol/tank/n,nocache 9,passthru,3/0/0"\n')
-    argv = p.argv[p.argv.index("-display") + 2:-2]
+    argv = p.argv[p.argv.index("-display") + 2:-4]
     assert argv == [
         "-netdev", "tap,id=dev3,ifname=tap0,script=no,downscript=no",
         "-device", "virtio-net-pci,netdev=dev3,bus=pcie.0,addr=0x3,mac=58:9c:fc:01:02:03",
@@ -157,3 +158,13 @@ def test_the_plan_names_its_vm_and_the_console_log_qemu_writes():
         in p.argv
     assert plan("web", 'VMrom="uefi"\n', console_log=f"{VMDIR}/web/console.log").log is None  # no COM: no log
     assert p.argv[1:3] == ["-name", qemu.process_name("web")] == ["-name", "web,process=qemu:web"]
+
+
+def test_hotplug_ports_at_slot_27_and_drive_ids_for_qmp():
+    argv = plan("hp", 'VMrom="uefi"\nHotplug=2\nDisk="disk"\nDevices="4,virtio-blk,disk1"\n').argv
+    ports = [argv[i + 1] for i, a in enumerate(argv) if a == "-device" and argv[i + 1].startswith("pcie-root-port")]
+    assert ports == ["pcie-root-port,id=hotplug0,chassis=1,bus=pcie.0,addr=0x1b.0,multifunction=on",
+                     "pcie-root-port,id=hotplug1,chassis=2,bus=pcie.0,addr=0x1b.1"]
+    assert "if=none,id=dev4,format=raw,file=/tank/kvm/vm/hp/disk1" in argv   # block_resize's device=dev4
+    assert (qemu.drive_id("1"), qemu.drive_id("4"), qemu.drive_id("8:1")) == ("disk0", "dev4", "dev8_1")
+    assert not any("pcie-root-port" in a for a in plan("no", 'VMrom="uefi"\n').argv)   # none by default

@@ -80,10 +80,21 @@ def secrets_args(cfg, secrets):
 
 
 def device_args(cfg):
+    """Each Devices item as written, but a disk or CD file given relative to the VM folder made
+    absolute (bhyve would open it relative to its own working folder)."""
     out = []
     for dev in cfg.devices:
-        out += ["-s", dev.arg()]
+        out += ["-s", absolute_item(cfg, dev)]
     return out
+
+
+def absolute_item(cfg, dev):
+    path = dev.path
+    if dev.kind not in ("disk", "cdrom") or not path or path.startswith("/"):
+        return dev.arg()
+    full = str(Path(cfg.vmdir) / path)
+    conf = dev.conf.replace(path, full, 1)
+    return ",".join(x for x in (dev.slot, dev.emulation, conf) if x)
 
 
 def bootrom_args(cfg, rom):

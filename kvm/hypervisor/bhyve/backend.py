@@ -225,6 +225,22 @@ class Bhyve:
         text = describe(code) + f" (exit {code})" if code >= 0 else describe(code)
         return Exit(code=code, reason=classify(code), text=text)
 
+    # ---------------------------------------------------------------- disks while the VM runs
+    # bhyve (FreeBSD 13+) watches a disk's backing file (kevent, NOTE_ATTRIB) for nvme and
+    # virtio-blk and tells the guest its new size (pci_nvme_resized, pci_vtblk_resized); ahci
+    # does not, and bhyve has no PCI hot-plug.
+    RESIZE_ONLINE = ("nvme", "virtio-blk")
+
+    def disk_add_online(self, run, cfg, slot, driver, path):
+        return "bhyve has no PCI hot-plug"
+
+    def disk_grow_online(self, run, cfg, slot, driver, path, size):
+        """nvme and virtio-blk: the file is grown and bhyve tells the guest (None: done)."""
+        if driver not in self.RESIZE_ONLINE:
+            return f"bhyve resizes nvme and virtio-blk disks online, not {driver}"
+        host.grow_file(path, size)
+        return None
+
     def power_button(self, run, pid):
         """bhyve turns SIGTERM into the ACPI power button."""
         host.send_signal(pid, signal.SIGTERM)

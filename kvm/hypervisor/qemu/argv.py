@@ -19,7 +19,7 @@ from pathlib import Path
 
 from kvm.errors import ConfigError
 from kvm.host.record import record
-from kvm.host.runfiles import AGENT, CONSOLE, QMP, TPM_SOCKET
+from kvm.host.runfiles import AGENT, CONSOLE, CONTROL, QMP, TPM_SOCKET
 from kvm.hypervisor.qemu import qmp
 
 BINARY = "qemu-system-x86_64"
@@ -40,9 +40,13 @@ SHUTDOWN_REASONS = {
     qmp.GUEST_PANIC: "fault", qmp.HOST_ERROR: "error"}
 
 
-# The run files of a VM, in its run folder: its QMP socket and its COM1 socket (runfiles' kinds).
-SOCKETS = {"qmp": QMP, "console": CONSOLE, "tpm": TPM_SOCKET, "agent": AGENT}
+# The run files of a VM, in its run folder (runfiles' kinds): its QMP socket (the supervisor's
+# session), its COM1 socket, `ctl`, a second QMP socket for commands while the supervisor holds
+# the first (vmdisk: hot-plug, block_resize; qemu serves one client per monitor), swtpm's and the
+# guest agent's sockets.
+SOCKETS = {"qmp": QMP, "console": CONSOLE, "control": CONTROL, "tpm": TPM_SOCKET, "agent": AGENT}
 SOCKET_MAX = 107  # bytes of a unix socket's path (sun_path, less its NUL)
+HOTPLUG_PORT = "hotplug{}"   # id of hot-plug port N (Hotplug=): a pcie-root-port at slot 27, function N
 COM_ID = "com1"  # the chardev COM1 is on
 AGENT_NAME = "org.qemu.guest_agent.0"   # the virtio-serial port name qemu-guest-agent looks for
 AGENT_SLOT = 27   # config.AGENT_SLOT: the virtio-serial controller of the agent's port
@@ -71,8 +75,8 @@ class Plan:
 
 
 def run_files(run_folder):
-    """(qmp socket, console socket) in a VM's run folder."""
-    return str(Path(run_folder) / SOCKETS["qmp"]), str(Path(run_folder) / SOCKETS["console"])
+    """(qmp socket, console socket, control socket) in a VM's run folder."""
+    return tuple(str(Path(run_folder) / SOCKETS[what]) for what in ("qmp", "console", "control"))
 
 
 def guest_files(run_folder):
@@ -87,13 +91,14 @@ def process_name(name):
 
 
 def plan(cfg, *, sockets, code=None, accel="tcg", vnc_port=None, binary=BINARY, console_log=None, guest=None):
-    """The launch plan of a validated config; sockets: (QMP socket, COM1 socket) paths, in the
+    """The launch plan of a validated config; sockets: (QMP socket, COM1 socket[, control socket])
+    paths, in the
     VM's run folder (run_files); `code` is the OVMF code file (VMrom=uefi); console_log: where
     qemu appends all the guest prints on COM1 (also with nobody attached); guest: (swtpm
     socket, agent socket) paths (guest_files), needed with TPM=swtpm or Agent=yes."""
     if not cfg.loader:
         raise ConfigError("VMrom is not set in set.conf (uefi, grub or a loader path)", vm=cfg.name)
-    qmp_socket, console = map(str, sockets)
+    qmp_socket, console, *control = map(str, sockets)
     notes = []
     argv = [binary, "-name", process_name(cfg.name), "-no-user-config", "-nodefaults",
             "-machine", "q35", "-accel", accel] + (["-cpu", "host"] if accel == "kvm" else [])
@@ -101,8 +106,10 @@ def plan(cfg, *, sockets, code=None, accel="tcg", vnc_port=None, binary=BINARY, 
     argv += ["-action", "reboot=shutdown", "-action", "panic=shutdown", "-device", "pvpanic"]
     argv += firmware_args(cfg, code) + disk_args(cfg) + iso_args(cfg) + com_args(cfg, console, console_log)
     tpm_socket, agent_socket = map(str, guest) if guest else (None, None)
-    argv += vnc_args(cfg, vnc_port) + device_args(cfg) + tpm_args(cfg, tpm_socket) + agent_args(cfg, agent_socket)
+    argv += vnc_args(cfg, vnc_port) + device_args(cfg) + hotplug_args(cfg) + tpm_args(cfg, tpm_socket) + \
+        agent_args(cfg, agent_socket)
     argv += ["-qmp", f"unix:{qmp_socket},server=on,wait=off"]
+    argv += ["-qmp", f"unix:{control[0]},server=on,wait=off"] if control else []
     # paused until `cont`: the VNC password set, a VNC client come, vCPUs pinned, limits applied
     paused = cfg.vnc == "wait" or bool(cfg.vnc and cfg.vnc_password) or bool(cfg.cpu_pin or cfg.limits)
     if paused:
@@ -233,10 +240,20 @@ def disk_device(cfg, slot, kind, path, ident, *, readonly=False, direct=False, e
                       vm=cfg.name)
 
 
+MAIN_DISK_ID = "disk0"
+
+
+def drive_id(slot):
+    """The id of the drive (and of its device) at a bhyve slot: disk0 for the main disk (slot 1),
+    devN (devN_F for N:F) for a Devices item: what QMP's block_resize and device_add name."""
+    slot = str(slot)
+    return MAIN_DISK_ID if slot == "1" else "dev" + slot.replace(":", "_")
+
+
 def disk_args(cfg):
     if not cfg.disk:
         return []
-    return disk_device(cfg, 1, cfg.disk_driver, cfg.disk, "disk0", extra=_bootindex(cfg, "hd"))
+    return disk_device(cfg, 1, cfg.disk_driver, cfg.disk, MAIN_DISK_ID, extra=_bootindex(cfg, "hd"))
 
 
 def iso_args(cfg):
@@ -272,6 +289,24 @@ def vnc_args(cfg, port):
     return out
 
 
+def hotplug_args(cfg):
+    """Hotplug=N: N PCIe root ports at slot 27, functions 0..N-1 (q35's root bus pcie.0 takes
+    no hot-plug: a disk vmdisk adds while the VM runs goes behind a free port; at the next
+    boot it sits at its own Devices slot like any other)."""
+    from kvm.conf.config import HOTPLUG_SLOT
+    out = []
+    for n in range(cfg.hotplug):
+        multi = ",multifunction=on" if n == 0 and cfg.hotplug > 1 else ""
+        out += ["-device", f"pcie-root-port,id={HOTPLUG_PORT.format(n)},chassis={n + 1},"
+                           f"{pci(f'{HOTPLUG_SLOT}:{n}')}{multi}"]
+    return out
+
+
+def hotplug_ports(count):
+    """The ids of the hot-plug ports of a VM with Hotplug=count, in the order they are filled."""
+    return [HOTPLUG_PORT.format(n) for n in range(count)]
+
+
 def device_args(cfg):
     out = []
     for dev in cfg.devices:
@@ -281,7 +316,7 @@ def device_args(cfg):
 
 def device(cfg, dev):
     """One Devices item -> qemu arguments, or a ConfigError naming the item."""
-    ident = "dev" + dev.slot.replace(":", "_")
+    ident = drive_id(dev.slot)
     if dev.emulation in ("virtio-net", "e1000"):
         return nic_args(cfg, dev, ident)
     if dev.emulation == "virtio-rnd":

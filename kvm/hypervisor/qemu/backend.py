@@ -56,7 +56,7 @@ OWN_SOCKETS = ("qmp", "console", "agent")   # made by qemu, removed once it is g
 
 def used_sockets(cfg):
     """The run-dir sockets a launch of cfg uses."""
-    return ["qmp", "console"] + (["tpm"] if cfg.tpm and cfg.tpm.kind == "swtpm" else []) + \
+    return ["qmp", "console", "control"] + (["tpm"] if cfg.tpm and cfg.tpm.kind == "swtpm" else []) + \
         (["agent"] if cfg.agent else [])
 
 
@@ -190,7 +190,7 @@ class Qemu:
         code = find_code(cfg, ctx.root, ctx.strict) if cfg.loader == "uefi" else None
         if ctx.strict:
             check_socket_paths(ctx.run, cfg.name, used_sockets(cfg))
-        sockets = (run_file(ctx.run, "qmp"), run_file(ctx.run, "console"))
+        sockets = (run_file(ctx.run, "qmp"), run_file(ctx.run, "console"), run_file(ctx.run, "control"))
         detail = qemu.plan(cfg, sockets=sockets, code=code, accel=self.accelerator(),
                            vnc_port=ctx.vnc_port, console_log=console_log(cfg.vmdir) if cfg.com else None,
                            guest=(run_file(ctx.run, "tpm"), run_file(ctx.run, "agent")))
@@ -293,6 +293,66 @@ class Qemu:
             return live.qmp.execute(command)
         with Qmp.connect(run_file(run, "qmp"), timeout=2) as session:
             return session.execute(command)
+
+    # ---------------------------------------------------------------- disks while the VM runs
+    HOTPLUG_DRIVERS = {"nvme": "nvme", "virtio-blk": "virtio-blk-pci"}
+
+    def _control(self, run):
+        """A QMP session on the VM's control socket (the supervisor holds the first one)."""
+        path = run_file(run, "control")
+        if not os.path.exists(path):
+            raise QmpError(f"no QMP control socket {path} (the VM was started by an older kvm: "
+                           f"it applies at the next start)", vm=run.name)
+        return Qmp.connect(path, timeout=5)
+
+    def disk_add_online(self, run, cfg, slot, driver, path):
+        """Hot-plug a disk file behind the first free hot-plug port (Hotplug=N): blockdev-add,
+        then device_add. None when the guest has it now, else why it waits for the next boot."""
+        if not cfg.hotplug:
+            return "the VM has no hot-plug ports (Hotplug=N in set.conf, from the next start)"
+        model = self.HOTPLUG_DRIVERS.get(driver)
+        if model is None:
+            return f"qemu hot-plugs nvme and virtio-blk disks, not {driver}"
+        ident = qemu.drive_id(slot)
+        with self._control(run) as session:
+            session.execute(protocol.BLOCKDEV_ADD, {"driver": "raw", "node-name": ident,
+                                                    "file": {"driver": "host_device" if str(path).startswith("/dev/") else "file",
+                                                             "filename": str(path)}})
+            extra = {"serial": ident} if driver == "nvme" else {}
+            for port in qemu.hotplug_ports(cfg.hotplug):
+                try:
+                    session.execute(protocol.DEVICE_ADD, {"driver": model, "id": ident, "drive": ident,
+                                                          "bus": port, **extra})
+                    return None
+                except QmpError as exc:
+                    last = exc.message
+                    if "not available" not in last and "in use" not in last and "occupied" not in last:
+                        break
+            try:
+                session.execute(protocol.BLOCKDEV_DEL, {"node-name": ident})
+            except QmpError:
+                pass
+        if "not available" in last or "in use" in last or "occupied" in last:
+            return f"its {cfg.hotplug} hot-plug port(s) are taken (Hotplug={cfg.hotplug})"
+        raise QmpError(last, vm=run.name)
+
+    # what block_resize can grow under a running guest: virtio-blk tells the guest (a config
+    # change). qemu 7.2's nvme refuses it (its controller and namespace both hold the node and
+    # do not share 'resize'), and ide-hd (ahci-hd) has no way to tell the guest.
+    RESIZE_ONLINE = ("virtio-blk",)
+
+    def disk_grow_online(self, run, cfg, slot, driver, path, size):
+        """QMP block_resize of the drive at `slot` (qemu grows the raw file itself and tells the
+        guest). None when done, else why it cannot be done while the VM runs."""
+        if driver not in self.RESIZE_ONLINE:
+            return f"qemu resizes virtio-blk disks online, not {driver}"
+        ident = qemu.drive_id(slot)
+        with self._control(run) as session:
+            try:
+                session.execute(protocol.BLOCK_RESIZE, {"device": ident, "size": size})
+            except QmpError:   # a hot-plugged disk has no drive of that name, only its node
+                session.execute(protocol.BLOCK_RESIZE, {"node-name": ident, "size": size})
+        return None
 
     def power_button(self, run, pid):
         """QMP system_powerdown: the ACPI power button."""

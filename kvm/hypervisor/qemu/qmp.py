@@ -25,6 +25,10 @@ POWERDOWN = "system_powerdown"        # the ACPI power button
 QUIT = "quit"                         # qemu ends at once
 SET_VNC_PASSWORD = "change-vnc-password"
 QUERY_CPUS = "query-cpus-fast"        # each vCPU's cpu-index and host thread-id
+BLOCKDEV_ADD = "blockdev-add"         # a block node (vmdisk add on a running VM)
+BLOCKDEV_DEL = "blockdev-del"
+DEVICE_ADD = "device_add"             # a device on that node, behind a hot-plug port
+BLOCK_RESIZE = "block_resize"         # grows a disk and its raw file (vmdisk grow on a running VM)
 # Events:
 SHUTDOWN = "SHUTDOWN"                 # the guest or the host ended it: data.reason says why
 VNC_CONNECTED = "VNC_CONNECTED"       # a VNC client came
