@@ -118,6 +118,7 @@ class Linux(Platform):
         from kvm.platform.linux_net import NET
         return NET
 
+    @staticmethod
     def apply_limits(name, key, pid, limits):
         """Limits on the hypervisor's pid: a cgroup per VM (kvm/platform/cgroups.py); log lines."""
         from kvm.platform import cgroups

@@ -132,10 +132,11 @@ def _stop_supervised(vm, rt, timeout, force, progress=None):
     return vmmod.read_state(vm).get("stop_method") or "stopped"
 
 
-def vm_agent(vm):
-    """Agent=yes in set.conf (False when it cannot be read: a stop must not fail on it)."""
+def vm_agent(vm, fresh=False):
+    """Agent=yes in set.conf (False when it cannot be read: a stop must not fail on it); fresh: as
+    vm_timeout's (a command reads set.conf once: the read that gave its timeout)."""
     try:
-        return vm.config(fresh=True).agent
+        return vm.config(fresh=fresh).agent
     except KvmError:
         return False
 

@@ -318,7 +318,7 @@ class Supervisor:
             if self.stop and steps is None:
                 steps = power.sequence(self.hv, self.vm.run, proc.pid,
                                        self.stop.get("timeout") or power.vm_timeout(self.vm, fresh=True),
-                                       self.stop.get("force"), agent=power.vm_agent(self.vm))
+                                       self.stop.get("force"), agent=power.vm_agent(self.vm, fresh=True))
                 deadline = self.next_step(steps)
             self.in_wait = True
             try:

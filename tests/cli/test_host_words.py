@@ -3,6 +3,7 @@ hypervisor (its name, console, options) in use: on FreeBSD with bhyve byte for b
 always said (golden files, tests/unit/golden/freebsd/), on Linux with qemu none of FreeBSD's
 words (rc.d, sysrc, cu, nmdm, bhyve's flags where qemu reads none of them)."""
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -40,7 +41,10 @@ def neutral(text, env, root=None, pool=None):
 
 
 def golden(name, text):
+    """text must equal the golden file; GOLDEN_UPDATE=1 rewrites it instead (review with git diff)."""
     path = GOLDEN / name
+    if os.environ.get("GOLDEN_UPDATE") == "1":
+        path.write_text(text)
     assert text == path.read_text(), f"{name} differs from {path}:\n{text}"
 
 

@@ -106,7 +106,7 @@ def test_qemu_golden_every_key():
         "-chardev", f"socket,id=qga0,path={RUN}/win/agent,server=on,wait=off",
         "-device", "virtio-serial-pci,id=vser0,bus=pcie.0,addr=0x1b",
         "-device", "virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0",
-        "-qmp", f"unix:{RUN}/win/qmp,server=on,wait=off", "-S"]
+        "-qmp", f"unix:{RUN}/win/qmp,server=on,wait=off", "-qmp", f"unix:{RUN}/win/ctl,server=on,wait=off", "-S"]
     # paused (-S) so that the vCPUs are pinned and the limits applied before the guest runs
     assert (p.paused, p.wait_vnc, p.tpm, p.agent) == (True, False, f"{RUN}/win/tpm.sock", f"{RUN}/win/agent")
     assert (p.cpu_pin, p.limits) == (((0, 1), (1, 0)), cfg(WIN).limits)
