@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from kvm import host
-from kvm.errors import PermissionDenied, StateError
+from kvm.errors import PermissionDenied, Refused, StateError
 from kvm.host import paths
 
 HOST_DIR = "host"          # host-wide files: RUN_DIR/host/...
@@ -249,8 +249,8 @@ def hold_vm(name, what):
 
 def _refuse(name, path, found):
     if not found[1]:
-        raise StateError(f"is running ({describe_holder(found)} holds {path}): stop it first", vm=name)
-    raise StateError(f"is busy: {describe_holder(found)} holds {path}; try again when it is done", vm=name)
+        raise Refused(f"is running ({describe_holder(found)} holds {path}): stop it first", vm=name)
+    raise Refused(f"is busy: {describe_holder(found)} holds {path}; try again when it is done", vm=name)
 
 
 _stop_planned = set()   # the VMs a dry run planned to stop
@@ -294,6 +294,6 @@ def hold_config(name, what):
     got = try_acquire(path, f"{os.getpid()} {what}\n", tries=CONF_TRIES)
     if got is None:
         found = holder(path) or (0, "")
-        raise StateError(f"set.conf is being changed: {describe_holder(found)} holds {path}; try again",
+        raise Refused(f"set.conf is being changed: {describe_holder(found)} holds {path}; try again",
                          vm=name)
     return got

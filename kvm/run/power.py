@@ -14,7 +14,7 @@ import time
 
 from kvm import host
 from kvm import vm as vmmod
-from kvm.errors import KvmError, StateError
+from kvm.errors import KvmError, NothingToDo, Refused, StateError
 from kvm.host import runfiles
 from kvm.host.lock import plan_stopped
 from kvm.hypervisor import current as hypervisor
@@ -100,7 +100,7 @@ def stop_vm(vm, timeout=None, force=False, progress=None):
     if rt.allocated:
         hypervisor().destroy(vm.name)
         return "cleaned"
-    raise StateError("is not running", vm=vm.name)
+    raise NothingToDo("is not running", vm=vm.name)
 
 
 def _stop_supervised(vm, rt, timeout, force, progress=None):
@@ -140,6 +140,6 @@ def ensure_stopped(vm, force_flag, prog_hint):
     if not (rt.active or rt.allocated):
         return None
     if not force_flag:
-        raise StateError(f"is running (pid {rt.bhyve or rt.supervisor}): stop it first, or use {prog_hint} -f",
+        raise Refused(f"is running (pid {rt.bhyve or rt.supervisor}): stop it first, or use {prog_hint} -f",
                          vm=vm.name)
     return stop_vm(vm)

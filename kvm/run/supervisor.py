@@ -18,7 +18,7 @@ import time
 from kvm import host
 from kvm import vm as vmmod
 from kvm.conf import edit, hooks
-from kvm.errors import KvmError, StateError
+from kvm.errors import KvmError, NothingToDo, Refused, StateError
 from kvm.host import lock as lockmod
 from kvm.hypervisor import Exit, LaunchFailed
 from kvm.hypervisor import current as hypervisor
@@ -61,9 +61,9 @@ def acquire_lock(name, inherited_fd=None):
     if got is None:
         found = lockmod.holder(path) or (0, "")
         if found[1]:
-            raise StateError(f"is busy: {lockmod.describe_holder(found)} holds {path}; try again when it "
+            raise Refused(f"is busy: {lockmod.describe_holder(found)} holds {path}; try again when it "
                              f"is done", vm=name)
-        raise StateError(f"already running ({lockmod.describe_holder(found)} holds {path})", vm=name)
+        raise NothingToDo(f"already running ({lockmod.describe_holder(found)} holds {path})", vm=name)
     return got
 
 
@@ -114,7 +114,7 @@ class Supervisor:
         try:
             rt = vmmod.runtime(self.vm)
             if rt.bhyve:
-                raise StateError(f"{self.hv.name} pid {rt.bhyve} still runs this VM without a supervisor: "
+                raise Refused(f"{self.hv.name} pid {rt.bhyve} still runs this VM without a supervisor: "
                                  f"`stop {self.name}` powers it off", vm=self.name)
             power.clear_request(self.name)
             # root: run state and locks are per name on a host; vmsend --local tells two roots apart

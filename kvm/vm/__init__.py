@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from kvm import host, zfs
-from kvm.errors import ConfigError, KvmError, NotFound, StateError, UsageError
+from kvm.errors import ConfigError, KvmError, NotFound, Refused, UsageError
 from kvm.host import lock, paths, runfiles
 from kvm.hypervisor import current as hypervisor
 
@@ -119,7 +119,7 @@ def _mount_unless_busy(vm):
     has unmounted (zfs-fuse's rollback, a busy rename) is its business: refuse, never race it."""
     found = lock.holder(lock_path(vm.name))
     if found is not None and found[0] != os.getpid():
-        raise StateError(f"is busy: {lock.describe_holder(found)} is working on its dataset; "
+        raise Refused(f"is busy: {lock.describe_holder(found)} is working on its dataset; "
                          f"try again when it is done", vm=vm.name)
     if found is not None:
         zfs.mount_if_there(vm.dataset())
