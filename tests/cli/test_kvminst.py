@@ -253,6 +253,9 @@ def test_a_plain_pip_install_carries_everything_kvminst_needs(pool, env, tmp_pat
     where = subprocess.run([str(prefix / "bin" / "python"), "-c", "import kvm; print(kvm.__file__)"],
                            env=env, capture_output=True, text=True, cwd="/")
     assert where.stdout.startswith(str(prefix / "lib")), where
+    schemas = subprocess.run([str(prefix / "bin" / "python"), "-c", "import os, kvm.cli.jsonout as j; "
+                              "print(sorted(os.listdir(j.schema_dir())))"], env=env, capture_output=True, text=True, cwd="/")
+    assert "'vminfo.json'" in schemas.stdout and "'error.json'" in schemas.stdout, schemas  # the --json contract
     help_ = subprocess.run([str(prefix / "bin" / "vmimport"), "--help"], env=env, capture_output=True, text=True)
     assert help_.returncode == 0 and "--from" in help_.stdout, help_.stderr  # kvm.importers is packaged
     destroy_dataset(f"{pool}/kvm")
