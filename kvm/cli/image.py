@@ -26,7 +26,7 @@ def build_parser():
     p.add_argument("--snapshot", help="publish: the VM's snapshot to publish (default: a new one)")
     p.add_argument("-H", dest="scripted", action="store_true", help="list: no header, tab-separated")
     p.add_argument("--json", action="store_true", help="list: JSON; import, publish: the image made as JSON; "
-                                                       "any verb: an error as a JSON object")
+                                                       "destroy: what it destroyed; any verb: an error as JSON")
     return p
 
 
@@ -73,8 +73,10 @@ def body(args):
         (name,) = _want(args, 1, "NAME")
         dataset = images.destroy(root, name)
         done, would = f"destroyed image {name} ({dataset})", f"would destroy image {name} ({dataset})"
-        values = {}
-    if args.json and args.verb != "destroy":
+        if args.json:
+            jsonout.emit({"name": name, "dataset": dataset, "destroyed": True, "dry_run": bool(args.dry_run)})
+            return 0
+    if args.json:
         jsonout.emit(made_json(root, name, values, args.dry_run), indent=2)
         return 0
     common.said(args, done, would)

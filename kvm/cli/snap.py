@@ -35,7 +35,8 @@ def build_parser():
     p.add_argument("-H", dest="scripted", action="store_true", help="list: no header, tab-separated")
     p.add_argument("-p", dest="parsable", action="store_true", help="list: exact numbers")
     p.add_argument("--json", action="store_true",
-                   help="list: JSON; create: the snapshot made as JSON; any verb: an error as a JSON object")
+                   help="list: JSON; create: the snapshot made as JSON; destroy, rollback, prune: the snapshots "
+                        "destroyed as JSON; any verb: an error as a JSON object")
     p.add_argument("--keep", type=int, metavar="N", help="prune: how many of the newest snapshots to keep")
     add_args(p)
     return p
@@ -108,6 +109,9 @@ def do_destroy(vm, args):
                     common.info("Nothing done.")
                     return 1
         names = snap.destroy(vm, cfg, args.snap, destroy_dependents if args.recursive else None)
+    if args.json:
+        jsonout.emit({"vm": vm.name, "destroyed": list(names), "dry_run": bool(args.dry_run)})
+        return 0
     for name in names:
         common.said(args, f"destroyed {vm.name}@{name}", f"would destroy {vm.name}@{name}")
     return 0
@@ -126,6 +130,10 @@ def do_rollback(vm, args):
                 common.info("Nothing done.")
                 return 1
         snap.rollback(vm, have, target, newer)
+    if args.json:
+        jsonout.emit({"vm": vm.name, "name": target.name, "destroyed": [s.name for s in newer],
+                      "dry_run": bool(args.dry_run)})
+        return 0
     common.said(args, f"{vm.name}: rolled back to {target.name}", f"{vm.name}: would roll back to {target.name}")
     return 0
 
@@ -157,18 +165,19 @@ def do_prune(vm, args):
         raise UsageError("prune needs --keep N (N >= 0)", vm=vm.name)
     with snap.hold(vm, "snap prune", running_ok=True):
         _, doomed = snap.prune_plan(vm, vm.config(), args.keep)
+        said = {"vm": vm.name, "destroyed": [s.name for s in doomed], "kept": args.keep, "dry_run": bool(args.dry_run)}
         if not doomed:
             common.info(f"{vm.name}: nothing to prune (keeping {args.keep})")
-            return 0
-        for s in doomed:
+            return jsonout.emit(said) if args.json else 0
+        for s in doomed if not args.json else ():
             print(f"would destroy {vm.name}@{s.name}" if args.dry_run else f"destroy {vm.name}@{s.name}")
         if args.dry_run:
-            return 0
+            return jsonout.emit(said) if args.json else 0
         if not common.confirm(f"Destroy these {len(doomed)} snapshots", args.yes):
             common.info("Nothing done.")
             return 1
         snap.destroy_sets(vm, doomed)
-    return 0
+    return jsonout.emit(said) if args.json else 0
 
 
 DO = {"create": do_create, "destroy": do_destroy, "rollback": do_rollback, "list": do_list, "prune": do_prune}

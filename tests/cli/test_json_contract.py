@@ -81,6 +81,20 @@ def test_every_json_output_conforms_to_its_shipped_schema(install, env, tmp_path
     assert (image["name"], image["format"], image["os"], image["size"], image["dry_run"]) == \
         ("tiny", "raw", "none", 1 << 20, False)
     assert [i["name"] for i in conforms(cmd(install, env, "image", "list", "--json"), "image-list")] == ["tiny"]
+    assert conforms(cmd(install, env, "image", "destroy", "tiny", "-n", "--json"), "image-destroy")["dry_run"]
+    gone = conforms(cmd(install, env, "image", "destroy", "tiny", "--json"), "image-destroy")
+    assert gone["destroyed"] and conforms(cmd(install, env, "image", "list", "--json"), "image-list") == []
+
+    for name in ("s2", "s3"):
+        assert cmd(install, env, "snap", "create", "web", name).returncode == 0
+    back = conforms(cmd(install, env, "snap", "rollback", "web", "s2", "-r", "-y", "--json"), "snap-change")
+    assert (back["name"], back["destroyed"]) == ("s2", ["s3"])
+    pruned = conforms(cmd(install, env, "snap", "prune", "web", "--keep", "1", "-y", "--json"), "snap-change")
+    assert (pruned["destroyed"], pruned["kept"]) == (["s1"], 1)
+    assert conforms(cmd(install, env, "snap", "prune", "web", "--keep", "1", "--json"), "snap-change")["destroyed"] == []
+    assert conforms(cmd(install, env, "snap", "destroy", "web", "s2", "-n", "--json"), "snap-change")["dry_run"]
+    assert conforms(cmd(install, env, "snap", "destroy", "web", "s2", "--json"), "snap-change")["destroyed"] == ["s2"]
+    assert conforms(cmd(install, env, "snap", "list", "web", "--json"), "snap-list") == []
 
     assert cmd(install, env, "start", "-b", "web").returncode == 0
     try:
@@ -109,8 +123,8 @@ def test_every_command_with_json_is_covered_and_every_schema_file_used():
     with_json = sorted(c for c in ALL if any("--json" in a.option_strings
                                               for a in importlib.import_module(f"kvm.cli.{c}").build_parser()._actions))
     assert with_json == ["image", "snap", "status", "vmcreate", "vminfo", "vmlist", "vmset"]
-    assert sorted(SCHEMAS) == ["error", "image-import", "image-list", "snap-create", "snap-list", "status",
-                               "vmcreate", "vminfo", "vmlist", "vmset"]
+    assert sorted(SCHEMAS) == ["error", "image-destroy", "image-import", "image-list", "snap-change", "snap-create",
+                               "snap-list", "status", "vmcreate", "vminfo", "vmlist", "vmset"]
     assert all(s.get("$schema", "").startswith("https://json-schema.org/") for s in SCHEMAS.values())
 
 

@@ -85,7 +85,7 @@ def run(module, kvm, result):
     have = find(kvm, p["name"])
     if p["state"] == "absent":
         if have:
-            kvm.run("image", "destroy", p["name"], *dry(module))
+            kvm.json("image", "destroy", p["name"], *dry(module))
             result["changed"] = True
         result["image"] = None if not module.check_mode else have
         return

@@ -101,8 +101,7 @@ def run(module, kvm, result):
             result["changed"] = True
             have.append(name)
         if p["keep"] is not None and len(have) > p["keep"]:
-            result["pruned"] = have[:len(have) - p["keep"]]   # snap list is oldest first
-            kvm.run("snap", "prune", vm, "--keep", p["keep"], "-y", *dry(module))
+            result["pruned"] = kvm.json("snap", "prune", vm, "--keep", p["keep"], "-y", *dry(module))[1]["destroyed"]
             result["changed"] = True
     elif state == "absent":
         if name in have:
