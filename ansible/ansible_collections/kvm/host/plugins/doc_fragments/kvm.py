@@ -20,6 +20,6 @@ options:
       - The kvm install root (C(--root)); by default the one kvm finds (C(KVM_ROOT), the dataset marked kvm:root).
     type: path
 notes:
-  - The modules run the kvm commands and read only their JSON output (C("schema": 1), kvm(8) JSON OUTPUT) and
-    exit statuses (6 not found, 7 exists, 8 refused, 9 nothing to do).
+  - The modules run the kvm commands and read only their JSON output (schema 1, see kvm(8) JSON OUTPUT) and
+    their exit statuses (6 not found, 7 exists, 8 refused, 9 nothing to do).
 """

@@ -90,8 +90,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
             argv = list(self.get_option("ssh_command")) + [host["ssh"], " ".join(shlex.quote(a) for a in argv)]
         res = subprocess.run(argv, capture_output=True, text=True, check=False)
         if res.returncode != 0:
-            raise AnsibleParserError("kvm inventory: %s: %s failed: %s" % (host["name"], " ".join(argv),
-                                                                          res.stderr.strip()))
+            why = res.stderr.strip()
+            raise AnsibleParserError("kvm inventory: %s: %s failed: %s" % (host["name"], " ".join(argv), why))
         rows = json.loads(res.stdout)
         for row in rows:
             if row.get("schema") != SCHEMA:

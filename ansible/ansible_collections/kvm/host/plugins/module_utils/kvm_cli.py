@@ -71,10 +71,10 @@ class Kvm(object):
 def checked(value):
     """value, after checking it speaks the contract's version (each object of a list too)."""
     for item in value if isinstance(value, list) else [value]:
-        if not isinstance(item, dict) or item.get("schema") != SCHEMA:
+        said = item.get("schema") if isinstance(item, dict) else None
+        if said != SCHEMA:
             raise KvmFailed([], 1, "kvm printed JSON of schema %r; this collection reads schema %d: "
-                            "upgrade the collection or kvm" % (item.get("schema") if isinstance(item, dict) else None,
-                                                              SCHEMA))
+                            "upgrade the collection or kvm" % (said, SCHEMA))
     return value
 
 

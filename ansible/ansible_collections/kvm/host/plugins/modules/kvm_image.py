@@ -42,7 +42,7 @@ options:
     description: The VM's snapshot to publish (default a new one).
     type: str
 author:
-  - kvm project
+  - kvm project (@kvm)
 """
 
 EXAMPLES = r"""

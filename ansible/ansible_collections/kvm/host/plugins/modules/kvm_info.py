@@ -29,7 +29,7 @@ options:
     type: bool
     default: false
 author:
-  - kvm project
+  - kvm project (@kvm)
 """
 
 EXAMPLES = r"""

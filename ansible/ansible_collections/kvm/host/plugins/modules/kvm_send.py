@@ -14,7 +14,7 @@ description:
     the install root C(local_root) of the same host.
   - C(migrate) (the default) sends while the VM runs, stops it, sends the rest, starts it on the destination and
     marks it migrated here; a VM already migrated (vminfo's C(migrated)) is no change.
-  - C(cold) stops it first and sends once; C(copy) replicates only (the VM keeps running here): each copy sends what
+  - C(cold) stops it first and sends once; C(copy) replicates only (the VM keeps running here). Each copy sends what
     changed since the last one, so it always reports a change.
   - Check mode runs C(vmsend -n).
 extends_documentation_fragment:
@@ -56,7 +56,7 @@ options:
     description: The kvm command on the destination.
     type: str
 author:
-  - kvm project
+  - kvm project (@kvm)
 """
 
 EXAMPLES = r"""

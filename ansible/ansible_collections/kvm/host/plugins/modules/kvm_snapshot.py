@@ -40,7 +40,7 @@ options:
     type: bool
     default: false
 author:
-  - kvm project
+  - kvm project (@kvm)
 """
 
 EXAMPLES = r"""

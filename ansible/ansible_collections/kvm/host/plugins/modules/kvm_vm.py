@@ -13,7 +13,7 @@ description:
   - Makes a VM of a kvm install root be as described, with the kvm commands (vmcreate, vmset, start, stop, dorc,
     vmdestroy), reading only their JSON output and exit statuses.
   - C(cores), C(mem) and C(settings) are applied with C(vmset), which compares them with set.conf as kvm reads it
-    (C(Mem=2GB) is C(2G)): a second run changes nothing.
+    (C(Mem=2GB) is C(2G)), so a second run changes nothing.
   - Check mode runs the commands' own dry run (C(-n)); diff mode shows the set.conf keys changed, before and after.
 extends_documentation_fragment:
   - kvm.host.kvm
@@ -64,14 +64,13 @@ options:
         description: The login to create.
         type: str
       ssh_keys:
-        description: Public key files for the user.
+        description: Public key files for the user (public keys, not secrets).
         type: list
         elements: path
         default: []
       password_hash:
-        description: A crypt hash for the user, never a plain password.
+        description: A crypt hash for the user, never a plain password (not logged).
         type: str
-        no_log: true
       hostname:
         description: The guest's host name (default the VM's name).
         type: str
@@ -108,7 +107,7 @@ options:
     description: Seconds a stop waits for the guest before forcing the power off (C(stop -t)).
     type: int
 author:
-  - kvm project
+  - kvm project (@kvm)
 """
 
 EXAMPLES = r"""
@@ -300,14 +299,15 @@ class VmTask(object):
         return None
 
     def diff(self):
-        fmt = lambda key, v: "" if v is None else "%s=%s\n" % (key, v)
+        def fmt(key, value):
+            return "" if value is None else "%s=%s\n" % (key, value)
         return {"before": "".join(fmt(c["key"], c["old"]) for c in self.changes),
                 "after": "".join(fmt(c["key"], c["new"]) for c in self.changes),
                 "before_header": "%s set.conf" % self.name, "after_header": "%s set.conf" % self.name}
 
 
 def main():
-    ci = dict(user=dict(type="str"), ssh_keys=dict(type="list", elements="path", default=[]),
+    ci = dict(user=dict(type="str"), ssh_keys=dict(type="list", elements="path", default=[], no_log=False),
               password_hash=dict(type="str", no_log=True), hostname=dict(type="str"), ip=dict(type="str"),
               gateway=dict(type="str"), dns=dict(type="list", elements="str", default=[]))
     module = AnsibleModule(
