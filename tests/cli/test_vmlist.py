@@ -87,7 +87,7 @@ def test_json_has_every_column_with_exact_numbers(install, env):
     three(install, env)
     rows = json.loads(cmd(install, env, "vmlist", "--json", "-o", "name").stdout)  # -o does not thin JSON
     web = next(r for r in rows if r["name"] == "web")
-    assert web == {"name": "web", "state": "stopped", "pid": 0, "supervisor": 0, "cpu": 2, "memory": 2 << 30,
+    assert web == {"schema": 1, "name": "web", "state": "stopped", "pid": 0, "supervisor": 0, "cpu": 2, "memory": 2 << 30,
                    "loader": "uefi", "disk": 20 << 30, "vnc": None, "auto": False, "uptime": None,
                    "started": None, "hypervisor": "bhyve", "accelerator": "vmm"}
     assert [r["name"] for r in rows] == ["bare", "deb", "web"]
