@@ -22,6 +22,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from kvm.host.runfiles import root_id  # noqa: E402 (the checkout's: where the run files are)
 from tests.guest import guestdisk  # noqa: E402 (the guest's disk script writer)
 
 TARGETS = {"first_byte_over_ms": 150, "qemu_reset_ms": 50, "qemu_supervisor_rss_mib": 20}
@@ -58,7 +59,7 @@ class QemuVm:
     def __init__(self, bed, env, name, script, iso):
         self.root, self.env, self.name = bed.root, env, name
         self.log = bed.root / "vm" / name / "console.log"
-        self.state_file = Path(env["KVM_RUN_DIR"]) / f"{name}.state"
+        self.state_file = Path(env["KVM_RUN_DIR"]) / root_id(bed.root) / name / "state"
         self.cmd("vmcreate", name, "-y", "--loader", "uefi", "--mem", "256M", "--disk-size", "64M",
                  "--com", "yes", "--no-network")
         guestdisk.make_disk(bed.root / "vm" / name / "disk", script)

@@ -65,6 +65,7 @@ def bhyve_backend(monkeypatch):
     tests/e2e asks for qemu on Linux."""
     monkeypatch.setenv("KVM_HYPERVISOR", "bhyve")
     monkeypatch.setenv("KVM_PLATFORM", "freebsd")
+    monkeypatch.setenv("KVM_ROOTS", "")  # the roots of this test's run dir only (see `env`)
 
 
 @pytest.fixture
@@ -103,6 +104,9 @@ def env(sysroot):
         "KVM_PLATFORM": "freebsd",  # with FreeBSD's rc.d, periodic and tools (the stand-ins on PATH)
     })
     e.pop("KVM_ROOT", None)
+    # the host's other roots are those of this test's run dir only (the pools of other test runs
+    # on this machine are marked kvm:root too): see vm.check_free_on_host
+    e["KVM_ROOTS"] = ""
     return e
 
 
@@ -167,11 +171,17 @@ def install(pool, env):
     destroy_dataset(f"{pool}/kvm")
 
 
+def run_folder(env, root, name):
+    """The VM's run folder, RUN_DIR/ROOT_ID/NAME: its lock, conf.lock, state, stop (kvm/host/runfiles.py)."""
+    from kvm.host import runfiles
+    return Path(env["KVM_RUN_DIR"]) / runfiles.root_id(root) / name
+
+
 def _kill_supervisors(env):
     """End any supervisor or simulated bhyve a test left running."""
     import json
     run = Path(env["KVM_RUN_DIR"])
-    for state in run.glob("*.state"):
+    for state in [*run.glob("*/*/state"), *run.glob("*.state")]:
         try:
             data = json.loads(state.read_text())
         except ValueError:

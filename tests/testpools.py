@@ -53,15 +53,38 @@ def create(name, img, size):
     subprocess.run(["zpool", "create", "-f", name, str(img)], check=True, capture_output=True)
 
 
+def maker(name):
+    """The pid that recorded pool `name` (0 when unknown)."""
+    try:
+        words = (records() / name).read_text().split()
+    except OSError:
+        return 0
+    return int(words[0]) if words and words[0].isdigit() else 0
+
+
 def destroy(name, img=None):
-    """zpool destroy -f of a recorded pool (never of another); True when it is gone. The backing
-    file and the record go with the pool only."""
+    """zpool destroy -f of a pool this process recorded, or one whose maker is gone (never of
+    another, nor of a run that goes on); True when it is gone. The backing file and the record go
+    with the pool only."""
     if not recorded(name):
         raise RuntimeError(f"pool {name} was not made by the test tooling (no record in {records()}): "
                            f"not destroying it")
+    pid = maker(name)
+    if pid and pid != os.getpid() and _alive(pid):
+        raise RuntimeError(f"pool {name} belongs to a test run that goes on (pid {pid}): not destroying it")
     if subprocess.run(["zpool", "destroy", "-f", name], capture_output=True).returncode != 0:
         return False
     if img is not None:
         Path(img).unlink(missing_ok=True)
     forget(name)
+    return True
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
     return True

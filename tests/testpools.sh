@@ -58,17 +58,21 @@ testpools_names()
 # ONLINE with its file is left alone, and so is every pool without a record.
 testpools_clean_stale()
 {
-	local d name pid img health
+	local d name pid img health names pools
 	d=$(testpools_dir) || return 0
+	# ZFS must answer first: a pool missing from no answer is not gone
+	names=$(zpool list -H -o name 2>/dev/null) || return 0
+	pools=" $(echo $names) "
 	for name in $(testpools_names); do
 		read -r pid img < "$d/$name" || continue
 		if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
 			continue
 		fi
-		if ! health=$(zpool list -H -o health "$name" 2>/dev/null); then
-			rm -f "$d/$name"   # gone already
-			continue
-		fi
+		case "$pools" in
+		*" $name "*) ;;
+		*) rm -f "$d/$name"; continue ;;   # gone already
+		esac
+		health=$(zpool list -H -o health "$name" 2>/dev/null) || continue
 		if [ "$health" != ONLINE ] || [ ! -e "$img" ]; then
 			echo "testpools: destroying $name, a test pool left $health by an earlier run (its file $img)" >&2
 			zpool destroy -f "$name" && rm -f "$d/$name" "$img"

@@ -74,7 +74,7 @@ def build_parser():
 def body(args):
     vm = common.get_vm(args, root_user=True)
     seed = seed_from_args(args, vm.name, cloudinit.saved(vm))
-    with lock.hold_vm(vm.name, "cloudinit"):
+    with lock.hold_vm(vm.run, "cloudinit"):
         # CloudInit="1" must validate (slot 28 free...) before the seed is written
         edit.check_text(vm, cloudinit.attached(edit.current_text(vm)))
         cloudinit.write_seed(vm, seed)

@@ -32,10 +32,10 @@ def body(args):
     if not vmmod.runtime(vm).bhyve:
         raise Refused("is not running: start it first", vm=vm.name)
     hv = hypervisor()
-    sock_path = hv.console_socket(vm.name)
+    sock_path = hv.console_socket(vm.run)
     common.info(f"Connecting to {vm.name}'s console; quit with ~.")
     if sock_path is None:
-        host.exec_replace(hv.console_command(vm.name))
+        host.exec_replace(hv.console_command(vm.run))
     return attach(vm, sock_path)
 
 

@@ -78,7 +78,7 @@ def body(args):
         vmmod.check_name(args.name)
         root = common.get_root(args)
         common.need_root_user(args.name)
-        with rcinstall.hold_unless_running(args.name, "dorc -r"):
+        with rcinstall.hold_unless_running(vmmod.Vm(root, args.name), "dorc -r"):
             removed = rcinstall.remove(root, args.name, at)
             if removed is None:
                 what = "systemd unit" if rcinstall.systemd.in_use() else "rc.d script"
@@ -87,7 +87,7 @@ def body(args):
             common.said(args, f"removed {removed}", f"would remove {removed}")
         return 0
     vm = common.get_vm(args, root_user=True)
-    with rcinstall.hold_unless_running(vm.name, "dorc"):
+    with rcinstall.hold_unless_running(vm, "dorc"):
         return write(args, vm, at)
 
 

@@ -50,7 +50,7 @@ def body(args):
         check_not_migrated(vm)  # vmsend moved it: one VM must not run on two hosts (a ZFS property)
     # the VM's lock next: nothing of the VM is read (set.conf) or opened (NAME.log) before it,
     # so a command holding it (snap rollback, vmdestroy) never finds a start half-way in
-    held = acquire_lock(vm.name, args.lock_fd)
+    held = acquire_lock(vm, args.lock_fd)
     try:
         if fresh:
             # again: a vmsend that held the lock may have set the mark since; a received copy
@@ -127,7 +127,7 @@ def wait_detached(vm, proc, log):
     end = time.time() + DETACH_WAIT
     state = {}
     while time.time() < end:
-        state = vmmod.read_state(vm.name)
+        state = vmmod.read_state(vm)
         if state.get("supervisor") == proc.pid and (state.get("bhyve") or state.get("ended")):
             break
         if proc.poll() is not None:
@@ -139,7 +139,7 @@ def wait_detached(vm, proc, log):
 def failure(vm, proc, log):
     """Why a detached supervisor ended: the error it kept in its state file (which a full pool does
     not stop), else its log's last line without the `start: NAME: ` it begins with."""
-    state = vmmod.read_state(vm.name)
+    state = vmmod.read_state(vm)
     if state.get("error_pid") == proc.pid and state.get("error"):
         return state["error"]
     try:

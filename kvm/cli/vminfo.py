@@ -1,6 +1,7 @@
 """vminfo NAME [--json]: what the VM is and whether it runs."""
 
 from kvm.cli import common, jsonout
+from kvm.hypervisor import current as hypervisor
 from kvm.conf.reach import of_info
 from kvm.manage import info
 
@@ -24,7 +25,7 @@ def body(args):
     if args.json:
         jsonout.emit(data, sort_keys=True)
         return 0
-    rows = info.lines(data)
+    rows = info.lines(data, cleanup=hypervisor().cleanup_hint(vm.run))
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key + ':':<{width + 1}} {value}")

@@ -1,5 +1,6 @@
 """vmlist [-H] [-p] [-o COL,...] [-s COL] [-S COL] [--json]: the VMs, as `zfs list` lists datasets."""
 
+from kvm import vm as vmmod
 from kvm.cli import common, jsonout
 from kvm.hypervisor import current as hypervisor
 from kvm.manage import listing
@@ -26,7 +27,8 @@ def build_parser():
 def body(args):
     shown = listing.columns(args.columns) if args.columns is not None else listing.DEFAULT
     keys = [(listing.columns(name, "-S" if down else "-s")[0], down) for name, down in args.sort]
-    rows, warnings = listing.rows(common.get_root(args))
+    root = common.get_root(args)
+    rows, warnings = listing.rows(root)
     rows = listing.sort_rows(rows, keys)
     for name, text in warnings:
         common.warn(PROG, text, vm=name)
@@ -35,7 +37,7 @@ def body(args):
         if r.state == "orphaned":
             common.warn(PROG, f"bhyve runs without its supervisor: `stop {r.name}` powers it off", vm=r.name)
         elif r.state == "allocated":
-            common.warn(PROG, f"left allocated with no bhyve: clean with `{hv.cleanup_hint(r.name)}`", vm=r.name)
+            common.warn(PROG, f"left allocated with no bhyve: clean with `{hv.cleanup_hint(vmmod.Vm(root, r.name).run)}`", vm=r.name)
     if args.json:
         accel = hv.accelerator() if rows else None
         jsonout.emit([dict(listing.as_json(r), hypervisor=hv.name, accelerator=accel) for r in rows])

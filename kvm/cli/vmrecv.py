@@ -17,7 +17,8 @@ def build_parser():
                             "this root as it was on any failure.")
     p.add_argument("name", help="VM name")
     p.add_argument("--no-lock", action="store_true",
-                   help="vmsend on this same host holds the VM's lock already (--local)")
+                   help="do not take the VM's lock (what vmsend --local of earlier versions asked, "
+                        "when the roots of a host shared one lock per VM name)")
     return p
 
 

@@ -23,7 +23,7 @@ def apply(vm, change, what="edit"):
     """Apply change(text) -> text to set.conf; the result must validate before anything is written."""
     if host.dry_run():
         return _apply(vm, change)  # writes nothing: nothing to serialise, no lock file made
-    with lock.hold_config(vm.name, what):
+    with lock.hold_config(vm.run, what):
         return _apply(vm, change)
 
 

@@ -79,7 +79,7 @@ def start_hook(vm, which, extra=None):
     if host.dry_run():
         host.run(["/bin/sh", "-c", f". {vm.root.path}/functions; . {vm.conf_path}; . {vm.run_path}; {which}"])
         return None
-    with lock.hold_config(vm.name, f"{which} reading set.conf") as held, _on_fd(held.fd, LOCK_FD):
+    with lock.hold_config(vm.run, f"{which} reading set.conf") as held, _on_fd(held.fd, LOCK_FD):
         return host.spawn(["/bin/sh", "-c", SCRIPT, "kvm-hook", which], env=hook_env(vm, extra),
                           new_session=True, pass_fds=(LOCK_FD,))
 

@@ -1,14 +1,13 @@
 """Locks in the run dir: the per-VM lock the supervisor holds for a VM's life (and every
 command that changes a VM's data or definition holds while it works), and host-wide locks.
 
-Name spaces: per-VM files are `RUN_DIR/NAME.lock|@conf.lock|.state|.stop` (the config lock's '@' is
-no character of a VM name, so VM `cx.conf`'s lock is never VM `cx`'s config lock); host-wide files live in
-`RUN_DIR/host/` (a VM name cannot hold '/', so a VM called `vnc` or `host` collides with
-nothing).
+Name spaces: a VM's files are in a folder of its own, RUN_DIR/ROOT_ID/NAME/ (lock, conf.lock,
+state, stop: see runfiles.py, whose RunFiles say where a VM's are); host-wide files live in
+`RUN_DIR/host/` (a root's id always ends in _ and 8 hex digits, so no root is called `host`).
 
 Safety, since root opens these files in a folder others might reach:
-- the run dir is made 0755 and must be a real folder (not a link) owned by root and not
-  writable by group or others when we are root; one that is not is refused, not used;
+- the run dir and its folders are made 0755 and must be real folders (not links) owned by
+  root and not writable by group or others when we are root; one that is not is refused;
 - lock files are opened with O_NOFOLLOW and must be regular files of ours, created 0644
   whatever the umask; the holder's text is written through the locked descriptor only;
 - after taking the flock, the path must still name the file we locked: a lock file
@@ -24,10 +23,10 @@ import time
 from pathlib import Path
 
 from kvm import host
-from kvm.errors import PermissionDenied, Refused, StateError
+from kvm.errors import PermissionDenied, Refused
 from kvm.host import paths
 
-HOST_DIR = "host"          # host-wide files: RUN_DIR/host/...
+HOST_DIR = "host"          # host-wide files: RUN_DIR/host/... (runfiles.HOST_DIR)
 TRY_INTERVAL = 0.05        # seconds between lock attempts
 TRIES = 20                 # x 50 ms: a status probe may hold the lock for an instant
 DIR_MODE = 0o755
@@ -49,6 +48,13 @@ def host_dir():
     return path
 
 
+def make_safe_dirs(*folders):
+    """Each folder made safely (0755, root's) when missing, and checked, in the order given
+    (RUN_DIR first, then what lies in it)."""
+    for path in folders:
+        _make_safe_dir(path)
+
+
 def _make_safe_dir(path):
     try:
         os.mkdir(path, DIR_MODE)
@@ -58,6 +64,8 @@ def _make_safe_dir(path):
     except FileNotFoundError:
         _make_safe_dir(Path(path).parent)
         return _make_safe_dir(path)
+    except OSError as exc:
+        raise PermissionDenied(f"cannot make the run folder {path}: {exc.strerror}") from None
     check_safe_dir(path)
 
 
@@ -215,35 +223,31 @@ def holder(path):
         os.close(fd)
 
 
-def vm_lock_path(name):
-    """The per-VM lock: RUN_DIR/NAME.lock."""
-    return paths.current().run_dir / f"{name}.lock"
-
-
 def describe_holder(found):
     """'supervisor pid N' or 'pid N (snap rollback)' for an error message."""
     pid, what = found
     return f"pid {pid or '?'} ({what})" if what else f"supervisor pid {pid or '?'}"
 
 
-def hold_vm(name, what):
-    """The VM's lock for a command that changes the VM (`what` names it: 'snap rollback'...).
+def hold_vm(run, what):
+    """The VM's lock for a command that changes the VM (`what` names it: 'snap rollback'...);
+    `run` says where the VM's run files are (runfiles.RunFiles: its name, its lock's path).
 
     StateError when a supervisor runs the VM or another command holds it. Use as a context
-    manager: `with lock.hold_vm(vm.name, "vmrename"): ...`.
+    manager: `with lock.hold_vm(vm.run, "vmrename"): ...`.
     """
-    path = vm_lock_path(name)
+    path = run.lock
     if host.dry_run():
         # A dry run changes nothing, so it takes no lock and makes no lock file; it refuses what
         # the real run would, but a supervisor whose stop it planned (-f) would be gone by then.
         found = holder(path)
-        if found and (found[1] or name not in _stop_planned):
-            _refuse(name, path, found)
+        if found and (found[1] or str(path) not in _stop_planned):
+            _refuse(run.name, path, found)
         return NotTaken()
-    run_dir()
+    run.make_folder()
     got = try_acquire(path, f"{os.getpid()} {what}\n")
     if got is None:
-        _refuse(name, path, holder(path) or (0, ""))
+        _refuse(run.name, path, holder(path) or (0, ""))
     return got
 
 
@@ -253,12 +257,12 @@ def _refuse(name, path, found):
     raise Refused(f"is busy: {describe_holder(found)} holds {path}; try again when it is done", vm=name)
 
 
-_stop_planned = set()   # the VMs a dry run planned to stop
+_stop_planned = set()   # the lock paths of the VMs a dry run planned to stop
 
 
-def plan_stopped(name):
+def plan_stopped(run):
     """A dry run planned the stop of this VM: its supervisor's lock would be released."""
-    _stop_planned.add(name)
+    _stop_planned.add(str(run.lock))
 
 
 class NotTaken:
@@ -274,26 +278,20 @@ class NotTaken:
         return False
 
 
-CONF_LOCK_SUFFIX = "@conf.lock"  # '@' is in no VM name: no other VM's file can be called so
 CONF_TRIES = 200           # x 50 ms: an edit of set.conf holds the config lock for milliseconds
 
 
-def conf_lock_path(name):
-    """The per-VM config lock: RUN_DIR/NAME@conf.lock ('@' is in no VM name: `NAME.conf.lock` was
-    the supervisor lock of a VM called NAME.conf)."""
-    return paths.current().run_dir / f"{name}{CONF_LOCK_SUFFIX}"
-
-
-def hold_config(name, what):
-    """The VM's short config lock, held while set.conf is read-modified-written (insert, eject,
-    every edit) and while the supervisor reads it before a launch, so that edits never
-    interleave with each other or with that read. Unlike hold_vm it does not mean "running":
-    a running VM's set.conf may be edited. Waits up to 10 s, then StateError naming the holder."""
-    run_dir()
-    path = conf_lock_path(name)
+def hold_config(run, what):
+    """The VM's short config lock (run.conf_lock), held while set.conf is read-modified-written
+    (insert, eject, every edit) and while the supervisor reads it before a launch, so that edits
+    never interleave with each other or with that read. Unlike hold_vm it does not mean
+    "running": a running VM's set.conf may be edited. Waits up to 10 s, then StateError naming
+    the holder."""
+    run.make_folder()
+    path = run.conf_lock
     got = try_acquire(path, f"{os.getpid()} {what}\n", tries=CONF_TRIES)
     if got is None:
         found = holder(path) or (0, "")
         raise Refused(f"set.conf is being changed: {describe_holder(found)} holds {path}; try again",
-                         vm=name)
+                      vm=run.name)
     return got

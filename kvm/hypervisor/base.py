@@ -13,12 +13,14 @@ class LaunchFailed(KvmError):
     """The loader (grub-bhyve) failed before the hypervisor could start."""
 
 
-# What a plan needs beside the config: root, the install root (pinned firmware); vnc_port, the
+# What a plan needs beside the config: root, the install root (pinned firmware); run, where the
+# VM's run files are (kvm.host.runfiles.RunFiles: qemu's sockets); vnc_port, the
 # port chosen for VNC, when VNC is on; strict, a real launch (missing firmware raises, as does a
 # passthru device the host has not readied for qemu; else a placeholder is shown, nothing checked).
 @record(frozen=True)
 class Context:
     root: object
+    run: object = None
     vnc_port: object = None
     strict: bool = True
 

@@ -72,7 +72,7 @@ def clone(root, src, dst, snap=None, independent=False):
     """Make DST; returns (Vm, origin snapshot)."""
     target, origin, own, template = plan(root, src, dst, snap)
     # SRC's lock keeps snap rollback and the like out meanwhile; a running SRC is fine
-    with snapmod.hold(src, "vmclone", running_ok=True), lock.hold_vm(dst, "vmclone"):
+    with snapmod.hold(src, "vmclone", running_ok=True), lock.hold_vm(target.run, "vmclone"):
         check_new(root, dst)   # again under DST's lock: another vmclone may have made it meanwhile
         with Transaction(target.dataset(), origin=None if independent else origin, own_snap=own) as txn:
             if independent:

@@ -125,8 +125,9 @@ def render_files(name, a, root_path):
     return conf, run, cfg
 
 
-def check_new(root, name):
-    """Refuse an invalid name or one already taken by a folder or dataset; first destroy the
+def check_new(root, name, spare=None):
+    """Refuse an invalid name or one already taken by a folder or dataset (or, with bhyve, by a VM
+    of another root of this host: vm.check_free_on_host, with its `spare`); first destroy the
     half-made VMs a vmcreate and its watchdog both killed (power loss) left behind."""
     vmmod.check_name(name)
     vm = vmmod.Vm(root, name)
@@ -144,6 +145,7 @@ def check_new(root, name):
     if vm.dataset() in rows and vm.dataset() not in dead:
         raise AlreadyExists(f"dataset {vm.dataset()} already exists", vm=name)
     check_derived_names(root, name)  # web-1, web_1 and WEB.1 would share tapWEB_1
+    vmmod.check_free_on_host(root, name, spare)
     return vm
 
 

@@ -57,7 +57,7 @@ def dataset_of(vm):
 
 def check_not_busy(vm):
     """Before asking: refuse when another command (not a supervisor: -f stops that) holds the lock."""
-    path = lock.vm_lock_path(vm.name)
+    path = vm.run.lock
     found = lock.holder(path)
     if found and found[1]:
         raise Refused(f"is busy: {lock.describe_holder(found)} holds {path}; try again when it is done",
@@ -110,7 +110,7 @@ def destroy_dependents(vm, users):
 
 def destroy(vm):
     """Destroy the VM (stopped by the caller) under its lock; returns the dataset destroyed."""
-    with lock.hold_vm(vm.name, "vmdestroy"):
+    with lock.hold_vm(vm.run, "vmdestroy"):
         dataset = dataset_of(vm)
         origin = origin_of(dataset)
         if script_of(vm):

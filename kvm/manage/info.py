@@ -93,7 +93,7 @@ def collect(vm):
                 "width": cfg.vnc_size[0] if cfg.vnc_size else None,
                 "height": cfg.vnc_size[1] if cfg.vnc_size else None,
                 "tablet": cfg.tablet, "password": bool(cfg.vnc_password)} if cfg.vnc else None,
-        "com": {"device": hv.console_device(vm.name), "attach": shlex.join(hv.console_command(vm.name))}
+        "com": {"device": hv.console_device(vm.run), "attach": shlex.join(hv.console_command(vm.run))}
         if cfg.com else None,
         "devices": [{"slot": d.slot, "emulation": d.emulation, "conf": d.conf, "info": device_info(d)}
                     for d in cfg.devices],
@@ -127,8 +127,8 @@ def duration(seconds):
     return (f"{d}d" if d else "") + f"{h}h{m:02d}m{s:02d}s"
 
 
-def state_line(info):
-    """The one-line running state."""
+def state_line(info, cleanup=None):
+    """The one-line running state; cleanup: the command that cleans a VM left allocated."""
     st = info["state"]
     if st in ("running", "orphaned"):
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["started"])) if info["started"] else "?"
@@ -138,7 +138,7 @@ def state_line(info):
     if st == "starting":
         return f"starting (supervisor pid {info['supervisor']}, bhyve not launched yet)"
     if st == "allocated":
-        return f"not running, but left allocated: clean with {hypervisor().cleanup_hint(info['name'])}"
+        return f"not running, but left allocated: clean with {cleanup or 'the hypervisor'}"
     if st == "crashed":
         return f"crashed ({info['crashed']}), not running"
     return "not running"
@@ -149,9 +149,9 @@ ROW_SETTINGS = {"loader": "VMrom", "boot": "Boot", "cores": "Cores", "memory": "
                 "disk": "Disk", "iso": "ISO", "vnc": "VNC", "com": "COM"}
 
 
-def lines(info):
-    """vminfo's text output, `key: value` lines."""
-    out = [("name", info["name"]), ("state", state_line(info).replace("NAME", info["name"])),
+def lines(info, cleanup=None):
+    """vminfo's text output, `key: value` lines; cleanup: as state_line's."""
+    out = [("name", info["name"]), ("state", state_line(info, cleanup).replace("NAME", info["name"])),
            ("dataset", f"{info['dataset'] or '-'} (used {human_size(info['used'])})"), ("folder", info["dir"])]
     if hypervisor().shows_accelerator:  # qemu: kvm, or tcg (as kvm(8) says vminfo shows)
         out.append(("hypervisor", f"{info['hypervisor']}, accelerator {info['accelerator']}"))

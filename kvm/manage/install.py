@@ -11,7 +11,7 @@ from kvm import vm as vmmod
 from kvm.conf import firmware
 from kvm.conf.templating import render
 from kvm.errors import KvmError, NotFound, PermissionDenied, Refused, StateError, UsageError
-from kvm.host import lock, paths
+from kvm.host import lock, paths, runfiles
 from kvm.host.paths import PACKAGE_DIR
 from kvm.host.record import field, record
 from kvm.manage import schedule
@@ -231,6 +231,8 @@ def _install_files(report, repin):
     pin_firmware(root, report, repin)
     report.schedule = schedule.install(root, platform.current())
     host.write_file(root / MARKER, f"{report.dataset}\n")
+    if not host.dry_run():
+        runfiles.record_root(root)  # RUN_DIR/ROOT_ID/.root: the other roots' name checks find it
 
 
 def _install_completion(report, texts):

@@ -132,13 +132,13 @@ def move(old, target, at=None):
     return path
 
 
-def hold_unless_running(name, what):
+def hold_unless_running(vm, what):
     """The VM's lock, so that no vmrename or vmdestroy runs meanwhile; a running VM (its
     supervisor holds the lock) may still get its rc.d script written, without it."""
-    found = lock.holder(lock.vm_lock_path(name))
+    found = lock.holder(vm.run.lock)
     if found is not None and not found[1]:
         return contextlib.nullcontext()
-    return lock.hold_vm(name, what)
+    return lock.hold_vm(vm.run, what)
 
 
 def shutdown_overrun(root, at=None):

@@ -94,6 +94,7 @@ def check(root, old_vm, new):
     if target.dir.exists() or zfs.lzc_exists(target.dataset()):
         raise AlreadyExists(f"cannot rename to '{new}': it already exists", vm=old_vm.name)
     create.check_derived_names(root, new, exclude=old_vm.name)
+    vmmod.check_free_on_host(root, new)
     if rcd.our_script(old_vm.name):
         rcinstall.check_slot(new, moving_from=old_vm.name)
     return target
@@ -104,7 +105,7 @@ def rename(root, old_vm, new):
     files were rewritten, move the dataset back."""
     old = old_vm.name
     check(root, old_vm, new)  # first: `vmrename web web` says "already exists", not "busy"
-    with lock.hold_vm(old, "vmrename"), lock.hold_vm(new, "vmrename"):
+    with lock.hold_vm(old_vm.run, "vmrename"), lock.hold_vm(vmmod.Vm(root, new).run, "vmrename"):
         target = check(root, old_vm, new)
         host.write_file(old_vm.dir / INTENT, f"{old} {new}\n")
         try:
@@ -122,7 +123,7 @@ def resume(root, old, new):
     target = unfinished(root, old, new)
     if target is None:
         raise NotFound(f"no such VM (no set.conf and run in {vmmod.Vm(root, old).dir})", vm=old)
-    with lock.hold_vm(old, "vmrename"), lock.hold_vm(new, "vmrename"):
+    with lock.hold_vm(vmmod.Vm(root, old).run, "vmrename"), lock.hold_vm(target.run, "vmrename"):
         _finish_or_say(old, target)
     return target
 

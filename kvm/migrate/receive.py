@@ -13,7 +13,8 @@ from kvm import host, hypervisor, zfs
 from kvm.errors import AlreadyExists, KvmError, NotFound, StateError, UsageError
 from kvm.host import lock
 from kvm.run import launch
-from kvm.vm import Vm
+from kvm.vm import Vm, check_free_on_host
+from kvm.vm.root import other_roots
 from kvm.zfs import stream as zfs_stream
 
 SOURCE_PROP = "kvm:source"
@@ -23,20 +24,57 @@ SEND_PREFIX = "vmsend-"   # snapshots kvm makes for sending; pruned down to the 
 
 
 def probe(root, name):
-    """What the sender needs to plan: is there a copy (and whose: its kvm:source), its snapshots
-    (name, guid), the firmware here, whether receives resume, the token of a partial receive to
-    resume. It refuses nothing: the sender judges the name (refusal), and the receive judges it
-    again under the VM's lock."""
+    """What the sender needs to plan: is there a copy (and whose: its kvm:source), does it run,
+    its snapshots (name, guid), the firmware here, whether receives resume, the token of a partial
+    receive to resume, and (bhyve) the VMs of that name in the other roots here. It refuses
+    nothing: the sender judges the name (refusal), and the receive judges it again under the VM's
+    lock."""
     ds = f"{root.vm_dataset()}/{name}"
     exists = zfs.lzc_exists(ds)
-    folder = Vm(root, name).dir
-    return {"dataset": ds, "exists": exists,
+    vm = Vm(root, name)
+    folder = vm.dir
+    found = lock.holder(vm.run.lock)
+    return {"dataset": ds, "exists": exists, "elsewhere": [] if exists else same_name_elsewhere(root, name),
+            "running": found is not None and not found[1],  # its supervisor holds its lock
             **_props(ds, exists),
             "folder": str(folder) if not exists and folder.exists() else None,
             "snaps": zfs_stream.snapshot_guids(ds) if exists else [],
             "firmware": firmware_here(root.path),
             "resumable": zfs_stream.can_resume(),
             "token": zfs_stream.resume_token(ds) if exists else None}
+
+
+def same_name_elsewhere(root, name):
+    """Where the hypervisor's VM names are host-wide (bhyve), the VMs of this name in the other
+    install roots of this host: [{root, guid, source}] (their dataset's guid and kvm:source), for
+    refusal; else []."""
+    if not hypervisor.current().host_wide_names:
+        return []
+    out = []
+    for other in other_roots(root):
+        vm = Vm(other, name)
+        if vm.exists():
+            ids = _ids(vm)
+            out.append({"root": str(other.path), "guid": ids.get("guid"), "source": ids.get(SOURCE_PROP)})
+    return out
+
+
+def _ids(vm):
+    """{guid, kvm:source} of a VM's dataset ({} when it has none)."""
+    try:
+        ds = zfs.dataset_of_path(vm.dir)
+        return zfs.get_props([ds], ["guid", SOURCE_PROP]).get(ds, {}) if ds else {}
+    except KvmError:
+        return {}
+
+
+def copy_of(source):
+    """spare for check_free_on_host: another root's VM that is the stream's source (vmsend --local)
+    or a copy of it (kvm:source) may share the name: it is the same VM."""
+    def spare(vm):
+        ids = _ids(vm)
+        return source in (ids.get("guid"), ids.get(SOURCE_PROP))
+    return spare
 
 
 def _props(ds, exists):
@@ -69,8 +107,16 @@ def refusal(info, source, mine=()):
     snapshots, for the hint), or None. A name that exists must be an earlier copy of this VM
     (kvm:source), or a new dataset a full `zfs receive -s` left half-received (no snapshots and
     no kvm:source yet: whose it is, its resume token says, and only the sender can read that)."""
+    if info.get("running"):
+        return "runs on DEST: stop it there first (a receive never goes into a running copy)"
     if not info["exists"]:
-        return f"{info['folder']} exists on DEST but is not a dataset: not overwritten" if info["folder"] else None
+        if info["folder"]:
+            return f"{info['folder']} exists on DEST but is not a dataset: not overwritten"
+        for other in info.get("elsewhere") or ():
+            if source not in (other["guid"], other["source"]):
+                return (f"the name is taken on DEST by the VM of {other['root']}: bhyve's VM names are host-wide "
+                        f"there (one VM of a name per host, whatever its root): choose another name")
+        return None
     have = info["source"]
     if have == source or (info["token"] and have is None and not info["snaps"]):
         return None
@@ -122,13 +168,15 @@ def receive(root, name, source, snap, base=None, locked=True, resume=False, forc
     snapshots; force: into a copy started here since its receive, or holding snapshots made here
     after base, both of which the receive rolls back. Returns the warnings."""
     ds = f"{root.vm_dataset()}/{name}"
-    held = lock.hold_vm(name, "vmrecv") if locked else None
+    held = lock.hold_vm(Vm(root, name).run, "vmrecv") if locked else None
     try:
         exists = zfs.lzc_exists(ds)
         token = zfs_stream.resume_token(ds) if exists else None
         snaps = zfs_stream.snapshot_guids(ds) if exists else []
         props = _props(ds, exists)
         check_identity(root, name, ds, source, exists, token, snaps, props["source"])
+        if not exists:
+            check_free_on_host(root, name, spare=copy_of(source))
         had = [s for s, _ in snaps]
         on = _builds_on(name, had, base, resume, token, props, force)
         try:

@@ -61,7 +61,8 @@ class Dest:
 
     def peer(self, vm_name):
         """Start vmrecv there: it answers what DEST holds of the VM, then waits for a request."""
-        return host.Peer(self.argv("vmrecv", vm_name, *(["--no-lock"] if self.local else [])))
+        # --local too takes DEST's own lock of the VM: locks are per install root
+        return host.Peer(self.argv("vmrecv", vm_name))
 
     def answer(self, vm_name, peer):
         """A vmrecv's first line: what DEST holds (a refusal there is its one-line error)."""
@@ -92,10 +93,11 @@ class Dest:
         return f"on {self.label}: {last}"
 
 
-def check_runs_from(vm):
-    """--local: run state and locks are per name on a host, so the VM that runs may be the other
-    root's copy of that name (its supervisor recorded its root)."""
-    there = vmmod.read_state(vm.name).get("root")
+def check_runs_from(vm, rt):
+    """--local: a VM of that name that runs on this host must be this root's copy: not another
+    root's whose name bhyve shares host-wide (rt.elsewhere), nor one an earlier version's
+    supervisor, which kept run state per name, recorded for another root."""
+    there = rt.elsewhere or (vmmod.read_state(vm).get("root") if rt.supervisor or rt.bhyve else None)
     if there and there != str(vm.root.path):
         raise Refused(f"the {vm.name} running on this host is the one of {there}: stop it there first "
                          f"(one name runs once per host)", vm=vm.name)
@@ -184,11 +186,11 @@ class Sender:
         self.peer = peer or self.spare()
         try:
             self.info = self.ready(self.peer, check=False)
-            self.check_dest()
             rt = vmmod.runtime(vm)
             self.running = bool(rt.supervisor or rt.bhyve)
-            if self.running and dest.local:
-                check_runs_from(vm)
+            if dest.local:
+                check_runs_from(vm, rt)
+            self.check_dest()
         except BaseException:
             self.close()
             raise
@@ -310,7 +312,7 @@ class Sender:
         self.say(f"{self.vm.name}: stopping for the {'last increment' if self.mode == 'warm' else 'send'}")
         power.stop_vm(self.vm)
         try:
-            with lock.hold_vm(self.vm.name, "vmsend"):
+            with lock.hold_vm(self.vm.run, "vmsend"):
                 self.transfer(peer)
                 self.finish(started=self.start)
         except StateError as exc:

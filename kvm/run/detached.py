@@ -28,7 +28,7 @@ def argv(root_path, name, lock_fd):
 
 def supervise(vm, lock_fd):
     """Adopt the lock start -b took for `vm` and supervise it; the exit status."""
-    return Supervisor(vm, write_line, acquire_lock(vm.name, lock_fd)).run()
+    return Supervisor(vm, write_line, acquire_lock(vm, lock_fd)).run()
 
 
 def main(args=None):

@@ -10,6 +10,7 @@ from kvm.errors import ConfigError, NotFound, StateError
 from kvm.hypervisor import Context
 from kvm.hypervisor import current as hypervisor
 from kvm.run import ports
+from kvm.vm import check_not_running_elsewhere
 
 
 def check_files(cfg):
@@ -51,8 +52,8 @@ def plan(vm, cfg, vnc_port=None, strict=True, hv=None):
     reserved)."""
     hv = hv or hypervisor()
     if cfg.vnc and vnc_port is None:
-        vnc_port = ports.first_free(vm.name)
-    return hv.plan(cfg, Context(root=vm.root.path, vnc_port=vnc_port, strict=strict))
+        vnc_port = ports.first_free(vm)
+    return hv.plan(cfg, Context(root=vm.root.path, run=vm.run, vnc_port=vnc_port, strict=strict))
 
 
 def masked(line):
@@ -67,9 +68,10 @@ def dry_run_lines(vm, warn=None):
     for line in check_files(cfg):
         if warn:
             warn(line)
+    check_not_running_elsewhere(vm)  # a real start would refuse (and not destroy the other's VM)
     p = plan(vm, cfg, strict=False, hv=hv)
     out = [f"would start {vm.name} with these steps (preRun to postRun again at each guest reboot):"]
-    out += [hv.destroy_text(vm.name)] if hv.is_allocated(vm.name) else []
+    out += [hv.destroy_text(vm.run)] if hv.is_allocated(vm.run) else []
     out += hv.prepare_host_text(p)
     out.append(f"preRun    (sh: . {vm.root.path}/functions; . {vm.conf_path}; . {vm.run_path}; preRun)")
     for path, text, mode in p.files:
@@ -79,7 +81,7 @@ def dry_run_lines(vm, warn=None):
     if p.loader:
         out.append(hv.shown(p.loader))
     out.append(hv.shown(p.argv))
-    out.append(hv.destroy_text(vm.name))
+    out.append(hv.destroy_text(vm.run))
     out.append("postRun   (VMexit, VMreason set); loop on reboot")
     out.append(f"# hypervisor {hv.name}, accelerator {hv.accelerator()}")
     return out

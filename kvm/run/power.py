@@ -15,7 +15,6 @@ import time
 from kvm import host
 from kvm import vm as vmmod
 from kvm.errors import KvmError, NothingToDo, Refused, StateError
-from kvm.host import runfiles
 from kvm.host.lock import plan_stopped
 from kvm.hypervisor import current as hypervisor
 
@@ -28,22 +27,25 @@ SUPERVISOR_SLACK = 30  # seconds beyond its own waits for a supervisor to run po
 POLL = 0.05            # seconds between checks while waiting for a process to end
 
 
-def request(name, timeout, force):
-    """Leave the supervisor a stop request (read by its signal handler)."""
-    host.make_dirs(runfiles.stop_request_path(name).parent)
-    host.write_file(runfiles.stop_request_path(name), json.dumps({"timeout": timeout, "force": force}) + "\n")
+def request(vm, timeout, force):
+    """Leave the supervisor a stop request (read by its signal handler): RUN_DIR/ROOT_ID/NAME/stop."""
+    if host.dry_run():
+        host.make_dirs(vm.run.stop.parent)  # printed when missing
+    else:
+        vm.run.make_folder()
+    host.write_file(vm.run.stop, json.dumps({"timeout": timeout, "force": force}) + "\n")
 
 
-def read_request(name):
+def read_request(vm):
     """The pending stop request ({} when none or unreadable)."""
     try:
-        return json.loads(runfiles.stop_request_path(name).read_text())
+        return json.loads(vm.run.stop.read_text())
     except (OSError, ValueError):
         return {}
 
 
-def clear_request(name):
-    runfiles.stop_request_path(name).unlink(missing_ok=True)
+def clear_request(vm):
+    vm.run.stop.unlink(missing_ok=True)
 
 
 def vm_timeout(vm, fresh=False):
@@ -55,13 +57,14 @@ def vm_timeout(vm, fresh=False):
         return DEFAULT_TIMEOUT
 
 
-def sequence(hv, name, pid, timeout, force):
+def sequence(hv, run, pid, timeout, force):
     """The stop, step by step: after each action yields (method, seconds to wait for the exit,
-    what to log). The caller waits, and asks for the next step when the time ran out."""
+    what to log). The caller waits, and asks for the next step when the time ran out. run: the
+    VM's run files (RunFiles)."""
     if not force:
-        hv.power_button(name, pid)
+        hv.power_button(run, pid)
         yield "acpi", timeout, f"stopping: ACPI power button, waiting up to {timeout}s"
-    hv.force_off(name, pid)
+    hv.force_off(run, pid)
     yield "forced", FORCE_GRACE, "forcing the power off"
     host.send_signal(pid, signal.SIGKILL)
     yield "killed", KILL_WAIT, "bhyve did not exit after the forced power-off: killing it"
@@ -98,39 +101,42 @@ def stop_vm(vm, timeout=None, force=False, progress=None):
     if rt.bhyve:
         return _stop_orphan(vm, rt, timeout, force, said)
     if rt.allocated:
-        hypervisor().destroy(vm.name)
+        hypervisor().destroy(vm.run)
         return "cleaned"
+    if rt.elsewhere:
+        raise NothingToDo(f"is not running (the VM {vm.name} that runs is the one of {rt.elsewhere}: stop it "
+                          f"there)", vm=vm.name)
     raise NothingToDo("is not running", vm=vm.name)
 
 
 def _stop_supervised(vm, rt, timeout, force, progress=None):
-    request(vm.name, timeout, force)
+    request(vm, timeout, force)
     host.send_signal(rt.supervisor, signal.SIGTERM)
     if host.dry_run():
-        plan_stopped(vm.name)  # what follows in this dry run sees the VM stopped
+        plan_stopped(vm.run)  # what follows in this dry run sees the VM stopped
         return "requested"
     if progress:
         progress()
     budget = (0 if force else timeout) + FORCE_GRACE + HOOK_GRACE + SUPERVISOR_SLACK
-    if not _wait(lambda: not vmmod.lock_held(vm.name), budget):
+    if not _wait(lambda: not vmmod.lock_held(vm), budget):
         raise StateError(f"supervisor pid {rt.supervisor} did not finish within {budget}s", vm=vm.name)
-    return vmmod.read_state(vm.name).get("stop_method") or "stopped"
+    return vmmod.read_state(vm).get("stop_method") or "stopped"
 
 
 def _stop_orphan(vm, rt, timeout, force, progress=None):
     hv, pid = hypervisor(), rt.bhyve
     how = "forced" if force else "acpi"
-    for how, seconds, _ in sequence(hv, vm.name, pid, timeout, force):
+    for how, seconds, _ in sequence(hv, vm.run, pid, timeout, force):
         if host.dry_run():
             if how == "acpi":
-                hv.force_off(vm.name, pid)
+                hv.force_off(vm.run, pid)
             break
         if progress:
             progress()
             progress = None
         if _wait(lambda: not host.pid_alive(pid), seconds):
             break
-    hv.destroy(vm.name)
+    hv.destroy(vm.run)
     return how
 
 

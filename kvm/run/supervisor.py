@@ -46,12 +46,12 @@ class _Wake(Exception):
     """Raised by the signal handler to break a blocking wait."""
 
 
-def acquire_lock(name, inherited_fd=None):
+def acquire_lock(vm, inherited_fd=None):
     """The VM's exclusive lock (held for the supervisor's life), or StateError naming the holder.
     With inherited_fd: the lock `start -b` took and handed over (the same open file, so the
     flock is already ours); refused unless it is the VM's lock file."""
-    lockmod.run_dir()
-    path = lockmod.vm_lock_path(name)
+    name, path = vm.name, vm.run.lock
+    vm.run.make_folder()
     if inherited_fd is not None:
         got = lockmod.adopt(path, inherited_fd, f"{os.getpid()}\n")
         if got is None:
@@ -93,11 +93,11 @@ class Supervisor:
 
     def save(self, **changes):
         self.state.update(changes)
-        vmmod.write_state(self.name, self.state)
+        vmmod.write_state(self.vm, self.state)
 
     # ----------------------------------------------------------------- signals
     def on_signal(self, signum, frame):
-        req = power.read_request(self.name)
+        req = power.read_request(self.vm)
         if self.stop is None:
             self.stop = {"timeout": req.get("timeout"), "force": bool(req.get("force"))}
         elif signum == signal.SIGINT or req.get("force"):
@@ -110,20 +110,21 @@ class Supervisor:
         """Supervise until the end; returns the exit status."""
         syslog.openlog("kvm", syslog.LOG_PID, syslog.LOG_DAEMON)
         if self.lock is None:
-            self.lock = acquire_lock(self.name)
+            self.lock = acquire_lock(self.vm)
         try:
             rt = vmmod.runtime(self.vm)
+            vmmod.check_not_running_elsewhere(self.vm, rt)  # bhyve: another root's VM of this name runs
             if rt.bhyve:
                 raise Refused(f"{self.hv.name} pid {rt.bhyve} still runs this VM without a supervisor: "
                                  f"`stop {self.name}` powers it off", vm=self.name)
-            power.clear_request(self.name)
-            # root: run state and locks are per name on a host; vmsend --local tells two roots apart
+            power.clear_request(self.vm)
+            # root: whose VM this is (for the legacy run dir of earlier versions, shared by all roots)
             self.state = {"supervisor": os.getpid(), "started": time.time(), "bhyve": 0, "boots": 0,
                           "root": str(self.vm.root.path)}
             self.save()
             for sig in STOP_SIGNALS:
                 signal.signal(sig, self.on_signal)
-            self.hv.destroy(self.name)
+            self.hv.destroy(self.vm.run)
             return self.loop()
         except KvmError as exc:
             # kept in the state file (the run dir), which a full pool does not stop: `start -b` reads it
@@ -135,11 +136,11 @@ class Supervisor:
     def finish(self):
         for sig in STOP_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
-        power.clear_request(self.name)
+        power.clear_request(self.vm)
         if "started" in self.state:
             self.save(supervisor=0, bhyve=0, vnc_port=0, ended=time.time(), stop_method=self.stop_method)
         else:  # refused before taking over (an orphan runs): leave its record, add only why
-            self.state = {**vmmod.read_state(self.name), **self.state}
+            self.state = {**vmmod.read_state(self.vm), **self.state}
             self.save()
         self.lock.release()
 
@@ -156,7 +157,7 @@ class Supervisor:
             if not self.lock_kept():
                 return 1
             ended = self.launch(plan)
-            self.hv.destroy(self.name)
+            self.hv.destroy(self.vm.run)
             self.save(bhyve=0, last_exit=ended.reason, last_code=ended.code)
             self.hook("postRun", {"VMexit": "" if ended.code is None else str(ended.code),
                                   "VMreason": ended.reason})
@@ -215,7 +216,7 @@ class Supervisor:
             self.log(f"warning: {line}", syslog.LOG_WARNING)
         port = None
         if cfg.vnc:
-            port = self.state.get("vnc_port") or ports.reserve(self.name, lambda p: self.save(vnc_port=p))
+            port = self.state.get("vnc_port") or ports.reserve(self.vm, lambda p: self.save(vnc_port=p))
         plan = launchmod.plan(self.vm, cfg, vnc_port=port, hv=self.hv)
         if plan.needs and not self.host_ready:
             self.hv.prepare_host(plan)
@@ -246,7 +247,7 @@ class Supervisor:
         steps, deadline = None, None
         while True:
             if self.stop and steps is None:
-                steps = power.sequence(self.hv, self.name, proc.pid,
+                steps = power.sequence(self.hv, self.vm.run, proc.pid,
                                        self.stop.get("timeout") or power.vm_timeout(self.vm, fresh=True),
                                        self.stop.get("force"))
                 deadline = self.next_step(steps)

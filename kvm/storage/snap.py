@@ -259,9 +259,9 @@ def hold(vm, what, running_ok=False):
     """The VM's lock while a snap command changes its data. With running_ok, a VM that runs
     (its supervisor holds the lock, so no other command can) is worked on without it."""
     try:
-        got = lock.hold_vm(vm.name, what)
+        got = lock.hold_vm(vm.run, what)
     except StateError:
-        found = lock.holder(lock.vm_lock_path(vm.name))
+        found = lock.holder(vm.run.lock)
         if not (running_ok and found is not None and not found[1]):
             raise
         got = None

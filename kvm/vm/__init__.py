@@ -6,9 +6,10 @@ import re
 from pathlib import Path
 
 from kvm import host, zfs
-from kvm.errors import ConfigError, KvmError, NotFound, Refused, UsageError
-from kvm.host import lock, paths, runfiles
+from kvm.errors import ConfigError, KvmError, NotFound, Refused, StateError, UsageError
+from kvm.host import lock, runfiles
 from kvm.hypervisor import current as hypervisor
+from kvm.vm.root import other_roots
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,30}\Z")
 RUN_FILE = "run"
@@ -30,9 +31,11 @@ def check_name(name, what="VM name"):
 class Vm:
     """One VM of an install root."""
 
-    def __init__(self, root, name):
+    def __init__(self, root, name, run=None):
         self.root, self.name = root, name
         self._config = None   # set.conf as config() read and validated it: one read per command
+        self._run = run       # where its run files are, found once per command (see `run`)
+        self._elsewhere = False  # not asked yet (see elsewhere())
 
     def __repr__(self):
         return f"Vm({self.name!r})"
@@ -61,6 +64,15 @@ class Vm:
             if path.is_symlink():
                 raise ConfigError(f"{path.name} ({path}): is a symbolic link: refusing it", vm=self.name)
 
+    @property
+    def run(self):
+        """Where the VM's run files are (lock, config lock, state, stop request, qemu's sockets):
+        RUN_DIR/ROOT_ID/NAME/, or the legacy place while an earlier version's supervisor runs
+        it (runfiles.for_vm); found once for the life of this Vm (one command)."""
+        if self._run is None:
+            self._run = runfiles.for_vm(self.root.path, self.name, runs=_runs)
+        return self._run
+
     def dataset(self):
         """The VM's dataset: ROOT/vm/NAME."""
         return f"{self.root.vm_dataset()}/{self.name}"
@@ -83,13 +95,34 @@ class Vm:
                 self._config = config.load(self.name, str(self.dir), evaluate=False, startable=startable)
             return self._config
         from kvm.conf import hooks
-        with lock.hold_config(self.name, "supervisor read"):
+        with lock.hold_config(self.run, "supervisor read"):
             hooks.check_safe(self)
             return config.load(self.name, str(self.dir), evaluate=True)
 
     def forget_config(self):
         """After a write of set.conf: the next config() reads the file again."""
         self._config = None
+
+
+def _runs(run, pid):
+    """pid is the hypervisor running the VM whose run files are `run`."""
+    return hypervisor().is_own_process(host.process_args(pid), run)
+
+
+def check_free_on_host(root, name, spare=None):
+    """Where the hypervisor's VM names are host-wide (bhyve: /dev/vmm/NAME, its title and the
+    console /dev/nmdmNAMEA, as the shell toolkit has them), refuse a name a VM of another install
+    root of this host has: the two could not run together, and each would take the other's
+    console. spare(vm): True for another root's VM that may share the name (the one vmimport
+    imports, the one a vmrecv --local stream comes from)."""
+    if not hypervisor().host_wide_names:
+        return
+    for other in other_roots(root):
+        there = Vm(other, name)
+        if there.exists() and not (spare and spare(there)):
+            raise StateError(f"the name is taken on this host by the VM {name} of {other.path}: bhyve's VM "
+                             f"names are host-wide (/dev/vmm/{name}, the console /dev/nmdm{name}A), one VM of "
+                             f"a name per host whatever its root; choose another name", vm=name)
 
 
 def get_vm(root, name):
@@ -117,14 +150,14 @@ def remount(vm):
 def _mount_unless_busy(vm):
     """Mount the VM's dataset under its lock; a dataset that another command holding the lock
     has unmounted (zfs-fuse's rollback, a busy rename) is its business: refuse, never race it."""
-    found = lock.holder(lock_path(vm.name))
+    found = lock.holder(vm.run.lock)
     if found is not None and found[0] != os.getpid():
         raise Refused(f"is busy: {lock.describe_holder(found)} is working on its dataset; "
                          f"try again when it is done", vm=vm.name)
     if found is not None:
         zfs.mount_if_there(vm.dataset())
         return
-    with lock.hold_vm(vm.name, "remount"):
+    with lock.hold_vm(vm.run, "remount"):
         if unmounted_hint(vm):
             zfs.mount_if_there(vm.dataset())
 
@@ -158,37 +191,26 @@ def list_vms(root):
 
 # ------------------------------------------------------------------------ runtime state
 
-def lock_path(name):
-    return lock.vm_lock_path(name)
-
-
-def state_path(name):
-    return runfiles.state_path(name)
-
-
-def read_state(name):
+def read_state(vm):
     """The supervisor's state file as a dict ({} when absent or unreadable)."""
-    try:
-        return json.loads(state_path(name).read_text())
-    except (OSError, ValueError):
-        return {}
+    return vm.run.read_state()
 
 
-def write_state(name, state):
+def write_state(vm, state):
     """Write the state file atomically."""
-    lock.run_dir()
-    host.write_file(state_path(name), json.dumps(state, sort_keys=True) + "\n")
+    vm.run.make_folder()
+    host.write_file(vm.run.state, json.dumps(state, sort_keys=True) + "\n")
 
 
-def lock_held(name):
+def lock_held(vm):
     """True when a supervisor holds the VM's lock (a shared probe lock, never blocking)."""
-    return lock_holder(name) is not None
+    return lock_holder(vm) is not None
 
 
-def lock_holder(name):
+def lock_holder(vm):
     """None when nobody holds the VM's lock; else the pid the holder wrote in it (0 while it is
     still writing it)."""
-    found = lock.holder(lock_path(name))
+    found = lock.holder(vm.run.lock)
     return None if found is None else found[0]
 
 
@@ -205,6 +227,7 @@ class Runtime:
         self.vnc_port = 0
         self.boots = 0
         self.crashed = ""         # with nothing running: the crash its last run ended with (reason)
+        self.elsewhere = None     # bhyve: the other root whose VM of this name runs (names are host-wide)
 
     @property
     def active(self):
@@ -224,42 +247,52 @@ class Runtime:
 
 
 def runtimes(vms):
-    """Runtime of many VMs: one listing of the run dir and of the allocated VMs, details only where needed."""
+    """Runtime of many VMs (of one root): one listing of its run folder, of the legacy place and
+    of the allocated VMs; details only where needed."""
+    if not vms:
+        return []
+    folder = runfiles.root_dir(vms[0].root.path)
     try:
-        states = runfiles.state_names(os.listdir(paths.current().run_dir))
+        ran = set(os.listdir(folder))
     except OSError:
-        states = set()
-    allocated = hypervisor().allocated()
+        ran = set()
+    old = runfiles.legacy_names()
+    allocated = hypervisor().allocated(folder)
     out = []
     for vm in vms:
-        if vm.name in states or vm.name in allocated:
+        if vm.name in ran or vm.name in old or vm.name in allocated:
+            if vm._run is None:
+                vm._run = runfiles.for_vm(vm.root.path, vm.name, old, runs=_runs)
             out.append(runtime(vm))
         else:
             out.append(Runtime(vm.name))
     return out
 
 
-def runtime(vm_or_name, scan=True):
+def runtime(vm, scan=True):
     """The VM's runtime state from its lock, state file and the hypervisor — never `ps | grep`."""
-    name = getattr(vm_or_name, "name", vm_or_name)
+    name, run = vm.name, vm.run
     hv = hypervisor()
-    st = read_state(name)
-    rt = Runtime(name, allocated=hv.is_allocated(name))
+    st = run.read_state()
+    rt = Runtime(name, allocated=hv.is_allocated(run))
     sup = int(st.get("supervisor") or 0)
     # the supervisor named in the state file counts only if it is the lock's holder: after a
     # crash both files stay behind, and their pids may belong to other programs by now
-    if sup and lock_holder(name) == sup and host.pid_alive(sup):
+    if sup and lock_holder(vm) == sup and host.pid_alive(sup):
         rt.supervisor = sup
     pid = int(st.get("bhyve") or 0)
     # With its supervisor alive, the recorded bhyve is that supervisor's child, whose pid cannot
     # be reused before the supervisor reaps it and records bhyve=0: no need to look at its
     # arguments (which costs a `ps` on a FreeBSD without procfs). Without one, make sure.
-    if pid and host.pid_alive(pid) and (rt.supervisor or hv.is_own_process(host.process_args(pid), name)):
+    if pid and host.pid_alive(pid) and (rt.supervisor or hv.is_own_process(host.process_args(pid), run)):
         rt.bhyve = pid
         rt.started, rt.booted = float(st.get("started") or 0), float(st.get("booted") or 0)
         rt.vnc_port, rt.boots = int(st.get("vnc_port") or 0), int(st.get("boots") or 0)
+    elif rt.allocated and not rt.supervisor and hv.host_wide_names and elsewhere(vm):
+        # bhyve's names are host-wide: what is allocated under this name is another root's VM
+        rt.allocated, rt.elsewhere = False, elsewhere(vm)
     elif rt.allocated and scan:
-        rt.bhyve = hv.find_process(name) or 0
+        rt.bhyve = hv.find_process(run) or 0
     if rt.bhyve and not rt.supervisor:
         # no supervisor in the run files (the run dir was removed under a running VM): the
         # hypervisor's parent, when it is our supervisor of this VM, still is
@@ -283,6 +316,40 @@ def is_supervisor_of(args, name):
         return True
     words = [os.path.basename(a) for a in args[:-1] if not a.startswith("-")]
     return "start" in words and any(w in ("start", "kvm") or w.startswith("python") for w in words[:2])
+
+
+def check_not_running_elsewhere(vm, rt=None):
+    """Before a start (or its dry run): refuse a VM whose name another install root's VM runs
+    under, where names are host-wide (bhyve); rt: the VM's Runtime, when known."""
+    hv = hypervisor()
+    if not hv.host_wide_names or (rt is not None and rt.bhyve):
+        return
+    other = (rt.elsewhere if rt is not None else None) or elsewhere(vm)
+    if other:
+        raise StateError(f"the name is in use on this host by the VM {vm.name} of {other}, which runs: "
+                         f"{hv.name}'s VM names are host-wide (one VM of a name per host): stop it there "
+                         f"first, or rename one of them", vm=vm.name)
+
+
+def elsewhere(vm):
+    """The root path of another install root whose VM of this name runs on this host (its
+    supervisor holds its lock, or the hypervisor process it recorded is alive), else None. Asked
+    where names are host-wide (bhyve), for a VM of this root that has nothing running of its own."""
+    if vm._elsewhere is not False:
+        return vm._elsewhere
+    vm._elsewhere = None
+    for run in runfiles.all_runs():
+        if run.name != vm.name or run == vm.run:
+            continue
+        there = runfiles.recorded_root(run)
+        if there == str(vm.root.path) or (there is None and run.legacy):
+            continue
+        found = lock.holder(run.lock)  # a supervisor's holds no text, a command's says what it is
+        pid = int(run.read_state().get("bhyve") or 0)  # an orphan's, if that pid is still its bhyve
+        if (found is not None and not found[1]) or (host.pid_alive(pid) and _runs(run, pid)):
+            vm._elsewhere = there or str(run.folder)
+            break
+    return vm._elsewhere
 
 
 def folder_size_hint(path):

@@ -5,9 +5,11 @@ import os
 from pathlib import Path
 
 from kvm import zfs
-from kvm.errors import NotFound, UsageError
+from kvm.errors import KvmError, NotFound, UsageError
+from kvm.host import runfiles
 
 ROOT_PROP = "kvm:root"
+ROOTS_ENV = "KVM_ROOTS"  # the host's roots, for the checks of names bhyve shares host-wide
 MARKER = ".kvm-root"
 
 
@@ -82,3 +84,18 @@ def _holding_cwd(roots):
         return None  # the current folder was removed
     inside = [r for r in roots if cwd == r.path.resolve() or r.path.resolve() in cwd.parents]
     return max(inside, key=lambda r: len(r.path.resolve().parts), default=None)
+
+
+def other_roots(root):
+    """The other install roots of this host: KVM_ROOTS (a colon list) when set, else the marked
+    datasets', and those with run files (RUN_DIR/ROOT_ID/.root); only those that are roots still."""
+    if ROOTS_ENV in os.environ:
+        marked = [p for p in os.environ[ROOTS_ENV].split(":") if p]
+    else:
+        try:
+            marked = list(zfs.marked_mountpoints(ROOT_PROP).values())
+        except KvmError:
+            marked = []
+    here = str(root.path)
+    found = {p for p in marked + runfiles.recorded_roots() if p.startswith("/") and p != here}
+    return [Root(Path(p)) for p in sorted(found) if is_root_dir(p)]

@@ -11,9 +11,8 @@ import threading
 import time
 
 import pytest
-from pathlib import Path
 
-from tests.conftest import REPO, calls, cmd, create_vm, fake_iso, one_line_error
+from tests.conftest import REPO, calls, cmd, create_vm, fake_iso, one_line_error, run_folder
 from tests.cli.test_run import boots, make, wait_for
 
 NOBODY = 65534
@@ -182,25 +181,26 @@ def test_readers_always_see_a_set_conf_while_insert_and_eject_replace_it(install
 
 HOLDER = """
 import sys, time
-from kvm.host import lock
-with lock.hold_config("web", "test"):
+from kvm.host import lock, runfiles
+with lock.hold_config(runfiles.of(sys.argv[2], "web"), "test"):
     print("held", flush=True)
     time.sleep(float(sys.argv[1]))
 """
 
 
 def test_an_edit_waits_for_the_config_lock(install, env, tmp_path):
-    """Edits, and the supervisor's read before a launch, hold RUN_DIR/NAME@conf.lock: an insert
+    """Edits, and the supervisor's read before a launch, hold the VM's conf.lock: an insert
     started while another holder has it waits for it, then succeeds (it never refuses)."""
     create_vm(install, env, "web")
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, "1.5"], env=env, text=True, stdout=subprocess.PIPE)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, "1.5", str(install)], env=env, text=True,
+                              stdout=subprocess.PIPE)
     assert holder.stdout.readline().strip() == "held"
     start = time.time()
     res = cmd(install, env, "insert", "web", fake_iso(tmp_path / "x.iso"))
     assert res.returncode == 0, res.stderr
     assert time.time() - start > 1.0, "the insert did not wait for the config lock"
     holder.wait(timeout=10)
-    assert (Path(env["KVM_RUN_DIR"]) / "web@conf.lock").is_file()
+    assert (run_folder(env, install, "web") / "conf.lock").is_file()
 
 
 def _ended(d):

@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 
 from tests.cli.test_run import guest_up, guests, make, script, wait_for
-from tests.conftest import cmd, one_line_error
+from tests.conftest import cmd, one_line_error, run_folder
 
 
 def test_a_vm_named_vnc_does_not_block_other_vnc_starts(install, env):
-    # The VNC port lock is host-wide, in RUN_DIR/host/: a VM called vnc has its own RUN_DIR/vnc.lock.
+    # The VNC port lock is host-wide, in RUN_DIR/host/: a VM called vnc has its own lock in its folder.
     make(install, env, "vnc", "--vnc", "yes")
     make(install, env, "other", "--vnc", "yes")
     for name in ("vnc", "other"):
@@ -23,7 +23,7 @@ def test_a_vm_named_vnc_does_not_block_other_vnc_starts(install, env):
     assert res.returncode == 0, res.stderr
     wait_for(lambda: guest_up(install, env, "other"), what="other")
     run = Path(env["KVM_RUN_DIR"])
-    assert (run / "host" / "vnc.lock").is_file() and (run / "vnc.lock").is_file()
+    assert (run / "host" / "vnc.lock").is_file() and (run_folder(env, install, "vnc") / "lock").is_file()
     for name in ("vnc", "other"):
         assert cmd(install, env, "stop", "-f", name).returncode == 0
 
@@ -37,8 +37,11 @@ def test_run_dir_and_files_are_made_safe_whatever_the_umask(install, env):
                          capture_output=True, text=True, timeout=30)
     assert res.returncode == 0, res.stderr
     wait_for(lambda: guest_up(install, env), what="the guest")
-    assert stat.S_IMODE(run.stat().st_mode) == 0o755
-    assert stat.S_IMODE((run / "web.lock").stat().st_mode) == 0o644
+    folder = run_folder(env, install, "web")
+    for path in (run, folder.parent, folder):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o755, path
+    assert stat.S_IMODE((folder / "lock").stat().st_mode) == 0o644
+    assert stat.S_IMODE((folder.parent / ".root").stat().st_mode) == 0o644
     assert stat.S_IMODE((install / "vm" / "web" / "web.log").stat().st_mode) == 0o640
     assert cmd(install, env, "stop", "-f", "web").returncode == 0
 
@@ -48,8 +51,9 @@ def test_a_lock_file_that_is_a_link_is_refused_and_its_target_untouched(install,
     script(env, "web", "run")
     victim = tmp_path / "victim"
     victim.write_text("precious\n")
-    run = Path(env["KVM_RUN_DIR"])
-    (run / "web.lock").symlink_to(victim)
+    folder = run_folder(env, install, "web")
+    folder.mkdir(parents=True)
+    (folder / "lock").symlink_to(victim)
     one_line_error(cmd(install, env, "start", "web"), "start: web:", "symbolic link")
     assert victim.read_text() == "precious\n"
     assert not guests(env)
@@ -60,7 +64,7 @@ def test_a_run_dir_writable_by_others_is_refused(install, env):
     run = Path(env["KVM_RUN_DIR"])
     run.chmod(0o777)
     one_line_error(cmd(install, env, "start", "web"), "start: web:", "writable by others", str(run))
-    assert not (run / "web.lock").exists()
+    assert not run_folder(env, install, "web").exists()
 
 
 def test_removing_the_run_dir_during_prerun_never_gives_two_bhyves(install, env):
@@ -95,8 +99,8 @@ def test_start_b_refused_by_a_held_lock_touches_nothing_of_the_vm(install, env):
     import fcntl
     d = make(install, env)
     script(env, "web", "run")
-    assert cmd(install, env, "vmlist").returncode == 0  # the run dir exists
-    fd = os.open(Path(env["KVM_RUN_DIR"]) / "web.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    run_folder(env, install, "web").mkdir(parents=True)
+    fd = os.open(run_folder(env, install, "web") / "lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
@@ -115,5 +119,5 @@ def test_a_supervisor_refuses_a_handed_lock_that_is_not_the_vms(install, env, tm
     other.write_text("")
     res = subprocess.run(["sh", "-c", f"exec ./start --lock-fd 7 web 7<{other}"], env=env, cwd=install,
                          capture_output=True, text=True, timeout=30)
-    one_line_error(res, "web", "descriptor 7", "web.lock")
+    one_line_error(res, "web", "descriptor 7", "web/lock")
     assert not guests(env, "web")

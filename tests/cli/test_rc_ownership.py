@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from kvm.platform import rcd
-from tests.conftest import REPO, cmd, create_vm, datasets, destroy_dataset, kvm, one_line_error, snapshot_tree
+from tests.conftest import REPO, cmd, create_vm, datasets, destroy_dataset, kvm, one_line_error, run_folder, snapshot_tree
 
 
 @pytest.fixture
@@ -112,8 +112,9 @@ def test_commands_wait_for_no_one_holding_the_vms_lock(install, env, sysroot, po
     if argv[:2] == ["dorc", "-r"]:
         assert cmd(install, env, "dorc", "web", "-y").returncode == 0
     before, rc = datasets(pool), snapshot_tree(sysroot / "rc.d")
-    run = sysroot / "run"
-    with open(run / "web.lock", "w") as fh:
+    folder = run_folder(env, install, "web")
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         fh.write("4242 snap rollback\n")
         fh.flush()

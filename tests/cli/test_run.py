@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import calls, cmd, create_vm, fake_iso, one_line_error
+from tests.conftest import calls, cmd, create_vm, fake_iso, one_line_error, run_folder
 
 HOOKS = """# VM: {name}
 preRun()
@@ -46,10 +46,10 @@ def wait_for(predicate, seconds=20, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def lock_held(env, name):
+def lock_held(env, root, name):
     """Someone holds NAME's lock (a non-blocking probe, as status does)."""
     from kvm.host import lock
-    return lock.holder(Path(env["KVM_RUN_DIR"]) / f"{name}.lock") is not None
+    return lock.holder(run_folder(env, root, name) / "lock") is not None
 
 
 def status(install, env, name="web"):
@@ -136,9 +136,9 @@ def test_kill_9_of_the_supervisor_orphan_is_reported_stopped_and_recovered(insta
     script(env, "web", "run", "poweroff after=0.2")
     assert cmd(install, env, "start", "-b", "web").returncode == 0
     wait_for(lambda: guest_up(install, env), what="the guest")
-    state = json.loads((Path(env["KVM_RUN_DIR"]) / "web.state").read_text())
+    state = json.loads((run_folder(env, install, "web") / "state").read_text())
     os.kill(state["supervisor"], signal.SIGKILL)
-    wait_for(lambda: not lock_held(env, "web"), what="the killed supervisor's lock to be free")
+    wait_for(lambda: not lock_held(env, install, "web"), what="the killed supervisor's lock to be free")
     assert status(install, env) == state["bhyve"], "the orphaned bhyve still runs and status says so"
     listed = cmd(install, env, "vmlist", "-H", "-o", "name,state,pid")
     assert listed.stdout == f"web\torphaned\t{state['bhyve']}\n"
@@ -367,7 +367,7 @@ def test_dry_run_prints_everything_and_changes_nothing(install, env, tmp_path):
     assert lines[2].startswith("preRun")
     assert lines[3].startswith("bhyve -c 1 -m 1G") and "30,fbuf,tcp=127.0.0.1:5900,wait" in lines[3]
     assert calls(env, "bhyve") == [] and calls(env, "kldload") == []
-    assert not (Path(env["KVM_RUN_DIR"]) / "web.state").exists()
+    assert not (run_folder(env, install, "web") / "state").exists()
 
 
 def test_vmdestroy_f_really_stops_a_running_vm(install, env, pool):
@@ -406,11 +406,11 @@ def test_a_bhyve_started_without_us_is_found_by_its_exact_name(install, env):
                                  "-s", "31,lpc", "-l", f"bootrom,{fw},{d}/UEFI_VARS.fd", name], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    decoy = bare_bhyve("web2")
+    decoy, guest = bare_bhyve("web2"), None
     try:
         wait_for(lambda: guests(env, "web2"), what="web2 up")
         assert status(install, env, "web") == 0, "a bhyve of web2 does not make web running"
-        assert not list(Path(env["KVM_RUN_DIR"]).glob("web*.state")), "nothing of ours knows these VMs"
+        assert not list(Path(env["KVM_RUN_DIR"]).rglob("state")), "nothing of ours knows these VMs"
         guest = bare_bhyve("web")
         wait_for(lambda: guests(env, "web"), what="web up")
         assert status(install, env, "web") == guest.pid
@@ -426,18 +426,26 @@ def test_a_bhyve_started_without_us_is_found_by_its_exact_name(install, env):
         assert not (Path(env["KVM_VMM_DIR"]) / "web").exists(), "stop destroyed the VM bhyve left behind"
         assert status(install, env, "web2") == decoy.pid, "stopping web left web2 alone"
     finally:
-        decoy.kill()
-        decoy.wait()
+        for proc in (decoy, guest):  # never left behind: a stray `bhyve: web` confuses later tests
+            if proc is not None:
+                proc.kill()
+                proc.wait()
 
 
-def test_a_stale_state_whose_pids_now_belong_to_others_reads_stopped(install, env):
-    """After a host crash the state file survives and its pids get reused by other programs."""
+@pytest.mark.parametrize("where", ["folder", "legacy"])
+def test_a_stale_state_whose_pids_now_belong_to_others_reads_stopped(install, env, where):
+    """After a host crash the state file survives and its pids get reused by other programs (in
+    the VM's run folder, or in the run dir itself where earlier versions kept it)."""
     make(install, env)
     other = subprocess.Popen(["sleep", "60"])
+    folder = run_folder(env, install, "web")
+    state, lock = (folder / "state", folder / "lock") if where == "folder" else \
+        (Path(env["KVM_RUN_DIR"]) / "web.state", Path(env["KVM_RUN_DIR"]) / "web.lock")
+    state.parent.mkdir(parents=True, exist_ok=True)
     try:
-        (Path(env["KVM_RUN_DIR"]) / "web.state").write_text(json.dumps(
+        state.write_text(json.dumps(
             {"supervisor": other.pid, "bhyve": other.pid, "started": time.time() - 60, "boots": 1}))
-        (Path(env["KVM_RUN_DIR"]) / "web.lock").write_text(f"{other.pid}\n")
+        lock.write_text(f"{other.pid}\n")
         assert status(install, env) == 0
         assert cmd(install, env, "vmlist", "-H").stdout.startswith("web\tstopped\t")
         script(env, "web", "poweroff after=0.2")

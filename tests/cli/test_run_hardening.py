@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.test_run import HOOKS, script, wait_for
-from tests.conftest import calls, kvm, one_line_error
+from tests.conftest import calls, kvm, one_line_error, run_folder
 
 
 @pytest.fixture
@@ -116,7 +116,7 @@ def test_start_of_an_orphan_says_so_once(root, env):
     script(env, "web", "run")
     assert cmd(root, env, "start", "-b", "web").returncode == 0
     wait_for(lambda: guest_up(root, env), what="the guest")
-    state = json.loads((Path(env["KVM_RUN_DIR"]) / "web.state").read_text())
+    state = json.loads((run_folder(env, root, "web") / "state").read_text())
     os.kill(state["supervisor"], signal.SIGKILL)
     wait_for(lambda: "orphaned" in cmd(root, env, "vmlist", "-H").stdout, what="the orphan")
     for argv in (["start", "-b", "web"], ["start", "web"]):

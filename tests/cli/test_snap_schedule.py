@@ -6,8 +6,10 @@ import os
 import re
 import stat
 import subprocess
+from pathlib import Path
 
-from tests.conftest import create_vm, kvm
+from kvm.host import runfiles
+from tests.conftest import create_vm, destroy_dataset, kvm
 
 
 def periodic(sysroot):
@@ -108,3 +110,60 @@ def test_uninstall_removes_our_schedule_and_leaves_anothers(install, env, pool, 
     assert f"It also removes the snapshot schedule {periodic(sysroot)}." in res.stderr
     assert not periodic(sysroot).exists()
     assert cron(sysroot).read_text() == "# the admin's own cron file\n"
+
+
+def second_root(scratch_pool, env):
+    pool = scratch_pool(128)
+    return pool, Path(f"/{pool}/kvm")
+
+
+def test_a_second_root_gets_a_schedule_of_its_own_and_is_told(install, env, pool, sysroot, scratch_pool):
+    """Issue 20.3: the second root's kvminst took the first root's periodic script over (and on
+    Linux was told nothing while it got no schedule)."""
+    first = periodic(sysroot).read_text()
+    pool2, root2 = second_root(scratch_pool, env)
+    try:
+        res = kvm(env, "kvminst", "-p", pool2, "-y")
+        assert res.returncode == 0, res.stderr
+        rid = runfiles.root_id(root2)
+        own = periodic(sysroot).with_name(f"150.kvm-snap-{rid}")
+        var = f"daily_kvm_snap_{rid}"
+        assert f"snapshot schedule {own} written, off (enable: sysrc -f /etc/periodic.conf {var}_enable=YES); " \
+               f"{periodic(sysroot)} is the schedule of {install}" in res.stderr
+        assert periodic(sysroot).read_text() == first, "the first root's script is left alone"
+        text = own.read_text()
+        assert f': ${{{var}_root:="{root2}"}}' in text and "daily_kvm_snap_enable" not in text
+        assert subprocess.run(["sh", "-n", str(own)]).returncode == 0
+        create_vm(root2, env, "db", "--disk-size", "4M")
+        done = subprocess.run(["/bin/sh", str(own)], env=dict(env, **{f"{var}_enable": "YES"}), capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 1 and "created db@auto-" in done.stdout, (done.stdout, done.stderr)
+        assert len(snaps_of(f"{pool2}/kvm/vm/db")) == 1
+        res = kvm(env, "kvminst", "-p", pool2, "-y")  # an upgrade of either root keeps to its own file
+        assert res.returncode == 0 and f"snapshot schedule {own} written" in res.stderr, res.stderr
+        res = kvm(env, "kvminst", "-p", pool, "-y")
+        assert res.returncode == 0 and f"snapshot schedule {periodic(sysroot)} written" in res.stderr, res.stderr
+        res = kvm(env, "kvminst", "--uninstall", "-p", pool2, "-y")
+        assert res.returncode == 0 and f"removes the snapshot schedule {own}." in res.stderr, res.stderr
+        assert not own.exists() and periodic(sysroot).read_text() == first
+    finally:
+        destroy_dataset(f"{pool2}/kvm")
+
+
+def test_on_linux_a_second_root_gets_a_cron_file_of_its_own(install, env, pool, sysroot, scratch_pool):
+    qemu = dict(env, KVM_HYPERVISOR="qemu", KVM_PLATFORM="linux")
+    assert kvm(qemu, "kvminst", "-p", pool, "-y").returncode == 0
+    first = cron(sysroot).read_text()
+    pool2, root2 = second_root(scratch_pool, env)
+    try:
+        res = kvm(qemu, "kvminst", "-p", pool2, "-y")
+        assert res.returncode == 0, res.stderr
+        own = cron(sysroot).with_name(f"kvm-snap-{runfiles.root_id(root2)}")
+        assert f"snapshot schedule {own} written, off (enable: remove the # of its last line); " \
+               f"{cron(sysroot)} is the schedule of {install}" in res.stderr
+        assert re.fullmatch(r"[A-Za-z0-9_-]+", own.name), "a name Debian's cron reads"
+        assert f'"{root2}/snap" auto --all' in own.read_text() and cron(sysroot).read_text() == first
+        res = kvm(qemu, "kvminst", "-p", pool2, "-y")
+        assert res.returncode == 0 and f"snapshot schedule {own} kept as it is" in res.stderr
+    finally:
+        destroy_dataset(f"{pool2}/kvm")

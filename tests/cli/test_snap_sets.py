@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import cmd, create_vm, destroy_dataset, kvm, one_line_error
+from tests.conftest import cmd, create_vm, destroy_dataset, kvm, one_line_error, run_folder
 from tests.cli.test_run import HOOKS, guest_up, script, wait_for
 
 
@@ -118,9 +118,10 @@ time.sleep(60)
 """
 
 
-def hold_lock(env, text):
-    """A process holding RUN_DIR/web.lock with `text` in it, as a supervisor (pid only) or a command does."""
-    path = Path(env["KVM_RUN_DIR"]) / "web.lock"
+def hold_lock(env, root, text):
+    """A process holding web's lock with `text` in it, as a supervisor (pid only) or a command does."""
+    path = run_folder(env, root, "web") / "lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(path), text.format(pid="{pid}")],
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline() == "held\n"
@@ -132,7 +133,7 @@ def test_rollback_waits_for_nobody_it_refuses_while_the_lock_is_held(install, en
     d = create_vm(install, env, "web")
     assert cmd(install, env, "snap", "c", "web", "s1").returncode == 0
     (d / "after").write_text("new")
-    proc = hold_lock(env, text)
+    proc = hold_lock(env, install, text)
     try:
         one_line_error(cmd(install, env, "snap", "r", "web"), "snap: web:", needle)
         assert (d / "after").exists(), "rolled back a VM whose lock was held"

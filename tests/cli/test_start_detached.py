@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import cmd, one_line_error
+from tests.conftest import cmd, one_line_error, run_folder
 from tests.cli.test_run import guest_up, guests, make, script, wait_for
 
 NEAR_MISS = "start: web: warning: set.conf: 'cores' is not a kvm setting; did you mean 'Cores'?"
@@ -21,7 +21,7 @@ def test_start_b_hands_the_resolved_vm_and_its_lock_to_the_detached_supervisor(i
     res = cmd(install, env, "start", "-b", "web")
     assert res.returncode == 0, res.stderr
     wait_for(lambda: guest_up(install, env), what="the guest")
-    state = json.loads((Path(env["KVM_RUN_DIR"]) / "web.state").read_text())
+    state = json.loads((run_folder(env, install, "web") / "state").read_text())
     argv = Path(f"/proc/{state['supervisor']}/cmdline").read_bytes().rstrip(b"\0").decode().split("\0")
     assert argv[1:4] == ["-m", "kvm.run.detached", "start"]
     assert argv[4] == "--lock-fd" and argv[5].isdigit() and argv[6:] == ["--root", str(install), "web"]
@@ -45,7 +45,7 @@ def test_the_detached_supervisor_refuses_a_descriptor_that_is_not_the_vms_lock(i
     other = tmp_path / "not-a-lock"
     other.write_text("")
     res = detached(install, env, "start", "--lock-fd", 7, "--root", install, "web", shell_prefix=f"7<{other}")
-    one_line_error(res, "start: web: ", "descriptor 7", "web.lock")
+    one_line_error(res, "start: web: ", "descriptor 7", "web/lock")
     assert not guests(env, "web") and not (install / "vm" / "web" / "web.log").exists()
 
 

@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -207,6 +208,9 @@ def test_local_refuses_when_the_running_vm_of_that_name_is_dests(install, env, f
     (d / "data").write_bytes(b"second copy")
     one_line_error(send(install, env, "web", "--local", root, "--copy", "--force"),
                    f"the web running on this host is the one of {root}: stop it there first", status=8)
+    probe = subprocess.run([sys.executable, "-m", "kvm", "--root", str(root), "vmrecv", "web"], env=env, input="",
+                           capture_output=True, text=True, timeout=60)
+    assert json.loads(probe.stdout.splitlines()[0])["running"] is True  # a sender over ssh is refused too
     assert (root / "vm/web/data").read_bytes() == b"first copy" and status(root, env) > 0
     cmd(root, env, "stop", "-f", "web")
 
@@ -224,7 +228,11 @@ def test_dry_run_prints_the_pipeline_and_changes_nothing(install, env, far):
 def test_name_clash_on_dest_is_refused(install, env, far):
     root, fpool = far
     make(install, env)
-    assert cmd(root, env, "vmcreate", "web", "-y").returncode == 0
+    # DEST's own web (bhyve's names being host-wide, vmcreate refuses a second web on one host:
+    # this one is made as before that check, by a vmcreate that knows no other root)
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as run:
+        Path(run).chmod(0o755)
+        assert cmd(root, dict(env, KVM_RUN_DIR=run), "vmcreate", "web", "-y").returncode == 0
     before = datasets(fpool)
     one_line_error(send(install, env, "web", "--local", root, "--copy"), "vmsend: web:", "exists on DEST",
                    "not overwritten")

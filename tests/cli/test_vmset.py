@@ -4,11 +4,10 @@ every refusal is one line and leaves set.conf byte for byte as it was."""
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import cmd, create_vm, fake_iso, one_line_error
+from tests.conftest import cmd, create_vm, fake_iso, one_line_error, run_folder
 from tests.cli.test_conf_safety import HOLDER
 
 EXTRA = '# my own notes: keep me\nLAN="tapWEB"   # the tap\nif true; then : ; fi\n'
@@ -97,11 +96,12 @@ def test_dry_run_says_what_it_would_change_and_changes_nothing(install, env, web
     assert any(line.startswith(f"would write {web}/set.conf ") for line in lines), lines
     assert not any(line.startswith(("web: set", "web: unset")) for line in lines)
     assert (web / "set.conf").read_bytes() == before and not (web / "set.conf.sav").exists()
-    assert not (Path(env["KVM_RUN_DIR"]) / "web@conf.lock").exists()
+    assert not (run_folder(env, install, "web") / "conf.lock").exists()
 
 
 def test_vmset_waits_for_the_config_lock(install, env, web):
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, "1.5"], env=env, text=True, stdout=subprocess.PIPE)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, "1.5", str(install)], env=env, text=True,
+                              stdout=subprocess.PIPE)
     assert holder.stdout.readline().strip() == "held"
     start, res = time.time(), cmd(install, env, "vmset", "web", "Cores=3")
     assert res.returncode == 0 and time.time() - start > 1.0, ("did not wait for the config lock", res.stderr)
@@ -110,18 +110,18 @@ def test_vmset_waits_for_the_config_lock(install, env, web):
 
 LOCK_HOLDER = """
 import sys, time
-from kvm.host import lock
-with lock.hold_vm(sys.argv[1], "test"):
+from kvm.host import lock, runfiles
+with lock.hold_vm(runfiles.for_vm(sys.argv[1], sys.argv[2]), "test"):
     print("held", flush=True)
-    time.sleep(float(sys.argv[2]))
+    time.sleep(float(sys.argv[3]))
 """
 
 
 def test_a_vm_named_like_another_ones_config_lock_does_not_block_its_edits(install, env, web):
-    """VM `web.conf` running (its lock RUN_DIR/web.conf.lock held) is no edit of VM `web` under way:
-    vmset web goes through at once (issue 19.5: the config lock was RUN_DIR/web.conf.lock)."""
+    """VM `web.conf` running (its lock held) is no edit of VM `web` under way: vmset web goes
+    through at once (issue 19.5: VM web.conf's lock RUN_DIR/web.conf.lock was VM web's config lock)."""
     create_vm(install, env, "web.conf")
-    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, "web.conf", "15"], env=env, text=True,
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(install), "web.conf", "15"], env=env, text=True,
                               stdout=subprocess.PIPE)
     try:
         assert holder.stdout.readline().strip() == "held"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SIM_BIN, cmd
+from tests.conftest import SIM_BIN, cmd, run_folder
 from tests.guest import guestdisk
 from tests.qemu.conftest import OVMF_CODE, guest_iso, need, qemu_bin  # noqa: F401 (fixtures)
 
@@ -94,7 +94,7 @@ class Vm:
         return json.loads(self.run("vminfo", "--json", self.name).stdout)
 
     def state(self):
-        return json.loads((Path(self.env["KVM_RUN_DIR"]) / f"{self.name}.state").read_text())
+        return json.loads((run_folder(self.env, self.root, self.name) / "state").read_text())
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import cmd, kvm
+from tests.conftest import cmd, kvm, run_folder
 
 OVMF = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 
@@ -46,7 +46,7 @@ def test_vmcreate_copies_ovmf_vars_and_dry_run_shows_the_qemu_plan(install, env)
     assert f"file={install}/firmware/OVMF_CODE_4M.fd" in argv and "-vnc 127.0.0.1:0" in argv
     assert f"logfile={vmdir}/console.log" in argv
     assert lines[-1] == "# hypervisor qemu, accelerator tcg"
-    assert not (Path(env["KVM_RUN_DIR"]) / "q1.state").exists()
+    assert not (run_folder(env, install, "q1") / "state").exists()
     info = cmd(install, env, "vminfo", "q1").stdout.splitlines()  # the text shows it too, as kvm(8) says
     assert info[4] == "hypervisor: qemu, accelerator tcg", info
 
@@ -99,4 +99,4 @@ def test_start_refuses_a_passthru_device_not_bound_to_vfio_and_start_n_shows_it(
     assert res.returncode == 1 and res.stderr.strip().splitlines() == [
         "start: q4: set.conf: Devices item '5,passthru,3/0/0': host device 0000:03:00.0 is bound to e1000e, not "
         "vfio-pci (bind it: driverctl set-override 0000:03:00.0 vfio-pci)"], (res.returncode, res.stdout, res.stderr)
-    assert not list(Path(env["KVM_RUN_DIR"]).glob("q4.qmp"))  # qemu never ran
+    assert not (run_folder(env, install, "q4") / "qmp").exists()  # qemu never ran

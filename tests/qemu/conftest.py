@@ -113,7 +113,8 @@ class Guest:
         conf = {"VMrom": "uefi", "Cores": "1", "Mem": "256M", "Disk": "disk", "ISO": iso, "COM": "1"}
         conf.update(values)
         self.cfg = config.validate(vmdir.name, vmdir, conf)
-        self.plan = qemu.plan(self.cfg, run_dir=run_dir, code=str(OVMF_CODE))
+        (run_dir / vmdir.name).mkdir(exist_ok=True)  # the VM's run folder: its qmp and console sockets
+        self.plan = qemu.plan(self.cfg, sockets=qemu.run_files(run_dir / vmdir.name), code=str(OVMF_CODE))
         self.started = time.monotonic()
         self.proc = subprocess.Popen([*prefix, *self.plan.argv], stdin=subprocess.DEVNULL,
                                      stdout=open(vmdir / "qemu.out", "wb"), stderr=subprocess.STDOUT)

@@ -26,13 +26,14 @@ def test_bhyve_gets_the_seed_as_an_ahci_cd_at_slot_28():
 def test_virtio_blk_gives_a_read_only_disk_at_slot_28_on_both():
     c = cfg(BASE + 'CloudInit="virtio-blk"\n')
     assert f"28,virtio-blk,{VMDIR}/web/seed.iso,ro" in bhyve.plan(c, rom="/r/BHYVE_UEFI.fd").argv
-    argv = qemu.plan(c, run_dir="/var/run/kvm", code="/c/OVMF_CODE.fd").argv
+    argv = qemu.plan(c, sockets=qemu.run_files("/var/run/kvm/r_00000000/web"), code="/c/OVMF_CODE.fd").argv
     assert "virtio-blk-pci,drive=dev28,bus=pcie.0,addr=0x1c" in argv
     assert f"if=none,id=dev28,format=raw,file={VMDIR}/web/seed.iso,readonly=on" in argv
 
 
 def test_qemu_gets_the_same_cd_at_addr_28():
-    argv = qemu.plan(cfg(BASE + 'CloudInit="1"\n'), run_dir="/var/run/kvm", code="/c/OVMF_CODE.fd").argv
+    argv = qemu.plan(cfg(BASE + 'CloudInit="1"\n'), sockets=qemu.run_files("/var/run/kvm/r_00000000/web"),
+                     code="/c/OVMF_CODE.fd").argv
     assert "ahci,id=ahci28,bus=pcie.0,addr=0x1c" in argv
     assert f"if=none,id=dev28,format=raw,file={VMDIR}/web/seed.iso,media=cdrom,readonly=on" in argv
 

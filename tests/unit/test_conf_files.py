@@ -117,7 +117,7 @@ def test_an_edit_removes_leftover_temp_files(vm):
 
 
 def test_an_edit_waits_for_the_config_lock_and_gives_up_with_one_line(vm, monkeypatch):
-    held = lock.hold_config("web", "test")
+    held = lock.hold_config(vm.run, "test")
     done = []
     worker = threading.Thread(target=lambda: done.append(edit.apply(vm, lambda t: t + "A=1\n")))
     worker.start()
@@ -126,7 +126,7 @@ def test_an_edit_waits_for_the_config_lock_and_gives_up_with_one_line(vm, monkey
     held.release()
     worker.join(10)
     assert done == [True]
-    held = lock.hold_config("web", "test")
+    held = lock.hold_config(vm.run, "test")
     monkeypatch.setattr(lock, "CONF_TRIES", 2)
     with pytest.raises(StateError, match=r"set.conf is being changed: pid \d+ \(test\) holds"):
         edit.apply(vm, lambda t: t + "B=1\n")
@@ -142,7 +142,7 @@ def test_a_hook_holds_the_config_lock_only_while_it_sources_the_files(vm):
             time.sleep(0.02)
         assert (vm.dir / "pre.log").exists()
         start = time.time()
-        with lock.hold_config("web", "test"):  # free although preRun still runs
+        with lock.hold_config(vm.run, "test"):  # free although preRun still runs
             assert time.time() - start < 1
         assert proc.poll() is None
     finally:

@@ -123,7 +123,7 @@ def test_qemu_nics_without_mac_get_bhyves_distinct_macs():
 
     def nic(name, devices):
         cfg = config.validate(name, "/nonexistent", {"VMrom": "uefi", "Devices": devices})
-        argv = qemu.plan(cfg, run_dir="/run/kvm", code="/x/CODE.fd").argv
+        argv = qemu.plan(cfg, sockets=qemu.run_files("/run/kvm/r_00000000/web"), code="/x/CODE.fd").argv
         return [a for a in argv if a.startswith("virtio-net-pci")]
 
     assert nic("pf", "4,virtio-net,tap1") == ["virtio-net-pci,netdev=dev4,bus=pcie.0,addr=0x4,mac=00:a0:98:17:1a:38"]

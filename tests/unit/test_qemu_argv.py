@@ -7,7 +7,7 @@ from kvm.errors import ConfigError
 from kvm.hypervisor.qemu import argv as qemu
 
 VMDIR = "/tank/kvm/vm"
-RUN = "/var/run/kvm"
+RUN = "/var/run/kvm/zroot_kvm_1a2b3c4d"   # RUN_DIR/ROOT_ID: the VM's run folder is RUN/NAME
 CODE = "/tank/kvm/firmware/OVMF_CODE_4M.fd"
 HEAD = ["-no-user-config", "-nodefaults", "-machine", "q35", "-accel", "tcg"]
 ACTIONS = ["-action", "reboot=shutdown", "-action", "panic=shutdown", "-device", "pvpanic"]
@@ -19,11 +19,11 @@ def cfg(name, text):
 
 def plan(name, text, **kw):
     kw.setdefault("code", CODE)
-    return qemu.plan(cfg(name, text), run_dir=RUN, **kw)
+    return qemu.plan(cfg(name, text), sockets=qemu.run_files(f"{RUN}/{name}"), **kw)
 
 
 def qmp(name):
-    return ["-qmp", f"unix:{RUN}/{name}.qmp,server=on,wait=off"]
+    return ["-qmp", f"unix:{RUN}/{name}/qmp,server=on,wait=off"]
 
 
 def test_uefi_nvme_disk_com():
@@ -34,9 +34,9 @@ def test_uefi_nvme_disk_com():
                       "-drive", f"if=pflash,unit=1,format=raw,file={VMDIR}/web/OVMF_VARS.fd",
                       "-drive", f"if=none,id=disk0,format=raw,file={VMDIR}/web/disk",
                       "-device", "nvme,drive=disk0,serial=disk0,bus=pcie.0,addr=0x1",
-                      "-chardev", f"socket,id=com1,path={RUN}/web.console,server=on,wait=off",
+                      "-chardev", f"socket,id=com1,path={RUN}/web/console,server=on,wait=off",
                       "-serial", "chardev:com1", "-display", "none", *qmp("web")]
-    assert (p.qmp, p.console, p.paused) == (f"{RUN}/web.qmp", f"{RUN}/web.console", False)
+    assert (p.qmp, p.console, p.paused) == (f"{RUN}/web/qmp", f"{RUN}/web/console", False)
     assert [n.split(" (")[0] for n in p.notes] == ["VMoptions letter A", "VMoptions letter H",
                                                    "VMoptions letter P", "VMoptions letter w"]
 
@@ -51,7 +51,7 @@ def test_grub_boots_the_cd_with_the_bios_locked_memory_utc():
                       "-device", "ahci,id=ahci2,bus=pcie.0,addr=0x2",
                       "-drive", "if=none,id=cd0,format=raw,file=/iso/deb.iso,media=cdrom,readonly=on",
                       "-device", "ide-cd,drive=cd0,bus=ahci2.0,bootindex=1",
-                      "-chardev", f"socket,id=com1,path={RUN}/deb.console,server=on,wait=off",
+                      "-chardev", f"socket,id=com1,path={RUN}/deb/console,server=on,wait=off",
                       "-serial", "chardev:com1", "-display", "none", *qmp("deb")]
     assert p.notes == ()
 
@@ -70,7 +70,7 @@ def test_vnc_wait_resolution_address_tablet_password():
     assert p.argv[i:i + 12] == ["-display", "none", "-vnc", "0.0.0.0:1,password=on",
                                 "-device", "VGA,bus=pcie.0,addr=0x1e,xres=1920,yres=1080",
                                 "-device", "qemu-xhci,id=xhci,bus=pcie.0,addr=0x1d",
-                                "-device", "usb-tablet,bus=xhci.0", "-qmp", f"unix:{RUN}/win.qmp,server=on,wait=off"]
+                                "-device", "usb-tablet,bus=xhci.0", "-qmp", f"unix:{RUN}/win/qmp,server=on,wait=off"]
     assert p.argv[-1] == "-S"
     assert (p.paused, p.wait_vnc, p.vnc_password) == (True, True, "s3c")
     assert not any("s3c" in a for a in p.argv)  # the password goes through QMP, never into ps
@@ -153,7 +153,7 @@ def test_the_plan_names_its_vm_and_the_console_log_qemu_writes():
     """The supervisor takes the VM's name and console.log from the plan (not back from the argv)."""
     p = plan("web", 'VMrom="uefi"\nCOM=1\n', console_log=f"{VMDIR}/web,1/console.log")
     assert (p.name, p.log) == ("web", f"{VMDIR}/web,1/console.log")
-    assert f"socket,id=com1,path={RUN}/web.console,server=on,wait=off,logfile={VMDIR}/web,,1/console.log,logappend=on" \
+    assert f"socket,id=com1,path={RUN}/web/console,server=on,wait=off,logfile={VMDIR}/web,,1/console.log,logappend=on" \
         in p.argv
     assert plan("web", 'VMrom="uefi"\n', console_log=f"{VMDIR}/web/console.log").log is None  # no COM: no log
     assert p.argv[1:3] == ["-name", qemu.process_name("web")] == ["-name", "web,process=qemu:web"]

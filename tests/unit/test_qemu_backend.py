@@ -3,9 +3,10 @@ log's cap, and the accelerator choice (override, cache)."""
 
 import pytest
 
-from kvm.errors import KvmError
-from kvm.hypervisor.qemu import accel
+from kvm.errors import ConfigError, KvmError
+from kvm.host import runfiles
 from kvm.hypervisor import current, default_name
+from kvm.hypervisor.qemu import accel, backend
 from kvm.hypervisor.qemu.backend import Qemu, is_qemu_of, rotate_log
 
 
@@ -25,6 +26,30 @@ def test_the_process_title_matches_the_exact_vm_name():
     assert not is_qemu_of(args, "we") and not is_qemu_of(args, "web2")
     assert not is_qemu_of(["bhyve", "-name", "web,process=qemu:web"], "web")
     assert not is_qemu_of(["qemu-system-x86_64", "-name"], "web") and not is_qemu_of(None, "web")
+
+
+def test_a_qemu_of_another_root_is_not_ours(monkeypatch, tmp_path):
+    """Two roots may each run a `web` on qemu: their QMP sockets (in RUN_DIR/ROOT_ID/web/) tell them apart."""
+    monkeypatch.setenv("KVM_RUN_DIR", str(tmp_path))
+    mine, theirs = runfiles.of("/tank/kvm", "web"), runfiles.of("/tank2/kvm", "web")
+    args = ["/usr/bin/qemu-system-x86_64", "-name", "web,process=qemu:web", "-m", "1G",
+            "-qmp", f"unix:{theirs.path('qmp')},server=on,wait=off"]
+    assert not Qemu().is_own_process(args, mine) and Qemu().is_own_process(args, theirs)
+    assert Qemu().console_socket(mine) == str(tmp_path / runfiles.root_id("/tank/kvm") / "web" / "console")
+
+
+def test_a_socket_path_too_long_for_a_unix_socket_is_refused_before_qemu(monkeypatch, tmp_path):
+    from kvm.conf import config
+    from kvm.hypervisor import Context
+    monkeypatch.setenv("KVM_RUN_DIR", str(tmp_path / ("r" * 60)))
+    vmdir = tmp_path / ("w" * 30)
+    cfg = config.validate("w" * 30, str(vmdir), {"VMrom": "uefi"})
+    monkeypatch.setattr(backend, "find_code", lambda cfg, root, strict: "/x/CODE.fd")
+    run = runfiles.of("/tank/kvm", "w" * 30)
+    with pytest.raises(ConfigError, match=r"qemu's qmp socket .* over the 107 a unix socket's path takes: "
+                                          r"set KVM_RUN_DIR to a shorter folder"):
+        Qemu().plan(cfg, Context(root="/tank/kvm", run=run, strict=True))
+    Qemu().plan(cfg, Context(root="/tank/kvm", run=run, strict=False))  # vminfo and start -n show it all the same
 
 
 @pytest.mark.parametrize("observed,reason,text", [

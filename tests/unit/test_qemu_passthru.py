@@ -9,6 +9,7 @@ import pytest
 
 from kvm.conf import config
 from kvm.errors import ConfigError
+from kvm.host import runfiles
 from kvm.hypervisor.base import Context
 from kvm.hypervisor.qemu.backend import Qemu
 from kvm.hypervisor.qemu.passthru import check_passthru
@@ -89,15 +90,15 @@ def test_a_launch_plan_checks_passthru_and_a_dry_run_does_not(sysfs):
     the plan, vfio-pci device included."""
     fake_sysfs(sysfs, driver="")
     with pytest.raises(ConfigError) as err:
-        Qemu().plan(cfg(), Context(root="/tank/kvm", strict=True))
+        Qemu().plan(cfg(), Context(root="/tank/kvm", run=runfiles.of("/tank/kvm", "web"), strict=True))
     assert err.value.line("start") == f"start: {UNBOUND}"
-    shown = Qemu().plan(cfg(), Context(root="/tank/kvm", strict=False))
+    shown = Qemu().plan(cfg(), Context(root="/tank/kvm", run=runfiles.of("/tank/kvm", "web"), strict=False))
     assert f"vfio-pci,host={ADDR},bus=pcie.0,addr=0x5" in shown.argv
 
 
 def test_a_launch_plan_of_a_ready_device(sysfs):
     fake_sysfs(sysfs)
-    p = Qemu().plan(cfg(), Context(root="/tank/kvm", strict=True))
+    p = Qemu().plan(cfg(), Context(root="/tank/kvm", run=runfiles.of("/tank/kvm", "web"), strict=True))
     assert f"vfio-pci,host={ADDR},bus=pcie.0,addr=0x5" in p.argv
 
 

@@ -69,10 +69,12 @@ def test_setup_destroys_only_recorded_pools_of_runs_that_are_over(tmp_path):
     health = {"kvmtank": "FAULTED", "kvmstore": "ONLINE", "kvmtdead": "FAULTED", "kvmtlive": "FAULTED",
               "kvmsgone": "ONLINE"}
     table = "\\n".join(f"{n}\\t{h}" for n, h in health.items())
+    names = "\\n".join(health)
     cases = "\n".join(f"  {n}) echo {h} ;;" for n, h in health.items())
     stub(bindir, "zpool", f'''echo "$*" >> {log}
 case "$*" in
 "list -H -o name,health") printf '{table}\\n' ;;
+"list -H -o name") printf '{names}\\n' ;;
 "list -H -o health "*) case "$5" in
 {cases}
   *) exit 1 ;;
@@ -97,6 +99,23 @@ exit 0''')
     # a host's kvmtank and kvmstore are no test pools, whatever their names: never destroyed
     assert sorted(destroyed) == ["kvmsgone", "kvmtdead"], res.stderr
     assert sorted(p.name for p in records.iterdir()) == ["kvmtlive"]
+
+
+def test_records_are_kept_while_zfs_does_not_answer(tmp_path):
+    """A pool missing from no answer (zfs-fuse restarting) is not gone: its record stays."""
+    tests, bindir = sandbox(tmp_path)
+    log = tmp_path / "zpool.log"
+    records = tmp_path / "records"
+    records.mkdir(mode=0o700)
+    (records / "kvmtold").write_text(f"{dead_pid()} {tmp_path}/kvmtold.img\n")
+    clean = ["bash", "-c", f". {tests}/testpools.sh && testpools_clean_stale"]
+    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}", KVM_TEST_POOL_RECORDS=str(records))
+    stub(bindir, "zpool", f'echo "$*" >> {log}; echo "connect: Connection refused" >&2; exit 1')
+    assert subprocess.run(clean, env=env, timeout=30).returncode == 0
+    assert (records / "kvmtold").exists() and "destroy" not in log.read_text()
+    stub(bindir, "zpool", f'echo "$*" >> {log}; exit 0')  # it answers: no such pool any more
+    assert subprocess.run(clean, env=env, timeout=30).returncode == 0
+    assert not (records / "kvmtold").exists() and "destroy" not in log.read_text()
 
 
 @needs_root
@@ -204,3 +223,16 @@ def test_the_suite_leaves_its_summary_for_tests_run(tmp_path):
     assert res.returncode == 0, res.stdout
     text = summary.read_text()
     assert text.startswith("3 passed in ") and text.endswith("(exit 0)\n"), text
+
+
+def test_a_pool_of_a_run_that_goes_on_or_of_nobody_is_never_destroyed(tmp_path, monkeypatch):
+    from tests import testpools
+    monkeypatch.setenv("KVM_TEST_POOL_RECORDS", str(tmp_path / "records"))
+    calls = []
+    monkeypatch.setattr(testpools.subprocess, "run", lambda argv, **kw: calls.append(argv))
+    with pytest.raises(RuntimeError, match="not made by the test tooling"):
+        testpools.destroy("kvmtank")
+    (testpools.records() / "kvmtother").write_text(f"{os.getppid()} /dev/shm/kvmtother.img\n")
+    with pytest.raises(RuntimeError, match="belongs to a test run that goes on"):
+        testpools.destroy("kvmtother")
+    assert calls == []

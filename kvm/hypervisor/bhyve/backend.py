@@ -76,6 +76,9 @@ class Bhyve:
     """The bhyve backend (methods documented in __init__.py)."""
 
     name = "bhyve"
+    # bhyve's VM names are the kernel's (/dev/vmm/NAME), its title `bhyve: NAME` and the console
+    # /dev/nmdmNAMEA as the shell toolkit has it: one VM of a name per host, whatever its root
+    host_wide_names = True
     # what kvminst pins into ROOT/firmware: (file, where it comes from, the package that installs it)
     firmware_files = (("BHYVE_UEFI.fd", "uefi", "edk2-bhyve"), ("BHYVE_UEFI_VARS.fd", "uefi", "edk2-bhyve"),
                       ("grub-bhyve", "grub", "grub2-bhyve"))
@@ -120,7 +123,7 @@ class Bhyve:
         return (firmware.vars_template(root), VARS_FILE,
                 "no UEFI vars template pinned: pkg install edk2-bhyve, then run kvminst")
 
-    def console_socket(self, name):
+    def console_socket(self, run):
         return None  # a terminal attaches with cu to the nmdm device (console_command)
 
     def plan(self, cfg, ctx):
@@ -156,50 +159,51 @@ class Bhyve:
         text = describe(code) + f" (exit {code})" if code >= 0 else describe(code)
         return Exit(code=code, reason=classify(code), text=text)
 
-    def power_button(self, name, pid):
+    def power_button(self, run, pid):
         """bhyve turns SIGTERM into the ACPI power button."""
         host.send_signal(pid, signal.SIGTERM)
 
-    def force_off(self, name, pid):
-        host.run(_bhyvectl(name, "--force-poweroff"), check=False)
+    def force_off(self, run, pid):
+        host.run(_bhyvectl(run.name, "--force-poweroff"), check=False)
 
-    def destroy(self, name):
-        if self.is_allocated(name):
-            host.run(_bhyvectl(name, "--destroy"), check=False)
+    def destroy(self, run):
+        if self.is_allocated(run):
+            host.run(_bhyvectl(run.name, "--destroy"), check=False)
 
-    def destroy_text(self, name):
-        return shlex.join(_bhyvectl(name, "--destroy"))
+    def destroy_text(self, run):
+        return shlex.join(_bhyvectl(run.name, "--destroy"))
 
-    def is_allocated(self, name):
+    def is_allocated(self, run):
         """/dev/vmm/NAME exists (an unreadable /dev/vmm counts as no)."""
         try:
-            return os.path.lexists(paths.current().vmm_dir / name)
+            return os.path.lexists(paths.current().vmm_dir / run.name)
         except OSError:
             return False
 
-    def allocated(self):
+    def allocated(self, root_folder=None):
+        """Every VM name allocated on the host (/dev/vmm: host-wide, the root does not matter)."""
         try:
             return set(os.listdir(paths.current().vmm_dir))
         except OSError:
             return set()
 
-    def is_own_process(self, args, name):
-        return is_bhyve_of(args, name)
+    def is_own_process(self, args, run):
+        return is_bhyve_of(args, run.name)
 
-    def find_process(self, name):
+    def find_process(self, run):
         for pid, args in host.list_processes():
-            if is_bhyve_of(args, name):
+            if is_bhyve_of(args, run.name):
                 return pid
         return None
 
-    def console_command(self, name):
-        return ["cu", "-l", nmdm_b(name, str(paths.current().dev_dir))]
+    def console_command(self, run):
+        return ["cu", "-l", nmdm_b(run.name, str(paths.current().dev_dir))]
 
-    def console_device(self, name):
-        return nmdm_a(name, str(paths.current().dev_dir))
+    def console_device(self, run):
+        return nmdm_a(run.name, str(paths.current().dev_dir))
 
-    def cleanup_hint(self, name):
-        return f"bhyvectl --vm={name} --destroy"
+    def cleanup_hint(self, run):
+        return f"bhyvectl --vm={run.name} --destroy"
 
     def shown(self, argv):
         return shlex.join(PASSWORD.sub(r"\1***", a) for a in argv)

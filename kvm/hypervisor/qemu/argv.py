@@ -8,7 +8,8 @@ every device to bus 1 and change the guest's device names). Integrated endpoints
 hot-plugged, which bhyve cannot do either. Slot `N:F` is `addr=N.F`; qemu, like bhyve,
 needs function 0 of a multi-function slot.
 
-The run files are RUN_DIR/NAME.qmp (QMP) and RUN_DIR/NAME.console (the COM1 socket).
+The run files are the VM's run folder's `qmp` (QMP) and `console` (the COM1 socket): RUN_DIR/
+ROOT_ID/NAME/ (kvm/host/runfiles.py).
 `-action reboot=shutdown` makes a guest reset end the process (the supervisor runs postRun
 and launches again, as with bhyve); the SHUTDOWN event's reason says why it ended, since
 qemu exits 0 for a reset and a power off alike.
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from kvm.errors import ConfigError
 from kvm.host.record import record
+from kvm.host.runfiles import CONSOLE, QMP
 from kvm.hypervisor.qemu import qmp
 
 BINARY = "qemu-system-x86_64"
@@ -38,8 +40,9 @@ SHUTDOWN_REASONS = {
     qmp.GUEST_PANIC: "fault", qmp.HOST_ERROR: "error"}
 
 
-# The run files of a VM, RUN_DIR/NAME + suffix: its QMP socket and its COM1 socket.
-RUN_FILES = {"qmp": ".qmp", "console": ".console"}
+# The run files of a VM, in its run folder: its QMP socket and its COM1 socket (runfiles' kinds).
+SOCKETS = {"qmp": QMP, "console": CONSOLE}
+SOCKET_MAX = 107  # bytes of a unix socket's path (sun_path, less its NUL)
 COM_ID = "com1"  # the chardev COM1 is on
 
 # What one qemu launch runs and what the supervisor must do around it: argv; qmp, the QMP socket
@@ -61,14 +64,9 @@ class Plan:
     log: object = None
 
 
-def run_file(run_dir, name, what):
-    """RUN_DIR/NAME.qmp (what="qmp") or RUN_DIR/NAME.console (what="console")."""
-    return Path(run_dir) / f"{name}{RUN_FILES[what]}"
-
-
-def run_files(cfg, run_dir):
-    """(qmp socket, console socket) paths of a VM."""
-    return str(run_file(run_dir, cfg.name, "qmp")), str(run_file(run_dir, cfg.name, "console"))
+def run_files(run_folder):
+    """(qmp socket, console socket) in a VM's run folder."""
+    return str(Path(run_folder) / SOCKETS["qmp"]), str(Path(run_folder) / SOCKETS["console"])
 
 
 def process_name(name):
@@ -77,12 +75,13 @@ def process_name(name):
     return f"{name},process=qemu:{name}"
 
 
-def plan(cfg, *, run_dir, code=None, accel="tcg", vnc_port=None, binary=BINARY, console_log=None):
-    """The launch plan of a validated config; `code` is the OVMF code file (VMrom=uefi);
-    console_log: where qemu appends all the guest prints on COM1 (also with nobody attached)."""
+def plan(cfg, *, sockets, code=None, accel="tcg", vnc_port=None, binary=BINARY, console_log=None):
+    """The launch plan of a validated config; sockets: (QMP socket, COM1 socket) paths, in the
+    VM's run folder (run_files); `code` is the OVMF code file (VMrom=uefi); console_log: where
+    qemu appends all the guest prints on COM1 (also with nobody attached)."""
     if not cfg.loader:
         raise ConfigError("VMrom is not set in set.conf (uefi, grub or a loader path)", vm=cfg.name)
-    qmp_socket, console = run_files(cfg, run_dir)
+    qmp_socket, console = map(str, sockets)
     notes = []
     argv = [binary, "-name", process_name(cfg.name), "-no-user-config", "-nodefaults",
             "-machine", "q35", "-accel", accel] + (["-cpu", "host"] if accel == "kvm" else [])

@@ -3,8 +3,9 @@ supervisor keeps for a running VM, stop through QMP, the process title, the seri
 
 The argv comes from argv.py (pure). Here: firmware lookup, the accelerator, spawning qemu,
 QMP (the SHUTDOWN event gives the exit reason, since qemu exits 0 for a reset and a power
-off alike), VNC password and VNC=wait through QMP, and console.log's cap. Run files:
-RUN_DIR/NAME.qmp and RUN_DIR/NAME.console, removed by `destroy` once qemu is gone.
+off alike), VNC password and VNC=wait through QMP, and console.log's cap. Run files: `qmp` and
+`console` in the VM's run folder (RUN_DIR/ROOT_ID/NAME/, kvm/host/runfiles.py: per install root,
+so two roots may each run a VM of the same name), removed by `destroy` once qemu is gone.
 
 console.log is written by qemu itself (the chardev's logfile=): it stays written with nobody
 attached and costs no process or thread; its cap is kept by the supervisor while it waits
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from kvm import host
 from kvm.conf import firmware
-from kvm.errors import NotFound
+from kvm.errors import ConfigError, NotFound
 from kvm.host import lock, paths
 from kvm.hypervisor.base import Exit, LaunchFailed, Plan
 from kvm.hypervisor.qemu import accel
@@ -44,9 +45,19 @@ class Running:
         self.reason, self.wait_vnc = "", wait_vnc
 
 
-def run_file(name, what):
-    """RUN_DIR/NAME.qmp or RUN_DIR/NAME.console."""
-    return qemu.run_file(paths.current().run_dir, name, what)
+def run_file(run, what):
+    """The VM's QMP socket (what="qmp") or COM1 socket (what="console"); run: its RunFiles."""
+    return run.path(qemu.SOCKETS[what])
+
+
+def check_socket_paths(run, name):
+    """A unix socket's path takes at most 107 bytes: refuse a launch whose would not fit."""
+    for what in qemu.SOCKETS:
+        path = str(run_file(run, what))
+        if len(path.encode()) > qemu.SOCKET_MAX:
+            raise ConfigError(f"qemu's {what} socket {path} is {len(path.encode())} bytes long, over the "
+                              f"{qemu.SOCKET_MAX} a unix socket's path takes: set KVM_RUN_DIR to a shorter "
+                              f"folder", vm=name)
 
 
 def console_log(vmdir):
@@ -96,6 +107,7 @@ class Qemu:
     """The qemu backend (methods documented in __init__.py)."""
 
     name = "qemu"
+    host_wide_names = False   # its run files are per install root: two roots may run a `web` each
     # what kvminst pins into ROOT/firmware: OVMF from Debian's ovmf package, code and vars template
     firmware_files = ((firmware.OVMF_CODE, "ovmf", "ovmf"), (firmware.OVMF_VARS, "ovmf", "ovmf"))
     # the packages that install qemu and OVMF, by platform name
@@ -148,7 +160,10 @@ class Qemu:
 
     def plan(self, cfg, ctx):
         code = find_code(cfg, ctx.root, ctx.strict) if cfg.loader == "uefi" else None
-        detail = qemu.plan(cfg, run_dir=paths.current().run_dir, code=code, accel=self.accelerator(),
+        if ctx.strict:
+            check_socket_paths(ctx.run, cfg.name)
+        sockets = (run_file(ctx.run, "qmp"), run_file(ctx.run, "console"))
+        detail = qemu.plan(cfg, sockets=sockets, code=code, accel=self.accelerator(),
                            vnc_port=ctx.vnc_port, console_log=console_log(cfg.vmdir) if cfg.com else None)
         if ctx.strict:  # a launch: the host must be ready (a dry run and vminfo show the plan all the same)
             check_passthru(cfg)
@@ -229,78 +244,94 @@ class Qemu:
         why = f"SHUTDOWN {reason}" if reason else "no SHUTDOWN event"
         return Exit(code=code, reason=kind, text=f"{EXIT_TEXT[kind]} ({why}, exit {code})")
 
-    def _qmp(self, name, command):
+    def _qmp(self, run, command):
         """Run a QMP command on the supervisor's session, or (an orphan) on a new one."""
-        run = self._live.get(name)
-        if run is not None and run.qmp is not None:
-            return run.qmp.execute(command)
-        with Qmp.connect(run_file(name, "qmp"), timeout=2) as session:
+        live = self._live.get(run.name)
+        if live is not None and live.qmp is not None:
+            return live.qmp.execute(command)
+        with Qmp.connect(run_file(run, "qmp"), timeout=2) as session:
             return session.execute(command)
 
-    def power_button(self, name, pid):
+    def power_button(self, run, pid):
         """QMP system_powerdown: the ACPI power button."""
         try:
-            self._qmp(name, protocol.POWERDOWN)
+            self._qmp(run, protocol.POWERDOWN)
         except QmpError:
             pass  # qemu is ending or does not answer: the forced steps follow after the timeout
 
-    def force_off(self, name, pid):
+    def force_off(self, run, pid):
         """QMP quit: qemu ends at once (SIGKILL follows if it does not)."""
         try:
-            self._qmp(name, protocol.QUIT)
+            self._qmp(run, protocol.QUIT)
         except QmpError:
             pass
 
-    def destroy(self, name):
+    def destroy(self, run):
         """Remove the sockets a qemu that is gone left behind."""
-        for what in qemu.RUN_FILES:
-            if os.path.lexists(run_file(name, what)):
-                host.remove_file(run_file(name, what))
+        for what in qemu.SOCKETS:
+            if os.path.lexists(run_file(run, what)):
+                host.remove_file(run_file(run, what))
 
-    def destroy_text(self, name):
-        return shlex.join(["rm", "-f", *(str(run_file(name, w)) for w in qemu.RUN_FILES)])
+    def destroy_text(self, run):
+        return shlex.join(["rm", "-f", *(str(run_file(run, w)) for w in qemu.SOCKETS)])
 
-    def cleanup_hint(self, name):
-        return self.destroy_text(name)
+    def cleanup_hint(self, run):
+        return self.destroy_text(run)
 
-    def is_allocated(self, name):
+    def is_allocated(self, run):
         """Its QMP socket exists (qemu runs, or died without cleaning up)."""
-        return os.path.lexists(run_file(name, "qmp"))
+        return os.path.lexists(run_file(run, "qmp"))
 
-    def allocated(self):
+    def allocated(self, root_folder):
+        """The names of the root's VMs (root_folder: RUN_DIR/ROOT_ID) with a QMP socket, and of
+        those with one in the legacy place (RUN_DIR/NAME.qmp: an earlier version's)."""
+        out = set()
         try:
-            entries = os.listdir(paths.current().run_dir)
+            for name in os.listdir(root_folder):
+                if os.path.lexists(os.path.join(root_folder, name, qemu.SOCKETS["qmp"])):
+                    out.add(name)
         except OSError:
-            return set()
-        suffix = qemu.RUN_FILES["qmp"]
-        return {e[:-len(suffix)] for e in entries if e.endswith(suffix)}
+            pass
+        try:
+            suffix = f".{qemu.SOCKETS['qmp']}"
+            out |= {e[:-len(suffix)] for e in os.listdir(paths.current().run_dir) if e.endswith(suffix)}
+        except OSError:
+            pass
+        return out
 
-    def is_own_process(self, args, name):
-        return is_qemu_of(args, name)
+    def is_own_process(self, args, run):
+        return is_qemu_of(args, run.name, run_file(run, "qmp"))
 
-    def find_process(self, name):
+    def find_process(self, run):
+        qmp_socket = run_file(run, "qmp")
         for pid, args in host.list_processes():
-            if is_qemu_of(args, name):
+            if is_qemu_of(args, run.name, qmp_socket):
                 return pid
         return None
 
-    def console_command(self, name):
-        return ["console", name]
+    def console_command(self, run):
+        return ["console", run.name]
 
-    def console_device(self, name):
-        return str(run_file(name, "console"))
+    def console_device(self, run):
+        return str(run_file(run, "console"))
 
-    def console_socket(self, name):
-        return str(run_file(name, "console"))
+    def console_socket(self, run):
+        return str(run_file(run, "console"))
 
     def shown(self, argv):
         return shlex.join(argv)  # no secret on qemu's command line: the VNC password goes by QMP
 
 
-def is_qemu_of(args, name):
+def is_qemu_of(args, name, qmp_socket=None):
     """True when a process's arguments are qemu running VM `name`: qemu-system-* with
-    `-name NAME,process=qemu:NAME` exactly (a VM called `web` is not `web2`)."""
+    `-name NAME,process=qemu:NAME` exactly (a VM called `web` is not `web2`) and, given its QMP
+    socket, `-qmp unix:SOCKET,...` (the VM of that name of this root, not another root's)."""
     if not args or not os.path.basename(args[0]).startswith("qemu-system"):
         return False
     want = qemu.process_name(name)
-    return any(a == "-name" and i + 1 < len(args) and args[i + 1] == want for i, a in enumerate(args))
+    if not any(a == "-name" and i + 1 < len(args) and args[i + 1] == want for i, a in enumerate(args)):
+        return False
+    if qmp_socket is None:
+        return True
+    prefix = f"unix:{qmp_socket},"
+    return any(a == "-qmp" and i + 1 < len(args) and args[i + 1].startswith(prefix) for i, a in enumerate(args))

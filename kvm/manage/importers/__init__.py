@@ -129,13 +129,14 @@ def _fill(vm, plan, texts, template):
     host.write_file(vm.dir / REPORT, report_text(plan))
 
 
-def create(root, plan):
-    """Make the VM the plan describes, all or nothing; returns (Vm, warnings)."""
-    vm = check_new(root, plan.name)
+def create(root, plan, spare=None):
+    """Make the VM the plan describes, all or nothing; returns (Vm, warnings). spare: see
+    vm.check_free_on_host (the VM imported may share its name)."""
+    vm = check_new(root, plan.name, spare)
     texts = _texts(root, vm, plan) if plan.settings is not None else None
     template = _vars_template(root, plan, {name for _, name, _ in plan.files})
     warnings = []
-    with lock.hold_vm(vm.name, "vmimport"):
+    with lock.hold_vm(vm.run, "vmimport"):
         with Transaction(vm.dataset()) as txn:
             if not host.dry_run() and not vm.dir.is_dir():
                 raise StateError(f"dataset {vm.dataset()} is not mounted at {vm.dir}", vm=vm.name)
@@ -162,7 +163,7 @@ def import_vm(root, source, folder, name=None, move=False, allow_paths=()):
     vm = Vm(root, name)
     hv = hypervisor()
     running = os.path.basename(os.path.normpath(folder))  # the name the other manager runs it under
-    if hv.is_allocated(running):
+    if hv.is_allocated(Vm(root, running).run):
         raise Refused(f"a VM named {running} is allocated on this host (still running?): stop it "
                          f"first", vm=name)
     vars_name = hv.uefi_vars(root.path)[1]
@@ -171,5 +172,6 @@ def import_vm(root, source, folder, name=None, move=False, allow_paths=()):
                             allow_paths=allow_paths)
     else:
         plan = shellkvm.plan(vm, folder, move, vars_name=vars_name, allow_paths=allow_paths)
-    vm, warnings = create(root, plan)
+    source_dir = os.path.realpath(folder)
+    vm, warnings = create(root, plan, spare=lambda other: os.path.realpath(other.dir) == source_dir)
     return vm, plan, warnings
