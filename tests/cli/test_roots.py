@@ -83,13 +83,13 @@ def test_a_name_another_root_has_is_refused_everywhere_with_bhyve(install, env, 
     create_vm(other, env, "mine")
     before = datasets(pool)
     why = ("ncdup", f"the name is taken on this host by the VM ncdup of {install}", "host-wide")
-    one_line_error(cmd(other, env, "vmcreate", "ncdup", "-y", "--no-disk"), "vmcreate: ncdup:", *why)
-    one_line_error(cmd(other, env, "vmrename", "mine", "ncdup"), *why)
-    one_line_error(cmd(other, env, "vmclone", "mine", "ncdup", "-y"), *why)
+    one_line_error(cmd(other, env, "vmcreate", "ncdup", "-y", "--no-disk"), "vmcreate: ncdup:", *why, status=7)
+    one_line_error(cmd(other, env, "vmrename", "mine", "ncdup"), *why, status=7)
+    one_line_error(cmd(other, env, "vmclone", "mine", "ncdup", "-y"), *why, status=7)
     store = Path(tempfile.mkdtemp(prefix="shellkvm", dir="/var/tmp"))
     try:  # a shell kvm VM folder called ncdup (not the first root's own)
         shutil.copytree(other / "vm" / "mine", store / "ncdup")
-        one_line_error(cmd(other, env, "vmimport", "--from", "shell-kvm", store / "ncdup"), *why)
+        one_line_error(cmd(other, env, "vmimport", "--from", "shell-kvm", store / "ncdup"), *why, status=7)
     finally:
         shutil.rmtree(store, ignore_errors=True)
     # vmrecv of a stream that is not the first root's ncdup (nor a copy of it)
@@ -97,7 +97,7 @@ def test_a_name_another_root_has_is_refused_everywhere_with_bhyve(install, env, 
                          input="recv s1 - 12345\n", capture_output=True, text=True, timeout=60)
     probe = json.loads(res.stdout.splitlines()[0])
     assert [e["root"] for e in probe["elsewhere"]] == [str(install)]
-    one_line_error(res, "vmrecv: ncdup:", *why[1:])
+    one_line_error(res, "vmrecv: ncdup:", *why[1:], status=7)
     assert datasets(pool) == before
     # the first root's own copies may share its name: vmsend --local moves it there
     res = cmd(install, env, "vmsend", "ncdup", "--local", other, "--copy", timeout=120)
