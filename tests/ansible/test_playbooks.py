@@ -77,6 +77,7 @@ CONVERGE = """
         cores: 1
         mem: "{{ mem }}"
         restart_on_change: true
+        autostart: true
         settings:
           StopTimeout: "5"
         cloud_init:
@@ -97,6 +98,7 @@ CONVERGE = """
         that:
           - info.vms | map(attribute='name') | sort == ['web1', 'web2', 'web3']
           - info.vms | map(attribute='state') | unique == ['running']
+          - info.vms | map(attribute='auto') | unique == [true]
           - info.vm.web1.cloud_init
           - info.vm.web1.origin.image == 'tiny'
           - info.vm.web1.snapshots | map(attribute='name') | list == ['s1']
