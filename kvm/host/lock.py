@@ -253,8 +253,10 @@ def hold_vm(run, what):
 
 def _refuse(name, path, found):
     if not found[1]:
-        raise Refused(f"is running ({describe_holder(found)} holds {path}): stop it first", vm=name)
-    raise Refused(f"is busy: {describe_holder(found)} holds {path}; try again when it is done", vm=name)
+        raise Refused(f"is running ({describe_holder(found)} holds {path}): stop it first", vm=name,
+                      hint=f"stop {name}")
+    raise Refused(f"is busy: {describe_holder(found)} holds {path}; try again when it is done", vm=name,
+                  hint="try again when it is done")
 
 
 _stop_planned = set()   # the lock paths of the VMs a dry run planned to stop

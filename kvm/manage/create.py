@@ -141,7 +141,7 @@ def check_new(root, name, spare=None):
     if vm.dataset() in dead and not host.dry_run() and vm.dir.is_dir() and not any(vm.dir.iterdir()):
         vm.dir.rmdir()  # the mountpoint folder the destroyed dataset leaves
     if vm.dir.exists():
-        raise AlreadyExists(f"already exists ({vm.dir})", vm=name)
+        raise AlreadyExists(f"already exists ({vm.dir})", vm=name, hint=f"vmdestroy {name} first, or another name")
     if vm.dataset() in rows and vm.dataset() not in dead:
         raise AlreadyExists(f"dataset {vm.dataset()} already exists", vm=name)
     check_derived_names(root, name)  # web-1, web_1 and WEB.1 would share tapWEB_1

@@ -63,7 +63,8 @@ def acquire_lock(vm, inherited_fd=None):
         if found[1]:
             raise Refused(f"is busy: {lockmod.describe_holder(found)} holds {path}; try again when it "
                              f"is done", vm=name)
-        raise NothingToDo(f"already running ({lockmod.describe_holder(found)} holds {path})", vm=name)
+        raise NothingToDo(f"already running ({lockmod.describe_holder(found)} holds {path})", vm=name,
+                          hint=f"stop {name} first to start it again")
     return got
 
 

@@ -145,7 +145,7 @@ def create(vm, cfg, snap):
 
 
 def _no_such(vm, name):
-    return NotFound(f"no snapshot '{name}' (snap list {vm.name} shows them)", vm=vm.name)
+    return NotFound(f"no snapshot '{name}' (snap list {vm.name} shows them)", vm=vm.name, hint=f"snap list {vm.name}")
 
 
 def select(vm, have, spec):

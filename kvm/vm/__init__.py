@@ -133,7 +133,8 @@ def get_vm(root, name):
         hint = remount(vm)
         if vm.exists():
             return vm
-        raise NotFound(hint or f"no such VM (no {CONF_FILE} and {RUN_FILE} in {vm.dir})", vm=name)
+        raise NotFound(hint or f"no such VM (no {CONF_FILE} and {RUN_FILE} in {vm.dir})", vm=name,
+                       hint=None if hint else f"vmlist lists the VMs of {root.path}")
     return vm
 
 

@@ -24,7 +24,7 @@ def conforms(res, schema, status=0):
     return value
 
 
-def json_error(res, status, kind, vm=None, *needles):
+def json_error(res, status, kind, vm=None, *needles, hint=None):
     """The one error object of a failed --json command: stdout empty, stderr one JSON line."""
     assert res.returncode == status, (res.returncode, res.stdout, res.stderr)
     assert res.stdout == ""
@@ -35,6 +35,8 @@ def json_error(res, status, kind, vm=None, *needles):
     assert (err["exit"], err["kind"], err["vm"]) == (status, kind, vm), err
     for needle in needles:
         assert needle in err["error"], (needle, err)
+    if hint:
+        assert hint in err["hint"], err
     return err
 
 
@@ -152,9 +154,16 @@ def test_exit_statuses_tell_not_found_exists_refused_and_nothing_to_do(install, 
         (["vmdestroy", "web", "-y"], 8, "refused", "web", "is running"),
     ]
     check_all(install, env, pool, stopped, flag)
+    if flag:  # what to do, where kvm knows it
+        json_error(cmd(install, env, "vminfo", "nosuch", "--json"), 6, "not-found", "nosuch", hint="vmlist lists the VMs")
+        json_error(cmd(install, env, "snap", "create", "web", "s1", "--json"), 7, "exists", "web")
+        json_error(cmd(install, env, "vmcreate", "web", "-y", "--json"), 7, "exists", "web", hint="vmdestroy web first")
     assert cmd(install, env, "start", "-b", "web").returncode == 0
     try:
         check_all(install, env, pool, running, flag)
+        if flag:
+            json_error(cmd(install, env, "snap", "rollback", "web", "s1", "-y", "--json"), 8, "refused", "web",
+                       hint="stop web")
     finally:
         assert cmd(install, env, "stop", "web").returncode == 0
 
