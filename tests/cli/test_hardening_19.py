@@ -164,4 +164,4 @@ def test_an_image_being_made_is_not_listed_as_missing(install, env, pool):
     subprocess.run(["zfs", "create", "-p", f"{pool}/kvm/images/ih"], check=True)   # no @base yet: being made
     one_line_error(cmd(install, env, "vmcreate", "w1", "--from", "ih", "-y"),
                    "image 'ih' is not complete (an image import or publish is making it", status=6)
-    one_line_error(cmd(install, env, "vmcreate", "w1", "--from", "nope", "-y"), "no image 'nope' (images: ih)")
+    one_line_error(cmd(install, env, "vmcreate", "w1", "--from", "nope", "-y"), "no image 'nope' (images: ih)", status=6)

@@ -52,7 +52,7 @@ def test_a_vm_of_another_root_with_the_same_name_is_not_this_ones(install, env, 
     listed = cmd(other, env, "vmlist", "-H", "-o", "name,state")
     assert listed.stdout == "ncdup\tstopped\n" and listed.stderr == ""
     one_line_error(cmd(other, env, "start", "-b", "ncdup"), "start: ncdup:", f"of {install}", "host-wide")
-    one_line_error(cmd(other, env, "start", "-n", "ncdup"), "start: ncdup:", f"of {install}", "host-wide")
+    one_line_error(cmd(other, env, "start", "-n", "ncdup"), "start: ncdup:", f"of {install}", "host-wide", status=8)
     one_line_error(cmd(other, env, "stop", "ncdup"), "stop: ncdup: is not running", str(install))
     one_line_error(cmd(other, env, "stop", "-f", "ncdup"), "stop: ncdup: is not running")
     assert status(install, env, "ncdup") == pid, "the first root's VM still runs"
@@ -145,7 +145,7 @@ def test_commands_on_path_work_on_the_root_holding_the_current_folder(install, e
         res = kvm(env, "vminfo", "--json", name, cwd=where)
         assert res.returncode == 0, (where, res.stderr)
         assert json.loads(res.stdout)["dir"] == str(root / "vm" / name)
-    one_line_error(kvm(env, "vminfo", "db", cwd=install), "vminfo: db: no such VM")
+    one_line_error(kvm(env, "vminfo", "db", cwd=install), "vminfo: db: no such VM", status=6)
 
 
 UPGRADED = """
@@ -172,7 +172,7 @@ def test_a_vm_an_earlier_version_started_is_still_found_and_stopped(install, env
         state = json.loads((run / "web.state").read_text())
         assert status(install, env, "web") == state["bhyve"]
         assert not (run_folder(env, install, "web") / "state").exists()
-        one_line_error(cmd(install, env, "start", "-b", "web"), "start: web: already running", str(run / "web.lock"))
+        one_line_error(cmd(install, env, "start", "-b", "web"), "start: web: already running", str(run / "web.lock"), status=9)
         assert cmd(install, env, "vmset", "web", "Cores=2").returncode == 0  # its config lock: the old one
         assert cmd(install, env, "vmlist", "-H", "-o", "name,state").stdout == "web\trunning\n"
         res = cmd(install, env, "stop", "web")

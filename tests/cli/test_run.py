@@ -110,7 +110,7 @@ def test_second_start_is_refused_while_one_runs(install, env):
     assert cmd(install, env, "start", "-b", "web").returncode == 0
     wait_for(lambda: guest_up(install, env), what="the guest")
     one_line_error(cmd(install, env, "start", "-b", "web"), "start: web: already running", status=9)
-    one_line_error(cmd(install, env, "start", "web"), "start: web: already running")
+    one_line_error(cmd(install, env, "start", "web"), "start: web: already running", status=9)
     assert len(boots(env)) == 1
     res = cmd(install, env, "stop", "-f", "web")
     assert (res.returncode, res.stdout) == (0, "web: forced off (-f)\n")

@@ -92,7 +92,7 @@ def test_stopped_vm_migrates_and_the_source_refuses_to_start(install, env, far):
     assert "migrated to" in res.stdout
     assert prop(f"{install.parent.name}/kvm/vm/web", "kvm:migrated") == str(root)
     one_line_error(cmd(install, env, "start", "-b", "web"), "start: web: was migrated to", "zfs inherit", status=8)
-    one_line_error(send(install, env, "web", "--local", root), "migrated to", "already", "start it there")
+    one_line_error(send(install, env, "web", "--local", root), "migrated to", "already", "start it there", status=8)
 
 
 def _running(install, env):
