@@ -51,10 +51,10 @@ def test_a_vm_of_another_root_with_the_same_name_is_not_this_ones(install, env, 
     assert json.loads(cmd(other, env, "status", "--json", "ncdup").stdout)["state"] == "stopped"
     listed = cmd(other, env, "vmlist", "-H", "-o", "name,state")
     assert listed.stdout == "ncdup\tstopped\n" and listed.stderr == ""
-    one_line_error(cmd(other, env, "start", "-b", "ncdup"), "start: ncdup:", f"of {install}", "host-wide")
+    one_line_error(cmd(other, env, "start", "-b", "ncdup"), "start: ncdup:", f"of {install}", "host-wide", status=8)
     one_line_error(cmd(other, env, "start", "-n", "ncdup"), "start: ncdup:", f"of {install}", "host-wide", status=8)
-    one_line_error(cmd(other, env, "stop", "ncdup"), "stop: ncdup: is not running", str(install))
-    one_line_error(cmd(other, env, "stop", "-f", "ncdup"), "stop: ncdup: is not running")
+    one_line_error(cmd(other, env, "stop", "ncdup"), "stop: ncdup: is not running", str(install), status=9)
+    one_line_error(cmd(other, env, "stop", "-f", "ncdup"), "stop: ncdup: is not running", status=9)
     assert status(install, env, "ncdup") == pid, "the first root's VM still runs"
     assert len(guests(env, "ncdup")) == 1
     assert not (run_folder(env, other, "ncdup") / "state").exists() or \

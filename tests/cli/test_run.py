@@ -252,18 +252,18 @@ def test_stop_during_a_hanging_prerun(install, env):
     assert "still runs" in (d / "web.log").read_text()
 
 
-@pytest.mark.parametrize("content, needle", [
-    ('VMrom="uefi"\nDisk="nodisk"\n', "disk"),
-    ('VMrom="uefi"\nISO="/no/such.iso"\n', "ISO /no/such.iso not found"),
-    ('VMrom="grub"\nDisk="disk"\n', "Boot is required with the grub loader"),
-    ('VMrom="uefi"\nDevices="3,virtio-net"\n', "needs a source"),
-    ('Cores=1\n', "VMrom is not set"),
+@pytest.mark.parametrize("content, needle, status", [   # 6: a file named is not found
+    ('VMrom="uefi"\nDisk="nodisk"\n', "disk", 6),
+    ('VMrom="uefi"\nISO="/no/such.iso"\n', "ISO /no/such.iso not found", 6),
+    ('VMrom="grub"\nDisk="disk"\n', "Boot is required with the grub loader", 1),
+    ('VMrom="uefi"\nDevices="3,virtio-net"\n', "needs a source", 1),
+    ('Cores=1\n', "VMrom is not set", 1),
 ])
-def test_bad_definitions_are_refused_before_any_launch(install, env, content, needle):
+def test_bad_definitions_are_refused_before_any_launch(install, env, content, needle, status):
     d = make(install, env)
     (d / "set.conf").write_text(content)
-    one_line_error(cmd(install, env, "start", "web"), "start: web:", needle)
-    one_line_error(cmd(install, env, "start", "-b", "web"), "start: web:", needle)
+    one_line_error(cmd(install, env, "start", "web"), "start: web:", needle, status=status)
+    one_line_error(cmd(install, env, "start", "-b", "web"), "start: web:", needle, status=status)
     assert boots(env) == [] and not (d / "hooks.log").exists()
 
 

@@ -103,7 +103,7 @@ def test_vmcreate_reads_sizes_as_admins_type_them(install, env, mem, written, sa
     (["ok1", "--cores", "\u0663"], "cores '\u0663' is not a whole number", 2),
     (["ok1", "--cores", "256"], "cores '256' is out of range (1..255)", 2),
     (["ok1", "--bridge", "br;rm -rf /"], "is not an interface name", 2),
-    (["ok1", "--iso", "/nonexistent.iso"], "ISO '/nonexistent.iso' does not exist", 1),
+    (["ok1", "--iso", "/nonexistent.iso"], "ISO '/nonexistent.iso' does not exist", 6),
     (["ok1", "--loader", "grub", "--vnc", "yes"], "--vnc cannot be used with the grub loader", 2),
     (["../evil"], "invalid VM name '../evil'", 2),
     (["$(id)"], "invalid VM name '$(id)'", 2),

@@ -78,8 +78,12 @@ def test_sort_numeric_descending_and_several_keys(install, env):
 def test_unknown_columns_are_one_line_usage_errors(install, env, flags, needle):
     create_vm(install, env, "web", "--disk-size", "1G")
     res = cmd(install, env, "vmlist", *flags)
-    one_line_error(res, "vmlist: ", needle, "columns: name,state,pid,cpu,memory,loader,disk,vnc,auto,uptime,started",
-                   status=2)
+    columns = "columns: name,state,pid,cpu,memory,loader,disk,vnc,auto,uptime,started"
+    if "--json" in flags:  # a --json command line's error is a JSON object (kvm(8) JSON OUTPUT)
+        err = json.loads(one_line_error(res, status=2))
+        assert (err["prog"], err["kind"]) == ("vmlist", "usage") and needle in err["error"] and columns in err["error"]
+    else:
+        one_line_error(res, "vmlist: ", needle, columns, status=2)
     assert res.stdout == ""
 
 

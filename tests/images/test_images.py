@@ -72,7 +72,7 @@ def test_import_errors_are_one_line_and_change_nothing(install, env, pool, impor
     one_line_error(cmd(install, env, "image", "import", "bad/name", imported), "bad/name", status=2)
     res = cmd(install, env, "image", "import", "dry", imported, "--dry-run")
     assert res.returncode == 0 and "zfs create" in res.stdout and not exists(f"{pool}/kvm/images/dry")
-    one_line_error(cmd(install, env, "image", "destroy", "nope"), "no image 'nope'", "deb")
+    one_line_error(cmd(install, env, "image", "destroy", "nope"), "no image 'nope'", "deb", status=6)
 
 
 def test_vmcreate_from_is_a_clone_that_grows_sparsely_and_never_shrinks(install, env, pool, imported):
@@ -145,7 +145,7 @@ def test_vmclone_independent_depends_on_nothing(install, env, pool, web):
 def test_vmclone_errors(install, env, pool, web):
     one_line_error(cmd(install, env, "vmclone", "web", "web", "-y"), "already exists", status=7)
     one_line_error(cmd(install, env, "vmclone", "web", "x", "--snapshot", "nope", "-y"), "no snapshot 'nope'", status=6)
-    one_line_error(cmd(install, env, "vmclone", "nope", "x", "-y"), "nope")
+    one_line_error(cmd(install, env, "vmclone", "nope", "x", "-y"), "nope", status=6)
     res = cmd(install, env, "vmclone", "web", "dry", "-y", "--dry-run")
     assert res.returncode == 0 and "zfs clone" in res.stdout and not exists(f"{pool}/kvm/vm/dry")
 
