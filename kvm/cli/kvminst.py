@@ -74,6 +74,8 @@ def body(args):
         common.info(f"would pin firmware {line}" if args.dry_run else f"pinned firmware {line}")
     if report.schedule:
         common.info(report.schedule)
+    if report.compiled:
+        common.info(report.compiled)
     for line in report.warnings:
         common.warn(PROG, line)
     common.info(f"the commands run {report.python}")

@@ -1,5 +1,7 @@
 """vmcreate [NAME] [flags]: create a VM (asks what the flags do not say)."""
 
+import os
+
 from kvm import vm as vmmod
 from kvm.cli import common, jsonout
 from kvm.cli.cloudinit import add_seed_args, seed_from_args
@@ -194,8 +196,13 @@ def image_defaults(args, root):
     if not args.image:
         return
     _, where = images.get(root, args.image)
+    conf = where / "set.conf"
+    if not os.path.lexists(conf):
+        # an imported image has none (a published one has): an image's dataset is read-only, so
+        # no edit races this, and read_text's retries of a vanished file (200 ms) are not needed
+        return
     try:
-        values = shconf.read_plain(shconf.read_text(str(where / "set.conf"))).values
+        values = shconf.read_plain(shconf.read_text(str(conf))).values
     except KvmError:
         return
     for flag, key in (("loader", "VMrom"), ("cores", "Cores"), ("mem", "Mem"), ("options", "VMoptions"),

@@ -1,8 +1,8 @@
 """vminfo NAME [--json]: what the VM is and whether it runs."""
 
 from kvm.cli import common, jsonout
-from kvm.hypervisor import current as hypervisor
 from kvm.conf.reach import of_info
+from kvm.hypervisor import current as hypervisor
 from kvm.manage import info
 
 PROG = "vminfo"

@@ -22,7 +22,7 @@ from kvm.host.files import (  # noqa: F401
     tighten_mode,
     write_file,
 )
-from kvm.host.mode import _debug, _plan, dry_run, plan, set_debug, set_dry_run  # noqa: F401
+from kvm.host.mode import _debug, _plan, debug_line, dry_run, plan, set_debug, set_dry_run  # noqa: F401
 from kvm.host.process import (  # noqa: F401
                               PIPE,
                               Pending,

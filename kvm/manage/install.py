@@ -41,6 +41,7 @@ class InstallReport:
     pinned: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
     schedule: str = ""  # what became of the snapshot schedule (schedule.py)
+    compiled: str = ""  # what was done to have kvm's modules compiled (host/bytecode.py)
     python: str = sys.executable  # the interpreter the ./NAME launchers run (their shebang)
 
 
@@ -167,6 +168,8 @@ def _install_locked(pool, repin, pool_mnt, python, completion):
         _install_files(report, repin)
         if completion:
             _install_completion(report, completion(report.path))
+        if not host.dry_run():
+            _compile(report)
     except BaseException:
         # Undo what this run created (the top-most created dataset takes its children).
         if created:
@@ -177,6 +180,23 @@ def _install_locked(pool, repin, pool_mnt, python, completion):
         raise
     report.created = created
     return report
+
+
+def _compile(report):
+    """kvm's modules compiled for the launchers' interpreter (a checkout run as is has none): each
+    command would compile them again otherwise. Says what it did, or warns."""
+    from kvm.host.bytecode import ensure_compiled
+    got = ensure_compiled(report.python)
+    if got is None:
+        report.warnings.append(f"could not check that kvm's modules are compiled for {report.python}")
+        return
+    done, failed, folder = got
+    if failed:
+        report.warnings.append(f"{failed} of kvm's modules in {folder} could not be compiled (is the folder "
+                               f"writable?): each command compiles them again; run as their owner: "
+                               f"{report.python} -m compileall -q {folder}")
+    elif done:
+        report.compiled = f"compiled {done} of kvm's modules in {folder} for {report.python}"
 
 
 def _create_root(ds, created):

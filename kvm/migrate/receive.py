@@ -30,15 +30,17 @@ def probe(root, name):
     nothing: the sender judges the name (refusal), and the receive judges it again under the VM's
     lock."""
     ds = f"{root.vm_dataset()}/{name}"
-    exists = zfs.lzc_exists(ds)
+    state = zfs_stream.dataset_state(ds, [SOURCE_PROP, STARTED_PROP])  # one call: is it there, whose, snapshots
+    exists = state is not None
+    props, snaps = state if exists else ({}, [])
     vm = Vm(root, name)
     folder = vm.dir
     found = lock.holder(vm.run.lock)
     return {"dataset": ds, "exists": exists, "elsewhere": [] if exists else same_name_elsewhere(root, name),
             "running": found is not None and not found[1],  # its supervisor holds its lock
-            **_props(ds, exists),
+            "source": props.get(SOURCE_PROP), "started": props.get(STARTED_PROP),
             "folder": str(folder) if not exists and folder.exists() else None,
-            "snaps": zfs_stream.snapshot_guids(ds) if exists else [],
+            "snaps": snaps,
             "firmware": firmware_here(root.path),
             "resumable": zfs_stream.can_resume(),
             "token": zfs_stream.resume_token(ds) if exists else None}
@@ -75,11 +77,6 @@ def copy_of(source):
         ids = _ids(vm)
         return source in (ids.get("guid"), ids.get(SOURCE_PROP))
     return spare
-
-
-def _props(ds, exists):
-    props = zfs.get_props([ds], [SOURCE_PROP, STARTED_PROP]).get(ds, {}) if exists else {}
-    return {"source": props.get(SOURCE_PROP), "started": props.get(STARTED_PROP)}
 
 
 def started_refusal(info, force):
@@ -170,10 +167,11 @@ def receive(root, name, source, snap, base=None, locked=True, resume=False, forc
     ds = f"{root.vm_dataset()}/{name}"
     held = lock.hold_vm(Vm(root, name).run, "vmrecv") if locked else None
     try:
-        exists = zfs.lzc_exists(ds)
+        state = zfs_stream.dataset_state(ds, [SOURCE_PROP, STARTED_PROP])  # what is there now, under the lock
+        exists = state is not None
         token = zfs_stream.resume_token(ds) if exists else None
-        snaps = zfs_stream.snapshot_guids(ds) if exists else []
-        props = _props(ds, exists)
+        got, snaps = state if exists else ({}, [])
+        props = {"source": got.get(SOURCE_PROP), "started": got.get(STARTED_PROP)}
         check_identity(root, name, ds, source, exists, token, snaps, props["source"])
         if not exists:
             check_free_on_host(root, name, spare=copy_of(source))

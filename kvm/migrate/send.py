@@ -103,22 +103,24 @@ def check_runs_from(vm, rt):
                          f"(one name runs once per host)", vm=vm.name)
 
 
-def check_sendable(vm, cfg):
-    """Only VMs whose data is all inside ROOT/vm/NAME (other datasets are not sent), not migrated."""
+def check_sendable(vm, cfg, migrated=None):
+    """Only VMs whose data is all inside ROOT/vm/NAME (other datasets are not sent), not migrated
+    (migrated: its kvm:migrated, when the caller read it already)."""
     extra = snapmod.datasets_of(vm, cfg)[1:]
     if extra:
         raise StateError(f"its data lies also on {', '.join(extra)}: vmsend sends {vm.dataset()} only "
                          f"(move the disk into the VM folder)", vm=vm.name)
-    gone = zfs.get_prop(vm.dataset(), receive.MIGRATED_PROP)
+    gone = migrated if migrated is not None else zfs.get_prop(vm.dataset(), receive.MIGRATED_PROP)
     if gone:
         # a vmsend killed after the mark and before the start on DEST leaves it running nowhere
         raise Refused(f"was migrated to {gone} already (kvm:migrated): start it there", vm=vm.name)
 
 
-def common_snapshot(ds, far_snaps):
-    """The newest snapshot here that DEST has too (same guid), or None."""
+def common_snapshot(ds, far_snaps, snaps=None):
+    """The newest snapshot here that DEST has too (same guid), or None. snaps: the dataset's
+    (name, guid) when known."""
     there = {guid for _, guid in far_snaps}
-    mine = [s for s, guid in zfs_stream.snapshot_guids(ds) if guid in there]
+    mine = [s for s, guid in (zfs_stream.snapshot_guids(ds) if snaps is None else snaps) if guid in there]
     return mine[-1] if mine else None
 
 
@@ -138,9 +140,9 @@ def partial_to_resume(name, ds, info, token, what):
     return dict(what, token=token) if what else None
 
 
-def new_snap_name(ds):
+def new_snap_name(ds, snaps=None):
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    have = {s for s, _ in zfs_stream.snapshot_guids(ds)}
+    have = {s for s, _ in (zfs_stream.snapshot_guids(ds) if snaps is None else snaps)}
     n = 1
     while f"{receive.SEND_PREFIX}{stamp}-{n}" in have:
         n += 1
@@ -180,8 +182,10 @@ class Sender:
         self.start, self.keep, self.force = start, keep, force
         self.ds = vm.dataset()
         self.cfg = vm.config()
-        check_sendable(vm, self.cfg)
-        self.source = zfs.get_prop(self.ds, "guid")
+        props = zfs.get_props([self.ds], [receive.MIGRATED_PROP, "guid"]).get(self.ds, {})
+        check_sendable(vm, self.cfg, migrated=props.get(receive.MIGRATED_PROP) or "")
+        self.source = props.get("guid")
+        self._snaps = None  # the dataset's (name, guid), read once until a snapshot is made (snaps())
         self.peers, self.answered = [peer] if peer else [], set()
         self.peer = peer or self.spare()
         try:
@@ -197,12 +201,12 @@ class Sender:
 
     def check_dest(self):
         """Refuse, before anything is sent, what DEST must not receive (see receive's refusals)."""
-        mine = [guid for _, guid in zfs_stream.snapshot_guids(self.ds)]
+        mine = [guid for _, guid in self.snaps()]
         why = receive.refusal(self.info, self.source, mine) or receive.started_refusal(self.info, self.force)
         if why:
             raise StateError(why, vm=self.vm.name)
         receive.check_firmware(self.vm.name, self.cfg, self.info["firmware"])
-        self.common = common_snapshot(self.ds, self.info["snaps"])
+        self.common = common_snapshot(self.ds, self.info["snaps"], self.snaps())
         self.partial = self.resumable(self.info.get("token"))
         if self.info["exists"] and self.common is None and not self.partial:
             raise StateError("DEST's copy shares no snapshot with this VM: destroy it there to send in full",
@@ -228,7 +232,7 @@ class Sender:
             return None
         self.answered.add(id(peer))
         info = self.dest.answer(self.vm.name, peer)
-        if check and common_snapshot(self.ds, info["snaps"]) != self.common:
+        if check and common_snapshot(self.ds, info["snaps"], self.snaps()) != self.common:
             raise StateError(f"DEST's copy changed while vmsend ran (it lacks {self.common} now): run vmsend again",
                              vm=self.vm.name)
         return info
@@ -289,9 +293,16 @@ class Sender:
             self.say(f"{self.vm.name}: on {self.dest.label}: {line}")
         self.common = snap
 
+    def snaps(self):
+        """The VM dataset's snapshots (name, guid), oldest first: one zfs call per state."""
+        if self._snaps is None:
+            self._snaps = zfs_stream.snapshot_guids(self.ds)
+        return self._snaps
+
     def snapshot(self):
-        name = new_snap_name(self.ds)
+        name = new_snap_name(self.ds, self.snaps())
         zfs.lzc_snapshot([zfs.snapshot_name(self.ds, name)])
+        self._snaps = None  # its guid is read when next asked
         return name
 
     def run(self):

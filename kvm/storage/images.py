@@ -6,7 +6,6 @@ a VM's snapshot (so the VM's snapshot cannot go while the image lives: vmdestroy
 refuse, naming it). Both run under the creation transaction: nothing is left on failure or kill.
 """
 
-import hashlib
 import json
 import os
 import re
@@ -144,6 +143,7 @@ def check_info(path, fmt, shown):
 def copy_hashing(src, dst, progress=None, mode=DISK_MODE):
     """Copy src to dst sparsely (zero blocks become holes) and return its SHA-256: one pass. The
     copy is made `mode` (a disk's 0600) from its first byte."""
+    import hashlib  # 15 ms of OpenSSL: only an import or a check hashes
     digest = hashlib.sha256()
     size = os.path.getsize(src)
     done = 0
@@ -174,6 +174,7 @@ def _write_sparse(fout, block, piece=HOLE):
 
 
 def sha256_of(path):
+    import hashlib  # 15 ms of OpenSSL: only an import or a check hashes
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(CHUNK), b""):
@@ -338,13 +339,19 @@ def get(root, name):
     """(dataset, folder) of an existing image; NotFound naming the known ones."""
     check_name(name)
     ds = dataset(root, name)
+    if ds in _complete:  # asked already by this command (vmcreate --from: its defaults, then the clone)
+        return ds, folder(root, name)
     if not zfs.lzc_exists(zfs.snapshot_name(ds, BASE)):
         names = [i["name"] for i in listing(root)]
         if name in names:  # its dataset is there but not its snapshot: an import or publish under way
             raise NotFound(f"image '{name}' is not complete (an image import or publish is making it, or was "
                            f"killed: image list tells): try again when it is done")
         raise NotFound(f"no image '{name}' (images: {', '.join(names) or 'none'})")
+    _complete.add(ds)
     return ds, folder(root, name)
+
+
+_complete = set()  # images get() found complete in this process
 
 
 def destroy(root, name):

@@ -100,15 +100,19 @@ def estimate(snap, fromsnap=None):
     """(bytes, how): `zfs send -nP` where ZFS has it; else a guess from the space properties
     (a full stream is about `referenced`; an increment about the growth of `referenced`,
     at least what the newer snapshot holds alone)."""
-    if can_estimate() and zfs.lzc_exists(snap):
+    if can_estimate():
         args = ["send", "-nP", *(["-i", fromsnap] if fromsnap else []), snap]
         res = host.run(["zfs", *args], mutating=False, check=False)
         for line in res.stdout.splitlines():
             if line.startswith("size"):
                 return int(line.split()[-1]), "zfs send -nP"
     dataset = zfs.split_snapshot(snap)[0]
-    names = [n for n in (dataset, snap, fromsnap) if n and zfs.lzc_exists(n)]
-    props = zfs.get_props(names, ["referenced", "used"])
+    names = [n for n in (dataset, snap, fromsnap) if n]
+    try:
+        props = zfs.get_props(names, ["referenced", "used"])  # one call: they exist (vmsend made them)
+    except zfs.ZFSError:
+        names = [n for n in names if zfs.lzc_exists(n)]
+        props = zfs.get_props(names, ["referenced", "used"])
     ref = {n: int(p.get("referenced") or 0) for n, p in props.items()}
     now = ref.get(snap, ref.get(dataset, 0))
     if not fromsnap:
@@ -120,9 +124,24 @@ def estimate(snap, fromsnap=None):
 def snapshot_guids(dataset):
     """[(short name, guid)] of a dataset's snapshots, oldest first ([] when it has none)."""
     rows = zfs.get_props([dataset], ["type", "guid", "createtxg"], recursive=True, depth=1)
+    return _snaps_of(dataset, rows)
+
+
+def _snaps_of(dataset, rows):
     snaps = [(int(p.get("createtxg") or 0), zfs.split_snapshot(n)[1], p.get("guid")) for n, p in rows.items()
              if p.get("type") == "snapshot" and zfs.split_snapshot(n)[0] == dataset]
     return [(short, guid) for _, short, guid in sorted(snaps)]
+
+
+def dataset_state(dataset, props=()):
+    """In one zfs call: None when the dataset does not exist, else ({prop: value} of the dataset
+    for `props`, [(short name, guid)] of its snapshots, oldest first)."""
+    try:
+        rows = zfs.get_props([dataset], ["type", "guid", "createtxg", *props], recursive=True, depth=1)
+    except zfs.DatasetNotFound:
+        return None
+    own = rows.get(dataset, {})
+    return {p: own.get(p) for p in props}, _snaps_of(dataset, rows)
 
 
 def rollback_destroying(snap):

@@ -1,8 +1,9 @@
 """All-or-nothing creation of a dataset, even if the creating process is killed with -9.
 
 The dataset is created with the user property kvm:creating=<pid>. A watchdog
-process, in its own session (so Ctrl-C and kill of the process group miss it),
-holds a pipe to the creator. If the pipe closes without "commit" — normal failure,
+process, forked from the creator (no second interpreter to start: the creator
+would wait for it at the commit) into its own session (so Ctrl-C and kill of the
+process group miss it), holds a pipe to the creator. If the pipe closes without "commit" — normal failure,
 exception, or kill -9 — the watchdog destroys the dataset, but only when it still
 carries kvm:creating=<that pid>, so it can never destroy someone else's dataset.
 
@@ -12,11 +13,12 @@ and destroys it before going on.
 """
 
 import os
-import sys
+import signal
 
 from kvm import host, zfs
 
 CREATING = "kvm:creating"
+TITLE = "kvm-txn"   # the watchdog's process name (ps -o comm): its command line is its creator's
 
 
 class Transaction:
@@ -35,9 +37,8 @@ class Transaction:
 
     def __enter__(self):
         if not host.dry_run():
-            env = dict(os.environ)
-            self.proc = host.spawn([sys.executable, "-m", "kvm.zfs.txn", self.dataset, str(os.getpid()),
-                                    self.own_snap or ""], stdin=-1, new_session=True, env=env)
+            host.debug_line(f"watchdog of {self.dataset} (forked) &")
+            self.proc = fork_watchdog(self.dataset, self.own_snap or "")
         props = {CREATING: str(os.getpid())}
         if self.own_snap:
             zfs.lzc_snapshot([self.own_snap])
@@ -55,13 +56,52 @@ class Transaction:
     def __exit__(self, exc_type, exc, tb):
         if self.proc is None:
             return False
+        pid, fd = self.proc
         try:
-            self.proc.stdin.write(b"commit\n" if self.committed else b"abort\n")
-            self.proc.stdin.close()
+            os.write(fd, b"commit\n" if self.committed else b"abort\n")
         except OSError:
             pass
-        self.proc.wait()  # on failure the dataset is gone before we report the error
+        os.close(fd)
+        try:
+            os.waitpid(pid, 0)  # on failure the dataset is gone before we report the error
+        except ChildProcessError:
+            pass
         return False
+
+
+def fork_watchdog(dataset, own_snap):
+    """Fork the watchdog of `dataset`: (its pid, the write end of its pipe). The child keeps only
+    the pipe (as its stdin) and the standard output and error: no lock or other file of the creator."""
+    creator = os.getpid()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(r)
+        return pid, w
+    code = 0
+    try:
+        os.setsid()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        os.close(w)
+        os.dup2(r, 0)
+        os.closerange(3, os.sysconf("SC_OPEN_MAX") if r < 1024 else r + 1)
+        _title()
+        watchdog(dataset, str(creator), own_snap, fd=0)
+    except BaseException:
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _title():
+    """Name the watchdog kvm-txn in ps, where the host lets a process rename itself."""
+    try:
+        with open("/proc/self/comm", "w") as fh:
+            fh.write(TITLE)
+    except OSError:
+        pass
 
 
 def clone(origin, dataset, props):
@@ -95,10 +135,18 @@ def clean_stale(names):
             pass
 
 
-def watchdog(dataset, pid, own_snap=""):
-    """Wait for the creator's pipe to close; destroy the dataset (then the snapshot it was
+def watchdog(dataset, pid, own_snap="", fd=0):
+    """Read the creator's pipe (fd) until it closes; destroy the dataset (then the snapshot it was
     cloned from, when the transaction took it) unless it committed."""
-    data = sys.stdin.buffer.read()
+    data = b""
+    while True:
+        try:
+            chunk = os.read(fd, 64)
+        except InterruptedError:
+            continue
+        if not chunk:
+            break
+        data += chunk
     if b"commit" in data:
         return 0
     try:
@@ -112,9 +160,3 @@ def watchdog(dataset, pid, own_snap=""):
         except zfs.ZFSError:
             pass  # still cloned by someone else, or never taken
     return 0
-
-
-if __name__ == "__main__":
-    import signal
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sys.exit(watchdog(*sys.argv[1:4]))

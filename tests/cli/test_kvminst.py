@@ -233,6 +233,8 @@ def test_uninstall_refuses_while_a_vm_runs_then_removes_everything(install, pool
 
 def test_a_plain_pip_install_carries_everything_kvminst_needs(pool, env, tmp_path):
     """`pip install .` (not editable): templates, functions and rc.d/kvm come from PREFIX/share/kvm."""
+    import importlib.util
+    import os
     import shutil
     import sys
 
@@ -243,9 +245,13 @@ def test_a_plain_pip_install_carries_everything_kvminst_needs(pool, env, tmp_pat
     prefix = tmp_path / "prefix"
     subprocess.run([sys.executable, "-m", "venv", str(prefix)], check=True, capture_output=True)
     res = subprocess.run([str(prefix / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", str(src)],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
     assert res.returncode == 0, res.stderr
     shutil.rmtree(src)  # nothing may still come from the source folder
+    # compiled, even on a host that sets PYTHONDONTWRITEBYTECODE (issue 25: each command would compile again)
+    package = next((prefix / "lib").glob("python3*/site-packages/kvm"))
+    modules = sorted(package.rglob("*.py"))
+    assert len(modules) > 50 and all(Path(importlib.util.cache_from_source(m)).is_file() for m in modules)
     assert (prefix / "share" / "kvm" / "templates" / "set.conf.j2").is_file()
     assert (prefix / "share" / "man" / "man8" / "kvm.8").is_file()  # `man kvm` with MANPATH at PREFIX
     env = dict(env)
@@ -259,10 +265,14 @@ def test_a_plain_pip_install_carries_everything_kvminst_needs(pool, env, tmp_pat
     help_ = subprocess.run([str(prefix / "bin" / "vmimport"), "--help"], env=env, capture_output=True, text=True)
     assert help_.returncode == 0 and "--from" in help_.stdout, help_.stderr  # kvm.importers is packaged
     destroy_dataset(f"{pool}/kvm")
+    for cache in package.rglob("__pycache__"):  # as a checkout run as is: kvminst compiles them
+        shutil.rmtree(cache)
     try:
         res = subprocess.run([str(prefix / "bin" / "kvminst"), "-p", pool, "-y"], env=env, capture_output=True,
                              text=True, cwd="/")
         assert res.returncode == 0, res.stderr
+        assert f"compiled {len(modules)} of kvm's modules in {package} for {prefix}/bin/python" in res.stderr
+        assert all(Path(importlib.util.cache_from_source(m)).is_file() for m in modules)
         root = Path(f"/{pool}/kvm")
         assert (root / "start").read_text().startswith(f"#!{prefix}/bin/python")
         assert "CreateIF()" in (root / "functions").read_text()

@@ -3,12 +3,14 @@ of the snap fault rounds: it kills the command's own pid, before or after a real
 zfs in the middle): afterwards the result is whole or absent, with no dataset, snapshot or folder
 left, and the same command run again succeeds."""
 
+import os
 import random
 import subprocess
 import time
 
 import pytest
 
+from kvm.zfs.txn import TITLE
 from tests.cli.test_fault_rounds import killer
 from tests.conftest import cmd, create_vm
 
@@ -24,9 +26,25 @@ def datasets(pool):
 def settle(name, seconds=30):
     """Wait for the creation watchdog of `name` (it cleans up after the killed command)."""
     end = time.time() + seconds
-    while subprocess.run(["pgrep", "-f", f"kvm.zfs.txn {name} "], capture_output=True).returncode == 0:
+    while watchdogs(name):
         assert time.time() < end, f"watchdog of {name} still running"
         time.sleep(0.2)
+
+
+def watchdogs(name):
+    """Pids of the creation watchdogs (process name kvm-txn, forked from the command: its command
+    line is the command's) of a command naming the last part of dataset `name` (or a folder of that
+    name: vmimport's)."""
+    last, out = name.rsplit("/", 1)[-1], []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            comm = open(f"/proc/{pid}/comm").read().strip()
+            args = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if comm == TITLE and any(os.path.basename(a.rstrip("/")) == last for a in args):
+            out.append(int(pid))
+    return out
 
 
 def rounds(install, env, tmp_path, pool, argv, made, seed, undo):

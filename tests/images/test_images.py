@@ -201,7 +201,7 @@ def test_vmclone_gives_a_seed_its_own_name_and_instance(install, env, pool):
 def test_vmcreate_from_dry_run_changes_nothing(install, env, pool, imported):
     res = cmd(install, env, "vmcreate", "a", "-y", "--from", "deb", "--dry-run")
     assert res.returncode == 0, res.stderr
-    assert f"zfs clone -o kvm:creating=" in res.stdout and f"{pool}/kvm/images/deb@base" in res.stdout
+    assert "zfs clone -o kvm:creating=" in res.stdout and f"{pool}/kvm/images/deb@base" in res.stdout
     assert not exists(f"{pool}/kvm/vm/a") and not (install / "vm" / "a").exists()
 
 

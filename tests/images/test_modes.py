@@ -5,10 +5,9 @@ import os
 import re
 import stat
 import subprocess
-from pathlib import Path
 
-from tests.conftest import cmd, create_vm
 from tests.cli.test_run import boots, make, script
+from tests.conftest import cmd, create_vm
 from tests.images.test_images import raw_image
 
 
