@@ -5,6 +5,7 @@ import sys
 
 from kvm import host, hypervisor
 from kvm import vm as vmmod
+from kvm.cli import jsonout
 from kvm.errors import KvmError, PermissionDenied, UsageError, one_line
 from kvm.vm import NAME_RE
 from kvm.vm.root import find_root
@@ -14,7 +15,12 @@ from kvm.zfs.errors import DatasetExists, DatasetNotFound, ZFSError
 class Parser(argparse.ArgumentParser):
     """argparse that exits 2 with a one-line `prog: message` on usage errors."""
 
+    json_errors = False  # set by run() for a --json command line: the error is a JSON object
+
     def error(self, message):
+        if self.json_errors:
+            jsonout.print_error(self.prog, f"{message} (see {self.prog} --help)", 2, "usage")
+            self.exit(2)
         self.exit(2, f"{self.prog}: {message}\n(see {self.prog} --help)\n")
 
 
@@ -50,7 +56,9 @@ def hypervisor_text(attribute, otherwise):
 def run(prog, build_parser, body, argv, launcher_dir=None):
     """Parse argv, run body(args), turn errors into one line and an exit status."""
     p = build_parser()
+    p.json_errors = jsonout.wanted(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
+    as_json = getattr(args, "json", False)
     # a value read from a file keeps bytes that are not UTF-8 (surrogate escapes, see
     # host.read_text): printed, they go out as the same bytes, never an internal error
     if hasattr(sys.stdout, "reconfigure"):
@@ -59,7 +67,8 @@ def run(prog, build_parser, body, argv, launcher_dir=None):
     if args.debug:
         host.set_debug(True)
     if getattr(args, "dry_run", False):
-        host.set_dry_run(True, sys.stdout)
+        # with --json, stdout is the one JSON document: what a dry run would do goes to stderr
+        host.set_dry_run(True, sys.stderr if as_json else sys.stdout)
     try:
         status = body(args)
         return 0 if status is None else status
@@ -69,18 +78,27 @@ def run(prog, build_parser, body, argv, launcher_dir=None):
         if exc.vm is None:
             exc.vm = _named_vm(args, valid_only=isinstance(exc, UsageError))  # every error about a VM names it
         _raced(exc)
-        print(exc.line(prog), file=sys.stderr)
+        if as_json:
+            jsonout.print_error(prog, exc.message, exc.exit_status, exc.kind, exc.vm, exc.hint)
+        else:
+            print(exc.line(prog), file=sys.stderr)
         return exc.exit_status
     except KeyboardInterrupt:
-        print(KvmError("interrupted", vm=_named_vm(args)).line(prog), file=sys.stderr)
+        if as_json:
+            jsonout.print_error(prog, "interrupted", 130, "interrupted", _named_vm(args))
+        else:
+            print(KvmError("interrupted", vm=_named_vm(args)).line(prog), file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 1
     except Exception as exc:  # noqa: BLE001 - the one place that turns surprises into one line
         if args.debug:
             raise
-        print(f"{prog}: internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
-              file=sys.stderr)
+        text = f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)"
+        if as_json:
+            jsonout.print_error(prog, text, 1, "failure", _named_vm(args))
+        else:
+            print(f"{prog}: {text}", file=sys.stderr)
         return 1
 
 

@@ -5,7 +5,7 @@ import sys
 from kvm import host
 from kvm import vm as vmmod
 from kvm.cli import common
-from kvm.errors import NotFound, StateError
+from kvm.errors import NotFound, Refused, StateError
 from kvm.host.console_relay import raw_terminal, relay
 from kvm.hypervisor import current as hypervisor
 from kvm.hypervisor.qemu.backend import console_log
@@ -30,7 +30,7 @@ def body(args):
     if not cfg.com:
         raise StateError("has no serial console (set COM=1 in set.conf and restart it)", vm=vm.name)
     if not vmmod.runtime(vm).bhyve:
-        raise StateError("is not running: start it first", vm=vm.name)
+        raise Refused("is not running: start it first", vm=vm.name)
     hv = hypervisor()
     sock_path = hv.console_socket(vm.run)
     common.info(f"Connecting to {vm.name}'s console; quit with ~.")

@@ -1,11 +1,10 @@
 """image import|publish|list|destroy: images in ROOT's dataset/images/NAME for vmcreate --from."""
 
-import json
 import sys
 import time
 
 from kvm import vm as vmmod
-from kvm.cli import common
+from kvm.cli import common, jsonout
 from kvm.errors import UsageError
 from kvm.manage.info import human_size
 from kvm.storage import images
@@ -26,7 +25,8 @@ def build_parser():
     p.add_argument("--os", default="", help="import: a hint of the image's OS (shown by list)")
     p.add_argument("--snapshot", help="publish: the VM's snapshot to publish (default: a new one)")
     p.add_argument("-H", dest="scripted", action="store_true", help="list: no header, tab-separated")
-    p.add_argument("--json", action="store_true", help="list: JSON")
+    p.add_argument("--json", action="store_true", help="list: JSON; import, publish: the image made as JSON; "
+                                                       "destroy: what it destroyed; any verb: an error as JSON")
     return p
 
 
@@ -47,7 +47,7 @@ def body(args):
         _want(args, 0, "[-H] [--json]")
         rows = images.listing(root)
         if args.json:
-            print(json.dumps(rows, indent=2))
+            jsonout.emit(rows, indent=2)
             return 0
         common.print_table(["NAME", "SIZE", "USED", "CLONES", "CREATED", "OS"],
                            [[r["name"], human_size(r["size"]), human_size(r["used"]), str(len(r["clones"])),
@@ -73,8 +73,22 @@ def body(args):
         (name,) = _want(args, 1, "NAME")
         dataset = images.destroy(root, name)
         done, would = f"destroyed image {name} ({dataset})", f"would destroy image {name} ({dataset})"
+        if args.json:
+            jsonout.emit({"name": name, "dataset": dataset, "destroyed": True, "dry_run": bool(args.dry_run)})
+            return 0
+    if args.json:
+        jsonout.emit(made_json(root, name, values, args.dry_run), indent=2)
+        return 0
     common.said(args, done, would)
     return 0
+
+
+def made_json(root, name, values, dry_run):
+    """image import|publish --json: the image as image list --json has it (in a dry run, what
+    is known before the copy)."""
+    row = {} if dry_run else next((r for r in images.listing(root) if r["name"] == name), {})
+    known = {k: v for k, v in values.items() if isinstance(v, (str, int))}
+    return {**known, **row, "name": name, "dry_run": bool(dry_run)}
 
 
 def _when(epoch):

@@ -1,12 +1,10 @@
 """snap create|destroy|rollback|list|prune|auto NAME [SNAP]: the verb exactly, or its one-letter alias
 (c, d, r, l as the shell kvm had them; p, a)."""
 
-import json
-
 from kvm import vm as vmmod
-from kvm.cli import common
+from kvm.cli import common, jsonout
 from kvm.cli.snapauto import add_args, do_auto
-from kvm.errors import ConfigError, StateError, UsageError
+from kvm.errors import ConfigError, Refused, UsageError
 from kvm.manage import info
 from kvm.manage.destroy import check_free, destroy_dependents
 from kvm.storage import snap
@@ -36,9 +34,11 @@ def build_parser():
                    help="destroy: also the VMs and images cloned from the snapshot (asks first)")
     p.add_argument("-H", dest="scripted", action="store_true", help="list: no header, tab-separated")
     p.add_argument("-p", dest="parsable", action="store_true", help="list: exact numbers")
-    p.add_argument("--json", action="store_true", help="list: JSON")
+    p.add_argument("--json", action="store_true",
+                   help="list: JSON; create: the snapshot made as JSON; destroy, rollback, prune: the snapshots "
+                        "destroyed as JSON; any verb: an error as a JSON object")
     p.add_argument("--keep", type=int, metavar="N", help="prune: how many of the newest snapshots to keep; "
-                                                         "auto --export-to: how many export files of each VM")
+                                                        "auto --export-to: how many export files of each VM")
     add_args(p)
     return p
 
@@ -72,9 +72,28 @@ def do_create(vm, args):
         common.warn(PROG, "the VM is running: this snapshot is crash-consistent (like pulling the plug); "
                           "stop the VM for a clean one", vm=vm.name)
     names = snap.create(vm, cfg, name)
+    if args.json:
+        jsonout.emit(created_json(vm, cfg, name, names, args.dry_run))
+        return 0
     for full in names:
         common.said(args, full, f"would create snapshot {full}")
     return 0
+
+
+def set_json(s):
+    """One snapshot set as snap list --json and snap create --json give it."""
+    return {"name": s.name, "used": int(s.props.get("used") or 0), "referenced": int(s.props.get("referenced") or 0),
+            "creation": int(s.props.get("creation") or 0), "complete": s.complete, "missing": s.missing}
+
+
+def created_json(vm, cfg, name, names, dry_run):
+    """snap create --json: the set made (as snap list has it), its VM and its snapshots' full names;
+    in a dry run only what it would make."""
+    made = {"vm": vm.name, "name": name, "snapshots": list(names), "dry_run": bool(dry_run)}
+    if dry_run:
+        return made
+    found = [s for s in snap.listing(snap.datasets_of(vm, cfg)).sets if s.name == name]
+    return {**(set_json(found[0]) if found else {}), **made}
 
 
 def do_destroy(vm, args):
@@ -91,6 +110,9 @@ def do_destroy(vm, args):
                     common.info("Nothing done.")
                     return 1
         names = snap.destroy(vm, cfg, args.snap, destroy_dependents if args.recursive else None)
+    if args.json:
+        jsonout.emit({"vm": vm.name, "destroyed": list(names), "dry_run": bool(args.dry_run)})
+        return 0
     for name in names:
         common.said(args, f"destroyed {vm.name}@{name}", f"would destroy {vm.name}@{name}")
     return 0
@@ -100,7 +122,7 @@ def do_rollback(vm, args):
     # the running check and the rollback under the VM's lock: a start cannot slip in between
     with snap.hold(vm, "snap rollback"):
         if vmmod.runtime(vm).active:
-            raise StateError("is running: stop it before rolling back", vm=vm.name)
+            raise Refused("is running: stop it before rolling back", vm=vm.name)
         have, target, newer = snap.rollback_plan(vm, vm.config(), args.snap, args.older)
         if newer:
             common.info(f"Rolling back to '{target.name}' destroys the newer snapshots: "
@@ -109,6 +131,10 @@ def do_rollback(vm, args):
                 common.info("Nothing done.")
                 return 1
         snap.rollback(vm, have, target, newer)
+    if args.json:
+        jsonout.emit({"vm": vm.name, "name": target.name, "destroyed": [s.name for s in newer],
+                      "dry_run": bool(args.dry_run)})
+        return 0
     common.said(args, f"{vm.name}: rolled back to {target.name}", f"{vm.name}: would roll back to {target.name}")
     return 0
 
@@ -126,10 +152,7 @@ def do_list(vm, args):
                               f"snap c {vm.name} {s.name} takes it again, snap d {vm.name} {s.name} "
                               f"removes it", vm=vm.name)
     if args.json:
-        print(json.dumps([{"name": s.name, "used": int(s.props.get("used") or 0),
-                           "referenced": int(s.props.get("referenced") or 0),
-                           "creation": int(s.props.get("creation") or 0), "complete": s.complete,
-                           "missing": s.missing} for s in have.sets], indent=1))
+        jsonout.emit([set_json(s) for s in have.sets])
         return 0
     size = (lambda v: str(int(v or 0))) if args.parsable else (lambda v: info.human_size(int(v or 0)))
     table = [(s.name, size(s.props.get("used")), size(s.props.get("referenced")),
@@ -143,18 +166,19 @@ def do_prune(vm, args):
         raise UsageError("prune needs --keep N (N >= 0)", vm=vm.name)
     with snap.hold(vm, "snap prune", running_ok=True):
         _, doomed = snap.prune_plan(vm, vm.config(), args.keep)
+        said = {"vm": vm.name, "destroyed": [s.name for s in doomed], "kept": args.keep, "dry_run": bool(args.dry_run)}
         if not doomed:
             common.info(f"{vm.name}: nothing to prune (keeping {args.keep})")
-            return 0
-        for s in doomed:
+            return jsonout.emit(said) if args.json else 0
+        for s in doomed if not args.json else ():
             print(f"would destroy {vm.name}@{s.name}" if args.dry_run else f"destroy {vm.name}@{s.name}")
         if args.dry_run:
-            return 0
+            return jsonout.emit(said) if args.json else 0
         if not common.confirm(f"Destroy these {len(doomed)} snapshots", args.yes):
             common.info("Nothing done.")
             return 1
         snap.destroy_sets(vm, doomed)
-    return 0
+    return jsonout.emit(said) if args.json else 0
 
 
 DO = {"create": do_create, "destroy": do_destroy, "rollback": do_rollback, "list": do_list, "prune": do_prune}

@@ -8,7 +8,7 @@ from kvm import host
 from kvm import vm as vmmod
 from kvm.cli import common
 from kvm.conf.reach import of_config
-from kvm.errors import StateError
+from kvm.errors import AlreadyExists, NotFound, NothingToDo, Refused, StateError
 from kvm.host import lock, runfiles
 from kvm.hypervisor import current as hypervisor
 from kvm.migrate.send import check_not_migrated
@@ -18,6 +18,7 @@ from kvm.run.supervisor import Supervisor, acquire_lock, write_line
 
 PROG = "start"
 LOG_MODE = 0o640        # NAME.log: readable by root and the wheel-like group only
+SAME_STATUS = {e.exit_status: e for e in (NotFound, AlreadyExists, Refused, NothingToDo)}
 DETACH_WAIT = 15        # seconds `start -b` waits for the launch before saying it is still before it
 POLL = 0.05             # seconds between looks at the detached supervisor
 
@@ -131,7 +132,10 @@ def wait_detached(vm, proc, log):
         if state.get("supervisor") == proc.pid and (state.get("bhyve") or state.get("ended")):
             break
         if proc.poll() is not None:
-            raise StateError(f"did not start: {failure(vm, proc, log)} (see {log})", vm=vm.name)
+            # the supervisor's own status when it tells a refusal apart (kvm(8) EXIT STATUS): start -b
+            # of a VM an orphan holds is refused (8) as start is
+            kind = SAME_STATUS.get(proc.returncode, StateError)
+            raise kind(f"did not start: {failure(vm, proc, log)} (see {log})", vm=vm.name)
         time.sleep(POLL)
     return state
 

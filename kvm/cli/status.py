@@ -1,9 +1,7 @@
 """status NAME: the bhyve pid, 0 when stopped, -1 when the VM does not exist."""
 
-import json
-
 from kvm import vm as vmmod
-from kvm.cli import common
+from kvm.cli import common, jsonout
 from kvm.errors import NotFound
 
 PROG = "status"
@@ -25,14 +23,14 @@ def body(args):
         vm = vmmod.get_vm(root, args.name)
     except NotFound:
         if args.json:
-            print(json.dumps({"name": args.name, "exists": False, "state": "missing", "pid": -1}))
+            jsonout.emit({"name": args.name, "exists": False, "state": "missing", "pid": -1}, indent=None)
         else:
             print(-1)
         return 2
     rt = vmmod.runtime(vm)
     if args.json:
-        print(json.dumps({"name": vm.name, "exists": True, "state": rt.state, "pid": rt.bhyve,
-                          "supervisor": rt.supervisor, "allocated": rt.allocated}))
+        jsonout.emit({"name": vm.name, "exists": True, "state": rt.state, "pid": rt.bhyve,
+                      "supervisor": rt.supervisor, "allocated": rt.allocated}, indent=None)
     else:
         print(rt.bhyve)
     return EXIT.get(rt.state, 1)

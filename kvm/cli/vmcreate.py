@@ -4,11 +4,12 @@ import argparse
 import os
 
 from kvm import vm as vmmod
-from kvm.cli import common
+from kvm.cli import common, jsonout
 from kvm.cli.cloudinit import add_seed_args, seed_from_args
 from kvm.conf import config, reach, shconf, switchconf
 from kvm.errors import KvmError, UsageError
 from kvm.hypervisor import current as hypervisor
+from kvm.manage import info
 from kvm.manage.create import DEFAULT_BRIDGE, DEFAULT_DISK_SIZE, Answers, check_ifname, create, disk_size, summary
 from kvm.storage import images
 
@@ -65,6 +66,8 @@ def build_parser():
     p.add_argument("--cloud-init", action="store_true", help="write a cloud-init seed.iso (flags below)")
     add_seed_args(p)
     p.add_argument("-y", "--yes", action="store_true", help="ask nothing: defaults for what flags omit")
+    p.add_argument("--json", action="store_true",
+                   help="print the VM made as a JSON object (vminfo --json's, with created and dry_run)")
     return p
 
 
@@ -339,6 +342,9 @@ def body(args):
         common.warn(PROG, line, vm=name)
     if args.yes and reach.of_config(cfg):  # interactive runs were told before they confirmed
         common.warn(PROG, reach.of_config(cfg), vm=name)
+    if args.json:
+        jsonout.emit(created_json(vm, args.dry_run), sort_keys=True)
+        return 0
     common.said(args, f"created {name} in {vm.dir}", f"would create {name} in {vm.dir}")
     if not args.dry_run:
         common.info(f"Review {vm.conf_path} and {vm.run_path}.")
@@ -346,3 +352,10 @@ def body(args):
         common.info(f"To start it: {root.path}/start {name}   (or start -b {name} in the background)")
         common.info(f"To run it as a service: {root.path}/dorc {name}")
     return 0
+
+
+def created_json(vm, dry_run):
+    """vmcreate --json: the VM as vminfo --json gives it; in a dry run its name and folder only."""
+    if dry_run:
+        return {"name": vm.name, "dir": str(vm.dir), "created": False, "dry_run": True}
+    return {**info.collect(vm), "created": True, "dry_run": False}

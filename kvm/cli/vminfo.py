@@ -1,8 +1,6 @@
 """vminfo NAME [--json]: what the VM is and whether it runs."""
 
-import json
-
-from kvm.cli import common
+from kvm.cli import common, jsonout
 from kvm.conf.reach import of_info
 from kvm.hypervisor import current as hypervisor
 from kvm.manage import info
@@ -25,7 +23,7 @@ def body(args):
     for line in [*data["warnings"], *filter(None, [of_info(data)])]:
         common.warn(PROG, line, vm=vm.name)
     if args.json:
-        print(json.dumps(data, indent=1, sort_keys=True))
+        jsonout.emit(data, sort_keys=True)
         return 0
     rows = info.lines(data, cleanup=hypervisor().cleanup_hint(vm.run))
     width = max(len(k) for k, _ in rows)

@@ -1,9 +1,7 @@
 """vmlist [-H] [-p] [-o COL,...] [-s COL] [-S COL] [--json]: the VMs, as `zfs list` lists datasets."""
 
-import json
-
 from kvm import vm as vmmod
-from kvm.cli import common
+from kvm.cli import common, jsonout
 from kvm.hypervisor import current as hypervisor
 from kvm.manage import listing
 from kvm.manage.listing import COLUMNS, DEFAULT
@@ -42,8 +40,7 @@ def body(args):
             common.warn(PROG, f"left allocated with no bhyve: clean with `{hv.cleanup_hint(vmmod.Vm(root, r.name).run)}`", vm=r.name)
     if args.json:
         accel = hv.accelerator() if rows else None
-        print(json.dumps([dict(listing.as_json(r), hypervisor=hv.name, accelerator=accel) for r in rows],
-                         indent=1))
+        jsonout.emit([dict(listing.as_json(r), hypervisor=hv.name, accelerator=accel) for r in rows])
         return 0
     table = [[listing.cell(r, c, args.parsable) for c in shown] for r in rows]
     common.print_table([c.upper() for c in shown], table, args.scripted)

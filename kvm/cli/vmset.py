@@ -1,7 +1,7 @@
 """vmset NAME KEY=VALUE ... [-u KEY]...: change set.conf settings without an editor."""
 
 from kvm import vm as vmmod
-from kvm.cli import common
+from kvm.cli import common, jsonout
 from kvm.conf import edit
 from kvm.conf.config import sh_quote
 from kvm.errors import ConfigError, UsageError
@@ -22,6 +22,8 @@ def build_parser():
                    help="remove KEY's assignment (back to its default); repeatable")
     p.add_argument("--force", action="store_true",
                    help="also set or remove keys kvm does not know (your own variables for run)")
+    p.add_argument("--json", action="store_true",
+                   help="print what changed as a JSON object (keys, old and new values, restart_required)")
     return p
 
 
@@ -70,14 +72,32 @@ def body(args):
     vm = common.get_vm(args, root_user=True)
     sets = check_args(vm, parse_assignments(vm, args.assignments), args.unset, args.force)
     changes = edit.set_values(vm, sets, args.unset)
+    running = bool(changes or args.json) and vmmod.runtime(vm).active
+    if args.json:
+        jsonout.emit(changes_json(vm, changes, running, args.dry_run))
     if not changes:
         common.info(f"{vm.name}: set.conf already says so; nothing changed")
         return 0
     would = common.would(args)
-    for key, old, new in changes:
+    for key, old, new in changes if not args.json else ():
         what = f"unset {key}" if new is None else f"set {key}={shown(key, new)}"
         print(f"{vm.name}: {would}{what} (was {shown(key, old)})")
-    if not args.dry_run and vmmod.runtime(vm).active:
+    if running and not args.dry_run:  # (changes made)
         common.info(f"{vm.name} is running: the change applies at its next guest reboot "
                     f"(the supervisor re-reads set.conf), or the next start.")
     return 0
+
+
+def json_value(key, value):
+    """A value as --json gives it: the text, null when unset, "***" for a password."""
+    if value is None:
+        return None
+    return "***" if key in SECRETS and value else value
+
+
+def changes_json(vm, changes, running, dry_run):
+    """vmset --json: the keys changed (or that would be, -n), each with its old and new value, and
+    whether the running VM needs a restart (a guest reboot) to use them."""
+    return {"name": vm.name, "changed": [k for k, _, _ in changes],
+            "changes": [{"key": k, "old": json_value(k, old), "new": json_value(k, new)} for k, old, new in changes],
+            "running": running, "restart_required": running and bool(changes), "dry_run": bool(dry_run)}

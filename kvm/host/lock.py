@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from kvm import host
-from kvm.errors import PermissionDenied, StateError
+from kvm.errors import PermissionDenied, Refused
 from kvm.host import paths
 
 HOST_DIR = "host"          # host-wide files: RUN_DIR/host/... (runfiles.HOST_DIR)
@@ -253,8 +253,10 @@ def hold_vm(run, what):
 
 def _refuse(name, path, found):
     if not found[1]:
-        raise StateError(f"is running ({describe_holder(found)} holds {path}): stop it first", vm=name)
-    raise StateError(f"is busy: {describe_holder(found)} holds {path}; try again when it is done", vm=name)
+        raise Refused(f"is running ({describe_holder(found)} holds {path}): stop it first", vm=name,
+                      hint=f"stop {name}")
+    raise Refused(f"is busy: {describe_holder(found)} holds {path}; try again when it is done", vm=name,
+                  hint="try again when it is done")
 
 
 _stop_planned = set()   # the lock paths of the VMs a dry run planned to stop
@@ -292,6 +294,6 @@ def hold_config(run, what):
     got = try_acquire(path, f"{os.getpid()} {what}\n", tries=CONF_TRIES)
     if got is None:
         found = holder(path) or (0, "")
-        raise StateError(f"set.conf is being changed: {describe_holder(found)} holds {path}; try again",
-                         vm=run.name)
+        raise Refused(f"set.conf is being changed: {describe_holder(found)} holds {path}; try again",
+                      vm=run.name)
     return got

@@ -7,7 +7,7 @@ from kvm import host, hypervisor, platform, zfs
 from kvm import vm as vmmod
 from kvm.conf import cloudinit, config, switchconf
 from kvm.conf.templating import render
-from kvm.errors import ConfigError, NotFound, StateError, UsageError
+from kvm.errors import AlreadyExists, ConfigError, NotFound, StateError, UsageError
 from kvm.host.record import field, record
 from kvm.platform import rcd
 from kvm.storage import images
@@ -169,9 +169,9 @@ def check_new(root, name, spare=None):
     if vm.dataset() in dead and not host.dry_run() and vm.dir.is_dir() and not any(vm.dir.iterdir()):
         vm.dir.rmdir()  # the mountpoint folder the destroyed dataset leaves
     if vm.dir.exists():
-        raise StateError(f"already exists ({vm.dir})", vm=name)
+        raise AlreadyExists(f"already exists ({vm.dir})", vm=name, hint=f"vmdestroy {name} first, or another name")
     if vm.dataset() in rows and vm.dataset() not in dead:
-        raise StateError(f"dataset {vm.dataset()} already exists", vm=name)
+        raise AlreadyExists(f"dataset {vm.dataset()} already exists", vm=name)
     check_derived_names(root, name)  # web-1, web_1 and WEB.1 would share tapWEB_1
     vmmod.check_free_on_host(root, name, spare)
     return vm

@@ -9,7 +9,7 @@ import time
 
 from kvm import host, zfs
 from kvm import vm as vmmod
-from kvm.errors import StateError
+from kvm.errors import Refused, StateError
 from kvm.host import lock
 from kvm.manage import rcinstall
 from kvm.platform import rcd
@@ -42,7 +42,7 @@ def wait_left_destroy(root, name, say=None, seconds=LEFT_DESTROY_WAIT):
     end = time.time() + seconds
     while host.pid_alive(pid):
         if time.time() > end:
-            raise StateError(f"a `zfs destroy` of {dataset} left by a vmdestroy that was killed still runs "
+            raise Refused(f"a `zfs destroy` of {dataset} left by a vmdestroy that was killed still runs "
                              f"(pid {pid}): run vmdestroy again when it has ended", vm=name)
         time.sleep(0.2)
 
@@ -60,7 +60,7 @@ def check_not_busy(vm):
     path = vm.run.lock
     found = lock.holder(path)
     if found and found[1]:
-        raise StateError(f"is busy: {lock.describe_holder(found)} holds {path}; try again when it is done",
+        raise Refused(f"is busy: {lock.describe_holder(found)} holds {path}; try again when it is done",
                          vm=vm.name)
 
 
@@ -77,7 +77,7 @@ def check_no_clones(vm, recursive=False):
     first; StateError naming them unless `recursive` (-R) accepts destroying them too."""
     users = dependents(dataset_of(vm))
     if users and not recursive:
-        raise StateError(f"has clones: {', '.join(users)}; destroy them first, or -R to destroy them too",
+        raise Refused(f"has clones: {', '.join(users)}; destroy them first, or -R to destroy them too",
                          vm=vm.name)
     check_free(vm, users)
     return users
@@ -88,7 +88,7 @@ def check_free(vm, users):
     for clone in _clone_vms(vm, users):
         check_not_busy(clone)
         if vmmod.runtime(clone).active:
-            raise StateError(f"its clone {clone.name} is running: stop it first", vm=vm.name)
+            raise Refused(f"its clone {clone.name} is running: stop it first", vm=vm.name)
 
 
 def _clone_vms(vm, users):

@@ -15,7 +15,9 @@ from kvm.run import agent as agentmod
 from kvm.run import launch, ports
 from kvm.vm import root as rootmod
 
-USAGE_PROPS = ["mountpoint", "used", "origin"]  # what vminfo asks zfs of the VM's dataset
+# what vminfo asks zfs of the VM's dataset; kvm:migrated is vmsend's mark (migrate/receive.py
+# MIGRATED_PROP: manage sits beside migrate and does not import it) of a VM migrated away
+USAGE_PROPS = ["mountpoint", "used", "origin", "kvm:migrated"]
 
 
 def dataset_usage_later(vm):
@@ -37,14 +39,20 @@ def dataset_usage_later(vm):
     def answer():
         rows = pending()
         if guess and (rows.get(guess, {}).get("mountpoint") or "").rstrip("/") == str(vm.dir):
-            return guess, int(rows[guess].get("used") or 0), rows[guess].get("origin")
+            return guess, int(rows[guess].get("used") or 0), rows[guess].get("origin"), _set(rows[guess])
         if guess:
             rows = zfs.get_props_later(None, USAGE_PROPS)()
         for name, props in rows.items():
             if (props.get("mountpoint") or "").rstrip("/") == str(vm.dir):
-                return name, int(props.get("used") or 0), props.get("origin")
-        return None, None, None
+                return name, int(props.get("used") or 0), props.get("origin"), _set(props)
+        return None, None, None, None
     return answer
+
+
+def _set(props):
+    """The kvm:migrated mark (where the VM went), or None."""
+    value = props.get("kvm:migrated")
+    return value if value and value != "-" else None
 
 
 def device_info(dev):
@@ -61,7 +69,7 @@ def collect(vm):
     usage = dataset_usage_later(vm)  # zfs answers while set.conf and the runtime are read
     cfg = vm.config()
     rt = vmmod.runtime(vm)
-    dataset, used, origin = usage()
+    dataset, used, origin, migrated = usage()
     now = time.time()
     disk = None
     if cfg.disk:
@@ -75,7 +83,7 @@ def collect(vm):
     refused, placed = config.check_paths(cfg)
     return {
         "name": vm.name, "hypervisor": hv.name, "accelerator": hv.accelerator(), "dir": str(vm.dir),
-        "dataset": dataset, "used": used, "origin": origin_info(origin),
+        "dataset": dataset, "used": used, "origin": origin_info(origin), "migrated": migrated,
         "cloud_init": (vm.dir / "seed.iso").is_file() and
         any(d.slot == cloudinit.CD_SLOT and d.kind in ("cdrom", "disk") for d in cfg.devices),
         "state": rt.state, "pid": rt.bhyve, "supervisor": rt.supervisor, "allocated": rt.allocated,

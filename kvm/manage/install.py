@@ -10,7 +10,7 @@ from kvm import __version__, host, hypervisor, platform, zfs
 from kvm import vm as vmmod
 from kvm.conf import firmware
 from kvm.conf.templating import render
-from kvm.errors import KvmError, NotFound, PermissionDenied, StateError, UsageError
+from kvm.errors import KvmError, NotFound, PermissionDenied, Refused, StateError, UsageError
 from kvm.host import lock, paths, runfiles
 from kvm.host.paths import PACKAGE_DIR
 from kvm.host.record import field, record
@@ -142,7 +142,7 @@ def install(pool, repin=False, python=None, completion=None):
     held = lock.try_acquire(lock.host_dir() / LOCK, f"{os.getpid()} kvminst\n")
     if held is None:
         found = lock.holder(lock.host_dir() / LOCK) or (0, "")
-        raise StateError(f"another kvminst is running ({lock.describe_holder(found)}): try again when it is done")
+        raise Refused(f"another kvminst is running ({lock.describe_holder(found)}): try again when it is done")
     with held:
         return _install_locked(pool, repin, pool_mnt, python, completion)
 
@@ -357,7 +357,7 @@ def uninstall(root, dataset):
     """Remove our rc.d scripts and rc.conf variables, then destroy the install dataset."""
     running = [v.name for v in vmmod.list_vms(root) if vmmod.runtime(v).active]
     if running:
-        raise StateError(f"VMs still running: {' '.join(running)}; stop them first")
+        raise Refused(f"VMs still running: {' '.join(running)}; stop them first")
     for script in uninstall_plan(root):
         remove_script(script)
     schedule.remove(root.path)

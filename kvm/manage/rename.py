@@ -15,7 +15,7 @@ from kvm import vm as vmmod
 from kvm.conf.config import mode_for
 from kvm.conf.hooks import HOOKS_MAX
 from kvm.conf.shconf import read_text
-from kvm.errors import KvmError, NotFound, StateError
+from kvm.errors import AlreadyExists, KvmError, NotFound
 from kvm.host import lock
 from kvm.manage import create, rcinstall
 from kvm.platform import rcd
@@ -95,7 +95,7 @@ def check(root, old_vm, new):
     old_vm.check_files()   # a linked set.conf or run: its target's text would be copied in
     target = vmmod.Vm(root, new)
     if target.dir.exists() or zfs.lzc_exists(target.dataset()):
-        raise StateError(f"cannot rename to '{new}': it already exists", vm=old_vm.name)
+        raise AlreadyExists(f"cannot rename to '{new}': it already exists", vm=old_vm.name)
     create.check_derived_names(root, new, exclude=old_vm.name)
     vmmod.check_free_on_host(root, new)
     if rcd.our_script(old_vm.name):

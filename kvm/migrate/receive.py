@@ -10,7 +10,7 @@ import os
 import time
 
 from kvm import host, hypervisor, net, zfs
-from kvm.errors import KvmError, NotFound, StateError, UsageError
+from kvm.errors import AlreadyExists, KvmError, NotFound, StateError, UsageError
 from kvm.host import lock
 from kvm.run import launch
 from kvm.vm import Vm, check_free_on_host
@@ -248,7 +248,7 @@ def _builds_on(name, had, base, resume, token, props, force):
     if base and base not in had:
         raise StateError(f"DEST has no snapshot {base} to receive an increment on: send in full", vm=name)
     if had and not base and not resume:
-        raise StateError("exists on DEST: only an increment can be received into it", vm=name)
+        raise AlreadyExists("exists on DEST: only an increment can be received into it", vm=name)
     on = base or (had[-1] if had else None)
     why = newer_refusal(had, on, force) or started_refusal(props, force)
     if why:

@@ -18,7 +18,7 @@ import time
 
 from kvm import host, zfs
 from kvm import vm as vmmod
-from kvm.errors import NotFound, StateError, UsageError
+from kvm.errors import NotFound, Refused, StateError, UsageError
 from kvm.host import lock
 from kvm.migrate import receive
 from kvm.run import power
@@ -105,7 +105,7 @@ def check_runs_from(vm, rt):
     supervisor, which kept run state per name, recorded for another root."""
     there = rt.elsewhere or (vmmod.read_state(vm).get("root") if rt.supervisor or rt.bhyve else None)
     if there and there != str(vm.root.path):
-        raise StateError(f"the {vm.name} running on this host is the one of {there}: stop it there first "
+        raise Refused(f"the {vm.name} running on this host is the one of {there}: stop it there first "
                          f"(one name runs once per host)", vm=vm.name)
 
 
@@ -119,7 +119,7 @@ def check_sendable(vm, cfg, migrated=None):
     gone = migrated if migrated is not None else zfs.get_prop(vm.dataset(), receive.MIGRATED_PROP)
     if gone:
         # a vmsend killed after the mark and before the start on DEST leaves it running nowhere
-        raise StateError(f"was migrated to {gone} already (kvm:migrated): start it there", vm=vm.name)
+        raise Refused(f"was migrated to {gone} already (kvm:migrated): start it there", vm=vm.name)
 
 
 def common_snapshot(ds, far_snaps, snaps=None):
@@ -398,7 +398,7 @@ def check_not_migrated(vm, mark=False):
     props = props.get(dataset, {})
     gone = props.get(receive.MIGRATED_PROP)
     if gone:
-        raise StateError(f"was migrated to {gone}: start it there, or `zfs inherit {receive.MIGRATED_PROP} "
+        raise Refused(f"was migrated to {gone}: start it there, or `zfs inherit {receive.MIGRATED_PROP} "
                          f"{vm.dataset()}` to run this copy here", vm=vm.name)
     if mark and props.get(receive.SOURCE_PROP) and not props.get(receive.STARTED_PROP):
         zfs.set_prop(dataset, receive.STARTED_PROP, time.strftime("%Y-%m-%dT%H:%M:%S"))

@@ -14,7 +14,7 @@ import time
 
 from kvm import host
 from kvm import vm as vmmod
-from kvm.errors import KvmError, StateError
+from kvm.errors import KvmError, NothingToDo, Refused, StateError
 from kvm.host.lock import plan_stopped
 from kvm.hypervisor import current as hypervisor
 from kvm.run import agent as agentmod
@@ -112,9 +112,9 @@ def stop_vm(vm, timeout=None, force=False, progress=None):
         hypervisor().destroy(vm.run)
         return "cleaned"
     if rt.elsewhere:
-        raise StateError(f"is not running (the VM {vm.name} that runs is the one of {rt.elsewhere}: stop it "
-                         f"there)", vm=vm.name)
-    raise StateError("is not running", vm=vm.name)
+        raise NothingToDo(f"is not running (the VM {vm.name} that runs is the one of {rt.elsewhere}: stop it "
+                          f"there)", vm=vm.name)
+    raise NothingToDo("is not running", vm=vm.name)
 
 
 def _stop_supervised(vm, rt, timeout, force, progress=None):
@@ -164,6 +164,6 @@ def ensure_stopped(vm, force_flag, prog_hint):
     if not (rt.active or rt.allocated):
         return None
     if not force_flag:
-        raise StateError(f"is running (pid {rt.bhyve or rt.supervisor}): stop it first, or use {prog_hint} -f",
+        raise Refused(f"is running (pid {rt.bhyve or rt.supervisor}): stop it first, or use {prog_hint} -f",
                          vm=vm.name)
     return stop_vm(vm)

@@ -18,7 +18,7 @@ import time
 from kvm import host, net, platform
 from kvm import vm as vmmod
 from kvm.conf import edit, hooks
-from kvm.errors import KvmError, StateError
+from kvm.errors import KvmError, NothingToDo, Refused, StateError
 from kvm.host import lock as lockmod
 from kvm.hypervisor import Exit, LaunchFailed
 from kvm.hypervisor import current as hypervisor
@@ -61,9 +61,10 @@ def acquire_lock(vm, inherited_fd=None):
     if got is None:
         found = lockmod.holder(path) or (0, "")
         if found[1]:
-            raise StateError(f"is busy: {lockmod.describe_holder(found)} holds {path}; try again when it "
+            raise Refused(f"is busy: {lockmod.describe_holder(found)} holds {path}; try again when it "
                              f"is done", vm=name)
-        raise StateError(f"already running ({lockmod.describe_holder(found)} holds {path})", vm=name)
+        raise NothingToDo(f"already running ({lockmod.describe_holder(found)} holds {path})", vm=name,
+                          hint=f"stop {name} first to start it again")
     return got
 
 
@@ -117,7 +118,7 @@ class Supervisor:
             rt = vmmod.runtime(self.vm)
             vmmod.check_not_running_elsewhere(self.vm, rt)  # bhyve: another root's VM of this name runs
             if rt.bhyve:
-                raise StateError(f"{self.hv.name} pid {rt.bhyve} still runs this VM without a supervisor: "
+                raise Refused(f"{self.hv.name} pid {rt.bhyve} still runs this VM without a supervisor: "
                                  f"`stop {self.name}` powers it off", vm=self.name)
             power.clear_request(self.vm)
             # root: whose VM this is (for the legacy run dir of earlier versions, shared by all roots)

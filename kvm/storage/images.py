@@ -18,7 +18,7 @@ from kvm import vm as vmmod
 from kvm.conf.confedit import remove_value, sh_quote
 from kvm.conf.config import SECRETS, holds_secret
 from kvm.conf.shconf import read_plain, read_text
-from kvm.errors import KvmError, NotFound, StateError, UsageError
+from kvm.errors import AlreadyExists, KvmError, NotFound, Refused, StateError, UsageError
 from kvm.host.files import WriteFailed, file_kind
 from kvm.zfs.deps import clones_by_origin, clones_of, origin_of, release_origin
 from kvm.zfs.txn import Transaction
@@ -204,7 +204,7 @@ def _parent(root):
 def _check_new(root, name):
     check_name(name)
     if zfs.lzc_exists(dataset(root, name)) or folder(root, name).exists():
-        raise StateError(f"image '{name}' already exists ({folder(root, name)})")
+        raise AlreadyExists(f"image '{name}' already exists ({folder(root, name)})")
 
 
 def _finish(ds):
@@ -359,7 +359,7 @@ def destroy(root, name):
     ds, _ = get(root, name)
     users = clones_of(ds)
     if users:
-        raise StateError(f"image '{name}' has clones: {', '.join(users)}; destroy them first "
+        raise Refused(f"image '{name}' has clones: {', '.join(users)}; destroy them first "
                          f"(or vmclone --independent)")
     origin = origin_of(ds)
     zfs.destroy_recursive(ds)

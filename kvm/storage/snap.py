@@ -12,7 +12,7 @@ import time
 from contextlib import contextmanager
 
 from kvm import zfs
-from kvm.errors import NotFound, StateError, UsageError
+from kvm.errors import AlreadyExists, NotFound, Refused, StateError, UsageError
 from kvm.host import lock
 from kvm.host.record import field, record
 from kvm.zfs.deps import clones_by_origin, dependents
@@ -135,7 +135,7 @@ def create(vm, cfg, snap):
     except zfs.SnapshotExists:
         partial = listing(dsets).get(snap)
         if partial is None or partial.complete:
-            raise StateError(f"snapshot '{snap}' already exists", vm=vm.name) from None
+            raise AlreadyExists(f"snapshot '{snap}' already exists", vm=vm.name) from None
         zfs.lzc_destroy_snaps(partial.full_names())
         zfs.lzc_snapshot(names)
     except zfs.PoolsDiffer:
@@ -145,7 +145,7 @@ def create(vm, cfg, snap):
 
 
 def _no_such(vm, name):
-    return NotFound(f"no snapshot '{name}' (snap list {vm.name} shows them)", vm=vm.name)
+    return NotFound(f"no snapshot '{name}' (snap list {vm.name} shows them)", vm=vm.name, hint=f"snap list {vm.name}")
 
 
 def select(vm, have, spec):
@@ -187,7 +187,7 @@ def check_no_clones(vm, doomed):
     """Refuse when any snapshot of the doomed sets has clones, naming them."""
     users = clones_of_sets(vm, doomed)
     if users:
-        raise StateError(f"snapshot has clones: {', '.join(users)}; destroy or promote them first "
+        raise Refused(f"snapshot has clones: {', '.join(users)}; destroy or promote them first "
                          f"(snap destroy -R destroys them too)", vm=vm.name)
 
 

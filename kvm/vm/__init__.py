@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from kvm import host, zfs
-from kvm.errors import ConfigError, KvmError, NotFound, StateError, UsageError
+from kvm.errors import AlreadyExists, ConfigError, KvmError, NotFound, Refused, UsageError
 from kvm.host import lock, runfiles
 from kvm.hypervisor import current as hypervisor
 from kvm.vm.root import other_roots
@@ -120,9 +120,9 @@ def check_free_on_host(root, name, spare=None):
     for other in other_roots(root):
         there = Vm(other, name)
         if there.exists() and not (spare and spare(there)):
-            raise StateError(f"the name is taken on this host by the VM {name} of {other.path}: bhyve's VM "
-                             f"names are host-wide (/dev/vmm/{name}, the console /dev/nmdm{name}A), one VM of "
-                             f"a name per host whatever its root; choose another name", vm=name)
+            raise AlreadyExists(f"the name is taken on this host by the VM {name} of {other.path}: bhyve's VM "
+                                f"names are host-wide (/dev/vmm/{name}, the console /dev/nmdm{name}A), one VM "
+                                f"of a name per host whatever its root; choose another name", vm=name)
 
 
 def get_vm(root, name):
@@ -133,7 +133,8 @@ def get_vm(root, name):
         hint = remount(vm)
         if vm.exists():
             return vm
-        raise NotFound(hint or f"no such VM (no {CONF_FILE} and {RUN_FILE} in {vm.dir})", vm=name)
+        raise NotFound(hint or f"no such VM (no {CONF_FILE} and {RUN_FILE} in {vm.dir})", vm=name,
+                       hint=None if hint else f"vmlist lists the VMs of {root.path}")
     return vm
 
 
@@ -152,7 +153,7 @@ def _mount_unless_busy(vm):
     has unmounted (zfs-fuse's rollback, a busy rename) is its business: refuse, never race it."""
     found = lock.holder(vm.run.lock)
     if found is not None and found[0] != os.getpid():
-        raise StateError(f"is busy: {lock.describe_holder(found)} is working on its dataset; "
+        raise Refused(f"is busy: {lock.describe_holder(found)} is working on its dataset; "
                          f"try again when it is done", vm=vm.name)
     if found is not None:
         zfs.mount_if_there(vm.dataset())
@@ -328,9 +329,9 @@ def check_not_running_elsewhere(vm, rt=None):
         return
     other = (rt.elsewhere if rt is not None else None) or elsewhere(vm)
     if other:
-        raise StateError(f"the name is in use on this host by the VM {vm.name} of {other}, which runs: "
-                         f"{hv.name}'s VM names are host-wide (one VM of a name per host): stop it there "
-                         f"first, or rename one of them", vm=vm.name)
+        raise Refused(f"the name is in use on this host by the VM {vm.name} of {other}, which runs: "
+                      f"{hv.name}'s VM names are host-wide (one VM of a name per host): stop it there "
+                      f"first, or rename one of them", vm=vm.name)
 
 
 def elsewhere(vm):

@@ -1,6 +1,6 @@
 """ZFS failures, named as in `libzfs_core.exceptions`, and how a `zfs` command's stderr maps onto them."""
 
-from kvm.errors import KvmError
+from kvm.errors import EXISTS, NOT_FOUND, REFUSED, KvmError
 from kvm.zfs.names import is_snapshot
 
 
@@ -15,21 +15,36 @@ class ZFSError(KvmError):
 class DatasetNotFound(ZFSError):
     """The dataset does not exist."""
 
+    exit_status = NOT_FOUND
+    kind = "not-found"
+
 
 class DatasetExists(ZFSError):
     """The dataset already exists."""
+
+    exit_status = EXISTS
+    kind = "exists"
 
 
 class ParentNotFound(ZFSError):
     """The parent dataset or pool does not exist."""
 
+    exit_status = NOT_FOUND
+    kind = "not-found"
+
 
 class SnapshotExists(ZFSError):
     """The snapshot already exists."""
 
+    exit_status = EXISTS
+    kind = "exists"
+
 
 class SnapshotNotFound(ZFSError):
     """The snapshot does not exist."""
+
+    exit_status = NOT_FOUND
+    kind = "not-found"
 
 
 class SnapshotNotLatest(ZFSError):
@@ -39,9 +54,15 @@ class SnapshotNotLatest(ZFSError):
 class SnapshotIsCloned(ZFSError):
     """The snapshot has dependent clones."""
 
+    exit_status = REFUSED
+    kind = "refused"
+
 
 class DatasetBusy(ZFSError):
     """The dataset is busy (mounted and in use, or held)."""
+
+    exit_status = REFUSED
+    kind = "refused"
 
 
 class NameInvalid(ZFSError):

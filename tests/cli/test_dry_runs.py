@@ -149,7 +149,7 @@ def test_start_stop_and_the_forced_commands_on_a_running_vm(install, env, pool):
             assert dry(install, env, "vmrename", "-f", "web", "web2")[-1].startswith("would rename web to web2")
             # without -f a dry run refuses a running VM as the real command does
             res = cmd(install, env, "vmdestroy", "-y", "web", "--dry-run")
-            assert res.returncode == 1 and "is running" in res.stderr
+            assert res.returncode == 8 and "is running" in res.stderr
         assert guest_up(install, env)
     finally:
         assert cmd(install, env, "stop", "-f", "web").returncode == 0

@@ -42,8 +42,8 @@ def test_an_unmounted_vm_dataset_is_reported_with_the_way_back(install, env, poo
     subprocess.run(["zfs", "unmount", ds], check=True)
     try:
         one_line_error(cmd(install, env, "start", "-n", "web"), f"{ds} exists but is not mounted",
-                       f"zfs mount {ds}")
-        one_line_error(cmd(install, env, "vmcreate", "web", "-y"), "already exists")
+                       f"zfs mount {ds}", status=6)
+        one_line_error(cmd(install, env, "vmcreate", "web", "-y"), "already exists", status=7)
         assert cmd(install, env, "vminfo", "web").returncode == 0
         mounted = subprocess.run(["zfs", "get", "-H", "-o", "value", "mounted", ds], capture_output=True, text=True)
         assert mounted.stdout.strip() == "yes"

@@ -139,7 +139,7 @@ def test_a_vmdestroy_killed_while_zfs_destroys_is_waited_for_by_the_next(install
     # then it finishes the destroy (the one left running may have failed "busy" without its parent
     # to try again), or says that it is done
     assert (res.returncode == 0 and res.stdout.startswith("destroyed web")) or \
-        (res.returncode == 1 and res.stderr.splitlines()[-1].startswith("vmdestroy: web: no such VM")), res.stderr
+        (res.returncode == 6 and res.stderr.splitlines()[-1].startswith("vmdestroy: web: no such VM")), res.stderr
     assert f"{pool}/kvm/vm/web" not in datasets(pool)
 
 
@@ -163,5 +163,5 @@ def test_a_race_is_said_as_what_happened_to_the_vm():
 def test_an_image_being_made_is_not_listed_as_missing(install, env, pool):
     subprocess.run(["zfs", "create", "-p", f"{pool}/kvm/images/ih"], check=True)   # no @base yet: being made
     one_line_error(cmd(install, env, "vmcreate", "w1", "--from", "ih", "-y"),
-                   "image 'ih' is not complete (an image import or publish is making it")
-    one_line_error(cmd(install, env, "vmcreate", "w1", "--from", "nope", "-y"), "no image 'nope' (images: ih)")
+                   "image 'ih' is not complete (an image import or publish is making it", status=6)
+    one_line_error(cmd(install, env, "vmcreate", "w1", "--from", "nope", "-y"), "no image 'nope' (images: ih)", status=6)

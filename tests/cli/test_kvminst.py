@@ -74,7 +74,7 @@ def test_missing_firmware_names_the_packages_and_goes_on(pool, env, sysroot, ins
 def test_unknown_pool_is_one_line_and_creates_nothing(pool, env):
     before = datasets(pool)
     res = kvm(env, "kvminst", "-p", "nosuchpool", "-y")
-    assert res.returncode == 1
+    assert res.returncode == 6
     assert res.stderr.strip().splitlines() == [res.stderr.strip()]
     assert "pool 'nosuchpool' does not exist" in res.stderr
     assert datasets(pool) == before
@@ -159,7 +159,7 @@ def test_root_is_found_from_marked_dataset(install, env, tmp_path):
         assert res.returncode == 0, res.stderr
     env["KVM_ROOT"] = str(tmp_path)
     res = kvm(env, "vmlist")
-    assert res.returncode == 1
+    assert res.returncode == 6
     assert "is not a kvm install root" in res.stderr
 
 
@@ -181,7 +181,7 @@ def test_verify_checks_the_pins_against_sha256sums(install, pool, env):
     assert kvm(env, "kvminst", "--verify", "-p", pool).returncode == 0
     (fw / "SHA256SUMS").unlink()
     res = kvm(env, "kvminst", "--verify", "-p", pool)
-    assert res.returncode == 1 and "nothing pinned to check" in res.stderr
+    assert res.returncode == 6 and "nothing pinned to check" in res.stderr
 
 
 @pytest.mark.parametrize("action", ["--verify", "--uninstall"])
@@ -218,7 +218,7 @@ def test_uninstall_refuses_while_a_vm_runs_then_removes_everything(install, pool
     assert cmd(install, env, "start", "-b", "web").returncode == 0
     wait_for(lambda: guest_up(install, env), what="the guest")
     res = kvm(env, "kvminst", "--uninstall", "-p", pool, "-y")
-    assert res.returncode == 1 and "VMs still running: web" in res.stderr
+    assert res.returncode == 8 and "VMs still running: web" in res.stderr
     assert f"{pool}/kvm/vm/web" in datasets(pool)
     assert cmd(install, env, "stop", "web").returncode == 0
     res = kvm(env, "kvminst", "--uninstall", "-p", pool, input="n\n")
@@ -259,6 +259,9 @@ def test_a_plain_pip_install_carries_everything_kvminst_needs(pool, env, tmp_pat
     where = subprocess.run([str(prefix / "bin" / "python"), "-c", "import kvm; print(kvm.__file__)"],
                            env=env, capture_output=True, text=True, cwd="/")
     assert where.stdout.startswith(str(prefix / "lib")), where
+    schemas = subprocess.run([str(prefix / "bin" / "python"), "-c", "import os, kvm.cli.jsonout as j; "
+                              "print(sorted(os.listdir(j.schema_dir())))"], env=env, capture_output=True, text=True, cwd="/")
+    assert "'vminfo.json'" in schemas.stdout and "'error.json'" in schemas.stdout, schemas  # the --json contract
     help_ = subprocess.run([str(prefix / "bin" / "vmimport"), "--help"], env=env, capture_output=True, text=True)
     assert help_.returncode == 0 and "--from" in help_.stdout, help_.stderr  # kvm.importers is packaged
     destroy_dataset(f"{pool}/kvm")

@@ -88,7 +88,7 @@ def test_verify_takes_root(install, env):
 
 def test_root_that_is_no_install_and_root_without_verify(install, env, pool, tmp_path):
     res = kvm(env, "kvminst", "--verify", "--root", tmp_path)
-    one_line_error(res, str(tmp_path), "is not a kvm install root")
+    one_line_error(res, str(tmp_path), "is not a kvm install root", status=6)
     before = datasets(pool)
     res = kvm(env, "kvminst", "--root", install, "-y")
     one_line_error(res, "--root goes with --verify or --uninstall", status=2)

@@ -108,7 +108,7 @@ def test_start_b_refused_by_a_held_lock_touches_nothing_of_the_vm(install, env):
         res = cmd(install, env, "start", "-b", "web", timeout=30)
     finally:
         os.close(fd)
-    one_line_error(res, "web", "busy", "snap rollback")
+    one_line_error(res, "web", "busy", "snap rollback", status=8)
     assert not (d / "web.log").exists() and not guests(env, "web")
 
 

@@ -118,7 +118,7 @@ def test_commands_wait_for_no_one_holding_the_vms_lock(install, env, sysroot, po
         fcntl.flock(fh, fcntl.LOCK_EX)
         fh.write("4242 snap rollback\n")
         fh.flush()
-        one_line_error(cmd(install, env, *argv), "web: is busy: pid 4242 (snap rollback)")
+        one_line_error(cmd(install, env, *argv), "web: is busy: pid 4242 (snap rollback)", status=8)
     assert datasets(pool) == before and snapshot_tree(sysroot / "rc.d") == rc
 
 

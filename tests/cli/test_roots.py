@@ -51,10 +51,10 @@ def test_a_vm_of_another_root_with_the_same_name_is_not_this_ones(install, env, 
     assert json.loads(cmd(other, env, "status", "--json", "ncdup").stdout)["state"] == "stopped"
     listed = cmd(other, env, "vmlist", "-H", "-o", "name,state")
     assert listed.stdout == "ncdup\tstopped\n" and listed.stderr == ""
-    one_line_error(cmd(other, env, "start", "-b", "ncdup"), "start: ncdup:", f"of {install}", "host-wide")
-    one_line_error(cmd(other, env, "start", "-n", "ncdup"), "start: ncdup:", f"of {install}", "host-wide")
-    one_line_error(cmd(other, env, "stop", "ncdup"), "stop: ncdup: is not running", str(install))
-    one_line_error(cmd(other, env, "stop", "-f", "ncdup"), "stop: ncdup: is not running")
+    one_line_error(cmd(other, env, "start", "-b", "ncdup"), "start: ncdup:", f"of {install}", "host-wide", status=8)
+    one_line_error(cmd(other, env, "start", "-n", "ncdup"), "start: ncdup:", f"of {install}", "host-wide", status=8)
+    one_line_error(cmd(other, env, "stop", "ncdup"), "stop: ncdup: is not running", str(install), status=9)
+    one_line_error(cmd(other, env, "stop", "-f", "ncdup"), "stop: ncdup: is not running", status=9)
     assert status(install, env, "ncdup") == pid, "the first root's VM still runs"
     assert len(guests(env, "ncdup")) == 1
     assert not (run_folder(env, other, "ncdup") / "state").exists() or \
@@ -83,13 +83,13 @@ def test_a_name_another_root_has_is_refused_everywhere_with_bhyve(install, env, 
     create_vm(other, env, "mine")
     before = datasets(pool)
     why = ("ncdup", f"the name is taken on this host by the VM ncdup of {install}", "host-wide")
-    one_line_error(cmd(other, env, "vmcreate", "ncdup", "-y", "--no-disk"), "vmcreate: ncdup:", *why)
-    one_line_error(cmd(other, env, "vmrename", "mine", "ncdup"), *why)
-    one_line_error(cmd(other, env, "vmclone", "mine", "ncdup", "-y"), *why)
+    one_line_error(cmd(other, env, "vmcreate", "ncdup", "-y", "--no-disk"), "vmcreate: ncdup:", *why, status=7)
+    one_line_error(cmd(other, env, "vmrename", "mine", "ncdup"), *why, status=7)
+    one_line_error(cmd(other, env, "vmclone", "mine", "ncdup", "-y"), *why, status=7)
     store = Path(tempfile.mkdtemp(prefix="shellkvm", dir="/var/tmp"))
     try:  # a shell kvm VM folder called ncdup (not the first root's own)
         shutil.copytree(other / "vm" / "mine", store / "ncdup")
-        one_line_error(cmd(other, env, "vmimport", "--from", "shell-kvm", store / "ncdup"), *why)
+        one_line_error(cmd(other, env, "vmimport", "--from", "shell-kvm", store / "ncdup"), *why, status=7)
     finally:
         shutil.rmtree(store, ignore_errors=True)
     # vmrecv of a stream that is not the first root's ncdup (nor a copy of it)
@@ -97,7 +97,7 @@ def test_a_name_another_root_has_is_refused_everywhere_with_bhyve(install, env, 
                          input="recv s1 - 12345\n", capture_output=True, text=True, timeout=60)
     probe = json.loads(res.stdout.splitlines()[0])
     assert [e["root"] for e in probe["elsewhere"]] == [str(install)]
-    one_line_error(res, "vmrecv: ncdup:", *why[1:])
+    one_line_error(res, "vmrecv: ncdup:", *why[1:], status=7)
     assert datasets(pool) == before
     # the first root's own copies may share its name: vmsend --local moves it there
     res = cmd(install, env, "vmsend", "ncdup", "--local", other, "--copy", timeout=120)
@@ -145,7 +145,7 @@ def test_commands_on_path_work_on_the_root_holding_the_current_folder(install, e
         res = kvm(env, "vminfo", "--json", name, cwd=where)
         assert res.returncode == 0, (where, res.stderr)
         assert json.loads(res.stdout)["dir"] == str(root / "vm" / name)
-    one_line_error(kvm(env, "vminfo", "db", cwd=install), "vminfo: db: no such VM")
+    one_line_error(kvm(env, "vminfo", "db", cwd=install), "vminfo: db: no such VM", status=6)
 
 
 UPGRADED = """
@@ -172,7 +172,7 @@ def test_a_vm_an_earlier_version_started_is_still_found_and_stopped(install, env
         state = json.loads((run / "web.state").read_text())
         assert status(install, env, "web") == state["bhyve"]
         assert not (run_folder(env, install, "web") / "state").exists()
-        one_line_error(cmd(install, env, "start", "-b", "web"), "start: web: already running", str(run / "web.lock"))
+        one_line_error(cmd(install, env, "start", "-b", "web"), "start: web: already running", str(run / "web.lock"), status=9)
         assert cmd(install, env, "vmset", "web", "Cores=2").returncode == 0  # its config lock: the old one
         assert cmd(install, env, "vmlist", "-H", "-o", "name,state").stdout == "web\trunning\n"
         res = cmd(install, env, "stop", "web")

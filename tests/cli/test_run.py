@@ -109,8 +109,8 @@ def test_second_start_is_refused_while_one_runs(install, env):
     script(env, "web", "run")
     assert cmd(install, env, "start", "-b", "web").returncode == 0
     wait_for(lambda: guest_up(install, env), what="the guest")
-    one_line_error(cmd(install, env, "start", "-b", "web"), "start: web: already running")
-    one_line_error(cmd(install, env, "start", "web"), "start: web: already running")
+    one_line_error(cmd(install, env, "start", "-b", "web"), "start: web: already running", status=9)
+    one_line_error(cmd(install, env, "start", "web"), "start: web: already running", status=9)
     assert len(boots(env)) == 1
     res = cmd(install, env, "stop", "-f", "web")
     assert (res.returncode, res.stdout) == (0, "web: forced off (-f)\n")
@@ -143,7 +143,7 @@ def test_kill_9_of_the_supervisor_orphan_is_reported_stopped_and_recovered(insta
     listed = cmd(install, env, "vmlist", "-H", "-o", "name,state,pid")
     assert listed.stdout == f"web\torphaned\t{state['bhyve']}\n"
     assert "stop web" in listed.stderr
-    one_line_error(cmd(install, env, "start", "web"), "still runs this VM without a supervisor")
+    one_line_error(cmd(install, env, "start", "web"), "still runs this VM without a supervisor", status=8)
     res = cmd(install, env, "stop", "web")
     assert res.returncode == 0, res.stderr
     assert status(install, env) == 0
@@ -252,18 +252,18 @@ def test_stop_during_a_hanging_prerun(install, env):
     assert "still runs" in (d / "web.log").read_text()
 
 
-@pytest.mark.parametrize("content, needle", [
-    ('VMrom="uefi"\nDisk="nodisk"\n', "disk"),
-    ('VMrom="uefi"\nISO="/no/such.iso"\n', "ISO /no/such.iso not found"),
-    ('VMrom="grub"\nDisk="disk"\n', "Boot is required with the grub loader"),
-    ('VMrom="uefi"\nDevices="3,virtio-net"\n', "needs a source"),
-    ('Cores=1\n', "VMrom is not set"),
+@pytest.mark.parametrize("content, needle, status", [   # 6: a file named is not found
+    ('VMrom="uefi"\nDisk="nodisk"\n', "disk", 6),
+    ('VMrom="uefi"\nISO="/no/such.iso"\n', "ISO /no/such.iso not found", 6),
+    ('VMrom="grub"\nDisk="disk"\n', "Boot is required with the grub loader", 1),
+    ('VMrom="uefi"\nDevices="3,virtio-net"\n', "needs a source", 1),
+    ('Cores=1\n', "VMrom is not set", 1),
 ])
-def test_bad_definitions_are_refused_before_any_launch(install, env, content, needle):
+def test_bad_definitions_are_refused_before_any_launch(install, env, content, needle, status):
     d = make(install, env)
     (d / "set.conf").write_text(content)
-    one_line_error(cmd(install, env, "start", "web"), "start: web:", needle)
-    one_line_error(cmd(install, env, "start", "-b", "web"), "start: web:", needle)
+    one_line_error(cmd(install, env, "start", "web"), "start: web:", needle, status=status)
+    one_line_error(cmd(install, env, "start", "-b", "web"), "start: web:", needle, status=status)
     assert boots(env) == [] and not (d / "hooks.log").exists()
 
 
@@ -347,7 +347,7 @@ def test_console(install, env):
     make(install, env, "c1", "--com", "yes")
     make(install, env, "c2")
     one_line_error(cmd(install, env, "console", "c2"), "console: c2: has no serial console")
-    one_line_error(cmd(install, env, "console", "c1"), "console: c1: is not running")
+    one_line_error(cmd(install, env, "console", "c1"), "console: c1: is not running", status=8)
     script(env, "c1", "run")
     assert cmd(install, env, "start", "-b", "c1").returncode == 0
     wait_for(lambda: guest_up(install, env, "c1"), what="the guest")
@@ -375,7 +375,7 @@ def test_vmdestroy_f_really_stops_a_running_vm(install, env, pool):
     script(env, "web", "run")
     assert cmd(install, env, "start", "-b", "web").returncode == 0
     wait_for(lambda: guest_up(install, env), what="the guest")
-    one_line_error(cmd(install, env, "vmdestroy", "web", "-y"), "vmdestroy: web: is running")
+    one_line_error(cmd(install, env, "vmdestroy", "web", "-y"), "vmdestroy: web: is running", status=8)
     res = cmd(install, env, "vmdestroy", "web", "-y", "-f")
     assert res.returncode == 0, res.stderr
     assert cmd(install, env, "status", "web").stdout == "-1\n"
@@ -384,7 +384,7 @@ def test_vmdestroy_f_really_stops_a_running_vm(install, env, pool):
 
 def test_stop_of_a_stopped_vm(install, env):
     make(install, env)
-    one_line_error(cmd(install, env, "stop", "web"), "stop: web: is not running")
+    one_line_error(cmd(install, env, "stop", "web"), "stop: web: is not running", status=9)
     Path(env["KVM_VMM_DIR"], "web").write_text('{"mem": 1073741824, "pid": 0}')
     res = cmd(install, env, "vmlist", "-H")
     assert res.stdout.startswith("web\tallocated")
@@ -418,7 +418,7 @@ def test_a_bhyve_started_without_us_is_found_by_its_exact_name(install, env):
         listed = cmd(install, env, "vmlist", "-H", "-o", "name,pid").stdout.splitlines()
         listed = dict(line.split("\t") for line in listed)
         assert listed == {"web": str(guest.pid), "web2": str(decoy.pid)}
-        one_line_error(cmd(install, env, "start", "web"), "web", "without a supervisor")
+        one_line_error(cmd(install, env, "start", "web"), "web", "without a supervisor", status=8)
         res = cmd(install, env, "stop", "web")
         assert res.returncode == 0, res.stderr
         assert guest.wait(10) == 1, "the guest was powered off through ACPI, as bhyve reports it"

@@ -121,7 +121,7 @@ def test_start_of_an_orphan_says_so_once(root, env):
     wait_for(lambda: "orphaned" in cmd(root, env, "vmlist", "-H").stdout, what="the orphan")
     for argv in (["start", "-b", "web"], ["start", "web"]):
         res = cmd(root, env, *argv)
-        one_line_error(res, "start: web:", "without a supervisor")
+        one_line_error(res, "start: web:", "without a supervisor", status=8)
         assert res.stderr.count("web:") == 1, res.stderr
     assert status(root, env) == state["bhyve"], "the orphan's record is kept: it still runs"
     assert cmd(root, env, "stop", "web").returncode == 0

@@ -163,7 +163,7 @@ def test_bad_usage_is_one_line_and_changes_nothing(install, env, web, args, need
 
 def test_an_unknown_vm_and_a_non_root_user_are_refused(install, env, pool, web):
     before = datasets(pool)
-    one_line_error(cmd(install, env, "snap", "auto", "nosuch"), "snap: nosuch:")
+    one_line_error(cmd(install, env, "snap", "auto", "nosuch"), "snap: nosuch:", status=6)
     from tests.conftest import as_nobody
     one_line_error(as_nobody(env, [str(install / "snap"), "auto", "--all"], install), "you need to be root")
     assert datasets(pool) == before

@@ -101,7 +101,7 @@ def test_destroy_one_and_ranges(install, env, pool):
     assert snaps(pool) == ["a", "d", "e"]
     assert cmd(install, env, "snap", "d", "web", "d%").returncode == 0
     assert snaps(pool) == ["a"]
-    one_line_error(cmd(install, env, "snap", "d", "web", "zz"), "snap: web: no snapshot 'zz'")
+    one_line_error(cmd(install, env, "snap", "d", "web", "zz"), "snap: web: no snapshot 'zz'", status=6)
 
 
 def test_prune_keeps_exactly_n(install, env, pool):
@@ -119,7 +119,7 @@ def test_cloned_snapshot_is_refused_naming_the_clone(install, env, pool):
     assert cmd(install, env, "snap", "c", "web", "base").returncode == 0
     subprocess.run(["zfs", "clone", f"{pool}/kvm/vm/web@base", f"{pool}/webclone"], check=True)
     try:
-        one_line_error(cmd(install, env, "snap", "d", "web", "base"), "has clones", f"{pool}/webclone")
+        one_line_error(cmd(install, env, "snap", "d", "web", "base"), "has clones", f"{pool}/webclone", status=8)
         assert snaps(pool) == ["base"]
     finally:
         destroy_dataset(f"{pool}/webclone")
@@ -183,7 +183,7 @@ def test_rollback_while_running_is_refused_create_warns(install, env, pool):
     script(env, "web", "run")
     assert cmd(install, env, "start", "-b", "web").returncode == 0
     wait_for(lambda: guest_up(install, env), what="the guest")
-    one_line_error(cmd(install, env, "snap", "r", "web"), "snap: web: is running")
+    one_line_error(cmd(install, env, "snap", "r", "web"), "snap: web: is running", status=8)
     res = cmd(install, env, "snap", "c", "web", "live")
     assert res.returncode == 0 and "crash-consistent" in res.stderr
     assert cmd(install, env, "stop", "-f", "web").returncode == 0
@@ -191,7 +191,7 @@ def test_rollback_while_running_is_refused_create_warns(install, env, pool):
 
 def test_rollback_without_snapshots(install, env):
     create_vm(install, env, "web")
-    one_line_error(cmd(install, env, "snap", "r", "web"), "has no snapshot")
+    one_line_error(cmd(install, env, "snap", "r", "web"), "has no snapshot", status=6)
 
 
 # ----------------------------------------------------------------------------- dorc

@@ -135,11 +135,11 @@ def test_rollback_waits_for_nobody_it_refuses_while_the_lock_is_held(install, en
     (d / "after").write_text("new")
     proc = hold_lock(env, install, text)
     try:
-        one_line_error(cmd(install, env, "snap", "r", "web"), "snap: web:", needle)
+        one_line_error(cmd(install, env, "snap", "r", "web"), "snap: web:", needle, status=8)
         assert (d / "after").exists(), "rolled back a VM whose lock was held"
         res = cmd(install, env, "snap", "d", "web", "s1")
         if needle == "is busy":  # another command works on the VM: destroy waits its turn too
-            one_line_error(res, "snap: web: is busy")
+            one_line_error(res, "snap: web: is busy", status=8)
             assert snaps_of(f"{pool}/kvm/vm/web") == ["s1"]
         else:  # a running VM's snapshots can be destroyed and pruned
             assert res.returncode == 0, res.stderr

@@ -103,7 +103,7 @@ def test_vmcreate_reads_sizes_as_admins_type_them(install, env, mem, written, sa
     (["ok1", "--cores", "\u0663"], "cores '\u0663' is not a whole number", 2),
     (["ok1", "--cores", "256"], "cores '256' is out of range (1..255)", 2),
     (["ok1", "--bridge", "br;rm -rf /"], "is not an interface name", 2),
-    (["ok1", "--iso", "/nonexistent.iso"], "ISO '/nonexistent.iso' does not exist", 1),
+    (["ok1", "--iso", "/nonexistent.iso"], "ISO '/nonexistent.iso' does not exist", 6),
     (["ok1", "--loader", "grub", "--vnc", "yes"], "--vnc cannot be used with the grub loader", 2),
     (["../evil"], "invalid VM name '../evil'", 2),
     (["$(id)"], "invalid VM name '$(id)'", 2),
@@ -122,7 +122,7 @@ def test_vmcreate_bad_input_changes_nothing(install, env, pool, args, needle, st
 def test_vmcreate_refuses_an_existing_vm(install, env):
     create_vm(install, env, "web")
     before = snapshot_tree(install / "vm")
-    one_line_error(cmd(install, env, "vmcreate", "web", "-y"), "vmcreate: web: already exists")
+    one_line_error(cmd(install, env, "vmcreate", "web", "-y"), "vmcreate: web: already exists", status=7)
     assert snapshot_tree(install / "vm") == before
 
 
@@ -330,7 +330,7 @@ def test_missing_vm_is_one_line_for_every_command(install, env):
         argv = command if len(command) > 1 else command + ["nope"]
         if argv[0] == "snap":
             argv = ["snap", "l", "nope"]
-        one_line_error(cmd(install, env, *argv), "nope: no such VM")
+        one_line_error(cmd(install, env, *argv), "nope: no such VM", status=6)
 
 
 # ----------------------------------------------------------------- insert / eject
@@ -352,13 +352,13 @@ def test_insert_and_eject_keep_the_rest_and_a_backup(install, env, tmp_path):
     assert res.returncode == 0 and "no ISO inserted" in res.stderr
 
 
-@pytest.mark.parametrize("iso, needle", [("/nonexistent.iso", "does not exist"),
-                                         ("/etc/hosts,ro", "does not exist"),
-                                         ("/tmp", "is not a regular file")])
-def test_insert_bad_iso_changes_nothing(install, env, iso, needle):
+@pytest.mark.parametrize("iso, needle, status", [("/nonexistent.iso", "does not exist", 6),
+                                                 ("/etc/hosts,ro", "does not exist", 6),
+                                                 ("/tmp", "is not a regular file", 1)])
+def test_insert_bad_iso_changes_nothing(install, env, iso, needle, status):
     d = create_vm(install, env, "web")
     before = snapshot_tree(d)
-    one_line_error(cmd(install, env, "insert", "web", iso), "insert: web:", needle)
+    one_line_error(cmd(install, env, "insert", "web", iso), "insert: web:", needle, status=status)
     assert snapshot_tree(d) == before
 
 
@@ -452,8 +452,8 @@ def test_vmrename_moves_dataset_comments_rc_script_and_rcconf(install, env, pool
 
 
 @pytest.mark.parametrize("new, needle, status", [("bad name", "invalid new VM name", 2),
-                                                 ("other", "already exists", 1),
-                                                 ("web", "already exists", 1)])
+                                                 ("other", "already exists", 7),
+                                                 ("web", "already exists", 7)])
 def test_vmrename_refusals_change_nothing(install, env, pool, new, needle, status):
     create_vm(install, env, "web")
     create_vm(install, env, "other")
@@ -604,7 +604,7 @@ def test_two_vmcreate_of_one_name_at_once_make_one_whole_vm(install, env, pool):
     procs = [subprocess.Popen(["./vmcreate", "twin", "-y", "--disk-size", "64M"], cwd=install, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = sorted((p.wait(60), p.stderr.read()) for p in procs)
-    assert [status for status, _ in results] == [0, 1], results
+    assert [status for status, _ in results] == [0, 7], results   # 7: already exists
     assert "twin" in results[1][1] and "exists" in results[1][1]
     time.sleep(1)  # a wrong watchdog would act by now
     assert f"{pool}/kvm/vm/twin" in datasets(pool)

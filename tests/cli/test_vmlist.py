@@ -78,8 +78,12 @@ def test_sort_numeric_descending_and_several_keys(install, env):
 def test_unknown_columns_are_one_line_usage_errors(install, env, flags, needle):
     create_vm(install, env, "web", "--disk-size", "1G")
     res = cmd(install, env, "vmlist", *flags)
-    one_line_error(res, "vmlist: ", needle, "columns: name,state,pid,cpu,memory,loader,disk,vnc,auto,uptime,started",
-                   status=2)
+    columns = "columns: name,state,pid,cpu,memory,loader,disk,vnc,auto,uptime,started"
+    if "--json" in flags:  # a --json command line's error is a JSON object (kvm(8) JSON OUTPUT)
+        err = json.loads(one_line_error(res, status=2))
+        assert (err["prog"], err["kind"]) == ("vmlist", "usage") and needle in err["error"] and columns in err["error"]
+    else:
+        one_line_error(res, "vmlist: ", needle, columns, status=2)
     assert res.stdout == ""
 
 
@@ -87,7 +91,7 @@ def test_json_has_every_column_with_exact_numbers(install, env):
     three(install, env)
     rows = json.loads(cmd(install, env, "vmlist", "--json", "-o", "name").stdout)  # -o does not thin JSON
     web = next(r for r in rows if r["name"] == "web")
-    assert web == {"name": "web", "state": "stopped", "pid": 0, "supervisor": 0, "cpu": 2, "memory": 2 << 30,
+    assert web == {"schema": 1, "name": "web", "state": "stopped", "pid": 0, "supervisor": 0, "cpu": 2, "memory": 2 << 30,
                    "loader": "uefi", "disk": 20 << 30, "vnc": None, "auto": False, "uptime": None,
                    "started": None, "hypervisor": "bhyve", "accelerator": "vmm",
                    "tpm": None, "limits": None, "pin": None, "agent": False}

@@ -91,8 +91,8 @@ def test_stopped_vm_migrates_and_the_source_refuses_to_start(install, env, far):
     assert res.returncode == 0, res.stderr
     assert "migrated to" in res.stdout
     assert prop(f"{install.parent.name}/kvm/vm/web", "kvm:migrated") == str(root)
-    one_line_error(cmd(install, env, "start", "-b", "web"), "start: web: was migrated to", "zfs inherit")
-    one_line_error(send(install, env, "web", "--local", root), "migrated to", "already", "start it there")
+    one_line_error(cmd(install, env, "start", "-b", "web"), "start: web: was migrated to", "zfs inherit", status=8)
+    one_line_error(send(install, env, "web", "--local", root), "migrated to", "already", "start it there", status=8)
 
 
 def _running(install, env):
@@ -113,7 +113,7 @@ def test_running_vm_moves_and_runs_on_dest(install, env, far, mode):
     assert "downtime" in res.stdout
     assert (root / "vm/web/data").read_bytes() == b"written before the stop"
     wait_for(lambda: status(root, env) > 0, what="web running from DEST")
-    one_line_error(cmd(install, env, "start", "-b", "web"), "was migrated to")
+    one_line_error(cmd(install, env, "start", "-b", "web"), "was migrated to", status=8)
     assert "stopping for" in res.stderr
 
 
@@ -207,7 +207,7 @@ def test_local_refuses_when_the_running_vm_of_that_name_is_dests(install, env, f
     wait_for(lambda: guest_up(root, env), what="DEST's copy up")
     (d / "data").write_bytes(b"second copy")
     one_line_error(send(install, env, "web", "--local", root, "--copy", "--force"),
-                   f"the web running on this host is the one of {root}: stop it there first")
+                   f"the web running on this host is the one of {root}: stop it there first", status=8)
     probe = subprocess.run([sys.executable, "-m", "kvm", "--root", str(root), "vmrecv", "web"], env=env, input="",
                            capture_output=True, text=True, timeout=60)
     assert json.loads(probe.stdout.splitlines()[0])["running"] is True  # a sender over ssh is refused too
@@ -245,7 +245,7 @@ def test_dest_without_firmware_is_refused(install, env, far):
     for f in (root / "firmware").glob("BHYVE_UEFI*"):
         f.unlink()
     before = datasets(fpool)
-    one_line_error(send(install, env, "web", "--local", root, "--copy"), "no pinned uefi firmware")
+    one_line_error(send(install, env, "web", "--local", root, "--copy"), "no pinned uefi firmware", status=6)
     assert datasets(fpool) == before
 
 
@@ -286,7 +286,7 @@ def test_bad_usage_is_one_line(install, env, far):
     one_line_error(send(install, env, "web"), "vmsend: web: give DEST or --local", status=2)
     one_line_error(send(install, env, "web", "--local", "/nonexistent"), "not a kvm install root", status=2)
     one_line_error(send(install, env, "web", "--local", install), "this VM's own root", status=2)
-    one_line_error(send(install, env, "nosuch", "--local", root), "vmsend: nosuch: no such VM")
+    one_line_error(send(install, env, "nosuch", "--local", root), "vmsend: nosuch: no such VM", status=6)
     one_line_error(send(install, env, "web", ":/tank/kvm"), "invalid DEST ':/tank/kvm'", status=2)
     one_line_error(send(install, env, "web", "h", "--local", root), "give DEST or --local", status=2)
     def vmrecv(request):

@@ -84,7 +84,7 @@ def test_force_sets_your_own_variable_and_a_missing_vm_is_named(install, env, we
     assert res.returncode == 0, res.stderr
     text = (web / "set.conf").read_text()
     assert 'MYVAR="x y"' in text and 'LAN="tap9"   # the tap' in text   # rewritten in place, comment kept
-    one_line_error(cmd(install, env, "vmset", "nope", "Cores=2"), "vmset: nope:", status=1)
+    one_line_error(cmd(install, env, "vmset", "nope", "Cores=2"), "vmset: nope:", status=6)
 
 
 def test_dry_run_says_what_it_would_change_and_changes_nothing(install, env, web):

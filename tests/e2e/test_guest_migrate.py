@@ -55,7 +55,7 @@ def migrate_and_check(vm, dest_vm, send_args, far_env, dataset):
     assert cmd(dest_vm.root, far_env, "status", vm.name).returncode == 0
     assert prop(dataset, "kvm:migrated") == send_args[-1]
     refused = vm.run("start", "-b", vm.name, ok=False)
-    assert refused.returncode == 1 and "was migrated to" in refused.stderr, refused.stderr
+    assert refused.returncode == 8 and "was migrated to" in refused.stderr, refused.stderr
     assert "KVMGUEST poweroff (ACPI power button)" in vm.console_log(), vm.explain("the stop was not graceful")
     print(f"timing: vmsend {took:.1f} s, downtime {downtime:.2f} s")
     return downtime

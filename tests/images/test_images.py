@@ -67,12 +67,12 @@ def test_import_qcow2_is_converted_to_raw(install, env, tmp_path):
 
 
 def test_import_errors_are_one_line_and_change_nothing(install, env, pool, imported, tmp_path):
-    one_line_error(cmd(install, env, "image", "import", "deb", imported), "image 'deb' already exists")
-    one_line_error(cmd(install, env, "image", "import", "x", tmp_path / "nope"), "'", "does not exist")
+    one_line_error(cmd(install, env, "image", "import", "deb", imported), "image 'deb' already exists", status=7)
+    one_line_error(cmd(install, env, "image", "import", "x", tmp_path / "nope"), "'", "does not exist", status=6)
     one_line_error(cmd(install, env, "image", "import", "bad/name", imported), "bad/name", status=2)
     res = cmd(install, env, "image", "import", "dry", imported, "--dry-run")
     assert res.returncode == 0 and "zfs create" in res.stdout and not exists(f"{pool}/kvm/images/dry")
-    one_line_error(cmd(install, env, "image", "destroy", "nope"), "no image 'nope'", "deb")
+    one_line_error(cmd(install, env, "image", "destroy", "nope"), "no image 'nope'", "deb", status=6)
 
 
 def test_vmcreate_from_is_a_clone_that_grows_sparsely_and_never_shrinks(install, env, pool, imported):
@@ -88,10 +88,10 @@ def test_vmcreate_from_is_a_clone_that_grows_sparsely_and_never_shrinks(install,
     assert f"origin: image deb ({pool}/kvm/images/deb@base)" in info.replace("  ", " ").replace("origin:  ", "origin: ")
     one_line_error(cmd(install, env, "vmcreate", "b", "-y", "--from", "deb", "--disk-size", "4M"),
                    "vmcreate: b:", "'4M'", "never shrinks", status=2)
-    one_line_error(cmd(install, env, "vmcreate", "b", "-y", "--from", "nope"), "no image 'nope'")
+    one_line_error(cmd(install, env, "vmcreate", "b", "-y", "--from", "nope"), "no image 'nope'", status=6)
     assert not exists(f"{pool}/kvm/vm/b")
     # the image cannot go while a VM is cloned from it; the refusal names the clone
-    one_line_error(cmd(install, env, "image", "destroy", "deb"), "has clones", f"{pool}/kvm/vm/a")
+    one_line_error(cmd(install, env, "image", "destroy", "deb"), "has clones", f"{pool}/kvm/vm/a", status=8)
     assert cmd(install, env, "vmdestroy", "a", "-y").returncode == 0
     assert cmd(install, env, "image", "destroy", "deb").returncode == 0 and not exists(f"{pool}/kvm/images/deb")
 
@@ -124,8 +124,8 @@ def test_vmclone_gives_a_new_identity(install, env, pool, web):
     assert "origin: VM web" in cmd(install, env, "vminfo", "copy").stdout.replace("  ", " ")
     # the snapshot and the VM are refused while the clone lives, each naming it
     snap = origin.split("@")[1]
-    one_line_error(cmd(install, env, "snap", "destroy", "web", snap, "-y"), "has clones", f"{pool}/kvm/vm/copy")
-    one_line_error(cmd(install, env, "vmdestroy", "web", "-y"), "has clones", f"{pool}/kvm/vm/copy")
+    one_line_error(cmd(install, env, "snap", "destroy", "web", snap, "-y"), "has clones", f"{pool}/kvm/vm/copy", status=8)
+    one_line_error(cmd(install, env, "vmdestroy", "web", "-y"), "has clones", f"{pool}/kvm/vm/copy", status=8)
     assert exists(f"{pool}/kvm/vm/web") and exists(f"{pool}/kvm/vm/copy")
     res = cmd(install, env, "vmdestroy", "web", "-R", "-y")
     assert res.returncode == 0, res.stderr
@@ -143,9 +143,9 @@ def test_vmclone_independent_depends_on_nothing(install, env, pool, web):
 
 
 def test_vmclone_errors(install, env, pool, web):
-    one_line_error(cmd(install, env, "vmclone", "web", "web", "-y"), "already exists")
-    one_line_error(cmd(install, env, "vmclone", "web", "x", "--snapshot", "nope", "-y"), "no snapshot 'nope'")
-    one_line_error(cmd(install, env, "vmclone", "nope", "x", "-y"), "nope")
+    one_line_error(cmd(install, env, "vmclone", "web", "web", "-y"), "already exists", status=7)
+    one_line_error(cmd(install, env, "vmclone", "web", "x", "--snapshot", "nope", "-y"), "no snapshot 'nope'", status=6)
+    one_line_error(cmd(install, env, "vmclone", "nope", "x", "-y"), "nope", status=6)
     res = cmd(install, env, "vmclone", "web", "dry", "-y", "--dry-run")
     assert res.returncode == 0 and "zfs clone" in res.stdout and not exists(f"{pool}/kvm/vm/dry")
 
@@ -157,7 +157,7 @@ def test_publish_leaves_the_identity_out_and_holds_the_snapshot(install, env, po
     assert sorted(os.listdir(d)) == ["disk", "image.conf", "set.conf"]
     assert "mac=" not in (d / "set.conf").read_text()
     assert zget("origin", f"{pool}/kvm/images/tmpl").startswith(f"{pool}/kvm/vm/web@publish-tmpl-")
-    one_line_error(cmd(install, env, "vmdestroy", "web", "-y"), "has clones", f"{pool}/kvm/images/tmpl")
+    one_line_error(cmd(install, env, "vmdestroy", "web", "-y"), "has clones", f"{pool}/kvm/images/tmpl", status=8)
     res = cmd(install, env, "vmcreate", "n", "-y", "--from", "tmpl")
     assert res.returncode == 0, res.stderr
     assert (install / "vm" / "n" / "disk").read_bytes()[:7] == b"WEBDATA"
@@ -240,7 +240,8 @@ def test_what_is_no_image_file_is_named_as_such(install, env, pool, tmp_path):
                         (str(tmp_path / "empty"), ["is empty"]),
                         (str(tmp_path / "notes.txt"), ["is text, not a disk image"]),
                         (str(tmp_path / "nope"), ["does not exist"])):
-        one_line_error(cmd(install, env, "image", "import", "x", path), f"'{path}'", *words)
+        status = 6 if words == ["does not exist"] else 1   # 6: not found; 1: a file that is no image
+        one_line_error(cmd(install, env, "image", "import", "x", path), f"'{path}'", *words, status=status)
     assert not exists(f"{pool}/kvm/images/x")
 
 

@@ -161,7 +161,8 @@ def test_exit_status_lists_every_status_a_command_ends_with():
     from kvm import errors
     from kvm.run import supervisor
     statuses = set(supervisor.EXIT_STATUS.values()) | {errors.KvmError.exit_status,
-                                                       errors.UsageError.exit_status, 130}
+                                                       errors.UsageError.exit_status, 130} | {
+        e.exit_status for e in (errors.NotFound, errors.AlreadyExists, errors.Refused, errors.NothingToDo)}
     documented = {int(m) for m in re.findall(r"^\.It (\d+)$", sections(MAN / "kvm.8")["EXIT STATUS"],
                                              re.M)}
     assert statuses - documented == set(), f"kvm.8 EXIT STATUS lacks {sorted(statuses - documented)}"

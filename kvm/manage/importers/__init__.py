@@ -16,7 +16,7 @@ from kvm import host, platform
 from kvm.conf import config
 from kvm.conf.shconf import read_text
 from kvm.conf.templating import render
-from kvm.errors import NotFound, StateError
+from kvm.errors import NotFound, Refused, StateError
 from kvm.host import lock
 from kvm.host.files import WriteFailed
 from kvm.manage.create import check_new
@@ -170,7 +170,7 @@ def import_vm(root, source, folder, name=None, move=False, allow_paths=()):
     hv = hypervisor()
     running = os.path.basename(os.path.normpath(folder))  # the name the other manager runs it under
     if hv.is_allocated(Vm(root, running).run):
-        raise StateError(f"a VM named {running} is allocated on this host (still running?): stop it "
+        raise Refused(f"a VM named {running} is allocated on this host (still running?): stop it "
                          f"first", vm=name)
     vars_name = hv.uefi_vars(root.path)[1]
     if source == "vm-bhyve":

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from kvm import platform
 from kvm.conf import config, guestconf
-from kvm.errors import ConfigError, NotFound, StateError
+from kvm.errors import ConfigError, NotFound, Refused, StateError
 from kvm.manage.importers import trust
 from kvm.manage.importers import vmbhyve_devices as devs
 from kvm.manage.importers.plan import Plan
@@ -271,7 +271,7 @@ def plan(vm, guest_dir, move=False, host_os=None, vars_name="UEFI_VARS.fd", allo
     if not os.path.lexists(conf):
         raise NotFound(f"no vm-bhyve guest in {guest_dir}: {conf} does not exist", vm=name)
     if (guest_dir / "run.lock").exists():  # vm-bhyve's own lock, held while its guest runs
-        raise StateError(f"vm-bhyve runs it ({guest_dir / 'run.lock'} exists): stop it first "
+        raise Refused(f"vm-bhyve runs it ({guest_dir / 'run.lock'} exists): stop it first "
                          f"(vm stop {guest_dir.name})", vm=name)
     trust.check_folder(name, guest_dir)
     values = read_conf(name, conf)

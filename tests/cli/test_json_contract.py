@@ -1,0 +1,188 @@
+"""The --json contract (kvm(8) JSON OUTPUT and EXIT STATUS): every output carries "schema" and
+conforms to its shipped JSON Schema (kvm/schema/*.json), checked on real outputs of every command
+that has --json; an error under --json is one JSON object on stderr; exit statuses tell not found
+(6), already exists (7), refused (8) and nothing to do (9) apart."""
+
+import json
+import os
+
+import pytest
+
+from kvm.cli import jsonout
+from tests.conftest import cmd, create_vm, datasets, snapshot_tree
+from tests.schemacheck import errors
+
+SCHEMAS = {name[:-5]: json.load(open(os.path.join(jsonout.schema_dir(), name)))
+           for name in os.listdir(jsonout.schema_dir()) if name.endswith(".json")}
+
+
+def conforms(res, schema, status=0):
+    """The command's stdout, parsed, after asserting its status and that it conforms to `schema`."""
+    assert res.returncode == status, (res.returncode, res.stdout, res.stderr)
+    value = json.loads(res.stdout)
+    assert errors(value, SCHEMAS[schema]) == [], (schema, value)
+    return value
+
+
+def json_error(res, status, kind, vm=None, *needles, hint=None):
+    """The one error object of a failed --json command: stdout empty, stderr one JSON line."""
+    assert res.returncode == status, (res.returncode, res.stdout, res.stderr)
+    assert res.stdout == ""
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1, res.stderr
+    err = json.loads(lines[0])
+    assert errors(err, SCHEMAS["error"]) == [], err
+    assert (err["exit"], err["kind"], err["vm"]) == (status, kind, vm), err
+    for needle in needles:
+        assert needle in err["error"], (needle, err)
+    if hint:
+        assert hint in err["hint"], err
+    return err
+
+
+def test_the_checker_refuses_what_breaks_a_schema():
+    """The subset checker is a checker: each broken document is caught (else the test below proves nothing)."""
+    good = {"schema": 1, "name": "web", "exists": True, "state": "stopped", "pid": 0}
+    assert errors(good, SCHEMAS["status"]) == []
+    assert errors({**good, "schema": 2}, SCHEMAS["status"])                     # another version
+    assert errors({k: v for k, v in good.items() if k != "schema"}, SCHEMAS["status"])  # no version
+    assert errors({**good, "pid": "0"}, SCHEMAS["status"])                      # a number as text
+    assert errors({**good, "pid": True}, SCHEMAS["status"])                     # a bool is no integer
+    assert errors({**good, "colour": "red"}, SCHEMAS["status"])                 # closed object
+    assert errors([{"name": "s1"}], SCHEMAS["snap-list"])                        # required keys of items
+    assert errors({}, {"type": "object", "pattern": "x"})                        # a keyword it cannot check
+
+
+def test_every_json_output_conforms_to_its_shipped_schema(install, env, tmp_path):
+    raw = tmp_path / "tiny.raw"
+    raw.write_bytes(b"\0" * (1 << 20))
+    before = snapshot_tree(install)
+    dry = conforms(cmd(install, env, "vmcreate", "-n", "web", "-y", "--no-network", "--vnc", "no", "--com", "no",
+                       "--json"), "vmcreate")
+    assert (dry["dry_run"], dry["created"]) == (True, False)
+    assert snapshot_tree(install) == before and not (install / "vm" / "web").exists()  # -n made nothing
+
+    made = conforms(cmd(install, env, "vmcreate", "web", "-y", "--no-network", "--vnc", "no", "--com", "yes",
+                        "--disk-size", "64M", "--json"), "vmcreate")
+    assert (made["name"], made["created"], made["state"], made["disk"]["size"]) == ("web", True, "stopped", 64 << 20)
+    create_vm(install, env, "db")
+    assert conforms(cmd(install, env, "vminfo", "web", "--json"), "vminfo")["com"] is not None
+    assert conforms(cmd(install, env, "status", "web", "--json"), "status", status=1)["state"] == "stopped"
+    assert conforms(cmd(install, env, "status", "nosuch", "--json"), "status", status=2)["exists"] is False
+
+    dry = conforms(cmd(install, env, "snap", "create", "web", "s1", "-n", "--json"), "snap-create")
+    assert dry["dry_run"] and dry["snapshots"][0].endswith("/vm/web@s1")
+    assert conforms(cmd(install, env, "snap", "list", "web", "--json"), "snap-list") == []
+    snap = conforms(cmd(install, env, "snap", "create", "web", "s1", "--json"), "snap-create")
+    assert (snap["vm"], snap["name"], snap["complete"], snap["dry_run"]) == ("web", "s1", True, False)
+    assert [s["name"] for s in conforms(cmd(install, env, "snap", "list", "web", "--json"), "snap-list")] == ["s1"]
+
+    dry = conforms(cmd(install, env, "image", "import", "tiny", raw, "--os", "none", "-n", "--json"), "image-import")
+    assert dry["dry_run"] and conforms(cmd(install, env, "image", "list", "--json"), "image-list") == []
+    image = conforms(cmd(install, env, "image", "import", "tiny", raw, "--os", "none", "--json"), "image-import")
+    assert (image["name"], image["format"], image["os"], image["size"], image["dry_run"]) == \
+        ("tiny", "raw", "none", 1 << 20, False)
+    assert [i["name"] for i in conforms(cmd(install, env, "image", "list", "--json"), "image-list")] == ["tiny"]
+    assert conforms(cmd(install, env, "image", "destroy", "tiny", "-n", "--json"), "image-destroy")["dry_run"]
+    gone = conforms(cmd(install, env, "image", "destroy", "tiny", "--json"), "image-destroy")
+    assert gone["destroyed"] and conforms(cmd(install, env, "image", "list", "--json"), "image-list") == []
+
+    for name in ("s2", "s3"):
+        assert cmd(install, env, "snap", "create", "web", name).returncode == 0
+    back = conforms(cmd(install, env, "snap", "rollback", "web", "s2", "-r", "-y", "--json"), "snap-change")
+    assert (back["name"], back["destroyed"]) == ("s2", ["s3"])
+    pruned = conforms(cmd(install, env, "snap", "prune", "web", "--keep", "1", "-y", "--json"), "snap-change")
+    assert (pruned["destroyed"], pruned["kept"]) == (["s1"], 1)
+    assert conforms(cmd(install, env, "snap", "prune", "web", "--keep", "1", "--json"), "snap-change")["destroyed"] == []
+    assert conforms(cmd(install, env, "snap", "destroy", "web", "s2", "-n", "--json"), "snap-change")["dry_run"]
+    assert conforms(cmd(install, env, "snap", "destroy", "web", "s2", "--json"), "snap-change")["destroyed"] == ["s2"]
+    assert conforms(cmd(install, env, "snap", "list", "web", "--json"), "snap-list") == []
+
+    assert cmd(install, env, "start", "-b", "web").returncode == 0
+    try:
+        rows = conforms(cmd(install, env, "vmlist", "--json"), "vmlist")
+        assert {r["name"]: r["state"] for r in rows} == {"web": "running", "db": "stopped"}
+        running = conforms(cmd(install, env, "status", "web", "--json"), "status")
+        assert running["pid"] > 0 and conforms(cmd(install, env, "vminfo", "web", "--json"), "vminfo")["pid"] > 0
+        changed = conforms(cmd(install, env, "vmset", "web", "Mem=2G", "Cores=2", "--json"), "vmset")
+        assert changed["changed"] == ["Mem", "Cores"] and changed["restart_required"] is True
+        assert changed["changes"][0] == {"key": "Mem", "old": None, "new": "2G"}   # was unset: the default
+        again = conforms(cmd(install, env, "vmset", "web", "Mem=2G", "--json"), "vmset")
+        assert (again["changed"], again["restart_required"], again["running"]) == ([], False, True)
+    finally:
+        assert cmd(install, env, "stop", "web").returncode == 0
+    stopped = conforms(cmd(install, env, "vmset", "db", "Mem=512M", "VNCpassword=s3cret", "--json"), "vmset")
+    assert stopped["restart_required"] is False and stopped["changes"][1]["new"] == "***"  # never the password
+    assert conforms(cmd(install, env, "vmset", "db", "Mem=1G", "-n", "--json"), "vmset")["dry_run"] is True
+    assert 'Mem="512M"' in (install / "vm" / "db" / "set.conf").read_text()   # -n wrote nothing
+
+
+def test_every_command_with_json_is_covered_and_every_schema_file_used():
+    """A new --json command, or a schema file, must come with its check above."""
+    import importlib
+
+    from kvm.manage.commands import ALL
+    with_json = sorted(c for c in ALL if any("--json" in a.option_strings
+                                              for a in importlib.import_module(f"kvm.cli.{c}").build_parser()._actions))
+    assert with_json == ["image", "snap", "status", "vmcreate", "vminfo", "vmlist", "vmset"]
+    assert sorted(SCHEMAS) == ["error", "image-destroy", "image-import", "image-list", "snap-change", "snap-create",
+                               "snap-list", "status", "vmcreate", "vminfo", "vmlist", "vmset"]
+    assert all(s.get("$schema", "").startswith("https://json-schema.org/") for s in SCHEMAS.values())
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_exit_statuses_tell_not_found_exists_refused_and_nothing_to_do(install, env, pool, tmp_path, as_json):
+    raw = tmp_path / "tiny.raw"
+    raw.write_bytes(b"\0" * (1 << 20))
+    create_vm(install, env, "web")
+    assert cmd(install, env, "snap", "create", "web", "s1").returncode == 0
+    assert cmd(install, env, "image", "import", "tiny", raw).returncode == 0
+    flag = ["--json"] if as_json else []
+    stopped = [  # (argv, status, kind, vm, words of the message)
+        (["vminfo", "nosuch"], 6, "not-found", "nosuch", "no such VM"),
+        (["snap", "rollback", "web", "nosnap", "-y"], 6, "not-found", "web", "no snapshot 'nosnap'"),
+        (["vmset", "nosuch", "Mem=2G"], 6, "not-found", "nosuch", "no such VM"),
+        (["vmcreate", "web", "-y", "--no-network"], 7, "exists", "web", "already exists"),
+        (["snap", "create", "web", "s1"], 7, "exists", "web", "snapshot 's1' already exists"),
+        (["image", "import", "tiny", str(raw)], 7, "exists", None, "image 'tiny' already exists"),
+        (["stop", "web"], 9, "nothing-to-do", "web", "is not running"),
+        (["vmset", "web", "Mem=lots"], 1, "failure", "web", "is not a size"),
+    ]
+    running = [
+        (["start", "-b", "web"], 9, "nothing-to-do", "web", "already running"),
+        (["snap", "rollback", "web", "s1", "-y"], 8, "refused", "web", "is running"),
+        (["vmdestroy", "web", "-y"], 8, "refused", "web", "is running"),
+    ]
+    check_all(install, env, pool, stopped, flag)
+    if flag:  # what to do, where kvm knows it
+        json_error(cmd(install, env, "vminfo", "nosuch", "--json"), 6, "not-found", "nosuch", hint="vmlist lists the VMs")
+        json_error(cmd(install, env, "snap", "create", "web", "s1", "--json"), 7, "exists", "web")
+        json_error(cmd(install, env, "vmcreate", "web", "-y", "--json"), 7, "exists", "web", hint="vmdestroy web first")
+    assert cmd(install, env, "start", "-b", "web").returncode == 0
+    try:
+        check_all(install, env, pool, running, flag)
+        if flag:
+            json_error(cmd(install, env, "snap", "rollback", "web", "s1", "-y", "--json"), 8, "refused", "web",
+                       hint="stop web")
+    finally:
+        assert cmd(install, env, "stop", "web").returncode == 0
+
+
+def check_all(install, env, pool, cases, flag):
+    """Each failing command line: its status, its one error (a JSON object with --json), nothing changed."""
+    for argv, status, kind, vm, words in cases:
+        if argv[0] in ("start", "stop", "vmdestroy") and flag:
+            continue   # no --json: their statuses are checked in text
+        before = (datasets(pool), (install / "vm" / "web" / "set.conf").read_text())
+        res = cmd(install, env, *argv, *flag)
+        if flag:
+            json_error(res, status, kind, vm, words)
+        else:
+            assert res.returncode == status, (argv, res.returncode, res.stderr)
+            assert len(res.stderr.splitlines()) == 1 and words in res.stderr, (argv, res.stderr)
+        assert (datasets(pool), (install / "vm" / "web" / "set.conf").read_text()) == before, argv
+
+
+def test_a_usage_error_of_a_json_command_line_is_json_too(install, env):
+    json_error(cmd(install, env, "vmlist", "--json", "--colour"), 2, "usage", None, "unrecognized arguments")
+    json_error(cmd(install, env, "snap", "frobnicate", "web", "--json"), 2, "usage", "web", "unknown verb")
