@@ -63,7 +63,10 @@ def fresh(pool, env):
 def test_kvminst_freebsd_golden_linux_words(pool, env, fresh):
     res = kvm(freebsd(env), "kvminst", "-p", pool, "-y")
     assert res.returncode == 0, res.stderr
-    golden("kvminst.out", neutral(res.stdout + res.stderr, env, f"/{pool}/kvm", pool))
+    out = neutral(res.stdout + res.stderr, env, f"/{pool}/kvm", pool)
+    # whether kvm's modules needed compiling depends on the checkout, not on the host's words
+    golden("kvminst.out", "".join(line for line in out.splitlines(keepends=True)
+                                  if not line.startswith("compiled ")))
     destroy_dataset(f"{pool}/kvm")
     res = kvm(linux(env), "kvminst", "-p", pool, "-y")
     assert res.returncode == 0, res.stderr
