@@ -1,11 +1,10 @@
 """switch create|list|info|set|add|remove|destroy|up|down|check: the networks VMs' NICs are put on
 (ROOT/switches/NAME.conf; kvm(8) SWITCHES)."""
 
-import json
 import sys
 
 from kvm import net
-from kvm.cli import common
+from kvm.cli import common, jsonout
 from kvm.conf import switchconf
 from kvm.errors import ConfigError, KvmError, StateError, UsageError
 
@@ -228,7 +227,7 @@ def _row(root, name):
 def _list(args, root):
     rows = [_row(root, name) for name in net.names(root)]
     if args.json:
-        print(json.dumps(rows, indent=2))
+        jsonout.emit(rows, indent=2)
         return 0
     common.print_table(["NAME", "BRIDGE", "STATE", "ADDRESS", "NAT", "DHCP", "UPLINKS", "VMS"],
                        [[r["name"], r.get("bridge", "-"), r.get("state", "error"), r.get("address") or "-",
@@ -242,7 +241,7 @@ def _info(args, root, name):
     cfg = net.load(root, name)
     row = _row(root, name)
     if args.json:
-        print(json.dumps(row, indent=2))
+        jsonout.emit(row, indent=2)
         return 0
     lines = [("name", name), ("bridge", cfg.bridge + (" (manual)" if cfg.manual else "")), ("state", row["state"]),
              ("uplinks", " ".join(cfg.uplinks) or "-"), ("vlan", str(cfg.vlan or "-")),

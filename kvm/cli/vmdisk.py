@@ -1,9 +1,8 @@
 """vmdisk list|add|grow|detach NAME ...: a VM's disks without editing set.conf by hand."""
 
-import json
 
 from kvm import host
-from kvm.cli import common
+from kvm.cli import common, jsonout
 from kvm.errors import UsageError
 from kvm.manage import disks
 
@@ -48,9 +47,8 @@ def body(args):
 def do_list(vm, args):
     found = disks.disks(vm)
     if args.json:
-        print(json.dumps([{"disk": d.id, "slot": d.slot, "driver": d.driver, "path": d.path, "kind": d.kind,
-                           "size": d.size, "used": d.used, "main": d.main, "inside": d.inside} for d in found],
-                         indent=1))
+        jsonout.emit([{"disk": d.id, "slot": d.slot, "driver": d.driver, "path": d.path, "kind": d.kind,
+                       "size": d.size, "used": d.used, "main": d.main, "inside": d.inside} for d in found])
         return 0
     number = (lambda n: "-" if n is None else str(n)) if args.parsable or args.scripted else disks.human
     rows = [(d.id, d.slot, d.driver, number(d.size), number(d.used), d.kind, d.path) for d in found]

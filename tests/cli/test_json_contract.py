@@ -117,6 +117,25 @@ def test_every_json_output_conforms_to_its_shipped_schema(install, env, tmp_path
     assert 'Mem="512M"' in (install / "vm" / "db" / "set.conf").read_text()   # -n wrote nothing
 
 
+def test_switch_and_vmdisk_json_conform(install, env):
+    """kvm switch list/info and vmdisk list (issues 21, 23) under the same contract."""
+    import subprocess
+    subprocess.run(["kldload", "pf"], env=env, capture_output=True)
+    subprocess.run(["pfctl", "-e"], env=env, capture_output=True)
+    assert conforms(cmd(install, env, "switch", "list", "--json"), "switch-list") == []
+    res = cmd(install, env, "switch", "create", "lan", "--address", "10.0.7.1/24", "--nat")
+    assert res.returncode == 0, res.stderr
+    lan = conforms(cmd(install, env, "switch", "info", "lan", "--json"), "switch-info")
+    assert (lan["name"], lan["state"], lan["address"], lan["nat"]) == ("lan", "up", "10.0.7.1/24", True)
+    assert [s["name"] for s in conforms(cmd(install, env, "switch", "list", "--json"), "switch-list")] == ["lan"]
+    err = json.loads(cmd(install, env, "switch", "info", "nosuch", "--json").stderr.splitlines()[-1])
+    assert errors(err, SCHEMAS["error"]) == [] and "nosuch" in err["error"], err
+    create_vm(install, env, "web", "--disk-size", "64M")
+    disks = conforms(cmd(install, env, "vmdisk", "list", "web", "--json"), "vmdisk-list")
+    assert [(d["main"], d["size"]) for d in disks] == [(True, 64 << 20)]
+    json_error(cmd(install, env, "vmdisk", "list", "nosuch", "--json"), 6, "not-found", "nosuch")
+
+
 def test_every_command_with_json_is_covered_and_every_schema_file_used():
     """A new --json command, or a schema file, must come with its check above."""
     import importlib
@@ -124,9 +143,10 @@ def test_every_command_with_json_is_covered_and_every_schema_file_used():
     from kvm.manage.commands import ALL
     with_json = sorted(c for c in ALL if any("--json" in a.option_strings
                                               for a in importlib.import_module(f"kvm.cli.{c}").build_parser()._actions))
-    assert with_json == ["image", "snap", "status", "vmcreate", "vminfo", "vmlist", "vmset"]
+    assert with_json == ["image", "snap", "status", "switch", "vmcreate", "vmdisk", "vminfo", "vmlist", "vmset"]
     assert sorted(SCHEMAS) == ["error", "image-destroy", "image-import", "image-list", "snap-change", "snap-create",
-                               "snap-list", "status", "vmcreate", "vminfo", "vmlist", "vmset"]
+                               "snap-list", "status", "switch-info", "switch-list", "vmcreate", "vmdisk-list",
+                               "vminfo", "vmlist", "vmset"]
     assert all(s.get("$schema", "").startswith("https://json-schema.org/") for s in SCHEMAS.values())
 
 

@@ -322,7 +322,7 @@ def test_missing_dnsmasq_is_one_line_naming_the_package(install, fbsd):
     env = dict(fbsd, PATH=f"{REPO}/tests/sim/bin:{Path(sys.executable).parent}:/bin")
     before = snapshot_tree(install)
     one_line_error(switch(install, env, "create", "lan", "--address", "10.0.5.1/24", "--dhcp", "10.0.5.10-10.0.5.99"),
-                   "switch lan: dnsmasq is not installed (pkg install dnsmasq)")
+                   "switch lan: dnsmasq is not installed (pkg install dnsmasq)", status=6)  # 6: not found
     assert snapshot_tree(install) == before
 
 

@@ -92,10 +92,10 @@ def test_grow_never_shrinks_and_detach_keeps_the_file_unless_destroy(install, en
     (["add", "web", "10X"], ["vmdisk: web: size '10X' is not a size"], 2),
     (["add", "web", "0"], ["size '0' is zero"], 2),
     (["grow", "web", "disk", "32M"], ["vmdisk: web: disk disk is 64M (67108864 bytes): 32M would shrink it"], 2),
-    (["grow", "web", "disk9", "1G"], ["vmdisk: web: no disk 'disk9' (its disks: disk; see vmdisk list)"], 1),
+    (["grow", "web", "disk9", "1G"], ["vmdisk: web: no disk 'disk9' (its disks: disk; see vmdisk list)"], 6),  # 6: not found (kvm(8))
     (["grow", "web", "disk", "1Q"], ["size '1Q' is not a size"], 2),
     (["add", "web"], ["add takes 1 word(s) after NAME"], 2),
-    (["add", "nosuch", "1G"], ["vmdisk: nosuch: no such VM"], 1),
+    (["add", "nosuch", "1G"], ["vmdisk: nosuch: no such VM"], 6),
 ])
 def test_bad_input_is_one_line_and_changes_nothing(install, env, web, args, needles, status):
     before = state(web)
