@@ -90,7 +90,7 @@ def test_an_incremental_export_restored_on_its_base_equals_the_source(install, e
     one_line_error(cmd(install, env, "vmrestore", inc, "other"), "has no snapshot s1, the base of this increment")
     assert cmd(install, env, "snap", "create", "other", "s1").returncode == 0
     one_line_error(cmd(install, env, "vmrestore", inc, "other"), "is another snapshot than the base", "wrong base")
-    one_line_error(cmd(install, env, "vmrestore", inc, "nosuch"), "no VM to apply the increment on s1")
+    one_line_error(cmd(install, env, "vmrestore", inc, "nosuch"), "no VM to apply the increment on s1", status=6)
     assert sha(install / "vm" / "copy" / "disk") == before
 
 
@@ -118,7 +118,7 @@ def test_refusals_of_vmexport_and_an_existing_vm_without_force(install, env, web
     (tmp_path / "there").write_text("x")
     one_line_error(cmd(install, env, "vmexport", "web", tmp_path / "there"), "exists: not overwritten")
     one_line_error(cmd(install, env, "vmexport", "web", tmp_path / "x", "--incremental-from", "nosuch"),
-                   "no snapshot 'nosuch'")
+                   "no snapshot 'nosuch'", status=6)   # 6: not found (kvm(8) EXIT STATUS)
     assert not (web / "self.x").exists() and not (tmp_path / "x").exists()
     out = tmp_path / "web.x"
     export(install, env, "web", out)

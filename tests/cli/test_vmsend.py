@@ -588,7 +588,7 @@ def test_dest_without_the_vms_switches_is_named_and_refused(install, env, far):
     create_vm(install, env, "web", "--disk-size", "16M", "--switch", "lan")
     before = datasets(fpool)
     one_line_error(send(install, env, "web", "--local", root, "--copy"), "DEST has no switch lan",
-                   "kvm switch create")
+                   "kvm switch create", status=6)   # 6: not found (kvm(8) EXIT STATUS)
     assert datasets(fpool) == before
     # one host, two roots: DEST's switch of that name uses the bridge the first root made
     res = subprocess.run([sys.executable, "-m", "kvm", "--root", str(root), "switch", "create", "lan"],
