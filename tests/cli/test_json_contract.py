@@ -151,8 +151,8 @@ def test_every_command_with_json_is_covered_and_every_schema_file_used():
                                               for a in importlib.import_module(f"kvm.cli.{c}").build_parser()._actions))
     assert with_json == ["image", "snap", "status", "switch", "vmcreate", "vmdisk", "vminfo", "vmlist", "vmset"]
     assert sorted(SCHEMAS) == ["error", "image-destroy", "image-import", "image-list", "snap-change", "snap-create",
-                               "snap-list", "status", "switch-create", "switch-info", "switch-list", "vmcreate", "vmdisk-list",
-                               "vminfo", "vmlist", "vmset"]
+                               "snap-list", "status", "switch-create", "switch-info", "switch-list", "vmcreate",
+                               "vmdisk-list", "vminfo", "vmlist", "vmset"]
     assert all(s.get("$schema", "").startswith("https://json-schema.org/") for s in SCHEMAS.values())
 
 
