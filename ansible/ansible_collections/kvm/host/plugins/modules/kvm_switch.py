@@ -139,12 +139,12 @@ def settings(info):
         return {}
     got = dict(info)
     got["manual"] = info["bridge"] if info.get("manual") else None
-    return dict((key, conf_value(option, got.get(option))) for option, key, _ in OPTIONS)
+    return dict((key, conf_value(option, got.get(option))) for option, key, dummy in OPTIONS)
 
 
 def create_args(p):
     args = []
-    for option, _, flag in OPTIONS:
+    for option, dummy, flag in OPTIONS:
         value = p[option]
         if option == "uplinks":
             for u in value or []:
@@ -174,7 +174,7 @@ def run(module, kvm, result):
     else:
         created = False
         have = settings(info)
-        for option, key, _ in OPTIONS:
+        for option, key, dummy in OPTIONS:
             if p[option] is None:
                 continue
             want = conf_value(option, p[option])
