@@ -42,7 +42,7 @@ def build_parser():
                                                       "makes nor removes it")
     p.add_argument("--all", action="store_true", help="up, down: every switch of the root")
     p.add_argument("-H", dest="scripted", action="store_true", help="list: no header, tab-separated")
-    p.add_argument("--json", action="store_true", help="list, info: JSON")
+    p.add_argument("--json", action="store_true", help="list, info, create: JSON")
     return p
 
 
@@ -135,8 +135,11 @@ def _create(args, root, name):
     net.save(root, cfg)
     steps = net.up(root, cfg)
     _steps(args, steps)
-    common.said(args, f"created switch {name} (bridge {cfg.bridge}), up", f"would create switch {name} "
-                                                                           f"(bridge {cfg.bridge})")
+    if args.json:
+        jsonout.emit(dict(_row(root, name, cfg), created=not args.dry_run, dry_run=bool(args.dry_run)), indent=2)
+    else:
+        common.said(args, f"created switch {name} (bridge {cfg.bridge}), up", f"would create switch {name} "
+                                                                               f"(bridge {cfg.bridge})")
     if cfg.nat:
         for problem, fix in net.check(root, cfg) if not args.dry_run else []:
             common.warn(PROG, f"{problem}: {fix}")
@@ -210,11 +213,13 @@ def _add_remove(args, root, name, ifname):
     return 0
 
 
-def _row(root, name):
-    try:
-        cfg = net.load(root, name)
-    except KvmError as exc:
-        return {"name": name, "error": exc.message}
+def _row(root, name, cfg=None):
+    """One switch as list/info/create --json give it (cfg: the one a dry run of create did not write)."""
+    if cfg is None:
+        try:
+            cfg = net.load(root, name)
+        except KvmError as exc:
+            return {"name": name, "error": exc.message}
     st = net.state(root, cfg)
     users = sorted({vm.name for vm, _ in net.users(root, name)})
     return {"name": name, "bridge": cfg.bridge, "state": "up" if st["up"] else "down",

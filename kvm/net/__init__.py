@@ -17,7 +17,7 @@ from kvm import host, platform
 from kvm import vm as vmmod
 from kvm.conf import switchconf
 from kvm.conf.switchconf import FOLDER, SUFFIX
-from kvm.errors import ConfigError, KvmError, NotFound, StateError, UsageError
+from kvm.errors import ConfigError, KvmError, NotFound, Refused, StateError, UsageError
 from kvm.host import lock as lockmod
 from kvm.host import paths
 from kvm.platform.netbase import dnsmasq_argv, dnsmasq_conf, read_leases
@@ -297,7 +297,7 @@ def destroy(root, name):
     cfg = load(root, name)
     used = sorted({vm.name for vm, _ in users(root, name)})
     if used:
-        raise StateError(f"switch {name} is used by VMs: {', '.join(used)} (remove their NICs from it first: "
+        raise Refused(f"switch {name} is used by VMs: {', '.join(used)} (remove their NICs from it first: "
                          f"vmset VM Switch=...)")
     done = down(root, cfg)
     from kvm.host.files import remove_file

@@ -227,3 +227,90 @@ compose:
     assert (hostvars["kvm_host"], hostvars["kvm_vm"]["name"], hostvars["ansible_connection"]) == \
         ("host-a", "a1", "local")
     assert kvm(env, "--root", install, "stop", "a1").returncode == 0
+
+
+SWITCH = """
+- hosts: localhost
+  gather_facts: false
+  module_defaults:
+    group/kvm.host.kvm: {kvm_bin: "{{ kvm_bin }}", root: "{{ root }}"}
+  tasks:
+    - kvm.host.kvm_switch:
+        name: lan
+        address: 10.0.8.1/24
+        nat: true
+        private: true
+        mtu: "{{ mtu | default(omit) }}"
+      register: lan
+    - ansible.builtin.assert:
+        that: [lan.switch.name == 'lan', lan.switch.address == '10.0.8.1/24', lan.switch.nat, lan.switch.private]
+      when: not ansible_check_mode
+    - ansible.builtin.assert:   # switch set of only what differs
+        that: "lan.changes == (['Mtu=9000'] if lan.changed and mtu is defined else [])"
+"""
+
+SWITCH_STATES = """
+- hosts: localhost
+  gather_facts: false
+  module_defaults:
+    group/kvm.host.kvm: {kvm_bin: "{{ kvm_bin }}", root: "{{ root }}"}
+  tasks:
+    - kvm.host.kvm_switch: {name: lan, state: down}
+      register: down
+    - kvm.host.kvm_switch: {name: lan, state: down}
+      register: again
+    - kvm.host.kvm_switch: {name: lan, state: up}
+      register: up
+    - ansible.builtin.assert:
+        that: [down.changed, down.switch.state == 'down', not again.changed, up.changed, up.switch.state == 'up']
+    - kvm.host.kvm_switch: {name: lan, state: absent}
+      register: used
+      ignore_errors: true
+    - ansible.builtin.assert:
+        that: [used.failed, "'used by VMs: sw1' in used.msg", used.rc == 8]
+    - kvm.host.kvm_vm: {name: sw1, state: absent}
+    - kvm.host.kvm_switch: {name: lan, state: absent}
+      register: gone
+    - kvm.host.kvm_switch: {name: lan, state: absent}
+      register: gone_again
+    - ansible.builtin.assert:
+        that: [gone.changed, gone.switch is none, not gone_again.changed]
+"""
+
+
+def test_switch_check_mode_then_changed_then_ok_then_set_down_up_and_absent(play, install, env, pool):
+    """kvm_switch (issue 24): switch create --json, switch set of only what differs, up/down, destroy."""
+    subprocess.run(["kldload", "pf"], env=env, capture_output=True)   # the simulator's FreeBSD: pf for --nat
+    subprocess.run(["pfctl", "-e"], env=env, capture_output=True)
+    conf = install / "switches" / "lan.conf"
+    before = datasets(pool)
+    res, recap = play(SWITCH, "--check", "--diff")
+    assert recap and recap["failed"] == 0 and recap["changed"] == 1, res.stdout + res.stderr
+    assert not conf.exists() and datasets(pool) == before, "check mode created something"
+    assert '+Address="10.0.8.1/24"' in res.stdout, res.stdout
+
+    res, recap = play(SWITCH, "--diff")
+    assert recap and recap["failed"] == 0 and recap["changed"] == 1, res.stdout + res.stderr
+    assert "Nat=" in conf.read_text() and "Private=" in conf.read_text()
+    info = json.loads(cmd(install, env, "switch", "info", "lan", "--json").stdout)
+    assert (info["state"], info["address"], info["nat"], info["private"]) == ("up", "10.0.8.1/24", True, True)
+
+    res, recap = play(SWITCH)
+    assert recap and recap["failed"] == 0 and recap["changed"] == 0, res.stdout + res.stderr   # the same play: ok
+
+    text = conf.read_text()
+    res, recap = play(SWITCH, "--check", "--diff", mtu=9000)                 # a change, in check mode: none made
+    assert recap and recap["failed"] == 0 and recap["changed"] == 1, res.stdout + res.stderr
+    assert '+Mtu="9000"' in res.stdout and conf.read_text() == text, res.stdout
+    res, recap = play(SWITCH, "--diff", mtu=9000)                            # only Mtu set (switch set)
+    assert recap and recap["failed"] == 0 and recap["changed"] == 1, res.stdout + res.stderr
+    assert json.loads(cmd(install, env, "switch", "info", "lan", "--json").stdout)["mtu"] == 9000
+    res, recap = play(SWITCH, mtu=9000)
+    assert recap and recap["failed"] == 0 and recap["changed"] == 0, res.stdout + res.stderr
+
+    assert kvm(env, "--root", install, "vmcreate", "sw1", "-y", "--switch", "lan", "--vnc", "no",
+               "--disk-size", "64M").returncode == 0
+    res, recap = play(SWITCH_STATES)
+    assert recap and recap["failed"] == 0, res.stdout + res.stderr
+    assert not conf.exists()
+    assert json.loads(cmd(install, env, "switch", "list", "--json").stdout) == []

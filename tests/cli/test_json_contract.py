@@ -118,14 +118,20 @@ def test_every_json_output_conforms_to_its_shipped_schema(install, env, tmp_path
 
 
 def test_switch_and_vmdisk_json_conform(install, env):
-    """kvm switch list/info and vmdisk list (issues 21, 23) under the same contract."""
+    """kvm switch list/info/create and vmdisk list (issues 21, 23, 24) under the same contract."""
     import subprocess
     subprocess.run(["kldload", "pf"], env=env, capture_output=True)
     subprocess.run(["pfctl", "-e"], env=env, capture_output=True)
     assert conforms(cmd(install, env, "switch", "list", "--json"), "switch-list") == []
-    res = cmd(install, env, "switch", "create", "lan", "--address", "10.0.7.1/24", "--nat")
-    assert res.returncode == 0, res.stderr
+    would = conforms(cmd(install, env, "switch", "create", "lan", "--address", "10.0.7.1/24", "--nat", "-n",
+                         "--json"), "switch-create")
+    assert (would["created"], would["dry_run"], would["address"]) == (False, True, "10.0.7.1/24"), would
+    assert not (install / "switches" / "lan.conf").exists()                       # -n wrote nothing
+    made = conforms(cmd(install, env, "switch", "create", "lan", "--address", "10.0.7.1/24", "--nat", "--json"),
+                    "switch-create")
+    assert (made["created"], made["dry_run"], made["state"], made["nat"]) == (True, False, "up", True), made
     lan = conforms(cmd(install, env, "switch", "info", "lan", "--json"), "switch-info")
+    assert {k: v for k, v in made.items() if k not in ("created", "dry_run")} == lan
     assert (lan["name"], lan["state"], lan["address"], lan["nat"]) == ("lan", "up", "10.0.7.1/24", True)
     assert [s["name"] for s in conforms(cmd(install, env, "switch", "list", "--json"), "switch-list")] == ["lan"]
     err = json.loads(cmd(install, env, "switch", "info", "nosuch", "--json").stderr.splitlines()[-1])
@@ -145,8 +151,8 @@ def test_every_command_with_json_is_covered_and_every_schema_file_used():
                                               for a in importlib.import_module(f"kvm.cli.{c}").build_parser()._actions))
     assert with_json == ["image", "snap", "status", "switch", "vmcreate", "vmdisk", "vminfo", "vmlist", "vmset"]
     assert sorted(SCHEMAS) == ["error", "image-destroy", "image-import", "image-list", "snap-change", "snap-create",
-                               "snap-list", "status", "switch-info", "switch-list", "vmcreate", "vmdisk-list",
-                               "vminfo", "vmlist", "vmset"]
+                               "snap-list", "status", "switch-create", "switch-info", "switch-list", "vmcreate",
+                               "vmdisk-list", "vminfo", "vmlist", "vmset"]
     assert all(s.get("$schema", "").startswith("https://json-schema.org/") for s in SCHEMAS.values())
 
 

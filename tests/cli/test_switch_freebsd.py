@@ -241,7 +241,7 @@ def test_destroy_refused_while_a_vm_uses_the_switch_then_removes_everything(inst
     create_vm(root, env, "web", "--switch", "lan")
     create_vm(root, env, "db", "--switch", "lan")
     before = snapshot_tree(root)
-    one_line_error(switch(root, env, "destroy", "lan"), "switch lan is used by VMs: db, web")
+    one_line_error(switch(root, env, "destroy", "lan"), "switch lan is used by VMs: db, web", status=8)
     assert snapshot_tree(root) == before and "lan" in sim(env, "ifaces.json")
     for vm in ("web", "db"):
         assert cmd(root, env, "vmdestroy", vm, "-y").returncode == 0
