@@ -193,6 +193,19 @@ def _kill_supervisors(env):
                     os.kill(pid, 9)
                 except OSError:
                     pass
+    # and whatever still runs with this test's run dir in its environment (a simulated bhyve whose
+    # supervisor was killed before it recorded it): bhyve's names are host-wide, so a stray
+    # `bhyve: web` would be every later test's `web`
+    mark = f"KVM_RUN_DIR={run}".encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                if mark in fh.read().split(b"\0"):
+                    os.kill(int(entry), 9)
+        except OSError:
+            pass
 
 
 def snapshot_tree(path):
