@@ -383,21 +383,23 @@ def test_vmdestroy_f_really_stops_a_running_vm(install, env, pool):
 
 
 def test_stop_of_a_stopped_vm(install, env):
-    make(install, env)
-    one_line_error(cmd(install, env, "stop", "web"), "stop: web: is not running", status=9)
-    Path(env["KVM_VMM_DIR"], "web").write_text('{"mem": 1073741824, "pid": 0}')
+    # a name no other test uses: bhyve's names are host-wide, and the suite's workers share the host
+    make(install, env, "nstop")
+    one_line_error(cmd(install, env, "stop", "nstop"), "stop: nstop: is not running", status=9)
+    Path(env["KVM_VMM_DIR"], "nstop").write_text('{"mem": 1073741824, "pid": 0}')
     res = cmd(install, env, "vmlist", "-H")
-    assert res.stdout.startswith("web\tallocated")
-    res = cmd(install, env, "stop", "web")
+    assert res.stdout.startswith("nstop\tallocated")
+    res = cmd(install, env, "stop", "nstop")
     assert res.returncode == 0 and "leftover allocation was destroyed" in res.stdout
 
 
 def test_a_bhyve_started_without_us_is_found_by_its_exact_name(install, env):
-    """The shell toolkit's start runs bhyve itself: no lock, no state file, only /dev/vmm/NAME."""
-    make(install, env, "web")
-    make(install, env, "web2")
-    script(env, "web", "run")
-    script(env, "web2", "run")
+    """The shell toolkit's start runs bhyve itself: no lock, no state file, only /dev/vmm/NAME. (Names no
+    other test uses: bhyve's names are host-wide, and the suite's workers share the host.)"""
+    make(install, env, "nbhy")
+    make(install, env, "nbhy2")
+    script(env, "nbhy", "run")
+    script(env, "nbhy2", "run")
     fw = f"{install}/firmware/BHYVE_UEFI.fd"
 
     def bare_bhyve(name):
@@ -406,25 +408,25 @@ def test_a_bhyve_started_without_us_is_found_by_its_exact_name(install, env):
                                  "-s", "31,lpc", "-l", f"bootrom,{fw},{d}/UEFI_VARS.fd", name], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    decoy, guest = bare_bhyve("web2"), None
+    decoy, guest = bare_bhyve("nbhy2"), None
     try:
-        wait_for(lambda: guests(env, "web2"), what="web2 up")
-        assert status(install, env, "web") == 0, "a bhyve of web2 does not make web running"
+        wait_for(lambda: guests(env, "nbhy2"), what="nbhy2 up")
+        assert status(install, env, "nbhy") == 0, "a bhyve of nbhy2 does not make nbhy running"
         assert not list(Path(env["KVM_RUN_DIR"]).rglob("state")), "nothing of ours knows these VMs"
-        guest = bare_bhyve("web")
-        wait_for(lambda: guests(env, "web"), what="web up")
-        assert status(install, env, "web") == guest.pid
-        assert status(install, env, "web2") == decoy.pid
+        guest = bare_bhyve("nbhy")
+        wait_for(lambda: guests(env, "nbhy"), what="nbhy up")
+        assert status(install, env, "nbhy") == guest.pid
+        assert status(install, env, "nbhy2") == decoy.pid
         listed = cmd(install, env, "vmlist", "-H", "-o", "name,pid").stdout.splitlines()
         listed = dict(line.split("\t") for line in listed)
-        assert listed == {"web": str(guest.pid), "web2": str(decoy.pid)}
-        one_line_error(cmd(install, env, "start", "web"), "web", "without a supervisor", status=8)
-        res = cmd(install, env, "stop", "web")
+        assert listed == {"nbhy": str(guest.pid), "nbhy2": str(decoy.pid)}
+        one_line_error(cmd(install, env, "start", "nbhy"), "nbhy", "without a supervisor", status=8)
+        res = cmd(install, env, "stop", "nbhy")
         assert res.returncode == 0, res.stderr
         assert guest.wait(10) == 1, "the guest was powered off through ACPI, as bhyve reports it"
-        assert status(install, env, "web") == 0
-        assert not (Path(env["KVM_VMM_DIR"]) / "web").exists(), "stop destroyed the VM bhyve left behind"
-        assert status(install, env, "web2") == decoy.pid, "stopping web left web2 alone"
+        assert status(install, env, "nbhy") == 0
+        assert not (Path(env["KVM_VMM_DIR"]) / "nbhy").exists(), "stop destroyed the VM bhyve left behind"
+        assert status(install, env, "nbhy2") == decoy.pid, "stopping nbhy left nbhy2 alone"
     finally:
         for proc in (decoy, guest):  # never left behind: a stray `bhyve: web` confuses later tests
             if proc is not None:
