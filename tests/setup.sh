@@ -3,7 +3,7 @@
 # space) with its daemon running, and a virtualenv .venv with kvm installed.
 # Run by tests/run and tests/demo; safe to run again. What it does to the host: installs the
 # missing Debian packages below (apt-get), starts zfs-fuse when none runs, destroys the test
-# pools an earlier run recorded and left broken (tests/testpools.sh; no other pool), and makes
+# pools an earlier run recorded and left behind (tests/testpools.sh; no other pool), and makes
 # .venv in the checkout.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -67,9 +67,10 @@ if ! zpool list >/dev/null 2>&1; then
 		pgrep -xo zfs-fuse > "$KVM_TEST_STARTED_DAEMON" || true
 	fi
 fi
-# Test pools an earlier run left FAULTED or without their backing file (a machine restarted:
-# /dev/shm is empty, zfs-fuse brings them back from its cache), as recorded by the run that made
-# them (tests/testpools.sh): no other pool is ever touched, whatever its name.
+# Test pools of earlier runs that are over (killed, a machine restarted, a session stopped
+# mid-run: zfs-fuse brings them back from its cache, sometimes behind the dead mounts of the daemon
+# that made them), as recorded by the run that made them (tests/testpools.sh): destroyed with their
+# files. No other pool is ever touched, whatever its name.
 . tests/testpools.sh
 testpools_clean_stale
 

@@ -81,6 +81,13 @@ def destroy(name, img=None):
 
 
 def _alive(pid):
+    """True when process `pid` runs (a thread id, which kill(2) also answers for, is no maker)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Tgid:"):
+                return int(line.split()[1]) == pid
+    except (OSError, ValueError):
+        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

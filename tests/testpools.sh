@@ -52,10 +52,30 @@ testpools_names()
 	return 0
 }
 
-# testpools_clean_stale: destroy the recorded pools a run that is over left FAULTED or without
-# their backing file (a machine restarted: /dev/shm is empty, zfs-fuse brings them back from its
-# cache), with their records; a recorded pool whose maker still runs (a parallel run) or that is
-# ONLINE with its file is left alone, and so is every pool without a record.
+# testpools_alive PID: true when process PID runs. kill -0 alone also answers for a thread id
+# (zfs-fuse's threads take pids in the same range), which is never a pool's maker.
+testpools_alive()
+{
+	[ "$(awk '$1 == "Tgid:" {print $2}' "/proc/$1/status" 2>/dev/null)" = "$1" ]
+}
+
+# testpools_detach_dead NAME: lazily detach the mounts of recorded pool NAME that answer nothing
+# (a zfs-fuse that died leaves its mounts behind: every stat under them fails "Transport endpoint
+# is not connected", and a new daemon cannot mount there); a mount that answers is left alone
+testpools_detach_dead()
+{
+	local source m
+	testpools_recorded "$1" || return 0
+	awk '$3 == "fuse.zfs" {print $1, $2}' /proc/mounts | sort -k2 -r | while read -r source m; do
+		[ "${source%%/*}" = "$1" ] || continue
+		stat "$m" >/dev/null 2>&1 || umount -l "$m" 2>/dev/null || true
+	done
+}
+
+# testpools_clean_stale: destroy the recorded pools of runs that are over (their maker is gone:
+# a run killed, a machine restarted, a session stopped mid-run), with their records and files;
+# their dead mounts are detached first. A recorded pool whose maker still runs (a parallel run)
+# is left alone, and so is every pool without a record.
 testpools_clean_stale()
 {
 	local d name pid img health names pools
@@ -65,18 +85,17 @@ testpools_clean_stale()
 	pools=" $(echo $names) "
 	for name in $(testpools_names); do
 		read -r pid img < "$d/$name" || continue
-		if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+		if [ -n "$pid" ] && testpools_alive "$pid"; then
 			continue
 		fi
 		case "$pools" in
 		*" $name "*) ;;
-		*) rm -f "$d/$name"; continue ;;   # gone already
+		*) rm -f "$d/$name"; [ -n "$img" ] && rm -f "$img"; continue ;;   # gone already
 		esac
 		health=$(zpool list -H -o health "$name" 2>/dev/null) || continue
-		if [ "$health" != ONLINE ] || [ ! -e "$img" ]; then
-			echo "testpools: destroying $name, a test pool left $health by an earlier run (its file $img)" >&2
-			zpool destroy -f "$name" && rm -f "$d/$name" "$img"
-		fi
+		echo "testpools: destroying $name, a test pool ($health) left by a run that is over (its file $img)" >&2
+		testpools_detach_dead "$name"
+		zpool destroy -f "$name" && rm -f "$d/$name" "$img"
 	done
 	return 0
 }

@@ -14,9 +14,24 @@ MARKER = ".kvm-root"
 
 
 def is_root_dir(path):
-    """True when `path` looks like an install root: ours (marker) or the shell toolkit's (functions)."""
-    path = Path(path)
+    """True when `path` looks like an install root: ours (marker) or the shell toolkit's (functions).
+    A folder that cannot be read (a FUSE mount whose daemon died: "Transport endpoint is not
+    connected") is no root: root_dir_error() says why."""
+    return root_dir_error(path) is None and _looks_like_root(Path(path))
+
+
+def _looks_like_root(path):
     return (path / "vm").is_dir() and ((path / MARKER).is_file() or (path / "functions").is_file())
+
+
+def root_dir_error(path):
+    """None when `path` can be read, else the reason it cannot ("/p: Transport endpoint is not
+    connected"). Path.is_dir() raises on such errors (only "no such file" reads as False)."""
+    try:
+        _looks_like_root(Path(path))
+    except OSError as exc:
+        return f"{exc.filename or path}: {exc.strerror or exc}"
+    return None
 
 
 class Root:
@@ -53,6 +68,9 @@ def find_root(explicit=None, launcher_dir=None):
     for given, how in ((explicit, "--root"), (os.environ.get("KVM_ROOT"), "KVM_ROOT")):
         if given:
             path = Path(given).resolve()
+            unreadable = root_dir_error(path)
+            if unreadable:
+                raise NotFound(f"{path} (from {how}) cannot be read: {unreadable}")
             if not is_root_dir(path):
                 raise NotFound(f"{path} (from {how}) is not a kvm install root (no vm/ folder or marker)")
             return Root(path)
@@ -62,10 +80,18 @@ def find_root(explicit=None, launcher_dir=None):
 
 
 def _marked_root():
-    roots = [Root(Path(mnt), name) for name, mnt in sorted(zfs.marked_mountpoints(ROOT_PROP).items())
-             if mnt.startswith("/") and is_root_dir(mnt)]
+    roots, unreadable = [], []
+    for name, mnt in sorted(zfs.marked_mountpoints(ROOT_PROP).items()):
+        if not mnt.startswith("/"):
+            continue
+        why = root_dir_error(mnt)
+        if why:
+            unreadable.append(why)  # a dead mount is nobody's root: the others are still found
+        elif is_root_dir(mnt):
+            roots.append(Root(Path(mnt), name))
     if not roots:
-        raise NotFound("no kvm install found: run kvminst, or give --root DIR or KVM_ROOT")
+        also = f" (marked but unreadable: {'; '.join(unreadable)})" if unreadable else ""
+        raise NotFound(f"no kvm install found{also}: run kvminst, or give --root DIR or KVM_ROOT")
     if len(roots) > 1:
         here = _holding_cwd(roots)
         if here is not None:
