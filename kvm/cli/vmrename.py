@@ -11,7 +11,8 @@ PROG = "vmrename"
 
 def build_parser():
     p = common.parser(PROG, "Rename a VM: its dataset, the name on comment lines of set.conf and run "
-                            "(tap names and values stay), our rc.d script and its rc.conf variables. "
+                            "(tap names and values stay), the paths of its zvols (/dev/zvol/ROOT/vm/OLD/... "
+                            "becomes .../NEW/...), our rc.d script and its rc.conf variables. "
                             "Run it again to complete a rename that was interrupted.",
                       dry_run=True)
     p.add_argument("-f", "--force", action="store_true", help="stop the VM first if it runs")

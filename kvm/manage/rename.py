@@ -1,4 +1,5 @@
-"""Renaming a VM: dataset, comment lines of set.conf and run, the log, the rc.d script and its
+"""Renaming a VM: dataset, comment lines of set.conf and run, the paths of its zvols there
+(/dev/zvol/ROOT/vm/OLD/... becomes /dev/zvol/ROOT/vm/NEW/...), the log, the rc.d script and its
 rc.conf variables.
 
 kill -9 at any point leaves a state `vmrename OLD NEW` completes: before the dataset moves, an
@@ -38,10 +39,30 @@ def _tap_pattern(old):
     return re.compile(rf"(?<![A-Za-z0-9_]){re.escape(create.default_tap(old))}(n[0-9]+)?(?![A-Za-z0-9_])")
 
 
-def rewrite_names(text, old, new, taps=False):
+def zvol_pattern(old_dataset):
+    """/dev/zvol/OLD_DATASET/ at the start of a path (not inside a longer one, and a whole
+    component: ROOT/vm/web never matches ROOT/vm/web2/disk)."""
+    return re.compile(rf"(?<![A-Za-z0-9_./-]){re.escape(zfs.zvol_device(old_dataset))}(?=/)")
+
+
+def rewrite_zvols(text, old_dataset, new_dataset):
+    """The device paths of the zvols below OLD_DATASET, anywhere in the text (values, comments,
+    hook commands), made those of the same zvols below NEW_DATASET. Done again, it changes nothing."""
+    if old_dataset == new_dataset:
+        return text
+    return zvol_pattern(old_dataset).sub(lambda _m: zfs.zvol_device(new_dataset), text)
+
+
+def rewrite_names(text, old, new, taps=False, datasets=None):
     """A VM's set.conf or run for its new name: the name on comment lines (vmrename); with taps
     (vmclone, whose copy must not share the original's interfaces), its default tap name too,
-    derived and checked as vmcreate derives it (create.derived_tap)."""
+    derived and checked as vmcreate derives it (create.derived_tap). datasets, (old, new): the
+    paths of the zvols below the old dataset become those below the new one (rewrite_zvols), so
+    that the VM never names another's disk."""
+    if datasets:
+        text = rewrite_zvols(text, *datasets)
+    if old == new:
+        return text
     text = rename_comments(text, old, new)
     if taps and _tap_pattern(old).search(text):
         used = uses_tap(text, old)  # else on comments only: not checked as an interface name
@@ -68,13 +89,15 @@ def check_taps(src, cfg, new):
         create.derived_tap(new)
 
 
-def rewrite_files(target, old, taps=False):
-    """rewrite_names on the target's set.conf and run, each written only when it changes."""
+def rewrite_files(target, old, taps=False, old_dataset=None):
+    """rewrite_names on the target's set.conf and run, each written only when it changes; the zvol
+    paths of old_dataset (default: ROOT/vm/OLD, the target's root) become the target's own."""
+    datasets = (old_dataset or f"{target.root.vm_dataset()}/{old}", target.dataset())
     for path in (target.conf_path, target.run_path):
         if path.exists():
             text = read_text(str(path)) if path == target.conf_path else \
                 host.read_bounded(path, HOOKS_MAX, "run", follow=False).decode(errors="surrogateescape")
-            new_text = rewrite_names(text, old, target.name, taps)
+            new_text = rewrite_names(text, old, target.name, taps, datasets)
             if new_text != text:
                 mode = path.stat().st_mode & 0o7777
                 host.write_file(path, new_text, mode=mode_for(new_text, mode) if path == target.conf_path else mode)
