@@ -30,7 +30,7 @@ import time
 
 from kvm import __version__, host, zfs
 from kvm import vm as vmmod
-from kvm.errors import KvmError, NotFound, StateError, UsageError
+from kvm.errors import AlreadyExists, KvmError, NotFound, StateError, UsageError
 from kvm.host import lock, pump
 from kvm.migrate import receive
 from kvm.zfs import stream as zfs_stream
@@ -94,7 +94,7 @@ def check_file(vm, path):
     if not os.path.isdir(folder):
         raise NotFound(f"export file {path}: folder {folder} does not exist", vm=vm.name)
     if os.path.lexists(path):
-        raise StateError(f"export file {path} exists: not overwritten (remove it first)", vm=vm.name)
+        raise AlreadyExists(f"export file {path} exists: not overwritten (remove it first)", vm=vm.name)
 
 
 def snapshots_of(ds):
@@ -410,7 +410,7 @@ def _argvs(info, dataset, force=False):
 def _full(root, exp, name, target, force, progress):
     exists = zfs.lzc_exists(target)
     if exists and not force:
-        raise StateError(f"exists: not overwritten (vmrestore --force replaces it, or give another NAME)", vm=name)
+        raise AlreadyExists("exists: not overwritten (vmrestore --force replaces it, or give another NAME)", vm=name)
     if exists and vmmod.runtime(vmmod.Vm(root, name)).active:
         raise StateError("is running: stop it before vmrestore --force replaces it", vm=name)
     staging = f"{root.dataset()}/{STAGING}{os.getpid()}"

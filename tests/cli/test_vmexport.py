@@ -116,7 +116,9 @@ def test_refusals_of_vmexport_and_an_existing_vm_without_force(install, env, web
     one_line_error(cmd(install, env, "vmexport", "web", web / "self.x"), "vmexport: web: export file",
                    "lies in the VM's own dataset", status=2)
     (tmp_path / "there").write_text("x")
-    one_line_error(cmd(install, env, "vmexport", "web", tmp_path / "there"), "exists: not overwritten")
+    one_line_error(cmd(install, env, "vmexport", "web", tmp_path / "there"), "exists: not overwritten",
+                   status=7)   # 7: already exists (kvm(8) EXIT STATUS)
+    assert (tmp_path / "there").read_text() == "x"
     one_line_error(cmd(install, env, "vmexport", "web", tmp_path / "x", "--incremental-from", "nosuch"),
                    "no snapshot 'nosuch'", status=6)   # 6: not found (kvm(8) EXIT STATUS)
     assert not (web / "self.x").exists() and not (tmp_path / "x").exists()
@@ -124,7 +126,8 @@ def test_refusals_of_vmexport_and_an_existing_vm_without_force(install, env, web
     export(install, env, "web", out)
     before = sha(web / "disk")
     write_disk(web / "disk", "changed-")
-    one_line_error(cmd(install, env, "vmrestore", out), "vmrestore: web: exists: not overwritten")
+    one_line_error(cmd(install, env, "vmrestore", out), "vmrestore: web: exists: not overwritten",
+                   status=7)
     assert sha(web / "disk") != before
     res = cmd(install, env, "vmrestore", out, "--force")
     assert res.returncode == 0, res.stderr
