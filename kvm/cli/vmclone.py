@@ -10,7 +10,8 @@ PROG = "vmclone"
 def build_parser():
     p = common.parser(PROG, "Make VM DST a ZFS clone of VM SRC's snapshot (a new one, clone-DST-..., by "
                             "default): instant and without space. DST gets fresh MAC addresses, a fresh "
-                            "UEFI vars file and SRC's tap names and comments rewritten for its name; no "
+                            "UEFI vars file and SRC's tap names, comments and zvol paths rewritten for its name; "
+                            "SRC's zvol disks (below its dataset) are cloned along; no "
                             "rc.d script, no run-time state. A running SRC gives a crash-consistent clone.",
                       dry_run=True)
     p.add_argument("src", help="the VM to clone")

@@ -1,9 +1,13 @@
 """vmclone SRC DST: a ZFS clone of SRC's snapshot with a new identity (fresh MACs and UEFI vars,
-tap names and comments rewritten by vmrename's own rewrite, no rc.d script, no run-time state);
---independent copies the snapshot's files instead, so DST depends on nothing.
+tap names, comments and zvol paths rewritten by vmrename's own rewrite, no rc.d script, no
+run-time state); --independent copies the snapshot's files instead, so DST depends on nothing.
 
-All under the creation transaction: a failure or kill -9 leaves neither DST nor the snapshot
-(clone-DST-...) the clone was to be made of.
+The zvols below SRC's dataset that set.conf uses as disks (vmdisk add --zvol, vmcreate
+--disk-zvol) come along: one snapshot set over SRC's dataset and them, taken at once, and a clone
+of each below DST's dataset (volmode=dev, as kvm makes zvols), DST's set.conf naming DST's own.
+
+All under the creation transaction: a failure or kill -9 leaves neither DST (its zvol clones are
+below it) nor the snapshots (clone-DST-...) the clone was to be made of.
 """
 
 import os
@@ -19,6 +23,7 @@ from kvm.errors import NotFound, UsageError
 from kvm.host import lock
 from kvm.hypervisor import current as hypervisor
 from kvm.manage import rename
+from kvm.manage.disks import ZVOL_PROPS
 from kvm.manage.create import check_new
 from kvm.run import swtpm
 from kvm.storage import images
@@ -41,8 +46,9 @@ def fresh_macs(text):
     return _MAC_RE.sub(lambda _m: f"mac={new_mac()}", text)
 
 
-def plan(root, src, dst, snap=None):
-    """(origin snapshot, snapshot to take or None, vars template or None); checks first."""
+def plan(root, src, dst, snap=None, independent=False):
+    """(target Vm, origin snapshot, snapshots to take or None, vars template or None, the zvols to
+    clone along, the snapshot's short name); checks first."""
     target = check_new(root, dst)
     cfg = src.config()
     # the copy's set.conf is SRC's: it must be one a VM can start from, as any set.conf kvm writes
@@ -50,40 +56,54 @@ def plan(root, src, dst, snap=None):
                     startable=True)
     rename.check_taps(src, cfg, dst)  # tapSRC becomes tapDST: refused here when that is too long
     ds = src.dataset()
-    others = [d for d in snapmod.datasets_of(src, cfg) if d != ds]
+    used = [d for d in snapmod.datasets_of(src, cfg) if d != ds]
+    zvols = sorted(d for d in used if d.startswith(ds + "/"))   # its own zvols: cloned with it
+    others = [d for d in used if d not in zvols]
     if others:  # a clone would share that disk with SRC, and the copy would not have it
-        raise UsageError(f"uses disks on other datasets ({', '.join(others)}): vmclone clones only {ds}",
-                         vm=src.name)
+        raise UsageError(f"uses disks on other datasets ({', '.join(others)}): vmclone clones only {ds} "
+                         f"and the zvols below it", vm=src.name)
+    if zvols and independent:
+        raise UsageError(f"--independent copies files, and its disk {', '.join(zfs.zvol_device(z) for z in zvols)} "
+                         f"is a zvol: vmclone without --independent clones it too, or vmexport and vmrestore "
+                         f"under the new name make a copy that depends on nothing", vm=src.name)
+    if not host.dry_run():   # (a dry run shows its zfs commands: on zfs-fuse too, which has no zvols)
+        missing = [z for z in zvols if not zfs.lzc_exists(z)]
+        if missing:
+            raise NotFound(f"its disk {', '.join(zfs.zvol_device(z) for z in missing)} names no zvol that exists "
+                           f"({', '.join(missing)}): nothing to clone it from", vm=src.name)
     own = None
     if snap:
-        if not zfs.lzc_exists(zfs.snapshot_name(ds, snap)):
-            raise NotFound(f"no snapshot '{snap}' of {ds}", vm=src.name)
+        for d in [ds, *zvols]:
+            if not zfs.lzc_exists(zfs.snapshot_name(d, snap)):
+                raise NotFound(f"no snapshot '{snap}' of {d}", vm=src.name)
     else:
         snap = time.strftime(f"clone-{dst}-%Y%m%d%H%M%S")
-        own = zfs.snapshot_name(ds, snap)
+        own = [zfs.snapshot_name(d, snap) for d in [ds, *zvols]]   # one set, taken at once
     template = None
     if cfg.loader == "uefi":  # fresh vars, as the hypervisor in use gives a new VM
         source, name, missing = hypervisor().uefi_vars(root.path)
         if source is None:
             raise NotFound(f"{missing} (the clone needs fresh UEFI vars)", vm=dst)
         template = (source, name)
-    return target, zfs.snapshot_name(ds, snap), own, template
+    return target, zfs.snapshot_name(ds, snap), own, template, zvols, snap
 
 
 def clone(root, src, dst, snap=None, independent=False):
     """Make DST; returns (Vm, origin snapshot)."""
-    target, origin, own, template = plan(root, src, dst, snap)
+    target, origin, own, template, zvols, short = plan(root, src, dst, snap, independent)
     # SRC's lock keeps snap rollback and the like out meanwhile; a running SRC is fine
     with snapmod.hold(src, "vmclone", running_ok=True), lock.hold_vm(target.run, "vmclone"):
         check_new(root, dst)   # again under DST's lock: another vmclone may have made it meanwhile
         with Transaction(target.dataset(), origin=None if independent else origin, own_snap=own) as txn:
             if independent:
                 copy_snapshot(target, origin)
+            for zvol in zvols:   # below DST, so the transaction's watchdog destroys them with it
+                zclone(zfs.snapshot_name(zvol, short), target.dataset() + zvol[len(src.dataset()):], ZVOL_PROPS)
             if not host.dry_run():
                 new_identity(src, target, template)
             txn.commit()
         if independent and own:
-            zfs.lzc_destroy_snaps([own])  # taken only to copy from
+            zfs.lzc_destroy_snaps(own)  # taken only to copy from
     return target, origin
 
 

@@ -13,7 +13,7 @@ from kvm.errors import Refused, StateError
 from kvm.host import lock
 from kvm.manage import rcinstall
 from kvm.platform import rcd
-from kvm.zfs.deps import dependents, origin_of, release_origin
+from kvm.zfs.deps import dependents, origins_in, release_origin
 
 LEFT_DESTROY_WAIT = 30   # seconds a vmdestroy waits for the `zfs destroy` a killed one left running
 
@@ -112,9 +112,10 @@ def destroy(vm):
     """Destroy the VM (stopped by the caller) under its lock; returns the dataset destroyed."""
     with lock.hold_vm(vm.run, "vmdestroy"):
         dataset = dataset_of(vm)
-        origin = origin_of(dataset)
+        origins = origins_in(dataset)
         if script_of(vm):
             rcinstall.remove(vm.root, vm.name)
         zfs.destroy_recursive(dataset)
-        release_origin(origin)  # SRC@clone-NAME-... that vmclone took for it
+        for origin in origins:  # SRC@clone-NAME-... that vmclone took for it (and for its zvols)
+            release_origin(origin)
     return dataset

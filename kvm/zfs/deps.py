@@ -46,6 +46,18 @@ def origin_of(dataset):
     return origin if origin and origin != "-" and zfs.is_snapshot(origin) else None
 
 
+def origins_in(dataset):
+    """The snapshots `dataset` and its descendants are clones of (vmclone clones a VM's zvols
+    below it too), the dataset's own first; one zfs call."""
+    rows = zfs.get_props([dataset], ["origin"], recursive=True)
+    out = []
+    for name in sorted(rows):
+        origin = rows[name].get("origin")
+        if origin and origin != "-" and zfs.is_snapshot(origin) and not zfs.is_snapshot(name):
+            out.append(origin)
+    return out
+
+
 def release_origin(origin):
     """After a clone was destroyed: its origin snapshot goes too when kvm took it for a clone
     (vmclone's, publish's) and nothing is cloned from it any more; a snapshot of the user's stays.

@@ -26,22 +26,23 @@ class Transaction:
 
     origin: a snapshot to clone instead of creating an empty filesystem (vmcreate --from,
     vmclone, image publish). own_snap: a snapshot this transaction takes first (vmclone's
-    clone-DST-...); the watchdog destroys it too unless committed, so a kill leaves none."""
+    clone-DST-...), or a list of them taken at once (a VM's dataset and its zvols); the watchdog
+    destroys them too unless committed, so a kill leaves none."""
 
     def __init__(self, dataset, origin=None, own_snap=None):
         self.dataset = dataset
         self.origin = origin
-        self.own_snap = own_snap
+        self.own_snap = [own_snap] if isinstance(own_snap, str) else list(own_snap or ())
         self.proc = None
         self.committed = False
 
     def __enter__(self):
         if not host.dry_run():
             host.debug_line(f"watchdog of {self.dataset} (forked) &")
-            self.proc = fork_watchdog(self.dataset, self.own_snap or "")
+            self.proc = fork_watchdog(self.dataset, self.own_snap)
         props = {CREATING: str(os.getpid())}
         if self.own_snap:
-            zfs.lzc_snapshot([self.own_snap])
+            zfs.lzc_snapshot(self.own_snap)
         if self.origin:
             clone(self.origin, self.dataset, props)
         else:
@@ -69,7 +70,7 @@ class Transaction:
         return False
 
 
-def fork_watchdog(dataset, own_snap):
+def fork_watchdog(dataset, own_snap):   # own_snap: a list of snapshot names (a fork: no exec)
     """Fork the watchdog of `dataset`: (its pid, the write end of its pipe). The child keeps only
     the pipe (as its stdin) and the standard output and error: no lock or other file of the creator."""
     creator = os.getpid()
@@ -140,9 +141,9 @@ def clean_stale(names):
             pass
 
 
-def watchdog(dataset, pid, own_snap="", fd=0):
-    """Read the creator's pipe (fd) until it closes; destroy the dataset (then the snapshot it was
-    cloned from, when the transaction took it) unless it committed."""
+def watchdog(dataset, pid, own_snap=(), fd=0):
+    """Read the creator's pipe (fd) until it closes; destroy the dataset (then the snapshots it was
+    cloned from, when the transaction took them: a name or a list) unless it committed."""
     data = b""
     while True:
         try:
@@ -161,7 +162,7 @@ def watchdog(dataset, pid, own_snap="", fd=0):
         pass
     if own_snap:
         try:
-            zfs.lzc_destroy_snaps([own_snap])
+            zfs.lzc_destroy_snaps([own_snap] if isinstance(own_snap, str) else list(own_snap))
         except zfs.ZFSError:
             pass  # still cloned by someone else, or never taken
     return 0

@@ -5,6 +5,7 @@ vmclone does with them is tested by its dry run (the zfs commands) and its refus
 
 import json
 import subprocess
+import sys
 import time
 
 import pytest
@@ -74,3 +75,102 @@ def test_a_vmrename_killed_after_the_dataset_moved_rewrites_the_zvol_paths_when_
     before = snapshot_tree(db)
     one_line_error(cmd(install, env, "vmrename", "web", "db"), "no such VM", status=6)
     assert snapshot_tree(db) == before
+
+
+def test_vmclone_dry_run_snapshots_and_clones_the_zvols_with_the_dataset(install, env, pool, web):
+    """One snapshot set over web and its zvols (taken at once), web's dataset cloned under the
+    transaction's marker, then each zvol below db's, volmode=dev as kvm makes zvols; nothing made."""
+    before = (datasets(pool), snapshot_tree(install / "vm"))
+    res = cmd(install, env, "vmclone", "-n", "web", "db")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    snap = lines[0].split("@")[1].split()[0]
+    src, dst = f"{pool}/kvm/vm/web", f"{pool}/kvm/vm/db"
+    assert snap.startswith("clone-db-")
+    assert lines[0] == f"zfs snapshot {src}@{snap} {src}/disk@{snap} {src}/disk1@{snap}"
+    assert lines[1].startswith("zfs clone -o kvm:creating=") and lines[1].endswith(f" {src}@{snap} {dst}")
+    assert lines[2:4] == [f"zfs clone -o volmode=dev {src}/disk@{snap} {dst}/disk",
+                          f"zfs clone -o volmode=dev {src}/disk1@{snap} {dst}/disk1"]
+    assert lines[4] == f"zfs inherit kvm:creating {dst}"
+    assert (datasets(pool), snapshot_tree(install / "vm")) == before
+
+
+def test_vmclone_of_a_zvol_that_does_not_exist_names_it_and_leaves_nothing(install, env, pool, web):
+    before = (datasets(pool), snapshot_tree(install / "vm"))
+    one_line_error(cmd(install, env, "vmclone", "-y", "web", "db"),
+                   f"vmclone: web: its disk {zvols(pool, 'web')}/disk, {zvols(pool, 'web')}/disk1 names no zvol "
+                   f"that exists ({pool}/kvm/vm/web/disk, {pool}/kvm/vm/web/disk1): nothing to clone it from", status=6)
+    assert (datasets(pool), snapshot_tree(install / "vm")) == before
+
+
+@pytest.mark.parametrize("argv, needles, status", [
+    (["--independent"], ["vmclone: web: --independent copies files, and its disk /dev/zvol/{pool}/kvm/vm/web/disk, "
+                         "/dev/zvol/{pool}/kvm/vm/web/disk1 is a zvol", "vmclone without --independent clones it too",
+                         "vmexport and vmrestore under the new name"], 2),
+    (["-n", "--snapshot", "s1"], ["vmclone: web: no snapshot 's1' of {pool}/kvm/vm/web/disk"], 6),
+])
+def test_vmclone_refusals_with_zvols_name_them_and_change_nothing(install, env, pool, web, argv, needles, status):
+    assert cmd(install, env, "snap", "create", "web", "s1").returncode != 0   # zfs-fuse: no zvol to snapshot
+    subprocess.run(["zfs", "snapshot", f"{pool}/kvm/vm/web@s1"], check=True)  # the VM's dataset has it, not disk
+    before = (datasets(pool), snapshot_tree(install / "vm"))
+    one_line_error(cmd(install, env, "vmclone", "-y", "web", "db", *argv), *[n.format(pool=pool) for n in needles],
+                   status=status)
+    assert (datasets(pool), snapshot_tree(install / "vm")) == before
+
+
+def test_vmclone_of_a_zvol_on_another_dataset_is_refused_saying_which(install, env, pool, web):
+    other = f"/dev/zvol/{pool}/shared/disk"
+    assert cmd(install, env, "vmset", "web", f"AllowPath={other}", f"Devices=3,virtio-net,tapWEB 5,virtio-blk,{other}",
+               f"Disk={zvols(pool, 'web')}/disk").returncode == 0
+    before = (datasets(pool), snapshot_tree(install / "vm"))
+    one_line_error(cmd(install, env, "vmclone", "-y", "web", "db"),
+                   f"vmclone: web: uses disks on other datasets ({pool}/shared/disk): vmclone clones only "
+                   f"{pool}/kvm/vm/web and the zvols below it", status=2)
+    assert (datasets(pool), snapshot_tree(install / "vm")) == before
+
+
+IDENTITY = """
+import sys
+from kvm.manage import clone
+from kvm.vm import Vm
+from kvm.vm.root import Root
+root = Root(sys.argv[1])
+clone.new_identity(Vm(root, sys.argv[2]), Vm(root, sys.argv[3]), None)
+"""
+
+
+def test_a_clones_set_conf_and_run_name_its_own_zvols_and_taps(install, env, pool, web):
+    """What vmclone does to the copy once ZFS made it (zfs-fuse cannot clone zvols): db holds web's
+    set.conf and run, as a clone of web's dataset does; its new identity names db's zvols, tapDB and a
+    fresh MAC, and leaves web2's zvol and web's own files alone."""
+    assert cmd(install, env, "vmset", "web", f"Devices=3,virtio-net,tapWEB,mac=58:9c:fc:00:00:01 "
+                                             f"4,virtio-blk,{zvols(pool, 'web')}/disk1").returncode == 0
+    db = create_vm(install, env, "db")
+    for name in ("set.conf", "run"):
+        (db / name).write_bytes((web / name).read_bytes())
+    mine = snapshot_tree(web)
+    res = subprocess.run([sys.executable, "-c", IDENTITY, str(install), "web", "db"], env=env, cwd=install,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    conf, run = (db / "set.conf").read_text(), (db / "run").read_text()
+    new = zvols(pool, "db")
+    assert f'Disk="{new}/disk"' in conf and f"4,virtio-blk,{new}/disk1" in conf, conf
+    assert "3,virtio-net,tapDB,mac=02:" in conf and zvols(pool, "web") + "/" not in conf
+    assert f"dd if={new}/disk of=/dev/null" in run and f"ls {zvols(pool, 'web2')}/disk" in run
+    assert snapshot_tree(web) == mine
+
+
+def test_vmdestroy_of_a_clone_releases_the_clone_snapshots_of_its_children_too(install, env, pool):
+    """A clone as vmclone makes of a VM with a child (a filesystem stands for the zvol zfs-fuse
+    cannot make): vmdestroy of the clone removes SRC@clone-DST-... and SRC/child@clone-DST-...;
+    a snapshot of the user's stays."""
+    create_vm(install, env, "web")
+    src, snap = f"{pool}/kvm/vm/web", "clone-db-20261207000000"
+    for argv in (["create", f"{src}/data"], ["snapshot", "-r", f"{src}@{snap}"], ["snapshot", "-r", f"{src}@mine"],
+                 ["clone", f"{src}@{snap}", f"{pool}/kvm/vm/db"], ["clone", f"{src}/data@{snap}", f"{pool}/kvm/vm/db/data"]):
+        subprocess.run(["zfs", *argv], check=True)
+    res = cmd(install, env, "vmdestroy", "-y", "db")
+    assert res.returncode == 0, res.stderr
+    left = datasets(pool)
+    assert not {f"{src}@{snap}", f"{src}/data@{snap}", f"{pool}/kvm/vm/db"} & left, sorted(left)
+    assert {f"{src}@mine", f"{src}/data@mine", f"{src}/data"} <= left
