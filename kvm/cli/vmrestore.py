@@ -47,6 +47,9 @@ def body(args):
     what = f"increment {exp.info['base']}..{exp.info['snapshot']}" if exp.info.get("base") else \
         f"snapshot {exp.info['snapshot']} of {exp.info['name']}"
     print(f"{name}: restored {what}")
+    if exp.info["name"] != name:
+        common.info(f"{name}: a copy of {exp.info['name']}: fresh MAC addresses, UEFI vars, TPM and cloud-init "
+                    f"instance, its own tap names and zvol paths (restored as {exp.info['name']}, a VM keeps them)")
     for line in warnings:
         common.warn(PROG, line, vm=name)
     return 0

@@ -79,13 +79,19 @@ def plan(root, src, dst, snap=None, independent=False):
     else:
         snap = time.strftime(f"clone-{dst}-%Y%m%d%H%M%S")
         own = [zfs.snapshot_name(d, snap) for d in [ds, *zvols]]   # one set, taken at once
-    template = None
-    if cfg.loader == "uefi":  # fresh vars, as the hypervisor in use gives a new VM
-        source, name, missing = hypervisor().uefi_vars(root.path)
-        if source is None:
-            raise NotFound(f"{missing} (the clone needs fresh UEFI vars)", vm=dst)
-        template = (source, name)
+    template = vars_template(root, cfg.loader, dst)
     return target, zfs.snapshot_name(ds, snap), own, template, zvols, snap
+
+
+def vars_template(root, loader, dst, what="the clone"):
+    """(template, file name) of fresh UEFI vars for a copy named dst, as the hypervisor in use
+    gives a new VM; None for another loader; NotFound when none is pinned."""
+    if loader != "uefi":
+        return None
+    source, name, missing = hypervisor().uefi_vars(root.path)
+    if source is None:
+        raise NotFound(f"{missing} ({what} needs fresh UEFI vars)", vm=dst)
+    return source, name
 
 
 def clone(root, src, dst, snap=None, independent=False):
@@ -100,7 +106,7 @@ def clone(root, src, dst, snap=None, independent=False):
             for zvol in zvols:   # below DST, so the transaction's watchdog destroys them with it
                 zclone(zfs.snapshot_name(zvol, short), target.dataset() + zvol[len(src.dataset()):], ZVOL_PROPS)
             if not host.dry_run():
-                new_identity(src, target, template)
+                new_identity(src.name, target, template)
             txn.commit()
         if independent and own:
             zfs.lzc_destroy_snaps(own)  # taken only to copy from
@@ -122,12 +128,14 @@ def copy_snapshot(target, origin):
         src_dir.rmdir()
 
 
-def new_identity(src, target, template):
-    """The clone's own MACs, vars, names; what belongs to SRC alone is removed."""
+def new_identity(src_name, target, template, old_dataset=None):
+    """The copy's own MACs, vars, names, zvol paths (those below old_dataset, default ROOT/vm/SRC);
+    what belongs to SRC alone is removed. vmclone's, and vmrestore's under another name. Done
+    again, it gives yet another fresh identity: a killed one is completed so."""
     for entry in os.listdir(target.dir):
         if entry in LEFT_OUT or entry.endswith(".log"):
             host.remove_file(target.dir / entry)
-    rename.rewrite_files(target, src.name, taps=True)
+    rename.rewrite_files(target, src_name, taps=True, old_dataset=old_dataset)
     conf = target.conf_path
     text = read_text(str(conf))
     if _MAC_RE.search(text):
@@ -140,6 +148,6 @@ def new_identity(src, target, template):
     swtpm.fresh_identity(target.dir / TPM_DIR)   # a TPM of its own, made at its first start
     if (target.dir / cloudinit.STATE).exists():  # a seed of its own: new instance-id, its own name
         seed = cloudinit.saved(target)
-        if seed.hostname in ("", src.name):
+        if seed.hostname in ("", src_name):
             seed.hostname = target.name
         cloudinit.write_seed(target, seed)

@@ -20,10 +20,19 @@ Transaction: killed (-9 too), its watchdog destroys it; when both die, the next 
 it (kvm:creating names a dead pid), destroys it and says so. The VM is renamed into ROOT/vm only
 once every stream is in. An incremental restore marks the VM's dataset kvm:restoring=PID:BASE
 first; the next vmrestore rolls a VM so marked by a dead pid back to BASE and says so.
+
+A restore under another name than the exported one is a copy, beside an original that may still
+exist: it gets what vmclone gives a clone (clone.new_identity: fresh MACs, UEFI vars, TPM and
+cloud-init instance, the name on comments, tapNAME, the zvol paths of its own dataset). A restore
+under the exported name keeps its identity; where its dataset is another than the exported one
+(another root or pool) the zvol paths alone become its own. Kill-safe: the received dataset is
+marked kvm:restored-from="NAME DATASET" before it is renamed into ROOT/vm, the mark removed once
+the files are rewritten; the next vmrestore completes a VM still so marked and says so.
 """
 
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -45,6 +54,7 @@ STAGING = "vmrestore-"                 # ROOT/vmrestore-PID: a full restore's st
 SPOOL = ".vmrestore-{pid}.spool"       # stdin spooled in ROOT
 RESTORING = "kvm:restoring"            # PID:BASE on a VM an incremental restore is changing
 OLD = "vmrestore-old-"                 # ROOT/vmrestore-old-NAME: the VM --force replaces, for a moment
+COPIED = "kvm:restored-from"         # "NAME DATASET" on a restored VM whose files are still to be rewritten
 COMPRESSORS = {"zstd": (["zstd", "-q", "-c", "-T0"], ["zstd", "-q", "-d", "-c"])}
 
 
@@ -136,7 +146,7 @@ def manifest(vm, cfg, datasets, snapshot, base, compress):
         conf = vm.conf_path.read_text(errors="surrogateescape")
     except OSError:
         conf = ""
-    return {"format": 1, "kvm": __version__, "name": vm.name, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    return {"format": 1, "kvm": __version__, "name": vm.name, "dataset": vm.dataset(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "snapshot": snapshot, "base": base, "compress": compress or "none", "set.conf": conf,
             "snapshots": snapshots_of(vm.dataset()), "disk_driver": cfg.disk_driver,
             "firmware": install.read_manifest(vm.root.path / "firmware"), "streams": streams}
@@ -365,6 +375,15 @@ def clean_leftovers(root, say):
             zfs.inherit_prop(name, RESTORING)
             say(f"vmrestore: {name.split('/')[-1]}: rolled back to {snap}, where a killed incremental vmrestore "
                 f"had left it half-applied")
+    marked = zfs.get_props([root.vm_dataset()], [COPIED], recursive=True, depth=1, with_source=True)
+    for name, props in marked.items():
+        value, source = props.get(COPIED, (None, "-"))
+        vm = vmmod.Vm(root, name.split("/")[-1])
+        if source == "local" and value and name != root.vm_dataset() and vm.exists():
+            with lock.hold_vm(vm.run, "vmrestore"):
+                if finish_copy(vm):
+                    say(f"vmrestore: {vm.name}: rewrote the files of this copy of {value.split(' ')[0]}, which a "
+                        f"killed vmrestore had left naming the original's")
 
 
 def spool_stdin(root, say=None):
@@ -386,17 +405,79 @@ def restore(root, exp, name, force=False, progress=None, say=None):
     info = exp.info
     vmmod.check_name(name)
     target = f"{root.vm_dataset()}/{name}"
+    copied = copy_of(info, name, target)
+    if copied and copied[0] != name:
+        check_copy(root, info, name)
     with lock.hold_vm(vmmod.Vm(root, name).run, "vmrestore"):
-        if info.get("base"):
-            _incremental(root, exp, name, target, progress)
-        else:
-            _full(root, exp, name, target, force, progress)
+        try:
+            if info.get("base"):
+                _incremental(root, exp, name, target, progress, copied)
+            else:
+                _full(root, exp, name, target, force, progress, copied)
+        except BaseException:
+            if copied:   # an increment rolled back to its base: the copy's files again, when it can
+                try:
+                    finish_copy(vmmod.Vm(root, name))
+                except (KvmError, zfs.ZFSError):
+                    pass   # still marked: the next vmrestore completes it
+            raise
+        if copied:
+            finish_copy(vmmod.Vm(root, name))
     warnings = []
     try:
         warnings = receive.check_runnable(vmmod.Vm(root, name))
     except KvmError as exc:
         warnings.append(exc.message)
     return warnings
+
+
+def exported_dataset(info):
+    """The exported VM's dataset: the manifest's (since it names it), else the ROOT/vm/NAME its
+    set.conf's zvol paths name (a file of an earlier version), else None."""
+    if info.get("dataset"):
+        return info["dataset"]
+    found = re.search(rf"/dev/zvol/((?:[^/\s\"',]+/)+vm/{re.escape(info['name'])})/", info.get("set.conf") or "")
+    return found.group(1) if found else None
+
+
+def copy_of(info, name, target):
+    """(exported name, exported dataset) when the restored VM is to be rewritten (another name, or
+    another dataset its zvol paths must follow), else None."""
+    old_name, old_ds = info["name"], exported_dataset(info) or target
+    return (old_name, old_ds) if (old_name, old_ds) != (name, target) else None
+
+
+def check_copy(root, info, name):
+    """Before anything is received: what a copy named `name` needs (the tap name vmcreate would
+    derive for it, fresh UEFI vars), refused as vmclone refuses it."""
+    from kvm.conf import config, shconf
+    from kvm.manage import clone, create, rename
+    text = info.get("set.conf") or ""
+    if rename.uses_tap(text, info["name"]):
+        create.derived_tap(name)
+    try:
+        vmrom = shconf.read_plain(text).values.get("VMrom", "")
+    except KvmError:
+        vmrom = ""
+    clone.vars_template(root, config.loader_kind(vmrom), name, "the restored copy")
+
+
+def finish_copy(vm):
+    """The files of a VM marked kvm:restored-from rewritten (see the module's doc), then the mark
+    removed; True when there was one. Done again, it changes nothing but the fresh identity."""
+    value = zfs.get_prop(vm.dataset(), COPIED)
+    if not value or value == "-" or " " not in value:
+        return False
+    old_name, old_ds = value.split(" ", 1)
+    from kvm.manage import clone, rename
+    if old_name != vm.name:
+        clone.new_identity(old_name, vm, clone.vars_template(vm.root, vm.config().loader, vm.name,
+                                                             "the restored copy"), old_ds)
+    else:
+        rename.rewrite_files(vm, old_name, old_dataset=old_ds)
+    vm.forget_config()
+    zfs.inherit_prop(vm.dataset(), COPIED)
+    return True
 
 
 def _argvs(info, dataset, force=False):
@@ -407,7 +488,7 @@ def _argvs(info, dataset, force=False):
     return argvs
 
 
-def _full(root, exp, name, target, force, progress):
+def _full(root, exp, name, target, force, progress, copied=None):
     exists = zfs.lzc_exists(target)
     if exists and not force:
         raise AlreadyExists("exists: not overwritten (vmrestore --force replaces it, or give another NAME)", vm=name)
@@ -422,6 +503,8 @@ def _full(root, exp, name, target, force, progress):
             _check(vmmod.Vm(root, name), pump.pump_in(exp.path, offset, size, _argvs(exp.info, into), count),
                    "restore")
             done += size
+        if copied:   # marked before it is a VM in ROOT/vm: a kill from here on is completed later
+            zfs.set_prop(f"{staging}/{name}", COPIED, " ".join(copied))
         if exists:
             old = f"{root.dataset()}/{OLD}{name}"
             zfs.lzc_rename(target, old)
@@ -434,7 +517,7 @@ def _full(root, exp, name, target, force, progress):
         progress(done, final=True)
 
 
-def _incremental(root, exp, name, target, progress):
+def _incremental(root, exp, name, target, progress, copied=None):
     info = exp.info
     base = info["base"]
     if not zfs.lzc_exists(target):
@@ -459,6 +542,8 @@ def _incremental(root, exp, name, target, progress):
                              f"would destroy them", vm=name)
         plan.append(d)
     zfs.set_prop(target, RESTORING, f"{os.getpid()}:{base}")
+    if copied:   # the increment brings the exported set.conf back: rewritten again after it
+        zfs.set_prop(target, COPIED, " ".join(copied))
     done = 0
     try:
         for d, (offset, size) in zip(plan, exp.spans):
