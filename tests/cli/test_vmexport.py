@@ -247,3 +247,79 @@ def test_kill_9_during_an_incremental_vmrestore_is_rolled_back_by_the_next_run(i
     assert "copy: rolled back to s1, where a killed incremental vmrestore had left it half-applied" in res.stderr
     assert sha(install / "vm" / "copy" / "disk") == sha(web / "disk") != base
     assert not marked()
+
+
+def identity_vm(install, env, web):
+    """web with what makes a VM itself: a MAC, its default tap, UEFI vars it wrote, TPM state, a log."""
+    res = cmd(install, env, "vmset", "web", "Devices=3,virtio-net,tapWEB,mac=58:9c:fc:00:00:01")
+    assert res.returncode == 0, res.stderr
+    (web / "UEFI_VARS.fd").write_bytes(b"web's own boot entries")
+    (web / "tpm").mkdir(mode=0o700)
+    (web / "tpm" / "tpm2-00.permall").write_bytes(b"web's TPM")
+    (web / "web.log").write_text("web's log\n")
+
+
+def test_a_restore_under_another_name_is_a_copy_with_its_own_identity(install, env, web, tmp_path):
+    """The original still exists: the copy must not share its MAC, tap, UEFI vars or TPM (what
+    vmclone gives a clone); the original is untouched."""
+    identity_vm(install, env, web)
+    out = tmp_path / "web.x"
+    export(install, env, "web", out)
+    mine = {p: p.read_bytes() for p in web.rglob("*") if p.is_file()}
+    res = cmd(install, env, "vmrestore", out, "copy")
+    assert res.returncode == 0, res.stderr
+    assert "copy: a copy of web: fresh MAC addresses, UEFI vars, TPM and cloud-init instance" in res.stderr
+    copy = install / "vm" / "copy"
+    conf = (copy / "set.conf").read_text()
+    assert conf.startswith("# VM settings for copy\n") and "3,virtio-net,tapCOPY,mac=02:" in conf, conf
+    assert "58:9c:fc:00:00:01" not in conf and "tapWEB" not in conf
+    assert (copy / "UEFI_VARS.fd").read_bytes() == (install / "firmware" / "BHYVE_UEFI_VARS.fd").read_bytes()
+    assert list((copy / "tpm").iterdir()) == [] and not (copy / "web.log").exists()
+    assert sha(copy / "disk") == sha(web / "disk")
+    assert {p: p.read_bytes() for p in web.rglob("*") if p.is_file()} == mine
+    assert cmd(install, env, "vminfo", "copy").returncode == 0
+
+
+def test_a_restore_under_its_own_name_keeps_its_identity_byte_for_byte(install, env, web, tmp_path, pool):
+    identity_vm(install, env, web)
+    out = tmp_path / "web.x"
+    export(install, env, "web", out)
+    files = {p.relative_to(web): p.read_bytes() for p in web.rglob("*") if p.is_file()}
+    assert cmd(install, env, "vmdestroy", "web", "-y").returncode == 0
+    res = cmd(install, env, "vmrestore", out)
+    assert res.returncode == 0 and "a copy of" not in res.stderr, res.stderr
+    assert {p.relative_to(web): p.read_bytes() for p in web.rglob("*") if p.is_file()} == files
+    assert subprocess.run(["zfs", "get", "-H", "-o", "source", "kvm:restored-from", f"{pool}/kvm/vm/web"],
+                          capture_output=True, text=True).stdout.strip() != "local"
+
+
+def test_a_copy_whose_tap_name_would_be_too_long_is_refused_before_anything_is_received(install, env, web, tmp_path,
+                                                                                           pool):
+    identity_vm(install, env, web)
+    out = tmp_path / "web.x"
+    export(install, env, "web", out)
+    before = datasets(pool)
+    one_line_error(cmd(install, env, "vmrestore", out, "averyverylongname"),
+                   "vmrestore: averyverylongname: its tap 'tapAVERYVERYLONGNAME' is longer than 15", status=2)
+    assert datasets(pool) == before
+
+
+def test_a_copy_a_killed_vmrestore_left_with_the_originals_files_is_completed_by_the_next(install, env, web, tmp_path,
+                                                                                          pool):
+    """The state kill -9 leaves between the rename into ROOT/vm and the rewrite: the copy marked
+    kvm:restored-from, its files the original's. The next vmrestore (any) rewrites them and says so."""
+    identity_vm(install, env, web)
+    out = tmp_path / "web.x"
+    export(install, env, "web", out)
+    assert cmd(install, env, "vmrestore", out, "copy").returncode == 0
+    copy = install / "vm" / "copy"
+    (copy / "set.conf").write_bytes((web / "set.conf").read_bytes())
+    subprocess.run(["zfs", "set", f"kvm:restored-from=web {pool}/kvm/vm/web", f"{pool}/kvm/vm/copy"], check=True)
+    res = cmd(install, env, "vmrestore", tmp_path / "nosuch")
+    assert res.returncode == 6, res.stderr
+    assert "vmrestore: copy: rewrote the files of this copy of web, which a killed vmrestore had left naming the " \
+           "original's" in res.stderr
+    conf = (copy / "set.conf").read_text()
+    assert "tapCOPY,mac=02:" in conf and "58:9c:fc:00:00:01" not in conf
+    res = cmd(install, env, "vmrestore", tmp_path / "nosuch")
+    assert "rewrote" not in res.stderr and (copy / "set.conf").read_text() == conf

@@ -171,3 +171,27 @@ def test_vmdestroy_of_a_clone_releases_the_clone_snapshots_of_its_children_too(i
     left = datasets(pool)
     assert not {f"{src}@{snap}", f"{src}/data@{snap}", f"{pool}/kvm/vm/db"} & left, sorted(left)
     assert {f"{src}@mine", f"{src}/data@mine", f"{src}/data"} <= left
+
+
+def test_vmrestore_under_another_name_names_the_copys_own_zvols(install, env, pool, web, tmp_path):
+    """Filesystems stand for web's zvols (zfs-fuse has none): exported as web's children, received
+    below db's dataset, and db's set.conf and run name db's; web2's path stays."""
+    for child in ("disk", "disk1"):
+        subprocess.run(["zfs", "create", f"{pool}/kvm/vm/web/{child}"], check=True)
+    out = tmp_path / "web.x"
+    res = cmd(install, env, "vmexport", "web", out)
+    assert res.returncode == 0, res.stderr
+    with open(out, "rb") as fh:
+        fh.readline()
+        info = json.loads(fh.readline())
+    assert info["dataset"] == f"{pool}/kvm/vm/web" and [s["dataset"] for s in info["streams"]] == ["", "disk", "disk1"]
+    mine = snapshot_tree(web)
+    res = cmd(install, env, "vmrestore", out, "db")
+    assert res.returncode == 0, res.stderr
+    assert {f"{pool}/kvm/vm/db/disk", f"{pool}/kvm/vm/db/disk1"} <= datasets(pool)
+    db, new = install / "vm" / "db", zvols(pool, "db")
+    conf, run = (db / "set.conf").read_text(), (db / "run").read_text()
+    assert f'Disk="{new}/disk"' in conf and f"4,virtio-blk,{new}/disk1" in conf and "tapDB" in conf, conf
+    assert zvols(pool, "web") + "/" not in conf
+    assert f"dd if={new}/disk of=/dev/null" in run and f"ls {zvols(pool, 'web2')}/disk" in run
+    assert snapshot_tree(web) == mine
