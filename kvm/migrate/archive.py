@@ -54,7 +54,7 @@ STAGING = "vmrestore-"                 # ROOT/vmrestore-PID: a full restore's st
 SPOOL = ".vmrestore-{pid}.spool"       # stdin spooled in ROOT
 RESTORING = "kvm:restoring"            # PID:BASE on a VM an incremental restore is changing
 OLD = "vmrestore-old-"                 # ROOT/vmrestore-old-NAME: the VM --force replaces, for a moment
-COPIED = "kvm:restored-from"         # "NAME DATASET" on a restored VM whose files are still to be rewritten
+COPIED = "kvm:restored-from"           # "NAME DATASET" on a restored VM whose files are still to be rewritten
 COMPRESSORS = {"zstd": (["zstd", "-q", "-c", "-T0"], ["zstd", "-q", "-d", "-c"])}
 
 
@@ -146,7 +146,8 @@ def manifest(vm, cfg, datasets, snapshot, base, compress):
         conf = vm.conf_path.read_text(errors="surrogateescape")
     except OSError:
         conf = ""
-    return {"format": 1, "kvm": __version__, "name": vm.name, "dataset": vm.dataset(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    return {"format": 1, "kvm": __version__, "name": vm.name, "dataset": vm.dataset(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "snapshot": snapshot, "base": base, "compress": compress or "none", "set.conf": conf,
             "snapshots": snapshots_of(vm.dataset()), "disk_driver": cfg.disk_driver,
             "firmware": install.read_manifest(vm.root.path / "firmware"), "streams": streams}
@@ -379,11 +380,16 @@ def clean_leftovers(root, say):
     for name, props in marked.items():
         value, source = props.get(COPIED, (None, "-"))
         vm = vmmod.Vm(root, name.split("/")[-1])
-        if source == "local" and value and name != root.vm_dataset() and vm.exists():
-            with lock.hold_vm(vm.run, "vmrestore"):
-                if finish_copy(vm):
-                    say(f"vmrestore: {vm.name}: rewrote the files of this copy of {value.split(' ')[0]}, which a "
-                        f"killed vmrestore had left naming the original's")
+        if source != "local" or not value or name == root.vm_dataset() or not vm.exists():
+            continue
+        try:
+            held = lock.hold_vm(vm.run, "vmrestore")   # taken here, or refused at once
+        except KvmError:
+            continue   # a vmrestore at work on it now (or the VM runs): not ours to finish now
+        with held:
+            if finish_copy(vm):
+                say(f"vmrestore: {vm.name}: rewrote the files of this copy of {value.split(' ')[0]}, which a "
+                    f"killed vmrestore had left naming the original's")
 
 
 def spool_stdin(root, say=None):

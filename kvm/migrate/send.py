@@ -113,6 +113,11 @@ def check_sendable(vm, cfg, migrated=None):
     """Only VMs whose data is all inside ROOT/vm/NAME (other datasets are not sent), not migrated
     (migrated: its kvm:migrated, when the caller read it already)."""
     extra = snapmod.datasets_of(vm, cfg)[1:]
+    zvols = [d for d in extra if d.startswith(vm.dataset() + "/")]
+    if zvols:   # its own, but one stream of its dataset does not hold them, and DEST would name SRC's
+        raise StateError(f"its disk {', '.join(zfs.zvol_device(d) for d in zvols)} is a zvol: vmsend sends "
+                         f"{vm.dataset()} alone, not the zvols below it (vmexport and vmrestore carry them)",
+                         vm=vm.name)
     if extra:
         raise StateError(f"its data lies also on {', '.join(extra)}: vmsend sends {vm.dataset()} only "
                          f"(move the disk into the VM folder)", vm=vm.name)

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from tests.cli.test_vmsend import far  # noqa: F401 (a fixture: a second install root on a pool of its own)
 from tests.conftest import cmd, create_vm, datasets, one_line_error, snapshot_tree
 
 
@@ -22,7 +23,8 @@ def web(install, env, pool):
     run hook using them beside web2's zvol (a whole-component neighbour that must stay)."""
     d = create_vm(install, env, "web", "--bridge", "bridge0")
     mine = zvols(pool, "web")
-    res = cmd(install, env, "vmset", "web", f"Disk={mine}/disk", f"Devices=3,virtio-net,tapWEB 4,virtio-blk,{mine}/disk1")
+    res = cmd(install, env, "vmset", "web", f"Disk={mine}/disk",
+              f"Devices=3,virtio-net,tapWEB 4,virtio-blk,{mine}/disk1")
     assert res.returncode == 0, res.stderr
     run = (d / "run").read_text()
     run += (f"# data: {mine}/disk1, web2's: {zvols(pool, 'web2')}/disk\n"
@@ -164,7 +166,8 @@ def test_vmdestroy_of_a_clone_releases_the_clone_snapshots_of_its_children_too(i
     create_vm(install, env, "web")
     src, snap = f"{pool}/kvm/vm/web", "clone-db-20261207000000"
     for argv in (["create", f"{src}/data"], ["snapshot", "-r", f"{src}@{snap}"], ["snapshot", "-r", f"{src}@mine"],
-                 ["clone", f"{src}@{snap}", f"{pool}/kvm/vm/db"], ["clone", f"{src}/data@{snap}", f"{pool}/kvm/vm/db/data"]):
+                 ["clone", f"{src}@{snap}", f"{pool}/kvm/vm/db"],
+                 ["clone", f"{src}/data@{snap}", f"{pool}/kvm/vm/db/data"]):
         subprocess.run(["zfs", *argv], check=True)
     res = cmd(install, env, "vmdestroy", "-y", "db")
     assert res.returncode == 0, res.stderr
@@ -195,3 +198,14 @@ def test_vmrestore_under_another_name_names_the_copys_own_zvols(install, env, po
     assert zvols(pool, "web") + "/" not in conf
     assert f"dd if={new}/disk of=/dev/null" in run and f"ls {zvols(pool, 'web2')}/disk" in run
     assert snapshot_tree(web) == mine
+
+
+def test_vmsend_of_a_vm_with_zvol_disks_is_refused_naming_them(install, env, pool, web, far):
+    """vmsend sends the VM's dataset as one stream, without the zvols below it, and the copy would
+    name the source's: refused before anything is sent, saying what carries them."""
+    root, far_pool = far
+    before = (datasets(pool), datasets(far_pool))
+    one_line_error(cmd(install, env, "vmsend", "web", "--local", root, "--copy"),
+                   f"vmsend: web: its disk {zvols(pool, 'web')}/disk, {zvols(pool, 'web')}/disk1 is a zvol: vmsend "
+                   f"sends {pool}/kvm/vm/web alone, not the zvols below it (vmexport and vmrestore carry them)")
+    assert (datasets(pool), datasets(far_pool)) == before
