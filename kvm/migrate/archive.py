@@ -387,7 +387,13 @@ def clean_leftovers(root, say):
         except KvmError:
             continue   # a vmrestore at work on it now (or the VM runs): not ours to finish now
         with held:
-            if finish_copy(vm):
+            try:
+                done = finish_copy(vm)
+            except KvmError as exc:   # said, and left marked: it must not stop every restore
+                say(f"vmrestore: {vm.name}: cannot rewrite the files of this copy of {value.split(' ')[0]} yet "
+                    f"({exc.message}): it still names the original's")
+                continue
+            if done:
                 say(f"vmrestore: {vm.name}: rewrote the files of this copy of {value.split(' ')[0]}, which a "
                     f"killed vmrestore had left naming the original's")
 
@@ -456,16 +462,20 @@ def copy_of(info, name, target):
 def check_copy(root, info, name):
     """Before anything is received: what a copy named `name` needs (the tap name vmcreate would
     derive for it, fresh UEFI vars), refused as vmclone refuses it."""
-    from kvm.conf import config, shconf
     from kvm.manage import clone, create, rename
     text = info.get("set.conf") or ""
     if rename.uses_tap(text, info["name"]):
         create.derived_tap(name)
+    clone.vars_template(root, _loader(text), name, "the restored copy")
+
+
+def _loader(text):
+    """The loader kind a set.conf's text names (uefi, grub), read as text: never refused here."""
+    from kvm.conf import config, shconf
     try:
-        vmrom = shconf.read_plain(text).values.get("VMrom", "")
+        return config.loader_kind(str(shconf.read_plain(text).values.get("VMrom") or ""))
     except KvmError:
-        vmrom = ""
-    clone.vars_template(root, config.loader_kind(vmrom), name, "the restored copy")
+        return None
 
 
 def finish_copy(vm):
@@ -477,8 +487,10 @@ def finish_copy(vm):
     old_name, old_ds = value.split(" ", 1)
     from kvm.manage import clone, rename
     if old_name != vm.name:
-        clone.new_identity(old_name, vm, clone.vars_template(vm.root, vm.config().loader, vm.name,
-                                                             "the restored copy"), old_ds)
+        from kvm.conf.shconf import read_text
+        text = read_text(str(vm.conf_path))   # a link is refused, as every set.conf read refuses it
+        clone.new_identity(old_name, vm, clone.vars_template(vm.root, _loader(text), vm.name, "the restored copy"),
+                           old_ds)
     else:
         rename.rewrite_files(vm, old_name, old_dataset=old_ds)
     vm.forget_config()

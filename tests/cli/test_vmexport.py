@@ -323,3 +323,20 @@ def test_a_copy_a_killed_vmrestore_left_with_the_originals_files_is_completed_by
     assert "tapCOPY,mac=02:" in conf and "58:9c:fc:00:00:01" not in conf
     res = cmd(install, env, "vmrestore", tmp_path / "nosuch")
     assert "rewrote" not in res.stderr and (copy / "set.conf").read_text() == conf
+
+
+def test_a_marked_copy_that_cannot_be_rewritten_is_said_and_stops_no_other_restore(install, env, web, tmp_path, pool):
+    identity_vm(install, env, web)
+    out = tmp_path / "web.x"
+    export(install, env, "web", out)
+    assert cmd(install, env, "vmrestore", out, "copy").returncode == 0
+    copy = install / "vm" / "copy"
+    (copy / "set.conf").unlink()
+    (copy / "set.conf").symlink_to(web / "set.conf")   # refused by every set.conf read
+    subprocess.run(["zfs", "set", f"kvm:restored-from=web {pool}/kvm/vm/web", f"{pool}/kvm/vm/copy"], check=True)
+    original = (web / "set.conf").read_bytes()
+    res = cmd(install, env, "vmrestore", out, "copy2")
+    assert res.returncode == 0, res.stderr
+    assert "vmrestore: copy: cannot rewrite the files of this copy of web yet (" in res.stderr
+    assert "tapCOPY2" in (install / "vm" / "copy2" / "set.conf").read_text()
+    assert (web / "set.conf").read_bytes() == original   # the link's target untouched
