@@ -148,8 +148,20 @@ OPERATE = """
     group/kvm.host.kvm: {kvm_bin: "{{ kvm_bin }}", root: "{{ root }}"}
   tasks:
     - kvm.host.kvm_vm: {name: web1, state: running, network: false, vnc: "no", com: true}
+      register: started
+    - kvm.host.kvm_vm: {name: web1, state: running}
+      register: running
     - kvm.host.kvm_snapshot: {vm: web1, name: s1}
     - kvm.host.kvm_vm: {name: web1, state: stopped}
+      register: stopped
+    - kvm.host.kvm_vm: {name: web1, state: stopped}
+      register: still
+    - ansible.builtin.assert:   # start --json and stop --json: already as asked is changed false, exit 0
+        that:
+          - started.power.start.changed and started.power.start.pid > 0
+          - not running.changed and running.power.start.pid == started.power.start.pid
+          - stopped.power.stop.was == 'running' and stopped.power.stop.how == 'acpi'
+          - not still.changed and still.power.stop.how == 'none'
     - ansible.builtin.file: {path: "{{ root }}/vm/web1/mark", state: touch}
     - kvm.host.kvm_snapshot: {vm: web1, name: s1, state: rolled_back}
     - ansible.builtin.stat: {path: "{{ root }}/vm/web1/mark"}
@@ -157,18 +169,24 @@ OPERATE = """
     - ansible.builtin.assert: {that: [not mark.stat.exists]}
     - kvm.host.kvm_send: {name: web1, mode: copy, local_root: "{{ far }}", start: false}
       register: copied
-    - ansible.builtin.assert: {that: [copied.dest_vm.name == 'web1', copied.vm.migrated is none]}
+    - ansible.builtin.assert:
+        that: [copied.dest_vm.name == 'web1', copied.vm.migrated is none, copied.send.mode == 'copy',
+               copied.send.bytes > 0, copied.send.downtime_s is none]
     - kvm.host.kvm_send: {name: web1, local_root: "{{ far }}", start: false}
       register: moved
-    - ansible.builtin.assert: {that: [moved.vm.migrated is string, moved.dest_vm.state == 'stopped']}
+    - ansible.builtin.assert:
+        that: [moved.vm.migrated is string, moved.dest_vm.state == 'stopped', moved.send.migrated,
+               not moved.send.started]
     - kvm.host.kvm_send: {name: web1, local_root: "{{ far }}", start: false}
       register: again
-    - ansible.builtin.assert: {that: [not again.changed]}
+    - ansible.builtin.assert: {that: [not again.changed, not again.send.changed]}
     - kvm.host.kvm_snapshot: {vm: web1, name: s1, state: absent}
     - kvm.host.kvm_vm: {name: web1, state: absent}
+      register: destroyed
     - kvm.host.kvm_vm: {name: web1, state: absent}
       register: gone
-    - ansible.builtin.assert: {that: [not gone.changed]}
+    - ansible.builtin.assert:
+        that: [not gone.changed, "destroyed.power.vmdestroy.destroyed[-1].endswith('/vm/web1')"]
     - kvm.host.kvm_vm: {kvm_bin: "{{ kvm_bin }}", root: "{{ far }}", name: web1, state: absent}
 """
 
