@@ -163,7 +163,7 @@ restart_required:
   type: bool
 power:
   description:
-    - The JSON objects of the C(start), C(stop) and C(vmdestroy) the task ran, by command (kvm(8) JSON OUTPUT):
+    - The JSON objects of the C(start), C(stop) and C(vmdestroy) the task ran, by command (kvm(8) JSON OUTPUT);
       C(start) has C(state), C(pid) and C(changed); C(stop) has C(was), C(how) (agent, acpi, force, none) and
       C(changed); C(vmdestroy) has C(destroyed), the datasets.
   returned: always
