@@ -5,6 +5,7 @@ that has --json; an error under --json is one JSON object on stderr; exit status
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -292,3 +293,29 @@ def test_start_stop_vmsend_vmdestroy_json(install, env, pool, far):
     assert (no.returncode, no.stdout) == (1, "") and f"{pool}/kvm/vm/db" in datasets(pool)
     eof = cmd(install, env, "vmdestroy", "db", "--json", input="")         # no answer: a usage error
     assert (eof.returncode, json.loads(eof.stderr.splitlines()[-1])["kind"]) == (2, "usage"), eof.stderr
+
+
+def test_addresses_from_the_leases_of_the_switchs_dnsmasq(install, env):
+    """vminfo --json and vmlist --json carry `addresses`: the lease kvm's dnsmasq wrote for the NIC's
+    MAC (bhyve's, as the guest has it), from a lease file as dnsmasq writes it; none without one."""
+    import hashlib
+    import time
+    assert cmd(install, env, "switch", "create", "lan").returncode == 0
+    create_vm(install, env, "web", "--switch", "lan")
+    create_vm(install, env, "db")
+    assert conforms(cmd(install, env, "vminfo", "web", "--json"), "vminfo")["addresses"] == []
+    d = hashlib.md5(b"3-0-web").digest()                 # bhyve's net_genmac for slot 3, function 0
+    mac = "00:a0:98:%02x:%02x:%02x" % (d[0], d[1], d[2])
+    leases = Path(env["KVM_RUN_DIR"]) / "switch" / "lan" / "dnsmasq.leases"
+    leases.parent.mkdir(parents=True, exist_ok=True)
+    soon = int(time.time()) + 3600
+    leases.write_text(f"{soon} 00:a0:98:aa:bb:cc 10.0.7.60 other *\n{soon} {mac} 10.0.7.50 web 01:{mac}\n"
+                      "duid 00:01:00:01:2c:4f:aa:bb:52:54:00:12:34:56\n")
+    lease = {"address": "10.0.7.50", "source": "lease", "switch": "lan", "mac": mac}
+    assert conforms(cmd(install, env, "vminfo", "web", "--json"), "vminfo")["addresses"] == [lease]
+    assert f"10.0.7.50 (DHCP lease on lan, mac {mac})" in cmd(install, env, "vminfo", "web").stdout
+    for _ in range(2):                                    # the second from vmlist's cache of set.conf
+        rows = {r["name"]: r for r in conforms(cmd(install, env, "vmlist", "--json"), "vmlist")}
+        assert (rows["web"]["addresses"], rows["db"]["addresses"]) == ([lease], [])
+    leases.write_text(f"{int(time.time()) - 5} {mac} 10.0.7.50 web *\n")          # expired: none
+    assert conforms(cmd(install, env, "vminfo", "web", "--json"), "vminfo")["addresses"] == []

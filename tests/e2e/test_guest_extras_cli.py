@@ -95,6 +95,7 @@ def test_tpm_pins_limits_and_the_agent_on_a_real_guest(cgroup_parent, make_vm):
         assert (folder / "cpu.max").read_text().strip() == "100000 100000"
     info = vm.info()
     assert info["agent"]["answer"] == {"os": "KVM test guest (busybox)", "addresses": ["10.0.0.9"]}
+    assert info["addresses"] == [{"address": "10.0.0.9", "source": "agent", "switch": None, "mac": None}]
     res = vm.run("stop", "x1", timeout=120)       # the guest ignores ACPI: the agent shuts it down
     assert "asked through the guest agent" in res.stdout, vm.explain(res.stdout + res.stderr)
     assert "KVMGUEST poweroff (guest agent)" in vm.console_log()
