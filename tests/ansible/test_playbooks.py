@@ -4,11 +4,13 @@ restart, copied and migrated to a second install root with kvm_send, rolled back
 run twice reports changed then ok; check mode creates nothing; the inventory plugin lists the VMs
 of two "hosts" (two roots). ansible-playbook starts in about 2 s: tasks are batched into few plays."""
 
+import hashlib
 import json
 import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -222,6 +224,15 @@ def test_inventory_lists_the_vms_of_two_roots(play, install, env, second_root, t
     for root, name in ((install, "a1"), (second_root, "b1")):
         assert kvm(env, "--root", root, "vmcreate", name, "-y", "--no-network", "--vnc", "no", "--com", "yes",
                    "--disk-size", "64M").returncode == 0
+    # a2 on a kvm switch, with the lease its dnsmasq wrote for the NIC's MAC (bhyve's for slot 3)
+    assert kvm(env, "--root", install, "switch", "create", "lan").returncode == 0
+    assert kvm(env, "--root", install, "vmcreate", "a2", "-y", "--switch", "lan", "--vnc", "no", "--com", "yes",
+               "--no-disk").returncode == 0
+    d = hashlib.md5(b"3-0-a2").digest()
+    mac = "00:a0:98:%02x:%02x:%02x" % (d[0], d[1], d[2])
+    leases = Path(env["KVM_RUN_DIR"]) / "switch" / "lan" / "dnsmasq.leases"
+    leases.parent.mkdir(parents=True, exist_ok=True)
+    leases.write_text(f"{int(time.time()) + 3600} {mac} 10.0.7.50 a2 *\n")
     assert kvm(env, "--root", install, "start", "-b", "a1").returncode == 0
     inv = tmp_path / "fleet.kvm.yml"
     bin_ = f"{sys.executable} -m kvm"
@@ -239,11 +250,17 @@ compose:
                          text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     got = json.loads(res.stdout)
-    assert got["kvm_on_host_a"]["hosts"] == ["host-a-a1"] and got["kvm_on_host_b"]["hosts"] == ["host-b-b1"]
-    assert got["kvm_running"]["hosts"] == ["host-a-a1"] and got["kvm_stopped"]["hosts"] == ["host-b-b1"]
+    assert sorted(got["kvm_on_host_a"]["hosts"]) == ["host-a-a1", "host-a-a2"]
+    assert got["kvm_on_host_b"]["hosts"] == ["host-b-b1"]
+    assert got["kvm_running"]["hosts"] == ["host-a-a1"] and sorted(got["kvm_stopped"]["hosts"]) == \
+        ["host-a-a2", "host-b-b1"]
     hostvars = plain(got["_meta"]["hostvars"]["host-a-a1"])
     assert (hostvars["kvm_host"], hostvars["kvm_vm"]["name"], hostvars["ansible_connection"]) == \
         ("host-a", "a1", "local")
+    assert hostvars["kvm_addresses"] == [] and "ansible_host" not in hostvars     # no lease, no agent: none
+    a2 = plain(got["_meta"]["hostvars"]["host-a-a2"])
+    assert a2["ansible_host"] == "10.0.7.50" and a2["kvm_addresses"] == \
+        [{"address": "10.0.7.50", "source": "lease", "switch": "lan", "mac": mac}]
     assert kvm(env, "--root", install, "stop", "a1").returncode == 0
 
 
