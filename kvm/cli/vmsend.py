@@ -90,7 +90,7 @@ def _carry_out(args, vm, dest, mode, sender):
     if args.dry_run:
         print("\n".join(sender.plan_lines()), file=sys.stderr if args.json else sys.stdout)
         if args.json:
-            jsonout.emit(sent_json(vm, dest, mode, changed=True, dry_run=True))
+            jsonout.emit(sent_json(vm, dest, mode, changed=True, sender=sender, dry_run=True))
         return 0
     if sender.running and mode != "copy" and not common.confirm(f"stop {vm.name} here to move it", args.yes):
         if args.json:
