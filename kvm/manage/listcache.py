@@ -17,7 +17,7 @@ from kvm.errors import KvmError
 from kvm.host import lock, paths
 
 FILE = "vmlist.cache"
-VERSION = 2   # 2: the facts end with [tpm, limits, pin, agent]
+VERSION = 3   # 2: the facts end with [tpm, limits, pin, agent]; 3: then [switch, vlan]
 SETTLE = 2  # seconds: a file changed since is read again next time (see cacheable)
 
 

@@ -22,7 +22,7 @@ from kvm.platform import rcd, systemd
 
 # every column, in the order `-o` documents them; the default set is what `vmlist` prints
 COLUMNS = ("name", "state", "pid", "cpu", "memory", "loader", "disk", "vnc", "auto", "uptime", "started",
-           "tpm", "limits", "pin", "agent")
+           "tpm", "limits", "pin", "agent", "switch", "vlan")
 DEFAULT = ("name", "state", "cpu", "memory", "loader", "disk", "vnc", "auto", "uptime")
 NUMERIC = frozenset({"pid", "cpu", "memory", "disk", "vnc", "uptime", "started"})
 STATE_ORDER = {"running": 0, "orphaned": 1, "starting": 2, "allocated": 3, "crashed": 4, "stopped": 5}
@@ -50,6 +50,7 @@ class Row:
         self.auto = False
         self.tpm = self.limits = self.pin = None   # TPM, Limits, CPUPin as set.conf writes them
         self.agent = False
+        self.switch = self.vlan = None   # the NICs' switches and VLANs, as config.switch_facts gives them
 
     def value(self, column):
         return getattr(self, column)
@@ -77,17 +78,18 @@ def read_values(path, text=None):
 
 
 def conf_facts(folder):
-    """[cores, memory bytes, loader kind, disk path, problems] from FOLDER/set.conf, as VmConfig's
+    """[cores, memory bytes, loader kind, disk path, problems, guest facts, switch facts] from
+    FOLDER/set.conf, as VmConfig's
     checkers read them (config.list_facts). Plain lists, as the cache keeps them; paths are
     strings (at 500 VMs, pathlib's objects cost more than reading the files)."""
     from kvm.conf import config
     try:
         values, unevaluated = read_values(f"{folder}/{shconf.CONF}")
     except KvmError as exc:
-        return [None, None, None, "", [str(exc)], [None, None, None, False]]
+        return [None, None, None, "", [str(exc)], [None, None, None, False], [None, None]]
     cores, memory, loader, disk, problems = config.list_facts(values, unevaluated)
     return [cores, memory, loader, os.path.join(folder, disk) if disk else "", problems,
-            config.guest_facts(values, unevaluated)]
+            config.guest_facts(values, unevaluated), config.switch_facts(values, unevaluated)]
 
 
 def disk_sizes(disks):
@@ -210,7 +212,7 @@ def rows(root, now=None):
         facts = entry[1] if entry and entry[0] == identity else conf_facts(folder)
         if listcache.cacheable(st, now):
             fresh[conf] = [identity, facts]
-        row.cpu, row.memory, row.loader, disks[name], problems, guest = facts
+        row.cpu, row.memory, row.loader, disks[name], problems, guest, (row.switch, row.vlan) = facts
         row.tpm, row.limits, row.pin, row.agent = guest
         row.auto = auto.enabled(name)
         if problems:
@@ -269,7 +271,7 @@ def cell(row, column, parsable=False):
         return "yes" if value else "no"
     if value is None:
         return "-"
-    if parsable or column in ("name", "state", "loader", "pid", "cpu", "vnc", "tpm", "limits", "pin"):
+    if parsable or column not in ("memory", "disk", "uptime", "started"):
         return str(value)
     if column in ("memory", "disk"):
         return human_size(value)
