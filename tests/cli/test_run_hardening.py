@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 
 from tests.cli.test_run import HOOKS, script, wait_for
-from tests.conftest import calls, kvm, one_line_error, run_folder
+from tests.conftest import _kill_supervisors, calls, kvm, one_line_error, run_folder
 
 
 @pytest.fixture
-def root(sysroot):
-    """An install root in a plain folder, with VM web (UEFI, a disk, hooks that log)."""
+def root(sysroot, env):
+    """An install root in a plain folder, with VM web (UEFI, a disk, hooks that log); whatever a
+    failed test left running in it is ended afterwards."""
     r = sysroot / "kvm"
     (r / "firmware").mkdir(parents=True)
     (r / "functions").write_text("# shell toolkit functions\n")
@@ -31,7 +32,8 @@ def root(sysroot):
     (d / "run").write_text(HOOKS.format(name="web", pre_extra=":"))
     (d / "disk").write_bytes(b"")
     (d / "UEFI_VARS.fd").write_bytes(b"vars")
-    return r
+    yield r
+    _kill_supervisors(env)
 
 
 def cmd(root, env, *args):
@@ -129,7 +131,8 @@ def test_the_vnc_password_file_is_gone_when_the_supervisor_ends(root, env, endin
     with_password(root)
     secrets = run_folder(env, root, "web") / "bhyve.conf"
     lines = {"stop": ["run"], "crash": ["triple after=0.3"], "bhyve killed": ["run"],
-             "reboot then poweroff": ["reboot after=0.3", "poweroff after=0.3"], "bhyve error": ["error after=0"]}[ending]
+             "reboot then poweroff": ["reboot after=0.3", "poweroff after=0.3"],
+             "bhyve error": ["error after=0"]}[ending]
     script(env, "web", *lines)
     assert cmd(root, env, "start", "-b", "web").returncode == 0
     if ending in ("stop", "bhyve killed"):

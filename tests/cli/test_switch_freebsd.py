@@ -382,8 +382,9 @@ def test_a_switch_lock_held_too_long_is_one_line_naming_the_holder(install, fbsd
     (hang / "ifconfig").write_text(f'#!/bin/sh\nif [ "$*" = "bridge create name lan" ]; then touch {flag}; '
                                    f'exec sleep 120; fi\nexec {real} "$@"\n')
     (hang / "ifconfig").chmod(0o755)
-    holder = subprocess.Popen([str(root / "switch"), "up", "lan"], cwd=root, env=dict(env, PATH=f"{hang}:{env['PATH']}"),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    holder = subprocess.Popen([str(root / "switch"), "up", "lan"], cwd=root,
+                              env=dict(env, PATH=f"{hang}:{env['PATH']}"), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         wait_for(flag.exists, what="the first up in its ifconfig")
         n, lock = len(calls(env)), Path(env["KVM_RUN_DIR"]) / "host" / "switch.lock"
