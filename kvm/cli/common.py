@@ -53,6 +53,17 @@ def hypervisor_text(attribute, otherwise):
         return otherwise
 
 
+# a prompt's line on stderr not ended by the user's echoed Enter (answers from a pipe): a --json
+# error object must still begin a line of its own
+_PROMPT = {"open": False}
+
+
+def _json_error(prog, message, status, kind, vm=None, hint=None):
+    if _PROMPT["open"]:
+        print(file=sys.stderr)
+    jsonout.print_error(prog, message, status, kind, vm, hint)
+
+
 def run(prog, build_parser, body, argv, launcher_dir=None):
     """Parse argv, run body(args), turn errors into one line and an exit status."""
     p = build_parser()
@@ -79,13 +90,13 @@ def run(prog, build_parser, body, argv, launcher_dir=None):
             exc.vm = _named_vm(args, valid_only=isinstance(exc, UsageError))  # every error about a VM names it
         _raced(exc)
         if as_json:
-            jsonout.print_error(prog, exc.message, exc.exit_status, exc.kind, exc.vm, exc.hint)
+            _json_error(prog, exc.message, exc.exit_status, exc.kind, exc.vm, exc.hint)
         else:
             print(exc.line(prog), file=sys.stderr)
         return exc.exit_status
     except KeyboardInterrupt:
         if as_json:
-            jsonout.print_error(prog, "interrupted", 130, "interrupted", _named_vm(args))
+            _json_error(prog, "interrupted", 130, "interrupted", _named_vm(args))
         else:
             print(KvmError("interrupted", vm=_named_vm(args)).line(prog), file=sys.stderr)
         return 130
@@ -96,7 +107,7 @@ def run(prog, build_parser, body, argv, launcher_dir=None):
             raise
         text = f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)"
         if as_json:
-            jsonout.print_error(prog, text, 1, "failure", _named_vm(args))
+            _json_error(prog, text, 1, "failure", _named_vm(args))
         else:
             print(f"{prog}: {text}", file=sys.stderr)
         return 1
@@ -178,6 +189,7 @@ def ask(question, default=None, stream_in=None, flag=None):
     naming `flag`, the option that answers the question instead."""
     stream_in = stream_in or sys.stdin
     print(question, end="", file=sys.stderr, flush=True)
+    _PROMPT["open"] = not is_terminal(stream_in)
     line = stream_in.readline()
     if not line:
         raise UsageError(f"no answer to '{question.strip()}' (stdin closed): "

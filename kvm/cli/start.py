@@ -2,13 +2,14 @@
 
 import argparse
 import os
+import sys
 import time
 
 from kvm import host
 from kvm import vm as vmmod
-from kvm.cli import common
+from kvm.cli import common, jsonout
 from kvm.conf.reach import of_config
-from kvm.errors import AlreadyExists, NotFound, NothingToDo, Refused, StateError
+from kvm.errors import AlreadyExists, NotFound, NothingToDo, Refused, StateError, UsageError
 from kvm.host import lock, runfiles
 from kvm.hypervisor import current as hypervisor
 from kvm.migrate.send import check_not_migrated
@@ -30,6 +31,9 @@ def build_parser():
                             "gracefully); -b detaches, logging to NAME.log in the VM folder and syslog.",
                       dry_run=True)
     p.add_argument("-b", "--background", action="store_true", help="detach; return once the VM is launched")
+    p.add_argument("--json", action="store_true",
+                   help="with -b or -n: print the result as a JSON object; a VM already running is "
+                        "\"changed\": false with exit 0 (kvm(8) JSON OUTPUT)")
     # the supervisor of a start -b, handed its lock (never a window without it): start -b runs
     # kvm/run/detached.py now; a start -b of an earlier version (an upgrade under way) ran this
     p.add_argument("--lock-fd", type=int, help=argparse.SUPPRESS)
@@ -38,12 +42,36 @@ def build_parser():
 
 
 def body(args):
+    if args.json and not (args.background or args.dry_run):
+        raise UsageError("--json needs -b or -n (a foreground start prints its supervisor's lines until the "
+                         "VM ends)", vm=args.name)
     vm = common.get_vm(args)
     if args.dry_run:
         for line in dry_run_lines(vm, lambda line: common.warn(PROG, line, vm=vm.name)):
-            print(line)
+            print(line, file=sys.stderr if args.json else sys.stdout)
         warn_unreachable(vm.config())
+        if args.json:
+            rt = vmmod.runtime(vm)
+            jsonout.emit(started_json(vm, rt, changed=not rt.active, dry_run=True))
         return 0
+    if not args.json:
+        return start(args, vm)
+    try:
+        return start(args, vm)
+    except NothingToDo:
+        # --json: a VM already running is a result, not an error (the text form exits 9)
+        jsonout.emit(started_json(vm, vmmod.runtime(vm), changed=False))
+        return 0
+
+
+def started_json(vm, rt, changed, dry_run=False, log=None):
+    """start --json's object: the VM's state after the start (or before it, in a dry run)."""
+    return {"vm": vm.name, "state": rt.state, "pid": rt.bhyve, "supervisor": rt.supervisor,
+            "log": str(log or runfiles.log_path(vm)), "changed": changed, "dry_run": dry_run}
+
+
+def start(args, vm):
+    """A real start: the foreground supervisor, or a detached one (-b)."""
     common.need_root_user(vm.name)
     # start -b's supervisor (lock_fd) was checked by its parent, under the lock it hands over
     fresh = args.lock_fd is None
@@ -61,7 +89,7 @@ def body(args):
         for line in cfg.warnings:
             common.warn(PROG, line, vm=vm.name)
         if args.background:
-            status = detach(vm, held, cfg.warnings)
+            status = detach(vm, held, cfg.warnings, args.json)
             warn_unreachable(cfg)  # after the launch: a start that fails says its one error line only
             return status
     except BaseException:
@@ -89,7 +117,7 @@ def warn_first(cfg):
     return write
 
 
-def detach(vm, held, warnings=()):
+def detach(vm, held, warnings=(), as_json=False):
     """Start a detached supervisor, handing it the VM's lock, and wait until it launched (or failed).
     It gets the VM as resolved here (root path and name) and reads set.conf only for its launch;
     the log gets set.conf's warnings, as this start printed them, before the supervisor's lines."""
@@ -104,7 +132,9 @@ def detach(vm, held, warnings=()):
         os.close(fd)
         held.release()  # the supervisor holds the same open lock file now
     state = wait_detached(vm, proc, log)
-    if state.get("bhyve"):
+    if as_json:
+        jsonout.emit(started_json(vm, vmmod.runtime(vm), changed=True, log=log))
+    elif state.get("bhyve"):
         print(f"{vm.name}: started, {hypervisor().name} pid {state['bhyve']}, supervisor pid {proc.pid} "
               f"(log {log})")
     else:

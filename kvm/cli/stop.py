@@ -3,8 +3,8 @@
 import sys
 
 from kvm import vm as vmmod
-from kvm.cli import common
-from kvm.errors import UsageError
+from kvm.cli import common, jsonout
+from kvm.errors import NothingToDo, UsageError
 from kvm.run.power import MAX_TIMEOUT, stop_vm, vm_timeout
 
 PROG = "stop"
@@ -15,6 +15,9 @@ HOW = {"agent": "shut down by the guest (asked through the guest agent)",
        "terminated": "terminated (bhyve ended on SIGTERM before the guest had ACPI up)",
        "cleaned": "was not running; its leftover allocation was destroyed",
        "stopped": "stopped", "requested": "stop requested"}
+# stop --json's "how": what stopped the guest, in the four words a caller branches on
+HOW_WORD = {"agent": "agent", "acpi": "acpi", "terminated": "acpi", "stopped": "acpi", "requested": "acpi",
+            "forced": "force", "killed": "force", "cleaned": "none"}
 WOULD = {"acpi": "stop it: the ACPI power button, then the power forced off after {seconds} s",
          "forced": "force the power off (-f)",
          "cleaned": "destroy its leftover allocation (it is not running)"}
@@ -28,6 +31,9 @@ def build_parser():
     p.add_argument("-f", "--force", action="store_true", help="force the power off at once")
     p.add_argument("-t", "--timeout", type=int, metavar="SECONDS",
                    help="how long to wait for the guest (default: StopTimeout in set.conf, else 60)")
+    p.add_argument("--json", action="store_true",
+                   help="print the result as a JSON object; a VM not running is \"changed\": false with "
+                        "exit 0 (kvm(8) JSON OUTPUT)")
     p.add_argument("name", help="VM name")
     return p
 
@@ -37,9 +43,21 @@ def body(args):
     if args.timeout is not None and not 1 <= args.timeout <= MAX_TIMEOUT:
         raise UsageError(f"timeout {args.timeout} is out of range (1..{MAX_TIMEOUT} seconds)", vm=args.name)
     vm = common.get_vm(args, root_user=True)
+    was = vmmod.runtime(vm).state
     # on a terminal, say what it waits for (up to the timeout: a minute by default)
-    how = stop_vm(vm, timeout=args.timeout, force=args.force,
-                  progress=common.info if common.is_terminal(sys.stderr) else None)
+    try:
+        how = stop_vm(vm, timeout=args.timeout, force=args.force,
+                      progress=common.info if common.is_terminal(sys.stderr) else None)
+    except NothingToDo:
+        if not args.json:
+            raise
+        # --json: a VM not running is a result, not an error (the text form exits 9)
+        jsonout.emit(stopped_json(vm, was, "none", None, changed=False, dry_run=args.dry_run))
+        return 0
+    if args.json:
+        word = "force" if args.force and how != "cleaned" else HOW_WORD.get(how, "acpi")
+        jsonout.emit(stopped_json(vm, was, word, how, changed=True, dry_run=args.dry_run))
+        return 0
     if args.dry_run:
         seconds = args.timeout if args.timeout is not None else vm_timeout(vm)
         print(f"{vm.name}: would " + WOULD["cleaned" if how == "cleaned" else "forced" if args.force else "acpi"]
@@ -48,3 +66,10 @@ def body(args):
     said = "forced off (-f)" if how == "forced" and args.force else HOW.get(how, how)
     print(f"{vm.name}: {said}")
     return 0
+
+
+def stopped_json(vm, was, how, detail, changed, dry_run):
+    """stop --json's object: the state before, how it was stopped (agent, acpi, force, none) and
+    the supervisor's own word for it (detail: acpi, forced, killed, terminated, cleaned...)."""
+    return {"vm": vm.name, "was": was, "how": how, "detail": detail, "changed": changed,
+            "dry_run": bool(dry_run)}

@@ -2,7 +2,8 @@
 
 from kvm import host
 from kvm import vm as vmmod
-from kvm.cli import common
+from kvm.cli import common, jsonout
+from kvm.errors import KvmError
 from kvm.manage import destroy
 from kvm.run.power import ensure_stopped
 
@@ -16,6 +17,8 @@ def build_parser():
     p.add_argument("-f", "--force", action="store_true", help="stop the VM first if it runs")
     p.add_argument("-R", dest="recursive", action="store_true",
                    help="also destroy the VMs and images cloned from this VM's snapshots (asks first)")
+    p.add_argument("--json", action="store_true",
+                   help="print what was destroyed as a JSON object (kvm(8) JSON OUTPUT)")
     p.add_argument("name", help="VM name")
     return p
 
@@ -39,6 +42,8 @@ def body(args):
         common.info(f"It also removes the systemd unit {script.path} and its link." if script.unit else
                     f"It also removes {script.path} and {script.rcvar} from rc.conf.")
     if not common.confirm(f"Destroy VM {vm.name}", args.yes or args.dry_run):
+        if args.json:
+            raise KvmError("nothing done (not confirmed)", vm=vm.name, hint=f"vmdestroy -y {vm.name}")
         common.info("Nothing done.")
         return 1
     how = ensure_stopped(vm, args.force, PROG)
@@ -48,5 +53,10 @@ def body(args):
         common.info(f"would destroy clone {user}" if args.dry_run else f"destroying clone {user}")
     destroy.destroy_dependents(vm, users)
     destroy.destroy(vm)
+    if args.json:
+        jsonout.emit({"vm": vm.name, "dataset": dataset, "destroyed": users + [dataset], "stopped": how or None,
+                      "script": str(script.path) if script else None, "changed": True,
+                      "dry_run": bool(args.dry_run)})
+        return 0
     common.said(args, f"destroyed {vm.name} ({dataset})", f"would destroy {vm.name} ({dataset})")
     return 0

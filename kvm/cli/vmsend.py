@@ -1,9 +1,11 @@
 """vmsend NAME DEST: migrate (warm by default, or --cold) or replicate (--copy) a VM to another root."""
 
+import sys
+
 from kvm import host
-from kvm.cli import common
-from kvm.errors import UsageError
-from kvm.migrate.send import Dest, Sender
+from kvm.cli import common, jsonout
+from kvm.errors import KvmError, UsageError
+from kvm.migrate.send import Dest, Sender, migrated_to
 from kvm.vm import check_name
 
 PROG = "vmsend"
@@ -33,6 +35,9 @@ def build_parser():
                    help="an ssh -o option (repeatable); the ssh command itself is KVM_SSH (default ssh)")
     p.add_argument("--remote-kvm", default="kvm", metavar="CMD",
                    help="the kvm command on DEST (default: kvm)")
+    p.add_argument("--json", action="store_true",
+                   help="print the result as a JSON object; a VM migrated to DEST already is \"changed\": "
+                        "false with exit 0 (kvm(8) JSON OUTPUT)")
     # DEST is optional (--local instead), and argparse gives an optional positional its empty
     # match at once: `vmsend web --ssh-opt X host` would call host an unrecognized argument
     p.parse_args = p.parse_intermixed_args
@@ -58,6 +63,10 @@ def body(args):
         if args.local and str(vm.root.path) == dest.root:
             raise UsageError(f"--local {args.local} is this VM's own root", vm=vm.name)
         mode = "copy" if args.copy else "cold" if args.cold else "warm"
+        if args.json and mode != "copy" and migrated_to(vm) == dest.label:
+            # --json: a VM migrated to DEST already is a result (the text form refuses it, 8)
+            jsonout.emit(sent_json(vm, dest, mode, changed=False))
+            return 0
         sender = Sender(vm, dest, mode, common.info, start=not args.no_start, keep=args.keep, peer=peer,
                         force=args.force)
         return _carry_out(args, vm, dest, mode, sender)
@@ -67,14 +76,31 @@ def body(args):
             sender.close()
 
 
+def sent_json(vm, dest, mode, changed, sender=None, downtime=None, dry_run=False):
+    """vmsend --json's object: where, how, the bytes relayed, the downtime (null when the VM did
+    not stop), whether it was started on DEST and whether the source is marked migrated."""
+    migrated = mode != "copy" and changed and not (sender and sender.keep)
+    return {"vm": vm.name, "dest": dest.label, "mode": mode, "bytes": sender.sent if sender else 0,
+            "downtime_s": None if downtime is None else round(downtime, 3),
+            "started": bool(sender and sender.start and downtime is not None),
+            "migrated": migrated or not changed, "changed": changed, "dry_run": dry_run}
+
+
 def _carry_out(args, vm, dest, mode, sender):
     if args.dry_run:
-        print("\n".join(sender.plan_lines()))
+        print("\n".join(sender.plan_lines()), file=sys.stderr if args.json else sys.stdout)
+        if args.json:
+            jsonout.emit(sent_json(vm, dest, mode, changed=True, sender=sender, dry_run=True))
         return 0
     if sender.running and mode != "copy" and not common.confirm(f"stop {vm.name} here to move it", args.yes):
+        if args.json:
+            raise KvmError("nothing sent (not confirmed)", vm=vm.name, hint=f"vmsend -y {vm.name}")
         print(f"{vm.name}: nothing sent")
         return 1
     downtime = sender.run()
+    if args.json:
+        jsonout.emit(sent_json(vm, dest, mode, changed=True, sender=sender, downtime=downtime))
+        return 0
     done = {"copy": "copied to", "warm": "migrated to", "cold": "migrated to"}[mode]
     print(f"{vm.name}: {done} {dest.label}" + (f"; downtime {downtime:.2f}s" if downtime is not None else ""))
     return 0

@@ -19,7 +19,7 @@ from kvm.conf.confedit import (  # noqa: F401
     sh_quote,
 )
 from kvm.conf import guestconf
-from kvm.conf.devices import EMULATIONS, NEEDS_SOURCE, RESERVED_SLOTS, Device, parse_devices  # noqa: F401
+from kvm.conf.devices import EMULATIONS, NEEDS_SOURCE, RESERVED_SLOTS, Device, nic_mac, parse_devices  # noqa: F401
 from kvm.conf.shconf import (  # noqa: F401
     CONF,
     NAME_RE,
@@ -687,6 +687,24 @@ def list_facts(values, unevaluated=()):
     kind = checked("VMrom", loader, "")
     disk = "" if "Disk" in unevaluated else values.get("Disk") or ""
     return cores, mem, kind, disk, problems
+
+
+def nic_macs(name, nics, devices):
+    """[[switch, MAC]] of the NICs kvm puts on switches (Switch), the MAC as the guest has it."""
+    by_tap = {d.source: d for d in devices if d.kind == "nic"}
+    return [[n.switch, nic_mac(name, by_tap[n.tap])] for n in nics if n.tap in by_tap]
+
+
+def switch_macs(name, values, unevaluated=()):
+    """nic_macs from set.conf's values for vmlist ([] when Switch is unset, not evaluated or refused:
+    vminfo explains it)."""
+    if not values.get("Switch") or {"Switch", "Devices", "VMoptions"} & set(unevaluated):
+        return []
+    try:
+        return nic_macs(name, parse_nics(values["Switch"]),
+                        parse_devices(name, values.get("Devices") or "", values.get("VMoptions") or ""))
+    except (ValueError, KvmError):
+        return []
 
 
 def guest_facts(values, unevaluated=()):

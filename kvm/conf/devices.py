@@ -62,6 +62,25 @@ class Device:
         return self.source.split(":", 1)[-1] if self.emulation == "ahci" else self.source
 
 
+def default_mac(vm_name, slot):
+    """The MAC bhyve gives a NIC without mac= (its net_genmac): NetApp's OUI 00:a0:98 and the first
+    three bytes of the MD5 of "SLOT-FUNCTION-NAME". kvm's qemu argv gives the same, so that a VM
+    keeps its MAC (and its DHCP lease) across hypervisors."""
+    import hashlib
+    number, _, function = str(slot).partition(":")
+    digest = hashlib.md5(f"{int(number)}-{int(function or 0)}-{vm_name}".encode()).digest()
+    return "00:a0:98:" + ":".join(f"{b:02x}" for b in digest[:3])
+
+
+def nic_mac(vm_name, dev):
+    """The guest's MAC of a NIC item: its mac= option (lower-cased, as dnsmasq writes MACs), else bhyve's."""
+    for opt in dev.conf.split(",")[1:]:
+        key, _, value = opt.partition("=")
+        if key == "mac" and value:
+            return value.lower()
+    return default_mac(vm_name, dev.slot)
+
+
 def _slot(item, slot):
     """(number, function) of a slot text; ConfigError's text when it is not a free slot."""
     m = _SLOT_RE.match(slot)

@@ -47,6 +47,15 @@ VNC_LOCK = "vnc.lock"
 TAIL = 20              # characters of the root's path kept readable in its id
 
 
+SWITCH_DIR = "switch"  # RUN_DIR/switch/NAME/: kvm's dnsmasq of switch NAME (its conf, pid and leases)
+
+
+def switch_file(switch, filename):
+    """RUN_DIR/switch/SWITCH/FILENAME: a run file of a kvm switch (kvm/net names them; vminfo and
+    vmlist read the DHCP leases)."""
+    return paths.current().run_dir / SWITCH_DIR / switch / filename
+
+
 def root_id(root_path):
     """The run-dir name of an install root: the end of its path as letters, digits and _ (at most
     20), then _ and the CRC-32 of the whole path in hex: /zroot/kvm -> zroot_kvm_1a2b3c4d. Stable

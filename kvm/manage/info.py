@@ -13,6 +13,7 @@ from kvm.hypervisor import current as hypervisor
 from kvm.manage.listing import human_size  # noqa: F401 - vminfo, snap and image lists show sizes alike
 from kvm.run import agent as agentmod
 from kvm.run import launch, ports
+from kvm.vm import addresses as addrmod
 from kvm.vm import root as rootmod
 
 # what vminfo asks zfs of the VM's dataset; kvm:migrated is vmsend's mark (migrate/receive.py
@@ -81,6 +82,8 @@ def collect(vm):
     plan = launch.plan(vm, cfg, vnc_port=rt.vnc_port or ports.FIRST, strict=False, hv=hv) if cfg.loader else None
     fw = plan.firmware if plan and not _placeholder(plan.firmware) else None
     refused, placed = config.check_paths(cfg)
+    guest = guest_info(vm, cfg, rt)
+    answer = (guest["agent"] or {}).get("answer") or (rt.agent if cfg.agent else None)
     return {
         "name": vm.name, "hypervisor": hv.name, "accelerator": hv.accelerator(), "dir": str(vm.dir),
         "dataset": dataset, "used": used, "origin": origin_info(origin), "migrated": migrated,
@@ -103,7 +106,8 @@ def collect(vm):
                     for d in cfg.devices],
         "restart_on_fault": cfg.restart_on_fault,
         "switches": [{"tap": n.tap, "switch": n.switch, "vlan": n.vlan or None} for n in cfg.nics],
-        **guest_info(vm, cfg, rt),
+        **guest,
+        "addresses": addrmod.addresses(config.nic_macs(vm.name, cfg.nics, cfg.devices), answer),
         "allow_paths": list(cfg.allow_paths),
         "warnings": list(cfg.warnings) + list(cfg.not_evaluated) + [f"start will refuse: {line}" for line in refused]
         + placed,
@@ -210,6 +214,9 @@ def lines(info, cleanup=None):
         out.append(("switch", f"{nic['tap']} on {nic['switch']}" + (f", VLAN {nic['vlan']}" if nic["vlan"] else "")
                     + " (made at start, removed at stop; kvm switch info " + nic["switch"] + ")"))
     out += guest_lines(info)
+    for a in info.get("addresses") or []:
+        out.append(("address", a["address"] + (f" (DHCP lease on {a['switch']}, mac {a['mac']})"
+                                               if a["source"] == "lease" else " (guest agent)")))
     if info.get("allow_paths"):
         out.append(("allowed paths", " ".join(info["allow_paths"]) + " (AllowPath: disks and ISOs outside the folder)"))
     notes = info.get("unevaluated") or {}

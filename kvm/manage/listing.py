@@ -19,6 +19,7 @@ from kvm.conf import shconf
 from kvm.errors import KvmError, UsageError
 from kvm.host import paths
 from kvm.platform import rcd, systemd
+from kvm.vm.addresses import addresses
 
 # every column, in the order `-o` documents them; the default set is what `vmlist` prints
 COLUMNS = ("name", "state", "pid", "cpu", "memory", "loader", "disk", "vnc", "auto", "uptime", "started",
@@ -51,6 +52,8 @@ class Row:
         self.tpm = self.limits = self.pin = None   # TPM, Limits, CPUPin as set.conf writes them
         self.agent = False
         self.switch = self.vlan = None   # the NICs' switches and VLANs, as config.switch_facts gives them
+        self.answer = None       # the guest agent's last answer, recorded by the supervisor
+        self.addresses = []      # from the leases and the agent (kvm/vm/addresses.py); --json only
 
     def value(self, column):
         return getattr(self, column)
@@ -78,18 +81,20 @@ def read_values(path, text=None):
 
 
 def conf_facts(folder):
-    """[cores, memory bytes, loader kind, disk path, problems, guest facts, switch facts] from
-    FOLDER/set.conf, as VmConfig's
-    checkers read them (config.list_facts). Plain lists, as the cache keeps them; paths are
-    strings (at 500 VMs, pathlib's objects cost more than reading the files)."""
+    """[cores, memory bytes, loader kind, disk path, problems, guest facts, [[switch, MAC]] of the NICs,
+    [switch, vlan] columns] from FOLDER/set.conf, as VmConfig's checkers read them (config.list_facts).
+    Plain lists, as the cache keeps them; paths are strings (at 500 VMs, pathlib's objects cost more
+    than reading the files)."""
     from kvm.conf import config
     try:
         values, unevaluated = read_values(f"{folder}/{shconf.CONF}")
     except KvmError as exc:
-        return [None, None, None, "", [str(exc)], [None, None, None, False], [None, None]]
+        return [None, None, None, "", [str(exc)], [None, None, None, False], [], [None, None]]
     cores, memory, loader, disk, problems = config.list_facts(values, unevaluated)
     return [cores, memory, loader, os.path.join(folder, disk) if disk else "", problems,
-            config.guest_facts(values, unevaluated), config.switch_facts(values, unevaluated)]
+            config.guest_facts(values, unevaluated),
+            config.switch_macs(os.path.basename(folder), values, unevaluated),
+            config.switch_facts(values, unevaluated)]
 
 
 def disk_sizes(disks):
@@ -204,7 +209,7 @@ def rows(root, now=None):
     except KvmError as exc:
         warnings.append((None, f"rc.conf cannot be read, AUTO shows no: {exc}"))
         auto = Autostart(root, {})
-    found, cache, fresh = scan(base), listcache.load(), {}
+    found, cache, fresh, leases = scan(base), listcache.load(), {}, {}
     out = [_row(rt, now) for rt in vmmod.runtimes([vmmod.Vm(root, name) for name, _, _ in found])]
     for row, (name, folder, st) in zip(out, found):
         conf, identity = f"{folder}/{shconf.CONF}", listcache.identity(st)
@@ -212,8 +217,9 @@ def rows(root, now=None):
         facts = entry[1] if entry and entry[0] == identity else conf_facts(folder)
         if listcache.cacheable(st, now):
             fresh[conf] = [identity, facts]
-        row.cpu, row.memory, row.loader, disks[name], problems, guest, (row.switch, row.vlan) = facts
+        row.cpu, row.memory, row.loader, disks[name], problems, guest, macs, (row.switch, row.vlan) = facts
         row.tpm, row.limits, row.pin, row.agent = guest
+        row.addresses = addresses(macs, row.answer if row.agent else None, now, leases)
         row.auto = auto.enabled(name)
         if problems:
             warnings.append((name, f"{problems[0]} (shown as '-')"))
@@ -228,6 +234,7 @@ def rows(root, now=None):
 def _row(rt, now):
     """A row's run-time columns: pid and uptime while the hypervisor runs, VNC port too."""
     row = Row(rt.name, rt.state)
+    row.answer = rt.agent   # the guest agent's last answer the supervisor recorded
     row.supervisor = rt.supervisor or None
     row.started = int(rt.started) or None
     if rt.bhyve:
@@ -313,5 +320,5 @@ def as_json(row):
     """Every column of a row, numbers exact, and the supervisor's pid; pid and supervisor stay
     0 when none, as vmlist --json always gave them (scripts compare them to status's pid)."""
     out = {column: row.value(column) for column in COLUMNS}
-    out.update(pid=row.pid or 0, supervisor=row.supervisor or 0)
+    out.update(pid=row.pid or 0, supervisor=row.supervisor or 0, addresses=row.addresses)
     return out

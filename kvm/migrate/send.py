@@ -192,6 +192,7 @@ class Sender:
         check_sendable(vm, self.cfg, migrated=props.get(receive.MIGRATED_PROP) or "")
         self.source = props.get("guid")
         self._snaps = None  # the dataset's (name, guid), read once until a snapshot is made (snaps())
+        self.sent = 0       # bytes relayed to DEST by this run (vmsend --json)
         self.peers, self.answered = [peer] if peer else [], set()
         self.peer = peer or self.spare()
         try:
@@ -296,6 +297,7 @@ class Sender:
                      f"resumes where this one stopped if DEST kept what came, else it {again}" if unsure else again)
             raise StateError(f"{why} (run vmsend again: it {again})", vm=self.vm.name)
         progress(total, final=True)
+        self.sent += total
         for line in got.stdout.splitlines():
             self.say(f"{self.vm.name}: on {self.dest.label}: {line}")
         self.common = snap
@@ -384,6 +386,11 @@ class Sender:
         if self.mode != "copy" and not self.keep:
             steps.append(f"zfs set {receive.MIGRATED_PROP}={self.dest.label} {self.ds}")
         return out + steps
+
+
+def migrated_to(vm):
+    """Where vmsend migrated the VM (its kvm:migrated mark), or ''."""
+    return zfs.get_prop(vm.dataset(), receive.MIGRATED_PROP) or ""
 
 
 def check_not_migrated(vm, mark=False):

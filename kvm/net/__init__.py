@@ -19,13 +19,13 @@ from kvm.conf import switchconf
 from kvm.conf.switchconf import FOLDER, SUFFIX
 from kvm.errors import ConfigError, KvmError, NotFound, Refused, StateError, UsageError
 from kvm.host import lock as lockmod
-from kvm.host import paths
+from kvm.host import paths, runfiles
 from kvm.platform.netbase import dnsmasq_argv, dnsmasq_conf, read_leases
 
 LOCK = "switch.lock"        # RUN_DIR/host/switch.lock: one `up`, `down` or attach at a time
 WAIT = 30.0                 # seconds a switch operation waits for that lock (an `up` starting dnsmasq,
 WAIT_ENV = "KVM_SWITCH_WAIT"  # a boot starting many VMs: each holds it for well under a second)
-RUN_FOLDER = "switch"       # RUN_DIR/switch/NAME/: kvm's dnsmasq of the switch
+RUN_FOLDER = runfiles.SWITCH_DIR   # RUN_DIR/switch/NAME/: kvm's dnsmasq of the switch
 RUN_FILES = {"conf": "dnsmasq.conf", "pid": "dnsmasq.pid", "leases": "dnsmasq.leases"}
 
 
@@ -46,7 +46,7 @@ def conf_path(root, name):
 def run_path(name, kind):
     """The one place naming a switch's run-time files: RUN_DIR/switch/NAME/{dnsmasq.conf,
     dnsmasq.pid, dnsmasq.leases} (kind: conf, pid, leases)."""
-    return paths.current().run_dir / RUN_FOLDER / name / RUN_FILES[kind]
+    return runfiles.switch_file(name, RUN_FILES[kind])
 
 
 def names(root):

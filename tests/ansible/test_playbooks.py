@@ -4,11 +4,13 @@ restart, copied and migrated to a second install root with kvm_send, rolled back
 run twice reports changed then ok; check mode creates nothing; the inventory plugin lists the VMs
 of two "hosts" (two roots). ansible-playbook starts in about 2 s: tasks are batched into few plays."""
 
+import hashlib
 import json
 import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -148,8 +150,20 @@ OPERATE = """
     group/kvm.host.kvm: {kvm_bin: "{{ kvm_bin }}", root: "{{ root }}"}
   tasks:
     - kvm.host.kvm_vm: {name: web1, state: running, network: false, vnc: "no", com: true}
+      register: started
+    - kvm.host.kvm_vm: {name: web1, state: running}
+      register: running
     - kvm.host.kvm_snapshot: {vm: web1, name: s1}
     - kvm.host.kvm_vm: {name: web1, state: stopped}
+      register: stopped
+    - kvm.host.kvm_vm: {name: web1, state: stopped}
+      register: still
+    - ansible.builtin.assert:   # start --json and stop --json: already as asked is changed false, exit 0
+        that:
+          - started.power.start.changed and started.power.start.pid > 0
+          - not running.changed and running.power.start.pid == started.power.start.pid
+          - stopped.power.stop.was == 'running' and stopped.power.stop.how == 'acpi'
+          - not still.changed and still.power.stop.how == 'none'
     - ansible.builtin.file: {path: "{{ root }}/vm/web1/mark", state: touch}
     - kvm.host.kvm_snapshot: {vm: web1, name: s1, state: rolled_back}
     - ansible.builtin.stat: {path: "{{ root }}/vm/web1/mark"}
@@ -157,18 +171,24 @@ OPERATE = """
     - ansible.builtin.assert: {that: [not mark.stat.exists]}
     - kvm.host.kvm_send: {name: web1, mode: copy, local_root: "{{ far }}", start: false}
       register: copied
-    - ansible.builtin.assert: {that: [copied.dest_vm.name == 'web1', copied.vm.migrated is none]}
+    - ansible.builtin.assert:
+        that: [copied.dest_vm.name == 'web1', copied.vm.migrated is none, copied.send.mode == 'copy',
+               copied.send.bytes > 0, copied.send.downtime_s is none]
     - kvm.host.kvm_send: {name: web1, local_root: "{{ far }}", start: false}
       register: moved
-    - ansible.builtin.assert: {that: [moved.vm.migrated is string, moved.dest_vm.state == 'stopped']}
+    - ansible.builtin.assert:
+        that: [moved.vm.migrated is string, moved.dest_vm.state == 'stopped', moved.send.migrated,
+               not moved.send.started]
     - kvm.host.kvm_send: {name: web1, local_root: "{{ far }}", start: false}
       register: again
-    - ansible.builtin.assert: {that: [not again.changed]}
+    - ansible.builtin.assert: {that: [not again.changed, not again.send.changed]}
     - kvm.host.kvm_snapshot: {vm: web1, name: s1, state: absent}
     - kvm.host.kvm_vm: {name: web1, state: absent}
+      register: destroyed
     - kvm.host.kvm_vm: {name: web1, state: absent}
       register: gone
-    - ansible.builtin.assert: {that: [not gone.changed]}
+    - ansible.builtin.assert:
+        that: [not gone.changed, "destroyed.power.vmdestroy.destroyed[-1].endswith('/vm/web1')"]
     - kvm.host.kvm_vm: {kvm_bin: "{{ kvm_bin }}", root: "{{ far }}", name: web1, state: absent}
 """
 
@@ -204,6 +224,15 @@ def test_inventory_lists_the_vms_of_two_roots(play, install, env, second_root, t
     for root, name in ((install, "a1"), (second_root, "b1")):
         assert kvm(env, "--root", root, "vmcreate", name, "-y", "--no-network", "--vnc", "no", "--com", "yes",
                    "--disk-size", "64M").returncode == 0
+    # a2 on a kvm switch, with the lease its dnsmasq wrote for the NIC's MAC (bhyve's for slot 3)
+    assert kvm(env, "--root", install, "switch", "create", "lan").returncode == 0
+    assert kvm(env, "--root", install, "vmcreate", "a2", "-y", "--switch", "lan", "--vnc", "no", "--com", "yes",
+               "--no-disk").returncode == 0
+    d = hashlib.md5(b"3-0-a2").digest()
+    mac = "00:a0:98:%02x:%02x:%02x" % (d[0], d[1], d[2])
+    leases = Path(env["KVM_RUN_DIR"]) / "switch" / "lan" / "dnsmasq.leases"
+    leases.parent.mkdir(parents=True, exist_ok=True)
+    leases.write_text(f"{int(time.time()) + 3600} {mac} 10.0.7.50 a2 *\n")
     assert kvm(env, "--root", install, "start", "-b", "a1").returncode == 0
     inv = tmp_path / "fleet.kvm.yml"
     bin_ = f"{sys.executable} -m kvm"
@@ -221,11 +250,17 @@ compose:
                          text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     got = json.loads(res.stdout)
-    assert got["kvm_on_host_a"]["hosts"] == ["host-a-a1"] and got["kvm_on_host_b"]["hosts"] == ["host-b-b1"]
-    assert got["kvm_running"]["hosts"] == ["host-a-a1"] and got["kvm_stopped"]["hosts"] == ["host-b-b1"]
+    assert sorted(got["kvm_on_host_a"]["hosts"]) == ["host-a-a1", "host-a-a2"]
+    assert got["kvm_on_host_b"]["hosts"] == ["host-b-b1"]
+    assert got["kvm_running"]["hosts"] == ["host-a-a1"] and sorted(got["kvm_stopped"]["hosts"]) == \
+        ["host-a-a2", "host-b-b1"]
     hostvars = plain(got["_meta"]["hostvars"]["host-a-a1"])
     assert (hostvars["kvm_host"], hostvars["kvm_vm"]["name"], hostvars["ansible_connection"]) == \
         ("host-a", "a1", "local")
+    assert hostvars["kvm_addresses"] == [] and "ansible_host" not in hostvars     # no lease, no agent: none
+    a2 = plain(got["_meta"]["hostvars"]["host-a-a2"])
+    assert a2["ansible_host"] == "10.0.7.50" and a2["kvm_addresses"] == \
+        [{"address": "10.0.7.50", "source": "lease", "switch": "lan", "mac": mac}]
     assert kvm(env, "--root", install, "stop", "a1").returncode == 0
 
 

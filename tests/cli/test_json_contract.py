@@ -5,6 +5,7 @@ that has --json; an error under --json is one JSON object on stderr; exit status
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -53,7 +54,7 @@ def test_the_checker_refuses_what_breaks_a_schema():
     row = {"schema": 1, "name": "web", "state": "stopped", "pid": 0, "supervisor": 0, "cpu": 1, "memory": 1,
            "loader": None, "disk": None, "vnc": None, "auto": False, "uptime": None, "started": None, "tpm": None,
            "limits": None, "pin": None, "agent": False, "switch": "lan", "vlan": None, "hypervisor": "bhyve",
-           "accelerator": None}
+           "accelerator": None, "addresses": []}
     assert errors([row], SCHEMAS["vmlist"]) == []
     assert errors([{k: v for k, v in row.items() if k != "switch"}], SCHEMAS["vmlist"])   # every column
     assert errors([{**row, "colour": "red"}], SCHEMAS["vmlist"])                # and no other
@@ -158,10 +159,11 @@ def test_every_command_with_json_is_covered_and_every_schema_file_used():
     from kvm.manage.commands import ALL
     with_json = sorted(c for c in ALL if any("--json" in a.option_strings
                                               for a in importlib.import_module(f"kvm.cli.{c}").build_parser()._actions))
-    assert with_json == ["image", "snap", "status", "switch", "vmcreate", "vmdisk", "vminfo", "vmlist", "vmset"]
+    assert with_json == ["image", "snap", "start", "status", "stop", "switch", "vmcreate", "vmdestroy", "vmdisk",
+                         "vminfo", "vmlist", "vmsend", "vmset"]
     assert sorted(SCHEMAS) == ["error", "image-destroy", "image-import", "image-list", "snap-change", "snap-create",
-                               "snap-list", "status", "switch-create", "switch-info", "switch-list", "vmcreate",
-                               "vmdisk-list", "vminfo", "vmlist", "vmset"]
+                               "snap-list", "start", "status", "stop", "switch-create", "switch-info", "switch-list",
+                               "vmcreate", "vmdestroy", "vmdisk-list", "vminfo", "vmlist", "vmsend", "vmset"]
     assert all(s.get("$schema", "").startswith("https://json-schema.org/") for s in SCHEMAS.values())
 
 
@@ -180,11 +182,11 @@ def test_exit_statuses_tell_not_found_exists_refused_and_nothing_to_do(install, 
         (["vmcreate", "web", "-y", "--no-network"], 7, "exists", "web", "already exists"),
         (["snap", "create", "web", "s1"], 7, "exists", "web", "snapshot 's1' already exists"),
         (["image", "import", "tiny", str(raw)], 7, "exists", None, "image 'tiny' already exists"),
-        (["stop", "web"], 9, "nothing-to-do", "web", "is not running"),
+        (["stop", "web"], 9, "nothing-to-do", "web", "is not running"),   # --json: 0, "changed": false
         (["vmset", "web", "Mem=lots"], 1, "failure", "web", "is not a size"),
     ]
     running = [
-        (["start", "-b", "web"], 9, "nothing-to-do", "web", "already running"),
+        (["start", "-b", "web"], 9, "nothing-to-do", "web", "already running"),   # --json: 0, "changed": false
         (["snap", "rollback", "web", "s1", "-y"], 8, "refused", "web", "is running"),
         (["vmdestroy", "web", "-y"], 8, "refused", "web", "is running"),
     ]
@@ -206,11 +208,12 @@ def test_exit_statuses_tell_not_found_exists_refused_and_nothing_to_do(install, 
 def check_all(install, env, pool, cases, flag):
     """Each failing command line: its status, its one error (a JSON object with --json), nothing changed."""
     for argv, status, kind, vm, words in cases:
-        if argv[0] in ("start", "stop", "vmdestroy") and flag:
-            continue   # no --json: their statuses are checked in text
         before = (datasets(pool), (install / "vm" / "web" / "set.conf").read_text())
         res = cmd(install, env, *argv, *flag)
-        if flag:
+        if flag and status == 9:   # start of a running VM, stop of a stopped one: a result under --json
+            value = conforms(res, argv[0])
+            assert (value["vm"], value["changed"], res.stderr) == (vm, False, ""), (argv, value, res.stderr)
+        elif flag:
             json_error(res, status, kind, vm, words)
         else:
             assert res.returncode == status, (argv, res.returncode, res.stderr)
@@ -221,3 +224,107 @@ def check_all(install, env, pool, cases, flag):
 def test_a_usage_error_of_a_json_command_line_is_json_too(install, env):
     json_error(cmd(install, env, "vmlist", "--json", "--colour"), 2, "usage", None, "unrecognized arguments")
     json_error(cmd(install, env, "snap", "frobnicate", "web", "--json"), 2, "usage", "web", "unknown verb")
+
+
+@pytest.fixture
+def far(scratch_pool, env, install):
+    """A second install root on a pool of its own (vmsend --local's DEST)."""
+    from pathlib import Path
+
+    from tests.conftest import destroy_dataset, kvm
+    name = scratch_pool(160)
+    assert kvm(env, "kvminst", "-p", name, "-y").returncode == 0
+    yield Path(f"/{name}/kvm")
+    for vm in ("web", "db"):
+        kvm(env, "--root", f"/{name}/kvm", "stop", "-f", vm)
+    destroy_dataset(f"{name}/kvm")
+
+
+def test_start_stop_vmsend_vmdestroy_json(install, env, pool, far):
+    """start -b/-n, stop, vmsend and vmdestroy under the contract (issue 24's leftovers): each prints
+    one object saying what changed; "already as asked" is "changed": false with exit 0 under --json
+    (the text form keeps 9, and vmsend's 8, above); the dry runs change nothing."""
+    create_vm(install, env, "web", "--com", "yes", "--disk-size", "16M")
+    create_vm(install, env, "db", "--com", "yes")
+    state = lambda name: json.loads(cmd(install, env, "status", name, "--json").stdout)["state"]  # noqa: E731
+    json_error(cmd(install, env, "start", "web", "--json"), 2, "usage", "web", "--json needs -b or -n")
+    would = conforms(cmd(install, env, "start", "-n", "web", "--json"), "start")
+    assert (would["state"], would["changed"], would["dry_run"], would["pid"]) == ("stopped", True, True, 0)
+    assert state("web") == "stopped"                                              # -n started nothing
+    made = conforms(cmd(install, env, "start", "-b", "web", "--json"), "start")
+    assert (made["state"], made["changed"], made["dry_run"]) == ("running", True, False) and made["pid"] > 0
+    again = conforms(cmd(install, env, "start", "-b", "web", "--json"), "start")
+    assert (again["changed"], again["pid"], again["supervisor"]) == (False, made["pid"], made["supervisor"])
+    assert conforms(cmd(install, env, "start", "-n", "web", "--json"), "start")["changed"] is False
+
+    would = conforms(cmd(install, env, "stop", "-n", "web", "--json"), "stop")
+    assert (would["was"], would["how"], would["changed"], would["dry_run"]) == ("running", "acpi", True, True)
+    assert state("web") == "running"                                              # -n stopped nothing
+    stopped = conforms(cmd(install, env, "stop", "web", "--json"), "stop")
+    assert (stopped["was"], stopped["how"], stopped["changed"]) == ("running", "acpi", True), stopped
+    assert state("web") == "stopped"
+    assert cmd(install, env, "start", "-b", "web").returncode == 0
+    forced = conforms(cmd(install, env, "stop", "-f", "web", "--json"), "stop")
+    assert (forced["how"], forced["detail"], forced["changed"]) == ("force", "forced", True), forced
+    none = conforms(cmd(install, env, "stop", "web", "--json"), "stop")
+    assert (none["was"], none["how"], none["detail"], none["changed"]) == ("stopped", "none", None, False)
+
+    ds = f"{pool}/kvm/vm/web"
+    before = datasets(pool)
+    would = conforms(cmd(install, env, "vmsend", "web", "--local", far, "-n", "--json"), "vmsend")
+    assert (would["mode"], would["dry_run"], would["bytes"]) == ("warm", True, 0) and datasets(pool) == before
+    copy = conforms(cmd(install, env, "vmsend", "web", "--local", far, "--copy", "--json", timeout=120), "vmsend")
+    assert (copy["dest"], copy["mode"], copy["migrated"], copy["downtime_s"], copy["changed"]) == \
+        (str(far), "copy", False, None, True) and copy["bytes"] > 16 << 10, copy
+    moved = conforms(cmd(install, env, "vmsend", "web", "--local", far, "--json", timeout=120), "vmsend")
+    assert (moved["mode"], moved["migrated"], moved["started"], moved["downtime_s"]) == ("warm", True, False, None)
+    assert 0 < moved["bytes"] < copy["bytes"]                                     # an increment
+    snaps = datasets(pool)
+    same = conforms(cmd(install, env, "vmsend", "web", "--local", far, "--json"), "vmsend")
+    assert (same["changed"], same["migrated"], same["bytes"]) == (False, True, 0) and datasets(pool) == snaps
+    assert cmd(install, env, "vmsend", "web", "--local", far).returncode == 8     # the text form: refused
+
+    assert cmd(install, env, "start", "-b", "db").returncode == 0                 # warm: running, stopped, started
+    warm = conforms(cmd(install, env, "vmsend", "db", "--local", far, "-y", "--json", timeout=120), "vmsend")
+    assert (warm["started"], warm["migrated"]) == (True, True) and warm["downtime_s"] > 0, warm
+    assert json.loads(cmd(far, env, "status", "db", "--json").stdout)["state"] == "running"
+    assert state("db") == "stopped"
+
+    would = conforms(cmd(install, env, "vmdestroy", "web", "-n", "--json"), "vmdestroy")
+    assert (would["destroyed"], would["dry_run"]) == ([ds], True) and ds in datasets(pool)
+    gone = conforms(cmd(install, env, "vmdestroy", "web", "-y", "--json"), "vmdestroy")
+    assert (gone["destroyed"], gone["changed"], gone["stopped"]) == ([ds], True, None)
+    assert not any(d == ds or d.startswith(ds + "/") or d.startswith(ds + "@") for d in datasets(pool))
+    json_error(cmd(install, env, "vmdestroy", "web", "-y", "--json"), 6, "not-found", "web", "no such VM")
+    assert cmd(far, env, "stop", "db").returncode == 0
+    no = cmd(install, env, "vmdestroy", "db", "--json", input="n\n")       # answered no: one error object
+    assert json.loads(no.stderr.splitlines()[-1])["error"] == "nothing done (not confirmed)", no.stderr
+    assert (no.returncode, no.stdout) == (1, "") and f"{pool}/kvm/vm/db" in datasets(pool)
+    eof = cmd(install, env, "vmdestroy", "db", "--json", input="")         # no answer: a usage error
+    assert (eof.returncode, json.loads(eof.stderr.splitlines()[-1])["kind"]) == (2, "usage"), eof.stderr
+
+
+def test_addresses_from_the_leases_of_the_switchs_dnsmasq(install, env):
+    """vminfo --json and vmlist --json carry `addresses`: the lease kvm's dnsmasq wrote for the NIC's
+    MAC (bhyve's, as the guest has it), from a lease file as dnsmasq writes it; none without one."""
+    import hashlib
+    import time
+    assert cmd(install, env, "switch", "create", "lan").returncode == 0
+    create_vm(install, env, "web", "--switch", "lan")
+    create_vm(install, env, "db")
+    assert conforms(cmd(install, env, "vminfo", "web", "--json"), "vminfo")["addresses"] == []
+    d = hashlib.md5(b"3-0-web").digest()                 # bhyve's net_genmac for slot 3, function 0
+    mac = "00:a0:98:%02x:%02x:%02x" % (d[0], d[1], d[2])
+    leases = Path(env["KVM_RUN_DIR"]) / "switch" / "lan" / "dnsmasq.leases"
+    leases.parent.mkdir(parents=True, exist_ok=True)
+    soon = int(time.time()) + 3600
+    leases.write_text(f"{soon} 00:a0:98:aa:bb:cc 10.0.7.60 other *\n{soon} {mac} 10.0.7.50 web 01:{mac}\n"
+                      "duid 00:01:00:01:2c:4f:aa:bb:52:54:00:12:34:56\n")
+    lease = {"address": "10.0.7.50", "source": "lease", "switch": "lan", "mac": mac}
+    assert conforms(cmd(install, env, "vminfo", "web", "--json"), "vminfo")["addresses"] == [lease]
+    assert f"10.0.7.50 (DHCP lease on lan, mac {mac})" in cmd(install, env, "vminfo", "web").stdout
+    for _ in range(2):                                    # the second from vmlist's cache of set.conf
+        rows = {r["name"]: r for r in conforms(cmd(install, env, "vmlist", "--json"), "vmlist")}
+        assert (rows["web"]["addresses"], rows["db"]["addresses"]) == ([lease], [])
+    leases.write_text(f"{int(time.time()) - 5} {mac} 10.0.7.50 web *\n")          # expired: none
+    assert conforms(cmd(install, env, "vminfo", "web", "--json"), "vminfo")["addresses"] == []

@@ -94,7 +94,8 @@ def test_json_has_every_column_with_exact_numbers(install, env):
     assert web == {"schema": 1, "name": "web", "state": "stopped", "pid": 0, "supervisor": 0, "cpu": 2, "memory": 2 << 30,
                    "loader": "uefi", "disk": 20 << 30, "vnc": None, "auto": False, "uptime": None,
                    "started": None, "hypervisor": "bhyve", "accelerator": "vmm",
-                   "tpm": None, "limits": None, "pin": None, "agent": False, "switch": None, "vlan": None}
+                   "tpm": None, "limits": None, "pin": None, "agent": False, "switch": None, "vlan": None,
+                   "addresses": []}
     assert [r["name"] for r in rows] == ["bare", "deb", "web"]
     assert [r["name"] for r in json.loads(cmd(install, env, "vmlist", "--json", "-S", "disk").stdout)] == \
         ["web", "deb", "bare"]

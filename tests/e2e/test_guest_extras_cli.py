@@ -69,7 +69,7 @@ def swtpm_of(folder):
     return found
 
 
-def test_tpm_pins_limits_and_the_agent_on_a_real_guest(cgroup_parent, make_vm):
+def test_tpm_pins_limits_and_the_agent_on_a_real_guest(cgroup_parent, make_vm, tmp_path):
     vm = make_vm("x1", "tpm=ek reboot=2 agent=1 acpi=ignore", "--cores", "2", "--tpm", "swtpm",
                  "--cpu-pin", "0:1 1:0", "--limits", "pcpu=100 vmem=2G", "--agent", "yes")
     vm.run("start", "-b", "x1")
@@ -95,10 +95,34 @@ def test_tpm_pins_limits_and_the_agent_on_a_real_guest(cgroup_parent, make_vm):
         assert (folder / "cpu.max").read_text().strip() == "100000 100000"
     info = vm.info()
     assert info["agent"]["answer"] == {"os": "KVM test guest (busybox)", "addresses": ["10.0.0.9"]}
+    assert info["addresses"] == [{"address": "10.0.0.9", "source": "agent", "switch": None, "mac": None}]
+    assert_inventory_host(vm, tmp_path, "10.0.0.9")
     res = vm.run("stop", "x1", timeout=120)       # the guest ignores ACPI: the agent shuts it down
     assert "asked through the guest agent" in res.stdout, vm.explain(res.stdout + res.stderr)
     assert "KVMGUEST poweroff (guest agent)" in vm.console_log()
     assert not folder.exists() and swtpm_of(vm.dir / "tpm") == []
+
+
+def assert_inventory_host(vm, tmp_path, address):
+    """The kvm.host inventory plugin's ansible_host for the VM: the agent's address (no lease),
+    asked of vminfo --json since vmlist asks no agent."""
+    import json
+    import subprocess
+    import sys
+    bin_ = Path(sys.executable).parent / "ansible-inventory"
+    if not bin_.exists():
+        return   # ansible-core is in the test extra; without it tests/ansible is skipped too
+    inv = tmp_path / "one.kvm.yml"
+    inv.write_text(f'plugin: kvm.host.kvm\nhosts:\n  - {{name: h, root: "{vm.root}", kvm_bin: "{sys.executable} -m kvm"}}\n')
+    env = dict(vm.env, ANSIBLE_COLLECTIONS_PATH=str(Path(__file__).parents[2] / "ansible"),
+               ANSIBLE_HOME=str(tmp_path / "ah"), ANSIBLE_INVENTORY_ENABLED="kvm.host.kvm")
+    res = subprocess.run([str(bin_), "-i", str(inv), "--host", vm.name], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, vm.explain(res.stderr)
+    facts = json.loads(res.stdout)
+    unsafe = lambda v: v["__ansible_unsafe"] if isinstance(v, dict) and "__ansible_unsafe" in v else v  # noqa: E731
+    assert unsafe(facts["ansible_host"]) == address, vm.explain(res.stdout)
+    assert [unsafe(a["source"]) for a in facts["kvm_addresses"]] == ["agent"], vm.explain(res.stdout)
 
 
 def run_root(vm):

@@ -166,6 +166,11 @@ def test_guest_gets_a_lease_and_pings_the_switch_and_the_wan_behind_the_nat(lab,
         assert "KVMGUEST dhcp 10.0.5." in log and "via 10.0.5.1" in log, vm.explain("no lease")
         info = json.loads(kvm_in(lab, root, env, "switch", "info", "lan", "--json").stdout)
         assert info["vms"] == ["dh"] and len(info["leases"]) == 1 and info["leases"][0]["ip"].startswith("10.0.5.")
+        # the real dnsmasq's lease, matched by the MAC qemu gave the NIC: vminfo's and vmlist's address
+        lease = {"address": info["leases"][0]["ip"], "source": "lease", "switch": "lan",
+                 "mac": info["leases"][0]["mac"]}
+        assert json.loads(kvm_in(lab, root, env, "vminfo", "dh", "--json").stdout)["addresses"] == [lease]
+        assert json.loads(kvm_in(lab, root, env, "vmlist", "--json").stdout)[0]["addresses"] == [lease]
         term = Terminal(["./console", "dh"], root, env)
         term.read_until("quit with ~.")
         for target in ("10.0.5.1", "192.0.2.2"):

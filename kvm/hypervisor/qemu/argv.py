@@ -17,6 +17,7 @@ qemu exits 0 for a reset and a power off alike.
 
 from pathlib import Path
 
+from kvm.conf.devices import default_mac
 from kvm.errors import ConfigError
 from kvm.host.record import record
 from kvm.host.runfiles import AGENT, CONSOLE, CONTROL, QMP, TPM_SOCKET
@@ -346,13 +347,9 @@ def _disk_conf(cfg, dev):
 
 
 def bhyve_mac(name, slot):
-    """The MAC bhyve gives a NIC without mac=: NetApp's OUI 00:a0:98 and the first three bytes of
-    the MD5 of "SLOT-FUNCTION-NAME". Without it every qemu NIC gets 52:54:00:12:34:56, so two VMs
-    on one bridge collide; with it a VM keeps its MAC (and its DHCP lease) across hypervisors."""
-    import hashlib
-    number, _, function = str(slot).partition(":")
-    digest = hashlib.md5(f"{int(number)}-{int(function or 0)}-{name}".encode()).digest()
-    return "00:a0:98:" + ":".join(f"{b:02x}" for b in digest[:3])
+    """The MAC bhyve gives a NIC without mac= (conf/devices.py default_mac). Without it every qemu
+    NIC gets 52:54:00:12:34:56, so two VMs on one bridge collide."""
+    return default_mac(name, slot)
 
 
 def nic_args(cfg, dev, ident):

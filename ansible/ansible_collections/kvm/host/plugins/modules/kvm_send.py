@@ -12,11 +12,14 @@ version_added: 1.0.0
 description:
   - Runs C(vmsend) on the source host, which sends the VM's dataset with zfs send/receive over ssh to C(dest), or to
     the install root C(local_root) of the same host.
+  - Runs C(vmsend --json) and reports its C(changed) (kvm(8) JSON OUTPUT).
   - C(migrate) (the default) sends while the VM runs, stops it, sends the rest, starts it on the destination and
-    marks it migrated here; a VM already migrated (vminfo's C(migrated)) is no change.
+    marks it migrated here; a VM already migrated to this destination is no change (vmsend says C(changed=false)),
+    one migrated elsewhere is refused (exit 8). With C(local_root), a VM gone from here and present there is no
+    change either.
   - C(cold) stops it first and sends once; C(copy) replicates only (the VM keeps running here). Each copy sends what
     changed since the last one, so it always reports a change.
-  - Check mode runs C(vmsend -n).
+  - Check mode runs C(vmsend -n --json).
 extends_documentation_fragment:
   - kvm.host.kvm
 options:
@@ -81,6 +84,14 @@ dest_vm:
   description: The VM on the destination after the task, for C(local_root) only.
   returned: when local_root is given
   type: dict
+send:
+  description:
+    - vmsend's JSON object (null when nothing was run), with C(mode) (warm, cold, copy), C(bytes) sent, C(downtime_s)
+      (null when the VM did not stop), C(started) on the destination, C(migrated) and C(changed).
+  returned: always
+  type: dict
+  sample: {"vm": "web1", "dest": "root@host-b", "mode": "warm", "bytes": 1048576, "downtime_s": 0.8,
+           "started": true, "migrated": true, "changed": true, "dry_run": false}
 commands:
   description: The kvm command lines run.
   returned: always
@@ -90,29 +101,30 @@ commands:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kvm.host.plugins.module_utils.kvm_cli import COMMON_ARGS, Kvm, KvmFailed, dry, fail
+from ansible_collections.kvm.host.plugins.module_utils.kvm_cli import (
+    COMMON_ARGS, NOT_FOUND, Kvm, KvmFailed, dry, fail)
 
 
 def run(module, kvm, result):
     p = module.params
     there = Kvm(module, root=p["local_root"]) if p["local_root"] else None
-    src = kvm.vminfo(p["name"])
-    if p["mode"] != "copy" and (src is None or src.get("migrated")):
-        if src is None and there is not None and there.vminfo(p["name"]) is None:
-            raise KvmFailed([], 6, "%s: no such VM here or in %s" % (p["name"], p["local_root"]))
-        if src is None and there is None:
-            raise KvmFailed([], 6, "%s: no such VM" % p["name"])
-    else:
-        args = ["-y"] + {"migrate": [], "cold": ["--cold"], "copy": ["--copy"]}[p["mode"]]
-        args += [] if p["start"] else ["--no-start"]
-        args += ["--keep"] if p["keep"] else []
-        args += ["--force"] if p["force"] else []
-        for opt in p["ssh_opts"]:
-            args += ["--ssh-opt", opt]
-        args += ["--remote-kvm", p["remote_kvm"]] if p["remote_kvm"] else []
-        args += ["--local", p["local_root"]] if p["local_root"] else []
-        kvm.run("vmsend", *(args + dry(module) + [p["name"]] + ([p["dest"]] if p["dest"] else [])))
-        result["changed"] = True
+    args = ["-y"] + {"migrate": [], "cold": ["--cold"], "copy": ["--copy"]}[p["mode"]]
+    args += [] if p["start"] else ["--no-start"]
+    args += ["--keep"] if p["keep"] else []
+    args += ["--force"] if p["force"] else []
+    for opt in p["ssh_opts"]:
+        args += ["--ssh-opt", opt]
+    args += ["--remote-kvm", p["remote_kvm"]] if p["remote_kvm"] else []
+    args += ["--local", p["local_root"]] if p["local_root"] else []
+    try:
+        sent = kvm.json("vmsend", *(args + dry(module) + [p["name"]] + ([p["dest"]] if p["dest"] else [])))[1]
+    except KvmFailed as exc:
+        # moved here by an earlier run and destroyed at the source since: no change
+        if not (exc.rc == NOT_FOUND and p["mode"] != "copy" and there and there.vminfo(p["name"])):
+            raise
+        sent = None
+    result["send"] = sent
+    result["changed"] = bool(sent and sent["changed"])
     result["vm"] = kvm.vminfo(p["name"])
     if there is not None:
         result["dest_vm"] = there.vminfo(p["name"])
@@ -128,7 +140,7 @@ def main():
         required_one_of=[("dest", "local_root")], mutually_exclusive=[("dest", "local_root")],
         supports_check_mode=True)
     kvm = Kvm(module)
-    result = dict(changed=False, vm=None, commands=kvm.commands)
+    result = dict(changed=False, vm=None, send=None, commands=kvm.commands)
     try:
         run(module, kvm, result)
     except KvmFailed as exc:

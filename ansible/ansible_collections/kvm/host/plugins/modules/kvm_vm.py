@@ -12,6 +12,9 @@ version_added: 1.0.0
 description:
   - Makes a VM of a kvm install root be as described, with the kvm commands (vmcreate, vmset, start, stop, dorc,
     vmdestroy), reading only their JSON output and exit statuses.
+  - C(running), C(stopped) and C(absent) run C(start -b --json), C(stop --json) and C(vmdestroy -f --json) whatever
+    the VM's state, and report their C(changed) (a VM already as asked is C(changed=false) with exit 0 under
+    C(--json), kvm(8) JSON OUTPUT); a VM that does not exist is no change for C(absent) (exit 6).
   - C(cores), C(mem) and C(settings) are applied with C(vmset), which compares them with set.conf as kvm reads it
     (C(Mem=2GB) is C(2G)), so a second run changes nothing.
   - Check mode runs the commands' own dry run (C(-n)); diff mode shows the set.conf keys changed, before and after.
@@ -158,6 +161,14 @@ restart_required:
   description: A set.conf change waits for a restart of the running VM (not done, or C(restart_on_change) was false).
   returned: always
   type: bool
+power:
+  description:
+    - The JSON objects of the C(start), C(stop) and C(vmdestroy) the task ran, by command (kvm(8) JSON OUTPUT);
+      C(start) has C(state), C(pid) and C(changed); C(stop) has C(was), C(how) (agent, acpi, force, none) and
+      C(changed); C(vmdestroy) has C(destroyed), the datasets.
+  returned: always
+  type: dict
+  sample: {"stop": {"vm": "web1", "was": "running", "how": "acpi", "detail": "acpi", "changed": true}}
 commands:
   description: The kvm command lines run.
   returned: always
@@ -168,7 +179,7 @@ commands:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kvm.host.plugins.module_utils.kvm_cli import (
-    COMMON_ARGS, NOTHING_TO_DO, Kvm, KvmFailed, dry, fail)
+    COMMON_ARGS, NOT_FOUND, Kvm, KvmFailed, dry, fail)
 
 
 def create_args(p):
@@ -215,12 +226,13 @@ class VmTask(object):
         self.changed = False
         self.changes = []
         self.restart_required = False
+        self.results = {}   # the JSON objects of start, stop and vmdestroy, by command
 
     def run(self):
-        info = self.kvm.vminfo(self.name)
         state = self.p["state"]
         if state == "absent":
-            return self.absent(info)
+            return self.absent()
+        info = self.kvm.vminfo(self.name)
         if info is None:
             if self.module.check_mode and self.image_missing():
                 # an earlier task of the play (kvm_image) would import it: vmcreate -n cannot say more
@@ -232,21 +244,18 @@ class VmTask(object):
             self.changed = True
             if made.get("dry_run"):
                 return None   # check mode: nothing exists to set, start or enable
-            info = self.kvm.vminfo(self.name)
         self.apply_settings()
         if self.p["autostart"] is not None:
             self.autostart(self.p["autostart"])
-        running = self.kvm.vminfo(self.name)["state"] == "running"
-        if state == "running" and not running:
-            self.start()
-        elif state == "stopped" and running:
+        # vmset's restart_required is true only for a VM that runs
+        restart = self.restart_required and self.p["restart_on_change"]
+        if state == "running":
+            if not self.start() and restart:
+                self.restart()
+        elif state == "stopped":
             self.stop()
-        elif state == "restarted" or (self.restart_required and running and self.p["restart_on_change"]
-                                      and state != "stopped"):
-            if running:
-                self.stop()
-            self.start()
-            self.restart_required = False
+        elif state == "restarted" or restart:
+            self.restart()
         return self.kvm.vminfo(self.name)
 
     def image_missing(self):
@@ -278,24 +287,40 @@ class VmTask(object):
             self.kvm.run("dorc", "-r", self.name, "-y", *dry(self.module))
 
     def start(self):
-        self.changed = True
-        if not self.module.check_mode:   # start -n prints bhyve's command line: nothing to learn here
-            self.kvm.run("start", "-b", self.name, ok=(NOTHING_TO_DO,))
+        """start -b --json (in check mode start -n --json, which checks set.conf): True when it started it."""
+        result = self.kvm.json("start", *(["-n"] if self.module.check_mode else ["-b"]) + [self.name])[1]
+        self.results["start"] = result
+        self.changed = self.changed or result["changed"]
+        return result["changed"]
 
-    def stop(self):
-        self.changed = True
+    def stop(self, ok=()):
+        """stop --json: True when it stopped it."""
         args = ["-f"] if self.p["force_stop"] else []
         if self.p["stop_timeout"]:
             args += ["-t", self.p["stop_timeout"]]
-        self.kvm.run("stop", *(args + dry(self.module) + [self.name]), ok=(NOTHING_TO_DO,))
+        result = self.kvm.json("stop", *(args + dry(self.module) + [self.name]), ok=ok)[1]
+        if result is None:
+            return False
+        self.results["stop"] = result
+        self.changed = self.changed or result["changed"]
+        return result["changed"]
 
-    def absent(self, info):
-        if info is None:
-            return None
+    def restart(self):
+        """Stop (when it runs) and start: always a change (in check mode, the start's dry run sees it
+        running still, and says no change: the stop's dry run said one)."""
+        self.stop()
+        self.start()
         self.changed = True
-        if info["state"] == "running":
-            self.stop()
-        self.kvm.run("vmdestroy", "-y", *(dry(self.module) + [self.name]))
+        self.restart_required = False
+
+    def absent(self):
+        """vmdestroy -y -f --json; no such VM (6) is no change. force_stop or stop_timeout: stop --json first."""
+        if self.p["force_stop"] or self.p["stop_timeout"]:
+            self.stop(ok=(NOT_FOUND,))
+        rc, result = self.kvm.json("vmdestroy", "-y", "-f", *(dry(self.module) + [self.name]), ok=(NOT_FOUND,))
+        if rc != NOT_FOUND:
+            self.results["vmdestroy"] = result
+            self.changed = True
         return None
 
     def diff(self):
@@ -326,9 +351,9 @@ def main():
     try:
         vm = task.run()
     except KvmFailed as exc:
-        fail(module, exc, changed=task.changed, commands=task.kvm.commands)
+        fail(module, exc, changed=task.changed, power=task.results, commands=task.kvm.commands)
     result = dict(changed=task.changed, vm=vm, changes=task.changes, restart_required=task.restart_required,
-                  commands=task.kvm.commands)
+                  power=task.results, commands=task.kvm.commands)
     if module._diff:
         result["diff"] = task.diff()
     module.exit_json(**result)
