@@ -145,12 +145,14 @@ class Bed:
 
 
 def set_conf(name):
-    """set.conf as `vmcreate NAME -y --cores 2 --mem 2G --disk-size 20G --vnc yes` writes it."""
+    """set.conf as `vmcreate NAME -y --cores 2 --mem 2G --disk-size 20G --vnc yes --switch lan` writes it
+    (every key the template knows given: it refuses an undefined one)."""
     from kvm.conf import templating  # the checkout's (REPO is on sys.path)
     from kvm.hypervisor.bhyve.backend import Bhyve  # the comments' words, as on FreeBSD
     return templating.render("set.conf.j2", None, name=name, vmrom="uefi", boot="", cores="2", mem="2G",
                              options="AHPw", disk="disk", disk_driver="", devices=f"3,virtio-net,tap{name}",
-                             vnc="1", vnc_addr="", com="", iso="", boot_comment=Bhyve.boot_comment,
+                             vnc="1", vnc_addr="", com="", iso="", switch=f"tap{name}=lan", tpm="", limits="",
+                             cpu_pin="", agent="", boot_comment=Bhyve.boot_comment,
                              options_comment=Bhyve.options_comment, options_example=Bhyve.options_example,
                              console_comment=Bhyve.console_comment(name))
 

@@ -724,3 +724,19 @@ def guest_facts(values, unevaluated=()):
     agent = checked("Agent", guestconf.agent)
     return [tpm.text() if tpm else None, guestconf.limits_text(limits) if limits else None,
             guestconf.cpu_pin_text(pin) if pin else None, bool(agent)]
+
+
+def switch_facts(values, unevaluated=()):
+    """[switch, vlan] for vmlist's columns from the Switch key alone (no switch file is read): the
+    switches of the NICs, one a NIC in Switch's order ("lan,dmz"), and their VLANs ("10,-": `-` for a
+    NIC without one); None for a VM with no NIC on a switch (or none of them with a VLAN), or a
+    Switch value refused (vminfo explains it)."""
+    text = values.get("Switch") or ""
+    if "Switch" in unevaluated or not text:
+        return [None, None]
+    try:
+        nics = parse_nics(text)
+    except ValueError:
+        return [None, None]
+    vlans = ",".join(str(n.vlan) if n.vlan else "-" for n in nics)
+    return [",".join(n.switch for n in nics), vlans if any(n.vlan for n in nics) else None]

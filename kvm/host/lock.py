@@ -202,6 +202,17 @@ def acquire_blocking(path, text):
         os.close(fd)
 
 
+def acquire_waiting(path, text, seconds):
+    """The lock on `path` with `text` in it, waited for at most `seconds`; None when another
+    holder kept it all that time (the caller names that holder)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        got = try_acquire(path, text, tries=1)
+        if got is not None or time.monotonic() >= deadline:
+            return got
+        time.sleep(min(TRY_INTERVAL, max(0.0, deadline - time.monotonic())))
+
+
 def holder(path):
     """None when nobody holds the lock on `path`; else (pid, what) from its text (pid 0 while the
     holder is still writing it). Never creates the file; needs no root."""

@@ -8,6 +8,7 @@
     RUN_DIR/ROOT_ID/NAME/tpm.sock   swtpm's socket (tpm.pid, tpm.log its pid and log); .../agent:
                                     the guest agent's socket (helper_file gives each)
     RUN_DIR/ROOT_ID/NAME/ctl        qemu's second QMP socket, for vmdisk while the supervisor holds qmp
+    RUN_DIR/ROOT_ID/NAME/bhyve.conf bhyve's -k file (the VNC password), 0600, removed when bhyve ends
     RUN_DIR/ROOT_ID/.root           the root's path, for whoever reads the run dir
     RUN_DIR/host/                   host-wide files: vnc.lock (choosing a VNC port), kvminst.lock...
     VM_FOLDER/NAME.log              a detached supervisor's output
@@ -18,7 +19,7 @@ path (see root_id), so it is the same for every command and across reboots; it i
 qemu's sockets (a unix socket's path takes at most 107 bytes).
 
 Earlier versions kept the files of every root in one name space, RUN_DIR/NAME.lock, .conf.lock,
-.state, .stop, .qmp, .console (LEGACY). A VM whose supervisor started there (kvm upgraded while it
+.state, .stop, .qmp, .console, .bhyve.conf (LEGACY). A VM whose supervisor started there (kvm upgraded while it
 runs) is still found there: `for_vm` gives that place while that supervisor, or the hypervisor
 process it recorded, lives and its state names this root (or no root). Its next start uses the
 folder of its root.
@@ -37,7 +38,8 @@ LOCK, CONF_LOCK, STATE, STOP, QMP, CONSOLE = "lock", "conf.lock", "state", "stop
 # a VM's helpers (issue 22): swtpm's socket, pid file and log; the guest agent's socket
 TPM_SOCKET, TPM_PID, TPM_LOG, AGENT = "tpm.sock", "tpm.pid", "tpm.log", "agent"
 CONTROL = "ctl"   # qemu's second QMP socket (vmdisk, while the supervisor holds the first)
-KINDS = (LOCK, CONF_LOCK, STATE, STOP, QMP, CONSOLE, TPM_SOCKET, TPM_PID, TPM_LOG, AGENT, CONTROL)
+SECRETS = "bhyve.conf"   # bhyve's -k file holding the VNC password: 0600, there only while bhyve runs
+KINDS = (LOCK, CONF_LOCK, STATE, STOP, QMP, CONSOLE, TPM_SOCKET, TPM_PID, TPM_LOG, AGENT, CONTROL, SECRETS)
 ROOT_FILE = ".root"    # RUN_DIR/ROOT_ID/.root: no VM name starts with a dot
 HOST_DIR = "host"      # RUN_DIR/host: a ROOT_ID always ends in _ and 8 hex digits
 LOG_SUFFIX = ".log"
@@ -270,3 +272,9 @@ def helper_file(run, kind):
     if kind not in (TPM_SOCKET, TPM_PID, TPM_LOG, AGENT):
         raise ValueError(f"not a helper's run file: {kind}")
     return run.path(kind)
+
+
+def secrets_file(run):
+    """The hypervisor's file of secrets for one launch (bhyve's -k file with the VNC password):
+    written 0600 before each launch, removed once the hypervisor ended (kvm/run/supervisor.py)."""
+    return run.path(SECRETS)

@@ -17,7 +17,8 @@ from kvm.errors import KvmError
 from kvm.host import lock, paths
 
 FILE = "vmlist.cache"
-VERSION = 3   # 2: the facts end with [tpm, limits, pin, agent]; 3: then [[switch, MAC]] of the NICs
+VERSION = 4   # 2: the facts end with [tpm, limits, pin, agent]; 3: then [[switch, MAC]] of the NICs;
+              # 4: then [switch, vlan] (vmlist's columns)
 SETTLE = 2  # seconds: a file changed since is read again next time (see cacheable)
 
 

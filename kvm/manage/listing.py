@@ -23,7 +23,7 @@ from kvm.vm.addresses import addresses
 
 # every column, in the order `-o` documents them; the default set is what `vmlist` prints
 COLUMNS = ("name", "state", "pid", "cpu", "memory", "loader", "disk", "vnc", "auto", "uptime", "started",
-           "tpm", "limits", "pin", "agent")
+           "tpm", "limits", "pin", "agent", "switch", "vlan")
 DEFAULT = ("name", "state", "cpu", "memory", "loader", "disk", "vnc", "auto", "uptime")
 NUMERIC = frozenset({"pid", "cpu", "memory", "disk", "vnc", "uptime", "started"})
 STATE_ORDER = {"running": 0, "orphaned": 1, "starting": 2, "allocated": 3, "crashed": 4, "stopped": 5}
@@ -51,6 +51,7 @@ class Row:
         self.auto = False
         self.tpm = self.limits = self.pin = None   # TPM, Limits, CPUPin as set.conf writes them
         self.agent = False
+        self.switch = self.vlan = None   # the NICs' switches and VLANs, as config.switch_facts gives them
         self.answer = None       # the guest agent's last answer, recorded by the supervisor
         self.addresses = []      # from the leases and the agent (kvm/vm/addresses.py); --json only
 
@@ -80,18 +81,20 @@ def read_values(path, text=None):
 
 
 def conf_facts(folder):
-    """[cores, memory bytes, loader kind, disk path, problems] from FOLDER/set.conf, as VmConfig's
-    checkers read them (config.list_facts). Plain lists, as the cache keeps them; paths are
-    strings (at 500 VMs, pathlib's objects cost more than reading the files)."""
+    """[cores, memory bytes, loader kind, disk path, problems, guest facts, [[switch, MAC]] of the NICs,
+    [switch, vlan] columns] from FOLDER/set.conf, as VmConfig's checkers read them (config.list_facts).
+    Plain lists, as the cache keeps them; paths are strings (at 500 VMs, pathlib's objects cost more
+    than reading the files)."""
     from kvm.conf import config
     try:
         values, unevaluated = read_values(f"{folder}/{shconf.CONF}")
     except KvmError as exc:
-        return [None, None, None, "", [str(exc)], [None, None, None, False], []]
+        return [None, None, None, "", [str(exc)], [None, None, None, False], [], [None, None]]
     cores, memory, loader, disk, problems = config.list_facts(values, unevaluated)
     return [cores, memory, loader, os.path.join(folder, disk) if disk else "", problems,
             config.guest_facts(values, unevaluated),
-            config.switch_macs(os.path.basename(folder), values, unevaluated)]
+            config.switch_macs(os.path.basename(folder), values, unevaluated),
+            config.switch_facts(values, unevaluated)]
 
 
 def disk_sizes(disks):
@@ -214,7 +217,7 @@ def rows(root, now=None):
         facts = entry[1] if entry and entry[0] == identity else conf_facts(folder)
         if listcache.cacheable(st, now):
             fresh[conf] = [identity, facts]
-        row.cpu, row.memory, row.loader, disks[name], problems, guest, macs = facts
+        row.cpu, row.memory, row.loader, disks[name], problems, guest, macs, (row.switch, row.vlan) = facts
         row.tpm, row.limits, row.pin, row.agent = guest
         row.addresses = addresses(macs, row.answer if row.agent else None, now, leases)
         row.auto = auto.enabled(name)
@@ -275,7 +278,7 @@ def cell(row, column, parsable=False):
         return "yes" if value else "no"
     if value is None:
         return "-"
-    if parsable or column in ("name", "state", "loader", "pid", "cpu", "vnc", "tpm", "limits", "pin"):
+    if parsable or column not in ("memory", "disk", "uptime", "started"):
         return str(value)
     if column in ("memory", "disk"):
         return human_size(value)

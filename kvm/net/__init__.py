@@ -23,6 +23,8 @@ from kvm.host import paths, runfiles
 from kvm.platform.netbase import dnsmasq_argv, dnsmasq_conf, read_leases
 
 LOCK = "switch.lock"        # RUN_DIR/host/switch.lock: one `up`, `down` or attach at a time
+WAIT = 30.0                 # seconds a switch operation waits for that lock (an `up` starting dnsmasq,
+WAIT_ENV = "KVM_SWITCH_WAIT"  # a boot starting many VMs: each holds it for well under a second)
 RUN_FOLDER = runfiles.SWITCH_DIR   # RUN_DIR/switch/NAME/: kvm's dnsmasq of the switch
 RUN_FILES = {"conf": "dnsmasq.conf", "pid": "dnsmasq.pid", "leases": "dnsmasq.leases"}
 
@@ -150,11 +152,34 @@ def need_tools(cfg):
 
 # ------------------------------------------------------------------------ up, down
 
-def hold():
-    """The host-wide switch lock (two `up` never interleave; a VM's start waits for it)."""
+def wait_seconds():
+    """How long a switch operation waits for another's lock: KVM_SWITCH_WAIT, default WAIT."""
+    text = os.environ.get(WAIT_ENV, "")
+    try:
+        seconds = float(text) if text else WAIT
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 3600:
+        raise UsageError(f"{WAIT_ENV}={text!r} is not a number of seconds from 0 to 3600")
+    return seconds
+
+
+def hold(what, names, vm=None):
+    """The host-wide switch lock, held while the host is changed (two `up` never interleave; a
+    VM's start waits for it), `what` (`switch up lan`, `start web`) written in it for whoever
+    waits. The wait is bounded: a holder that hangs (a dnsmasq or pfctl that never answers, a
+    stopped process) would otherwise hang every start; Refused names the switches and the holder."""
     if host.dry_run():
         return lockmod.NotTaken()
-    return lockmod.acquire_blocking(lockmod.host_dir() / LOCK, f"{os.getpid()} switch\n")
+    path = lockmod.host_dir() / LOCK
+    seconds = wait_seconds()
+    got = lockmod.acquire_waiting(path, f"{os.getpid()} {what}\n", seconds)
+    if got is None:
+        found = lockmod.holder(path) or (0, "")
+        raise Refused(f"switch {', '.join(names)}: busy: {lockmod.describe_holder(found)} holds {path}; waited "
+                      f"{seconds:g} s ({WAIT_ENV}): try again when it is done", vm=vm,
+                      hint="try again when it is done")
+    return got
 
 
 def _run(steps, done):
@@ -177,7 +202,7 @@ def _run(steps, done):
 def up(root, cfg, seen=None, done=None):
     """Make the host match switch cfg; the steps taken (none when it was up as configured)."""
     done = [] if done is None else done
-    with hold():
+    with hold(f"switch up {cfg.name}", [cfg.name]):
         _up_locked(root, cfg, seen, done)
     return done
 
@@ -271,7 +296,7 @@ def down(root, cfg, done=None):
         raise StateError(f"switch {cfg.name} is used by running VMs: {', '.join(sorted(set(running)))} "
                          f"(stop them first)")
     n = net()
-    with hold():
+    with hold(f"switch down {cfg.name}", [cfg.name]):
         pid = dnsmasq_pid(cfg.name)
         if pid:
             _stop_dnsmasq(cfg.name, pid, done)
@@ -287,7 +312,7 @@ def down(root, cfg, done=None):
 def remove_member(cfg, uplink):
     """Take an uplink off switch cfg's bridge (switch remove)."""
     done = []
-    with hold():
+    with hold(f"switch remove {cfg.name} {uplink}", [cfg.name]):
         _run(net().remove_member_steps(cfg, uplink, net().observe()), done)
     return done
 
@@ -322,7 +347,8 @@ def attach(root, nics, vm_name=None):
     n = net()
     made = []
     try:
-        with hold():
+        switches = list(dict.fromkeys(nic.switch for nic in nics))
+        with hold(f"start {vm_name}" if vm_name else "attach", switches, vm=vm_name):
             _attach_locked(root, nics, vm_name, n, made)
     except BaseException:
         detach(made)  # a failed start leaves no tap of its own behind

@@ -20,6 +20,8 @@ from kvm import vm as vmmod
 from kvm.conf import edit, hooks
 from kvm.errors import KvmError, NothingToDo, Refused, StateError
 from kvm.host import lock as lockmod
+from kvm.host import runfiles
+from kvm.host.files import remove_file
 from kvm.hypervisor import Exit, LaunchFailed
 from kvm.hypervisor import current as hypervisor
 from kvm.run import launch as launchmod
@@ -127,6 +129,7 @@ class Supervisor:
             self.save()
             for sig in STOP_SIGNALS:
                 signal.signal(sig, self.on_signal)
+            self.drop_secrets(leftover=True)   # a killed supervisor's (or an earlier version's)
             self.hv.destroy(self.vm.run)
             return self.loop()
         except KvmError as exc:
@@ -142,6 +145,7 @@ class Supervisor:
         power.clear_request(self.vm)
         self.detach_nics()
         if "started" in self.state:
+            self.drop_secrets()
             self.save(supervisor=0, bhyve=0, vnc_port=0, ended=time.time(), stop_method=self.stop_method)
         else:  # refused before taking over (an orphan runs): leave its record, add only why
             self.state = {**vmmod.read_state(self.vm), **self.state}
@@ -265,8 +269,27 @@ class Supervisor:
         try:
             return self.launch_hypervisor(plan, cfg)
         finally:
+            self.drop_secrets()   # read by the hypervisor at its start; written again before the next
             if tpm is not None:
                 tpm.stop()
+
+    def drop_secrets(self, leftover=False):
+        """Remove the launch's file of secrets (bhyve's -k file with the VNC password) once the
+        hypervisor ended: a password must not outlive the run on disk. leftover: at the start, also
+        what a killed supervisor left, in the legacy place too (RUN_DIR/NAME.bhyve.conf) unless an
+        earlier version's supervisor holds that place (another root's VM of this name)."""
+        paths_ = [runfiles.secrets_file(self.vm.run)]
+        old = runfiles.legacy(self.name)
+        if leftover and old != self.vm.run and lockmod.holder(old.lock) is None:
+            paths_.append(runfiles.secrets_file(old))
+        for path in paths_:
+            try:
+                if os.path.lexists(path):
+                    remove_file(path)
+                    if leftover:
+                        self.log(f"removed {path}, left by an earlier run (it holds the VNC password)")
+            except OSError as exc:
+                self.log(f"cannot remove {path} (it holds the VNC password): {exc.strerror}", syslog.LOG_ERR)
 
     def launch_hypervisor(self, plan, cfg):
         try:

@@ -51,6 +51,13 @@ def test_the_checker_refuses_what_breaks_a_schema():
     assert errors({**good, "pid": True}, SCHEMAS["status"])                     # a bool is no integer
     assert errors({**good, "colour": "red"}, SCHEMAS["status"])                 # closed object
     assert errors([{"name": "s1"}], SCHEMAS["snap-list"])                        # required keys of items
+    row = {"schema": 1, "name": "web", "state": "stopped", "pid": 0, "supervisor": 0, "cpu": 1, "memory": 1,
+           "loader": None, "disk": None, "vnc": None, "auto": False, "uptime": None, "started": None, "tpm": None,
+           "limits": None, "pin": None, "agent": False, "switch": "lan", "vlan": None, "hypervisor": "bhyve",
+           "accelerator": None, "addresses": []}
+    assert errors([row], SCHEMAS["vmlist"]) == []
+    assert errors([{k: v for k, v in row.items() if k != "switch"}], SCHEMAS["vmlist"])   # every column
+    assert errors([{**row, "colour": "red"}], SCHEMAS["vmlist"])                # and no other
     assert errors({}, {"type": "object", "pattern": "x"})                        # a keyword it cannot check
 
 
@@ -137,7 +144,9 @@ def test_switch_and_vmdisk_json_conform(install, env):
     assert [s["name"] for s in conforms(cmd(install, env, "switch", "list", "--json"), "switch-list")] == ["lan"]
     err = json.loads(cmd(install, env, "switch", "info", "nosuch", "--json").stderr.splitlines()[-1])
     assert errors(err, SCHEMAS["error"]) == [] and "nosuch" in err["error"], err
-    create_vm(install, env, "web", "--disk-size", "64M")
+    create_vm(install, env, "web", "--disk-size", "64M", "--switch", "lan", "--vlan", "10")
+    row = conforms(cmd(install, env, "vmlist", "--json"), "vmlist")[0]
+    assert (row["switch"], row["vlan"]) == ("lan", "10"), row
     disks = conforms(cmd(install, env, "vmdisk", "list", "web", "--json"), "vmdisk-list")
     assert [(d["main"], d["size"]) for d in disks] == [(True, 64 << 20)]
     json_error(cmd(install, env, "vmdisk", "list", "nosuch", "--json"), 6, "not-found", "nosuch")

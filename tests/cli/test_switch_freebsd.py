@@ -365,3 +365,44 @@ def test_a_clone_gets_taps_of_its_own_on_the_same_switches(install, fbsd):
     assert 'Devices="3,virtio-net,tapWEB2 4,virtio-net,tapWEB2n1"' in conf
     assert 'Switch="tapWEB2=lan tapWEB2n1=lan:20"' in conf
     assert json.loads(switch(root, env, "info", "lan", "--json").stdout)["vms"] == ["web", "web2"]
+
+
+def test_a_switch_lock_held_too_long_is_one_line_naming_the_holder(install, fbsd, tmp_path):
+    """The switch lock is waited for KVM_SWITCH_WAIT seconds at most (default 30), not for ever:
+    a real `switch up` hung in its ifconfig holds it; another `up`, and a VM's start, give up with
+    exit 8 naming the switch and that holder, having changed nothing; once the holder is gone the
+    next `up` completes the switch."""
+    env, root = fbsd, install
+    assert switch(root, env, "create", "lan", "--address", "10.0.5.1/24").returncode == 0
+    assert switch(root, env, "down", "lan").returncode == 0
+    create_vm(root, env, "web", "--disk-size", "1G", "--switch", "lan")
+    hang, flag = tmp_path / "hang", tmp_path / "hanging"
+    hang.mkdir()
+    real = subprocess.run(["sh", "-c", "command -v ifconfig"], env=env, capture_output=True, text=True).stdout.strip()
+    (hang / "ifconfig").write_text(f'#!/bin/sh\nif [ "$*" = "bridge create name lan" ]; then touch {flag}; '
+                                   f'exec sleep 120; fi\nexec {real} "$@"\n')
+    (hang / "ifconfig").chmod(0o755)
+    holder = subprocess.Popen([str(root / "switch"), "up", "lan"], cwd=root,
+                              env=dict(env, PATH=f"{hang}:{env['PATH']}"), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(flag.exists, what="the first up in its ifconfig")
+        n, lock = len(calls(env)), Path(env["KVM_RUN_DIR"]) / "host" / "switch.lock"
+        quick = dict(env, KVM_SWITCH_WAIT="1")
+        began = time.monotonic()
+        res = cmd(root, quick, "switch", "up", "lan")
+        waited = time.monotonic() - began
+        one_line_error(res, f"switch: switch lan: busy: pid {holder.pid} (switch up lan) holds {lock}; waited 1 s "
+                            f"(KVM_SWITCH_WAIT): try again when it is done", status=8)
+        assert 1 <= waited < 15, waited
+        one_line_error(cmd(root, quick, "start", "web"),
+                       f"start: web: switch lan: busy: pid {holder.pid} (switch up lan) holds {lock}", status=8)
+        assert mutating(env, n) == [], "nothing changed: no bridge, no tap, no bhyve"
+        assert not running(root, env, "web")
+        one_line_error(cmd(root, dict(env, KVM_SWITCH_WAIT="soon"), "switch", "up", "lan"),
+                       "KVM_SWITCH_WAIT='soon' is not a number of seconds", status=2)
+    finally:
+        os.killpg(holder.pid, 9)
+        holder.wait(10)
+    assert switch(root, env, "up", "lan").returncode == 0
+    assert sim(env, "ifaces.json")["lan"]["up"]

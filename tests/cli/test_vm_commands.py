@@ -486,10 +486,15 @@ class Terminal:
 
     def __init__(self, argv, env, cwd):
         import pty
+        import signal
         self.pid, self.fd = pty.fork()
         if self.pid == 0:  # the child: becomes the command, with the terminal as its controlling tty
             try:
                 os.chdir(cwd)
+                # as a person's shell starts it: Ctrl-C's SIGINT at its default, nothing blocked, whatever
+                # the test runner inherited (`cmd &` in a plain sh ignores SIGINT: vmcreate would too)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_SETMASK, set())
                 os.execve(argv[0], argv, env)
             finally:
                 os._exit(127)
@@ -514,8 +519,16 @@ class Terminal:
     def type(self, text):
         os.write(self.fd, text.encode())
 
-    def wait(self):
+    def wait(self, seconds=60):
+        import select
+        import signal
+        end = time.time() + seconds
         while True:  # drain the terminal so the command never blocks on a full one
+            if not select.select([self.fd], [], [], max(0.0, end - time.time()))[0]:
+                os.killpg(self.pid, signal.SIGKILL)   # its session's process group: it and its children
+                os.waitpid(self.pid, 0)
+                os.close(self.fd)
+                raise AssertionError(f"the command did not end within {seconds} s; it showed: {self.seen[-300:]!r}")
             try:
                 chunk = os.read(self.fd, 4096)
             except OSError:
@@ -555,16 +568,21 @@ def test_stop_on_a_terminal_says_what_it_waits_for(install, env):
 
 def test_vmcreate_on_a_terminal_asks_again_then_ctrl_c_leaves_nothing(install, env, pool, tmp_path):
     """A person at a terminal: a wrong answer is asked again; Ctrl-C while the dataset exists
-    (a slow `zfs` right after the create) rolls everything back."""
+    (a `zfs create` that made it and has not answered yet) rolls everything back.
+
+    The held `zfs create` never answers success: it used to sleep 30 s and then report the create,
+    so a test slowed past that (its own `zfs list` under load) sent Ctrl-C to a vmcreate that had
+    finished (exit 0). Now vmcreate can only end by the Ctrl-C (130) or, if the Ctrl-C is lost, by a
+    failed create after 120 s (1), never by completing the VM."""
     real = subprocess.run(["sh", "-c", "command -v zfs"], capture_output=True, text=True).stdout.strip()
     slow = tmp_path / "slow"
     slow.mkdir()
     (slow / "zfs").write_text(textwrap.dedent(f"""\
         #!/bin/sh
-        count=$(cat {slow}/n 2>/dev/null || echo 0); count=$((count+1)); echo $count > {slow}/n
-        {real} "$@"; rc=$?
-        if [ "$count" -eq 3 ]; then touch {slow}/created; sleep 30; fi
-        exit $rc
+        case "$*" in
+        "create "*" {pool}/kvm/vm/tty1") {real} "$@" || exit; touch {slow}/created; sleep 120; exit 99;;
+        esac
+        exec {real} "$@"
         """))
     (slow / "zfs").chmod(0o755)
     env = dict(env, PATH=f"{slow}:{env['PATH']}")
@@ -589,7 +607,7 @@ def test_vmcreate_on_a_terminal_asks_again_then_ctrl_c_leaves_nothing(install, e
     assert (slow / "created").exists(), term.seen
     assert f"{pool}/kvm/vm/tty1" in datasets(pool), "the dataset exists when Ctrl-C comes"
     term.type("\x03")  # Ctrl-C: SIGINT to the terminal's foreground process group
-    assert term.wait() == 130, term.seen
+    assert term.wait(150) == 130, term.seen
     assert "vmcreate: tty1: interrupted" in term.seen
     for _ in range(100):
         if f"{pool}/kvm/vm/tty1" not in datasets(pool):

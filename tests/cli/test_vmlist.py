@@ -94,10 +94,36 @@ def test_json_has_every_column_with_exact_numbers(install, env):
     assert web == {"schema": 1, "name": "web", "state": "stopped", "pid": 0, "supervisor": 0, "cpu": 2, "memory": 2 << 30,
                    "loader": "uefi", "disk": 20 << 30, "vnc": None, "auto": False, "uptime": None,
                    "started": None, "hypervisor": "bhyve", "accelerator": "vmm",
-                   "tpm": None, "limits": None, "pin": None, "agent": False, "addresses": []}
+                   "tpm": None, "limits": None, "pin": None, "agent": False, "switch": None, "vlan": None,
+                   "addresses": []}
     assert [r["name"] for r in rows] == ["bare", "deb", "web"]
     assert [r["name"] for r in json.loads(cmd(install, env, "vmlist", "--json", "-S", "disk").stdout)] == \
         ["web", "deb", "bare"]
+
+
+def test_switch_and_vlan_columns_from_set_conf_alone(install, env):
+    """SWITCH and VLAN (issue 21): the NICs' switches and VLANs in Switch's order, `-` without one,
+    the same in --json (null); taken from set.conf only: no ifconfig, no switch file read."""
+    from tests.conftest import calls
+    for name in ("lan", "dmz"):
+        assert cmd(install, env, "switch", "create", name).returncode == 0
+    create_vm(install, env, "web", "--disk-size", "1G", "--switch", "lan", "--vlan", "10", "--switch", "dmz")
+    create_vm(install, env, "db", "--disk-size", "1G", "--switch", "lan")
+    create_vm(install, env, "bare", "--disk-size", "1G")
+    os.rename(install / "switches", install / "switches.away")   # vmlist must not need them
+    n = len(calls(env))
+    res = cmd(install, env, "vmlist", "-H", "-o", "name,switch,vlan")
+    assert (res.returncode, res.stderr) == (0, ""), res.stderr
+    assert res.stdout == "bare\t-\t-\ndb\tlan\t-\nweb\tlan,dmz\t10,-\n"
+    assert table(cmd(install, env, "vmlist", "-o", "name,switch"))[0] == ["NAME", "SWITCH"]
+    rows = {r["name"]: (r["switch"], r["vlan"]) for r in json.loads(cmd(install, env, "vmlist", "--json").stdout)}
+    assert rows == {"bare": (None, None), "db": ("lan", None), "web": ("lan,dmz", "10,-")}
+    res = cmd(install, env, "vmlist", "-H", "-o", "name", "-s", "switch")
+    assert res.stdout.split() == ["db", "web", "bare"], "sorted as text, a VM without a switch last"
+    assert calls(env)[n:] == [], "vmlist ran a tool"
+    # moved to another switch and VLAN: shown at once (the cached facts of the old file are not used)
+    assert cmd(install, env, "vmset", "db", "Switch=tapDB=dmz:20").returncode == 0
+    assert cmd(install, env, "vmlist", "-H", "-o", "name,switch,vlan").stdout.splitlines()[1] == "db\tdmz\t20"
 
 
 def test_auto_is_what_rc_conf_enables(install, env, sysroot):

@@ -598,3 +598,20 @@ def test_dest_without_the_vms_switches_is_named_and_refused(install, env, far):
                            "--manual", "lan"], env=env, capture_output=True).returncode == 0
     res = send(install, env, "web", "--local", root, "--copy")
     assert res.returncode == 0, res.stderr
+
+
+def test_dest_missing_several_switches_names_them_all_and_force_sends(install, env, pool, far):
+    """Every switch DEST lacks is named, nothing moves (no snapshot taken here, nothing made there);
+    --force sends the VM all the same, its Switch kept for DEST's admin to make the switches."""
+    root, fpool = far
+    for name in ("lan", "dmz"):
+        assert cmd(install, env, "switch", "create", name).returncode == 0
+    create_vm(install, env, "web", "--disk-size", "16M", "--switch", "lan", "--switch", "dmz")
+    before, mine = datasets(fpool), snaps_of(f"{pool}/kvm/vm/web")
+    one_line_error(send(install, env, "web", "--local", root, "--copy"), "vmsend: web: DEST has no switch dmz, lan, "
+                   "which the VM's NICs use (Switch): create them there first (kvm switch create), or --force",
+                   status=6)
+    assert datasets(fpool) == before and snaps_of(f"{pool}/kvm/vm/web") == mine, "nothing moved"
+    res = send(install, env, "web", "--local", root, "--copy", "--force")
+    assert res.returncode == 0, res.stderr
+    assert 'Switch="tapWEB=lan tapWEBn1=dmz"' in (root / "vm" / "web" / "set.conf").read_text()

@@ -49,6 +49,10 @@ def test_vnc_default_is_localhost_no_tablet_and_password():
     assert plan.files == (("/var/run/kvm/v.bhyve.conf", "pci.0.30.0.password=s3cret\n", 0o600),)
     assert not any("s3cret" in a for a in plan.argv)
     assert "-k" not in bhyve.plan(cfg("v", 'VMrom="uefi"\nVNC=0\nVNCpassword="s3cret"\n'), rom="/r/u.fd").argv
+    # a launch puts it in the VM's run folder (RUN_DIR/ROOT_ID/NAME/bhyve.conf), which no other root shares
+    mine = bhyve.plan(c, rom="/r/u.fd", vnc_port=5900, secrets_path="/var/run/kvm/r_1/v/bhyve.conf")
+    assert mine.argv[-3:] == ["-k", "/var/run/kvm/r_1/v/bhyve.conf", "v"]
+    assert mine.files == (("/var/run/kvm/r_1/v/bhyve.conf", "pci.0.30.0.password=s3cret\n", 0o600),)
 
 
 def test_grub_plan_device_map_and_forced_com():

@@ -63,11 +63,11 @@ def row(name, **values):
 
 def test_cells_human_and_exact():
     r = row("web", state="running", cpu=2, memory=1536 << 20, disk=None, vnc=5901, uptime=90061, auto=True,
-            started=1700000000, pid=42)
+            started=1700000000, pid=42, switch="lan,dmz", vlan="10,-")
     shown = {c: listing.cell(r, c) for c in listing.COLUMNS}
     assert shown == {"name": "web", "state": "running", "pid": "42", "cpu": "2", "memory": "1.50G", "loader": "-",
                      "disk": "-", "vnc": "5901", "auto": "yes", "uptime": "1d01h", "started": shown["started"],
-                     "tpm": "-", "limits": "-", "pin": "-", "agent": "no"}
+                     "tpm": "-", "limits": "-", "pin": "-", "agent": "no", "switch": "lan,dmz", "vlan": "10,-"}
     assert listing.cell(r, "memory", parsable=True) == str(1536 << 20)
     assert listing.cell(r, "uptime", parsable=True) == "90061"
     assert listing.cell(r, "started", parsable=True) == "1700000000"

@@ -23,7 +23,8 @@ VARS_FILE = "UEFI_VARS.fd"    # the VM's own UEFI variables, in its folder (the 
 DEVICE_MAP = "device.map"     # grub-bhyve's disk map, in the VM folder
 NMDM_MODULE = "nmdm"          # the null-modem driver behind serial consoles
 FBUF_NODE = "pci.0.30.0"      # bhyve's config node of the fbuf at slot 30
-SECRETS_SUFFIX = ".bhyve.conf"  # RUN_DIR/NAME.bhyve.conf: bhyve's -k file holding the VNC password
+SECRETS_SUFFIX = ".bhyve.conf"  # bhyve's -k file holding the VNC password: RUN_DIR/ROOT_ID/NAME/bhyve.conf
+                                # (runfiles.secrets_file); RUN_DIR/NAME.bhyve.conf without a VM's run files
 SECRETS_MODE = 0o600
 
 
@@ -172,14 +173,16 @@ def grub_argv(cfg, grub, dev_dir="/dev"):
     return argv
 
 
-def plan(cfg, rom=None, grub=None, vnc_port=None, dev_dir="/dev", run_dir="/var/run/kvm", guest=None):
+def plan(cfg, rom=None, grub=None, vnc_port=None, dev_dir="/dev", run_dir="/var/run/kvm", guest=None,
+         secrets_path=None):
     """Everything one launch runs, for a validated config and the firmware found. Plan.files:
-    (path, text, mode) written before the launch (the -k file with the VNC password, 0600);
-    guest: (swtpm socket, agent socket) in the VM's run folder."""
+    (path, text, mode) written before the launch (the -k file with the VNC password, 0600, at
+    secrets_path: the VM's run folder's; RUN_DIR/NAME.bhyve.conf without one); guest: (swtpm
+    socket, agent socket) in the VM's run folder."""
     if not cfg.loader:
         raise ConfigError("VMrom is not set in set.conf (uefi, grub or a loader path)", vm=cfg.name)
     nmdm = nmdm_a(cfg.name, dev_dir)
-    secrets = secrets_file(run_dir, cfg.name) if cfg.vnc and cfg.vnc_password else None
+    secrets = (secrets_path or secrets_file(run_dir, cfg.name)) if cfg.vnc and cfg.vnc_password else None
     files = ((secrets, secrets_text(cfg), SECRETS_MODE),) if secrets else ()
     if cfg.loader == "grub":
         return Plan(argv=bhyve_argv(cfg, None, vnc_port, dev_dir, secrets, guest), loader=grub_argv(cfg, grub, dev_dir),

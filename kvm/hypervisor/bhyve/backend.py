@@ -12,7 +12,7 @@ from kvm import host
 from kvm.conf import firmware
 from kvm.errors import ConfigError, KvmError, NotFound
 from kvm.host import paths
-from kvm.host.runfiles import AGENT, TPM_SOCKET, helper_file
+from kvm.host.runfiles import AGENT, TPM_SOCKET, helper_file, secrets_file
 from kvm.hypervisor.base import Exit, LaunchFailed
 from kvm.hypervisor.bhyve.argv import VARS_FILE, nmdm_a, nmdm_b, plan
 
@@ -177,7 +177,8 @@ class Bhyve:
             if cfg.agent:
                 check_socket_path(cfg, guest[1], "guest agent")
         return plan(cfg, rom=rom, grub=grub, vnc_port=ctx.vnc_port, dev_dir=str(paths.current().dev_dir),
-                    run_dir=str(paths.current().run_dir), guest=guest)
+                    run_dir=str(paths.current().run_dir), guest=guest,
+                    secrets_path=str(secrets_file(ctx.run)) if ctx.run else None)
 
     @staticmethod
     def tpm_channel(socket):
