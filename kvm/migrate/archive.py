@@ -344,8 +344,11 @@ def clean_leftovers(root, say):
     base = root.dataset()
     rows = zfs.get_props([base], [txn.CREATING, "type"], recursive=True, depth=1, with_source=True)
     for name in txn.stale(base, {n: p for n, p in rows.items() if n.split("/")[-1].startswith(STAGING)}):
+        # empty once its VM was moved into ROOT/vm (killed after that): nothing of a VM is lost
+        empty = list(zfs.get_props([name], ["type"], recursive=True)) == [name]
         zfs.destroy_recursive(name)
-        say(f"vmrestore: removed {name}, a half-restored VM a killed vmrestore left")
+        say(f"vmrestore: removed {name}, the empty staging dataset of a vmrestore killed after its VM was in place"
+            if empty else f"vmrestore: removed {name}, a half-restored VM a killed vmrestore left")
     for name in rows:
         short = name.split("/")[-1]
         if short.startswith(OLD):

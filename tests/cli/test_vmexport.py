@@ -159,9 +159,23 @@ def test_a_running_vm_is_exported_from_a_new_snapshot_and_keeps_running(install,
     assert cmd(install, env, "stop", "web").returncode == 0
 
 
-def _kill_mid_restore(install, env, out, name, and_watchdog):
-    proc = subprocess.Popen(["./vmrestore", str(out), name], env=env, cwd=install, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True)
+def held_receive_env(env, where, verbs="receive|recv"):
+    """env whose `zfs receive` (or other `verbs`) runs for real, then, when it succeeded, holds (60 s) before it
+    answers: a kill -9 sent meanwhile lands mid-receive whatever the machine's load (zfs-fuse
+    mounts a received dataset only once its stream is in, so the test cannot see an earlier point)."""
+    real = next(os.path.join(d, "zfs") for d in env["PATH"].split(":") if os.access(os.path.join(d, "zfs"), os.X_OK))
+    bindir = where / "held-receive"
+    bindir.mkdir()
+    (bindir / "zfs").write_text(f'#!/bin/sh\ncase "$1" in\n'
+                                f'{verbs}) "{real}" "$@"; rc=$?; [ $rc -ne 0 ] || sleep 60; exit $rc ;;\n'
+                                f'esac\nexec "{real}" "$@"\n')
+    (bindir / "zfs").chmod(0o755)
+    return {**env, "PATH": f"{bindir}:{env['PATH']}"}
+
+
+def _kill_mid_restore(install, env, out, name, and_watchdog, where):
+    proc = subprocess.Popen(["./vmrestore", str(out), name], env=held_receive_env(env, where), cwd=install,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     staging = f"vmrestore-{proc.pid}"
     end = time.time() + 30
     while time.time() < end and not os.path.isdir(install / staging / name):
@@ -192,7 +206,7 @@ def test_kill_9_during_vmrestore_leaves_nothing_the_next_run_does_not_clean(inst
         fh.write(os.urandom(24 * MIB))
     out = tmp_path / "big.x"
     export(install, env, "web", out)
-    staging, watchdogs = _kill_mid_restore(install, env, out, "copy", and_watchdog)
+    staging, watchdogs = _kill_mid_restore(install, env, out, "copy", and_watchdog, tmp_path)
     assert bool(watchdogs) == and_watchdog
     if not and_watchdog:
         wait_for(lambda: not [d for d in datasets(pool) if staging in d], what="the watchdog's clean-up")
@@ -200,6 +214,29 @@ def test_kill_9_during_vmrestore_leaves_nothing_the_next_run_does_not_clean(inst
     assert res.returncode == 0, res.stderr
     said = f"removed {pool}/kvm/{staging}, a half-restored VM a killed vmrestore left"
     assert (said in res.stderr) == and_watchdog, res.stderr
+    assert sha(install / "vm" / "copy" / "disk") == sha(web / "disk")
+    assert not [d for d in datasets(pool) if "vmrestore-" in d]
+
+
+def test_a_vmrestore_killed_once_its_vm_was_in_place_is_said_so_and_the_copy_kept(install, env, web, tmp_path, pool):
+    out = tmp_path / "w.x"
+    export(install, env, "web", out)
+    held = held_receive_env(env, tmp_path, verbs="rename")   # the move into ROOT/vm done, then held
+    proc = subprocess.Popen(["./vmrestore", str(out), "copy"], env=held, cwd=install, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    wait_for(lambda: f"{pool}/kvm/vm/copy" in datasets(pool), seconds=60, what="the move into place")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    staging = f"{pool}/kvm/vmrestore-{proc.pid}"
+    if staging in datasets(pool):   # the watchdog did not get there first: the next run says it
+        res = cmd(install, env, "vmrestore", out, "copy")
+        assert res.returncode == 7 and "copy: exists: not overwritten" in res.stderr, res.stderr
+        assert (f"removed {staging}, the empty staging dataset of a vmrestore killed after its VM was in place"
+                in res.stderr), res.stderr
+        assert "half-restored" not in res.stderr
+    # a rename zfs-fuse found busy is retried unmounted and mounted after: a kill in between
+    # leaves the copy unmounted, as a boot's `zfs mount -a` finds it
+    subprocess.run(["zfs", "mount", f"{pool}/kvm/vm/copy"], capture_output=True)
     assert sha(install / "vm" / "copy" / "disk") == sha(web / "disk")
     assert not [d for d in datasets(pool) if "vmrestore-" in d]
 
@@ -235,8 +272,8 @@ def test_kill_9_during_an_incremental_vmrestore_is_rolled_back_by_the_next_run(i
     export(install, env, "web", inc, "--incremental-from", "s1")
     assert cmd(install, env, "vmrestore", full, "copy").returncode == 0
     base = sha(install / "vm" / "copy" / "disk")
-    proc = subprocess.Popen(["./vmrestore", str(inc), "copy"], env=env, cwd=install, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(["./vmrestore", str(inc), "copy"], env=held_receive_env(env, tmp_path), cwd=install,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     marked = lambda: subprocess.run(["zfs", "get", "-H", "-o", "source", "kvm:restoring", f"{pool}/kvm/vm/copy"],  # noqa
                                     capture_output=True, text=True).stdout.strip() == "local"
     wait_for(marked, what="the increment's receive")
