@@ -16,22 +16,18 @@ MARKER = ".kvm-root"
 def is_root_dir(path):
     """True when `path` looks like an install root: ours (marker) or the shell toolkit's (functions).
     A folder that cannot be read (a FUSE mount whose daemon died: "Transport endpoint is not
-    connected") is no root: root_dir_error() says why."""
-    return root_dir_error(path) is None and _looks_like_root(Path(path))
+    connected") is no root: _probe() says why, for the errors that name it."""
+    return _probe(path)[0]
 
 
-def _looks_like_root(path):
-    return (path / "vm").is_dir() and ((path / MARKER).is_file() or (path / "functions").is_file())
-
-
-def root_dir_error(path):
-    """None when `path` can be read, else the reason it cannot ("/p: Transport endpoint is not
-    connected"). Path.is_dir() raises on such errors (only "no such file" reads as False)."""
+def _probe(path):
+    """(looks like a root, why it cannot be read or None), from one look. Path.is_dir() raises on
+    such errors: only "no such file" reads as False."""
+    path = Path(path)
     try:
-        _looks_like_root(Path(path))
+        return (path / "vm").is_dir() and ((path / MARKER).is_file() or (path / "functions").is_file()), None
     except OSError as exc:
-        return f"{exc.filename or path}: {exc.strerror or exc}"
-    return None
+        return False, f"{exc.filename or path}: {exc.strerror or exc}"
 
 
 class Root:
@@ -68,10 +64,10 @@ def find_root(explicit=None, launcher_dir=None):
     for given, how in ((explicit, "--root"), (os.environ.get("KVM_ROOT"), "KVM_ROOT")):
         if given:
             path = Path(given).resolve()
-            unreadable = root_dir_error(path)
+            looks, unreadable = _probe(path)
             if unreadable:
                 raise NotFound(f"{path} (from {how}) cannot be read: {unreadable}")
-            if not is_root_dir(path):
+            if not looks:
                 raise NotFound(f"{path} (from {how}) is not a kvm install root (no vm/ folder or marker)")
             return Root(path)
     if launcher_dir and is_root_dir(launcher_dir):
@@ -84,10 +80,10 @@ def _marked_root():
     for name, mnt in sorted(zfs.marked_mountpoints(ROOT_PROP).items()):
         if not mnt.startswith("/"):
             continue
-        why = root_dir_error(mnt)
+        looks, why = _probe(mnt)
         if why:
             unreadable.append(why)  # a dead mount is nobody's root: the others are still found
-        elif is_root_dir(mnt):
+        elif looks:
             roots.append(Root(Path(mnt), name))
     if not roots:
         also = f" (marked but unreadable: {'; '.join(unreadable)})" if unreadable else ""
